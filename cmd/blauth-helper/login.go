@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/blauth/blauth/ipc"
+)
+
+// cmdLogin stores a secret in the OS keyring (--api-key, --client-credentials) or runs Blaxel's
+// device login, which saves the session in the bl config as bl login does.
+func (a *app) cmdLogin(args []string) int {
+	var ws, kind string
+	for _, arg := range args {
+		switch arg {
+		case "--api-key":
+			kind = ipc.KindAPIKey
+		case "--client-credentials":
+			kind = ipc.KindClientCredentials
+		default:
+			if strings.HasPrefix(arg, "-") || ws != "" {
+				return a.usageError(fmt.Sprintf("unexpected argument %q", arg))
+			}
+			ws = arg
+		}
+	}
+	if ws == "" {
+		ws = a.workspace
+	}
+	if ws == "" {
+		return a.usageError("login needs a workspace: blauth-helper login WORKSPACE [--api-key | --client-credentials]")
+	}
+	if kind == "" {
+		return a.deviceLogin(ws)
+	}
+	what := "API key"
+	if kind == ipc.KindClientCredentials {
+		what = "client credentials (base64 of id:secret, or id:secret)"
+	}
+	secret, err := readSecret(a.stdin, a.stderr, fmt.Sprintf("%s for %s: ", what, ws))
+	if err != nil {
+		return a.fail(err)
+	}
+	req := ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionKeyringSet, ipc.KeyWorkspace, ws, ipc.KeyKind, kind, ipc.KeySecret, secret)
+	if _, err := a.call(req, 15*time.Second); err != nil {
+		return a.fail(err)
+	}
+	fmt.Fprintf(a.stderr, "blauth: saved the %s for %s in the OS keyring\n", what, ws)
+	return exitOK
+}
+
+// readSecret reads one line from stdin; on a terminal it prompts and turns echo off.
+func readSecret(stdin io.Reader, stderr io.Writer, prompt string) (string, error) {
+	f, isFile := stdin.(*os.File)
+	tty := isFile && isTerminal(f)
+	if tty {
+		fmt.Fprint(stderr, prompt)
+		if stty(f, "-echo") == nil {
+			defer func() { _ = stty(f, "echo"); fmt.Fprintln(stderr) }()
+		}
+	}
+	line, err := bufio.NewReaderSize(stdin, 4096).ReadString('\n')
+	if err != nil && !(errors.Is(err, io.EOF) && line != "") {
+		return "", errors.New("no secret on standard input")
+	}
+	s := strings.TrimRight(line, "\r\n")
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return "", errors.New("the secret is empty")
+	}
+	if !ipc.ValidValue(s) {
+		return "", errors.New("the secret holds a control character")
+	}
+	return s, nil
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// stty runs stty on the terminal (the standard library has no termios; stty is everywhere).
+func stty(tty *os.File, arg string) error {
+	cmd := exec.Command("stty", arg)
+	cmd.Stdin = tty
+	return cmd.Run()
+}
+
+func (a *app) cmdLogout(args []string) int {
+	ws, err := a.positionalWorkspace(args)
+	if err != nil || ws == "" {
+		return a.usageError("logout needs a workspace: blauth-helper logout WORKSPACE")
+	}
+	req := ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionKeyringDelete, ipc.KeyWorkspace, ws)
+	if _, err := a.call(req, 15*time.Second); err != nil {
+		return a.fail(err)
+	}
+	fmt.Fprintf(a.stderr, "blauth: removed the secret for %s from the OS keyring\n", ws)
+	return exitOK
+}
+
+// deviceLogin runs the device flow through the daemon: it shows the URL and code, then waits
+// with a spinner while the daemon polls at the server's interval.
+func (a *app) deviceLogin(ws string) int {
+	c, err := a.dial()
+	if err != nil {
+		return a.fail(err)
+	}
+	defer c.Close()
+	start, err := c.DoTimeout(a.request(ipc.ActionLoginStart, ws), 30*time.Second)
+	if err != nil {
+		return a.fail(err)
+	}
+	uri := start.Value(ipc.KeyVerificationURIComplete)
+	if uri == "" {
+		uri = start.Value(ipc.KeyVerificationURI)
+	}
+	fmt.Fprintf(a.stderr, "To log in to %s, open this address in a browser:\n\n    %s\n\nand check that it shows the code: %s\n\n", ws, uri, start.Value(ipc.KeyUserCode))
+	f, isFile := a.stderr.(*os.File)
+	spin := isFile && isTerminal(f)
+	frames := `|/-\`
+	wait := ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionLoginWait, "flow", start.Value("flow"), "wait", "1")
+	began := time.Now()
+	for i := 0; ; i++ {
+		if a.ctx.Err() != nil {
+			return a.fail(errors.New("login interrupted"))
+		}
+		if spin {
+			fmt.Fprintf(a.stderr, "\r%c waiting for approval (%s)", frames[i%4], time.Since(began).Round(time.Second))
+		}
+		resp, err := c.DoTimeout(wait, 40*time.Second)
+		if ipc.ErrorCode(err) == ipc.CodeLoginPending {
+			continue
+		}
+		if spin {
+			fmt.Fprint(a.stderr, "\r\033[K")
+		}
+		if err != nil {
+			return a.fail(err)
+		}
+		fmt.Fprintf(a.stderr, "blauth: logged in to %s; the session is saved in %s\n", ws, resp.Value("saved"))
+		return exitOK
+	}
+}

@@ -1,0 +1,470 @@
+// Package daemon is blauthd: it listens on the Unix socket, checks every peer, resolves which
+// credential serves each request (package sources), and keeps one fresh token per credential in
+// its Broker. Run is the whole daemon; cmd/blauthd only parses flags and calls it.
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/blauth/blauth/internal/systemd"
+	"github.com/blauth/blauth/ipc"
+	"github.com/blauth/blauth/sources"
+)
+
+// Config configures the daemon. Validate fills the defaults and checks what can be checked
+// before serving.
+type Config struct {
+	// SocketPath is where to listen when no socket is inherited.
+	SocketPath string
+	// Listener, when set, is served instead of creating SocketPath (socket activation); the
+	// daemon does not remove its file on exit, the service manager owns it.
+	Listener net.Listener
+	Log      zerolog.Logger
+	// Environ is the daemon's environment (os.Environ()).
+	Environ []string
+	// BLConfigPath is the bl CLI config ($HOME/.blaxel/config.yaml); empty disables it.
+	BLConfigPath string
+	// WriteBack saves refreshed bl login sessions into BLConfigPath, as bl would.
+	WriteBack bool
+	// Keyring, when set, is a source and the store behind blauth-helper login.
+	Keyring sources.KeyringStore
+	// Exchanger talks to the token endpoint; nil means Blaxel's JSON dialect over HTTP.
+	Exchanger Exchanger
+	// HTTP is the client for token endpoints when Exchanger is nil.
+	HTTP *http.Client
+	// Clock is the wall clock (tests inject one).
+	Clock Clock
+	// Broker tunables; see BrokerConfig.
+	RefreshLeft float64
+	MinTTL      time.Duration
+	// RequestTimeout bounds reading one request once its first byte came (5s), and a get that
+	// has to wait for an exchange (30s total).
+	RequestTimeout time.Duration
+	// IdleTimeout closes a connection that sends nothing for this long (2m).
+	IdleTimeout time.Duration
+	// MaxConns bounds open connections (8192); more are closed at once.
+	MaxConns int
+	// Tick is how often expiry and due refreshes are checked on the wall clock (1s).
+	Tick time.Duration
+	// Reload delivers reload requests (SIGHUP).
+	Reload <-chan struct{}
+	// Version is reported by ping and status.
+	Version string
+	// Ready, when set, is called once the socket accepts connections.
+	Ready func(socket string)
+}
+
+func (c *Config) validate() error {
+	if c.Listener == nil && c.SocketPath == "" {
+		return errors.New("no socket path")
+	}
+	if c.Clock == nil {
+		c.Clock = wallClock{}
+	}
+	if c.HTTP == nil {
+		c.HTTP = &http.Client{Timeout: 30 * time.Second}
+	}
+	if c.Exchanger == nil {
+		c.Exchanger = &BlaxelExchanger{HTTP: c.HTTP, Now: c.Clock.Now}
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 5 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 2 * time.Minute
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = 8192
+	}
+	if c.Tick <= 0 {
+		c.Tick = time.Second
+	}
+	return nil
+}
+
+// Daemon is a running blauthd. Build it with New, start it with Run.
+type Daemon struct {
+	cfg      Config
+	log      zerolog.Logger
+	ln       net.Listener
+	lock     *socketLock
+	socket   string
+	broker   *Broker
+	resolver *sources.Resolver
+	watcher  *sources.Watcher
+	uid      int
+	started  time.Time
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	active sync.WaitGroup
+	login  *loginFlows
+}
+
+// Run runs the daemon until ctx is cancelled: it serves the socket, reloads on cfg.Reload, and
+// on cancellation stops accepting, lets in-flight requests finish, and removes its socket.
+func Run(ctx context.Context, cfg Config) error {
+	d, err := New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return d.Run(ctx)
+}
+
+// New validates cfg, opens the socket and reads the sources; nothing is served until Run.
+func New(ctx context.Context, cfg Config) (*Daemon, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	d := &Daemon{cfg: cfg, log: cfg.Log, uid: os.Getuid(), conns: map[net.Conn]struct{}{}, started: cfg.Clock.Now()}
+	if cfg.Listener != nil {
+		d.ln = cfg.Listener
+		d.socket = cfg.Listener.Addr().String()
+	} else {
+		ln, lock, err := listenUnix(cfg.SocketPath)
+		if err != nil {
+			return nil, err
+		}
+		d.ln, d.lock, d.socket = ln, lock, cfg.SocketPath
+	}
+	w, err := sources.NewWatcher(cfg.Log.With().Str("component", "watcher").Logger(), 0)
+	if err != nil {
+		d.log.Warn().Err(err).Msg("file watching unavailable; sources are re-read on reload only")
+	}
+	d.watcher = w
+	d.broker = NewBroker(ctx, BrokerConfig{
+		Exchanger:   cfg.Exchanger,
+		Clock:       cfg.Clock,
+		Log:         cfg.Log.With().Str("component", "broker").Logger(),
+		RefreshLeft: cfg.RefreshLeft,
+		MinTTL:      cfg.MinTTL,
+		Persist:     d.persist,
+		OnPermanent: func(c *sources.Credential) { d.resolver.Reload(ctx) },
+	})
+	d.resolver = sources.NewResolver(ctx, sources.ResolverConfig{
+		Environ:      cfg.Environ,
+		BLConfigPath: cfg.BLConfigPath,
+		Keyring:      cfg.Keyring,
+		Watcher:      w,
+		Log:          cfg.Log.With().Str("component", "sources").Logger(),
+		OnChange: func(kind string) {
+			d.log.Debug().Str("source", kind).Msg("source changed")
+		},
+	})
+	d.login = newLoginFlows(d)
+	return d, nil
+}
+
+// Socket is the path (or address) the daemon serves.
+func (d *Daemon) Socket() string { return d.socket }
+
+// Broker is the daemon's token broker.
+func (d *Daemon) Broker() *Broker { return d.broker }
+
+// Run serves until ctx is done.
+func (d *Daemon) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var bg sync.WaitGroup
+	if d.watcher != nil {
+		bg.Add(1)
+		go func() { defer bg.Done(); _ = d.watcher.Run(ctx) }()
+	}
+	bg.Add(1)
+	go func() { defer bg.Done(); d.tick(ctx) }()
+	bg.Add(1)
+	go func() { defer bg.Done(); _ = systemd.RunWatchdog(ctx) }()
+
+	d.log.Info().Str("socket", d.socket).Str("version", d.cfg.Version).Int("pid", os.Getpid()).Msg("blauthd serving")
+	if d.cfg.Ready != nil {
+		d.cfg.Ready(d.socket)
+	}
+	_ = systemd.Ready()
+
+	errc := make(chan error, 1)
+	go func() { errc <- d.accept(ctx) }()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	_ = systemd.Stopping()
+	d.log.Info().Msg("stopping: finishing requests in flight")
+	d.ln.Close()
+	if err == nil {
+		<-errc
+	}
+	d.closeIdle()
+	done := make(chan struct{})
+	go func() { d.active.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		d.log.Warn().Msg("requests still running after 10s; leaving them")
+	}
+	cancel()
+	bg.Wait()
+	d.broker.Wait()
+	d.resolver.Close()
+	if d.lock != nil {
+		d.lock.release()
+	}
+	d.log.Info().Msg("blauthd stopped")
+	return err
+}
+
+func (d *Daemon) tick(ctx context.Context) {
+	t := time.NewTicker(d.cfg.Tick)
+	defer t.Stop()
+	sweep := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			d.broker.Tick()
+			if sweep++; sweep%60 == 0 {
+				d.resolver.Sweep()
+			}
+		case <-d.cfg.Reload:
+			d.reload(ctx)
+		}
+	}
+}
+
+func (d *Daemon) reload(ctx context.Context) {
+	_ = systemd.Reloading()
+	d.log.Info().Msg("reloading sources")
+	d.resolver.Reload(ctx)
+	_ = systemd.Ready()
+}
+
+func (d *Daemon) accept(ctx context.Context) error {
+	var delay time.Duration
+	for {
+		c, err := d.ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// EMFILE and friends: back off instead of spinning.
+			if delay == 0 {
+				delay = 5 * time.Millisecond
+			} else if delay < time.Second {
+				delay *= 2
+			}
+			d.log.Error().Err(err).Dur("retry_in", delay).Msg("accept failed")
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		d.mu.Lock()
+		full := len(d.conns) >= d.cfg.MaxConns
+		if !full {
+			d.conns[c] = struct{}{}
+			d.active.Add(1)
+		}
+		d.mu.Unlock()
+		if full {
+			d.log.Warn().Int("max", d.cfg.MaxConns).Msg("too many connections; closing a new one")
+			c.Close()
+			continue
+		}
+		go d.serveConn(ctx, c)
+	}
+}
+
+// closeIdle wakes every connection blocked waiting for its next request, so it ends; a request
+// being handled still gets its answer.
+func (d *Daemon) closeIdle() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for c := range d.conns {
+		_ = c.SetReadDeadline(time.Now())
+	}
+}
+
+func (d *Daemon) serveConn(ctx context.Context, c net.Conn) {
+	defer func() {
+		c.Close()
+		d.mu.Lock()
+		delete(d.conns, c)
+		d.mu.Unlock()
+		d.active.Done()
+	}()
+	if uid, err := peerUID(c); err != nil || uid != d.uid {
+		d.log.Warn().Int("peer_uid", uid).Err(err).Msg("refused a connection from another user")
+		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = ipc.WriteMessage(c, ipc.ErrorMessage(&ipc.Error{Code: ipc.CodeForbidden, Message: "this daemon serves only its own user"}))
+		return
+	}
+	r := bufio.NewReaderSize(c, 4096)
+	for ctx.Err() == nil {
+		_ = c.SetReadDeadline(time.Now().Add(d.cfg.IdleTimeout))
+		if _, err := r.Peek(1); err != nil {
+			return
+		}
+		_ = c.SetReadDeadline(time.Now().Add(d.cfg.RequestTimeout))
+		req, err := ipc.ReadMessage(r)
+		if err != nil {
+			if errors.Is(err, ipc.ErrTooLarge) || errors.Is(err, ipc.ErrMalformed) {
+				d.log.Debug().Err(err).Msg("bad request")
+				_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+				_ = ipc.WriteMessage(c, ipc.ErrorMessage(&ipc.Error{Code: ipc.CodeBadRequest, Message: err.Error()}))
+			}
+			return
+		}
+		_ = c.SetReadDeadline(time.Time{})
+		resp := d.handle(ctx, req)
+		_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		if err := ipc.WriteMessage(c, resp); err != nil {
+			d.log.Debug().Err(err).Msg("write answer")
+			return
+		}
+	}
+}
+
+func fail(code, msg, hint string) *ipc.Message {
+	return ipc.ErrorMessage(&ipc.Error{Code: code, Message: msg, Hint: hint})
+}
+
+func ok(kv ...string) *ipc.Message {
+	return ipc.NewMessage(append([]string{ipc.KeyVersion, ipc.Version, ipc.KeyStatus, ipc.StatusOK}, kv...)...)
+}
+
+// handle answers one request. It never panics the daemon: a bug in one request is logged and
+// answered as internal.
+func (d *Daemon) handle(ctx context.Context, req *ipc.Message) (resp *ipc.Message) {
+	defer func() {
+		if p := recover(); p != nil {
+			d.log.Error().Interface("panic", p).Msg("request handler panicked")
+			resp = fail(ipc.CodeInternal, "internal error", "")
+		}
+	}()
+	if v, ok := req.Get(ipc.KeyVersion); ok && v != ipc.Version {
+		return fail(ipc.CodeUnsupportedVersion, fmt.Sprintf("protocol version %q is not supported; this daemon speaks %s", v, ipc.Version), "upgrade blauth-helper or the client library")
+	}
+	switch a := req.Value(ipc.KeyAction); a {
+	case ipc.ActionGet:
+		return d.get(ctx, req)
+	case ipc.ActionErase:
+		return d.erase(req)
+	case ipc.ActionStatus:
+		return d.status(req)
+	case ipc.ActionPing:
+		return ok("pid", fmt.Sprint(os.Getpid()), "daemon_version", d.cfg.Version)
+	case ipc.ActionReload:
+		d.reload(ctx)
+		return ok()
+	case ipc.ActionKeyringSet, ipc.ActionKeyringDelete:
+		return d.keyring(ctx, req)
+	case ipc.ActionLoginStart:
+		return d.login.start(ctx, req)
+	case ipc.ActionLoginWait:
+		return d.login.wait(ctx, req)
+	case "":
+		return fail(ipc.CodeBadRequest, "the request has no action", "send action=get")
+	default:
+		return fail(ipc.CodeUnknownAction, fmt.Sprintf("unknown action %q", clip(a, 40)), "")
+	}
+}
+
+// sourceRequest reads the caller's workspace, directory and BL_* variables.
+func sourceRequest(req *ipc.Message) sources.Request {
+	r := sources.Request{Workspace: req.Value(ipc.KeyWorkspace), Dir: req.Value(ipc.KeyDir)}
+	for _, f := range req.Fields {
+		if name, ok := strings.CutPrefix(f.Key, ipc.KeyEnvPrefix); ok && strings.HasPrefix(name, "BL_") {
+			if r.Env == nil {
+				r.Env = map[string]string{}
+			}
+			r.Env[name] = f.Value
+		}
+	}
+	return r
+}
+
+func resolveError(err error) *ipc.Message {
+	switch {
+	case errors.Is(err, sources.ErrNoWorkspace):
+		return fail(ipc.CodeNoWorkspace, err.Error(), "pass a workspace (-w NAME), set BL_WORKSPACE, or run `bl login`")
+	case errors.Is(err, sources.ErrNoCredentials):
+		return fail(ipc.CodeNoCredentials, err.Error(), "set BL_API_KEY or BL_CLIENT_CREDENTIALS, run `bl login WORKSPACE`, or `blauth-helper login WORKSPACE --api-key`")
+	}
+	return fail(ipc.CodeInternal, err.Error(), "")
+}
+
+func (d *Daemon) get(ctx context.Context, req *ipc.Message) *ipc.Message {
+	res, err := d.resolver.Resolve(sourceRequest(req))
+	if err != nil {
+		return resolveError(err)
+	}
+	var minTTL time.Duration
+	if s := req.Value(ipc.KeyMinTTL); s != "" {
+		n, err := parseSeconds(s)
+		if err != nil {
+			return fail(ipc.CodeBadRequest, "min_ttl must be a number of seconds", "")
+		}
+		minTTL = n
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	c := res.Credential
+	s, err := d.broker.Get(ctx, c, minTTL, res.DaemonHeld())
+	if err != nil {
+		var te *TokenError
+		if errors.As(err, &te) {
+			return fail(te.Code, te.Msg, te.Hint)
+		}
+		return fail(ipc.CodeInternal, err.Error(), "")
+	}
+	t := ipc.Token{Workspace: res.Workspace, Token: s.Token, Kind: c.Kind, Source: c.Source.String(), Expiry: s.Expiry}
+	return t.Message()
+}
+
+func parseSeconds(s string) (time.Duration, error) {
+	var n int64
+	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || n < 0 || n > 1<<31 || fmt.Sprint(n) != s {
+		return 0, errors.New("bad number")
+	}
+	return time.Duration(n) * time.Second, nil
+}
+
+func (d *Daemon) erase(req *ipc.Message) *ipc.Message {
+	res, err := d.resolver.Resolve(sourceRequest(req))
+	if err != nil {
+		return resolveError(err)
+	}
+	dropped := d.broker.Erase(res.Credential, req.Value(ipc.KeyToken))
+	d.log.Info().Str("workspace", res.Workspace).Bool("dropped", dropped).Msg("erase")
+	return ok(ipc.KeyWorkspace, res.Workspace, "dropped", fmt.Sprint(dropped))
+}
+
+func (d *Daemon) persist(c *sources.Credential, g *Grant) error {
+	if !d.cfg.WriteBack || c.Source.Kind != sources.SourceBLConfig || d.cfg.BLConfigPath == "" {
+		return nil
+	}
+	return sources.UpdateBLCredentials(d.cfg.BLConfigPath, c.Workspace, func(cr *sources.BLCredentials) {
+		if cr.RefreshToken != "" && cr.RefreshToken != c.RefreshToken {
+			// bl logged in again since we read the file: its session is newer than ours.
+			return
+		}
+		cr.AccessToken = g.AccessToken
+		cr.RefreshToken = g.RefreshToken
+		if g.ExpiresIn > 0 {
+			cr.ExpiresIn = g.ExpiresIn
+		} else {
+			cr.ExpiresIn = int(g.Lifetime().Seconds())
+		}
+	})
+}

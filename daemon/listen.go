@@ -1,0 +1,81 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/blauth/blauth/ipc"
+)
+
+// ErrAlreadyRunning reports that another daemon serves the socket.
+var ErrAlreadyRunning = errors.New("another blauthd is already running")
+
+// socketLock is held for the daemon's life, so that two daemons started together cannot both
+// decide the socket is stale and remove each other's.
+type socketLock struct{ f *os.File }
+
+func lockSocketDir(socketPath string) (*socketLock, error) {
+	p := socketPath + ".lock"
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock file: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w (it holds %s)", ErrAlreadyRunning, p)
+		}
+		return nil, fmt.Errorf("lock %s: %w", p, err)
+	}
+	return &socketLock{f}, nil
+}
+
+func (l *socketLock) release() {
+	_ = os.Remove(l.f.Name())
+	l.f.Close()
+}
+
+// listenUnix creates the daemon's socket: its directory private (0700, ours), a live socket left
+// alone, a stale one replaced, and the new one created with mode 0600.
+func listenUnix(path string) (net.Listener, *socketLock, error) {
+	if err := ipc.PrepareSocketDir(filepath.Dir(path)); err != nil {
+		return nil, nil, err
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, nil, fmt.Errorf("%w on %s", ErrAlreadyRunning, path)
+	}
+	lock, err := lockSocketDir(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			lock.release()
+			return nil, nil, fmt.Errorf("%s exists and is not a socket; refusing to replace it", path)
+		}
+		if err := os.Remove(path); err != nil {
+			lock.release()
+			return nil, nil, fmt.Errorf("remove stale socket: %w", err)
+		}
+	}
+	old := syscall.Umask(0o177)
+	l, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		lock.release()
+		return nil, nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		lock.release()
+		return nil, nil, err
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(true)
+	return l, lock, nil
+}

@@ -1,0 +1,90 @@
+package ipc
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ErrUnreachable reports that no daemon answers on the socket: it does not exist, or nobody is
+// listening on it. Clients may start a daemon and try again.
+var ErrUnreachable = errors.New("daemon unreachable")
+
+// Client is one connection to a daemon; it may carry several requests, one at a time.
+// It is not safe for concurrent use.
+type Client struct {
+	conn    net.Conn
+	r       *bufio.Reader
+	timeout time.Duration
+}
+
+// Dial connects to the daemon's socket. A missing socket or a refused connection is reported as
+// an error wrapping ErrUnreachable. timeout bounds the dial and every later request.
+func Dial(path string, timeout time.Duration) (*Client, error) {
+	conn, err := net.DialTimeout("unix", path, timeout)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOTSOCK) {
+			return nil, fmt.Errorf("%w: %s: %w", ErrUnreachable, path, unwrapSyscall(err))
+		}
+		return nil, fmt.Errorf("connect to %s: %w", path, err)
+	}
+	return &Client{conn: conn, r: bufio.NewReader(conn), timeout: timeout}, nil
+}
+
+func unwrapSyscall(err error) error {
+	var se *os.SyscallError
+	if errors.As(err, &se) {
+		return se.Err
+	}
+	return err
+}
+
+// Do sends req and reads the answer. An error answer is returned as an *Error.
+func (c *Client) Do(req *Message) (*Message, error) {
+	return c.DoTimeout(req, c.timeout)
+}
+
+// DoTimeout is Do with its own time limit (a device login waits for minutes).
+func (c *Client) DoTimeout(req *Message, timeout time.Duration) (*Message, error) {
+	if timeout > 0 {
+		_ = c.conn.SetDeadline(time.Now().Add(timeout))
+	}
+	if err := WriteMessage(c.conn, req); err != nil {
+		return nil, fmt.Errorf("send request: %w", err)
+	}
+	resp, err := ReadMessage(c.r)
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, fmt.Errorf("daemon did not answer within %s: %w", timeout, err)
+		}
+		return nil, fmt.Errorf("read answer: %w", err)
+	}
+	if err := AsError(resp); err != nil {
+		return resp, err
+	}
+	return resp, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// CallerEnv returns the BL_* variables of environ (as os.Environ gives them) as request fields,
+// sorted by name, for the daemon to resolve the caller's environment source.
+func CallerEnv(environ []string) []Field {
+	var fs []Field
+	for _, kv := range environ {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(k, "BL_") || !ValidKey(KeyEnvPrefix+k) || !ValidValue(v) {
+			continue
+		}
+		fs = append(fs, Field{KeyEnvPrefix + k, v})
+	}
+	sort.Slice(fs, func(i, j int) bool { return fs[i].Key < fs[j].Key })
+	return fs
+}

@@ -1,0 +1,159 @@
+package ipc
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Request and response keys. docs/PROTOCOL.md describes each.
+const (
+	KeyVersion   = "version"
+	KeyAction    = "action"
+	KeyWorkspace = "workspace"
+	KeyDir       = "cwd"     // the caller's working directory, for its .env
+	KeyEnvPrefix = "env."    // env.BL_API_KEY=… : the caller's BL_* variables
+	KeyMinTTL    = "min_ttl" // seconds of remaining life the caller needs
+	KeyKind      = "kind"
+	KeySecret    = "secret"
+
+	KeyStatus  = "status" // ok | error
+	KeyToken   = "token"
+	KeyExpiry  = "expiry" // Unix seconds; 0 when the token does not expire
+	KeySource  = "source"
+	KeyCode    = "code"
+	KeyMessage = "message"
+	KeyHint    = "hint"
+	KeyJSON    = "json"
+
+	KeyVerificationURI         = "verification_uri"
+	KeyVerificationURIComplete = "verification_uri_complete"
+	KeyUserCode                = "user_code"
+	KeyInterval                = "interval"
+)
+
+// Actions a daemon understands.
+const (
+	ActionGet            = "get"             // a token for a workspace
+	ActionErase          = "erase"           // drop a cached token (after a 401)
+	ActionStatus         = "status"          // every workspace, as JSON
+	ActionReload         = "reload"          // re-read every source
+	ActionPing           = "ping"            // liveness
+	ActionKeyringSet     = "keyring_set"     // store a secret in the OS keyring
+	ActionKeyringDelete  = "keyring_delete"  // remove it
+	ActionLoginStart     = "login_start"     // begin Blaxel's device flow
+	ActionLoginWait      = "login_wait"      // wait for it to complete
+	StatusOK, StatusFail = "ok", "error"
+)
+
+// Credential kinds, as reported in kind=.
+const (
+	KindAPIKey            = "api_key"
+	KindClientCredentials = "client_credentials"
+	KindLogin             = "login"
+)
+
+// Error codes. Clients branch on these, never on the message text.
+const (
+	CodeBadRequest         = "bad_request"         // malformed, oversized or incomplete request
+	CodeUnsupportedVersion = "unsupported_version" // version= names a protocol this daemon does not speak
+	CodeUnknownAction      = "unknown_action"
+	CodeNoWorkspace        = "no_workspace"        // no workspace given and none configured
+	CodeNoCredentials      = "no_credentials"      // the workspace has no credential in any source
+	CodeAuthFailed         = "auth_failed"         // the token endpoint refused the credential for good
+	CodeUnavailable        = "unavailable"         // no valid token and the endpoint cannot be reached now
+	CodeKeyringUnavailable = "keyring_unavailable" // the OS keyring did not answer
+	CodeLoginPending       = "login_pending"       // device flow still waiting for the user
+	CodeLoginExpired       = "login_expired"       // device code expired or was denied
+	CodeForbidden          = "forbidden"           // peer is another user
+	CodeShuttingDown       = "shutting_down"
+	CodeInternal           = "internal"
+)
+
+// Error is an error answer from the daemon.
+type Error struct {
+	Code    string
+	Message string
+	Hint    string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// ErrorCode returns the protocol code carried by err, or "" if it carries none.
+func ErrorCode(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return ""
+}
+
+// ErrorMessage builds the error answer for e.
+func ErrorMessage(e *Error) *Message {
+	m := NewMessage(KeyVersion, Version, KeyStatus, StatusFail, KeyCode, e.Code, KeyMessage, oneLine(e.Message))
+	if e.Hint != "" {
+		m.Add(KeyHint, oneLine(e.Hint))
+	}
+	return m
+}
+
+func oneLine(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c == '\n' || c == '\r' || c == 0 {
+			b[i] = ' '
+		}
+	}
+	return string(b)
+}
+
+// AsError returns the *Error carried by an answer, or nil when it is a success.
+func AsError(m *Message) error {
+	if m.Value(KeyStatus) != StatusFail {
+		return nil
+	}
+	code := m.Value(KeyCode)
+	if code == "" {
+		code = CodeInternal
+	}
+	return &Error{Code: code, Message: m.Value(KeyMessage), Hint: m.Value(KeyHint)}
+}
+
+// Token is a successful get answer.
+type Token struct {
+	Workspace string
+	Token     string
+	Kind      string
+	Source    string
+	Expiry    time.Time // zero when the token does not expire
+}
+
+// ParseToken reads a get answer.
+func ParseToken(m *Message) (*Token, error) {
+	if err := AsError(m); err != nil {
+		return nil, err
+	}
+	t := &Token{Workspace: m.Value(KeyWorkspace), Token: m.Value(KeyToken), Kind: m.Value(KeyKind), Source: m.Value(KeySource)}
+	if t.Token == "" {
+		return nil, fmt.Errorf("%w: answer holds no token", ErrMalformed)
+	}
+	if s := m.Value(KeyExpiry); s != "" && s != "0" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%w: expiry is not a number", ErrMalformed)
+		}
+		t.Expiry = time.Unix(n, 0)
+	}
+	return t, nil
+}
+
+// Message returns the wire form of a get answer.
+func (t *Token) Message() *Message {
+	exp := "0"
+	if !t.Expiry.IsZero() {
+		exp = strconv.FormatInt(t.Expiry.Unix(), 10)
+	}
+	return NewMessage(KeyVersion, Version, KeyStatus, StatusOK, KeyWorkspace, t.Workspace,
+		KeyToken, t.Token, KeyExpiry, exp, KeyKind, t.Kind, KeySource, t.Source)
+}

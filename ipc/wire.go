@@ -1,0 +1,218 @@
+// Package ipc is blauth's wire protocol: the key=value messages that blauthd and its clients exchange
+// over a Unix socket, their error codes, where the socket lives, and a small client.
+//
+// It depends on the standard library only, so that blauth-helper stays tiny and any program can
+// vendor it. The protocol itself is documented in docs/PROTOCOL.md.
+package ipc
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Version is the protocol version this package speaks. A request may carry version=1; a daemon
+// answers every request with the version it speaks.
+const Version = "1"
+
+// Limits on a single message. A message larger than MaxMessageSize, a line longer than MaxLineSize
+// or more than MaxFields fields is rejected without reading the rest of it.
+const (
+	MaxMessageSize = 64 << 10
+	MaxLineSize    = 16 << 10
+	MaxFields      = 256
+)
+
+// Field is one key=value line of a message.
+type Field struct {
+	Key, Value string
+}
+
+// Message is an ordered list of fields. Keys may repeat (git sends capability[]=… several times);
+// Get returns the first value. The zero value is an empty message, ready to use.
+// A Message is not safe for concurrent mutation.
+type Message struct {
+	Fields []Field
+}
+
+// NewMessage returns a message holding the given key, value pairs.
+func NewMessage(kv ...string) *Message {
+	m := &Message{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m.Add(kv[i], kv[i+1])
+	}
+	return m
+}
+
+// Get returns the first value of key and whether it was present.
+func (m *Message) Get(key string) (string, bool) {
+	for _, f := range m.Fields {
+		if f.Key == key {
+			return f.Value, true
+		}
+	}
+	return "", false
+}
+
+// Value returns the first value of key, or "".
+func (m *Message) Value(key string) string {
+	v, _ := m.Get(key)
+	return v
+}
+
+// All returns every value of key, in order.
+func (m *Message) All(key string) []string {
+	var vs []string
+	for _, f := range m.Fields {
+		if f.Key == key {
+			vs = append(vs, f.Value)
+		}
+	}
+	return vs
+}
+
+// Add appends a field.
+func (m *Message) Add(key, value string) { m.Fields = append(m.Fields, Field{key, value}) }
+
+// Set replaces every field of key by one with value, at the position of the first.
+func (m *Message) Set(key, value string) {
+	out := m.Fields[:0]
+	done := false
+	for _, f := range m.Fields {
+		if f.Key != key {
+			out = append(out, f)
+		} else if !done {
+			out = append(out, Field{key, value})
+			done = true
+		}
+	}
+	m.Fields = out
+	if !done {
+		m.Add(key, value)
+	}
+}
+
+// Errors returned by ReadMessage and WriteMessage. They are wrapped with the detail; use errors.Is.
+var (
+	ErrTooLarge  = errors.New("message too large")
+	ErrMalformed = errors.New("malformed message")
+)
+
+// ValidKey reports whether k may be used as a key: non-empty, at most 128 bytes of printable ASCII
+// without '=' or spaces.
+func ValidKey(k string) bool {
+	if k == "" || len(k) > 128 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if c <= ' ' || c >= 0x7f || c == '=' {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidValue reports whether v may be sent as a value: no CR, LF or NUL.
+func ValidValue(v string) bool { return !strings.ContainsAny(v, "\r\n\x00") }
+
+// ReadMessage reads one message: key=value lines up to an empty line. It returns io.EOF when r
+// ends before the first byte of a message (a client that is done), io.ErrUnexpectedEOF when it
+// ends inside one, and an error wrapping ErrTooLarge or ErrMalformed for input that breaks the
+// limits or the grammar; after such an error the stream is out of step and must be closed.
+func ReadMessage(r *bufio.Reader) (*Message, error) {
+	m := &Message{}
+	total := 0
+	for {
+		line, err := readLine(r)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				if total == 0 {
+					return nil, io.EOF
+				}
+				return nil, io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		total += len(line) + 1
+		if total > MaxMessageSize {
+			return nil, fmt.Errorf("%w: over %d bytes", ErrTooLarge, MaxMessageSize)
+		}
+		if line == "" {
+			return m, nil
+		}
+		if len(m.Fields) >= MaxFields {
+			return nil, fmt.Errorf("%w: over %d fields", ErrTooLarge, MaxFields)
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			return nil, fmt.Errorf("%w: line %d has no '='", ErrMalformed, len(m.Fields)+1)
+		}
+		if !ValidKey(k) {
+			return nil, fmt.Errorf("%w: line %d has an invalid key", ErrMalformed, len(m.Fields)+1)
+		}
+		if !ValidValue(v) {
+			return nil, fmt.Errorf("%w: line %d holds CR or NUL", ErrMalformed, len(m.Fields)+1)
+		}
+		m.Add(k, v)
+	}
+}
+
+// readLine reads up to '\n' without ever buffering more than MaxLineSize bytes.
+func readLine(r *bufio.Reader) (string, error) {
+	var sb strings.Builder
+	for {
+		chunk, err := r.ReadSlice('\n')
+		if sb.Len()+len(chunk) > MaxLineSize+1 {
+			return "", fmt.Errorf("%w: line over %d bytes", ErrTooLarge, MaxLineSize)
+		}
+		sb.Write(chunk)
+		switch {
+		case err == nil:
+			s := sb.String()
+			return s[:len(s)-1], nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF) && sb.Len() > 0:
+			return "", io.ErrUnexpectedEOF
+		default:
+			return "", err
+		}
+	}
+}
+
+// Encode returns the wire form of m, ended by the empty line. It fails on an invalid key or value
+// rather than sending something the peer would misread.
+func (m *Message) Encode() ([]byte, error) {
+	var b []byte
+	for _, f := range m.Fields {
+		if !ValidKey(f.Key) {
+			return nil, fmt.Errorf("%w: invalid key %q", ErrMalformed, f.Key)
+		}
+		if !ValidValue(f.Value) {
+			// The value may be a secret: never quote it.
+			return nil, fmt.Errorf("%w: value of %s holds CR, LF or NUL", ErrMalformed, f.Key)
+		}
+		b = append(b, f.Key...)
+		b = append(b, '=')
+		b = append(b, f.Value...)
+		b = append(b, '\n')
+	}
+	b = append(b, '\n')
+	if len(b) > MaxMessageSize {
+		return nil, fmt.Errorf("%w: over %d bytes", ErrTooLarge, MaxMessageSize)
+	}
+	return b, nil
+}
+
+// WriteMessage writes m in one write.
+func WriteMessage(w io.Writer, m *Message) error {
+	b, err := m.Encode()
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}

@@ -1,0 +1,99 @@
+package sources
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+)
+
+// Source kinds, highest precedence first.
+const (
+	SourceDotenv    = "dotenv"     // the caller's .env, in the directory it sent
+	SourceCallerEnv = "caller_env" // BL_* variables the caller sent
+	SourceDaemonEnv = "daemon_env" // blauthd's own environment
+	SourceKeyring   = "keyring"    // the OS keyring (blauth-helper login)
+	SourceBLConfig  = "bl_config"  // $HOME/.blaxel/config.yaml
+)
+
+// rank orders source kinds: lower wins.
+var rank = map[string]int{SourceDotenv: 0, SourceCallerEnv: 1, SourceDaemonEnv: 2, SourceKeyring: 3, SourceBLConfig: 4}
+
+// Credential kinds (the same words the wire protocol uses in kind=).
+const (
+	KindAPIKey            = "api_key"
+	KindClientCredentials = "client_credentials"
+	KindLogin             = "login"
+)
+
+// Provenance says where a credential was found.
+type Provenance struct {
+	Kind string `json:"kind"`
+	// Where is the file path (dotenv, bl_config), the variable name (environments) or the keyring
+	// service and user.
+	Where string `json:"where"`
+}
+
+func (p Provenance) String() string { return p.Kind + ":" + p.Where }
+
+// Credential is one credential for one workspace. Its secret fields are never logged: String
+// and the JSON form of Public show only the kind, workspace and provenance.
+type Credential struct {
+	Workspace string
+	Kind      string
+	// APIKey is the key itself, for KindAPIKey.
+	APIKey string
+	// ClientCredentials is BL_CLIENT_CREDENTIALS as given: base64 of "id:secret", or the raw text.
+	ClientCredentials string
+	// AccessToken, RefreshToken and DeviceCode are a bl login session, for KindLogin.
+	AccessToken, RefreshToken, DeviceCode string
+	// BaseURL is the API base the credential is exchanged against (…/v0).
+	BaseURL string
+	Source  Provenance
+}
+
+// String describes c without its secrets.
+func (c *Credential) String() string {
+	return fmt.Sprintf("%s credential for %s from %s", c.Kind, c.Workspace, c.Source)
+}
+
+// Key identifies what the daemon caches a token under. Two callers holding the same service
+// account secret for the same endpoint share one token, whichever source they got it from. A
+// login session is keyed by where it lives, so that a rotated refresh token written back to the
+// file does not orphan the cached token.
+func (c *Credential) Key() string {
+	h := sha256.New()
+	switch c.Kind {
+	case KindLogin:
+		fmt.Fprintf(h, "login\x00%s\x00%s\x00%s", c.Source, c.Workspace, c.BaseURL)
+	case KindClientCredentials:
+		fmt.Fprintf(h, "cc\x00%s\x00%s\x00%s", c.ClientCredentials, c.Workspace, c.BaseURL)
+	default:
+		fmt.Fprintf(h, "key\x00%s\x00%s", c.APIKey, c.Workspace)
+	}
+	return c.Kind + ":" + hex.EncodeToString(h.Sum(nil))[:24]
+}
+
+// API bases Blaxel's SDKs know, by BL_ENV value.
+var envBases = map[string]string{
+	"prod":  "https://api.blaxel.ai/v0",
+	"dev":   "https://api.blaxel.dev/v0",
+	"local": "http://localhost:8080/v0",
+}
+
+// DefaultBaseURL is the production API base.
+const DefaultBaseURL = "https://api.blaxel.ai/v0"
+
+// BaseURL applies Blaxel's rule: BL_API_URL, else BL_ENV, else the workspace's env: in the CLI
+// config, else prod.
+func BaseURL(apiURL, blEnv, workspaceEnv string) string {
+	if apiURL != "" {
+		return strings.TrimRight(apiURL, "/")
+	}
+	for _, e := range []string{blEnv, workspaceEnv} {
+		if b, ok := envBases[strings.ToLower(strings.TrimSpace(e))]; ok {
+			return b
+		}
+	}
+	return DefaultBaseURL
+}
