@@ -216,5 +216,3 @@ func (l *loginFlows) wait(ctx context.Context, req *ipc.Message) *ipc.Message {
 	}
 	return ok(ipc.KeyWorkspace, f.workspace, "saved", l.d.cfg.BLConfigPath)
 }
-
-

@@ -35,15 +35,15 @@ const (
 
 // Actions a daemon understands.
 const (
-	ActionGet            = "get"             // a token for a workspace
-	ActionErase          = "erase"           // drop a cached token (after a 401)
-	ActionStatus         = "status"          // every workspace, as JSON
-	ActionReload         = "reload"          // re-read every source
-	ActionPing           = "ping"            // liveness
-	ActionKeyringSet     = "keyring_set"     // store a secret in the OS keyring
-	ActionKeyringDelete  = "keyring_delete"  // remove it
-	ActionLoginStart     = "login_start"     // begin Blaxel's device flow
-	ActionLoginWait      = "login_wait"      // wait for it to complete
+	ActionGet            = "get"            // a token for a workspace
+	ActionErase          = "erase"          // drop a cached token (after a 401)
+	ActionStatus         = "status"         // every workspace, as JSON
+	ActionReload         = "reload"         // re-read every source
+	ActionPing           = "ping"           // liveness
+	ActionKeyringSet     = "keyring_set"    // store a secret in the OS keyring
+	ActionKeyringDelete  = "keyring_delete" // remove it
+	ActionLoginStart     = "login_start"    // begin Blaxel's device flow
+	ActionLoginWait      = "login_wait"     // wait for it to complete
 	StatusOK, StatusFail = "ok", "error"
 )
 
