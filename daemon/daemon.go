@@ -106,6 +106,11 @@ type Daemon struct {
 	uid      int
 	started  time.Time
 
+	// life is the context of work that must outlive a stop signal until in-flight requests are
+	// answered: exchanges, device logins. Run cancels it last.
+	life     context.Context
+	stopLife context.CancelFunc
+
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
 	active sync.WaitGroup
@@ -128,6 +133,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Log, uid: os.Getuid(), conns: map[net.Conn]struct{}{}, started: cfg.Clock.Now()}
+	d.life, d.stopLife = context.WithCancel(context.WithoutCancel(ctx))
 	if cfg.Listener != nil {
 		d.ln = cfg.Listener
 		d.socket = cfg.Listener.Addr().String()
@@ -143,16 +149,16 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		d.log.Warn().Err(err).Msg("file watching unavailable; sources are re-read on reload only")
 	}
 	d.watcher = w
-	d.broker = NewBroker(ctx, BrokerConfig{
+	d.broker = NewBroker(d.life, BrokerConfig{
 		Exchanger:   cfg.Exchanger,
 		Clock:       cfg.Clock,
 		Log:         cfg.Log.With().Str("component", "broker").Logger(),
 		RefreshLeft: cfg.RefreshLeft,
 		MinTTL:      cfg.MinTTL,
 		Persist:     d.persist,
-		OnPermanent: func(c *sources.Credential) { d.resolver.Reload(ctx) },
+		OnPermanent: func(c *sources.Credential) { d.resolver.Reload(d.life) },
 	})
-	d.resolver = sources.NewResolver(ctx, sources.ResolverConfig{
+	d.resolver = sources.NewResolver(d.life, sources.ResolverConfig{
 		Environ:      cfg.Environ,
 		BLConfigPath: cfg.BLConfigPath,
 		Keyring:      cfg.Keyring,
@@ -214,6 +220,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.Warn().Msg("requests still running after 10s; leaving them")
 	}
 	cancel()
+	d.stopLife()
 	bg.Wait()
 	d.broker.Wait()
 	d.resolver.Close()
@@ -326,7 +333,7 @@ func (d *Daemon) serveConn(ctx context.Context, c net.Conn) {
 			return
 		}
 		_ = c.SetReadDeadline(time.Time{})
-		resp := d.handle(ctx, req)
+		resp := d.handle(d.life, req)
 		_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		if err := ipc.WriteMessage(c, resp); err != nil {
 			d.log.Debug().Err(err).Msg("write answer")

@@ -85,7 +85,7 @@ func (l *loginFlows) start(ctx context.Context, req *ipc.Message) *ipc.Message {
 	l.mu.Lock()
 	l.flows[id] = f
 	l.mu.Unlock()
-	go l.poll(l.d.broker.ctx, id, f, base, g)
+	go l.poll(l.d.life, id, f, base, g)
 	return ok("flow", id, ipc.KeyWorkspace, ws, ipc.KeyUserCode, g.UserCode,
 		ipc.KeyVerificationURI, g.VerificationURI, ipc.KeyVerificationURIComplete, g.VerificationURIComplete,
 		ipc.KeyInterval, strconv.Itoa(g.Interval), "expires_in", strconv.Itoa(g.ExpiresIn))

@@ -1,0 +1,57 @@
+# blauth: build, test and package. `make help` lists the targets.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+PREFIX  ?= /usr/local
+BIN     := bin
+
+.PHONY: help build run test test-real reliability bench fmt vet lint fuzz package install release clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+
+build: ## build bin/blauthd and bin/blauth-helper
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/blauthd ./cmd/blauth-helper
+
+run: build ## run the daemon in the foreground with the default socket and sources
+	./$(BIN)/blauthd --log-format console
+
+test: vet ## vet, then every fast test under the race detector
+	$(GO) test -race -count=1 ./...
+
+test-real: ## the real-component suites: Secret Service keyring, Ory Hydra, systemd tools (see .ci/run)
+	.ci/hydra-build.sh
+	.ci/with-keyring.sh $(GO) test -tags real -count=1 -timeout 20m ./...
+
+reliability: ## the reliability suite: load, faults, attacks, soak (bounded)
+	$(GO) test -tags reliability -count=1 -timeout 30m -run Reliability -v ./reliability/
+
+bench: build ## run the benchmarks and write docs/BENCHMARKS.md
+	$(GO) run ./internal/benchreport -out docs/BENCHMARKS.md
+
+fuzz: ## fuzz the protocol decoder and the parsers, 30s each
+	$(GO) test ./ipc/ -run '^$$' -fuzz FuzzReadMessage -fuzztime 30s
+	$(GO) test ./sources/ -run '^$$' -fuzz FuzzParseDotenv -fuzztime 30s
+	$(GO) test ./sources/ -run '^$$' -fuzz FuzzParseBLConfig -fuzztime 30s
+
+fmt: ## format the code
+	gofmt -w $$(git ls-files '*.go')
+
+vet: ## go vet, and fail on unformatted files
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'run make fmt'; exit 1; }
+	$(GO) vet ./...
+
+lint: vet ## staticcheck (pinned)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+package: ## build .deb and .rpm packages into dist/
+	packaging/build.sh $(VERSION)
+
+install: build ## install binaries and user units under $(DESTDIR)$(PREFIX)
+	packaging/install.sh "$(DESTDIR)" "$(PREFIX)" $(BIN)
+
+release: ## cross-compile linux and darwin, amd64 and arm64, into bin/
+	packaging/release.sh $(VERSION)
+
+clean: ## remove build output
+	rm -rf $(BIN) dist

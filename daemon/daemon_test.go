@@ -1,0 +1,370 @@
+package daemon
+
+import (
+	"bufio"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/ipc"
+	"github.com/blauth/blauth/sources"
+)
+
+func TestServesAPIKeyFromDaemonEnvironment(t *testing.T) {
+	td := startDaemon(t, nil, daemonOpts{env: []string{"BL_WORKSPACE=acme", "BL_API_KEY=bl_key_123"}})
+	tok := td.token(t)
+	if tok.Token != "bl_key_123" || tok.Workspace != "acme" || tok.Kind != ipc.KindAPIKey || !tok.Expiry.IsZero() {
+		t.Fatalf("got %+v, want the API key for acme with no expiry", tok)
+	}
+	if tok.Source != "daemon_env:BL_API_KEY" {
+		t.Fatalf("source = %q", tok.Source)
+	}
+}
+
+func TestClientCredentialsOneExchangeForManyCallers(t *testing.T) {
+	api := blaxeltest.New(0)
+	defer api.Close()
+	cc := api.AddClient("sa-1", "s3cret")
+	td := startDaemon(t, api, daemonOpts{env: []string{"BL_WORKSPACE=acme", "BL_CLIENT_CREDENTIALS=" + cc}})
+
+	const callers = 200
+	var wg sync.WaitGroup
+	tokens := make(chan string, callers)
+	errs := make(chan error, callers)
+	start := make(chan struct{})
+	for i := 0; i < callers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			c, err := ipc.Dial(td.socket, 10*time.Second)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			resp, err := c.Do(ipc.NewMessage(ipc.KeyAction, ipc.ActionGet))
+			if err != nil {
+				errs <- err
+				return
+			}
+			tok, err := ipc.ParseToken(resp)
+			if err != nil {
+				errs <- err
+				return
+			}
+			tokens <- tok.Token
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	close(tokens)
+	for err := range errs {
+		t.Fatalf("caller failed: %v", err)
+	}
+	distinct := map[string]bool{}
+	for tk := range tokens {
+		distinct[tk] = true
+	}
+	if len(distinct) != 1 {
+		t.Fatalf("callers got %d different tokens, want 1", len(distinct))
+	}
+	if n := api.Count("client_credentials"); n != 1 {
+		t.Fatalf("token endpoint saw %d client-credentials requests for %d callers, want 1", n, callers)
+	}
+	// Cached: no more network calls.
+	for i := 0; i < 50; i++ {
+		td.token(t)
+	}
+	if n := api.Count(""); n != 1 {
+		t.Fatalf("after 50 more gets the endpoint saw %d requests, want still 1", n)
+	}
+	tok := td.token(t)
+	if exp, _, ok := JWTTimes(tok.Token); !ok || !exp.Equal(tok.Expiry) {
+		t.Fatalf("expiry %v does not match the JWT's exp %v", tok.Expiry, exp)
+	}
+}
+
+func TestLoginSessionRefreshedAndWrittenBack(t *testing.T) {
+	api := blaxeltest.New(0)
+	defer api.Close()
+	_, rt := api.NewSession("user", "dev-code")
+	expired := api.TokenExpiring("user", time.Now().Add(-time.Minute), 2*time.Hour)
+	cfg := "context:\n  workspace: acme\nworkspaces:\n- name: acme\n  credentials:\n    access_token: " + expired +
+		"\n    refresh_token: " + rt + "\n    expires_in: 7200\n    device_code: dev-code\n- name: other\n  credentials:\n    apiKey: \"bl_other\"\ntracking: true\n"
+	td := startDaemon(t, api, daemonOpts{blConfig: cfg})
+
+	tok := td.token(t)
+	if tok.Token == expired || tok.Kind != ipc.KindLogin {
+		t.Fatalf("served %+v; want a refreshed login token", tok)
+	}
+	if api.Count("refresh_token") != 1 {
+		t.Fatalf("refresh requests = %d, want 1", api.Count("refresh_token"))
+	}
+	c, err := sources.ReadBLConfig(filepath.Join(td.home, ".blaxel", "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, _ := c.Workspace("acme")
+	if w.Credentials.AccessToken != tok.Token {
+		t.Fatalf("the bl config holds another access token than the one served")
+	}
+	if w.Credentials.RefreshToken == rt || w.Credentials.RefreshToken == "" {
+		t.Fatalf("the rotated refresh token was not written back")
+	}
+	if w.Credentials.DeviceCode != "dev-code" || w.Credentials.ExpiresIn != 7200 {
+		t.Fatalf("device code or expires_in lost: %+v", w.Credentials)
+	}
+	o, _ := c.Workspace("other")
+	if o.Credentials.APIKey != "bl_other" || !c.Tracking || c.Context.Workspace != "acme" {
+		t.Fatalf("the write-back lost other parts of the file: %+v", c)
+	}
+	fi, _ := os.Stat(filepath.Join(td.home, ".blaxel", "config.yaml"))
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("config mode %v, want 0600", fi.Mode().Perm())
+	}
+	// The served token stays cached.
+	if again := td.token(t); again.Token != tok.Token || api.Count("") != 1 {
+		t.Fatalf("second get exchanged again (%d requests)", api.Count(""))
+	}
+}
+
+func TestFreshLoginTokenServedWithoutNetwork(t *testing.T) {
+	api := blaxeltest.New(0)
+	defer api.Close()
+	access, rt := api.NewSession("user", "")
+	cfg := "context:\n  workspace: acme\nworkspaces:\n- name: acme\n  credentials:\n    access_token: " + access + "\n    refresh_token: " + rt + "\n    expires_in: 7200\ntracking: false\n"
+	td := startDaemon(t, api, daemonOpts{blConfig: cfg})
+	if tok := td.token(t); tok.Token != access {
+		t.Fatal("a fresh bl login token was not served as is")
+	}
+	if n := api.Count(""); n != 0 {
+		t.Fatalf("the endpoint saw %d requests; want none while bl's token is fresh", n)
+	}
+}
+
+func TestRefusedCredentialIsAClearError(t *testing.T) {
+	api := blaxeltest.New(0)
+	defer api.Close()
+	api.AddClient("sa-1", "right")
+	bad := api.AddClient("sa-2", "x")
+	api.AddClient("sa-2", "rotated") // the secret we hold is now wrong
+	td := startDaemon(t, api, daemonOpts{env: []string{"BL_WORKSPACE=acme", "BL_CLIENT_CREDENTIALS=" + bad}})
+	_, err := td.do(t, ipc.KeyAction, ipc.ActionGet)
+	if ipc.ErrorCode(err) != ipc.CodeAuthFailed {
+		t.Fatalf("err = %v (code %q), want auth_failed", err, ipc.ErrorCode(err))
+	}
+	if !strings.Contains(err.Error(), "invalid_client") {
+		t.Fatalf("message %q does not say what the server said", err)
+	}
+	// Not retried while the source is unchanged.
+	before := api.Count("")
+	for i := 0; i < 5; i++ {
+		_, _ = td.do(t, ipc.KeyAction, ipc.ActionGet)
+	}
+	if api.Count("") != before {
+		t.Fatalf("a refused credential was retried %d times", api.Count("")-before)
+	}
+}
+
+func TestEraseDropsTheCachedToken(t *testing.T) {
+	api := blaxeltest.New(0)
+	defer api.Close()
+	cc := api.AddClient("sa-1", "s")
+	td := startDaemon(t, api, daemonOpts{env: []string{"BL_WORKSPACE=acme", "BL_CLIENT_CREDENTIALS=" + cc}})
+	first := td.token(t)
+	// An erase naming some other token leaves ours alone.
+	if _, err := td.do(t, ipc.KeyAction, ipc.ActionErase, ipc.KeyToken, "not-ours"); err != nil {
+		t.Fatal(err)
+	}
+	if td.token(t).Token != first.Token {
+		t.Fatal("erase of another token dropped ours")
+	}
+	if _, err := td.do(t, ipc.KeyAction, ipc.ActionErase, ipc.KeyToken, first.Token); err != nil {
+		t.Fatal(err)
+	}
+	second := td.token(t)
+	if second.Token == first.Token || api.Count("client_credentials") != 2 {
+		t.Fatalf("after erase: same token or %d exchanges, want a new token from a second exchange", api.Count("client_credentials"))
+	}
+}
+
+func TestNoWorkspaceAndNoCredentials(t *testing.T) {
+	td := startDaemon(t, nil, daemonOpts{})
+	if _, err := td.do(t, ipc.KeyAction, ipc.ActionGet); ipc.ErrorCode(err) != ipc.CodeNoWorkspace {
+		t.Fatalf("err = %v, want no_workspace", err)
+	}
+	if _, err := td.do(t, ipc.KeyAction, ipc.ActionGet, ipc.KeyWorkspace, "ghost"); ipc.ErrorCode(err) != ipc.CodeNoCredentials {
+		t.Fatalf("err = %v, want no_credentials", err)
+	}
+}
+
+func TestSocketAndDirectoryModes(t *testing.T) {
+	td := startDaemon(t, nil, daemonOpts{})
+	fi, err := os.Stat(filepath.Dir(td.socket))
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("socket dir mode %v (%v), want 0700", fi.Mode().Perm(), err)
+	}
+	fi, err = os.Lstat(td.socket)
+	if err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode %v (%v), want a 0600 socket", fi.Mode(), err)
+	}
+}
+
+func TestRefusesAnOpenSocketDirectory(t *testing.T) {
+	dir := shortTempDir(t)
+	open := filepath.Join(dir, "open")
+	if err := os.Mkdir(open, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, err := New(t.Context(), Config{SocketPath: filepath.Join(open, "s.sock")})
+	if err == nil || !strings.Contains(err.Error(), "0700") {
+		t.Fatalf("err = %v, want a refusal naming mode 0700", err)
+	}
+	if fi, _ := os.Stat(open); fi.Mode().Perm() != 0o755 {
+		t.Fatal("the daemon changed the mode of a directory it did not create")
+	}
+}
+
+func TestSecondDaemonExitsAndStaleSocketIsReplaced(t *testing.T) {
+	td := startDaemon(t, nil, daemonOpts{env: []string{"BL_WORKSPACE=a", "BL_API_KEY=k"}})
+	_, err := New(t.Context(), Config{SocketPath: td.socket})
+	if err == nil || !strings.Contains(err.Error(), "already running") {
+		t.Fatalf("second daemon: err = %v, want already running", err)
+	}
+	if td.token(t).Token != "k" {
+		t.Fatal("the first daemon stopped serving")
+	}
+
+	// A stale socket (nobody listening) is replaced.
+	dir := shortTempDir(t)
+	sock := filepath.Join(dir, "d", "s.sock")
+	_ = os.Mkdir(filepath.Dir(sock), 0o700)
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+	if _, err := os.Lstat(sock); err != nil {
+		t.Fatal("stale socket not left behind for the test")
+	}
+	td2 := startDaemon(t, nil, daemonOpts{env: []string{"BL_WORKSPACE=a", "BL_API_KEY=k2"}, mutate: func(c *Config) { c.SocketPath = sock }})
+	if td2.token(t).Token != "k2" {
+		t.Fatal("daemon on a replaced stale socket does not serve")
+	}
+}
+
+func TestShutdownRemovesSocketAndFinishesInFlight(t *testing.T) {
+	api := blaxeltest.New(0)
+	defer api.Close()
+	cc := api.AddClient("sa", "s")
+	api.SetHang(300 * time.Millisecond)
+	api.SetFault(blaxeltest.FaultHang, 1) // the first exchange is slow
+	td := startDaemon(t, api, daemonOpts{env: []string{"BL_WORKSPACE=a", "BL_CLIENT_CREDENTIALS=" + cc}})
+	c, err := ipc.Dial(td.socket, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got := make(chan error, 1)
+	go func() {
+		resp, err := c.Do(ipc.NewMessage(ipc.KeyAction, ipc.ActionGet))
+		if err == nil {
+			_, err = ipc.ParseToken(resp)
+		}
+		got <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the request is in flight
+	stopped := make(chan struct{})
+	go func() { td.stop(); close(stopped) }()
+	if err := <-got; err != nil {
+		t.Fatalf("the request in flight at shutdown got no token: %v", err)
+	}
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("daemon did not stop")
+	}
+	if td.err != nil {
+		t.Fatalf("Run returned %v", td.err)
+	}
+	if _, err := os.Lstat(td.socket); !os.IsNotExist(err) {
+		t.Fatalf("socket still there after shutdown: %v", err)
+	}
+}
+
+func TestBadInputNeverStallsTheDaemon(t *testing.T) {
+	td := startDaemon(t, nil, daemonOpts{env: []string{"BL_WORKSPACE=a", "BL_API_KEY=k"}, mutate: func(c *Config) {
+		c.RequestTimeout = 300 * time.Millisecond
+	}})
+	cases := []struct {
+		name  string
+		input string
+		code  string // expected error code, "" = connection closed without answer
+	}{
+		{"no equals sign", "action\n\n", ipc.CodeBadRequest},
+		{"binary", "\x00\x01\x02\xff=\x00\n\n", ipc.CodeBadRequest},
+		{"oversized line", strings.Repeat("a", ipc.MaxLineSize+10) + "\n\n", ipc.CodeBadRequest},
+		{"oversized message", strings.Repeat("k=v\n", ipc.MaxMessageSize/4+10) + "\n", ipc.CodeBadRequest},
+		{"unknown action", "action=launch\n\n", ipc.CodeUnknownAction},
+		{"no action", "workspace=a\n\n", ipc.CodeBadRequest},
+		{"future version", "version=9\naction=get\n\n", ipc.CodeUnsupportedVersion},
+		{"bad min_ttl", "action=get\nmin_ttl=-5\n\n", ipc.CodeBadRequest},
+		{"half a request then silence", "action=ge", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("unix", td.socket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			go func() { _, _ = c.Write([]byte(tc.input)) }()
+			resp, err := ipc.ReadMessage(bufio.NewReader(c))
+			if tc.code == "" {
+				if err == nil {
+					t.Fatalf("got an answer %v, want the connection closed", resp)
+				}
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					t.Fatal("the daemon never closed a stalled connection")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			if got := ipc.ErrorCode(ipc.AsError(resp)); got != tc.code {
+				t.Fatalf("code = %q (%s), want %q", got, resp.Value(ipc.KeyMessage), tc.code)
+			}
+		})
+	}
+	if td.token(t).Token != "k" {
+		t.Fatal("daemon no longer serves after bad input")
+	}
+}
+
+func TestSeveralRequestsOnOneConnection(t *testing.T) {
+	td := startDaemon(t, nil, daemonOpts{env: []string{"BL_WORKSPACE=a", "BL_API_KEY=k"}})
+	c, err := ipc.Dial(td.socket, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := 0; i < 3; i++ {
+		resp, err := c.Do(ipc.NewMessage(ipc.KeyAction, ipc.ActionGet))
+		if err != nil || resp.Value(ipc.KeyToken) != "k" {
+			t.Fatalf("request %d: %v %v", i, resp, err)
+		}
+	}
+	if _, err := c.Do(ipc.NewMessage(ipc.KeyAction, ipc.ActionPing)); err != nil {
+		t.Fatal(err)
+	}
+}
