@@ -1,0 +1,289 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/blauth/blauth/internal/backoff"
+	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/ipc"
+	"github.com/blauth/blauth/sources"
+)
+
+type brokerFixture struct {
+	b     *Broker
+	api   *blaxeltest.Server
+	clock *fakeClock
+	cred  *sources.Credential
+}
+
+func newBrokerFixture(t *testing.T, mutate func(*BrokerConfig)) *brokerFixture {
+	t.Helper()
+	clock := newFakeClock()
+	api := blaxeltest.New(2 * time.Hour)
+	t.Cleanup(api.Close)
+	api.SetNow(clock.Now)
+	cc := api.AddClient("sa", "secret")
+	cfg := BrokerConfig{
+		Exchanger: &BlaxelExchanger{Now: clock.Now},
+		Clock:     clock,
+		Log:       zerolog.New(zerolog.NewTestWriter(t)),
+		Backoff:   backoff.Policy{Base: time.Second, Max: 5 * time.Minute},
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	b := NewBroker(context.Background(), cfg)
+	t.Cleanup(b.Wait)
+	cred := &sources.Credential{Workspace: "acme", Kind: sources.KindClientCredentials, ClientCredentials: cc, BaseURL: api.Base,
+		Source: sources.Provenance{Kind: sources.SourceDaemonEnv, Where: "BL_CLIENT_CREDENTIALS"}}
+	return &brokerFixture{b: b, api: api, clock: clock, cred: cred}
+}
+
+func (f *brokerFixture) get(t *testing.T, minTTL time.Duration) (Served, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return f.b.Get(ctx, f.cred, minTTL, true)
+}
+
+func (f *brokerFixture) mustGet(t *testing.T) Served {
+	t.Helper()
+	s, err := f.get(t, 0)
+	if err != nil {
+		t.Fatalf("get: %v", err)
+	}
+	return s
+}
+
+// tick runs the broker's periodic check and waits for what it started.
+func (f *brokerFixture) tick() { f.b.Tick(); f.b.Wait() }
+
+func TestBackgroundRefreshAtFortyPercentLeft(t *testing.T) {
+	f := newBrokerFixture(t, nil)
+	first := f.mustGet(t)
+	if f.api.Count("") != 1 {
+		t.Fatalf("first get: %d exchanges", f.api.Count(""))
+	}
+	// 2h token: refresh when 40% (48m) is left, up to 5% (6m) earlier for jitter: between 1h06m
+	// and 1h12m after issue.
+	f.clock.Add(65 * time.Minute)
+	f.tick()
+	if n := f.api.Count(""); n != 1 {
+		t.Fatalf("refreshed %d times before 60%% of the lifetime had passed", n-1)
+	}
+	if got := f.mustGet(t); got.Token != first.Token {
+		t.Fatal("token changed before its refresh time")
+	}
+	f.clock.Add(8 * time.Minute) // 1h13m
+	f.tick()
+	if n := f.api.Count(""); n != 2 {
+		t.Fatalf("after 1h13m: %d exchanges, want 2", n)
+	}
+	second := f.mustGet(t)
+	if second.Token == first.Token || !second.Expiry.After(first.Expiry) {
+		t.Fatal("the refreshed token is not served")
+	}
+}
+
+func TestCallersGetTheValidTokenWhileARefreshRuns(t *testing.T) {
+	f := newBrokerFixture(t, nil)
+	first := f.mustGet(t)
+	f.clock.Add(80 * time.Minute) // past the refresh point, 40m of life left
+	f.api.SetHang(500 * time.Millisecond)
+	f.api.SetFault(blaxeltest.FaultHang, 1)
+	start := time.Now()
+	got := f.mustGet(t) // starts the refresh in the background
+	if got.Token != first.Token {
+		t.Fatal("a caller waited for the refresh instead of getting the still-valid token")
+	}
+	if time.Since(start) > 400*time.Millisecond {
+		t.Fatal("the get waited for the slow refresh")
+	}
+	f.b.Wait()
+	if f.mustGet(t).Token == first.Token {
+		t.Fatal("the refresh did not land")
+	}
+}
+
+func TestMinTTLIsNeverUndercut(t *testing.T) {
+	f := newBrokerFixture(t, nil)
+	first := f.mustGet(t)
+	f.clock.Add(100 * time.Minute) // 20m left; the background refresh is due but let it fail
+	f.api.SetFault(blaxeltest.Fault503, 1)
+	got, err := f.get(t, 10*time.Minute)
+	if err != nil || got.Token != first.Token {
+		t.Fatalf("min_ttl 10m with 20m left: %v %v, want the cached token", got, err)
+	}
+	f.b.Wait()
+	// Asking for 30m cannot be met by the cached token: the caller waits for a new one.
+	f.clock.Add(5 * time.Second) // past the short backoff
+	got, err = f.get(t, 30*time.Minute)
+	if err != nil {
+		t.Fatalf("min_ttl 30m: %v", err)
+	}
+	if got.Token == first.Token || got.Expiry.Sub(f.clock.Now()) < 30*time.Minute {
+		t.Fatalf("served a token with %v left for min_ttl 30m", got.Expiry.Sub(f.clock.Now()))
+	}
+	// More than a fresh token can give: a clear error, not a short token.
+	if _, err := f.get(t, 3*time.Hour); err == nil {
+		t.Fatal("min_ttl 3h with 2h tokens was served")
+	}
+}
+
+func TestExpiredTokenNeverServedAfterSuspend(t *testing.T) {
+	f := newBrokerFixture(t, nil)
+	f.mustGet(t)
+	f.api.SetFault(blaxeltest.FaultReset, -1)
+	f.clock.Add(3 * time.Hour) // the laptop slept through the expiry
+	_, err := f.get(t, 0)
+	var te *TokenError
+	if !errors.As(err, &te) || te.Code != ipc.CodeUnavailable {
+		t.Fatalf("after expiry with the endpoint down: %v, want unavailable", err)
+	}
+	f.tick()
+	for _, s := range f.b.Status() {
+		if !s.Expiry.IsZero() && !s.Expiry.After(f.clock.Now()) {
+			t.Fatal("the expired token is still cached after a tick")
+		}
+	}
+	f.api.SetFault(blaxeltest.FaultNone, 0)
+	f.clock.Add(10 * time.Minute) // past any backoff
+	got := f.mustGet(t)
+	if !got.Expiry.After(f.clock.Now().Add(time.Hour)) {
+		t.Fatal("after the endpoint came back the token was not renewed")
+	}
+}
+
+func TestRetriesAreBoundedByRemainingLife(t *testing.T) {
+	f := newBrokerFixture(t, func(c *BrokerConfig) { c.Backoff = backoff.Policy{Base: 30 * time.Second, Max: time.Hour} })
+	f.mustGet(t)
+	f.api.SetFault(blaxeltest.Fault503, -1)
+	f.clock.Add(75 * time.Minute) // refresh due, 45m left
+	attempts := 0
+	for f.clock.Now().Before(time.Unix(1_900_000_000, 0).Add(2*time.Hour - time.Minute)) {
+		before := f.api.Count("")
+		f.tick()
+		if f.api.Count("") > before {
+			attempts++
+			st := f.b.Status()[0]
+			left := st.Expiry.Sub(f.clock.Now())
+			wait := st.NextTry.Sub(f.clock.Now())
+			if wait > left/10+time.Second {
+				t.Fatalf("with %v of life left the next try waits %v (over a tenth of it)", left, wait)
+			}
+		}
+		f.clock.Add(5 * time.Second)
+	}
+	if attempts < 5 {
+		t.Fatalf("only %d retries in the last 45 minutes of the token's life", attempts)
+	}
+	// The endpoint returns one minute before expiry: the token is renewed in time.
+	f.api.SetFault(blaxeltest.FaultNone, 0)
+	for i := 0; i < 12; i++ {
+		f.tick()
+		f.clock.Add(5 * time.Second)
+	}
+	got, err := f.get(t, 0)
+	if err != nil || got.Expiry.Sub(f.clock.Now()) < time.Hour {
+		t.Fatalf("token lost to backoff: %v, %v left", err, got.Expiry.Sub(f.clock.Now()))
+	}
+}
+
+func TestRetryAfterIsHonoured(t *testing.T) {
+	f := newBrokerFixture(t, nil)
+	f.mustGet(t)
+	f.api.SetRetryAfter(120)
+	f.api.SetFault(blaxeltest.Fault429, 1)
+	f.clock.Add(75 * time.Minute)
+	f.tick()
+	st := f.b.Status()[0]
+	if wait := st.NextTry.Sub(f.clock.Now()); wait < 119*time.Second || wait > 121*time.Second {
+		t.Fatalf("after 429 with Retry-After: 120 the next try is in %v", wait)
+	}
+	f.clock.Add(60 * time.Second)
+	f.tick()
+	if f.api.Count("") != 2 {
+		t.Fatal("retried before Retry-After elapsed")
+	}
+	f.clock.Add(61 * time.Second)
+	f.tick()
+	if f.api.Count("") != 3 {
+		t.Fatal("did not retry after Retry-After elapsed")
+	}
+}
+
+func TestGarbageAndHTMLAreTransient(t *testing.T) {
+	for _, fault := range []blaxeltest.Fault{blaxeltest.FaultGarbage, blaxeltest.FaultHTML, blaxeltest.Fault500, blaxeltest.FaultReset} {
+		f := newBrokerFixture(t, nil)
+		f.api.SetFault(fault, 1)
+		_, err := f.get(t, 0)
+		var te *TokenError
+		if !errors.As(err, &te) || te.Code != ipc.CodeUnavailable {
+			t.Fatalf("fault %d: %v, want unavailable", fault, err)
+		}
+		f.clock.Add(10 * time.Second)
+		if _, err := f.get(t, 0); err != nil {
+			t.Fatalf("fault %d: not recovered on retry: %v", fault, err)
+		}
+	}
+}
+
+func TestPermanentFailureStopsRetriesUntilTheSourceChanges(t *testing.T) {
+	var reread atomic.Int32
+	f := newBrokerFixture(t, func(c *BrokerConfig) { c.OnPermanent = func(*sources.Credential) { reread.Add(1) } })
+	f.api.SetFault(blaxeltest.FaultInvalidClient, -1)
+	_, err := f.get(t, 0)
+	var te *TokenError
+	if !errors.As(err, &te) || te.Code != ipc.CodeAuthFailed || te.Hint == "" {
+		t.Fatalf("invalid_client: %v, want auth_failed with a hint", err)
+	}
+	for i := 0; i < 10; i++ {
+		f.clock.Add(10 * time.Minute)
+		f.tick()
+		_, _ = f.get(t, 0)
+	}
+	if n := f.api.Count(""); n != 1 {
+		t.Fatalf("a refused credential was tried %d times", n)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if reread.Load() != 1 {
+		t.Fatalf("source re-read %d times, want once", reread.Load())
+	}
+	// The user fixes the secret: the new credential is tried at once.
+	f.api.SetFault(blaxeltest.FaultNone, 0)
+	fixed := *f.cred
+	fixed.ClientCredentials = f.api.AddClient("sa2", "new")
+	f.cred = &fixed
+	if _, err := f.get(t, 0); err != nil {
+		t.Fatalf("after the source changed: %v", err)
+	}
+}
+
+// TestManyClientsOverADay checks the claim behind the lifecycle: 200 clients asking all day
+// cause one exchange per refresh period per credential.
+func TestManyClientsOverADay(t *testing.T) {
+	f := newBrokerFixture(t, nil)
+	const clients = 200
+	step := time.Minute
+	for elapsed := time.Duration(0); elapsed < 24*time.Hour; elapsed += step {
+		for c := 0; c < clients; c += 20 { // a sample of callers every simulated minute
+			if _, err := f.get(t, 0); err != nil {
+				t.Fatalf("at %v: %v", elapsed, err)
+			}
+		}
+		f.tick()
+		f.clock.Add(step)
+	}
+	n := f.api.Count("")
+	// One per refresh period: a 2h token refreshed after 60-66% of its life, i.e. every 72-79
+	// minutes, is 18-20 exchanges a day (plus the first).
+	if n < 18 || n > 21 {
+		t.Fatalf("%d exchanges in 24h, want one per refresh period (18-21)", n)
+	}
+}
