@@ -18,6 +18,7 @@ import (
 
 	"github.com/adrg/xdg"
 	"github.com/rs/zerolog"
+	"golang.org/x/oauth2"
 
 	"github.com/blauth/blauth/daemon"
 	"github.com/blauth/blauth/internal/harden"
@@ -45,6 +46,10 @@ func run(args []string, stderr io.Writer) int {
 		refreshLeft = fs.Float64("refresh-left", 0.4, "refresh in the background when this fraction of a token's lifetime is left")
 		minTTL      = fs.Duration("min-ttl", 30*time.Second, "never serve a token with less life left than this")
 		keyringTime = fs.Duration("keyring-timeout", 3*time.Second, "time box of each OS keyring call")
+		tokenURL    = fs.String("token-url", "", "use this RFC 6749 token endpoint (form-encoded) instead of Blaxel's JSON one")
+		issuer      = fs.String("oidc-issuer", "", "discover the RFC 6749 token endpoint from this issuer's OIDC metadata")
+		tokenAuth   = fs.String("token-auth", "basic", "client authentication at a standard token endpoint: basic, post or auto")
+		formGrant   = fs.Bool("oauth2", false, "talk RFC 6749 (form-encoded) to {BL_API_URL}/oauth/token")
 	)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -82,6 +87,22 @@ func run(args []string, stderr io.Writer) int {
 		if home, err := os.UserHomeDir(); err == nil {
 			cfg.BLConfigPath = sources.DefaultBLConfigPath(home)
 		}
+	}
+	if *tokenURL != "" || *issuer != "" || *formGrant {
+		x := &daemon.OAuth2Exchanger{TokenURL: *tokenURL, Issuer: *issuer,
+			ClientID: os.Getenv("BLAUTH_OAUTH_CLIENT_ID"), ClientSecret: os.Getenv("BLAUTH_OAUTH_CLIENT_SECRET")}
+		switch *tokenAuth {
+		case "basic":
+			x.AuthStyle = oauth2.AuthStyleInHeader
+		case "post":
+			x.AuthStyle = oauth2.AuthStyleInParams
+		case "auto":
+			x.AuthStyle = oauth2.AuthStyleAutoDetect
+		default:
+			fmt.Fprintf(stderr, "blauthd: error: --token-auth must be basic, post or auto\n")
+			return 2
+		}
+		cfg.Exchanger = x
 	}
 	if !*noKeyring {
 		cfg.Keyring = &sources.Keyring{Timeout: *keyringTime, Log: log.With().Str("component", "keyring").Logger()}
