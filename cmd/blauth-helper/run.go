@@ -107,12 +107,13 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 }
 
-// globalFlags takes -w/--workspace and --min-ttl from anywhere before "--".
+// globalFlags takes -w/--workspace and --min-ttl from anywhere before "--", and, for exec,
+// before the command to run: "exec ls -w 80" runs "ls -w 80", it does not pick workspace 80.
 func (a *app) globalFlags(args []string) ([]string, error) {
 	var rest []string
 	for i := 0; i < len(args); i++ {
 		arg := args[i]
-		if arg == "--" {
+		if arg == "--" || (len(rest) > 0 && rest[0] == "exec" && !strings.HasPrefix(arg, "-")) {
 			rest = append(rest, args[i:]...)
 			break
 		}
@@ -171,7 +172,12 @@ func (a *app) fail(err error) int {
 		}
 	case errors.Is(err, ipc.ErrUnreachable):
 		code = exitUnreachable
-		hint = "start it with 'systemctl --user start blauthd.socket' or 'blauthd &', or unset BLAUTH_NO_SPAWN"
+		if noSpawn() {
+			hint = "start it with 'systemctl --user start blauthd.socket' or 'blauthd &', or unset BLAUTH_NO_SPAWN"
+		} else {
+			hint = "start it with 'systemctl --user start blauthd.socket' or 'blauthd &'; a daemon started on demand logs to " +
+				filepath.Join(filepath.Dir(a.socket), "blauthd.log")
+		}
 	}
 	fmt.Fprintf(a.stderr, "blauth: error: %v\n", err)
 	if hint != "" {
@@ -208,7 +214,7 @@ func (a *app) call(req *ipc.Message, timeout time.Duration) (*ipc.Message, error
 
 func (a *app) dial() (*ipc.Client, error) {
 	c, err := ipc.Dial(a.socket, 2*time.Second)
-	if err == nil || !errors.Is(err, ipc.ErrUnreachable) || os.Getenv("BLAUTH_NO_SPAWN") == "1" {
+	if err == nil || !errors.Is(err, ipc.ErrUnreachable) || noSpawn() {
 		return c, err
 	}
 	if serr := spawnDaemon(a.socket); serr != nil {
@@ -224,11 +230,24 @@ func (a *app) dial() (*ipc.Client, error) {
 	}
 }
 
+// noSpawn reports whether BLAUTH_NO_SPAWN forbids starting a daemon: any value but "", "0" and
+// "false", so that BLAUTH_NO_SPAWN=true does what it says.
+func noSpawn() bool {
+	switch os.Getenv("BLAUTH_NO_SPAWN") {
+	case "", "0", "false":
+		return false
+	}
+	return true
+}
+
 func (a *app) positionalWorkspace(args []string) (string, error) {
 	ws := a.workspace
 	switch len(args) {
 	case 0:
 	case 1:
+		if strings.HasPrefix(args[0], "-") {
+			return "", fmt.Errorf("unknown flag %q", args[0])
+		}
 		if ws != "" && ws != args[0] {
 			return "", errors.New("two different workspaces given")
 		}
@@ -259,22 +278,32 @@ func (a *app) cmdToken(cmd string, args []string) int {
 	if err != nil {
 		return a.fail(err)
 	}
-	if !ipc.ValidValue(t.Token) || !ipc.ValidValue(t.Workspace) {
-		return a.fail(errors.New("the daemon sent a token holding a line break; refusing to print it"))
-	}
-	var out string
-	switch cmd {
-	case "token":
-		out = t.Token + "\n"
-	case "header":
-		out = "X-Blaxel-Authorization: Bearer " + t.Token + "\nX-Blaxel-Workspace: " + t.Workspace + "\n"
-	case "env":
-		out = "export BL_WORKSPACE=" + shellQuote(t.Workspace) + "\nexport BL_API_KEY=" + shellQuote(t.Token) + "\n"
+	out, err := tokenOutput(cmd, t)
+	if err != nil {
+		return a.fail(err)
 	}
 	if _, err := io.WriteString(a.stdout, out); err != nil {
 		return exitError
 	}
 	return exitOK
+}
+
+// tokenOutput formats t for the token, header and env commands. It refuses a token or workspace
+// holding CR, LF or NUL, which would let the daemon's answer inject lines into a header file or
+// commands into an eval.
+func tokenOutput(cmd string, t *ipc.Token) (string, error) {
+	if !ipc.ValidValue(t.Token) || !ipc.ValidValue(t.Workspace) {
+		return "", errors.New("the daemon sent a token or workspace holding CR, LF or NUL; refusing to print it")
+	}
+	switch cmd {
+	case "token":
+		return t.Token + "\n", nil
+	case "header":
+		return "X-Blaxel-Authorization: Bearer " + t.Token + "\nX-Blaxel-Workspace: " + t.Workspace + "\n", nil
+	case "env":
+		return "export BL_WORKSPACE=" + shellQuote(t.Workspace) + "\nexport BL_API_KEY=" + shellQuote(t.Token) + "\n", nil
+	}
+	return "", fmt.Errorf("unknown output %q", cmd)
 }
 
 // shellQuote quotes s for POSIX shells.
@@ -288,6 +317,8 @@ func shellQuote(s string) string {
 func (a *app) cmdExec(args []string) int {
 	if len(args) > 0 && args[0] == "--" {
 		args = args[1:]
+	} else if len(args) > 0 && strings.HasPrefix(args[0], "-") {
+		return a.usageError(fmt.Sprintf("unknown flag %q", args[0]))
 	}
 	if len(args) == 0 {
 		return a.usageError("exec needs a command: blauth-helper exec -- CMD [ARGS]")
@@ -465,7 +496,16 @@ func (a *app) cmdGit(action string) int {
 		} else if c := in.Value("credential"); c != "" {
 			req.Add(ipc.KeyToken, c)
 		}
-		if _, err := a.call(req, 10*time.Second); err != nil {
+		// No daemon means no cached token: there is nothing to erase, and no reason to start one.
+		c, err := ipc.Dial(a.socket, 2*time.Second)
+		if errors.Is(err, ipc.ErrUnreachable) {
+			return exitOK
+		}
+		if err != nil {
+			return a.fail(err)
+		}
+		defer c.Close()
+		if _, err := c.DoTimeout(req, 10*time.Second); err != nil {
 			return a.fail(err)
 		}
 		return exitOK
@@ -474,6 +514,20 @@ func (a *app) cmdGit(action string) int {
 	if err != nil {
 		return a.fail(err)
 	}
+	b, err := gitAnswer(t, in)
+	if err != nil {
+		return a.fail(err)
+	}
+	if _, err := a.stdout.Write(b); err != nil {
+		return exitError
+	}
+	return exitOK
+}
+
+// gitAnswer is the get answer for git: username, password, the expiry when the token has one,
+// and the bearer credential when git announced capability[]=authtype. It refuses a token or
+// workspace holding CR, LF or NUL, which would let it forge attributes (such as host=).
+func gitAnswer(t *ipc.Token, in *ipc.Message) ([]byte, error) {
 	out := &ipc.Message{}
 	out.Add("username", t.Workspace)
 	out.Add("password", t.Token)
@@ -490,12 +544,9 @@ func (a *app) cmdGit(action string) int {
 	}
 	b, err := out.Encode()
 	if err != nil {
-		return a.fail(errors.New("the token or workspace holds CR, LF or NUL; refusing to pass it to git"))
+		return nil, errors.New("the token or workspace holds CR, LF or NUL; refusing to pass it to git")
 	}
-	if _, err := a.stdout.Write(b[:len(b)-1]); err != nil { // git wants no trailing blank line
-		return exitError
-	}
-	return exitOK
+	return b[:len(b)-1], nil // git wants no trailing blank line
 }
 
 // readGitInput reads git's attributes: key=value lines up to a blank line or the end.
@@ -524,9 +575,16 @@ func readGitInput(r io.Reader) (*ipc.Message, error) {
 }
 
 // spawnDaemon starts blauthd in the background, in its own session, as git's credential-cache
-// starts its daemon. The daemon gets this environment minus the caller's secrets and workspace
-// (each request carries those), so it does not keep one shell's credentials for every caller.
+// starts its daemon. The daemon gets this environment minus every BL_* variable: each request
+// carries the caller's own, so one shell's credentials, workspace or API endpoint (BL_API_URL,
+// BL_ENV) never become the daemon's, serving every later caller or redirecting the secrets the
+// daemon holds to another host. It is what a daemon started by systemd sees, too.
 func spawnDaemon(socket string) error {
+	// The daemon runs in /, so a relative socket path must be made absolute here.
+	socket, err := filepath.Abs(socket)
+	if err != nil {
+		return err
+	}
 	bin := os.Getenv("BLAUTH_DAEMON")
 	if bin == "" {
 		if self, err := os.Executable(); err == nil {
@@ -566,8 +624,7 @@ func daemonEnv(environ []string) []string {
 	out := environ[:0:0]
 	for _, e := range environ {
 		k, _, _ := strings.Cut(e, "=")
-		switch k {
-		case "BL_API_KEY", "BL_CLIENT_CREDENTIALS", "BL_WORKSPACE", "BLAUTH_NO_SPAWN":
+		if strings.HasPrefix(k, "BL_") || k == "BLAUTH_NO_SPAWN" {
 			continue
 		}
 		out = append(out, e)
