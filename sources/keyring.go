@@ -1,0 +1,538 @@
+package sources
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/rs/zerolog"
+	gokeyring "github.com/zalando/go-keyring"
+)
+
+// Keyring defaults and limits.
+const (
+	// DefaultKeyringService is the keyring service name blauth's items are stored under.
+	DefaultKeyringService = "blauth"
+	// DefaultKeyringTimeout is the time box of one Keyring call when Keyring.Timeout is zero.
+	DefaultKeyringTimeout = 3 * time.Second
+
+	// keyringIndexUser is the user of the item that lists the workspaces, since go-keyring
+	// cannot enumerate items.
+	keyringIndexUser = ".index"
+	// keyringItemVersion is the "v" of the item format.
+	keyringItemVersion = 1
+	// Upper bounds that keep an item well inside every platform's limits (the macOS Keychain
+	// allows about 3000 bytes for service, user and secret together).
+	maxKeyringWorkspace = 256
+	maxKeyringValue     = 2048
+)
+
+var (
+	// ErrKeyringNotFound means the keyring holds no blauth item for the workspace.
+	ErrKeyringNotFound = errors.New("no secret in the OS keyring")
+	// ErrKeyringUnavailable means the OS keyring could not be used: no D-Bus session bus, no
+	// Secret Service, a locked collection, a dismissed prompt, or no answer within the time
+	// box (then the error also wraps context.DeadlineExceeded). The error wraps the cause.
+	ErrKeyringUnavailable = errors.New("OS keyring unavailable")
+	// ErrKeyringInvalid means an argument was refused before the keyring was touched: a bad
+	// workspace name, an unknown kind, or an empty, oversized or multi-line secret.
+	ErrKeyringInvalid = errors.New("invalid keyring request")
+	// ErrKeyringCorrupt means a blauth keyring item exists but does not hold blauth's format
+	// (it was edited by hand, or written by a newer blauth).
+	ErrKeyringCorrupt = errors.New("keyring item not in blauth's format")
+)
+
+// keyringHint is appended to ErrKeyringUnavailable errors: what the user can check.
+func keyringHint() string {
+	switch runtime.GOOS {
+	case "darwin":
+		return "is the login Keychain unlocked?"
+	case "windows":
+		return "is the Credential Manager available in this session?"
+	}
+	return "is a Secret Service (such as gnome-keyring) running on the session bus, with its collection unlocked?"
+}
+
+// KeyringSecret is what one keyring item holds.
+type KeyringSecret struct {
+	// Kind is KindAPIKey or KindClientCredentials.
+	Kind string `json:"kind"`
+	// Value is the API key, or BL_CLIENT_CREDENTIALS as given (base64 of "id:secret").
+	Value string `json:"value"`
+}
+
+// String describes s without its value, so that printing a KeyringSecret cannot leak it.
+func (s KeyringSecret) String() string { return s.Kind + " secret" }
+
+// GoString shows the kind only, for %#v.
+func (s KeyringSecret) GoString() string {
+	return fmt.Sprintf("sources.KeyringSecret{Kind:%q, Value:<redacted>}", s.Kind)
+}
+
+// keyringItem is the stored form of a KeyringSecret: {"v":1,"kind":…,"value":…}.
+type keyringItem struct {
+	V     int    `json:"v"`
+	Kind  string `json:"kind"`
+	Value string `json:"value"`
+}
+
+// keyringBackend is the OS keyring as go-keyring exposes it. A missing item is reported as an
+// error that errors.Is matches against gokeyring.ErrNotFound.
+type keyringBackend interface {
+	Get(service, user string) (string, error)
+	Set(service, user, value string) error
+	Delete(service, user string) error
+}
+
+// goKeyring is the real backend: the Secret Service on Linux and BSD, the Keychain on macOS,
+// the Credential Manager on Windows.
+type goKeyring struct{}
+
+func (goKeyring) Get(service, user string) (string, error) { return gokeyring.Get(service, user) }
+func (goKeyring) Set(service, user, value string) error    { return gokeyring.Set(service, user, value) }
+func (goKeyring) Delete(service, user string) error        { return gokeyring.Delete(service, user) }
+
+// Keyring stores Blaxel secrets in the OS keyring, one item per workspace under service Service
+// (user = the workspace name), plus an index item (user ".index", a sorted JSON array of the
+// workspace names) that List reads, because the keyring API cannot enumerate items. docs/KEYRING.md
+// describes the stored format.
+//
+// Every call, index upkeep included, is time-boxed by Timeout (or the caller's context deadline,
+// if sooner): an absent or locked Secret Service never blocks the caller for longer, and the
+// call returns an error matching ErrKeyringUnavailable and context.DeadlineExceeded. Calls are
+// serialised; after a call overruns its time box, later calls fail at once with
+// ErrKeyringUnavailable until the stuck call returns. A caller that cancels its context gets
+// context.Canceled. Errors and logs never contain a secret value.
+//
+// The zero value is ready to use with the defaults. A Keyring is safe for concurrent use; it must
+// not be copied after first use.
+type Keyring struct {
+	// Service is the keyring service name; DefaultKeyringService ("blauth") when empty.
+	Service string
+	// Timeout is the time box of each call; DefaultKeyringTimeout (3s) when zero or negative.
+	Timeout time.Duration
+	// Log receives timeouts, recoveries and index repairs, never secrets. The zero value logs
+	// nothing.
+	Log zerolog.Logger
+
+	backend keyringBackend // go-keyring when nil; tests inject a fake
+
+	mu         sync.Mutex    // guards the fields below
+	sem        chan struct{} // capacity 1: held while a backend call runs, even past its time box
+	hung       bool          // a call overran its time box and has not returned yet
+	hungSince  time.Time
+	becameHung chan struct{} // closed (and replaced) when a call is marked hung, to wake waiters
+}
+
+func (k *Keyring) service() string {
+	if k.Service == "" {
+		return DefaultKeyringService
+	}
+	return k.Service
+}
+
+func (k *Keyring) timeout() time.Duration {
+	if k.Timeout <= 0 {
+		return DefaultKeyringTimeout
+	}
+	return k.Timeout
+}
+
+func (k *Keyring) impl() keyringBackend {
+	if k.backend == nil {
+		return goKeyring{}
+	}
+	return k.backend
+}
+
+// Get returns the secret stored for workspace. It returns an error matching ErrKeyringNotFound
+// when there is none, ErrKeyringUnavailable when the keyring cannot be used, ErrKeyringCorrupt
+// when the item is not in blauth's format.
+func (k *Keyring) Get(ctx context.Context, workspace string) (KeyringSecret, error) {
+	op := fmt.Sprintf("keyring: reading the secret of workspace %q", workspace)
+	if err := validKeyringWorkspace(workspace); err != nil {
+		return KeyringSecret{}, fmt.Errorf("%s: %w", op, err)
+	}
+	raw, err := keyringCall(ctx, k, op, func(b keyringBackend) (string, error) {
+		return b.Get(k.service(), workspace)
+	})
+	if err != nil {
+		return KeyringSecret{}, k.classify(op, err)
+	}
+	s, err := decodeKeyringItem(raw)
+	if err != nil {
+		return KeyringSecret{}, fmt.Errorf("%s: %w: %s; save it again with `blauth-helper login %s`", op, ErrKeyringCorrupt, err, workspace)
+	}
+	return s, nil
+}
+
+// Set stores s for workspace, replacing any earlier secret, and adds workspace to the index. If
+// the item is written but the index is not, the error says so; calling Set again repairs it.
+func (k *Keyring) Set(ctx context.Context, workspace string, s KeyringSecret) error {
+	op := fmt.Sprintf("keyring: saving the secret of workspace %q", workspace)
+	if err := validKeyringWorkspace(workspace); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if err := validKeyringSecret(s); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	item := encodeKeyringItem(s)
+	_, err := keyringCall(ctx, k, op, func(b keyringBackend) (struct{}, error) {
+		if err := b.Set(k.service(), workspace, item); err != nil {
+			return struct{}{}, redactError(err, item, s.Value)
+		}
+		return struct{}{}, k.updateIndex(b, func(names []string) []string {
+			if i, found := slices.BinarySearch(names, workspace); !found {
+				names = slices.Insert(names, i, workspace)
+			}
+			return names
+		})
+	})
+	if err != nil {
+		return k.classify(op, err)
+	}
+	return nil
+}
+
+// Delete removes the secret of workspace and drops workspace from the index. It returns an error
+// matching ErrKeyringNotFound when there was no item (a stale index entry is dropped all the
+// same).
+func (k *Keyring) Delete(ctx context.Context, workspace string) error {
+	op := fmt.Sprintf("keyring: deleting the secret of workspace %q", workspace)
+	if err := validKeyringWorkspace(workspace); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	_, err := keyringCall(ctx, k, op, func(b keyringBackend) (struct{}, error) {
+		delErr := b.Delete(k.service(), workspace)
+		if delErr != nil && !errors.Is(delErr, gokeyring.ErrNotFound) {
+			return struct{}{}, delErr
+		}
+		if err := k.updateIndex(b, func(names []string) []string {
+			if i, found := slices.BinarySearch(names, workspace); found {
+				names = slices.Delete(names, i, i+1)
+			}
+			return names
+		}); err != nil {
+			return struct{}{}, err
+		}
+		return struct{}{}, delErr
+	})
+	if err != nil {
+		return k.classify(op, err)
+	}
+	return nil
+}
+
+// List returns the workspaces that have a secret, sorted, as recorded in the index (an empty,
+// non-nil slice when there are none). An item added or removed behind blauth's back (with
+// secret-tool, say) is not reflected: Get of a listed workspace may then report ErrKeyringNotFound.
+func (k *Keyring) List(ctx context.Context) ([]string, error) {
+	op := "keyring: listing workspaces"
+	names, err := keyringCall(ctx, k, op, func(b keyringBackend) ([]string, error) {
+		return k.readIndex(b)
+	})
+	if err != nil {
+		return nil, k.classify(op, err)
+	}
+	return names, nil
+}
+
+// Probe checks, within the time box, that the keyring answers: it reads the index item, which
+// exercises the session bus, the Secret Service and the unlocking of its collection. A missing
+// index is success.
+func (k *Keyring) Probe(ctx context.Context) error {
+	op := "keyring: probing"
+	_, err := keyringCall(ctx, k, op, func(b keyringBackend) (struct{}, error) {
+		_, err := b.Get(k.service(), keyringIndexUser)
+		if errors.Is(err, gokeyring.ErrNotFound) {
+			err = nil
+		}
+		return struct{}{}, err
+	})
+	if err != nil {
+		return k.classify(op, err)
+	}
+	return nil
+}
+
+// classify turns a backend error into one of the package's sentinels. Errors that already carry
+// one (time box, corrupt index) pass through with op prepended.
+func (k *Keyring) classify(op string, err error) error {
+	switch {
+	case errors.Is(err, ErrKeyringUnavailable), errors.Is(err, ErrKeyringCorrupt),
+		errors.Is(err, ErrKeyringInvalid), errors.Is(err, context.Canceled):
+		return fmt.Errorf("%s: %w", op, err)
+	case errors.Is(err, gokeyring.ErrNotFound):
+		return fmt.Errorf("%s: %w", op, ErrKeyringNotFound)
+	case errors.Is(err, gokeyring.ErrSetDataTooBig):
+		return fmt.Errorf("%s: %w: the keyring refused the secret as too large", op, ErrKeyringInvalid)
+	default:
+		return fmt.Errorf("%s: %w: %w; %s", op, ErrKeyringUnavailable, err, keyringHint())
+	}
+}
+
+// readIndex returns the names in the index item, sorted and without duplicates.
+func (k *Keyring) readIndex(b keyringBackend) ([]string, error) {
+	raw, err := b.Get(k.service(), keyringIndexUser)
+	if errors.Is(err, gokeyring.ErrNotFound) {
+		return []string{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	if err := json.Unmarshal([]byte(raw), &names); err != nil {
+		return nil, fmt.Errorf("%w: the index item (user %q) is not a JSON array of names", ErrKeyringCorrupt, keyringIndexUser)
+	}
+	for _, n := range names {
+		if validKeyringWorkspace(n) != nil {
+			return nil, fmt.Errorf("%w: the index item (user %q) holds an invalid workspace name", ErrKeyringCorrupt, keyringIndexUser)
+		}
+	}
+	if names == nil {
+		names = []string{}
+	}
+	slices.Sort(names)
+	return slices.Compact(names), nil
+}
+
+// updateIndex applies edit to the index and writes it back if it changed; an empty index is
+// deleted. A corrupt index is replaced (go-keyring cannot list items to rebuild it), with a
+// warning.
+func (k *Keyring) updateIndex(b keyringBackend, edit func([]string) []string) error {
+	names, err := k.readIndex(b)
+	corrupt := errors.Is(err, ErrKeyringCorrupt)
+	switch {
+	case corrupt:
+		k.Log.Warn().Str("service", k.service()).Err(err).Msg("keyring index unreadable; replacing it, workspaces saved earlier are no longer listed until saved again")
+		names = []string{}
+	case err != nil:
+		return fmt.Errorf("updating the index: %w", err)
+	}
+	old := slices.Clone(names)
+	names = edit(names)
+	if !corrupt && slices.Equal(old, names) {
+		return nil
+	}
+	if len(names) == 0 {
+		err = b.Delete(k.service(), keyringIndexUser)
+		if errors.Is(err, gokeyring.ErrNotFound) {
+			err = nil
+		}
+	} else {
+		data, _ := json.Marshal(names) // a []string always marshals
+		err = b.Set(k.service(), keyringIndexUser, string(data))
+	}
+	if err != nil {
+		return fmt.Errorf("updating the index: %w", err)
+	}
+	return nil
+}
+
+// keyringResult carries a backend call's outcome out of its goroutine.
+type keyringResult[T any] struct {
+	v   T
+	err error
+}
+
+// keyringCall runs fn against the backend in its own goroutine, one call at a time, and waits at
+// most the time box (or until ctx is done). When the box expires first it returns an error
+// matching ErrKeyringUnavailable and context.DeadlineExceeded and marks the keyring hung: later
+// calls fail at once, without queueing behind the stuck one, until it returns. fn's goroutine
+// holds the call slot until the backend returns, so the backend never sees two calls at once.
+func keyringCall[T any](ctx context.Context, k *Keyring, op string, fn func(keyringBackend) (T, error)) (T, error) {
+	var zero T
+	timeout := k.timeout()
+	boxErr := fmt.Errorf("no answer within %s: %w", timeout, context.DeadlineExceeded)
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, boxErr)
+	defer cancel()
+
+	if ctx.Err() != nil { // the caller gave up already: do not start a call nobody waits for
+		return zero, k.doneError(ctx, "")
+	}
+	k.mu.Lock()
+	if k.sem == nil {
+		k.sem = make(chan struct{}, 1)
+		k.becameHung = make(chan struct{})
+	}
+	if k.hung {
+		err := k.hungError()
+		k.mu.Unlock()
+		return zero, err
+	}
+	sem, wake := k.sem, k.becameHung
+	k.mu.Unlock()
+
+	select {
+	case sem <- struct{}{}:
+	case <-wake:
+		k.mu.Lock()
+		err := k.hungError()
+		k.mu.Unlock()
+		return zero, err
+	case <-ctx.Done():
+		return zero, k.doneError(ctx, "waiting for an earlier keyring call")
+	}
+
+	start := time.Now()
+	done := make(chan keyringResult[T], 1)
+	b := k.impl()
+	go func() {
+		var r keyringResult[T]
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					// The panic value is not reported: it could quote a secret.
+					r = keyringResult[T]{err: errors.New("the keyring library panicked")}
+				}
+			}()
+			r.v, r.err = fn(b)
+		}()
+		k.mu.Lock()
+		if k.hung {
+			k.hung = false
+			k.Log.Info().Str("service", k.service()).Str("call", op).Dur("after", time.Since(start)).
+				Msg("stuck keyring call returned; keyring calls resume")
+		}
+		<-sem
+		done <- r // buffered: never blocks, and sent under mu so the timeout path below sees it
+		k.mu.Unlock()
+	}()
+
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	select {
+	case r := <-done: // it returned just as the box closed
+		return r.v, r.err
+	default:
+	}
+	if context.Cause(ctx) == boxErr {
+		k.hung = true
+		k.hungSince = start
+		close(k.becameHung)
+		k.becameHung = make(chan struct{})
+		k.Log.Warn().Str("service", k.service()).Str("call", op).Dur("timeout", timeout).
+			Msg("keyring call timed out; keyring calls fail at once until it returns")
+	}
+	return zero, k.doneError(ctx, "")
+}
+
+// doneError reports why ctx ended: the time box (or a caller's deadline) is ErrKeyringUnavailable,
+// a cancellation by the caller is just that.
+func (k *Keyring) doneError(ctx context.Context, what string) error {
+	cause := context.Cause(ctx)
+	if what != "" {
+		cause = fmt.Errorf("%s: %w", what, cause)
+	}
+	if errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return fmt.Errorf("%w: %w; %s", ErrKeyringUnavailable, cause, keyringHint())
+}
+
+// hungError is the fail-fast error while a timed-out call is still stuck. k.mu is held.
+func (k *Keyring) hungError() error {
+	return fmt.Errorf("%w: a keyring call has been stuck for %s (no answer within %s); %s",
+		ErrKeyringUnavailable, time.Since(k.hungSince).Round(time.Millisecond), k.timeout(), keyringHint())
+}
+
+// validKeyringWorkspace checks a workspace name used as a keyring user.
+func validKeyringWorkspace(w string) error {
+	switch {
+	case w == "":
+		return fmt.Errorf("%w: empty workspace name", ErrKeyringInvalid)
+	case w == keyringIndexUser:
+		return fmt.Errorf("%w: workspace name %q is reserved", ErrKeyringInvalid, w)
+	case len(w) > maxKeyringWorkspace:
+		return fmt.Errorf("%w: workspace name longer than %d bytes", ErrKeyringInvalid, maxKeyringWorkspace)
+	case !utf8.ValidString(w):
+		return fmt.Errorf("%w: workspace name %q is not valid UTF-8", ErrKeyringInvalid, w)
+	case strings.IndexFunc(w, unicode.IsControl) >= 0:
+		return fmt.Errorf("%w: workspace name %q contains a control character", ErrKeyringInvalid, w)
+	}
+	return nil
+}
+
+// validKeyringSecret checks a secret before it is stored or after it is read. Its errors never
+// quote the value.
+func validKeyringSecret(s KeyringSecret) error {
+	switch {
+	case s.Kind != KindAPIKey && s.Kind != KindClientCredentials:
+		return fmt.Errorf("%w: kind must be %q or %q", ErrKeyringInvalid, KindAPIKey, KindClientCredentials)
+	case s.Value == "":
+		return fmt.Errorf("%w: empty %s", ErrKeyringInvalid, s.Kind)
+	case len(s.Value) > maxKeyringValue:
+		return fmt.Errorf("%w: %s longer than %d bytes", ErrKeyringInvalid, s.Kind, maxKeyringValue)
+	case strings.ContainsAny(s.Value, "\r\n\x00"):
+		return fmt.Errorf("%w: %s contains CR, LF or NUL", ErrKeyringInvalid, s.Kind)
+	}
+	return nil
+}
+
+func encodeKeyringItem(s KeyringSecret) string {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(keyringItem{V: keyringItemVersion, Kind: s.Kind, Value: s.Value}) // strings always encode
+	return strings.TrimSuffix(buf.String(), "\n")
+}
+
+// decodeKeyringItem parses a stored item. Its errors never quote the item.
+func decodeKeyringItem(raw string) (KeyringSecret, error) {
+	var it keyringItem
+	if err := json.Unmarshal([]byte(raw), &it); err != nil {
+		return KeyringSecret{}, errors.New("not a JSON object")
+	}
+	if it.V != keyringItemVersion {
+		return KeyringSecret{}, fmt.Errorf("format version %d, this blauth reads version %d", it.V, keyringItemVersion)
+	}
+	s := KeyringSecret{Kind: it.Kind, Value: it.Value}
+	if err := validKeyringSecret(s); err != nil {
+		return KeyringSecret{}, errors.New("unknown kind, or an empty, oversized or multi-line value")
+	}
+	return s, nil
+}
+
+// redactError returns err, or, when its text quotes one of secrets, an error with the same
+// classification and the secrets cut out. The original chain is dropped so that unwrapping
+// cannot reach the secret either.
+func redactError(err error, secrets ...string) error {
+	msg := err.Error()
+	leaks := false
+	for _, s := range secrets {
+		// The secret as is, and as %q or JSON would have quoted it.
+		quoted := strconv.Quote(s)
+		jsoned, _ := json.Marshal(s)
+		for _, form := range []string{quoted[1 : len(quoted)-1], string(jsoned[1 : len(jsoned)-1]), s} {
+			if form != "" && strings.Contains(msg, form) {
+				leaks = true
+				msg = strings.ReplaceAll(msg, form, "[redacted]")
+			}
+		}
+	}
+	if !leaks {
+		return err
+	}
+	switch {
+	case errors.Is(err, gokeyring.ErrNotFound):
+		return fmt.Errorf("%w (%s)", gokeyring.ErrNotFound, msg)
+	case errors.Is(err, gokeyring.ErrSetDataTooBig):
+		return fmt.Errorf("%w (%s)", gokeyring.ErrSetDataTooBig, msg)
+	}
+	return errors.New(msg)
+}
