@@ -419,6 +419,19 @@ func (b *Broker) Tick() {
 	}
 }
 
+// Track registers a credential the daemon holds itself, so that Tick keeps its token fresh
+// even if nobody asks: a bl login session refreshed here is one that bl and the SDKs reading the
+// same file never have to refresh. It makes no network call.
+func (b *Broker) Track(c *sources.Credential) {
+	if c.Kind == sources.KindAPIKey {
+		return
+	}
+	b.mu.Lock()
+	e := b.entryLocked(c, true)
+	e.lastUsed = b.cfg.Clock.Now()
+	b.mu.Unlock()
+}
+
 // Erase drops the cached token of c, so the next Get exchanges again (git calls erase after a
 // 401). When value is not empty, only a cached token equal to it is dropped.
 func (b *Broker) Erase(c *sources.Credential, value string) bool {

@@ -166,8 +166,12 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		Log:          cfg.Log.With().Str("component", "sources").Logger(),
 		OnChange: func(kind string) {
 			d.log.Debug().Str("source", kind).Msg("source changed")
+			if kind != sources.SourceDotenv {
+				d.prime()
+			}
 		},
 	})
+	d.prime()
 	d.login = newLoginFlows(d)
 	return d, nil
 }
@@ -231,6 +235,20 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return err
 }
 
+// prime registers every credential the daemon holds itself (its environment, the keyring, the
+// bl config) with the broker, so their tokens are kept fresh before anyone asks.
+func (d *Daemon) prime() {
+	if d.resolver == nil {
+		return // still being built; New primes once it is
+	}
+	for _, ws := range d.resolver.Workspaces() {
+		res, err := d.resolver.Resolve(sources.Request{Workspace: ws})
+		if err == nil && res.DaemonHeld() {
+			d.broker.Track(res.Credential)
+		}
+	}
+}
+
 func (d *Daemon) tick(ctx context.Context) {
 	t := time.NewTicker(d.cfg.Tick)
 	defer t.Stop()
@@ -254,6 +272,7 @@ func (d *Daemon) reload(ctx context.Context) {
 	_ = systemd.Reloading()
 	d.log.Info().Msg("reloading sources")
 	d.resolver.Reload(ctx)
+	d.prime()
 	_ = systemd.Ready()
 }
 

@@ -368,3 +368,63 @@ func TestSeveralRequestsOnOneConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestWriteBackCausesNoReloadLoopAndCanBeTurnedOff(t *testing.T) {
+	for _, writeBack := range []bool{true, false} {
+		api := blaxeltest.New(0)
+		_, rt := api.NewSession("user", "")
+		expired := api.TokenExpiring("user", time.Now().Add(-time.Minute), 2*time.Hour)
+		cfg := "context:\n  workspace: acme\nworkspaces:\n- name: acme\n  credentials:\n    access_token: " + expired + "\n    refresh_token: " + rt + "\n    expires_in: 7200\ntracking: false\n"
+		td := startDaemon(t, api, daemonOpts{blConfig: cfg, mutate: func(c *Config) { c.WriteBack = writeBack }})
+		path := filepath.Join(td.home, ".blaxel", "config.yaml")
+		td.token(t)
+		time.Sleep(150 * time.Millisecond) // let the watcher see our own write
+		fi1, _ := os.Stat(path)
+		data1, _ := os.ReadFile(path)
+		time.Sleep(400 * time.Millisecond)
+		fi2, _ := os.Stat(path)
+		if !fi1.ModTime().Equal(fi2.ModTime()) {
+			t.Fatalf("write-back=%v: the file kept changing after our write (a reload loop)", writeBack)
+		}
+		if n := api.Count(""); n != 1 {
+			t.Fatalf("write-back=%v: %d exchanges, want 1", writeBack, n)
+		}
+		if got := string(data1) == cfg; got == writeBack {
+			t.Fatalf("write-back=%v: file unchanged=%v", writeBack, got)
+		}
+		td.stop()
+		api.Close()
+	}
+}
+
+func TestDaemonKeepsBLSessionsFreshUnasked(t *testing.T) {
+	api := blaxeltest.New(0)
+	defer api.Close()
+	clock := newFakeClock()
+	clock.t = time.Now().Round(0)
+	api.SetNow(clock.Now)
+	access, rt := api.NewSession("user", "")
+	cfg := "context:\n  workspace: acme\nworkspaces:\n- name: acme\n  credentials:\n    access_token: " + access + "\n    refresh_token: " + rt + "\n    expires_in: 7200\ntracking: false\n"
+	td := startDaemon(t, api, daemonOpts{blConfig: cfg, clock: clock, mutate: func(c *Config) { c.Tick = 20 * time.Millisecond }})
+	clock.Add(90 * time.Minute) // past the refresh point; nobody has asked blauthd for anything
+	deadline := time.Now().Add(5 * time.Second)
+	for api.Count("refresh_token") == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if api.Count("refresh_token") != 1 {
+		t.Fatalf("the bl session was not refreshed in the background (%d refreshes)", api.Count("refresh_token"))
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		c, err := sources.ReadBLConfig(filepath.Join(td.home, ".blaxel", "config.yaml"))
+		if err == nil {
+			if w, _ := c.Workspace("acme"); w.Credentials.AccessToken != access {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the refreshed session never reached the bl config")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
