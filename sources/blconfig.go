@@ -1,0 +1,566 @@
+package sources
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// BLConfig is the bl CLI config file, $HOME/.blaxel/config.yaml. The zero value is an empty config.
+// A BLConfig is a plain value: it is not safe for concurrent mutation.
+type BLConfig struct {
+	Context    BLContext
+	Workspaces []BLWorkspace // nil when there are none
+	Tracking   bool
+}
+
+// BLContext is the config's current context.
+type BLContext struct {
+	Workspace string // the current workspace; "" if none
+}
+
+// BLWorkspace is one entry of the config's workspaces list.
+type BLWorkspace struct {
+	Name        string // never empty in a parsed config
+	ID          string
+	Credentials BLCredentials
+	Env         string // "prod", "dev", "local" or ""
+}
+
+// BLCredentials are a workspace's credentials, as bl stores them.
+type BLCredentials struct {
+	APIKey            string // apiKey
+	AccessToken       string // access_token
+	RefreshToken      string // refresh_token
+	ExpiresIn         int    // expires_in, in seconds; 0 if unknown
+	DeviceCode        string // device_code
+	ClientCredentials string // client_credentials (or clientCredentials, as the Python and TypeScript SDKs name it)
+}
+
+// ErrBLConfigEmpty reports a config file that holds nothing but white space. No Blaxel tool writes such a
+// file, but bl truncates the file before it writes it, so a reader that comes at the wrong moment sees
+// one: callers that hold a previous view should keep it and read again. ParseBLConfig returns an empty
+// config alongside this error for callers that have no previous view.
+var ErrBLConfigEmpty = errors.New("bl config file is empty (bl may be writing it)")
+
+// BLConfigError reports why a bl config file was rejected as invalid or cut short. It never quotes the
+// file's content, which holds secrets.
+type BLConfigError struct {
+	Line   int    // 1-based line the problem was found on; 0 when not tied to a line
+	Reason string // generic reason
+}
+
+func (e *BLConfigError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("line %d: %s", e.Line, e.Reason)
+	}
+	return e.Reason
+}
+
+// maxBLConfigSize bounds what ReadBLConfig reads: a real config is a few kilobytes.
+const maxBLConfigSize = 1 << 20
+
+// legacyCredentialKeys are the credential keys that every yaml.v2 writer wrote, empty or not.
+var legacyCredentialKeys = []string{"apiKey", "access_token", "refresh_token", "expires_in", "device_code"}
+
+// ParseBLConfig parses a bl CLI config file, in the current sdk-go writer's format or the older yaml.v2
+// writer's. Unknown keys are ignored. It is strict where lenience would be dangerous: a file that is not
+// valid YAML, whose top level is not a mapping, or that looks cut short by a concurrent write is an
+// error of type *BLConfigError, never an empty config, so that callers keep their last good view and
+// never write a torn file back. A file of white space gives an empty config and ErrBLConfigEmpty.
+// The rules are listed in docs/SOURCES-FORMATS.md.
+func ParseBLConfig(data []byte) (*BLConfig, error) {
+	if len(bytes.Trim(data, " \t\r\n")) == 0 {
+		return &BLConfig{}, ErrBLConfigEmpty
+	}
+	if data[len(data)-1] != '\n' {
+		return nil, &BLConfigError{
+			Line:   bytes.Count(data, []byte("\n")) + 1,
+			Reason: "the file does not end with a newline: it is probably cut short by a concurrent write",
+		}
+	}
+	var doc yaml.Node
+	if err := unmarshalYAML(data, &doc); err != nil {
+		return nil, err
+	}
+	if len(doc.Content) == 0 {
+		return &BLConfig{}, nil // comments only: someone wrote it by hand, no writer cuts a file to that
+	}
+	root := resolveAlias(doc.Content[0])
+	if root.Kind != yaml.MappingNode {
+		return nil, &BLConfigError{Line: root.Line, Reason: "the top level is not a mapping"}
+	}
+	top, err := mappingFields(root)
+	if err != nil {
+		return nil, err
+	}
+
+	var c BLConfig
+	if n := top["context"]; n != nil && !isNull(n) {
+		if n.Kind != yaml.MappingNode {
+			return nil, &BLConfigError{Line: n.Line, Reason: "context is not a mapping"}
+		}
+		f, err := mappingFields(n)
+		if err != nil {
+			return nil, err
+		}
+		if c.Context.Workspace, err = stringField(f, "workspace"); err != nil {
+			return nil, err
+		}
+	}
+
+	trackingNode, hasTracking := top["tracking"]
+	if hasTracking && !isNull(trackingNode) {
+		if trackingNode.Kind != yaml.ScalarNode || trackingNode.Decode(&c.Tracking) != nil {
+			return nil, &BLConfigError{Line: trackingNode.Line, Reason: "tracking is not a boolean"}
+		}
+	}
+
+	wsNode, hasWorkspaces := top["workspaces"]
+	switch {
+	case !hasWorkspaces:
+		return nil, &BLConfigError{Line: root.Line, Reason: "there is no workspaces key, which every bl writer " +
+			"writes: the file is probably cut short by a concurrent write"}
+	case isNull(wsNode):
+		if !hasTracking {
+			return nil, &BLConfigError{Line: wsNode.Line, Reason: "workspaces is empty and tracking is missing: " +
+				"the file is probably cut short by a concurrent write"}
+		}
+	case wsNode.Kind == yaml.SequenceNode:
+		var lastCredKeys map[string]*yaml.Node
+		for _, item := range wsNode.Content {
+			ws, credKeys, err := parseBLWorkspace(resolveAlias(item))
+			if err != nil {
+				return nil, err
+			}
+			c.Workspaces = append(c.Workspaces, ws)
+			lastCredKeys = credKeys
+		}
+		// The current writer always ends the file with tracking; only the yaml.v2 writer leaves it out,
+		// and it writes every credential key. A file without tracking whose last entry lacks one was cut.
+		if n := len(wsNode.Content); n > 0 && !hasTracking && !hasAll(lastCredKeys, legacyCredentialKeys) {
+			return nil, &BLConfigError{Line: wsNode.Content[n-1].Line, Reason: "the last workspace is " +
+				"incomplete and tracking is missing: the file is probably cut short by a concurrent write " +
+				"(if you wrote it by hand, end it with \"tracking: false\" as bl does)"}
+		}
+	default:
+		return nil, &BLConfigError{Line: wsNode.Line, Reason: "workspaces is not a list"}
+	}
+	return &c, nil
+}
+
+// parseBLWorkspace parses one workspaces entry. It also returns the keys its credentials mapping has.
+func parseBLWorkspace(n *yaml.Node) (BLWorkspace, map[string]*yaml.Node, error) {
+	var ws BLWorkspace
+	if n.Kind != yaml.MappingNode {
+		return ws, nil, &BLConfigError{Line: n.Line, Reason: "a workspaces entry is not a mapping"}
+	}
+	f, err := mappingFields(n)
+	if err != nil {
+		return ws, nil, err
+	}
+	if ws.Name, err = stringField(f, "name"); err != nil {
+		return ws, nil, err
+	}
+	if ws.Name == "" {
+		return ws, nil, &BLConfigError{Line: n.Line, Reason: "a workspaces entry has no name"}
+	}
+	if ws.ID, err = stringField(f, "id"); err != nil {
+		return ws, nil, err
+	}
+	if ws.Env, err = stringField(f, "env"); err != nil {
+		return ws, nil, err
+	}
+	credNode, ok := f["credentials"]
+	if !ok {
+		// Both writers write "credentials:" right after the name (and id): an entry without it was cut.
+		return ws, nil, &BLConfigError{Line: n.Line, Reason: "a workspaces entry has no credentials key: " +
+			"the file is probably cut short by a concurrent write"}
+	}
+	if isNull(credNode) {
+		return ws, nil, nil
+	}
+	if credNode.Kind != yaml.MappingNode {
+		return ws, nil, &BLConfigError{Line: credNode.Line, Reason: "credentials is not a mapping"}
+	}
+	cf, err := mappingFields(credNode)
+	if err != nil {
+		return ws, nil, err
+	}
+	cr := &ws.Credentials
+	for _, s := range []struct {
+		key string
+		dst *string
+	}{
+		{"apiKey", &cr.APIKey},
+		{"access_token", &cr.AccessToken},
+		{"refresh_token", &cr.RefreshToken},
+		{"device_code", &cr.DeviceCode},
+		{"client_credentials", &cr.ClientCredentials},
+	} {
+		if *s.dst, err = stringField(cf, s.key); err != nil {
+			return ws, nil, err
+		}
+	}
+	camel, err := stringField(cf, "clientCredentials")
+	if err != nil {
+		return ws, nil, err
+	}
+	if cr.ClientCredentials == "" {
+		cr.ClientCredentials = camel
+	}
+	if n := cf["expires_in"]; n != nil && !isNull(n) {
+		if n.Kind != yaml.ScalarNode || n.Decode(&cr.ExpiresIn) != nil {
+			return ws, nil, &BLConfigError{Line: n.Line, Reason: "expires_in is not an integer"}
+		}
+		// The writer leaves out expires_in unless it is positive; a negative one means nothing.
+		cr.ExpiresIn = max(cr.ExpiresIn, 0)
+	}
+	return ws, cf, nil
+}
+
+// yamlErrLine finds the line number in a yaml.v3 error message.
+var yamlErrLine = regexp.MustCompile(`line (\d+)`)
+
+// unmarshalYAML parses data into a node tree. Its errors keep only a line number: yaml.v3 messages
+// may quote the content (an anchor's name, a value), and the content holds secrets.
+func unmarshalYAML(data []byte, doc *yaml.Node) (err error) {
+	defer func() {
+		if recover() != nil {
+			err = &BLConfigError{Reason: "invalid YAML"}
+		}
+	}()
+	if err := yaml.Unmarshal(data, doc); err != nil {
+		e := &BLConfigError{Reason: "invalid YAML"}
+		if m := yamlErrLine.FindStringSubmatch(err.Error()); m != nil {
+			e.Line, _ = strconv.Atoi(m[1])
+		}
+		return e
+	}
+	return nil
+}
+
+// mappingFields indexes a mapping's values by key, aliases resolved. A duplicate key is an error, as it
+// is for yaml.v3's Unmarshal and so for bl itself.
+func mappingFields(n *yaml.Node) (map[string]*yaml.Node, error) {
+	f := make(map[string]*yaml.Node, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		if k.Kind != yaml.ScalarNode {
+			continue // not a key any writer produces
+		}
+		if _, dup := f[k.Value]; dup {
+			return nil, &BLConfigError{Line: k.Line, Reason: "a key is repeated"}
+		}
+		f[k.Value] = resolveAlias(n.Content[i+1])
+	}
+	return f, nil
+}
+
+// stringField returns the text of the scalar under key: "" if it is absent or null. A number or a boolean
+// gives its text as written.
+func stringField(f map[string]*yaml.Node, key string) (string, error) {
+	n := f[key]
+	if n == nil || isNull(n) {
+		return "", nil
+	}
+	if n.Kind != yaml.ScalarNode {
+		return "", &BLConfigError{Line: n.Line, Reason: key + " is not a string"}
+	}
+	return n.Value, nil
+}
+
+func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" }
+
+func resolveAlias(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}
+
+func hasAll(f map[string]*yaml.Node, keys []string) bool {
+	for _, k := range keys {
+		if _, ok := f[k]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// Workspace returns the first workspace named name, as a pointer into c.Workspaces.
+func (c *BLConfig) Workspace(name string) (*BLWorkspace, bool) {
+	for i := range c.Workspaces {
+		if c.Workspaces[i].Name == name {
+			return &c.Workspaces[i], true
+		}
+	}
+	return nil, false
+}
+
+// Marshal formats c exactly as the current bl (sdk-go's WriteConfig) does: context, workspaces, tracking;
+// per workspace name, id if set, credentials (only the non-empty ones, apiKey and client_credentials
+// double-quoted), env double-quoted if set. It departs from those bytes only for a value the writer
+// would garble (one yaml would read back as another value or as a non-string): that value is written
+// as an escaped YAML double-quoted string. Invalid UTF-8 cannot be written in YAML and becomes U+FFFD.
+func (c *BLConfig) Marshal() []byte {
+	var b bytes.Buffer
+	b.WriteString("context:\n")
+	fmt.Fprintf(&b, "  workspace: %s\n", plainYAML(c.Context.Workspace))
+	b.WriteString("workspaces:\n")
+	for _, ws := range c.Workspaces {
+		fmt.Fprintf(&b, "- name: %s\n", plainYAML(ws.Name))
+		if ws.ID != "" {
+			fmt.Fprintf(&b, "  id: %s\n", plainYAML(ws.ID))
+		}
+		b.WriteString("  credentials:\n")
+		cr := ws.Credentials
+		if cr.APIKey != "" {
+			fmt.Fprintf(&b, "    apiKey: %s\n", quotedYAML(cr.APIKey))
+		}
+		if cr.AccessToken != "" {
+			fmt.Fprintf(&b, "    access_token: %s\n", plainYAML(cr.AccessToken))
+		}
+		if cr.RefreshToken != "" {
+			fmt.Fprintf(&b, "    refresh_token: %s\n", plainYAML(cr.RefreshToken))
+		}
+		if cr.ExpiresIn > 0 {
+			fmt.Fprintf(&b, "    expires_in: %d\n", cr.ExpiresIn)
+		}
+		if cr.DeviceCode != "" {
+			fmt.Fprintf(&b, "    device_code: %s\n", plainYAML(cr.DeviceCode))
+		}
+		if cr.ClientCredentials != "" {
+			fmt.Fprintf(&b, "    client_credentials: %s\n", quotedYAML(cr.ClientCredentials))
+		}
+		if ws.Env != "" {
+			fmt.Fprintf(&b, "  env: %s\n", quotedYAML(ws.Env))
+		}
+	}
+	fmt.Fprintf(&b, "tracking: %t\n", c.Tracking)
+	return b.Bytes()
+}
+
+// plainYAML returns s as the writer writes it (%s) when yaml reads that back as the string s.
+func plainYAML(s string) string {
+	if s == "" || readsBackAs(s, s) {
+		return s
+	}
+	return escapeYAML(s)
+}
+
+// quotedYAML returns s as the writer writes it ("%s") when yaml reads that back as the string s.
+func quotedYAML(s string) string {
+	if q := `"` + s + `"`; readsBackAs(q, s) {
+		return q
+	}
+	return escapeYAML(s)
+}
+
+// readsBackAs reports whether the scalar text, written after "key: ", parses as the string s.
+func readsBackAs(text, s string) bool {
+	if strings.ContainsAny(text, "\r\n\u0085\u2028\u2029") {
+		return false // stay on one line: no way for a value to run into the next key
+	}
+	var doc yaml.Node
+	if unmarshalYAML([]byte("k: "+text+"\n"), &doc) != nil || len(doc.Content) != 1 {
+		return false
+	}
+	m := doc.Content[0]
+	if m.Kind != yaml.MappingNode || len(m.Content) != 2 {
+		return false
+	}
+	v := m.Content[1]
+	return v.Kind == yaml.ScalarNode && v.ShortTag() == "!!str" && v.Value == s
+}
+
+// escapeYAML writes s as a YAML double-quoted scalar, escaping everything that is not printable.
+func escapeYAML(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s { // invalid UTF-8 comes out as U+FFFD
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r == 0:
+			b.WriteString(`\0`)
+		case r < 0x20, 0x7f <= r && r <= 0x9f:
+			fmt.Fprintf(&b, `\x%02X`, r)
+		case r == 0x2028, r == 0x2029, r == 0xFEFF, r == 0xFFFE, r == 0xFFFF:
+			fmt.Fprintf(&b, `\u%04X`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// ReadBLConfig reads and parses the bl CLI config at path. A missing file gives an empty config and an
+// error that wraps fs.ErrNotExist; an empty file gives an empty config and an error that wraps
+// ErrBLConfigEmpty; an invalid or torn file gives a nil config and an error that wraps a *BLConfigError.
+func ReadBLConfig(path string) (*BLConfig, error) {
+	data, err := readFileLimited(path, maxBLConfigSize)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return &BLConfig{}, fmt.Errorf("read bl config: %w", err)
+		}
+		return nil, fmt.Errorf("read bl config: %w", err)
+	}
+	c, err := ParseBLConfig(data)
+	if err != nil {
+		return c, fmt.Errorf("read bl config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+func readFileLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s: larger than %d bytes, not a bl config", path, limit)
+	}
+	return data, nil
+}
+
+// blConfigWriteMu serialises UpdateBLCredentials within the process, so that two workspaces updated at
+// once both land. bl itself takes no lock, so nothing serialises against it.
+var blConfigWriteMu sync.Mutex
+
+// waitBeforeEmptyRecheck is how UpdateBLCredentials waits before it reads an empty file again: bl's
+// truncate and write are microseconds apart, so a file still empty after this is empty for good.
+// Tests replace it.
+var waitBeforeEmptyRecheck = func() { time.Sleep(100 * time.Millisecond) }
+
+// UpdateBLCredentials atomically rewrites path, applying fn to the named workspace's credentials in a
+// fresh read of the file (the workspace is created if absent): a temporary file in the same directory,
+// mode 0600, synced, renamed over path, then the directory synced. If the current file cannot be parsed
+// (invalid, or cut short by a concurrent write) it returns an error and writes nothing: a torn file is
+// never overwritten.
+//
+// The file is written in the current bl format (see Marshal), so a yaml.v2-era file is converted; nothing
+// is written when the result is byte-identical to the file. A missing file is created, with its
+// directory (mode 0700). An empty file is read again after a short wait, since bl may be between its
+// truncate and its write; if it is still empty it is treated as an empty config. A symbolic link at path
+// is followed and its target replaced. Calls are serialised within the process; bl takes no lock, so a
+// bl write that lands between this read and the rename is lost.
+func UpdateBLCredentials(path, workspace string, fn func(*BLCredentials)) error {
+	if workspace == "" {
+		return errors.New("update bl config: the workspace name is empty")
+	}
+	blConfigWriteMu.Lock()
+	defer blConfigWriteMu.Unlock()
+
+	if target, err := filepath.EvalSymlinks(path); err == nil {
+		path = target
+	}
+	old, c, err := readForUpdate(path)
+	if err != nil {
+		return fmt.Errorf("update bl config, nothing written: %w", err)
+	}
+	ws, ok := c.Workspace(workspace)
+	if !ok {
+		c.Workspaces = append(c.Workspaces, BLWorkspace{Name: workspace})
+		ws = &c.Workspaces[len(c.Workspaces)-1]
+	}
+	fn(&ws.Credentials)
+	cr := ws.Credentials
+	for _, s := range []string{cr.APIKey, cr.AccessToken, cr.RefreshToken, cr.DeviceCode, cr.ClientCredentials} {
+		if !utf8.ValidString(s) {
+			return fmt.Errorf("update bl config for workspace %q, nothing written: a credential is not valid UTF-8", workspace)
+		}
+	}
+	data := c.Marshal()
+	if bytes.Equal(data, old) {
+		return nil
+	}
+	if err := writeFileAtomic(path, data); err != nil {
+		return fmt.Errorf("update bl config: %w", err)
+	}
+	return nil
+}
+
+// readForUpdate reads the config that UpdateBLCredentials starts from, and the file's bytes.
+func readForUpdate(path string) ([]byte, *BLConfig, error) {
+	for attempt := 0; ; attempt++ {
+		data, err := readFileLimited(path, maxBLConfigSize)
+		if errors.Is(err, fs.ErrNotExist) {
+			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+				return nil, nil, err
+			}
+			return nil, &BLConfig{}, nil
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		c, err := ParseBLConfig(data)
+		if errors.Is(err, ErrBLConfigEmpty) && attempt == 0 {
+			waitBeforeEmptyRecheck()
+			continue
+		}
+		if err != nil && !errors.Is(err, ErrBLConfigEmpty) {
+			return nil, nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return data, c, nil
+	}
+}
+
+// writeFileAtomic replaces path with data: a temporary file in the same directory, mode 0600, synced,
+// renamed over path, then the directory synced so that the rename survives a crash.
+func writeFileAtomic(path string, data []byte) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*") // created 0600
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err = f.Write(data); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	if err = os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,666 @@
+package sources
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+)
+
+var updateGolden = flag.Bool("update", false, "rewrite the golden files under testdata/")
+
+// TestBLConfigGolden parses every testdata/blconfig/*.yaml, formats it with Marshal and compares the bytes
+// with the .golden file beside it. A current-*.yaml input was written by the current writer, so its golden
+// file must be the input itself.
+func TestBLConfigGolden(t *testing.T) {
+	inputs, err := filepath.Glob(filepath.Join("testdata", "blconfig", "*.yaml"))
+	if err != nil || len(inputs) == 0 {
+		t.Fatalf("no inputs: %v", err)
+	}
+	for _, in := range inputs {
+		name := strings.TrimSuffix(filepath.Base(in), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			data, err := os.ReadFile(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := ParseBLConfig(data)
+			if err != nil {
+				t.Fatalf("ParseBLConfig: %v", err)
+			}
+			got := c.Marshal()
+			golden := strings.TrimSuffix(in, ".yaml") + ".golden"
+			if *updateGolden {
+				if err := os.WriteFile(golden, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test -run TestBLConfigGolden -update)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("Marshal differs from %s:\n--- got\n%s--- want\n%s", golden, got, want)
+			}
+			if strings.HasPrefix(name, "current") && !bytes.Equal(got, data) {
+				t.Errorf("Marshal of a current-format file is not the file itself:\n--- got\n%s--- want\n%s", got, data)
+			}
+			again, err := ParseBLConfig(got)
+			if err != nil {
+				t.Fatalf("ParseBLConfig(Marshal()): %v", err)
+			}
+			if !reflect.DeepEqual(again, c) {
+				t.Errorf("round trip:\n got %+v\nwant %+v", again, c)
+			}
+		})
+	}
+}
+
+func TestParseBLConfigValues(t *testing.T) {
+	tests := []struct {
+		file string
+		want *BLConfig
+	}{
+		{"current.yaml", &BLConfig{
+			Context: BLContext{Workspace: "acme-prod"},
+			Workspaces: []BLWorkspace{
+				{Name: "acme-prod", ID: "8b1d6c1e-0000-4000-8000-00000000abcd", Credentials: BLCredentials{
+					AccessToken: "eyJhbGciOi…", RefreshToken: "FAKE-refresh", ExpiresIn: 7200, DeviceCode: "FAKE-device"}},
+				{Name: "acme-ci", Credentials: BLCredentials{APIKey: "bl_FAKEKEY"}},
+				{Name: "acme-sa", Credentials: BLCredentials{ClientCredentials: "Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ="}, Env: "dev"},
+			},
+		}},
+		{"legacy-v2.yaml", &BLConfig{
+			Context: BLContext{Workspace: "acme-prod"},
+			Workspaces: []BLWorkspace{
+				{Name: "acme-prod", Credentials: BLCredentials{
+					AccessToken: "eyJhbGciOiJIUzI1NiJ9.e30.FAKE", RefreshToken: "FAKE-refresh", ExpiresIn: 7200, DeviceCode: "FAKE-device"}},
+				{Name: "acme-sa", Credentials: BLCredentials{ClientCredentials: "Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ="}, Env: "dev"},
+			},
+			Tracking: true,
+		}},
+		{"legacy-v2-no-tracking.yaml", &BLConfig{
+			Context:    BLContext{Workspace: "acme-ci"},
+			Workspaces: []BLWorkspace{{Name: "acme-ci", Credentials: BLCredentials{APIKey: "bl_FAKEKEY"}}},
+		}},
+		{"legacy-v2-no-workspaces.yaml", &BLConfig{}},
+		{"current-empty.yaml", &BLConfig{Tracking: true}},
+		{"sdk-camelcase.yaml", &BLConfig{
+			Context: BLContext{Workspace: "acme-sa"},
+			Workspaces: []BLWorkspace{
+				{Name: "acme-sa", Credentials: BLCredentials{ClientCredentials: "Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ="}, Env: "dev"},
+				{Name: "acme-both", Credentials: BLCredentials{ClientCredentials: "from-snake"}},
+			},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			data, err := os.ReadFile(filepath.Join("testdata", "blconfig", tt.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := ParseBLConfig(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got  %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseBLConfigAccepts(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want *BLConfig
+	}{
+		{"comments only", "# nothing yet\n", &BLConfig{}},
+		{"CRLF line ends", "context:\r\n  workspace: a\r\nworkspaces:\r\n- name: a\r\n  credentials:\r\n    apiKey: \"k\"\r\ntracking: false\r\n",
+			&BLConfig{Context: BLContext{Workspace: "a"}, Workspaces: []BLWorkspace{{Name: "a", Credentials: BLCredentials{APIKey: "k"}}}}},
+		{"null context and tracking", "context:\nworkspaces: []\ntracking:\n", &BLConfig{}},
+		{"no context", "workspaces: []\ntracking: true\n", &BLConfig{Tracking: true}},
+		{"numbers and booleans read as text", "workspaces:\n- name: 42\n  id: 7\n  credentials:\n    apiKey: true\ntracking: false\n",
+			&BLConfig{Workspaces: []BLWorkspace{{Name: "42", ID: "7", Credentials: BLCredentials{APIKey: "true"}}}}},
+		{"negative expires_in is zero", "workspaces:\n- name: a\n  credentials:\n    expires_in: -5\ntracking: false\n",
+			&BLConfig{Workspaces: []BLWorkspace{{Name: "a"}}}},
+		{"aliases", "x: &k bl_FAKE\nworkspaces:\n- name: a\n  credentials:\n    apiKey: *k\ntracking: false\n",
+			&BLConfig{Workspaces: []BLWorkspace{{Name: "a", Credentials: BLCredentials{APIKey: "bl_FAKE"}}}}},
+		{"flow style", "{context: {workspace: a}, workspaces: [{name: a, credentials: {apiKey: k}}], tracking: true}\n",
+			&BLConfig{Context: BLContext{Workspace: "a"}, Workspaces: []BLWorkspace{{Name: "a", Credentials: BLCredentials{APIKey: "k"}}}, Tracking: true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseBLConfig([]byte(tt.in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got  %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseBLConfigEmpty(t *testing.T) {
+	for _, in := range []string{"", "\n", "  \n\t\r\n "} {
+		c, err := ParseBLConfig([]byte(in))
+		if !errors.Is(err, ErrBLConfigEmpty) {
+			t.Errorf("ParseBLConfig(%q) error = %v, want ErrBLConfigEmpty", in, err)
+		}
+		if c == nil || !reflect.DeepEqual(c, &BLConfig{}) {
+			t.Errorf("ParseBLConfig(%q) config = %+v, want an empty config", in, c)
+		}
+	}
+}
+
+// blSecret stands for a credential in the rejected files below: no error may quote it.
+const blSecret = "SECRET-VALUE-x9"
+
+func TestParseBLConfigRejects(t *testing.T) {
+	const head = "context:\n  workspace: a\nworkspaces:\n"
+	tests := []struct {
+		name string
+		in   string
+		line int
+	}{
+		{"invalid YAML", "context: [\n  " + blSecret + "\n", 2},
+		{"bad escape", head + "- name: a\n  credentials:\n    apiKey: \"" + blSecret + "\\q\"\ntracking: false\n", 0},
+		{"unknown anchor", head + "- name: a\n  credentials:\n    apiKey: *" + blSecret + "\ntracking: false\n", 0},
+		{"control character", head + "- name: a\n  credentials:\n    apiKey: " + blSecret + "\x01\ntracking: false\n", 0},
+		{"top level is a list", "- " + blSecret + "\n", 1},
+		{"top level is a scalar", blSecret + "\n", 1},
+		{"top level is null", "~\n", 1},
+		{"no final newline", head + "- name: a\n  credentials:\n    apiKey: \"" + blSecret + "\"\ntracking: false", 7},
+		{"cut mid-line", head + "- name: a\n  credentials:\n    access_token: " + blSecret[:4], 6},
+		{"no workspaces key", "context:\n  workspace: a\n", 1},
+		{"cut after workspaces", head, 3},
+		{"cut after name", head + "- name: a\n", 4},
+		{"cut after credentials", head + "- name: a\n  credentials:\n", 4},
+		{"cut after a credential", head + "- name: a\n  credentials:\n    apiKey: \"" + blSecret + "\"\n", 4},
+		{"cut inside legacy credentials", head + "- name: a\n  credentials:\n    apiKey: \"\"\n    access_token: " + blSecret + "\n", 4},
+		{"entry without name", head + "- credentials:\n    apiKey: \"" + blSecret + "\"\ntracking: false\n", 4},
+		{"entry with empty name", head + "- name: \"\"\n  credentials:\ntracking: false\n", 4},
+		{"entry is a scalar", head + "- " + blSecret + "\ntracking: false\n", 4},
+		{"name is a list", head + "- name: [" + blSecret + "]\n  credentials:\ntracking: false\n", 4},
+		{"apiKey is a mapping", head + "- name: a\n  credentials:\n    apiKey: {k: " + blSecret + "}\ntracking: false\n", 6},
+		{"expires_in not a number", head + "- name: a\n  credentials:\n    expires_in: " + blSecret + "\ntracking: false\n", 6},
+		{"expires_in is a list", head + "- name: a\n  credentials:\n    expires_in: [1]\ntracking: false\n", 6},
+		{"tracking not a boolean", head + "tracking: " + blSecret + "\n", 4},
+		{"workspaces not a list", "workspaces: " + blSecret + "\ntracking: false\n", 1},
+		{"context not a mapping", "context: " + blSecret + "\nworkspaces:\ntracking: false\n", 1},
+		{"credentials not a mapping", head + "- name: a\n  credentials: " + blSecret + "\ntracking: false\n", 5},
+		{"duplicate key", head + "- name: a\n  credentials:\n    apiKey: \"" + blSecret + "\"\n    apiKey: \"x\"\ntracking: false\n", 7},
+		{"duplicate top-level key", "workspaces:\nworkspaces:\ntracking: false\n", 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := ParseBLConfig([]byte(tt.in))
+			var ce *BLConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("error = %v, want a *BLConfigError", err)
+			}
+			if c != nil {
+				t.Errorf("config = %+v, want nil", c)
+			}
+			if tt.line != 0 && ce.Line != tt.line {
+				t.Errorf("line = %d, want %d (%v)", ce.Line, tt.line, err)
+			}
+			if strings.Contains(err.Error(), blSecret) || strings.Contains(err.Error(), blSecret[:4]) {
+				t.Errorf("error %q quotes the file's content", err)
+			}
+		})
+	}
+}
+
+// TestParseBLConfigTornPrefixes cuts the writers' files at every byte. Every cut of a current-format file
+// is rejected. A yaml.v2 file cut right after the last workspace's device_code, client_credentials or env
+// line looks exactly like a complete file of an older yaml.v2 writer: that is the one cut the parser cannot
+// see, and this test pins it down.
+func TestParseBLConfigTornPrefixes(t *testing.T) {
+	for _, file := range []string{"current.yaml", "current-no-credentials.yaml", "legacy-v2.yaml", "legacy-v2-no-tracking.yaml"} {
+		t.Run(file, func(t *testing.T) {
+			data, err := os.ReadFile(filepath.Join("testdata", "blconfig", file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for n := 1; n < len(data); n++ {
+				prefix := data[:n]
+				_, err := ParseBLConfig(prefix)
+				if err != nil {
+					continue
+				}
+				lines := strings.Split(strings.TrimSuffix(string(prefix), "\n"), "\n")
+				last := strings.TrimSpace(lines[len(lines)-1])
+				undetectable := strings.HasPrefix(file, "legacy") && (strings.HasPrefix(last, "device_code:") ||
+					strings.HasPrefix(last, "client_credentials:") || strings.HasPrefix(last, "env:"))
+				if !undetectable {
+					t.Errorf("prefix of %d bytes accepted:\n%s", n, prefix)
+				}
+			}
+		})
+	}
+}
+
+func TestMarshalBLConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		c    BLConfig
+		want string
+	}{
+		{"zero value", BLConfig{}, "context:\n  workspace: \nworkspaces:\ntracking: false\n"},
+		{"workspace without credentials", BLConfig{Workspaces: []BLWorkspace{{Name: "a"}}},
+			"context:\n  workspace: \nworkspaces:\n- name: a\n  credentials:\ntracking: false\n"},
+		{"field order and quoting", BLConfig{Context: BLContext{Workspace: "a"}, Tracking: true, Workspaces: []BLWorkspace{{
+			Name: "a", ID: "id-1", Env: "dev",
+			Credentials: BLCredentials{APIKey: "k", AccessToken: "at", RefreshToken: "rt", ExpiresIn: 60, DeviceCode: "dc", ClientCredentials: "cc"},
+		}}}, "context:\n  workspace: a\nworkspaces:\n- name: a\n  id: id-1\n  credentials:\n    apiKey: \"k\"\n" +
+			"    access_token: at\n    refresh_token: rt\n    expires_in: 60\n    device_code: dc\n    client_credentials: \"cc\"\n" +
+			"  env: \"dev\"\ntracking: true\n"},
+		{"non-positive expires_in left out", BLConfig{Workspaces: []BLWorkspace{{Name: "a", Credentials: BLCredentials{ExpiresIn: -1}}}},
+			"context:\n  workspace: \nworkspaces:\n- name: a\n  credentials:\ntracking: false\n"},
+		{"values yaml would misread are escaped", BLConfig{Workspaces: []BLWorkspace{{Name: "a: b", Credentials: BLCredentials{
+			APIKey: `k"\`, AccessToken: "123", RefreshToken: "x #y", DeviceCode: "a\nb: c",
+		}}}}, "context:\n  workspace: \nworkspaces:\n- name: \"a: b\"\n  credentials:\n    apiKey: \"k\\\"\\\\\"\n" +
+			"    access_token: \"123\"\n    refresh_token: \"x #y\"\n    device_code: \"a\\nb: c\"\ntracking: false\n"},
+		{"invalid UTF-8 becomes U+FFFD", BLConfig{Workspaces: []BLWorkspace{{Name: "a", Credentials: BLCredentials{AccessToken: "x\xffy"}}}},
+			"context:\n  workspace: \nworkspaces:\n- name: a\n  credentials:\n    access_token: \"x\uFFFDy\"\ntracking: false\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := string(tt.c.Marshal()); got != tt.want {
+				t.Errorf("got:\n%s\nwant:\n%s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestBLConfigWorkspace(t *testing.T) {
+	c := &BLConfig{Workspaces: []BLWorkspace{{Name: "a", ID: "1"}, {Name: "b"}, {Name: "a", ID: "2"}}}
+	ws, ok := c.Workspace("a")
+	if !ok || ws.ID != "1" {
+		t.Fatalf("Workspace(a) = %+v, %v; want the first entry", ws, ok)
+	}
+	ws.Env = "dev"
+	if c.Workspaces[0].Env != "dev" {
+		t.Error("Workspace does not point into the config")
+	}
+	if ws, ok := c.Workspace("missing"); ok || ws != nil {
+		t.Errorf("Workspace(missing) = %+v, %v", ws, ok)
+	}
+}
+
+func TestReadBLConfig(t *testing.T) {
+	dir := t.TempDir()
+	t.Run("missing file", func(t *testing.T) {
+		c, err := ReadBLConfig(filepath.Join(dir, "nope", "config.yaml"))
+		if !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("error = %v, want fs.ErrNotExist", err)
+		}
+		if !reflect.DeepEqual(c, &BLConfig{}) {
+			t.Errorf("config = %+v, want empty", c)
+		}
+	})
+	t.Run("empty file", func(t *testing.T) {
+		path := writeBLTestFile(t, filepath.Join(dir, "empty.yaml"), "", 0o600)
+		c, err := ReadBLConfig(path)
+		if !errors.Is(err, ErrBLConfigEmpty) || !reflect.DeepEqual(c, &BLConfig{}) {
+			t.Fatalf("got %+v, %v; want an empty config and ErrBLConfigEmpty", c, err)
+		}
+	})
+	t.Run("torn file", func(t *testing.T) {
+		path := writeBLTestFile(t, filepath.Join(dir, "torn.yaml"), "context:\n  workspace: a\nworkspaces:\n", 0o600)
+		c, err := ReadBLConfig(path)
+		var ce *BLConfigError
+		if !errors.As(err, &ce) || c != nil {
+			t.Fatalf("got %+v, %v; want nil and a *BLConfigError", c, err)
+		}
+	})
+	t.Run("too large", func(t *testing.T) {
+		path := writeBLTestFile(t, filepath.Join(dir, "big.yaml"), strings.Repeat("#\n", maxBLConfigSize), 0o600)
+		if c, err := ReadBLConfig(path); err == nil || c != nil {
+			t.Fatalf("got %+v, %v; want an error", c, err)
+		}
+	})
+	t.Run("good file", func(t *testing.T) {
+		c, err := ReadBLConfig(filepath.Join("testdata", "blconfig", "current.yaml"))
+		if err != nil || len(c.Workspaces) != 3 {
+			t.Fatalf("got %+v, %v", c, err)
+		}
+	})
+}
+
+func writeBLTestFile(t *testing.T, path, content string, mode os.FileMode) string {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, mode); err != nil { // WriteFile's mode is masked by the umask
+		t.Fatal(err)
+	}
+	return path
+}
+
+func readBLTestdata(t *testing.T, name string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("testdata", "blconfig", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+// checkOnlyConfigInDir fails if the directory holds anything but the config file, such as a leftover
+// temporary file.
+func checkOnlyConfigInDir(t *testing.T, path string) {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Dir(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() != filepath.Base(path) {
+			t.Errorf("unexpected file %s left in the config directory", e.Name())
+		}
+	}
+}
+
+func TestUpdateBLCredentials(t *testing.T) {
+	t.Run("updates one workspace, the rest untouched", func(t *testing.T) {
+		path := writeBLTestFile(t, filepath.Join(t.TempDir(), "config.yaml"), readBLTestdata(t, "current.yaml"), 0o644)
+		err := UpdateBLCredentials(path, "acme-prod", func(c *BLCredentials) {
+			c.AccessToken = "eyJnew"
+			c.RefreshToken = "FAKE-rotated"
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := strings.Replace(readBLTestdata(t, "current.yaml"), "eyJhbGciOi…", "eyJnew", 1)
+		want = strings.Replace(want, "FAKE-refresh", "FAKE-rotated", 1)
+		if string(got) != want {
+			t.Errorf("file:\n%s\nwant:\n%s", got, want)
+		}
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != 0o600 {
+			t.Errorf("mode = %v, want 0600", st.Mode().Perm())
+		}
+		checkOnlyConfigInDir(t, path)
+	})
+
+	t.Run("adds a missing workspace at the end", func(t *testing.T) {
+		path := writeBLTestFile(t, filepath.Join(t.TempDir(), "config.yaml"), readBLTestdata(t, "current.yaml"), 0o600)
+		if err := UpdateBLCredentials(path, "acme-new", func(c *BLCredentials) { c.APIKey = "bl_NEW" }); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := os.ReadFile(path)
+		want := strings.Replace(readBLTestdata(t, "current.yaml"), "tracking: false\n",
+			"- name: acme-new\n  credentials:\n    apiKey: \"bl_NEW\"\ntracking: false\n", 1)
+		if string(got) != want {
+			t.Errorf("file:\n%s\nwant:\n%s", got, want)
+		}
+	})
+
+	t.Run("converts a yaml.v2 file", func(t *testing.T) {
+		path := writeBLTestFile(t, filepath.Join(t.TempDir(), "config.yaml"), readBLTestdata(t, "legacy-v2.yaml"), 0o600)
+		if err := UpdateBLCredentials(path, "acme-sa", func(*BLCredentials) {}); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := os.ReadFile(path)
+		if want := readBLTestdata(t, "legacy-v2.golden"); string(got) != want {
+			t.Errorf("file:\n%s\nwant:\n%s", got, want)
+		}
+	})
+
+	t.Run("no write when nothing changes", func(t *testing.T) {
+		path := writeBLTestFile(t, filepath.Join(t.TempDir(), "config.yaml"), readBLTestdata(t, "current.yaml"), 0o600)
+		before, _ := os.Stat(path)
+		if err := UpdateBLCredentials(path, "acme-ci", func(c *BLCredentials) { c.APIKey = "bl_FAKEKEY" }); err != nil {
+			t.Fatal(err)
+		}
+		after, _ := os.Stat(path)
+		if !os.SameFile(before, after) {
+			t.Error("the file was replaced although its content did not change")
+		}
+	})
+
+	for _, torn := range []struct{ name, content string }{
+		{"cut mid-line", readBLTestdata(t, "current.yaml")[:150]},
+		{"cut after workspaces:", "context:\n  workspace: acme-prod\nworkspaces:\n"},
+		{"cut mid-list", strings.Split(readBLTestdata(t, "current.yaml"), "- name: acme-sa")[0]},
+		{"invalid YAML", "context: [\n"},
+	} {
+		t.Run("refuses a torn file: "+torn.name, func(t *testing.T) {
+			path := writeBLTestFile(t, filepath.Join(t.TempDir(), "config.yaml"), torn.content, 0o640)
+			before, _ := os.Stat(path)
+			called := false
+			err := UpdateBLCredentials(path, "acme-prod", func(*BLCredentials) { called = true })
+			var ce *BLConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("error = %v, want a *BLConfigError", err)
+			}
+			if called {
+				t.Error("fn was called on a torn file")
+			}
+			got, _ := os.ReadFile(path)
+			if string(got) != torn.content {
+				t.Errorf("the torn file was changed:\n%s", got)
+			}
+			after, _ := os.Stat(path)
+			if !os.SameFile(before, after) || after.Mode() != before.Mode() {
+				t.Error("the torn file was replaced or its mode changed")
+			}
+			checkOnlyConfigInDir(t, path)
+		})
+	}
+
+	t.Run("creates a missing file and its directory", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "home", ".blaxel")
+		path := filepath.Join(dir, "config.yaml")
+		if err := UpdateBLCredentials(path, "acme", func(c *BLCredentials) { c.APIKey = "bl_FAKE" }); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := os.ReadFile(path)
+		want := "context:\n  workspace: \nworkspaces:\n- name: acme\n  credentials:\n    apiKey: \"bl_FAKE\"\ntracking: false\n"
+		if string(got) != want {
+			t.Errorf("file:\n%s\nwant:\n%s", got, want)
+		}
+		for p, mode := range map[string]os.FileMode{dir: 0o700, filepath.Dir(dir): 0o700, path: 0o600} {
+			st, err := os.Stat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Mode().Perm() != mode {
+				t.Errorf("%s: mode %v, want %v", p, st.Mode().Perm(), mode)
+			}
+		}
+	})
+
+	t.Run("empty file filled by bl meanwhile", func(t *testing.T) {
+		path := writeBLTestFile(t, filepath.Join(t.TempDir(), "config.yaml"), "", 0o600)
+		setRecheckHook(t, func() { writeBLTestFile(t, path, readBLTestdata(t, "current.yaml"), 0o600) })
+		if err := UpdateBLCredentials(path, "acme-ci", func(c *BLCredentials) { c.APIKey = "bl_NEW" }); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := os.ReadFile(path)
+		if want := strings.Replace(readBLTestdata(t, "current.yaml"), "bl_FAKEKEY", "bl_NEW", 1); string(got) != want {
+			t.Errorf("file:\n%s\nwant:\n%s", got, want)
+		}
+	})
+
+	t.Run("file that stays empty", func(t *testing.T) {
+		path := writeBLTestFile(t, filepath.Join(t.TempDir(), "config.yaml"), "\n", 0o600)
+		waited := 0
+		setRecheckHook(t, func() { waited++ })
+		if err := UpdateBLCredentials(path, "acme", func(c *BLCredentials) { c.APIKey = "bl_FAKE" }); err != nil {
+			t.Fatal(err)
+		}
+		if waited != 1 {
+			t.Errorf("waited %d times, want 1", waited)
+		}
+		c, err := ReadBLConfig(path)
+		if err != nil || len(c.Workspaces) != 1 || c.Workspaces[0].Credentials.APIKey != "bl_FAKE" {
+			t.Errorf("got %+v, %v", c, err)
+		}
+	})
+
+	t.Run("follows a symbolic link", func(t *testing.T) {
+		dir := t.TempDir()
+		real := writeBLTestFile(t, filepath.Join(dir, "real.yaml"), readBLTestdata(t, "current.yaml"), 0o600)
+		link := filepath.Join(dir, "config.yaml")
+		if err := os.Symlink(real, link); err != nil {
+			t.Fatal(err)
+		}
+		if err := UpdateBLCredentials(link, "acme-ci", func(c *BLCredentials) { c.APIKey = "bl_NEW" }); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := os.Lstat(link); err != nil || st.Mode()&os.ModeSymlink == 0 {
+			t.Errorf("the link was replaced: %v", err)
+		}
+		if got, _ := os.ReadFile(real); !strings.Contains(string(got), "bl_NEW") {
+			t.Errorf("the link's target was not updated:\n%s", got)
+		}
+	})
+
+	t.Run("concurrent updates all land", func(t *testing.T) {
+		path := writeBLTestFile(t, filepath.Join(t.TempDir(), "config.yaml"), readBLTestdata(t, "current.yaml"), 0o600)
+		var wg sync.WaitGroup
+		for i := range 8 {
+			wg.Go(func() {
+				if err := UpdateBLCredentials(path, fmt.Sprintf("ws-%d", i), func(c *BLCredentials) { c.APIKey = "k" }); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		c, err := ReadBLConfig(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(c.Workspaces) != 3+8 {
+			t.Errorf("%d workspaces, want 11", len(c.Workspaces))
+		}
+	})
+
+	t.Run("refuses an empty workspace name", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "config.yaml")
+		if err := UpdateBLCredentials(path, "", func(*BLCredentials) {}); err == nil {
+			t.Fatal("no error")
+		}
+		if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("a file was written: %v", err)
+		}
+	})
+
+	t.Run("refuses a credential that is not UTF-8", func(t *testing.T) {
+		path := writeBLTestFile(t, filepath.Join(t.TempDir(), "config.yaml"), readBLTestdata(t, "current.yaml"), 0o600)
+		err := UpdateBLCredentials(path, "acme-ci", func(c *BLCredentials) { c.APIKey = "bl_\xff" })
+		if err == nil || strings.Contains(err.Error(), "bl_") {
+			t.Fatalf("error = %v, want one that does not quote the value", err)
+		}
+		if got, _ := os.ReadFile(path); string(got) != readBLTestdata(t, "current.yaml") {
+			t.Error("the file was changed")
+		}
+	})
+}
+
+func setRecheckHook(t *testing.T, f func()) {
+	old := waitBeforeEmptyRecheck
+	waitBeforeEmptyRecheck = f
+	t.Cleanup(func() { waitBeforeEmptyRecheck = old })
+}
+
+func FuzzParseBLConfig(f *testing.F) {
+	inputs, _ := filepath.Glob(filepath.Join("testdata", "blconfig", "*.yaml"))
+	for _, in := range inputs {
+		data, err := os.ReadFile(in)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+		f.Add(data[:len(data)/2])
+	}
+	for _, s := range []string{"", "\n", "~\n", "- a\n", "workspaces: []\n", "workspaces:\ntracking: true\n",
+		"a: &x [*x]\n", "workspaces:\n- name: a\n  credentials:\n    expires_in: 0x10\ntracking: yes\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseBLConfig(data)
+		if err != nil {
+			var ce *BLConfigError
+			if !errors.Is(err, ErrBLConfigEmpty) && !errors.As(err, &ce) {
+				t.Fatalf("error %v is neither ErrBLConfigEmpty nor a *BLConfigError", err)
+			}
+			return
+		}
+		out := c.Marshal()
+		again, err := ParseBLConfig(out)
+		if err != nil {
+			t.Fatalf("ParseBLConfig(Marshal()) = %v\n%s", err, out)
+		}
+		if !reflect.DeepEqual(again, c) {
+			t.Fatalf("round trip:\n got %+v\nwant %+v\n%s", again, c, out)
+		}
+		if out2 := again.Marshal(); !bytes.Equal(out2, out) {
+			t.Fatalf("Marshal is not stable:\n%s\n%s", out, out2)
+		}
+	})
+}
+
+// FuzzMarshalBLConfig feeds arbitrary strings to every field Marshal writes: whatever they hold, Marshal
+// must produce a file that parses back to the same config.
+func FuzzMarshalBLConfig(f *testing.F) {
+	f.Add("acme", "id", "bl_KEY", "eyJ.x.y", "rt", "dc", "Y2M=", "dev", 7200)
+	f.Add("a: b", "123", `k"\`, "true", " x", "#c", "a\nb", "\u2028", -1)
+	f.Add("- x", "~", "'q'", "null", "[a]", "{b}", "*a", "&a", 0)
+	f.Fuzz(func(t *testing.T, name, id, apiKey, access, refresh, device, client, env string, expires int) {
+		c := &BLConfig{
+			Context: BLContext{Workspace: name},
+			Workspaces: []BLWorkspace{{Name: name, ID: id, Env: env, Credentials: BLCredentials{
+				APIKey: apiKey, AccessToken: access, RefreshToken: refresh, ExpiresIn: expires, DeviceCode: device, ClientCredentials: client,
+			}}},
+		}
+		want := &BLConfig{Context: BLContext{Workspace: asMarshalled(name)}, Workspaces: []BLWorkspace{{
+			Name: asMarshalled(name), ID: asMarshalled(id), Env: asMarshalled(env), Credentials: BLCredentials{
+				APIKey: asMarshalled(apiKey), AccessToken: asMarshalled(access), RefreshToken: asMarshalled(refresh), ExpiresIn: max(expires, 0),
+				DeviceCode: asMarshalled(device), ClientCredentials: asMarshalled(client),
+			}}}}
+		out := c.Marshal()
+		got, err := ParseBLConfig(out)
+		if name == "" {
+			if err == nil {
+				t.Fatal("a workspace without a name was accepted")
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("ParseBLConfig(Marshal()) = %v\n%s", err, out)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("round trip:\n got %+v\nwant %+v\n%s", got, want, out)
+		}
+	})
+}
+
+// asMarshalled replaces each invalid UTF-8 byte with U+FFFD, as Marshal does.
+func asMarshalled(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		b.WriteRune(r)
+	}
+	return b.String()
+}
