@@ -1,0 +1,245 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/blauth/blauth/daemon"
+	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/ipc"
+)
+
+// binDir holds blauthd and blauth-helper, built once by TestMain, side by side as they are
+// installed (the helper finds blauthd beside itself when it starts one).
+var binDir string
+
+func helperBin() string { return filepath.Join(binDir, "blauth-helper") }
+func daemonBin() string { return filepath.Join(binDir, "blauthd") }
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	// The helper sends the caller's BL_* variables and starts daemons: nothing from the
+	// environment of whoever runs the tests may leak into them.
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "BL_") || strings.HasPrefix(k, "BLAUTH_") || k == "GIT_EXEC_PATH" {
+			os.Unsetenv(k)
+		}
+	}
+	dir, err := os.MkdirTemp("", "bhbin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binDir = dir
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	build := exec.CommandContext(ctx, "go", "build", "-o", dir+string(os.PathSeparator), "./cmd/blauthd", "./cmd/blauth-helper")
+	build.Dir = filepath.Join("..", "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build the binaries: %v\n%s", err, out)
+		return 1
+	}
+	return m.Run()
+}
+
+// shortTempDir returns a fresh directory with a short path: Unix socket paths are limited to
+// about 104 bytes, which t.TempDir() can exceed.
+func shortTempDir(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "bh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+// testDaemon is a real daemon, in this process, on a real socket.
+type testDaemon struct {
+	socket string
+	home   string
+	api    *blaxeltest.Server
+}
+
+type daemonOpts struct {
+	env      []string // the daemon's own environment
+	blConfig string   // $HOME/.blaxel/config.yaml
+	api      *blaxeltest.Server
+}
+
+// startDaemon starts a daemon and points the helper at it (BLAUTH_SOCKET, BLAUTH_NO_SPAWN=1) for
+// the rest of the test.
+func startDaemon(t *testing.T, o daemonOpts) *testDaemon {
+	t.Helper()
+	dir := shortTempDir(t)
+	home := filepath.Join(dir, "home")
+	blPath := filepath.Join(home, ".blaxel", "config.yaml")
+	if err := os.MkdirAll(filepath.Dir(blPath), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if o.blConfig != "" {
+		if err := os.WriteFile(blPath, []byte(o.blConfig), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := o.env
+	if o.api != nil {
+		env = append([]string{"BL_API_URL=" + o.api.Base}, env...)
+	}
+	socket := filepath.Join(dir, "blauthd.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	d, err := daemon.New(ctx, daemon.Config{
+		SocketPath:   socket,
+		Environ:      env,
+		BLConfigPath: blPath,
+		Log:          zerolog.New(zerolog.NewTestWriter(t)),
+		Version:      "test",
+	})
+	if err != nil {
+		cancel()
+		t.Fatalf("start the daemon: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("daemon: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Error("the daemon did not stop within 15s")
+		}
+	})
+	t.Setenv(ipc.SocketEnv, socket)
+	t.Setenv("BLAUTH_NO_SPAWN", "1")
+	return &testDaemon{socket: socket, home: home, api: o.api}
+}
+
+// newAPI starts a fake Blaxel API for the test.
+func newAPI(t *testing.T) *blaxeltest.Server {
+	t.Helper()
+	api := blaxeltest.New(0)
+	t.Cleanup(api.Close)
+	return api
+}
+
+// daemonToken asks the daemon directly, over the socket, what it serves for workspace.
+func daemonToken(t *testing.T, socket, workspace string) *ipc.Token {
+	t.Helper()
+	c, err := ipc.Dial(socket, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionGet)
+	if workspace != "" {
+		req.Add(ipc.KeyWorkspace, workspace)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("get %s from the daemon: %v", workspace, err)
+	}
+	tok, err := ipc.ParseToken(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// result is what a helper run printed.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+}
+
+// runHelper runs the helper in this process, as main does, with the process environment.
+func runHelper(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out, errb bytes.Buffer
+	code := run(ctx, args, strings.NewReader(stdin), &out, &errb)
+	return result{code, out.String(), errb.String()}
+}
+
+// proc describes a process run of a built binary.
+type proc struct {
+	env   []string // the whole environment, on top of PATH and HOME
+	dir   string
+	stdin string
+}
+
+// baseEnv is a minimal environment: PATH, a private HOME, no BL_* variables.
+func baseEnv(t *testing.T) []string {
+	t.Helper()
+	return []string{"PATH=" + os.Getenv("PATH"), "HOME=" + shortTempDir(t), "LANG=C"}
+}
+
+// runProc runs name with args, bounded in time, and returns what it printed.
+func runProc(t *testing.T, p proc, name string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(baseEnv(t), p.env...)
+	cmd.Dir = p.dir
+	cmd.Stdin = strings.NewReader(p.stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.WaitDelay = 2 * time.Second
+	err := cmd.Run()
+	code := 0
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ctx.Err() != nil {
+			t.Fatalf("run %s %q: %v (stderr %q)", name, args, err, errb.String())
+		}
+		code = ee.ExitCode()
+	}
+	return result{code, out.String(), errb.String()}
+}
+
+// socketEnv points a process at the test daemon without ever starting one.
+func (td *testDaemon) socketEnv() []string {
+	return []string{ipc.SocketEnv + "=" + td.socket, "BLAUTH_NO_SPAWN=1"}
+}
+
+func mustCode(t *testing.T, r result, want int) {
+	t.Helper()
+	if r.code != want {
+		t.Fatalf("want exit %d, got %s", want, r)
+	}
+}
+
+// mustFail checks a failure as a user sees it: the exit status, a blauth: error line and a
+// hint on stderr, and nothing on stdout.
+func mustFail(t *testing.T, r result, want int) {
+	t.Helper()
+	mustCode(t, r, want)
+	if r.stdout != "" {
+		t.Errorf("stdout must stay empty on failure, got %q", r.stdout)
+	}
+	if !strings.HasPrefix(r.stderr, "blauth: error: ") || !strings.Contains(r.stderr, "\nblauth: hint: ") {
+		t.Errorf("stderr must hold a blauth: error line and a blauth: hint line, got %q", r.stderr)
+	}
+}
