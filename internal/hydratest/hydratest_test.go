@@ -1,3 +1,5 @@
+//go:build real
+
 package hydratest_test
 
 import (
