@@ -33,6 +33,7 @@ fuzz: ## fuzz the protocol decoder and the parsers, 30s each
 	$(GO) test ./ipc/ -run '^$$' -fuzz FuzzReadMessage -fuzztime 30s
 	$(GO) test ./sources/ -run '^$$' -fuzz FuzzParseDotenv -fuzztime 30s
 	$(GO) test ./sources/ -run '^$$' -fuzz FuzzParseBLConfig -fuzztime 30s
+	$(GO) test ./sources/ -run '^$$' -fuzz FuzzMarshalBLConfig -fuzztime 30s
 
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go')

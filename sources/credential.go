@@ -16,9 +16,6 @@ const (
 	SourceBLConfig  = "bl_config"  // $HOME/.blaxel/config.yaml
 )
 
-// rank orders source kinds: lower wins.
-var rank = map[string]int{SourceDotenv: 0, SourceCallerEnv: 1, SourceDaemonEnv: 2, SourceKeyring: 3, SourceBLConfig: 4}
-
 // Credential kinds (the same words the wire protocol uses in kind=).
 const (
 	KindAPIKey            = "api_key"

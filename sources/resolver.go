@@ -176,6 +176,11 @@ func (r *Resolver) loadBL() bool {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if errors.Is(err, ErrBLConfigEmpty) && r.blTries >= 3 {
+		// Still empty after the retries (well over a second): not a write in progress but a
+		// file the user emptied. Believe it.
+		c, err = &BLConfig{}, nil
+	}
 	if err != nil {
 		r.blErr = fmt.Errorf("%s: %w", path, err)
 		r.blTries++

@@ -347,3 +347,24 @@ func TestDotenvEditsAreSeenAndWatchesAreBounded(t *testing.T) {
 		t.Fatalf("%d directories watched after eviction", wt.WatchedDirs())
 	}
 }
+
+func TestEmptiedBLConfigIsBelievedAfterRetries(t *testing.T) {
+	w := newWorld(t)
+	w.writeBL(t, blFull)
+	r := w.resolver(t, false)
+	w.writeBL(t, "")
+	r.Reload(context.Background())
+	if res, err := r.Resolve(Request{Workspace: "acme"}); err != nil || res.Credential.APIKey != "bl_config_key" {
+		t.Fatal("a just-emptied file (bl truncates before writing) must keep the last good view")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := r.Resolve(Request{Workspace: "acme"}); errors.Is(err, ErrNoCredentials) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a file that stays empty was never believed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
