@@ -23,16 +23,16 @@ type Fault int
 
 // Faults the server can inject.
 const (
-	FaultNone        Fault = iota
-	Fault500               // HTTP 500 with a JSON body
-	Fault503               // HTTP 503, no body
-	Fault429               // HTTP 429 with Retry-After: RetryAfter seconds
-	FaultHTML              // HTTP 502 with an HTML page, as a proxy sends
-	FaultGarbage           // HTTP 200 with a body that is not a token
-	FaultHang              // answers only after SetHang's delay (a minute by default), if the client still waits
-	FaultReset             // closes the connection without an answer
-	FaultInvalidGrant      // HTTP 400 invalid_grant
-	FaultInvalidClient     // HTTP 401 invalid_client
+	FaultNone          Fault = iota
+	Fault500                 // HTTP 500 with a JSON body
+	Fault503                 // HTTP 503, no body
+	Fault429                 // HTTP 429 with Retry-After: RetryAfter seconds
+	FaultHTML                // HTTP 502 with an HTML page, as a proxy sends
+	FaultGarbage             // HTTP 200 with a body that is not a token
+	FaultHang                // answers only after SetHang's delay (a minute by default), if the client still waits
+	FaultReset               // closes the connection without an answer
+	FaultInvalidGrant        // HTTP 400 invalid_grant
+	FaultInvalidClient       // HTTP 401 invalid_client
 )
 
 // Server is the fake API. Its fields may be changed between requests through the setters;
