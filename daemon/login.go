@@ -27,6 +27,9 @@ type DeviceGrant struct {
 	Interval                int    `json:"interval"`
 }
 
+// slowDownStep is how much a slow_down answer adds to the polling interval (RFC 8628 §3.5).
+var slowDownStep = 5 * time.Second
+
 // loginFlows runs device logins started by blauth-helper login. Each flow polls the token
 // endpoint in the background at the server's interval; helpers wait on it in short steps so
 // they can show progress. Safe for concurrent use.
@@ -122,7 +125,7 @@ func (l *loginFlows) poll(ctx context.Context, id string, f *loginFlow, base str
 		switch {
 		case pending:
 			if slow {
-				interval += 5 * time.Second
+				interval += slowDownStep
 			}
 			continue
 		case err != nil:

@@ -56,6 +56,7 @@ type Server struct {
 	hang       time.Duration
 	counts     map[string]int
 	rotate     bool
+	slowDownAt int // the device poll number answered with slow_down; 0 never
 }
 
 type session struct {
@@ -360,7 +361,7 @@ func (s *Server) devicePoll(w http.ResponseWriter, body map[string]string) {
 		oauthError(w, 400, "access_denied", "the user denied the login")
 	case !d.approved:
 		d.polls++
-		if d.polls == 2 {
+		if d.polls == s.slowDownAt {
 			oauthError(w, 400, "slow_down", "polling too fast")
 			return
 		}
@@ -379,3 +380,6 @@ func (s *Server) discovery(w http.ResponseWriter, r *http.Request) {
 
 // SetHang sets how long FaultHang holds a request (a minute when zero).
 func (s *Server) SetHang(d time.Duration) { s.mu.Lock(); s.hang = d; s.mu.Unlock() }
+
+// SetSlowDownAt makes the n-th poll of each device login answer slow_down (0: never).
+func (s *Server) SetSlowDownAt(n int) { s.mu.Lock(); s.slowDownAt = n; s.mu.Unlock() }
