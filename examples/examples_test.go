@@ -26,7 +26,8 @@ type client struct {
 	name   string
 	interp string
 	script string // absolute path
-	// module is an expression printing socketPath() of the example's library.
+	// socketPathArgs run a program that reads a JSON list of environments on stdin and prints
+	// the example library's socketPath() for each, one per line.
 	socketPathArgs []string
 }
 
@@ -39,8 +40,10 @@ func clients(t *testing.T) []client {
 	py := filepath.Join(wd, "python", "blauth_token.py")
 	js := filepath.Join(wd, "node", "blauth-token.js")
 	cs := []client{
-		{"python", "python3", py, []string{"-c", "import sys; sys.path.insert(0, sys.argv[1]); import blauth_token; print(blauth_token.socket_path())", filepath.Dir(py)}},
-		{"node", "node", js, []string{"-e", "console.log(require(process.argv[1]).socketPath())", js}},
+		{"python", "python3", py, []string{"-c", "import json, sys; sys.path.insert(0, sys.argv[1]); import blauth_token\n" +
+			"for env in json.load(sys.stdin): print(blauth_token.socket_path(env))", filepath.Dir(py)}},
+		{"node", "node", js, []string{"-e", "const { socketPath } = require(process.argv[1]);" +
+			"for (const env of JSON.parse(require('fs').readFileSync(0, 'utf8'))) console.log(socketPath(env));", js}},
 	}
 	for _, c := range cs {
 		// The examples are part of the product: a machine without the interpreter fails the
@@ -125,16 +128,17 @@ func (r result) String() string {
 // runClient runs the example with a minimal environment plus env, in dir.
 func runClient(t *testing.T, c client, env []string, dir string, args ...string) result {
 	t.Helper()
-	return runInterp(t, c, env, dir, append([]string{c.script}, args...)...)
+	return runInterp(t, c, env, dir, "", append([]string{c.script}, args...)...)
 }
 
-func runInterp(t *testing.T, c client, env []string, dir string, args ...string) result {
+func runInterp(t *testing.T, c client, env []string, dir, stdin string, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, c.interp, args...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + shortTempDir(t)}, env...)
 	cmd.Dir = dir
+	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	cmd.WaitDelay = 2 * time.Second
@@ -164,88 +168,87 @@ func TestExamples(t *testing.T) {
 		t.Fatal("the service account's token has no expiry")
 	}
 
-	for _, c := range cs {
-		t.Run(c.name, func(t *testing.T) {
-			t.Run("token", func(t *testing.T) {
-				r := runClient(t, c, sock, dir)
-				if r.code != 0 || r.stdout != want.Token+"\n" || r.stderr != "" {
-					t.Errorf("want the daemon's token %q, got %s", want.Token, r)
-				}
-			})
-			t.Run("json", func(t *testing.T) {
-				r := runClient(t, c, sock, dir, "--json", "acme")
-				var got struct {
-					Token, Workspace string
-					Expiry           int64
-				}
-				if r.code != 0 || json.Unmarshal([]byte(r.stdout), &got) != nil {
-					t.Fatalf("--json: %s", r)
-				}
-				if got.Token != want.Token || got.Workspace != "acme" || got.Expiry != want.Expiry.Unix() {
-					t.Errorf("want %s, acme, %d; got %+v", want.Token, want.Expiry.Unix(), got)
-				}
-			})
-			t.Run("caller environment", func(t *testing.T) {
-				r := runClient(t, c, append(sock, "BL_WORKSPACE=mine", "BL_API_KEY=caller key"), dir)
-				if r.code != 0 || r.stdout != "caller key\n" {
-					t.Errorf("want the caller's BL_API_KEY, got %s", r)
-				}
-			})
-			t.Run("caller .env", func(t *testing.T) {
-				proj := shortTempDir(t)
-				if err := os.WriteFile(filepath.Join(proj, ".env"), []byte("BL_WORKSPACE=proj\nBL_API_KEY=dotenv-key\n"), 0o600); err != nil {
-					t.Fatal(err)
-				}
-				r := runClient(t, c, sock, proj, "--json")
-				if r.code != 0 || !strings.Contains(r.stdout, `"dotenv-key"`) || !strings.Contains(r.stdout, `"proj"`) {
-					t.Errorf("want the .env's key and workspace, got %s", r)
-				}
-			})
-			t.Run("unknown workspace", func(t *testing.T) {
-				r := runClient(t, c, sock, dir, "nobody")
-				if r.code != 4 || r.stdout != "" || !strings.Contains(r.stderr, "no_credentials") {
-					t.Errorf("want exit 4, no_credentials on stderr and nothing on stdout, got %s", r)
-				}
-			})
-			t.Run("line break in the workspace", func(t *testing.T) {
-				r := runClient(t, c, sock, dir, "acme\naction=status")
-				if r.code == 0 || r.stdout != "" {
-					t.Errorf("a workspace holding LF must be refused before sending, got %s", r)
-				}
-			})
-			t.Run("unreachable", func(t *testing.T) {
-				r := runClient(t, c, []string{ipc.SocketEnv + "=" + filepath.Join(dir, "none.sock")}, dir)
-				if r.code != 3 || r.stdout != "" || !strings.Contains(r.stderr, "unreachable") {
-					t.Errorf("want exit 3 and unreachable on stderr, got %s", r)
-				}
-			})
-			t.Run("default socket path", func(t *testing.T) {
-				// The examples find the socket as ipc.SocketPath does.
-				xdg := shortTempDir(t)
-				for _, env := range [][]string{
-					{"BLAUTH_SOCKET=/x/y.sock", "XDG_RUNTIME_DIR=" + xdg},
-					{"XDG_RUNTIME_DIR=" + xdg},
-					{"XDG_RUNTIME_DIR=relative/dir", "TMPDIR=" + xdg},
-					{"TMPDIR=" + xdg},
-					{},
-				} {
-					getenv := func(k string) string {
-						for _, kv := range env {
-							if name, v, _ := strings.Cut(kv, "="); name == k {
-								return v
-							}
-						}
-						return ""
+	t.Run("clients", func(t *testing.T) {
+		for _, c := range cs {
+			t.Run(c.name, func(t *testing.T) {
+				t.Parallel()
+				t.Run("token", func(t *testing.T) {
+					r := runClient(t, c, sock, dir)
+					if r.code != 0 || r.stdout != want.Token+"\n" || r.stderr != "" {
+						t.Errorf("want the daemon's token %q, got %s", want.Token, r)
 					}
-					wantPath := ipc.SocketPath(getenv, ipc.DefaultRuntimeDir(getenv))
-					r := runInterp(t, c, env, dir, c.socketPathArgs...)
-					if r.code != 0 || r.stdout != wantPath+"\n" {
-						t.Errorf("env %q: want %s, got %s", env, wantPath, r)
+				})
+				t.Run("json", func(t *testing.T) {
+					r := runClient(t, c, sock, dir, "--json", "acme")
+					var got struct {
+						Token, Workspace string
+						Expiry           int64
 					}
-				}
+					if r.code != 0 || json.Unmarshal([]byte(r.stdout), &got) != nil {
+						t.Fatalf("--json: %s", r)
+					}
+					if got.Token != want.Token || got.Workspace != "acme" || got.Expiry != want.Expiry.Unix() {
+						t.Errorf("want %s, acme, %d; got %+v", want.Token, want.Expiry.Unix(), got)
+					}
+				})
+				t.Run("caller environment", func(t *testing.T) {
+					r := runClient(t, c, append(sock, "BL_WORKSPACE=mine", "BL_API_KEY=caller key"), dir)
+					if r.code != 0 || r.stdout != "caller key\n" {
+						t.Errorf("want the caller's BL_API_KEY, got %s", r)
+					}
+				})
+				t.Run("caller .env", func(t *testing.T) {
+					proj := shortTempDir(t)
+					if err := os.WriteFile(filepath.Join(proj, ".env"), []byte("BL_WORKSPACE=proj\nBL_API_KEY=dotenv-key\n"), 0o600); err != nil {
+						t.Fatal(err)
+					}
+					r := runClient(t, c, sock, proj, "--json")
+					if r.code != 0 || !strings.Contains(r.stdout, `"dotenv-key"`) || !strings.Contains(r.stdout, `"proj"`) {
+						t.Errorf("want the .env's key and workspace, got %s", r)
+					}
+				})
+				t.Run("unknown workspace", func(t *testing.T) {
+					r := runClient(t, c, sock, dir, "nobody")
+					if r.code != 4 || r.stdout != "" || !strings.Contains(r.stderr, "no_credentials") {
+						t.Errorf("want exit 4, no_credentials on stderr and nothing on stdout, got %s", r)
+					}
+				})
+				t.Run("line break in the workspace", func(t *testing.T) {
+					r := runClient(t, c, sock, dir, "acme\naction=status")
+					if r.code == 0 || r.stdout != "" {
+						t.Errorf("a workspace holding LF must be refused before sending, got %s", r)
+					}
+				})
+				t.Run("unreachable", func(t *testing.T) {
+					r := runClient(t, c, []string{ipc.SocketEnv + "=" + filepath.Join(dir, "none.sock")}, dir)
+					if r.code != 3 || r.stdout != "" || !strings.Contains(r.stderr, "unreachable") {
+						t.Errorf("want exit 3 and unreachable on stderr, got %s", r)
+					}
+				})
+				t.Run("default socket path", func(t *testing.T) {
+					// The examples find the socket as ipc.SocketPath does.
+					xdg := shortTempDir(t)
+					envs := []map[string]string{
+						{"BLAUTH_SOCKET": "/x/y.sock", "XDG_RUNTIME_DIR": xdg},
+						{"XDG_RUNTIME_DIR": xdg},
+						{"XDG_RUNTIME_DIR": "relative/dir", "TMPDIR": xdg},
+						{"TMPDIR": xdg},
+						{},
+					}
+					var want strings.Builder
+					for _, env := range envs {
+						getenv := func(k string) string { return env[k] }
+						want.WriteString(ipc.SocketPath(getenv, ipc.DefaultRuntimeDir(getenv)) + "\n")
+					}
+					in, _ := json.Marshal(envs)
+					r := runInterp(t, c, nil, dir, string(in), c.socketPathArgs...)
+					if r.code != 0 || r.stdout != want.String() {
+						t.Errorf("for %s:\nwant %q\n got %s", in, want.String(), r)
+					}
+				})
 			})
-		})
-	}
+		}
+	})
 
 	// Both examples and the daemon's cache: one exchange served everything above.
 	if n := api.Count("client_credentials"); n != 1 {
