@@ -136,7 +136,8 @@ func runInterp(t *testing.T, c client, env []string, dir, stdin string, args ...
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, c.interp, args...)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + shortTempDir(t)}, env...)
+	// PYTHONDONTWRITEBYTECODE: importing the example must not leave __pycache__ in the tree.
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + shortTempDir(t), "PYTHONDONTWRITEBYTECODE=1"}, env...)
 	cmd.Dir = dir
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
