@@ -19,9 +19,9 @@ run: build ## run the daemon in the foreground with the default socket and sourc
 test: vet ## vet, then every fast test under the race detector
 	$(GO) test -race -count=1 ./...
 
-test-real: ## the real-component suites: Secret Service keyring, Ory Hydra, systemd tools (see .ci/run)
+test-real: ## the real-component suites (one package at a time: they share one keyring): Secret Service, Ory Hydra, systemd tools
 	.ci/hydra-build.sh
-	.ci/with-keyring.sh $(GO) test -tags real -count=1 -timeout 20m ./...
+	.ci/with-keyring.sh $(GO) test -tags real -p 1 -count=1 -timeout 20m ./...
 
 reliability: ## the reliability suite: load, faults, attacks, soak (bounded)
 	$(GO) test -tags reliability -count=1 -timeout 30m -run Reliability -v ./reliability/
