@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bufio"
+	"context"
 	"net"
 	"os"
 	"path/filepath"
@@ -426,5 +427,72 @@ func TestDaemonKeepsBLSessionsFreshUnasked(t *testing.T) {
 			t.Fatal("the refreshed session never reached the bl config")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// mapKeyring is a KeyringStore in memory, changed behind the daemon's back.
+type mapKeyring struct {
+	mu    sync.Mutex
+	items map[string]sources.KeyringSecret
+}
+
+func (k *mapKeyring) Get(_ context.Context, ws string) (sources.KeyringSecret, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	s, ok := k.items[ws]
+	if !ok {
+		return s, sources.ErrKeyringNotFound
+	}
+	return s, nil
+}
+func (k *mapKeyring) Set(_ context.Context, ws string, s sources.KeyringSecret) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.items[ws] = s
+	return nil
+}
+func (k *mapKeyring) Delete(_ context.Context, ws string) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	delete(k.items, ws)
+	return nil
+}
+func (k *mapKeyring) List(context.Context) ([]string, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var out []string
+	for w := range k.items {
+		out = append(out, w)
+	}
+	return out, nil
+}
+
+func TestReloadRereadsSources(t *testing.T) {
+	ring := &mapKeyring{items: map[string]sources.KeyringSecret{}}
+	reload := make(chan struct{})
+	td := startDaemon(t, nil, daemonOpts{mutate: func(c *Config) { c.Keyring, c.Reload, c.Tick = ring, reload, 10 * time.Millisecond }})
+	if _, err := td.do(t, ipc.KeyAction, ipc.ActionGet, ipc.KeyWorkspace, "w"); ipc.ErrorCode(err) != ipc.CodeNoCredentials {
+		t.Fatalf("before: %v", err)
+	}
+	_ = ring.Set(context.Background(), "w", sources.KeyringSecret{Kind: sources.KindAPIKey, Value: "added-elsewhere"})
+	reload <- struct{}{} // what SIGHUP does
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := td.do(t, ipc.KeyAction, ipc.ActionGet, ipc.KeyWorkspace, "w")
+		if err == nil && resp.Value(ipc.KeyToken) == "added-elsewhere" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after reload: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// action=reload does the same over the socket.
+	_ = ring.Delete(context.Background(), "w")
+	if _, err := td.do(t, ipc.KeyAction, ipc.ActionReload); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := td.do(t, ipc.KeyAction, ipc.ActionGet, ipc.KeyWorkspace, "w"); ipc.ErrorCode(err) != ipc.CodeNoCredentials {
+		t.Fatalf("after action=reload: %v", err)
 	}
 }
