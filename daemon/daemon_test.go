@@ -470,7 +470,7 @@ func (k *mapKeyring) List(context.Context) ([]string, error) {
 func TestReloadRereadsSources(t *testing.T) {
 	ring := &mapKeyring{items: map[string]sources.KeyringSecret{}}
 	reload := make(chan struct{})
-	td := startDaemon(t, nil, daemonOpts{mutate: func(c *Config) { c.Keyring, c.Reload, c.Tick = ring, reload, 10 * time.Millisecond }})
+	td := startDaemon(t, nil, daemonOpts{mutate: func(c *Config) { c.Keyring, c.Reload, c.Tick = ring, reload, 10*time.Millisecond }})
 	if _, err := td.do(t, ipc.KeyAction, ipc.ActionGet, ipc.KeyWorkspace, "w"); ipc.ErrorCode(err) != ipc.CodeNoCredentials {
 		t.Fatalf("before: %v", err)
 	}

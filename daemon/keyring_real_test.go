@@ -31,7 +31,10 @@ func TestKeyringLoginServedAtOnceAndLogout(t *testing.T) {
 	cc := api.AddClient("sa-ring", "ring-secret")
 	ring := &sources.Keyring{Timeout: 5 * time.Second}
 	td := startDaemon(t, api, daemonOpts{mutate: func(c *Config) { c.Keyring = ring }})
-	t.Cleanup(func() { _ = ring.Delete(context.Background(), "ring-ws"); _ = ring.Delete(context.Background(), "ring-sa") })
+	t.Cleanup(func() {
+		_ = ring.Delete(context.Background(), "ring-ws")
+		_ = ring.Delete(context.Background(), "ring-sa")
+	})
 
 	if _, err := td.do(t, ipc.KeyAction, ipc.ActionKeyringSet, ipc.KeyWorkspace, "ring-ws", ipc.KeyKind, ipc.KindAPIKey, ipc.KeySecret, "bl_ring_key"); err != nil {
 		t.Fatalf("keyring_set: %v", err)
