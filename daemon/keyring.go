@@ -33,7 +33,7 @@ func (d *Daemon) keyring(ctx context.Context, req *ipc.Message) *ipc.Message {
 	}
 	switch {
 	case errors.Is(err, sources.ErrKeyringNotFound):
-		return fail(ipc.CodeNoCredentials, "the keyring holds no secret for workspace "+ws, "")
+		return fail(ipc.CodeNoCredentials, "the keyring holds no secret for workspace "+ws, "blauth-helper status shows where each workspace's credential comes from")
 	case errors.Is(err, sources.ErrKeyringUnavailable):
 		return fail(ipc.CodeKeyringUnavailable, err.Error(), "unlock the keyring (a Secret Service such as gnome-keyring must be running), or use BL_API_KEY / bl login instead")
 	case err != nil:

@@ -16,6 +16,7 @@ import (
 	"github.com/blauth/blauth/daemon"
 	"github.com/blauth/blauth/internal/blaxeltest"
 	"github.com/blauth/blauth/ipc"
+	"github.com/blauth/blauth/sources"
 )
 
 // binDir holds blauthd and blauth-helper, built once by TestMain, side by side as they are
@@ -34,7 +35,7 @@ func testMain(m *testing.M) int {
 	// environment of whoever runs the tests may leak into them.
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "BL_") || strings.HasPrefix(k, "BLAUTH_") || k == "GIT_EXEC_PATH" {
+		if (strings.HasPrefix(k, "BL_") || strings.HasPrefix(k, "BLAUTH_") || k == "GIT_EXEC_PATH") && k != "BLAUTH_TEST_KEYRING_HOME" {
 			os.Unsetenv(k)
 		}
 	}
@@ -79,6 +80,7 @@ type daemonOpts struct {
 	env      []string // the daemon's own environment
 	blConfig string   // $HOME/.blaxel/config.yaml
 	api      *blaxeltest.Server
+	keyring  sources.KeyringStore // nil: the daemon runs without the OS keyring
 }
 
 // startDaemon starts a daemon and points the helper at it (BLAUTH_SOCKET, BLAUTH_NO_SPAWN=1) for
@@ -108,6 +110,7 @@ func startDaemon(t *testing.T, o daemonOpts) *testDaemon {
 		BLConfigPath: blPath,
 		Log:          zerolog.New(zerolog.NewTestWriter(t)),
 		Version:      "test",
+		Keyring:      o.keyring,
 	})
 	if err != nil {
 		cancel()
