@@ -429,6 +429,10 @@ func (a *app) cmdStatus(args []string) int {
 		fmt.Fprintf(a.stdout, "default workspace: %s\n", st.Default)
 	}
 	fmt.Fprintln(a.stdout)
+	if len(st.Workspaces) == 0 {
+		fmt.Fprintln(a.stdout, "no workspace is configured: set BL_WORKSPACE and BL_API_KEY (or BL_CLIENT_CREDENTIALS), run 'bl login', or 'blauth-helper login WORKSPACE'")
+		return exitOK
+	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "WORKSPACE\tKIND\tSOURCE\tEXPIRES\tLAST REFRESH\tSTATE")
 	for _, w := range st.Workspaces {
