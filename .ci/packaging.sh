@@ -3,7 +3,8 @@
 #
 #   bash .ci/packaging.sh
 #
-# (a) cross-compiles both binaries for linux and darwin on amd64 and arm64;
+# (a) cross-compiles both binaries for linux and darwin on amd64 and arm64, and checks the
+#     launchd agent's property list;
 # (b) builds the .deb and .rpm packages (make package);
 # (c) installs the .deb for this machine with dpkg and checks what it installed;
 # (d) checks the installed user units with systemd-analyze: verify, and a security exposure
@@ -61,6 +62,22 @@ for target in linux/amd64 linux/arm64 darwin/amd64 darwin/arm64; do
   done
 done
 echo "packaging: 8 binaries built, static, trimmed, version $VERSION"
+# No launchd here: check that the agent is a valid property list whose wrapper script parses.
+if command -v python3 >/dev/null 2>&1; then
+  script=$(python3 -c '
+import plistlib, sys
+p = plistlib.load(open(sys.argv[1], "rb"))
+assert p["Label"] == "dev.blauth.blauthd", p["Label"]
+assert p["RunAtLoad"] is True and p["KeepAlive"] == {"SuccessfulExit": False}
+assert p["ProgramArguments"][:2] == ["/bin/sh", "-c"]
+print(p["ProgramArguments"][2])' packaging/launchd/dev.blauth.blauthd.plist) ||
+    fail "packaging/launchd/dev.blauth.blauthd.plist is not the expected property list"
+  sh -n -c "$script" || fail "the launchd agent's wrapper script does not parse"
+  grep -q '/usr/local/bin/blauthd ' <<<"$script" || fail "the launchd agent does not run /usr/local/bin/blauthd"
+  echo "packaging: launchd agent: valid property list, wrapper parses"
+else
+  echo "packaging: python3 is not installed; the launchd agent is not checked"
+fi
 
 # ---------------------------------------------------------------------------------------------
 step "(b) build the packages (make package)"
