@@ -38,6 +38,7 @@ for v in $nfpm_versions; do
   fi
   echo "build: nfpm $v did not build; trying the next version" >&2
 done
+rmdir "$tools/tmp" 2>/dev/null || true
 [ -n "$nfpm" ] || { echo "build: error: no nfpm version in ($nfpm_versions) could be built" >&2; exit 1; }
 
 targets=""
