@@ -15,13 +15,14 @@ have python3 || need+=(python3)
 have node || need+=(nodejs)
 have hyperfine || need+=(hyperfine)
 have setpriv || need+=(util-linux)
+have rpm || need+=(rpm)
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-for c in gnome-keyring-daemon dbus-run-session secret-tool systemd-analyze systemd-socket-activate git python3 node hyperfine setpriv; do
+for c in gnome-keyring-daemon dbus-run-session secret-tool systemd-analyze systemd-socket-activate git python3 node hyperfine setpriv rpm dpkg; do
   have "$c" || { echo "install-deps: $c is still missing" >&2; exit 1; }
 done
 echo "install-deps: all present"
