@@ -1,0 +1,193 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+const throughputTarget = 0.5 // of the bare server, at 64 connections
+
+// counter is a per-connection request count on its own cache line.
+type counter struct {
+	n atomic.Int64
+	_ [56]byte
+}
+
+type loadResult struct {
+	rps     float64
+	errors  int64
+	cpu     time.Duration // server CPU time during the measured window
+	window  time.Duration
+	answers int64
+}
+
+// load runs conns persistent connections to socket, each sending req back to back, for warm
+// and then dur; it counts answers in the dur window only. p is the server, whose CPU time
+// over the window is recorded.
+func (b *bench) load(p *proc, socket string, conns int, req []byte, warm, dur time.Duration) (loadResult, error) {
+	var r loadResult
+	cs := make([]*rawConn, 0, conns)
+	defer func() {
+		for _, c := range cs {
+			c.close()
+		}
+	}()
+	for range conns {
+		c, err := dialRaw(socket)
+		if err != nil {
+			return r, err
+		}
+		_ = c.c.SetDeadline(time.Now().Add(warm + dur + 30*time.Second))
+		cs = append(cs, c)
+	}
+	counts := make([]counter, conns)
+	var errs atomic.Int64
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var firstErr error
+	var once sync.Once
+	for i, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				_, failed, err := c.do(req)
+				if err != nil {
+					once.Do(func() { firstErr = err })
+					errs.Add(1)
+					return
+				}
+				if failed {
+					errs.Add(1)
+				}
+				counts[i].n.Add(1)
+			}
+		}()
+	}
+	sum := func() int64 {
+		var t int64
+		for i := range counts {
+			t += counts[i].n.Load()
+		}
+		return t
+	}
+	sleep := func(d time.Duration) bool {
+		select {
+		case <-b.ctx.Done():
+			return false
+		case <-time.After(d):
+			return true
+		}
+	}
+	ok := sleep(warm)
+	c1, t1 := sum(), time.Now()
+	cpu1, _ := cpuTime(p.pid())
+	ok = ok && sleep(dur)
+	c2, t2 := sum(), time.Now()
+	cpu2, _ := cpuTime(p.pid())
+	stop.Store(true)
+	wg.Wait()
+	if !ok {
+		return r, b.ctx.Err()
+	}
+	if firstErr != nil {
+		return r, fmt.Errorf("connection failed: %w", firstErr)
+	}
+	r.answers = c2 - c1
+	r.window = t2.Sub(t1)
+	r.rps = float64(r.answers) / r.window.Seconds()
+	r.errors = errs.Load()
+	r.cpu = cpu2 - cpu1
+	if r.errors > 0 {
+		return r, fmt.Errorf("%d error answers", r.errors)
+	}
+	return r, nil
+}
+
+// throughput compares blauthd with the bare server on 1, 8 and 64 persistent connections.
+func (b *bench) throughput() error {
+	if err := b.startBare(); err != nil {
+		return err
+	}
+	s := b.section("Daemon throughput")
+	// The measured time is split into rounds that alternate between the two servers, so that
+	// other work on the machine weighs on both alike.
+	rounds, warm, dur := 3, 300*time.Millisecond, time.Second
+	if b.cfg.quick {
+		rounds, warm, dur = 1, 200*time.Millisecond, 500*time.Millisecond
+	}
+	// A helper-shaped request too: its working directory (with a cached .env lookup) and a BL_
+	// variable, for information.
+	helperGet := fmt.Appendf(nil, "version=1\naction=get\ncwd=%s\nenv.BL_ENV=prod\n\n", filepath.Clean(b.work))
+	s.printf("Each connection sends `version=1`, `action=get` requests back to back, reading each answer before the next. Each figure is %d ", rounds)
+	s.printf("rounds of %s measured after %s of warm-up on fresh connections, the rounds alternating between blauthd and the bare server so that ", dur, warm)
+	s.printf("other work on the machine weighs on both alike; requests/s is the answers in the measured windows over their total time. ")
+	s.printf("The load generator runs as goroutines in benchreport, one per ")
+	s.printf("connection; the servers are separate processes: the real `bin/blauthd` (serving a cached service-account JWT, %d-byte answer) ", b.answerSize)
+	s.printf("and `bareserver` (`internal/benchreport/bareserver`: reads each request to its empty line, answers a fixed block of the same %d bytes). ", b.answerSize)
+	s.printf("Load and server share the machine's %d cores, the same way for both. Server CPU is the process's user+system time over the window ", numCPU())
+	s.printf("(from `/proc/PID/stat`, 10 ms resolution).\n\n")
+	s.printf("| Connections | Request | blauthd req/s | bare req/s | ratio | blauthd CPU µs/req | bare CPU µs/req |\n|---|---|---|---|---|---|---|\n")
+	cases := []struct {
+		conns int
+		name  string
+		req   []byte
+	}{{1, "plain get", plainGet}, {8, "plain get", plainGet}, {64, "plain get", plainGet}, {64, "helper-shaped get (cwd=, env.BL_ENV=)", helperGet}}
+	var errs []error
+	for _, c := range cases {
+		var d, bare loadResult
+		var err error
+		for range rounds {
+			var x loadResult
+			if x, err = b.load(b.daemon, b.socket, c.conns, c.req, warm, dur); err != nil {
+				err = fmt.Errorf("blauthd, %d connections: %w", c.conns, err)
+				break
+			}
+			d.add(x)
+			if x, err = b.load(b.bare, b.bareSocket, c.conns, c.req, warm, dur); err != nil {
+				err = fmt.Errorf("bare server, %d connections: %w", c.conns, err)
+				break
+			}
+			bare.add(x)
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r := d.rps / bare.rps
+		progress("   %2d conns, %s: blauthd %.0f req/s (%.1f µs CPU/req), bare %.0f req/s (%.1f µs CPU/req): %.2f×", c.conns, c.name, d.rps, perReq(d), bare.rps, perReq(bare), r)
+		s.printf("| %d | %s | %s | %s | %s | %.1f | %.1f |\n", c.conns, c.name, thousands(d.rps), thousands(bare.rps), ratio(d.rps, bare.rps),
+			perReq(d), perReq(bare))
+		rw := row{What: fmt.Sprintf("Daemon throughput, %d connection(s)", c.conns), Figure: thousands(d.rps) + " req/s",
+			Ref: "bare server " + thousands(bare.rps) + " req/s", Ratio: ratio(d.rps, bare.rps)}
+		switch {
+		case c.conns == 64 && string(c.req) == string(plainGet):
+			rw.Target, rw.Verdict = "≥ 0.5×", verdict(r >= throughputTarget)
+		case c.conns == 64:
+			rw.What += ", helper-shaped request"
+			rw.Target = "(information)"
+		}
+		b.add(rw)
+	}
+	return errors.Join(errs...)
+}
+
+// add accumulates another round into r.
+func (r *loadResult) add(x loadResult) {
+	r.answers += x.answers
+	r.window += x.window
+	r.cpu += x.cpu
+	r.errors += x.errors
+	r.rps = float64(r.answers) / r.window.Seconds()
+}
+
+func perReq(r loadResult) float64 {
+	if r.answers == 0 {
+		return 0
+	}
+	return float64(r.cpu.Microseconds()) / float64(r.answers)
+}
