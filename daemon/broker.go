@@ -156,8 +156,9 @@ func (b *Broker) Get(ctx context.Context, c *sources.Credential, minTTL time.Dur
 	if minTTL < b.cfg.MinTTL {
 		minTTL = b.cfg.MinTTL
 	}
+	key := c.Key()
 	b.mu.Lock()
-	e := b.entryLocked(c, keepFresh)
+	e := b.entryLocked(key, c, keepFresh)
 	now := b.cfg.Clock.Now()
 	e.lastUsed = now
 	if t := e.tok; t != nil && t.expiry.Sub(now) >= minTTL {
@@ -185,10 +186,14 @@ func (b *Broker) Get(ctx context.Context, c *sources.Credential, minTTL time.Dur
 	}
 	b.mu.Unlock()
 
+	wait := time.NewTimer(b.cfg.ExchangeTimeout + 5*time.Second)
+	defer wait.Stop()
 	select {
 	case <-f.done:
 	case <-ctx.Done():
 		return Served{}, &TokenError{Code: ipc.CodeUnavailable, Msg: "gave up waiting for a token: " + ctx.Err().Error(), Err: ctx.Err()}
+	case <-wait.C:
+		return Served{}, &TokenError{Code: ipc.CodeUnavailable, Msg: "gave up waiting for a token: the exchange is still running", Err: ErrUnavailable}
 	}
 	if f.err != nil {
 		b.mu.Lock()
@@ -237,8 +242,7 @@ func describeKind(k string) string {
 }
 
 // entryLocked finds or creates the entry for c, adopting a changed source. b.mu is held.
-func (b *Broker) entryLocked(c *sources.Credential, keepFresh bool) *entry {
-	k := c.Key()
+func (b *Broker) entryLocked(k string, c *sources.Credential, keepFresh bool) *entry {
 	e := b.entries[k]
 	if e == nil {
 		e = &entry{key: k, cred: c}
@@ -426,8 +430,9 @@ func (b *Broker) Track(c *sources.Credential) {
 	if c.Kind == sources.KindAPIKey {
 		return
 	}
+	key := c.Key()
 	b.mu.Lock()
-	e := b.entryLocked(c, true)
+	e := b.entryLocked(key, c, true)
 	e.lastUsed = b.cfg.Clock.Now()
 	b.mu.Unlock()
 }

@@ -341,25 +341,29 @@ func (d *Daemon) serveConn(ctx context.Context, c net.Conn) {
 		if _, err := r.Peek(1); err != nil {
 			return
 		}
+		// One deadline bounds reading the rest of the request, handling it, and writing the
+		// answer: the read must finish within RequestTimeout, and a get waits at most
+		// getTimeout for an exchange.
+		_ = c.SetDeadline(time.Now().Add(d.cfg.RequestTimeout + getTimeout + 5*time.Second))
 		_ = c.SetReadDeadline(time.Now().Add(d.cfg.RequestTimeout))
 		req, err := ipc.ReadMessage(r)
 		if err != nil {
 			if errors.Is(err, ipc.ErrTooLarge) || errors.Is(err, ipc.ErrMalformed) {
 				d.log.Debug().Err(err).Msg("bad request")
-				_ = c.SetWriteDeadline(time.Now().Add(time.Second))
 				_ = ipc.WriteMessage(c, ipc.ErrorMessage(&ipc.Error{Code: ipc.CodeBadRequest, Message: err.Error()}))
 			}
 			return
 		}
-		_ = c.SetReadDeadline(time.Time{})
 		resp := d.handle(d.life, req)
-		_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		if err := ipc.WriteMessage(c, resp); err != nil {
 			d.log.Debug().Err(err).Msg("write answer")
 			return
 		}
 	}
 }
+
+// getTimeout bounds how long a get waits for an exchange (a device login's wait is shorter).
+const getTimeout = 30 * time.Second
 
 func fail(code, msg, hint string) *ipc.Message {
 	return ipc.ErrorMessage(&ipc.Error{Code: code, Message: msg, Hint: hint})
@@ -443,8 +447,6 @@ func (d *Daemon) get(ctx context.Context, req *ipc.Message) *ipc.Message {
 		}
 		minTTL = n
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
 	c := res.Credential
 	s, err := d.broker.Get(ctx, c, minTTL, res.DaemonHeld())
 	if err != nil {

@@ -1,8 +1,6 @@
 package sources
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"strings"
 )
@@ -57,18 +55,17 @@ func (c *Credential) String() string {
 // Key identifies what the daemon caches a token under. Two callers holding the same service
 // account secret for the same endpoint share one token, whichever source they got it from. A
 // login session is keyed by where it lives, so that a rotated refresh token written back to the
-// file does not orphan the cached token.
+// file does not orphan the cached token. The key holds the secret itself (it is compared on every
+// request, so it is not hashed): it lives only in memory and is never logged or sent.
 func (c *Credential) Key() string {
-	h := sha256.New()
 	switch c.Kind {
 	case KindLogin:
-		fmt.Fprintf(h, "login\x00%s\x00%s\x00%s", c.Source, c.Workspace, c.BaseURL)
+		return "login\x00" + c.Source.Kind + "\x00" + c.Source.Where + "\x00" + c.Workspace + "\x00" + c.BaseURL
 	case KindClientCredentials:
-		fmt.Fprintf(h, "cc\x00%s\x00%s\x00%s", c.ClientCredentials, c.Workspace, c.BaseURL)
+		return "cc\x00" + c.ClientCredentials + "\x00" + c.Workspace + "\x00" + c.BaseURL
 	default:
-		fmt.Fprintf(h, "key\x00%s\x00%s", c.APIKey, c.Workspace)
+		return "key\x00" + c.APIKey + "\x00" + c.Workspace
 	}
-	return c.Kind + ":" + hex.EncodeToString(h.Sum(nil))[:24]
 }
 
 // API bases Blaxel's SDKs know, by BL_ENV value.

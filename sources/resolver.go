@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -62,26 +63,34 @@ type Resolver struct {
 	cfg       ResolverConfig
 	daemonEnv map[string]string
 
-	mu         sync.RWMutex
-	bl         *BLConfig // last good view
-	blErr      error     // the last read's error (a torn file), nil when the view is current
-	blRetry    *time.Timer
-	blTries    int
-	blCancel   func()
-	ring       map[string]KeyringSecret
-	ringErr    error
-	dotenvs    map[string]*dotenvFile
-	ownWrite   []byte // what we last wrote to the bl config, to recognise our own change
-	dotenvHits int
+	mu       sync.RWMutex
+	bl       *BLConfig // last good view
+	blErr    error     // the last read's error (a torn file), nil when the view is current
+	blRetry  *time.Timer
+	blTries  int
+	blCancel func()
+	ring     map[string]KeyringSecret
+	ringErr  error
+	dotenvs  map[string]*dotenvFile
 }
 
+// dotenvFile is a cached .env. Its contents change only under the resolver's write lock;
+// lastUsed is updated under the read lock, hence atomic.
 type dotenvFile struct {
 	path     string
 	vars     map[string]string // nil when the file does not exist
 	errs     []DotenvError
 	readErr  error
-	lastUsed time.Time
+	lastUsed atomic.Int64 // UnixNano
 	cancel   func()
+}
+
+func (f *dotenvFile) view() dotenvView {
+	return dotenvView{path: f.path, vars: f.vars, errs: f.errs, readErr: f.readErr}
+}
+
+func (f *dotenvFile) idle(now time.Time, d time.Duration) bool {
+	return now.Sub(time.Unix(0, f.lastUsed.Load())) > d
 }
 
 // NewResolver builds a resolver and reads the daemon-held sources once.
@@ -200,9 +209,6 @@ func (r *Resolver) loadBL() bool {
 	}
 	r.blTries = 0
 	r.blErr = nil
-	if r.ownWrite != nil && string(data) == string(r.ownWrite) {
-		r.ownWrite = nil
-	}
 	same := r.bl != nil && string(r.bl.Marshal()) == string(c.Marshal())
 	r.bl = c
 	return !same
@@ -233,14 +239,6 @@ func (r *Resolver) loadKeyring(ctx context.Context) {
 		}
 	}
 	r.ring = ring
-}
-
-// NoteOwnWrite records the bytes the daemon itself wrote to the bl config, so that the change
-// notification it causes is recognised (and not logged as an outside change).
-func (r *Resolver) NoteOwnWrite(data []byte) {
-	r.mu.Lock()
-	r.ownWrite = data
-	r.mu.Unlock()
 }
 
 // Request is what a caller sent: an optional workspace, its directory and its BL_* variables.
@@ -419,17 +417,35 @@ func where(l layer, v string) string {
 	return l.where + "#" + v
 }
 
-// dotenv returns the cached, watched view of the .env at path, reading it on first use.
-func (r *Resolver) dotenv(path string) dotenvFile {
-	now := time.Now()
+// dotenvView is what a request reads of a .env file.
+type dotenvView struct {
+	path    string
+	vars    map[string]string // nil when the file does not exist
+	errs    []DotenvError
+	readErr error
+}
+
+// dotenv returns the cached, watched view of the .env at path, reading it on first use. A hit
+// takes only the read lock: every request that sends its directory passes here.
+func (r *Resolver) dotenv(path string) dotenvView {
 	if r.cfg.Watcher == nil {
 		f := &dotenvFile{path: path}
 		f.load()
-		return *f
+		return f.view()
 	}
+	now := time.Now()
+	dir := filepath.Dir(path)
+	r.mu.RLock()
+	if f := r.dotenvs[dir]; f != nil {
+		v := f.view()
+		f.lastUsed.Store(now.UnixNano())
+		r.mu.RUnlock()
+		return v
+	}
+	r.mu.RUnlock()
+
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	dir := filepath.Dir(path)
 	f := r.dotenvs[dir]
 	if f == nil {
 		r.evictLocked(now)
@@ -447,11 +463,9 @@ func (r *Resolver) dotenv(path string) dotenvFile {
 			f.cancel = cancel
 			r.dotenvs[dir] = f
 		}
-	} else {
-		r.dotenvHits++
 	}
-	f.lastUsed = now
-	return *f
+	f.lastUsed.Store(now.UnixNano())
+	return f.view()
 }
 
 // evictLocked makes room for one more .env: idle ones go, then the least recently used.
@@ -463,16 +477,16 @@ func (r *Resolver) evictLocked(now time.Time) {
 		delete(r.dotenvs, dir)
 	}
 	for dir, f := range r.dotenvs {
-		if now.Sub(f.lastUsed) > r.cfg.DotenvIdle {
+		if f.idle(now, r.cfg.DotenvIdle) {
 			drop(dir)
 		}
 	}
 	for len(r.dotenvs) >= r.cfg.MaxDotenvDirs {
 		var oldest string
-		var t time.Time
+		var t int64
 		for dir, f := range r.dotenvs {
-			if oldest == "" || f.lastUsed.Before(t) {
-				oldest, t = dir, f.lastUsed
+			if used := f.lastUsed.Load(); oldest == "" || used < t {
+				oldest, t = dir, used
 			}
 		}
 		drop(oldest)
@@ -485,7 +499,7 @@ func (r *Resolver) Sweep() {
 	defer r.mu.Unlock()
 	now := time.Now()
 	for dir, f := range r.dotenvs {
-		if now.Sub(f.lastUsed) > r.cfg.DotenvIdle {
+		if f.idle(now, r.cfg.DotenvIdle) {
 			if f.cancel != nil {
 				f.cancel()
 			}

@@ -7,7 +7,9 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/blauth/blauth/ipc"
@@ -108,6 +110,8 @@ func (a *app) cmdLogout(args []string) int {
 // deviceLogin runs the device flow through the daemon: it shows the URL and code, then waits
 // with a spinner while the daemon polls at the server's interval.
 func (a *app) deviceLogin(ws string) int {
+	ctx, stop := signal.NotifyContext(a.ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	c, err := a.dial()
 	if err != nil {
 		return a.fail(err)
@@ -128,7 +132,7 @@ func (a *app) deviceLogin(ws string) int {
 	wait := ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionLoginWait, "flow", start.Value("flow"), "wait", "1")
 	began := time.Now()
 	for i := 0; ; i++ {
-		if a.ctx.Err() != nil {
+		if ctx.Err() != nil {
 			return a.fail(errors.New("login interrupted"))
 		}
 		if spin {
