@@ -84,7 +84,8 @@ type flight struct {
 
 type entry struct {
 	key         string
-	cred        *sources.Credential
+	cred        *sources.Credential // what exchanges use: the source's, plus rotated tokens
+	seen        *sources.Credential // the source's version as last seen, to notice real changes
 	keepFresh   bool
 	tok         *token
 	flight      *flight
@@ -245,17 +246,23 @@ func describeKind(k string) string {
 func (b *Broker) entryLocked(k string, c *sources.Credential, keepFresh bool) *entry {
 	e := b.entries[k]
 	if e == nil {
-		e = &entry{key: k, cred: c}
+		e = &entry{key: k, cred: c, seen: c}
 		b.entries[k] = e
 		b.adoptSourceToken(e, c)
-	} else if !sameSecrets(e.cred, c) {
-		// The source changed (bl logged in again, a secret was replaced): forget a permanent
-		// failure, take a fresher token it carries.
-		e.cred = c
-		e.permanent = false
-		e.failures = 0
-		e.nextTry = time.Time{}
-		b.adoptSourceToken(e, c)
+	} else if !sameSecrets(e.seen, c) {
+		// The source changed. If it now holds what we already work with (our own write-back),
+		// nothing is new. Otherwise bl logged in again or a secret was replaced: forget a
+		// permanent failure and take a fresher token it carries. A source that merely still
+		// holds what it held before is no change at all: with write-back off, the rotated
+		// refresh token we hold in memory must not be traded back for the spent one in the file.
+		e.seen = c
+		if !sameSecrets(e.cred, c) {
+			e.cred = c
+			e.permanent = false
+			e.failures = 0
+			e.nextTry = time.Time{}
+			b.adoptSourceToken(e, c)
+		}
 	}
 	e.keepFresh = e.keepFresh || keepFresh
 	return e

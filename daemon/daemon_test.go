@@ -496,3 +496,33 @@ func TestReloadRereadsSources(t *testing.T) {
 		t.Fatalf("after action=reload: %v", err)
 	}
 }
+
+func TestRotatedRefreshTokenKeptWhenWriteBackIsOff(t *testing.T) {
+	api := blaxeltest.New(0)
+	defer api.Close()
+	clock := newFakeClock()
+	clock.t = time.Now().Round(0)
+	api.SetNow(clock.Now)
+	_, rt := api.NewSession("user", "")
+	expired := api.TokenExpiring("user", clock.Now().Add(-time.Minute), 2*time.Hour)
+	cfg := "context:\n  workspace: acme\nworkspaces:\n- name: acme\n  credentials:\n    access_token: " + expired + "\n    refresh_token: " + rt + "\n    expires_in: 7200\ntracking: false\n"
+	td := startDaemon(t, api, daemonOpts{blConfig: cfg, clock: clock, mutate: func(c *Config) { c.WriteBack = false }})
+	first := td.token(t)
+	// Two more refresh periods: each must use the refresh token the server rotated to, which
+	// only the daemon's memory holds (the file still has the spent one).
+	for i := 0; i < 2; i++ {
+		clock.Add(125 * time.Minute) // past expiry: the get waits for the refresh
+		tok := td.token(t)
+		if tok.Token == first.Token {
+			t.Fatalf("refresh %d: no new token", i+2)
+		}
+		first = tok
+	}
+	if n := api.Count("refresh_token"); n != 3 {
+		t.Fatalf("%d refreshes, want 3 (all accepted)", n)
+	}
+	data, _ := os.ReadFile(filepath.Join(td.home, ".blaxel", "config.yaml"))
+	if string(data) != cfg {
+		t.Fatal("the config was written although write-back is off")
+	}
+}
