@@ -132,7 +132,17 @@ func TestReliabilityNotDumpable(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ctl.Process.Kill(); _ = ctl.Wait() })
-	waitFor(5*time.Second, 10*time.Millisecond, func() bool { return procUID(t, ctl.Process.Pid) == nobodyUID })
+	// Between setpriv's setresuid and its exec of sleep the process is not dumpable either (a
+	// change of uid clears the flag until the next exec): wait for sleep itself.
+	if !waitFor(5*time.Second, 10*time.Millisecond, func() bool {
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", ctl.Process.Pid))
+		return strings.TrimSpace(string(comm)) == "sleep"
+	}) {
+		t.Fatal("the control process did not exec sleep")
+	}
+	if uid := procUID(t, ctl.Process.Pid); uid != nobodyUID {
+		t.Fatalf("the control process runs as %d, not nobody", uid)
+	}
 
 	// dumpable=0 makes the kernel give the process's /proc files to root.
 	for _, f := range []string{"environ", "mem"} {
