@@ -124,6 +124,9 @@ func NewBroker(ctx context.Context, cfg BrokerConfig) *Broker {
 	return &Broker{cfg: cfg, ctx: ctx, entries: map[string]*entry{}}
 }
 
+// noTokenMaxWait caps the wait between tries while no valid token is held.
+const noTokenMaxWait = 10 * time.Second
+
 // Errors a caller branches on. They carry an ipc code through codeOf.
 var (
 	ErrAuthFailed  = errors.New("credential refused")
@@ -404,6 +407,11 @@ func (b *Broker) finishLocked(e *entry, c *sources.Credential, f *flight, tok *t
 		}
 	}
 	d = backoff.Bound(d, left, b.cfg.RetryFraction, 500*time.Millisecond)
+	if e.tok == nil && d > noTokenMaxWait {
+		// Callers are failing now: try at least this often, so service resumes promptly once
+		// the endpoint is back. That is still only one request per credential per interval.
+		d = noTokenMaxWait
+	}
 	e.nextTry = now.Add(d)
 	log.Warn().Err(err).Int("failures", e.failures).Dur("retry_in", d).Msg("token exchange failed")
 }
@@ -422,6 +430,11 @@ func (b *Broker) Tick() {
 		}
 		if e.tok != nil && !e.tok.expiry.After(now) {
 			e.tok = nil // never serve it again
+			// The tries made while it lived were spaced by its remaining life; without a token
+			// the no-token cap applies from now on.
+			if e.nextTry.Sub(now) > noTokenMaxWait {
+				e.nextTry = now.Add(noTokenMaxWait)
+			}
 		}
 		due := e.tok == nil || !now.Before(e.tok.refreshAt)
 		if due && (e.keepFresh || !idle) {

@@ -287,3 +287,30 @@ func TestManyClientsOverADay(t *testing.T) {
 		t.Fatalf("%d exchanges in 24h, want one per refresh period (18-21)", n)
 	}
 }
+
+func TestServiceResumesPromptlyAfterALongOutage(t *testing.T) {
+	f := newBrokerFixture(t, nil)
+	f.mustGet(t)
+	f.api.SetFault(blaxeltest.Fault503, -1)
+	f.clock.Add(75 * time.Minute)
+	// The outage outlasts the token by an hour; every tick that is due tries once.
+	for i := 0; i < 2*3600/5; i++ {
+		f.tick()
+		f.clock.Add(5 * time.Second)
+	}
+	if _, err := f.get(t, 0); err == nil {
+		t.Fatal("served a token through a two-hour outage")
+	}
+	f.api.SetFault(blaxeltest.FaultNone, 0)
+	back := f.clock.Now()
+	for i := 0; ; i++ {
+		f.tick()
+		if s, err := f.get(t, 0); err == nil && s.Expiry.After(f.clock.Now()) {
+			break
+		}
+		if f.clock.Now().Sub(back) > 15*time.Second {
+			t.Fatalf("service did not resume within 15s of the endpoint's return")
+		}
+		f.clock.Add(time.Second)
+	}
+}

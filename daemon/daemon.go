@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -331,8 +332,14 @@ func (d *Daemon) serveConn(ctx context.Context, c net.Conn) {
 	}()
 	if uid, err := peerUID(c); err != nil || uid != d.uid {
 		d.log.Warn().Int("peer_uid", uid).Err(err).Msg("refused a connection from another user")
-		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = c.SetDeadline(time.Now().Add(time.Second))
 		_ = ipc.WriteMessage(c, ipc.ErrorMessage(&ipc.Error{Code: ipc.CodeForbidden, Message: "this daemon serves only its own user"}))
+		// Let the peer finish sending before closing, so it reads the answer rather than a
+		// broken pipe; read nothing of it (bounded by the deadline and a small cap).
+		if uc, ok := c.(*net.UnixConn); ok {
+			_ = uc.CloseWrite()
+			_, _ = io.CopyN(io.Discard, c, ipc.MaxMessageSize)
+		}
 		return
 	}
 	r := bufio.NewReaderSize(c, 4096)

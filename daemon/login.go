@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -42,8 +43,12 @@ type loginFlows struct {
 type loginFlow struct {
 	workspace string
 	done      chan struct{}
+	cancel    context.CancelFunc
 	err       *ipc.Error
 }
+
+// maxLoginFlows bounds device logins in progress at once.
+const maxLoginFlows = 8
 
 func newLoginFlows(d *Daemon) *loginFlows { return &loginFlows{d: d, flows: map[string]*loginFlow{}} }
 
@@ -84,11 +89,25 @@ func (l *loginFlows) start(ctx context.Context, req *ipc.Message) *ipc.Message {
 		g.ExpiresIn = 600
 	}
 	id := randomID()
-	f := &loginFlow{workspace: ws, done: make(chan struct{})}
+	pctx, cancel := context.WithCancel(l.d.life)
+	f := &loginFlow{workspace: ws, done: make(chan struct{}), cancel: cancel}
 	l.mu.Lock()
+	// One login per workspace: a new one replaces the old. And a bound on all of them, since
+	// each polls for up to the code's lifetime.
+	for oid, o := range l.flows {
+		if o.workspace == ws {
+			o.cancel()
+			delete(l.flows, oid)
+		}
+	}
+	if len(l.flows) >= maxLoginFlows {
+		l.mu.Unlock()
+		cancel()
+		return fail(ipc.CodeUnavailable, fmt.Sprintf("%d device logins are already in progress", maxLoginFlows), "finish or interrupt one of them")
+	}
 	l.flows[id] = f
 	l.mu.Unlock()
-	go l.poll(l.d.life, id, f, base, g)
+	go l.poll(pctx, id, f, base, g)
 	return ok("flow", id, ipc.KeyWorkspace, ws, ipc.KeyUserCode, g.UserCode,
 		ipc.KeyVerificationURI, g.VerificationURI, ipc.KeyVerificationURIComplete, g.VerificationURIComplete,
 		ipc.KeyInterval, strconv.Itoa(g.Interval), "expires_in", strconv.Itoa(g.ExpiresIn))
@@ -104,6 +123,7 @@ func randomID() string {
 // the server refuses.
 func (l *loginFlows) poll(ctx context.Context, id string, f *loginFlow, base string, g DeviceGrant) {
 	defer close(f.done)
+	defer f.cancel()
 	defer func() {
 		// Keep the result a while for a helper that reconnects, then forget the flow.
 		time.AfterFunc(time.Minute, func() { l.mu.Lock(); delete(l.flows, id); l.mu.Unlock() })
@@ -113,7 +133,7 @@ func (l *loginFlows) poll(ctx context.Context, id string, f *loginFlow, base str
 	for {
 		select {
 		case <-ctx.Done():
-			f.err = &ipc.Error{Code: ipc.CodeShuttingDown, Message: "blauthd is stopping"}
+			f.err = &ipc.Error{Code: ipc.CodeLoginExpired, Message: "the login was replaced by a newer one, or blauthd is stopping"}
 			return
 		case <-time.After(interval):
 		}

@@ -56,6 +56,12 @@ func (c *Client) DoTimeout(req *Message, timeout time.Duration) (*Message, error
 		_ = c.conn.SetDeadline(time.Now().Add(timeout))
 	}
 	if err := WriteMessage(c.conn, req); err != nil {
+		// A daemon that refuses a peer answers at once and closes; its answer may be waiting
+		// even though our write failed.
+		_ = c.conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if resp, rerr := ReadMessage(c.r); rerr == nil && AsError(resp) != nil {
+			return resp, AsError(resp)
+		}
 		return nil, fmt.Errorf("send request: %w", err)
 	}
 	resp, err := ReadMessage(c.r)

@@ -535,6 +535,7 @@ func readForUpdate(path string) ([]byte, *BLConfig, error) {
 // renamed over path, then the directory synced so that the rename survives a crash.
 func writeFileAtomic(path string, data []byte) (err error) {
 	dir := filepath.Dir(path)
+	removeStaleTemps(dir, "."+filepath.Base(path)+".tmp-")
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*") // created 0600
 	if err != nil {
 		return err
@@ -563,4 +564,22 @@ func writeFileAtomic(path string, data []byte) (err error) {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// removeStaleTemps deletes temporary files a killed writer left behind (they hold a session, so
+// they must not pile up). Writes are serialised within the process, so an old temporary file is
+// nobody's; a minute of age also spares another process's write in progress.
+func removeStaleTemps(dir, prefix string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), prefix) || !e.Type().IsRegular() {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > time.Minute {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }
