@@ -14,10 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/blauth/blauth/daemon"
 	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/internal/daemontest"
 	"github.com/blauth/blauth/ipc"
 )
 
@@ -55,65 +54,18 @@ func clients(t *testing.T) []client {
 	return cs
 }
 
-func shortTempDir(t *testing.T) string {
-	t.Helper()
-	// Unix socket paths are limited to about 104 bytes, which t.TempDir() can exceed.
-	d, err := os.MkdirTemp("", "bhx")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
+// shortTempDir returns a fresh directory with a short path, for sockets.
+func shortTempDir(t *testing.T) string { return daemontest.ShortTempDir(t, "bhx") }
 
 // startDaemon runs a real daemon in this process on socket, with env as its environment.
 func startDaemon(t *testing.T, socket string, env []string) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	d, err := daemon.New(ctx, daemon.Config{
-		SocketPath:   socket,
-		Environ:      env,
-		BLConfigPath: filepath.Join(filepath.Dir(socket), "no-bl-config.yaml"),
-		Log:          zerolog.New(zerolog.NewTestWriter(t)),
-		Version:      "test",
-	})
-	if err != nil {
-		cancel()
-		t.Fatalf("start the daemon: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			t.Error("the daemon did not stop within 15s")
-		}
-	})
+	daemontest.Start(t, daemon.Config{SocketPath: socket, Environ: env,
+		BLConfigPath: filepath.Join(filepath.Dir(socket), "no-bl-config.yaml")})
 }
 
 // served asks the daemon directly for what it serves.
 func served(t *testing.T, socket, workspace string) *ipc.Token {
-	t.Helper()
-	c, err := ipc.Dial(socket, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	req := ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionGet)
-	if workspace != "" {
-		req.Add(ipc.KeyWorkspace, workspace)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := ipc.ParseToken(resp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return daemontest.Get(t, socket, workspace)
 }
 
 type result struct {

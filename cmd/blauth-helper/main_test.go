@@ -11,10 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/blauth/blauth/daemon"
 	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/internal/daemontest"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
 )
@@ -57,17 +56,8 @@ func testMain(m *testing.M) int {
 	return m.Run()
 }
 
-// shortTempDir returns a fresh directory with a short path: Unix socket paths are limited to
-// about 104 bytes, which t.TempDir() can exceed.
-func shortTempDir(t *testing.T) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "bh")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
+// shortTempDir returns a fresh directory with a short path, for sockets.
+func shortTempDir(t *testing.T) string { return daemontest.ShortTempDir(t, "bh") }
 
 // testDaemon is a real daemon, in this process, on a real socket.
 type testDaemon struct {
@@ -103,32 +93,7 @@ func startDaemon(t *testing.T, o daemonOpts) *testDaemon {
 		env = append([]string{"BL_API_URL=" + o.api.Base}, env...)
 	}
 	socket := filepath.Join(dir, "blauthd.sock")
-	ctx, cancel := context.WithCancel(context.Background())
-	d, err := daemon.New(ctx, daemon.Config{
-		SocketPath:   socket,
-		Environ:      env,
-		BLConfigPath: blPath,
-		Log:          zerolog.New(zerolog.NewTestWriter(t)),
-		Version:      "test",
-		Keyring:      o.keyring,
-	})
-	if err != nil {
-		cancel()
-		t.Fatalf("start the daemon: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("daemon: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Error("the daemon did not stop within 15s")
-		}
-	})
+	daemontest.Start(t, daemon.Config{SocketPath: socket, Environ: env, BLConfigPath: blPath, Keyring: o.keyring})
 	t.Setenv(ipc.SocketEnv, socket)
 	t.Setenv("BLAUTH_NO_SPAWN", "1")
 	return &testDaemon{socket: socket, home: home, api: o.api}
@@ -144,25 +109,7 @@ func newAPI(t *testing.T) *blaxeltest.Server {
 
 // daemonToken asks the daemon directly, over the socket, what it serves for workspace.
 func daemonToken(t *testing.T, socket, workspace string) *ipc.Token {
-	t.Helper()
-	c, err := ipc.Dial(socket, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	req := ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionGet)
-	if workspace != "" {
-		req.Add(ipc.KeyWorkspace, workspace)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("get %s from the daemon: %v", workspace, err)
-	}
-	tok, err := ipc.ParseToken(resp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return daemontest.Get(t, socket, workspace)
 }
 
 // result is what a helper run printed.
