@@ -35,12 +35,12 @@ func (b *bench) tokenRequests() error {
 		outs, wallWith, err := b.concurrent(n, env, b.helper, "token")
 		b.api.SetFault(blaxeltest.FaultNone, 0)
 		if err != nil {
-			return fmt.Errorf("N=%d with blauthd: %w", n, err)
+			return fmt.Errorf("%d processes with blauthd: %w", n, err)
 		}
 		with := b.api.Count("client_credentials") - before
 		for _, o := range outs {
 			if o != outs[0] || strings.Count(o, ".") != 2 {
-				return fmt.Errorf("N=%d: the helpers did not all print the same JWT", n)
+				return fmt.Errorf("%d processes: the helpers did not all print the same JWT", n)
 			}
 		}
 
@@ -48,7 +48,7 @@ func (b *bench) tokenRequests() error {
 		before = b.api.Count("client_credentials")
 		_, wallWithout, err := b.concurrent(n, denv, b.direct)
 		if err != nil {
-			return fmt.Errorf("N=%d without blauthd: %w", n, err)
+			return fmt.Errorf("%d processes without blauthd: %w", n, err)
 		}
 		without := b.api.Count("client_credentials") - before
 		progress("   N=%d: %d request(s) with blauthd, %d without", n, with, without)
