@@ -471,13 +471,15 @@ func (b *Broker) Erase(c *sources.Credential, value string) bool {
 	return true
 }
 
-// Forget drops every entry whose credential came from a source that no longer holds it.
-func (b *Broker) Forget(keep func(key string) bool) {
+// Untrack stops keeping fresh, unasked, the credentials that no daemon-held source holds any
+// more (a keyring logout, a workspace removed from the bl config): they are then refreshed only
+// while callers use them, and dropped once idle.
+func (b *Broker) Untrack(held func(key string) bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for k, e := range b.entries {
-		if e.keepFresh && !keep(k) && e.flight == nil {
-			delete(b.entries, k)
+		if e.keepFresh && !held(k) {
+			e.keepFresh = false
 		}
 	}
 }

@@ -242,12 +242,15 @@ func (d *Daemon) prime() {
 	if d.resolver == nil {
 		return // still being built; New primes once it is
 	}
+	held := map[string]bool{}
 	for _, ws := range d.resolver.Workspaces() {
 		res, err := d.resolver.Resolve(sources.Request{Workspace: ws})
 		if err == nil && res.DaemonHeld() {
 			d.broker.Track(res.Credential)
+			held[res.Credential.Key()] = true
 		}
 	}
+	d.broker.Untrack(func(k string) bool { return held[k] })
 }
 
 func (d *Daemon) tick(ctx context.Context) {

@@ -526,3 +526,23 @@ func TestRotatedRefreshTokenKeptWhenWriteBackIsOff(t *testing.T) {
 		t.Fatal("the config was written although write-back is off")
 	}
 }
+
+func TestLoggedOutCredentialIsNoLongerKeptFresh(t *testing.T) {
+	api := blaxeltest.New(0)
+	defer api.Close()
+	cc := api.AddClient("sa", "s")
+	ring := &mapKeyring{items: map[string]sources.KeyringSecret{"w": {Kind: sources.KindClientCredentials, Value: cc}}}
+	td := startDaemon(t, api, daemonOpts{mutate: func(c *Config) { c.Keyring = ring }})
+	td.token(t, ipc.KeyWorkspace, "w")
+	if _, err := td.do(t, ipc.KeyAction, ipc.ActionKeyringDelete, ipc.KeyWorkspace, "w"); err != nil {
+		t.Fatal(err)
+	}
+	b := td.Broker()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, e := range b.entries {
+		if e.cred.Workspace == "w" && e.keepFresh {
+			t.Fatal("a credential logged out of the keyring is still refreshed unasked")
+		}
+	}
+}

@@ -40,6 +40,7 @@ func (d *Daemon) keyring(ctx context.Context, req *ipc.Message) *ipc.Message {
 		return fail(ipc.CodeBadRequest, err.Error(), "")
 	}
 	d.resolver.ReloadKeyring(ctx)
+	d.prime()
 	d.log.Info().Str("workspace", ws).Str("action", req.Value(ipc.KeyAction)).Msg("keyring updated")
 	return ok(ipc.KeyWorkspace, ws)
 }
