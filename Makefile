@@ -29,11 +29,11 @@ reliability: ## the reliability suite: load, faults, attacks, soak (bounded)
 bench: build ## run the benchmarks and write docs/BENCHMARKS.md
 	$(GO) run ./internal/benchreport -out docs/BENCHMARKS.md
 
-fuzz: ## fuzz the protocol decoder and the parsers, 30s each
-	$(GO) test ./ipc/ -run '^$$' -fuzz FuzzReadMessage -fuzztime 30s
-	$(GO) test ./sources/ -run '^$$' -fuzz FuzzParseDotenv -fuzztime 30s
-	$(GO) test ./sources/ -run '^$$' -fuzz FuzzParseBLConfig -fuzztime 30s
-	$(GO) test ./sources/ -run '^$$' -fuzz FuzzMarshalBLConfig -fuzztime 30s
+fuzz: ## fuzz the protocol decoder, the parsers and the config writer (bounded execution counts)
+	$(GO) test ./ipc/ -run '^$$' -fuzz FuzzReadMessage -fuzztime 500000x
+	$(GO) test ./sources/ -run '^$$' -fuzz FuzzParseDotenv -fuzztime 500000x
+	$(GO) test ./sources/ -run '^$$' -fuzz FuzzParseBLConfig -fuzztime 300000x
+	$(GO) test ./sources/ -run '^$$' -fuzz FuzzMarshalBLConfig -fuzztime 300000x
 
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go')
