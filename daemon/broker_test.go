@@ -251,7 +251,10 @@ func TestPermanentFailureStopsRetriesUntilTheSourceChanges(t *testing.T) {
 	if n := f.api.Count(""); n != 1 {
 		t.Fatalf("a refused credential was tried %d times", n)
 	}
-	time.Sleep(50 * time.Millisecond)
+	// OnPermanent runs in its own goroutine: wait for it, bounded.
+	for deadline := time.Now().Add(5 * time.Second); reread.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if reread.Load() != 1 {
 		t.Fatalf("source re-read %d times, want once", reread.Load())
 	}

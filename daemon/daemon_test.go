@@ -282,7 +282,13 @@ func TestShutdownRemovesSocketAndFinishesInFlight(t *testing.T) {
 		}
 		got <- err
 	}()
-	time.Sleep(100 * time.Millisecond) // the request is in flight
+	// Wait until the request is in flight: the exchange it caused has reached the API.
+	for deadline := time.Now().Add(10 * time.Second); api.Count("client_credentials") == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the request never reached the token endpoint")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	stopped := make(chan struct{})
 	go func() { td.stop(); close(stopped) }()
 	if err := <-got; err != nil {

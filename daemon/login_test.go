@@ -44,12 +44,14 @@ func TestDeviceLoginSavesTheSessionWhereBLWould(t *testing.T) {
 		t.Fatalf("login_start answer: %v", start.Fields)
 	}
 	// The user has not approved yet: pending, more than once (and one slow_down on the way).
-	time.Sleep(2500 * time.Millisecond)
+	for deadline := time.Now().Add(15 * time.Second); api.Count("device_code") < 3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("polled only %d times in 15s with interval 1s", api.Count("device_code"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if _, err := td.do(t, ipc.KeyAction, ipc.ActionLoginWait, "flow", start.Value("flow"), "wait", "0"); ipc.ErrorCode(err) != ipc.CodeLoginPending {
 		t.Fatalf("before approval: %v, want login_pending", err)
-	}
-	if api.Count("device_code") < 2 {
-		t.Fatalf("polled %d times in 2.5s with interval 1s", api.Count("device_code"))
 	}
 	api.ApproveDevice(code, true)
 	if _, err := waitLogin(t, td, start.Value("flow")); err != nil {
