@@ -44,9 +44,9 @@ func (d *Daemon) StatusFor(sr sources.Request) Status {
 	// The caller's own default workspace, which may come from its .env or environment.
 	def := sr
 	def.Workspace = ""
-	if res, err := d.resolver.Resolve(def); res != nil && res.Workspace != "" {
+	// A resolution error still names the workspace it chose (a workspace without credentials).
+	if res, _ := d.resolver.Resolve(def); res != nil && res.Workspace != "" {
 		st.Default = res.Workspace
-		_ = err
 		names = appendUnique(names, res.Workspace)
 	}
 	if sr.Workspace != "" {
