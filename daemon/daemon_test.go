@@ -140,7 +140,7 @@ func TestFreshLoginTokenServedWithoutNetwork(t *testing.T) {
 	api := blaxeltest.New(0)
 	defer api.Close()
 	access, rt := api.NewSession("user", "")
-	cfg := "context:\n  workspace: acme\nworkspaces:\n- name: acme\n  credentials:\n    access_token: " + access + "\n    refresh_token: " + rt + "\n    expires_in: 7200\ntracking: false\n"
+	cfg := sessionConfig(access, rt)
 	td := startDaemon(t, api, daemonOpts{blConfig: cfg})
 	if tok := td.token(t); tok.Token != access {
 		t.Fatal("a fresh bl login token was not served as is")
@@ -381,7 +381,7 @@ func TestWriteBackCausesNoReloadLoopAndCanBeTurnedOff(t *testing.T) {
 		api := blaxeltest.New(0)
 		_, rt := api.NewSession("user", "")
 		expired := api.TokenExpiring("user", time.Now().Add(-time.Minute), 2*time.Hour)
-		cfg := "context:\n  workspace: acme\nworkspaces:\n- name: acme\n  credentials:\n    access_token: " + expired + "\n    refresh_token: " + rt + "\n    expires_in: 7200\ntracking: false\n"
+		cfg := sessionConfig(expired, rt)
 		td := startDaemon(t, api, daemonOpts{blConfig: cfg, mutate: func(c *Config) { c.WriteBack = writeBack }})
 		path := filepath.Join(td.home, ".blaxel", "config.yaml")
 		td.token(t)
@@ -408,10 +408,10 @@ func TestDaemonKeepsBLSessionsFreshUnasked(t *testing.T) {
 	api := blaxeltest.New(0)
 	defer api.Close()
 	clock := newFakeClock()
-	clock.t = time.Now().Round(0)
+	clock.t = time.Now().Round(0) // the watcher and sockets run on real time
 	api.SetNow(clock.Now)
 	access, rt := api.NewSession("user", "")
-	cfg := "context:\n  workspace: acme\nworkspaces:\n- name: acme\n  credentials:\n    access_token: " + access + "\n    refresh_token: " + rt + "\n    expires_in: 7200\ntracking: false\n"
+	cfg := sessionConfig(access, rt)
 	td := startDaemon(t, api, daemonOpts{blConfig: cfg, clock: clock, mutate: func(c *Config) { c.Tick = 20 * time.Millisecond }})
 	clock.Add(90 * time.Minute) // past the refresh point; nobody has asked blauthd for anything
 	deadline := time.Now().Add(5 * time.Second)
@@ -507,11 +507,11 @@ func TestRotatedRefreshTokenKeptWhenWriteBackIsOff(t *testing.T) {
 	api := blaxeltest.New(0)
 	defer api.Close()
 	clock := newFakeClock()
-	clock.t = time.Now().Round(0)
+	clock.t = time.Now().Round(0) // the watcher and sockets run on real time
 	api.SetNow(clock.Now)
 	_, rt := api.NewSession("user", "")
 	expired := api.TokenExpiring("user", clock.Now().Add(-time.Minute), 2*time.Hour)
-	cfg := "context:\n  workspace: acme\nworkspaces:\n- name: acme\n  credentials:\n    access_token: " + expired + "\n    refresh_token: " + rt + "\n    expires_in: 7200\ntracking: false\n"
+	cfg := sessionConfig(expired, rt)
 	td := startDaemon(t, api, daemonOpts{blConfig: cfg, clock: clock, mutate: func(c *Config) { c.WriteBack = false }})
 	first := td.token(t)
 	// Two more refresh periods: each must use the refresh token the server rotated to, which

@@ -138,3 +138,10 @@ func (td *testDaemon) token(t testing.TB, kv ...string) *ipc.Token {
 	}
 	return tok
 }
+
+// sessionConfig is a bl config, in the current writer's format, holding one bl login session for
+// workspace acme.
+func sessionConfig(access, refresh string) string {
+	return "context:\n  workspace: acme\nworkspaces:\n- name: acme\n  credentials:\n    access_token: " + access +
+		"\n    refresh_token: " + refresh + "\n    expires_in: 7200\ntracking: false\n"
+}
