@@ -76,8 +76,14 @@ func (c *Config) validate() error {
 	if c.HTTP == nil {
 		c.HTTP = &http.Client{Timeout: 30 * time.Second}
 	}
-	if c.Exchanger == nil {
+	c.HTTP = withUserAgent(c.HTTP, "blauthd/"+c.Version)
+	switch x := c.Exchanger.(type) {
+	case nil:
 		c.Exchanger = &BlaxelExchanger{HTTP: c.HTTP, Now: c.Clock.Now}
+	case *OAuth2Exchanger:
+		if x.HTTP == nil {
+			x.HTTP = c.HTTP
+		}
 	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = 5 * time.Second

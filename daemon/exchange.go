@@ -326,3 +326,26 @@ func scrubURLError(err error) error {
 	}
 	return err
 }
+
+// withUserAgent returns a copy of hc that names blauthd in the User-Agent of every request, so
+// that a token endpoint's logs (and the test fakes) tell the daemon's exchanges from an SDK's.
+func withUserAgent(hc *http.Client, ua string) *http.Client {
+	c := *hc
+	base := c.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	c.Transport = userAgentTransport{base: base, ua: ua}
+	return &c
+}
+
+type userAgentTransport struct {
+	base http.RoundTripper
+	ua   string
+}
+
+func (t userAgentTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("User-Agent", t.ua)
+	return t.base.RoundTrip(r)
+}
