@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -26,15 +27,19 @@ type wallClock struct{}
 func (wallClock) Now() time.Time { return time.Now().Round(0) }
 
 // Persister saves a rotated login session back where it came from, before the new access token
-// is served. It returns an error when it could not.
-type Persister func(c *sources.Credential, g *Grant) error
+// is served. c is the credential as its source holds it. It reports whether it wrote g (false
+// when write-back does not apply to c's source), or an error when it could not.
+type Persister func(c *sources.Credential, g *Grant) (saved bool, err error)
 
 // BrokerConfig configures a Broker. Zero fields take the defaults noted.
 type BrokerConfig struct {
 	Exchanger Exchanger
 	Clock     Clock          // wall clock
 	Log       zerolog.Logger // secrets are never logged
-	// RefreshLeft starts the background refresh when this fraction of the lifetime is left (0.4).
+	// RefreshLeft starts the background refresh when this fraction of the lifetime is left (0.6),
+	// and no later than when that fraction of the servable life (the lifetime less MinTTL) is
+	// left. Blaxel's TypeScript SDK refreshes below 50 % left, bl and the Go SDK below 20 %: the
+	// daemon must come first, or an SDK process spends the refresh token before it does.
 	RefreshLeft float64
 	// Jitter moves each refresh earlier by up to this fraction of the lifetime (0.05), so that
 	// many credentials issued together do not refresh together.
@@ -74,6 +79,11 @@ type token struct {
 	issued    time.Time
 	refreshAt time.Time
 	refresh   string // the refresh token to use next (login sessions)
+	// saved reports that the session this token came with was written back; saveErr is why it
+	// could not be.
+	saved   bool
+	saveErr error
+	grant   *Grant
 }
 
 type flight struct {
@@ -83,10 +93,26 @@ type flight struct {
 }
 
 type entry struct {
-	key         string
-	cred        *sources.Credential // what exchanges use: the source's, plus rotated tokens
-	seen        *sources.Credential // the source's version as last seen, to notice real changes
-	keepFresh   bool
+	key       string
+	cred      *sources.Credential // what exchanges use: the source's, plus rotated tokens
+	seen        *sources.Credential // the source's version as last seen
+	// onDisk is the session as its source holds it, as far as the daemon knows: the last view
+	// adopted, or the last session it wrote back. A write-back must find its refresh token there.
+	onDisk *sources.Credential
+	// held are the refresh tokens this entry has used or written (the newest last): a source
+	// view holding one of them is the daemon's own write, or an older view, never a new login.
+	held []string
+	keepFresh bool
+	// lifetime is how long the endpoint's tokens for this credential live, learned from the last
+	// one; a min_ttl it cannot meet is refused without an exchange.
+	lifetime time.Duration
+	// unsaved is a refreshed session that could not be written back to its source; saveErr says
+	// why. Tick retries the write until it lands or a newer session replaces it.
+	unsaved     *Grant
+	saveErr     error
+	saving      bool
+	saveTries   int
+	nextSave    time.Time
 	tok         *token
 	flight      *flight
 	lastRefresh time.Time
@@ -104,7 +130,7 @@ func NewBroker(ctx context.Context, cfg BrokerConfig) *Broker {
 		cfg.Clock = wallClock{}
 	}
 	if cfg.RefreshLeft <= 0 || cfg.RefreshLeft >= 1 {
-		cfg.RefreshLeft = 0.4
+		cfg.RefreshLeft = DefaultRefreshLeft
 	}
 	if cfg.Jitter < 0 || cfg.Jitter >= cfg.RefreshLeft {
 		cfg.Jitter = 0.05
@@ -123,6 +149,17 @@ func NewBroker(ctx context.Context, cfg BrokerConfig) *Broker {
 	}
 	return &Broker{cfg: cfg, ctx: ctx, entries: map[string]*entry{}}
 }
+
+// DefaultRefreshLeft is the fraction of a token's lifetime left when the daemon refreshes it:
+// ahead of every Blaxel client (TypeScript < 50 %, bl and Go ≤ 20 %, Python at 10 minutes) with
+// a margin, jitter only ever moving it earlier.
+const DefaultRefreshLeft = 0.6
+
+// persistRetry bounds the wait between tries to save a session that could not be written back.
+const (
+	persistRetryMin = 5 * time.Second
+	persistRetryMax = 30 * time.Second
+)
 
 // noTokenMaxWait caps the wait between tries while no valid token is held.
 const noTokenMaxWait = 10 * time.Second
@@ -148,6 +185,9 @@ func (e *TokenError) Unwrap() error { return e.Err }
 type Served struct {
 	Token  string
 	Expiry time.Time
+	// Warning, when set, is something the caller's user should know although the token is good:
+	// a refreshed session that could not be written back.
+	Warning string
 }
 
 // Get returns a token for c with at least minTTL (at least the configured MinTTL) of life left.
@@ -169,9 +209,18 @@ func (b *Broker) Get(ctx context.Context, c *sources.Credential, minTTL time.Dur
 		if !now.Before(t.refreshAt) {
 			b.maybeStartLocked(e, now)
 		}
-		s := Served{Token: t.value, Expiry: t.expiry}
+		s := Served{Token: t.value, Expiry: t.expiry, Warning: b.warningLocked(e)}
 		b.mu.Unlock()
 		return s, nil
+	}
+	if e.lifetime > 0 && minTTL >= e.lifetime {
+		// No token the endpoint issues can have that much life left when it is served: an
+		// exchange per request would only hammer the endpoint. A new token (a background
+		// refresh, a changed source) updates what is learned.
+		b.mu.Unlock()
+		return Served{}, &TokenError{Code: ipc.CodeUnavailable,
+			Msg:  fmt.Sprintf("the token endpoint issues tokens for %s that live %s; a min_ttl of %s cannot be met", c.Workspace, e.lifetime, minTTL),
+			Hint: fmt.Sprintf("ask for a min_ttl under %s (blauthd's own --min-ttl counts too)", e.lifetime), Err: ErrUnavailable}
 	}
 	// No token good enough: the caller has to wait for an exchange.
 	if e.permanent {
@@ -206,12 +255,16 @@ func (b *Broker) Get(ctx context.Context, c *sources.Credential, minTTL time.Dur
 		return Served{}, err
 	}
 	now = b.cfg.Clock.Now()
-	if f.tok.expiry.Sub(now) < minTTL {
+	if left := f.tok.expiry.Sub(now); left < minTTL {
+		// Truncated, not rounded: the figure shown is always below the one asked for.
 		return Served{}, &TokenError{Code: ipc.CodeUnavailable,
-			Msg:  fmt.Sprintf("the newest token for %s has %s left, less than the %s asked for", c.Workspace, f.tok.expiry.Sub(now).Round(time.Second), minTTL),
-			Hint: "ask for a shorter min_ttl; the token endpoint issues shorter tokens"}
+			Msg:  fmt.Sprintf("the newest token for %s has %s left, less than the %s asked for", c.Workspace, left.Truncate(time.Second), minTTL),
+			Hint: "ask for a shorter min_ttl; the token endpoint issues shorter tokens", Err: ErrUnavailable}
 	}
-	return Served{Token: f.tok.value, Expiry: f.tok.expiry}, nil
+	b.mu.Lock()
+	w := b.warningLocked(e)
+	b.mu.Unlock()
+	return Served{Token: f.tok.value, Expiry: f.tok.expiry, Warning: w}, nil
 }
 
 // failure builds the caller-facing error for e's last failure. b.mu is held.
@@ -235,6 +288,14 @@ func (b *Broker) failure(e *entry) error {
 	return &TokenError{Code: ipc.CodeUnavailable, Msg: msg, Hint: hint, Err: ErrUnavailable}
 }
 
+// warningLocked is what a caller served e's token should be told. b.mu is held.
+func (b *Broker) warningLocked(e *entry) string {
+	if e.saveErr == nil {
+		return ""
+	}
+	return fmt.Sprintf("the refreshed bl login session for %s could not be saved (%v); bl and SDKs reading the file hold a spent refresh token until blauthd can write it (it retries)", e.cred.Workspace, e.saveErr)
+}
+
 func describeKind(k string) string {
 	switch k {
 	case sources.KindLogin:
@@ -249,26 +310,49 @@ func describeKind(k string) string {
 func (b *Broker) entryLocked(k string, c *sources.Credential, keepFresh bool) *entry {
 	e := b.entries[k]
 	if e == nil {
-		e = &entry{key: k, cred: c, seen: c}
+		e = &entry{key: k, cred: c, seen: c, onDisk: c}
+		e.hold(c.RefreshToken)
 		b.entries[k] = e
 		b.adoptSourceToken(e, c)
 	} else if !sameSecrets(e.seen, c) {
-		// The source changed. If it now holds what we already work with (our own write-back),
-		// nothing is new. Otherwise bl logged in again or a secret was replaced: forget a
-		// permanent failure and take a fresher token it carries. A source that merely still
-		// holds what it held before is no change at all: with write-back off, the rotated
-		// refresh token we hold in memory must not be traded back for the spent one in the file.
+		// The source changed. If it now holds what we already work with, or a session the daemon
+		// held before (its own write-back, seen late, or an older view), nothing is new. Otherwise
+		// bl logged in again or a secret was replaced: forget a permanent failure and take a
+		// fresher token it carries. A source that merely still holds what it held before is no
+		// change at all: with write-back off, the rotated refresh token we hold in memory must
+		// not be traded back for the spent one in the file.
 		e.seen = c
-		if !sameSecrets(e.cred, c) {
-			e.cred = c
+		if !sameSecrets(e.cred, c) && !e.wasHeld(c) {
+			e.cred, e.onDisk = c, c
+			e.hold(c.RefreshToken)
 			e.permanent = false
 			e.failures = 0
 			e.nextTry = time.Time{}
+			e.lifetime = 0
+			e.unsaved, e.saveErr, e.saveTries = nil, nil, 0
 			b.adoptSourceToken(e, c)
 		}
 	}
 	e.keepFresh = e.keepFresh || keepFresh
 	return e
+}
+
+// maxHeld bounds the refresh tokens an entry remembers.
+const maxHeld = 16
+
+func (e *entry) hold(rt string) {
+	if rt == "" || slices.Contains(e.held, rt) {
+		return
+	}
+	if len(e.held) == maxHeld {
+		e.held = e.held[1:]
+	}
+	e.held = append(e.held, rt)
+}
+
+// wasHeld reports whether c is a login session whose refresh token this entry has held.
+func (e *entry) wasHeld(c *sources.Credential) bool {
+	return c.Kind == sources.KindLogin && c.RefreshToken != "" && slices.Contains(e.held, c.RefreshToken)
 }
 
 // adoptSourceToken takes the access token a login source carries (bl writes one) when it
@@ -294,9 +378,20 @@ func sameSecrets(a, b *sources.Credential) bool {
 }
 
 func (b *Broker) newToken(v string, exp, iat time.Time) *token {
-	life := exp.Sub(iat)
-	lead := time.Duration(float64(life) * (b.cfg.RefreshLeft + b.cfg.Jitter*rand.Float64()))
-	return &token{value: v, expiry: exp, issued: iat, refreshAt: exp.Add(-lead)}
+	return &token{value: v, expiry: exp, issued: iat, refreshAt: exp.Add(-b.refreshLead(exp.Sub(iat)))}
+}
+
+// refreshLead is how long before expiry a token of lifetime life is refreshed: when RefreshLeft
+// of its life is left (jitter moves it earlier, never later), and no later than when RefreshLeft
+// of its servable life is left, so that a short token is renewed well before it falls under
+// MinTTL and a brief outage of the endpoint has time to pass.
+func (b *Broker) refreshLead(life time.Duration) time.Duration {
+	frac := b.cfg.RefreshLeft + b.cfg.Jitter*rand.Float64()
+	lead := time.Duration(float64(life) * frac)
+	if servable := life - b.cfg.MinTTL; servable > 0 {
+		lead = max(lead, b.cfg.MinTTL+time.Duration(float64(servable)*frac))
+	}
+	return min(lead, life)
 }
 
 // maybeStartLocked starts a background refresh unless one runs, the credential was refused, or
@@ -312,11 +407,11 @@ func (b *Broker) maybeStartLocked(e *entry, now time.Time) {
 func (b *Broker) startLocked(e *entry) *flight {
 	f := &flight{done: make(chan struct{})}
 	e.flight = f
-	c := e.cred
+	c, saved := e.cred, e.onDisk
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
-		tok, err := b.exchange(c)
+		tok, err := b.exchange(c, saved)
 		b.mu.Lock()
 		b.finishLocked(e, c, f, tok, err)
 		b.mu.Unlock()
@@ -325,7 +420,10 @@ func (b *Broker) startLocked(e *entry) *flight {
 	return f
 }
 
-func (b *Broker) exchange(c *sources.Credential) (*token, error) {
+// exchange runs one grant for c. saved is the credential as its source holds it now, which a
+// write-back of a rotated session must find there (it differs from c when an earlier write-back
+// failed).
+func (b *Broker) exchange(c, saved *sources.Credential) (*token, error) {
 	ctx, cancel := context.WithTimeout(b.ctx, b.cfg.ExchangeTimeout)
 	defer cancel()
 	var g *Grant
@@ -350,14 +448,14 @@ func (b *Broker) exchange(c *sources.Credential) (*token, error) {
 		if g.RefreshToken == "" {
 			g.RefreshToken = c.RefreshToken
 		}
-		if b.cfg.Persist != nil {
-			if perr := b.cfg.Persist(c, g); perr != nil {
-				b.cfg.Log.Error().Err(perr).Str("workspace", c.Workspace).Msg("could not save the refreshed session; it is kept in memory")
-			}
-		}
 	}
 	t := b.newToken(g.AccessToken, g.Expiry, g.IssuedAt)
-	t.refresh = g.RefreshToken
+	t.refresh, t.grant = g.RefreshToken, g
+	if c.Kind == sources.KindLogin && b.cfg.Persist != nil {
+		if t.saved, t.saveErr = b.cfg.Persist(saved, g); t.saveErr != nil {
+			b.cfg.Log.Error().Err(t.saveErr).Str("workspace", c.Workspace).Msg("could not save the refreshed session; it is kept in memory and the write is retried")
+		}
+	}
 	return t, nil
 }
 
@@ -374,12 +472,17 @@ func (b *Broker) finishLocked(e *entry, c *sources.Credential, f *flight, tok *t
 			nc := *c
 			nc.AccessToken, nc.RefreshToken = tok.value, tok.refresh
 			e.cred = &nc
+			e.hold(tok.refresh)
 		}
 		e.tok = tok
+		e.lifetime = tok.expiry.Sub(tok.issued)
 		e.lastRefresh = now
 		e.lastErr = nil
 		e.failures = 0
 		e.nextTry = time.Time{}
+		if c.Kind == sources.KindLogin && b.cfg.Persist != nil {
+			b.recordSaveLocked(e, tok.grant, tok.saved, tok.saveErr, now)
+		}
 		log.Info().Time("expiry", tok.expiry).Msg("token refreshed")
 		return
 	}
@@ -416,6 +519,48 @@ func (b *Broker) finishLocked(e *entry, c *sources.Credential, f *flight, tok *t
 	log.Warn().Err(err).Int("failures", e.failures).Dur("retry_in", d).Msg("token exchange failed")
 }
 
+// recordSaveLocked notes the outcome of writing session g back to e's source. b.mu is held.
+func (b *Broker) recordSaveLocked(e *entry, g *Grant, saved bool, err error, now time.Time) {
+	if err == nil {
+		e.unsaved, e.saveErr, e.saveTries = nil, nil, 0
+		if !saved {
+			return
+		}
+		// The source now holds g: a later write-back must find g's refresh token there.
+		s := *e.onDisk
+		s.AccessToken, s.RefreshToken = g.AccessToken, g.RefreshToken
+		e.onDisk = &s
+		return
+	}
+	e.unsaved, e.saveErr = g, err
+	e.saveTries++
+	e.nextSave = now.Add(min(persistRetryMin<<min(e.saveTries-1, 8), persistRetryMax))
+}
+
+// saveLocked retries writing back e's unsaved session in the background. b.mu is held.
+func (b *Broker) saveLocked(e *entry) {
+	e.saving = true
+	g, saved := e.unsaved, e.onDisk
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		ok, err := b.cfg.Persist(saved, g)
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		e.saving = false
+		if e.unsaved != g {
+			return // a newer session replaced it meanwhile
+		}
+		log := b.cfg.Log.With().Str("workspace", e.cred.Workspace).Logger()
+		if err == nil {
+			log.Info().Msg("the refreshed session was saved on a retry")
+		} else if e.saveTries%10 == 0 {
+			log.Warn().Err(err).Int("tries", e.saveTries).Msg("still cannot save the refreshed session")
+		}
+		b.recordSaveLocked(e, g, ok, err, b.cfg.Clock.Now())
+	}()
+}
+
 // Tick refreshes what is due and drops what is idle. The daemon calls it periodically; judging
 // expiry on the wall clock here is what covers suspend, resume and clock jumps.
 func (b *Broker) Tick() {
@@ -439,6 +584,9 @@ func (b *Broker) Tick() {
 		due := e.tok == nil || !now.Before(e.tok.refreshAt)
 		if due && (e.keepFresh || !idle) {
 			b.maybeStartLocked(e, now)
+		}
+		if e.unsaved != nil && !e.saving && e.flight == nil && !now.Before(e.nextSave) {
+			b.saveLocked(e)
 		}
 	}
 }
@@ -496,7 +644,9 @@ type EntryStatus struct {
 	Refused     bool      `json:"refused,omitempty"`
 	NextTry     time.Time `json:"next_try,omitzero"`
 	Exchanges   int       `json:"exchanges"`
-	key         string
+	// WriteBackError is why the last refreshed session is not saved in its source yet.
+	WriteBackError string `json:"write_back_error,omitempty"`
+	key            string
 }
 
 // Status lists the cached credentials, sorted by workspace.
@@ -512,6 +662,9 @@ func (b *Broker) Status() []EntryStatus {
 		}
 		if e.lastErr != nil {
 			s.LastError = e.lastErr.Error()
+		}
+		if e.saveErr != nil {
+			s.WriteBackError = e.saveErr.Error()
 		}
 		out = append(out, s)
 	}

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -64,30 +65,118 @@ func (f *brokerFixture) mustGet(t *testing.T) Served {
 // tick runs the broker's periodic check and waits for what it started.
 func (f *brokerFixture) tick() { f.b.Tick(); f.b.Wait() }
 
-func TestBackgroundRefreshAtFortyPercentLeft(t *testing.T) {
+func TestBackgroundRefreshAheadOfEveryBlaxelClient(t *testing.T) {
 	f := newBrokerFixture(t, nil)
 	first := f.mustGet(t)
 	if f.api.Count("") != 1 {
 		t.Fatalf("first get: %d exchanges", f.api.Count(""))
 	}
-	// 2h token: refresh when 40% (48m) is left, up to 5% (6m) earlier for jitter: between 1h06m
-	// and 1h12m after issue.
-	f.clock.Add(65 * time.Minute)
+	// 2h token: refresh when 60% (72m) is left, up to 5% (6m) earlier for jitter: between 42m
+	// and 48m after issue, before the TypeScript SDK (below 50% left, after 60m) would.
+	f.clock.Add(41 * time.Minute)
 	f.tick()
 	if n := f.api.Count(""); n != 1 {
-		t.Fatalf("refreshed %d times before 60%% of the lifetime had passed", n-1)
+		t.Fatalf("refreshed %d times while over 65%% of the lifetime was left", n-1)
 	}
 	if got := f.mustGet(t); got.Token != first.Token {
 		t.Fatal("token changed before its refresh time")
 	}
-	f.clock.Add(8 * time.Minute) // 1h13m
+	f.clock.Add(8 * time.Minute) // 49m: 59% left
 	f.tick()
 	if n := f.api.Count(""); n != 2 {
-		t.Fatalf("after 1h13m: %d exchanges, want 2", n)
+		t.Fatalf("after 49m: %d exchanges, want 2", n)
 	}
 	second := f.mustGet(t)
 	if second.Token == first.Token || !second.Expiry.After(first.Expiry) {
 		t.Fatal("the refreshed token is not served")
+	}
+}
+
+// A 60s token with the default 30s min_ttl can be served for 30s only: its refresh must come
+// early in that window, or a short outage of the endpoint reaches callers.
+func TestShortTokensAreRefreshedEarlyInTheirServableLife(t *testing.T) {
+	for i := 0; i < 20; i++ { // the jitter is random: several draws
+		f := newBrokerFixture(t, nil)
+		f.api.SetTTL(time.Minute)
+		f.mustGet(t)
+		issued := f.clock.Now()
+		for f.api.Count("") == 1 {
+			f.clock.Add(500 * time.Millisecond)
+			f.tick()
+		}
+		at := f.clock.Now().Sub(issued)
+		// Due when 60-65% of the 30s servable life is left: 10.5s to 12s after issue.
+		if at < 10*time.Second || at > 12500*time.Millisecond {
+			t.Fatalf("a 60s token was refreshed %v after issue, want 10.5-12s", at)
+		}
+	}
+}
+
+// Between a token's refresh point and the moment it falls under min_ttl lie at least 60 % of
+// its servable life (18s of a 60s token with the default 30s min_ttl, 71m of a 2h token): an
+// outage of the endpoint shorter than that is never seen by a caller, wherever it falls.
+func TestShortOutagesAreNeverSeenByCallers(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		ttl, outage    time.Duration
+		step, startGap time.Duration
+	}{
+		{"60s tokens, 15s outages", time.Minute, 15 * time.Second, 500 * time.Millisecond, 2500 * time.Millisecond},
+		{"2h tokens, 1h outages", 2 * time.Hour, time.Hour, time.Minute, 5 * time.Minute},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for start := time.Duration(0); start < 2*tc.ttl; start += tc.startGap {
+				f := newBrokerFixture(t, nil)
+				f.api.SetTTL(tc.ttl)
+				f.mustGet(t)
+				issued := f.clock.Now()
+				for el := time.Duration(0); el < 3*tc.ttl; el += tc.step {
+					if el >= start && el < start+tc.outage {
+						f.api.SetFault(blaxeltest.Fault503, -1)
+					} else {
+						f.api.SetFault(blaxeltest.FaultNone, 0)
+					}
+					f.clock.Set(issued.Add(el))
+					f.tick()
+					if _, err := f.get(t, 0); err != nil {
+						t.Fatalf("%v after issue, outage from %v for %v: a caller saw %v", el, start, tc.outage, err)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestImpossibleMinTTLCostsNoExchangePerRequest(t *testing.T) {
+	f := newBrokerFixture(t, func(c *BrokerConfig) { c.MinTTL = time.Minute })
+	f.api.SetTTL(time.Minute)
+	for i := 0; i < 300; i++ {
+		_, err := f.get(t, 0)
+		var te *TokenError
+		// The first call may be served: at the instant of issue the token has its whole minute.
+		if i > 0 && (!errors.As(err, &te) || te.Code != ipc.CodeUnavailable || !strings.Contains(te.Msg, "cannot be met")) {
+			t.Fatalf("call %d with min_ttl 60s and 60s tokens: %v", i, err)
+		}
+		f.clock.Add(50 * time.Millisecond)
+	}
+	if n := f.api.Count(""); n != 1 {
+		t.Fatalf("300 calls asking more life than the endpoint issues made %d exchanges, want 1", n)
+	}
+	// A request that asks for what a token can give is served at once.
+	f.b.cfg.MinTTL = 30 * time.Second
+	if _, err := f.get(t, 0); err != nil {
+		t.Fatalf("min_ttl 30s after learning 60s tokens: %v", err)
+	}
+}
+
+func TestMinTTLErrorNeverShowsEqualFigures(t *testing.T) {
+	f := newBrokerFixture(t, nil)
+	// JWT times are whole seconds: read 0.4s into the second of issue, a 2h token has
+	// 1h59m59.6s left, which rounds to the 2h asked for.
+	f.clock.Add(400 * time.Millisecond)
+	_, err := f.get(t, 2*time.Hour)
+	if err == nil || !strings.Contains(err.Error(), "1h59m59s left, less than the 2h0m0s") {
+		t.Fatalf("min_ttl 2h with a 2h token issued a moment ago: %v", err)
 	}
 }
 
@@ -284,10 +373,10 @@ func TestManyClientsOverADay(t *testing.T) {
 		f.clock.Add(step)
 	}
 	n := f.api.Count("")
-	// One per refresh period: a 2h token refreshed after 60-66% of its life, i.e. every 72-79
-	// minutes, is 18-20 exchanges a day (plus the first).
-	if n < 18 || n > 21 {
-		t.Fatalf("%d exchanges in 24h, want one per refresh period (18-21)", n)
+	// One per refresh period: a 2h token refreshed after 35-40% of its life, i.e. every 42-48
+	// minutes, is 30-34 exchanges a day (plus the first).
+	if n < 30 || n > 35 {
+		t.Fatalf("%d exchanges in 24h, want one per refresh period (30-35)", n)
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -64,6 +66,9 @@ type Config struct {
 	Version string
 	// Ready, when set, is called once the socket accepts connections.
 	Ready func(socket string)
+	// Manager is what started the daemon, reported by ping and stop: ipc.ManagerSystemd,
+	// ipc.ManagerSpawned, or ipc.ManagerForeground (the default; systemd when Listener is set).
+	Manager string
 }
 
 func (c *Config) validate() error {
@@ -97,6 +102,12 @@ func (c *Config) validate() error {
 	if c.Tick <= 0 {
 		c.Tick = time.Second
 	}
+	if c.Manager == "" {
+		c.Manager = ipc.ManagerForeground
+		if c.Listener != nil {
+			c.Manager = ipc.ManagerSystemd
+		}
+	}
 	return nil
 }
 
@@ -118,10 +129,11 @@ type Daemon struct {
 	life     context.Context
 	stopLife context.CancelFunc
 
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	active sync.WaitGroup
-	login  *loginFlows
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+	active  sync.WaitGroup
+	login   *loginFlows
+	stopRun context.CancelFunc // ends Run: action=stop
 }
 
 // Run runs the daemon until ctx is cancelled: it serves the socket, reloads on cfg.Reload, and
@@ -193,6 +205,9 @@ func (d *Daemon) Broker() *Broker { return d.broker }
 func (d *Daemon) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	d.mu.Lock()
+	d.stopRun = cancel
+	d.mu.Unlock()
 	var bg sync.WaitGroup
 	if d.watcher != nil {
 		bg.Add(1)
@@ -313,8 +328,8 @@ func (d *Daemon) accept(ctx context.Context) error {
 		}
 		d.mu.Unlock()
 		if full {
-			d.log.Warn().Int("max", d.cfg.MaxConns).Msg("too many connections; closing a new one")
-			c.Close()
+			d.log.Warn().Int("max", d.cfg.MaxConns).Msg("too many connections; refusing a new one")
+			go refuse(c, fail(ipc.CodeBusy, fmt.Sprintf("blauthd already serves %d connections", d.cfg.MaxConns), "retry in a moment; close connections you no longer use"))
 			continue
 		}
 		go d.serveConn(ctx, c)
@@ -341,14 +356,7 @@ func (d *Daemon) serveConn(ctx context.Context, c net.Conn) {
 	}()
 	if uid, err := peerUID(c); err != nil || uid != d.uid {
 		d.log.Warn().Int("peer_uid", uid).Err(err).Msg("refused a connection from another user")
-		_ = c.SetDeadline(time.Now().Add(time.Second))
-		_ = ipc.WriteMessage(c, ipc.ErrorMessage(&ipc.Error{Code: ipc.CodeForbidden, Message: "this daemon serves only its own user"}))
-		// Let the peer finish sending before closing, so it reads the answer rather than a
-		// broken pipe; read nothing of it (bounded by the deadline and a small cap).
-		if uc, ok := c.(*net.UnixConn); ok {
-			_ = uc.CloseWrite()
-			_, _ = io.CopyN(io.Discard, c, ipc.MaxMessageSize)
-		}
+		refuse(c, fail(ipc.CodeForbidden, "this daemon serves only its own user", ""))
 		return
 	}
 	r := bufio.NewReaderSize(c, 4096)
@@ -364,17 +372,49 @@ func (d *Daemon) serveConn(ctx context.Context, c net.Conn) {
 		_ = c.SetReadDeadline(time.Now().Add(d.cfg.RequestTimeout))
 		req, err := ipc.ReadMessage(r)
 		if err != nil {
-			if errors.Is(err, ipc.ErrTooLarge) || errors.Is(err, ipc.ErrMalformed) {
-				d.log.Debug().Err(err).Msg("bad request")
-				_ = ipc.WriteMessage(c, ipc.ErrorMessage(&ipc.Error{Code: ipc.CodeBadRequest, Message: err.Error()}))
+			// Every request that began gets an answer, even one the stream cannot carry on
+			// after: the connection is closed once it is written.
+			var msg string
+			switch {
+			case errors.Is(err, ipc.ErrTooLarge) || errors.Is(err, ipc.ErrMalformed):
+				msg = err.Error()
+			case errors.Is(err, io.ErrUnexpectedEOF):
+				msg = "the request ended before its empty line"
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				msg = fmt.Sprintf("the request was not complete within %s of its first byte", d.cfg.RequestTimeout)
+			default:
+				return
 			}
+			d.log.Debug().Err(err).Msg("bad request")
+			_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+			_ = ipc.WriteAnswer(c, fail(ipc.CodeBadRequest, msg, "end every request with an empty line; see docs/PROTOCOL.md"))
 			return
 		}
 		resp := d.handle(d.life, req)
-		if err := ipc.WriteMessage(c, resp); err != nil {
+		if err := ipc.WriteAnswer(c, resp); err != nil {
 			d.log.Debug().Err(err).Msg("write answer")
 			return
 		}
+		if req.Value(ipc.KeyAction) == ipc.ActionStop && ipc.AsError(resp) == nil {
+			d.log.Info().Msg("stop requested by a client")
+			d.mu.Lock()
+			d.stopRun()
+			d.mu.Unlock()
+			return
+		}
+	}
+}
+
+// refuse answers a connection that will not be served with one error, then closes it. It lets
+// the peer finish sending first, so that the peer reads the answer rather than a broken pipe;
+// what it sends is discarded, bounded by a deadline and a small cap.
+func refuse(c net.Conn, answer *ipc.Message) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	_ = ipc.WriteAnswer(c, answer)
+	if uc, ok := c.(*net.UnixConn); ok {
+		_ = uc.CloseWrite()
+		_, _ = io.CopyN(io.Discard, c, ipc.MaxMessageSize)
 	}
 }
 
@@ -398,8 +438,16 @@ func (d *Daemon) handle(ctx context.Context, req *ipc.Message) (resp *ipc.Messag
 			resp = fail(ipc.CodeInternal, "internal error", "")
 		}
 	}()
-	if v, ok := req.Get(ipc.KeyVersion); ok && v != ipc.Version {
-		return fail(ipc.CodeUnsupportedVersion, fmt.Sprintf("protocol version %q is not supported; this daemon speaks %s", v, ipc.Version), "upgrade blauth-helper or the client library")
+	v, good := ipc.ParseVersion(req.Get(ipc.KeyVersion))
+	if !good {
+		return fail(ipc.CodeUnsupportedVersion, fmt.Sprintf("protocol version %q is not a version number; this daemon speaks 1 to %s", clip(req.Value(ipc.KeyVersion), 20), ipc.Version), "upgrade blauth-helper or the client library")
+	}
+	defer func() {
+		// The answer is in the version both sides speak.
+		resp.Set(ipc.KeyVersion, strconv.Itoa(min(v, ipc.VersionNumber)))
+	}()
+	if r := validateRequest(req); r != nil {
+		return r
 	}
 	switch a := req.Value(ipc.KeyAction); a {
 	case ipc.ActionGet:
@@ -407,9 +455,14 @@ func (d *Daemon) handle(ctx context.Context, req *ipc.Message) (resp *ipc.Messag
 	case ipc.ActionErase:
 		return d.erase(req)
 	case ipc.ActionStatus:
-		return d.status(req)
+		return d.status(req, v)
 	case ipc.ActionPing:
-		return ok("pid", fmt.Sprint(os.Getpid()), "daemon_version", d.cfg.Version)
+		return ok(ipc.KeyPID, strconv.Itoa(os.Getpid()), ipc.KeyDaemonVersion, d.cfg.Version, ipc.KeyManager, d.cfg.Manager)
+	case ipc.ActionStop:
+		if v < 2 {
+			return fail(ipc.CodeUnknownAction, "stop needs protocol version 2", "send version=2")
+		}
+		return ok(ipc.KeyPID, strconv.Itoa(os.Getpid()), ipc.KeyManager, d.cfg.Manager)
 	case ipc.ActionReload:
 		d.reload(ctx)
 		return ok()
@@ -426,6 +479,23 @@ func (d *Daemon) handle(ctx context.Context, req *ipc.Message) (resp *ipc.Messag
 	}
 }
 
+// maxCwd bounds the cwd= a request may carry: the longest path Linux resolves.
+const maxCwd = 4096
+
+// validateRequest refuses the common request keys a caller got wrong, rather than ignoring them
+// and serving another workspace's token.
+func validateRequest(req *ipc.Message) *ipc.Message {
+	if dir, ok := req.Get(ipc.KeyDir); ok {
+		switch {
+		case dir == "" || !filepath.IsAbs(dir):
+			return fail(ipc.CodeBadRequest, fmt.Sprintf("cwd %q is not an absolute path", clip(dir, 200)), "send the caller's working directory as an absolute path, or no cwd at all")
+		case len(dir) > maxCwd:
+			return fail(ipc.CodeBadRequest, fmt.Sprintf("cwd is %d bytes long, over the %d a path may have", len(dir), maxCwd), "")
+		}
+	}
+	return nil
+}
+
 // sourceRequest reads the caller's workspace, directory and BL_* variables.
 func sourceRequest(req *ipc.Message) sources.Request {
 	r := sources.Request{Workspace: req.Value(ipc.KeyWorkspace), Dir: req.Value(ipc.KeyDir)}
@@ -440,20 +510,39 @@ func sourceRequest(req *ipc.Message) sources.Request {
 	return r
 }
 
-func resolveError(err error) *ipc.Message {
+// resolveError answers a resolution that found nothing to serve. A source that could not be
+// read is often the cause (a broken bl config hides its workspaces), so each is named.
+func resolveError(res *sources.Resolution, err error) *ipc.Message {
+	msg := err.Error()
+	var hint string
+	var code string
 	switch {
 	case errors.Is(err, sources.ErrNoWorkspace):
-		return fail(ipc.CodeNoWorkspace, err.Error(), "pass a workspace (-w NAME), set BL_WORKSPACE, or run `bl login`")
+		code, hint = ipc.CodeNoWorkspace, "pass a workspace (-w NAME), set BL_WORKSPACE, or run `bl login`"
 	case errors.Is(err, sources.ErrNoCredentials):
-		return fail(ipc.CodeNoCredentials, err.Error(), "set BL_API_KEY or BL_CLIENT_CREDENTIALS, run `bl login WORKSPACE`, or `blauth-helper login WORKSPACE --api-key`")
+		code, hint = ipc.CodeNoCredentials, "set BL_API_KEY or BL_CLIENT_CREDENTIALS, run `bl login WORKSPACE`, or `blauth-helper login WORKSPACE --api-key`"
+	default:
+		return fail(ipc.CodeInternal, msg, "")
 	}
-	return fail(ipc.CodeInternal, err.Error(), "")
+	if res != nil && len(res.Errors) > 0 {
+		var b strings.Builder
+		for i, e := range res.Errors {
+			if i == 3 {
+				fmt.Fprintf(&b, "; and %d more (blauth-helper status lists them)", len(res.Errors)-i)
+				break
+			}
+			fmt.Fprintf(&b, "; %s %s could not be used: %s", e.Source.Kind, e.Source.Where, e.Error)
+		}
+		msg += b.String()
+		hint = "fix the source named above (it may hold what you expected), or " + hint
+	}
+	return fail(code, msg, hint)
 }
 
 func (d *Daemon) get(ctx context.Context, req *ipc.Message) *ipc.Message {
 	res, err := d.resolver.Resolve(sourceRequest(req))
 	if err != nil {
-		return resolveError(err)
+		return resolveError(res, err)
 	}
 	var minTTL time.Duration
 	if s := req.Value(ipc.KeyMinTTL); s != "" {
@@ -472,7 +561,7 @@ func (d *Daemon) get(ctx context.Context, req *ipc.Message) *ipc.Message {
 		}
 		return fail(ipc.CodeInternal, err.Error(), "")
 	}
-	t := ipc.Token{Workspace: res.Workspace, Token: s.Token, Kind: c.Kind, Source: c.Source.String(), Expiry: s.Expiry}
+	t := ipc.Token{Workspace: res.Workspace, Token: s.Token, Kind: c.Kind, Source: c.Source.String(), Expiry: s.Expiry, Hint: s.Warning}
 	return t.Message()
 }
 
@@ -487,20 +576,22 @@ func parseSeconds(s string) (time.Duration, error) {
 func (d *Daemon) erase(req *ipc.Message) *ipc.Message {
 	res, err := d.resolver.Resolve(sourceRequest(req))
 	if err != nil {
-		return resolveError(err)
+		return resolveError(res, err)
 	}
 	dropped := d.broker.Erase(res.Credential, req.Value(ipc.KeyToken))
 	d.log.Info().Str("workspace", res.Workspace).Bool("dropped", dropped).Msg("erase")
-	return ok(ipc.KeyWorkspace, res.Workspace, "dropped", fmt.Sprint(dropped))
+	return ok(ipc.KeyWorkspace, res.Workspace, ipc.KeyDropped, strconv.FormatBool(dropped))
 }
 
-func (d *Daemon) persist(c *sources.Credential, g *Grant) error {
+func (d *Daemon) persist(c *sources.Credential, g *Grant) (bool, error) {
 	if !d.cfg.WriteBack || c.Source.Kind != sources.SourceBLConfig || d.cfg.BLConfigPath == "" {
-		return nil
+		return false, nil
 	}
-	return sources.UpdateBLCredentials(d.cfg.BLConfigPath, c.Workspace, func(cr *sources.BLCredentials) {
+	saved := true
+	err := sources.UpdateBLCredentials(d.cfg.BLConfigPath, c.Workspace, func(cr *sources.BLCredentials) {
 		if cr.RefreshToken != "" && cr.RefreshToken != c.RefreshToken {
 			// bl logged in again since we read the file: its session is newer than ours.
+			saved = false
 			return
 		}
 		cr.AccessToken = g.AccessToken
@@ -511,4 +602,5 @@ func (d *Daemon) persist(c *sources.Credential, g *Grant) error {
 			cr.ExpiresIn = int(g.Lifetime().Seconds())
 		}
 	})
+	return saved && err == nil, err
 }

@@ -1,0 +1,193 @@
+package daemon
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/ipc"
+)
+
+// status asks for the status as a version 2 client and decodes it.
+func (td *testDaemon) status(t *testing.T, kv ...string) Status {
+	t.Helper()
+	resp, err := td.do(t, append([]string{ipc.KeyAction, ipc.ActionStatus}, kv...)...)
+	if err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	var st Status
+	if err := json.Unmarshal([]byte(resp.Long(ipc.KeyJSON)), &st); err != nil {
+		t.Fatalf("status JSON: %v", err)
+	}
+	return st
+}
+
+func TestStatusOfTenThousandWorkspaces(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("context:\n  workspace: ws-0\nworkspaces:\n")
+	for i := 0; i < 10000; i++ {
+		fmt.Fprintf(&b, "- name: ws-%d\n  credentials:\n    apiKey: \"key-%d\"\n", i, i)
+	}
+	b.WriteString("tracking: false\n")
+	td := startDaemon(t, nil, daemonOpts{blConfig: b.String()})
+	st := td.status(t)
+	if len(st.Workspaces) != 10000 {
+		t.Fatalf("status lists %d workspaces, want 10000", len(st.Workspaces))
+	}
+	// A version 1 client cannot take it on one line: it is told so, with the way out.
+	c, err := ipc.Dial(td.socket, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.Do(ipc.NewMessage(ipc.KeyVersion, "1", ipc.KeyAction, ipc.ActionStatus))
+	var e *ipc.Error
+	if !asIPCError(err, &e) || e.Code != ipc.CodeBadRequest || !strings.Contains(e.Hint, "version=2") {
+		t.Fatalf("version 1 status of 10000 workspaces: %v, want bad_request pointing at version 2", err)
+	}
+}
+
+func asIPCError(err error, e **ipc.Error) bool {
+	x, ok := err.(*ipc.Error)
+	*e = x
+	return ok
+}
+
+func TestConnectionsPastTheLimitAreToldWhy(t *testing.T) {
+	td := startDaemon(t, nil, daemonOpts{env: []string{"BL_WORKSPACE=a", "BL_API_KEY=k"}, mutate: func(c *Config) { c.MaxConns = 2 }})
+	var held []*ipc.Client
+	for i := 0; i < 2; i++ {
+		c, err := ipc.Dial(td.socket, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Do(ipc.NewMessage(ipc.KeyAction, ipc.ActionPing)); err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	_, err := td.do(t, ipc.KeyAction, ipc.ActionGet)
+	if ipc.ErrorCode(err) != ipc.CodeBusy {
+		t.Fatalf("a third connection with room for two: %v, want code busy", err)
+	}
+	held[0].Close()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if _, err := td.do(t, ipc.KeyAction, ipc.ActionGet); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("no room after a connection closed: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestStopEndsTheDaemon(t *testing.T) {
+	td := startDaemon(t, nil, daemonOpts{env: []string{"BL_WORKSPACE=a", "BL_API_KEY=k"}})
+	c, err := ipc.Dial(td.socket, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Do(ipc.NewMessage(ipc.KeyVersion, "1", ipc.KeyAction, ipc.ActionStop))
+	c.Close()
+	if ipc.ErrorCode(err) != ipc.CodeUnknownAction {
+		t.Fatalf("stop from a version 1 client: %v, want unknown_action", err)
+	}
+	resp, err := td.do(t, ipc.KeyAction, ipc.ActionStop)
+	if err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if resp.Value(ipc.KeyPID) != fmt.Sprint(os.Getpid()) || resp.Value(ipc.KeyManager) != ipc.ManagerForeground {
+		t.Fatalf("stop answered %v, want this pid and manager foreground", resp.Fields)
+	}
+	select {
+	case err := <-td.done:
+		td.once.Do(func() { td.err = err })
+	case <-time.After(10 * time.Second):
+		t.Fatal("the daemon still runs 10s after stop")
+	}
+	if _, err := os.Stat(td.socket); !os.IsNotExist(err) {
+		t.Fatalf("the socket is left after stop: %v", err)
+	}
+}
+
+func TestSourceErrorsAreNamedOnceAndInResolutionErrors(t *testing.T) {
+	td := startDaemon(t, nil, daemonOpts{blConfig: "context:\n  workspace: acme\nworkspaces: [\n"})
+	_, err := td.do(t, ipc.KeyAction, ipc.ActionGet)
+	var e *ipc.Error
+	if !asIPCError(err, &e) || e.Code != ipc.CodeNoWorkspace || !strings.Contains(e.Message, "config.yaml") || !strings.Contains(e.Message, "line") {
+		t.Fatalf("get with a broken bl config: %v, want no_workspace naming the config and the line", err)
+	}
+	if !strings.Contains(e.Hint, "fix the source") {
+		t.Fatalf("hint %q does not point at the broken source", e.Hint)
+	}
+	st := td.status(t, ipc.KeyWorkspace, "other")
+	if len(st.SourceErrors) != 1 || st.SourceErrors[0].Source.Kind != "bl_config" {
+		t.Fatalf("status source errors: %+v, want the bl config's, once", st.SourceErrors)
+	}
+	for _, w := range st.Workspaces {
+		if len(w.SourceErrors) != 0 {
+			t.Fatalf("workspace %s repeats the source errors", w.Workspace)
+		}
+	}
+}
+
+func TestFailedWriteBackIsVisibleAndRetried(t *testing.T) {
+	api := blaxeltest.New(0)
+	defer api.Close()
+	api.SetRotate(true)
+	clock := newFakeClock()
+	clock.t = time.Now().Round(0) // the watcher and sockets run on real time
+	api.SetNow(clock.Now)
+	_, rt := api.NewSession("user", "")
+	expired := api.TokenExpiring("user", clock.Now().Add(-time.Minute), 2*time.Hour)
+	cfg := sessionConfig(expired, rt)
+	td := startDaemon(t, api, daemonOpts{blConfig: cfg, clock: clock})
+	path := filepath.Join(td.home, ".blaxel", "config.yaml")
+	td.token(t) // refreshed and written back
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The file is broken by hand: the daemon keeps its last good view, but cannot write back.
+	if err := os.WriteFile(path, []byte("workspaces: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(125 * time.Minute) // the session must be refreshed
+	tok := td.token(t)
+	if !strings.Contains(tok.Hint, "could not be saved") {
+		t.Fatalf("served after a failed write-back with hint %q, want it said", tok.Hint)
+	}
+	st := td.status(t)
+	if len(st.Workspaces) == 0 || st.Workspaces[0].WriteBack == "" {
+		t.Fatalf("status after a failed write-back: %+v", st.Workspaces)
+	}
+	// The user repairs the file (as it was): the next retry writes the rotated session.
+	if err := os.WriteFile(path, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		clock.Add(persistRetryMax)
+		td.Broker().Tick()
+		td.Broker().Wait()
+		data, _ := os.ReadFile(path)
+		if strings.Contains(string(data), "access_token: "+tok.Token) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the rotated session never reached the repaired file")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if w := td.status(t).Workspaces[0].WriteBack; w != "" {
+		t.Fatalf("status still reports a write-back error after it landed: %s", w)
+	}
+	if h := td.token(t).Hint; h != "" {
+		t.Fatalf("hint after the write-back landed: %q", h)
+	}
+}
