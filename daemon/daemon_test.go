@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"fmt"
 	"bufio"
 	"context"
 	"net"
@@ -236,8 +237,17 @@ func TestRefusesAnOpenSocketDirectory(t *testing.T) {
 func TestSecondDaemonExitsAndStaleSocketIsReplaced(t *testing.T) {
 	td := startDaemon(t, nil, daemonOpts{env: []string{"BL_WORKSPACE=a", "BL_API_KEY=k"}})
 	_, err := New(t.Context(), Config{SocketPath: td.socket})
-	if err == nil || !strings.Contains(err.Error(), "already running") {
-		t.Fatalf("second daemon: err = %v, want already running", err)
+	if want := fmt.Sprintf("already running as pid %d", os.Getpid()); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("second daemon: err = %v, want %q", err, want)
+	}
+	// Two starting together: the second finds the lock held, and names its holder too.
+	lock, err := lockSocketDir(filepath.Join(shortTempDir(t), "x.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.release()
+	if _, err := lockSocketDir(strings.TrimSuffix(lock.f.Name(), ".lock")); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("as pid %d", os.Getpid())) {
+		t.Fatalf("second lock: %v, want the holder's pid named", err)
 	}
 	if td.token(t).Token != "k" {
 		t.Fatal("the first daemon stopped serving")
@@ -312,19 +322,24 @@ func TestBadInputNeverStallsTheDaemon(t *testing.T) {
 		c.RequestTimeout = 300 * time.Millisecond
 	}})
 	cases := []struct {
-		name  string
-		input string
-		code  string // expected error code, "" = connection closed without answer
+		name     string
+		input    string
+		code     string // expected error code, "" = a success answer
+		closeOut bool   // the client shuts its side down after the input
 	}{
-		{"no equals sign", "action\n\n", ipc.CodeBadRequest},
-		{"binary", "\x00\x01\x02\xff=\x00\n\n", ipc.CodeBadRequest},
-		{"oversized line", strings.Repeat("a", ipc.MaxLineSize+10) + "\n\n", ipc.CodeBadRequest},
-		{"oversized message", strings.Repeat("k=v\n", ipc.MaxMessageSize/4+10) + "\n", ipc.CodeBadRequest},
-		{"unknown action", "action=launch\n\n", ipc.CodeUnknownAction},
-		{"no action", "workspace=a\n\n", ipc.CodeBadRequest},
-		{"future version", "version=9\naction=get\n\n", ipc.CodeUnsupportedVersion},
-		{"bad min_ttl", "action=get\nmin_ttl=-5\n\n", ipc.CodeBadRequest},
-		{"half a request then silence", "action=ge", ""},
+		{"no equals sign", "action\n\n", ipc.CodeBadRequest, false},
+		{"binary", "\x00\x01\x02\xff=\x00\n\n", ipc.CodeBadRequest, false},
+		{"oversized line", strings.Repeat("a", ipc.MaxLineSize+10) + "\n\n", ipc.CodeBadRequest, false},
+		{"oversized message", strings.Repeat("k=v\n", ipc.MaxMessageSize/4+10) + "\n", ipc.CodeBadRequest, false},
+		{"unknown action", "action=launch\n\n", ipc.CodeUnknownAction, false},
+		{"no action", "workspace=a\n\n", ipc.CodeBadRequest, false},
+		{"version that is not a number", "version=two\naction=get\n\n", ipc.CodeUnsupportedVersion, false},
+		{"future version served at ours", "version=9\naction=get\n\n", "", false},
+		{"bad min_ttl", "action=get\nmin_ttl=-5\n\n", ipc.CodeBadRequest, false},
+		{"relative cwd", "action=get\ncwd=project\n\n", ipc.CodeBadRequest, false},
+		{"cwd longer than a path can be", "action=get\ncwd=/" + strings.Repeat("d/", 2100) + "\n\n", ipc.CodeBadRequest, false},
+		{"half a request then silence", "action=ge", ipc.CodeBadRequest, false},
+		{"a request cut short", "version=2\naction=get\n", ipc.CodeBadRequest, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -334,22 +349,28 @@ func TestBadInputNeverStallsTheDaemon(t *testing.T) {
 			}
 			defer c.Close()
 			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-			go func() { _, _ = c.Write([]byte(tc.input)) }()
-			resp, err := ipc.ReadMessage(bufio.NewReader(c))
-			if tc.code == "" {
-				if err == nil {
-					t.Fatalf("got an answer %v, want the connection closed", resp)
+			go func() {
+				_, _ = c.Write([]byte(tc.input))
+				if tc.closeOut {
+					_ = c.(*net.UnixConn).CloseWrite()
 				}
-				if ne, ok := err.(net.Error); ok && ne.Timeout() {
-					t.Fatal("the daemon never closed a stalled connection")
-				}
-				return
-			}
+			}()
+			r := bufio.NewReader(c)
+			resp, err := ipc.ReadAnswer(r)
 			if err != nil {
 				t.Fatalf("no answer: %v", err)
 			}
 			if got := ipc.ErrorCode(ipc.AsError(resp)); got != tc.code {
 				t.Fatalf("code = %q (%s), want %q", got, resp.Value(ipc.KeyMessage), tc.code)
+			}
+			if v := resp.Value(ipc.KeyVersion); strings.HasPrefix(tc.input, "version=9") && v != ipc.Version {
+				t.Fatalf("a version 9 request was answered in version %q, want this daemon's %s", v, ipc.Version)
+			}
+			if tc.code == ipc.CodeBadRequest && !strings.HasPrefix(tc.input, "action=get\n") {
+				// After a framing error the stream is out of step: the daemon closes it.
+				if _, err := ipc.ReadAnswer(r); err == nil {
+					t.Fatal("the connection stayed open after a framing error")
+				}
 			}
 		})
 	}

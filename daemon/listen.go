@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -26,13 +28,27 @@ func lockSocketDir(socketPath string) (*socketLock, error) {
 		return nil, fmt.Errorf("open lock file: %w", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
+		defer f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w (it holds %s)", ErrAlreadyRunning, p)
+			return nil, fmt.Errorf("%w%s (it holds %s)", ErrAlreadyRunning, holder(f), p)
 		}
 		return nil, fmt.Errorf("lock %s: %w", p, err)
 	}
+	// The holder's pid, for the message a second daemon prints.
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
 	return &socketLock{f}, nil
+}
+
+// holder names the pid written in a lock file another daemon holds, as " as pid N".
+func holder(f *os.File) string {
+	b := make([]byte, 16)
+	n, _ := f.ReadAt(b, 0)
+	if pid, err := strconv.Atoi(strings.TrimSpace(string(b[:n]))); err == nil && pid > 0 {
+		return fmt.Sprintf(" as pid %d", pid)
+	}
+	return ""
 }
 
 func (l *socketLock) release() {
@@ -46,9 +62,13 @@ func listenUnix(path string) (net.Listener, *socketLock, error) {
 	if err := ipc.PrepareSocketDir(filepath.Dir(path)); err != nil {
 		return nil, nil, err
 	}
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+	if c, err := ipc.Dial(path, time.Second); err == nil {
+		pid := ""
+		if resp, err := c.Do(ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionPing)); err == nil {
+			pid = " as pid " + resp.Value(ipc.KeyPID)
+		}
 		c.Close()
-		return nil, nil, fmt.Errorf("%w on %s", ErrAlreadyRunning, path)
+		return nil, nil, fmt.Errorf("%w%s on %s", ErrAlreadyRunning, pid, path)
 	}
 	lock, err := lockSocketDir(path)
 	if err != nil {

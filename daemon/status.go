@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"time"
 
@@ -21,6 +22,7 @@ type WorkspaceStatus struct {
 	LastRefresh  time.Time             `json:"last_refresh,omitzero"`
 	LastError    string                `json:"last_error,omitempty"`
 	Refused      bool                  `json:"refused,omitempty"`
+	WriteBack    string                `json:"write_back_error,omitempty"`
 	Error        string                `json:"error,omitempty"`
 	SourceErrors []sources.SourceError `json:"source_errors,omitempty"`
 }
@@ -35,6 +37,9 @@ type Status struct {
 	Workspaces []WorkspaceStatus `json:"workspaces"`
 	Cached     []EntryStatus     `json:"cached"`
 	Dotenvs    int               `json:"watched_dotenv_files"`
+	// SourceErrors are the problems of every source this caller's answers draw on (the bl
+	// config, the keyring, its .env), each listed once.
+	SourceErrors []sources.SourceError `json:"source_errors,omitempty"`
 }
 
 // StatusFor builds the status as seen by a caller with the given directory and environment.
@@ -45,9 +50,13 @@ func (d *Daemon) StatusFor(sr sources.Request) Status {
 	def := sr
 	def.Workspace = ""
 	// A resolution error still names the workspace it chose (a workspace without credentials).
-	if res, _ := d.resolver.Resolve(def); res != nil && res.Workspace != "" {
+	res, _ := d.resolver.Resolve(def)
+	if res != nil && res.Workspace != "" {
 		st.Default = res.Workspace
 		names = appendUnique(names, res.Workspace)
+	}
+	if res != nil {
+		st.SourceErrors = res.Errors
 	}
 	if sr.Workspace != "" {
 		names = appendUnique(names, sr.Workspace)
@@ -61,7 +70,7 @@ func (d *Daemon) StatusFor(sr sources.Request) Status {
 		q := sr
 		q.Workspace = w
 		res, err := d.resolver.Resolve(q)
-		ws := WorkspaceStatus{Workspace: w, SourceErrors: res.Errors}
+		ws := WorkspaceStatus{Workspace: w}
 		if err != nil {
 			ws.Error = err.Error()
 		} else {
@@ -72,6 +81,7 @@ func (d *Daemon) StatusFor(sr sources.Request) Status {
 			}
 			if e, ok := byKey[c.Key()]; ok {
 				ws.Expiry, ws.RefreshAt, ws.LastRefresh, ws.LastError, ws.Refused = e.Expiry, e.RefreshAt, e.LastRefresh, e.LastError, e.Refused
+				ws.WriteBack = e.WriteBackError
 			}
 		}
 		st.Workspaces = append(st.Workspaces, ws)
@@ -92,10 +102,21 @@ func appendUnique(xs []string, x string) []string {
 	return append(xs, x)
 }
 
-func (d *Daemon) status(req *ipc.Message) *ipc.Message {
+// status answers action=status. From version 2 the JSON may be split over several json= lines
+// (ipc.Message.Long joins them), so any number of workspaces fits; a version 1 client gets it
+// on one line, or an error when it is too long for one.
+func (d *Daemon) status(req *ipc.Message, version int) *ipc.Message {
 	b, err := json.Marshal(d.StatusFor(sourceRequest(req)))
 	if err != nil {
 		return fail(ipc.CodeInternal, err.Error(), "")
 	}
-	return ok(ipc.KeyJSON, string(b))
+	if version < 2 {
+		if len(b)+len(ipc.KeyJSON)+1 > ipc.MaxLineSize {
+			return fail(ipc.CodeBadRequest, fmt.Sprintf("the status is %d bytes, too long for one line of protocol version 1", len(b)), "send version=2: its answers carry long values over several lines")
+		}
+		return ok(ipc.KeyJSON, string(b))
+	}
+	m := ok()
+	m.AddLong(ipc.KeyJSON, string(b))
+	return m
 }

@@ -59,12 +59,12 @@ func (c *Client) DoTimeout(req *Message, timeout time.Duration) (*Message, error
 		// A daemon that refuses a peer answers at once and closes; its answer may be waiting
 		// even though our write failed.
 		_ = c.conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-		if resp, rerr := ReadMessage(c.r); rerr == nil && AsError(resp) != nil {
+		if resp, rerr := ReadAnswer(c.r); rerr == nil && AsError(resp) != nil {
 			return resp, AsError(resp)
 		}
 		return nil, fmt.Errorf("send request: %w", err)
 	}
-	resp, err := ReadMessage(c.r)
+	resp, err := ReadAnswer(c.r)
 	if err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return nil, fmt.Errorf("daemon did not answer within %s: %w", timeout, err)

@@ -31,6 +31,22 @@ const (
 	KeyVerificationURIComplete = "verification_uri_complete"
 	KeyUserCode                = "user_code"
 	KeyInterval                = "interval"
+	KeyExpiresIn               = "expires_in" // seconds a device code lives
+	KeyFlow                    = "flow"       // a device login in progress
+	KeyWait                    = "wait"       // seconds login_wait may wait
+	KeySaved                   = "saved"      // where a device login's session was saved
+
+	KeyPID           = "pid"
+	KeyDaemonVersion = "daemon_version"
+	KeyDropped       = "dropped" // erase: whether a cached token was dropped
+	KeyManager       = "manager" // ping, stop: what started the daemon (systemd, spawned, foreground)
+)
+
+// What started a daemon, in manager=.
+const (
+	ManagerSystemd    = "systemd"    // socket activation: the socket stays and starts it again
+	ManagerSpawned    = "spawned"    // started on demand by a client (blauth-helper)
+	ManagerForeground = "foreground" // started by hand or by a service manager without activation
 )
 
 // Actions a daemon understands.
@@ -44,6 +60,7 @@ const (
 	ActionKeyringDelete  = "keyring_delete" // remove it
 	ActionLoginStart     = "login_start"    // begin Blaxel's device flow
 	ActionLoginWait      = "login_wait"     // wait for it to complete
+	ActionStop           = "stop"           // stop the daemon (version 2)
 	StatusOK, StatusFail = "ok", "error"
 )
 
@@ -68,6 +85,7 @@ const (
 	CodeLoginExpired       = "login_expired"       // device code expired or was denied
 	CodeForbidden          = "forbidden"           // peer is another user
 	CodeShuttingDown       = "shutting_down"
+	CodeBusy               = "busy" // too many connections; retry in a moment
 	CodeInternal           = "internal"
 )
 
@@ -127,6 +145,8 @@ type Token struct {
 	Kind      string
 	Source    string
 	Expiry    time.Time // zero when the token does not expire
+	// Hint, when set, is something the user should know although the token is good (version 2).
+	Hint string
 }
 
 // ParseToken reads a get answer.
@@ -134,7 +154,7 @@ func ParseToken(m *Message) (*Token, error) {
 	if err := AsError(m); err != nil {
 		return nil, err
 	}
-	t := &Token{Workspace: m.Value(KeyWorkspace), Token: m.Value(KeyToken), Kind: m.Value(KeyKind), Source: m.Value(KeySource)}
+	t := &Token{Workspace: m.Value(KeyWorkspace), Token: m.Value(KeyToken), Kind: m.Value(KeyKind), Source: m.Value(KeySource), Hint: m.Value(KeyHint)}
 	if t.Token == "" {
 		return nil, fmt.Errorf("%w: answer holds no token", ErrMalformed)
 	}
@@ -154,6 +174,23 @@ func (t *Token) Message() *Message {
 	if !t.Expiry.IsZero() {
 		exp = strconv.FormatInt(t.Expiry.Unix(), 10)
 	}
-	return NewMessage(KeyVersion, Version, KeyStatus, StatusOK, KeyWorkspace, t.Workspace,
+	m := NewMessage(KeyVersion, Version, KeyStatus, StatusOK, KeyWorkspace, t.Workspace,
 		KeyToken, t.Token, KeyExpiry, exp, KeyKind, t.Kind, KeySource, t.Source)
+	if t.Hint != "" {
+		m.Add(KeyHint, oneLine(t.Hint))
+	}
+	return m
+}
+
+// ParseVersion reads a request's version=: 1 when absent. ok is false for anything but a
+// positive decimal number.
+func ParseVersion(s string, present bool) (v int, ok bool) {
+	if !present {
+		return 1, true
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || strconv.Itoa(n) != s {
+		return 0, false
+	}
+	return n, true
 }

@@ -11,18 +11,27 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode/utf8"
 )
 
-// Version is the protocol version this package speaks. A request may carry version=1; a daemon
-// answers every request with the version it speaks.
-const Version = "1"
+// Version is the newest protocol version this package speaks. A request names the newest
+// version its client speaks; the daemon serves it at the lower of that and its own, and says
+// which in the answer's version=. docs/PROTOCOL.md lists what each version added.
+const Version = "2"
 
-// Limits on a single message. A message larger than MaxMessageSize, a line longer than MaxLineSize
-// or more than MaxFields fields is rejected without reading the rest of it.
+// VersionNumber is Version as a number.
+const VersionNumber = 2
+
+// Limits on a single message. A request larger than MaxMessageSize, a line longer than MaxLineSize
+// or more than MaxFields fields is rejected without reading the rest of it. Answers may be larger
+// (a status of thousands of workspaces): up to MaxAnswerSize and MaxAnswerFields, with the same
+// line limit (long values are split over several lines, see AddLong).
 const (
-	MaxMessageSize = 64 << 10
-	MaxLineSize    = 16 << 10
-	MaxFields      = 256
+	MaxMessageSize  = 64 << 10
+	MaxLineSize     = 16 << 10
+	MaxFields       = 256
+	MaxAnswerSize   = 16 << 20
+	MaxAnswerFields = 1 << 14
 )
 
 // Field is one key=value line of a message.
@@ -76,6 +85,37 @@ func (m *Message) All(key string) []string {
 // Add appends a field.
 func (m *Message) Add(key, value string) { m.Fields = append(m.Fields, Field{key, value}) }
 
+// longChunk is the size of the pieces AddLong cuts a value into: well inside MaxLineSize.
+const longChunk = 8 << 10
+
+// AddLong appends value as one or more fields of key, each at most 8 KiB, cut between UTF-8
+// characters, so that a value of any length fits the line limit. Long reads it back.
+func (m *Message) AddLong(key, value string) {
+	for len(value) > longChunk {
+		n := longChunk
+		for n > 0 && !utf8.RuneStart(value[n]) {
+			n--
+		}
+		if n == 0 {
+			n = longChunk
+		}
+		m.Add(key, value[:n])
+		value = value[n:]
+	}
+	m.Add(key, value)
+}
+
+// Long returns every value of key joined in order: the value AddLong split.
+func (m *Message) Long(key string) string {
+	var b strings.Builder
+	for _, f := range m.Fields {
+		if f.Key == key {
+			b.WriteString(f.Value)
+		}
+	}
+	return b.String()
+}
+
 // Set replaces every field of key by one with value, at the position of the first.
 func (m *Message) Set(key, value string) {
 	out := m.Fields[:0]
@@ -123,6 +163,15 @@ func ValidValue(v string) bool { return !strings.ContainsAny(v, "\r\n\x00") }
 // ends inside one, and an error wrapping ErrTooLarge or ErrMalformed for input that breaks the
 // limits or the grammar; after such an error the stream is out of step and must be closed.
 func ReadMessage(r *bufio.Reader) (*Message, error) {
+	return readMessage(r, MaxMessageSize, MaxFields)
+}
+
+// ReadAnswer is ReadMessage with the limits of an answer (MaxAnswerSize, MaxAnswerFields).
+func ReadAnswer(r *bufio.Reader) (*Message, error) {
+	return readMessage(r, MaxAnswerSize, MaxAnswerFields)
+}
+
+func readMessage(r *bufio.Reader, maxSize, maxFields int) (*Message, error) {
 	m := &Message{}
 	total := 0
 	for {
@@ -137,14 +186,14 @@ func ReadMessage(r *bufio.Reader) (*Message, error) {
 			return nil, err
 		}
 		total += len(line) + 1
-		if total > MaxMessageSize {
-			return nil, fmt.Errorf("%w: over %d bytes", ErrTooLarge, MaxMessageSize)
+		if total > maxSize {
+			return nil, fmt.Errorf("%w: over %d bytes", ErrTooLarge, maxSize)
 		}
 		if line == "" {
 			return m, nil
 		}
-		if len(m.Fields) >= MaxFields {
-			return nil, fmt.Errorf("%w: over %d fields", ErrTooLarge, MaxFields)
+		if len(m.Fields) >= maxFields {
+			return nil, fmt.Errorf("%w: over %d fields", ErrTooLarge, maxFields)
 		}
 		k, v, ok := strings.Cut(line, "=")
 		if !ok {
@@ -183,9 +232,15 @@ func readLine(r *bufio.Reader) (string, error) {
 	}
 }
 
-// Encode returns the wire form of m, ended by the empty line. It fails on an invalid key or value
-// rather than sending something the peer would misread.
-func (m *Message) Encode() ([]byte, error) {
+// Encode returns the wire form of m as a request, ended by the empty line. It fails on an invalid
+// key or value, or a request over the limits, rather than sending something the peer would
+// misread or refuse.
+func (m *Message) Encode() ([]byte, error) { return m.encode(MaxMessageSize, MaxFields) }
+
+func (m *Message) encode(maxSize, maxFields int) ([]byte, error) {
+	if len(m.Fields) > maxFields {
+		return nil, fmt.Errorf("%w: over %d fields", ErrTooLarge, maxFields)
+	}
 	var b []byte
 	for _, f := range m.Fields {
 		if !ValidKey(f.Key) {
@@ -195,21 +250,34 @@ func (m *Message) Encode() ([]byte, error) {
 			// The value may be a secret: never quote it.
 			return nil, fmt.Errorf("%w: value of %s holds CR, LF or NUL", ErrMalformed, f.Key)
 		}
+		if len(f.Key)+1+len(f.Value) > MaxLineSize {
+			return nil, fmt.Errorf("%w: the line of %s is over %d bytes", ErrTooLarge, f.Key, MaxLineSize)
+		}
 		b = append(b, f.Key...)
 		b = append(b, '=')
 		b = append(b, f.Value...)
 		b = append(b, '\n')
 	}
 	b = append(b, '\n')
-	if len(b) > MaxMessageSize {
-		return nil, fmt.Errorf("%w: over %d bytes", ErrTooLarge, MaxMessageSize)
+	if len(b) > maxSize {
+		return nil, fmt.Errorf("%w: over %d bytes", ErrTooLarge, maxSize)
 	}
 	return b, nil
 }
 
-// WriteMessage writes m in one write.
+// WriteMessage writes m, a request, in one write.
 func WriteMessage(w io.Writer, m *Message) error {
 	b, err := m.Encode()
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}
+
+// WriteAnswer writes m, an answer, in one write, with the limits of an answer.
+func WriteAnswer(w io.Writer, m *Message) error {
+	b, err := m.encode(MaxAnswerSize, MaxAnswerFields)
 	if err != nil {
 		return err
 	}
