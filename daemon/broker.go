@@ -46,7 +46,8 @@ type BrokerConfig struct {
 	Jitter float64
 	// MinTTL is the least remaining life of a served token (30s). A request may ask for more.
 	MinTTL time.Duration
-	// ExchangeTimeout bounds one exchange (20s).
+	// ExchangeTimeout bounds one exchange (ipc.ExchangeTimeout). A caller waits for one at most
+	// ipc.GetBudget.
 	ExchangeTimeout time.Duration
 	// Backoff spaces retries after transient failures (1s doubling to 5m, half jitter).
 	Backoff backoff.Policy
@@ -93,15 +94,15 @@ type flight struct {
 }
 
 type entry struct {
-	key       string
-	cred      *sources.Credential // what exchanges use: the source's, plus rotated tokens
-	seen        *sources.Credential // the source's version as last seen
+	key  string
+	cred *sources.Credential // what exchanges use: the source's, plus rotated tokens
+	seen *sources.Credential // the source's version as last seen
 	// onDisk is the session as its source holds it, as far as the daemon knows: the last view
 	// adopted, or the last session it wrote back. A write-back must find its refresh token there.
 	onDisk *sources.Credential
 	// held are the refresh tokens this entry has used or written (the newest last): a source
 	// view holding one of them is the daemon's own write, or an older view, never a new login.
-	held []string
+	held      []string
 	keepFresh bool
 	// lifetime is how long the endpoint's tokens for this credential live, learned from the last
 	// one; a min_ttl it cannot meet is refused without an exchange.
@@ -138,8 +139,8 @@ func NewBroker(ctx context.Context, cfg BrokerConfig) *Broker {
 	if cfg.MinTTL <= 0 {
 		cfg.MinTTL = 30 * time.Second
 	}
-	if cfg.ExchangeTimeout <= 0 {
-		cfg.ExchangeTimeout = 20 * time.Second
+	if cfg.ExchangeTimeout <= 0 || cfg.ExchangeTimeout >= ipc.GetBudget {
+		cfg.ExchangeTimeout = ipc.ExchangeTimeout
 	}
 	if cfg.RetryFraction <= 0 {
 		cfg.RetryFraction = 0.1
@@ -239,7 +240,7 @@ func (b *Broker) Get(ctx context.Context, c *sources.Credential, minTTL time.Dur
 	}
 	b.mu.Unlock()
 
-	wait := time.NewTimer(b.cfg.ExchangeTimeout + 5*time.Second)
+	wait := time.NewTimer(ipc.GetBudget)
 	defer wait.Stop()
 	select {
 	case <-f.done:
@@ -632,41 +633,13 @@ func (b *Broker) Untrack(held func(key string) bool) {
 	}
 }
 
-// EntryStatus describes one cached credential, without secrets.
-type EntryStatus struct {
-	Workspace   string    `json:"workspace"`
-	Kind        string    `json:"kind"`
-	Source      string    `json:"source"`
-	Expiry      time.Time `json:"expiry,omitzero"`
-	RefreshAt   time.Time `json:"refresh_at,omitzero"`
-	LastRefresh time.Time `json:"last_refresh,omitzero"`
-	LastError   string    `json:"last_error,omitempty"`
-	Refused     bool      `json:"refused,omitempty"`
-	NextTry     time.Time `json:"next_try,omitzero"`
-	Exchanges   int       `json:"exchanges"`
-	// WriteBackError is why the last refreshed session is not saved in its source yet.
-	WriteBackError string `json:"write_back_error,omitempty"`
-	key            string
-}
-
 // Status lists the cached credentials, sorted by workspace.
-func (b *Broker) Status() []EntryStatus {
+func (b *Broker) Status() []ipc.CachedStatus {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var out []EntryStatus
+	out := make([]ipc.CachedStatus, 0, len(b.entries))
 	for _, e := range b.entries {
-		s := EntryStatus{Workspace: e.cred.Workspace, Kind: e.cred.Kind, Source: e.cred.Source.String(),
-			LastRefresh: e.lastRefresh, Refused: e.permanent, NextTry: e.nextTry, Exchanges: e.exchanges, key: e.key}
-		if e.tok != nil {
-			s.Expiry, s.RefreshAt = e.tok.expiry, e.tok.refreshAt
-		}
-		if e.lastErr != nil {
-			s.LastError = e.lastErr.Error()
-		}
-		if e.saveErr != nil {
-			s.WriteBackError = e.saveErr.Error()
-		}
-		out = append(out, s)
+		out = append(out, e.status())
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Workspace != out[j].Workspace {
@@ -675,6 +648,33 @@ func (b *Broker) Status() []EntryStatus {
 		return out[i].Source < out[j].Source
 	})
 	return out
+}
+
+// Lookup returns the state of c's cached token, if the broker holds one.
+func (b *Broker) Lookup(c *sources.Credential) (ipc.CachedStatus, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := b.entries[c.Key()]
+	if e == nil {
+		return ipc.CachedStatus{}, false
+	}
+	return e.status(), true
+}
+
+// status describes e without secrets. The broker's mutex is held.
+func (e *entry) status() ipc.CachedStatus {
+	s := ipc.CachedStatus{Workspace: e.cred.Workspace, Kind: e.cred.Kind, Source: e.cred.Source.String(),
+		LastRefresh: e.lastRefresh, Refused: e.permanent, NextTry: e.nextTry, Exchanges: e.exchanges}
+	if e.tok != nil {
+		s.Expiry, s.RefreshAt = e.tok.expiry, e.tok.refreshAt
+	}
+	if e.lastErr != nil {
+		s.LastError = e.lastErr.Error()
+	}
+	if e.saveErr != nil {
+		s.WriteBackError = e.saveErr.Error()
+	}
+	return s
 }
 
 // Wait waits for exchanges in flight to finish (after the daemon's context is cancelled they

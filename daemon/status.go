@@ -4,47 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
 )
 
-// WorkspaceStatus is one workspace in a status answer: which credential wins, what it shadows,
-// the state of its token, and any source error. It never holds a secret.
-type WorkspaceStatus struct {
-	Workspace    string                `json:"workspace"`
-	Kind         string                `json:"kind,omitempty"`
-	Source       string                `json:"source,omitempty"`
-	Shadows      []string              `json:"shadows,omitempty"`
-	Expiry       time.Time             `json:"expiry,omitzero"`
-	RefreshAt    time.Time             `json:"refresh_at,omitzero"`
-	LastRefresh  time.Time             `json:"last_refresh,omitzero"`
-	LastError    string                `json:"last_error,omitempty"`
-	Refused      bool                  `json:"refused,omitempty"`
-	WriteBack    string                `json:"write_back_error,omitempty"`
-	Error        string                `json:"error,omitempty"`
-	SourceErrors []sources.SourceError `json:"source_errors,omitempty"`
-}
-
-// Status is the answer to action=status, carried as JSON in json=.
-type Status struct {
-	Version    string            `json:"version"`
-	PID        int               `json:"pid"`
-	Socket     string            `json:"socket"`
-	Started    time.Time         `json:"started"`
-	Default    string            `json:"default_workspace,omitempty"`
-	Workspaces []WorkspaceStatus `json:"workspaces"`
-	Cached     []EntryStatus     `json:"cached"`
-	Dotenvs    int               `json:"watched_dotenv_files"`
-	// SourceErrors are the problems of every source this caller's answers draw on (the bl
-	// config, the keyring, its .env), each listed once.
-	SourceErrors []sources.SourceError `json:"source_errors,omitempty"`
-}
-
 // StatusFor builds the status as seen by a caller with the given directory and environment.
-func (d *Daemon) StatusFor(sr sources.Request) Status {
-	st := Status{Version: d.cfg.Version, PID: os.Getpid(), Socket: d.socket, Started: d.started, Dotenvs: d.resolver.WatchedDotenvs()}
+func (d *Daemon) StatusFor(sr sources.Request) ipc.Status {
+	st := ipc.Status{Version: d.cfg.Version, PID: os.Getpid(), Socket: d.socket, Manager: d.cfg.Manager, Started: d.started, Dotenvs: d.resolver.WatchedDotenvs()}
 	names := d.resolver.Workspaces()
 	// The caller's own default workspace, which may come from its .env or environment.
 	def := sr
@@ -56,21 +23,16 @@ func (d *Daemon) StatusFor(sr sources.Request) Status {
 		names = appendUnique(names, res.Workspace)
 	}
 	if res != nil {
-		st.SourceErrors = res.Errors
+		st.SourceErrors = sourceErrors(res.Errors)
 	}
 	if sr.Workspace != "" {
 		names = appendUnique(names, sr.Workspace)
-	}
-	cached := d.broker.Status()
-	byKey := map[string]EntryStatus{}
-	for _, e := range cached {
-		byKey[e.key] = e
 	}
 	for _, w := range names {
 		q := sr
 		q.Workspace = w
 		res, err := d.resolver.Resolve(q)
-		ws := WorkspaceStatus{Workspace: w}
+		ws := ipc.WorkspaceStatus{Workspace: w}
 		if err != nil {
 			ws.Error = err.Error()
 		} else {
@@ -79,18 +41,23 @@ func (d *Daemon) StatusFor(sr sources.Request) Status {
 			for _, s := range res.Shadowed {
 				ws.Shadows = append(ws.Shadows, s.Kind+" from "+s.Source.String())
 			}
-			if e, ok := byKey[c.Key()]; ok {
+			if e, ok := d.broker.Lookup(c); ok {
 				ws.Expiry, ws.RefreshAt, ws.LastRefresh, ws.LastError, ws.Refused = e.Expiry, e.RefreshAt, e.LastRefresh, e.LastError, e.Refused
-				ws.WriteBack = e.WriteBackError
+				ws.WriteBackError = e.WriteBackError
 			}
 		}
 		st.Workspaces = append(st.Workspaces, ws)
 	}
-	st.Cached = cached
-	if st.Cached == nil {
-		st.Cached = []EntryStatus{}
-	}
+	st.Cached = d.broker.Status()
 	return st
+}
+
+func sourceErrors(es []sources.SourceError) []ipc.SourceError {
+	var out []ipc.SourceError
+	for _, e := range es {
+		out = append(out, ipc.SourceError{Source: ipc.SourceRef{Kind: e.Source.Kind, Where: e.Source.Where}, Error: e.Error})
+	}
+	return out
 }
 
 func appendUnique(xs []string, x string) []string {

@@ -16,9 +16,10 @@ var benchJWT = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9." + strings.Repeat("eyJzdWI
 // its BL_* variables.
 func benchRequest() *Message {
 	m := NewMessage(KeyVersion, Version, KeyAction, ActionGet, KeyDir, "/home/user/src/project")
-	m.Fields = append(m.Fields, CallerEnv([]string{
+	env, _ := CallerEnv([]string{
 		"PATH=/usr/bin", "BL_WORKSPACE=acme-prod", "BL_CLIENT_CREDENTIALS=Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ=",
-	})...)
+	})
+	m.Fields = append(m.Fields, env...)
 	return m
 }
 

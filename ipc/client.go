@@ -80,17 +80,40 @@ func (c *Client) DoTimeout(req *Message, timeout time.Duration) (*Message, error
 // Close closes the connection.
 func (c *Client) Close() error { return c.conn.Close() }
 
+// EnvError is a caller variable that cannot be sent: its name is not a valid key, or its value
+// holds CR, LF or NUL. It never holds the value, which may be a secret.
+type EnvError struct {
+	Name   string
+	Reason string // "a line break", "a trailing carriage return", "a NUL byte", …
+}
+
+func (e *EnvError) Error() string { return e.Name + " holds " + e.Reason }
+
 // CallerEnv returns the BL_* variables of environ (as os.Environ gives them) as request fields,
-// sorted by name, for the daemon to resolve the caller's environment source.
-func CallerEnv(environ []string) []Field {
+// sorted by name, for the daemon to resolve the caller's environment source. A variable that
+// cannot be sent is an *EnvError, never dropped: without it the daemon would resolve another
+// workspace's credential.
+func CallerEnv(environ []string) ([]Field, error) {
 	var fs []Field
 	for _, kv := range environ {
 		k, v, ok := strings.Cut(kv, "=")
-		if !ok || !strings.HasPrefix(k, "BL_") || !ValidKey(KeyEnvPrefix+k) || !ValidValue(v) {
+		if !ok || !strings.HasPrefix(k, "BL_") {
 			continue
+		}
+		switch {
+		case !ValidKey(KeyEnvPrefix + k):
+			return nil, &EnvError{Name: k, Reason: "an invalid name"}
+		case strings.HasSuffix(v, "\r") && ValidValue(v[:len(v)-1]):
+			return nil, &EnvError{Name: k, Reason: "a trailing carriage return"}
+		case strings.Contains(v, "\n"):
+			return nil, &EnvError{Name: k, Reason: "a line break"}
+		case strings.Contains(v, "\r"):
+			return nil, &EnvError{Name: k, Reason: "a carriage return"}
+		case strings.Contains(v, "\x00"):
+			return nil, &EnvError{Name: k, Reason: "a NUL byte"}
 		}
 		fs = append(fs, Field{KeyEnvPrefix + k, v})
 	}
 	sort.Slice(fs, func(i, j int) bool { return fs[i].Key < fs[j].Key })
-	return fs
+	return fs, nil
 }

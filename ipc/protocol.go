@@ -71,6 +71,14 @@ const (
 	KindLogin             = "login"
 )
 
+// The time a get may take. A daemon gives one exchange with the token endpoint at most
+// ExchangeTimeout, and answers a get that waits for one within GetBudget (with unavailable when
+// the exchange is not done): a client should wait a little longer than GetBudget for an answer.
+const (
+	ExchangeTimeout = 20 * time.Second
+	GetBudget       = 25 * time.Second
+)
+
 // Error codes. Clients branch on these, never on the message text.
 const (
 	CodeBadRequest         = "bad_request"         // malformed, oversized or incomplete request

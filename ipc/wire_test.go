@@ -118,9 +118,19 @@ func TestErrorMessageIsOneLine(t *testing.T) {
 }
 
 func TestCallerEnvSendsOnlyBLVariables(t *testing.T) {
-	fs := CallerEnv([]string{"HOME=/h", "BL_WORKSPACE=w", "BL_API_KEY=k", "BLX=1", "BL_BAD=a\nb", "PATH=/bin"})
-	if len(fs) != 2 || fs[0] != (Field{"env.BL_API_KEY", "k"}) || fs[1] != (Field{"env.BL_WORKSPACE", "w"}) {
-		t.Fatalf("CallerEnv = %v", fs)
+	fs, err := CallerEnv([]string{"HOME=/h", "BL_WORKSPACE=w", "BL_API_KEY=k", "BLX=1", "PATH=/bin"})
+	if err != nil || len(fs) != 2 || fs[0] != (Field{"env.BL_API_KEY", "k"}) || fs[1] != (Field{"env.BL_WORKSPACE", "w"}) {
+		t.Fatalf("CallerEnv = %v, %v", fs, err)
+	}
+	for in, want := range map[string]string{
+		"BL_BAD=secret\nmore": "BL_BAD holds a line break",
+		"BL_CRLF=secret\r":    "BL_CRLF holds a trailing carriage return",
+		"BL_NUL=a\x00b":       "BL_NUL holds a NUL byte",
+	} {
+		_, err := CallerEnv([]string{"BL_WORKSPACE=w", in})
+		if err == nil || err.Error() != want || strings.Contains(err.Error(), "secret") {
+			t.Errorf("CallerEnv(%q) = %v, want %q", in, err, want)
+		}
 	}
 }
 

@@ -15,6 +15,9 @@ import (
 	"github.com/blauth/blauth/ipc"
 )
 
+// keyringTimeout allows for the daemon's own time box on the OS keyring.
+const keyringTimeout = 15 * time.Second
+
 // cmdLogin stores a secret in the OS keyring (--api-key, --client-credentials) or runs Blaxel's
 // device login, which saves the session in the bl config as bl login does.
 func (a *app) cmdLogin(args []string) int {
@@ -50,7 +53,7 @@ func (a *app) cmdLogin(args []string) int {
 		return a.fail(err)
 	}
 	req := ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionKeyringSet, ipc.KeyWorkspace, ws, ipc.KeyKind, kind, ipc.KeySecret, secret)
-	if _, err := a.call(req, 15*time.Second); err != nil {
+	if _, err := a.call(req, keyringTimeout); err != nil {
 		return a.fail(err)
 	}
 	fmt.Fprintf(a.stderr, "blauth: saved the %s for %s in the OS keyring\n", what, ws)
@@ -60,8 +63,7 @@ func (a *app) cmdLogin(args []string) int {
 // readSecret reads one line from stdin; on a terminal it prompts and turns echo off.
 func readSecret(stdin io.Reader, stderr io.Writer, prompt string) (string, error) {
 	f, isFile := stdin.(*os.File)
-	tty := isFile && isTerminal(f)
-	if tty {
+	if isFile && isTerminal(f) {
 		fmt.Fprint(stderr, prompt)
 		if stty(f, "-echo") == nil {
 			defer func() { _ = stty(f, "echo"); fmt.Fprintln(stderr) }()
@@ -82,11 +84,6 @@ func readSecret(stdin io.Reader, stderr io.Writer, prompt string) (string, error
 	return s, nil
 }
 
-func isTerminal(f *os.File) bool {
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
-}
-
 // stty runs stty on the terminal (the standard library has no termios; stty is everywhere).
 func stty(tty *os.File, arg string) error {
 	cmd := exec.Command("stty", arg)
@@ -100,7 +97,7 @@ func (a *app) cmdLogout(args []string) int {
 		return a.usageError("logout needs a workspace: blauth-helper logout WORKSPACE")
 	}
 	req := ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionKeyringDelete, ipc.KeyWorkspace, ws)
-	if _, err := a.call(req, 15*time.Second); err != nil {
+	if _, err := a.call(req, keyringTimeout); err != nil {
 		return a.fail(err)
 	}
 	fmt.Fprintf(a.stderr, "blauth: removed the secret for %s from the OS keyring\n", ws)
@@ -112,12 +109,16 @@ func (a *app) cmdLogout(args []string) int {
 func (a *app) deviceLogin(ws string) int {
 	ctx, stop := signal.NotifyContext(a.ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	c, err := a.dial()
+	req, err := a.request(ipc.ActionLoginStart, ws)
+	if err != nil {
+		return a.fail(err)
+	}
+	c, err := a.dial(true)
 	if err != nil {
 		return a.fail(err)
 	}
 	defer c.Close()
-	start, err := c.DoTimeout(a.request(ipc.ActionLoginStart, ws), 30*time.Second)
+	start, err := do(c, req, 30*time.Second)
 	if err != nil {
 		return a.fail(err)
 	}
@@ -126,10 +127,9 @@ func (a *app) deviceLogin(ws string) int {
 		uri = start.Value(ipc.KeyVerificationURI)
 	}
 	fmt.Fprintf(a.stderr, "To log in to %s, open this address in a browser:\n\n    %s\n\nand check that it shows the code: %s\n\n", ws, uri, start.Value(ipc.KeyUserCode))
-	f, isFile := a.stderr.(*os.File)
-	spin := isFile && isTerminal(f)
+	spin := isTerminal(a.stderr)
 	frames := `|/-\`
-	wait := ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionLoginWait, "flow", start.Value("flow"), "wait", "1")
+	wait := ipc.NewMessage(ipc.KeyVersion, start.Value(ipc.KeyVersion), ipc.KeyAction, ipc.ActionLoginWait, ipc.KeyFlow, start.Value(ipc.KeyFlow), ipc.KeyWait, "1")
 	began := time.Now()
 	for i := 0; ; i++ {
 		if ctx.Err() != nil {
@@ -148,7 +148,7 @@ func (a *app) deviceLogin(ws string) int {
 		if err != nil {
 			return a.fail(err)
 		}
-		fmt.Fprintf(a.stderr, "blauth: logged in to %s; the session is saved in %s\n", ws, resp.Value("saved"))
+		fmt.Fprintf(a.stderr, "blauth: logged in to %s; the session is saved in %s\n", ws, resp.Value(ipc.KeySaved))
 		return exitOK
 	}
 }

@@ -24,7 +24,7 @@ func TestDeviceLogin(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		var out strings.Builder
-		code := run(ctx, []string{"login", "fresh"}, strings.NewReader(""), &out, pw)
+		code := run(ctx, []string{"login", "fresh"}, testSystem(ctx, strings.NewReader(""), &out, pw))
 		pw.Close()
 		done <- result{code: code, stdout: out.String()}
 	}()

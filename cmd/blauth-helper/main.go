@@ -14,6 +14,4 @@ var version = "dev"
 // main installs no signal handler: for the one-shot commands the default (die at once) is right,
 // and a handler costs a signal thread on the hot path. The device login, which waits for minutes,
 // installs its own.
-func main() {
-	os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
-}
+func main() { os.Exit(run(context.Background(), os.Args[1:], osSystem())) }

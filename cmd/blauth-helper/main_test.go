@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -122,13 +124,31 @@ func (r result) String() string {
 	return fmt.Sprintf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 }
 
+// testSystem is the helper's system in a test: the test process's environment and directory,
+// the given streams, and exec running the command as a child whose exit status it returns.
+func testSystem(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) system {
+	sys := osSystem()
+	sys.stdin, sys.stdout, sys.stderr = stdin, stdout, stderr
+	sys.exec = func(path string, argv, env []string) (int, error) {
+		cmd := exec.CommandContext(ctx, path, argv[1:]...)
+		cmd.Env, cmd.Stdin, cmd.Stdout, cmd.Stderr = env, stdin, stdout, stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode(), nil
+		}
+		return 0, err
+	}
+	return sys
+}
+
 // runHelper runs the helper in this process, as main does, with the process environment.
 func runHelper(t *testing.T, stdin string, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var out, errb bytes.Buffer
-	code := run(ctx, args, strings.NewReader(stdin), &out, &errb)
+	code := run(ctx, args, testSystem(ctx, strings.NewReader(stdin), &out, &errb))
 	return result{code, out.String(), errb.String()}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -142,4 +143,49 @@ func TestSpawnFails(t *testing.T) {
 	socket := filepath.Join(dir, "run", "blauthd.sock")
 	r := runProc(t, proc{env: []string{ipc.SocketEnv + "=" + socket, "BLAUTH_DAEMON=" + filepath.Join(dir, "no-such-blauthd"), "BL_WORKSPACE=acme", "BL_API_KEY=k"}}, helperBin(), "token")
 	mustFail(t, r, exitUnreachable)
+}
+
+// The call that starts a daemon says so, once, with what a user needs to find and stop it; ping
+// never starts one; stop stops it.
+func TestSpawnIsVisibleAndReversible(t *testing.T) {
+	dir := shortTempDir(t)
+	socket := filepath.Join(dir, "run", "blauthd.sock")
+	env := []string{ipc.SocketEnv + "=" + socket}
+	pid := 0
+	t.Cleanup(func() { stopSpawned(t, pid, socket) })
+
+	r := runProc(t, proc{env: env}, helperBin(), "ping")
+	mustFail(t, r, exitUnreachable)
+	if _, err := os.Stat(filepath.Dir(socket)); err == nil {
+		t.Fatal("ping prepared a daemon's directory: it must never start one")
+	}
+
+	r = runProc(t, proc{env: append(env, "BL_WORKSPACE=acme", "BL_API_KEY=k")}, helperBin(), "token")
+	pid = pingDaemon(t, env)
+	mustCode(t, r, 0)
+	want := fmt.Sprintf("blauth: started blauthd (pid %d) on %s; it logs to %s; stop it with 'blauth-helper stop'\n",
+		pid, socket, filepath.Join(dir, "run", "blauthd.log"))
+	if r.stderr != want {
+		t.Fatalf("the first call's stderr:\n got %q\nwant %q", r.stderr, want)
+	}
+	r = runProc(t, proc{env: append(env, "BL_WORKSPACE=acme", "BL_API_KEY=k")}, helperBin(), "token")
+	if r.code != 0 || r.stderr != "" {
+		t.Fatalf("a later call: %s, want silence on stderr", r)
+	}
+
+	r = runProc(t, proc{env: env}, helperBin(), "stop")
+	mustCode(t, r, 0)
+	if r.stderr != fmt.Sprintf("blauth: stopped blauthd (pid %d)\n", pid) {
+		t.Fatalf("stop said %q", r.stderr)
+	}
+	if alive(pid) {
+		t.Fatalf("blauthd (pid %d) still runs after stop", pid)
+	}
+	if _, err := os.Stat(socket); !os.IsNotExist(err) {
+		t.Fatalf("the socket is still there after stop: %v", err)
+	}
+	r = runProc(t, proc{env: env}, helperBin(), "stop")
+	if r.code != 0 || !strings.Contains(r.stderr, "nothing to stop") {
+		t.Fatalf("stop with no daemon: %s", r)
+	}
 }

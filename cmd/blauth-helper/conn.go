@@ -1,0 +1,161 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/blauth/blauth/ipc"
+)
+
+// Time budgets of one call, by what the daemon may have to do to answer it.
+const (
+	dialTimeout = 2 * time.Second
+	// getTimeout allows for a get that waits on the token endpoint (ipc.GetBudget) and the
+	// request's own reading and writing.
+	getTimeout    = ipc.GetBudget + 5*time.Second
+	simpleTimeout = 10 * time.Second
+)
+
+// requestError is a request the helper refuses to send: what the caller gave cannot be carried
+// faithfully, and sending less would resolve another workspace's credential.
+type requestError struct{ msg, hint string }
+
+func (e *requestError) Error() string { return e.msg }
+
+// maxCwd is the longest working directory a request may carry (the daemon's limit).
+const maxCwd = 4096
+
+// request builds a request that resolves a credential: it carries the caller's directory and
+// BL_* variables, which the daemon reads as the caller's .env and environment sources.
+func (a *app) request(action, workspace string) (*ipc.Message, error) {
+	m := ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, action)
+	if workspace != "" {
+		m.Add(ipc.KeyWorkspace, workspace)
+	}
+	wd, err := a.getwd()
+	switch {
+	case err != nil:
+		return nil, &requestError{fmt.Sprintf("cannot tell the working directory (%v), where a project's .env would be read", err), "cd to an existing directory"}
+	case !ipc.ValidValue(wd):
+		return nil, &requestError{fmt.Sprintf("the working directory %q holds a line break", wd), "run from a directory whose path has no line break"}
+	case len(wd) > maxCwd:
+		return nil, &requestError{fmt.Sprintf("the working directory is %d bytes long, over the %d blauthd accepts", len(wd), maxCwd), "run from a directory with a shorter path"}
+	}
+	m.Add(ipc.KeyDir, wd)
+	env, err := callerEnv(a.environ())
+	if err != nil {
+		return nil, err
+	}
+	m.Fields = append(m.Fields, env...)
+	if a.minTTL != "" {
+		m.Add(ipc.KeyMinTTL, a.minTTL)
+	}
+	return m, nil
+}
+
+// callerEnv is ipc.CallerEnv, with the way out for a variable that cannot be sent.
+func callerEnv(environ []string) ([]ipc.Field, error) {
+	fs, err := ipc.CallerEnv(environ)
+	var ee *ipc.EnvError
+	if errors.As(err, &ee) {
+		msg := err.Error()
+		if ee.Reason == "a trailing carriage return" {
+			msg += " (was it read from a file with CRLF line ends?)"
+		}
+		return nil, &requestError{msg, "set " + ee.Name + " again without it, or unset it"}
+	}
+	return fs, err
+}
+
+// call sends one request on a new connection, starting a daemon first if none answers.
+func (a *app) call(req *ipc.Message, timeout time.Duration) (*ipc.Message, error) {
+	c, err := a.dial(true)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return do(c, req, timeout)
+}
+
+// do sends req on c. A daemon older than this helper refuses a version it does not speak: the
+// request is sent again as version 1, which every daemon speaks.
+func do(c *ipc.Client, req *ipc.Message, timeout time.Duration) (*ipc.Message, error) {
+	resp, err := c.DoTimeout(req, timeout)
+	if ipc.ErrorCode(err) == ipc.CodeUnsupportedVersion && req.Value(ipc.KeyVersion) != "1" {
+		req.Set(ipc.KeyVersion, "1")
+		resp, err = c.DoTimeout(req, timeout)
+	}
+	return resp, err
+}
+
+// dial connects to the daemon. When none answers and spawn allows it (and BLAUTH_NO_SPAWN does
+// not forbid it), it starts one and says so on stderr, once.
+func (a *app) dial(spawn bool) (*ipc.Client, error) {
+	c, err := ipc.Dial(a.socket, dialTimeout)
+	if err == nil || !errors.Is(err, ipc.ErrUnreachable) || !spawn || a.noSpawn() {
+		return c, err
+	}
+	pid, serr := a.startDaemon(a.socket)
+	if serr != nil {
+		return nil, fmt.Errorf("%w; starting one failed: %v", err, serr)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for wait := 2 * time.Millisecond; ; wait = min(wait*2, 100*time.Millisecond) {
+		c, err = ipc.Dial(a.socket, dialTimeout)
+		if err == nil {
+			fmt.Fprintf(a.stderr, "blauth: started blauthd (pid %d) on %s; it logs to %s; stop it with 'blauth-helper stop'\n", pid, a.socket, a.logPath())
+			return c, nil
+		}
+		if !errors.Is(err, ipc.ErrUnreachable) || time.Now().After(deadline) {
+			return nil, fmt.Errorf("%w (a blauthd was started, pid %d, see %s)", err, pid, a.logPath())
+		}
+		time.Sleep(wait)
+	}
+}
+
+// noSpawn reports whether BLAUTH_NO_SPAWN forbids starting a daemon: any value but "", "0" and
+// "false", so that BLAUTH_NO_SPAWN=true does what it says.
+func (a *app) noSpawn() bool {
+	switch a.getenv("BLAUTH_NO_SPAWN") {
+	case "", "0", "false":
+		return false
+	}
+	return true
+}
+
+// positionalWorkspace reads a command's optional WORKSPACE argument, which must agree with -w.
+func (a *app) positionalWorkspace(args []string) (string, error) {
+	ws := a.workspace
+	switch len(args) {
+	case 0:
+	case 1:
+		if strings.HasPrefix(args[0], "-") {
+			return "", errors.New(unknownFlag(args[0], globalOptions))
+		}
+		if ws != "" && ws != args[0] {
+			return "", errors.New("two different workspaces given")
+		}
+		ws = args[0]
+	default:
+		return "", fmt.Errorf("unexpected argument %q", args[1])
+	}
+	if !ipc.ValidValue(ws) {
+		return "", errors.New("the workspace name holds a line break")
+	}
+	return ws, nil
+}
+
+// token asks the daemon for workspace's token ("" for the caller's default).
+func (a *app) token(workspace string) (*ipc.Token, error) {
+	req, err := a.request(ipc.ActionGet, workspace)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := a.call(req, getTimeout)
+	if err != nil {
+		return nil, err
+	}
+	return ipc.ParseToken(resp)
+}

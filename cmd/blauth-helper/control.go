@@ -1,0 +1,108 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/blauth/blauth/ipc"
+)
+
+func controlRequest(action string) *ipc.Message {
+	return ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, action)
+}
+
+func (a *app) noArgs(args []string) int {
+	if len(args) > 0 {
+		return a.usageError(fmt.Sprintf("%s takes no argument, got %q", a.cmd, args[0]))
+	}
+	return exitOK
+}
+
+// cmdPing says which daemon answers. It never starts one: a ping that did would always succeed.
+func (a *app) cmdPing(args []string) int {
+	if code := a.noArgs(args); code != exitOK {
+		return code
+	}
+	c, err := a.dial(false)
+	if err != nil {
+		return a.fail(err)
+	}
+	defer c.Close()
+	resp, err := do(c, controlRequest(ipc.ActionPing), simpleTimeout)
+	if err != nil {
+		return a.fail(err)
+	}
+	fmt.Fprintf(a.stdout, "blauthd %s (pid %s) on %s\n", resp.Value(ipc.KeyDaemonVersion), resp.Value(ipc.KeyPID), a.socket)
+	return exitOK
+}
+
+func (a *app) cmdReload(args []string) int {
+	if code := a.noArgs(args); code != exitOK {
+		return code
+	}
+	if _, err := a.call(controlRequest(ipc.ActionReload), simpleTimeout); err != nil {
+		return a.fail(err)
+	}
+	return exitOK
+}
+
+// cmdStop stops the daemon on the helper's socket and waits until it is gone. A daemon that
+// systemd's socket unit started is stopped too, and started again by the next request: the
+// message says how to stop it for good.
+func (a *app) cmdStop(args []string) int {
+	if code := a.noArgs(args); code != exitOK {
+		return code
+	}
+	c, err := a.dial(false)
+	if errors.Is(err, ipc.ErrUnreachable) {
+		fmt.Fprintf(a.stderr, "blauth: no blauthd answers on %s: nothing to stop\n", a.socket)
+		return exitOK
+	}
+	if err != nil {
+		return a.fail(err)
+	}
+	defer c.Close()
+	resp, err := do(c, controlRequest(ipc.ActionStop), simpleTimeout)
+	if ipc.ErrorCode(err) == ipc.CodeUnknownAction {
+		// A daemon older than action=stop: ask its pid and signal it, as systemd would.
+		resp, err = a.stopByPID(c)
+	}
+	if err != nil {
+		return a.fail(err)
+	}
+	pid, _ := strconv.Atoi(resp.Value(ipc.KeyPID))
+	if resp.Value(ipc.KeyManager) == ipc.ManagerSystemd {
+		fmt.Fprintf(a.stderr, "blauth: stopped blauthd (pid %d); its systemd socket starts it again on the next request: 'systemctl --user stop blauthd.socket blauthd.service' stops it for good\n", pid)
+		return exitOK
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		probe, err := ipc.Dial(a.socket, dialTimeout)
+		if err != nil {
+			break
+		}
+		probe.Close()
+		if time.Now().After(deadline) {
+			return a.fail(fmt.Errorf("blauthd (pid %d) still answers 10s after it was asked to stop", pid))
+		}
+	}
+	fmt.Fprintf(a.stderr, "blauth: stopped blauthd (pid %d)\n", pid)
+	return exitOK
+}
+
+func (a *app) stopByPID(c *ipc.Client) (*ipc.Message, error) {
+	resp, err := do(c, controlRequest(ipc.ActionPing), simpleTimeout)
+	if err != nil {
+		return nil, err
+	}
+	pid, err := strconv.Atoi(resp.Value(ipc.KeyPID))
+	if err != nil || pid <= 1 {
+		return nil, errors.New("the daemon did not say its pid")
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		return nil, fmt.Errorf("signal blauthd (pid %d): %w", pid, err)
+	}
+	return resp, nil
+}

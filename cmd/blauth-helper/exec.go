@@ -1,0 +1,55 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+)
+
+// cmdExec runs a command with BL_WORKSPACE and BL_API_KEY set to the daemon's answer, in place
+// of the helper's process.
+func (a *app) cmdExec(args []string) int {
+	if len(args) > 0 && args[0] == "--" {
+		args = args[1:]
+	} else if len(args) > 0 && strings.HasPrefix(args[0], "-") {
+		return a.usageError(unknownFlag(args[0], globalOptions))
+	}
+	if len(args) == 0 {
+		return a.usageError("exec needs a command: blauth-helper exec -- CMD [ARGS]")
+	}
+	t, err := a.token(a.workspace)
+	if err != nil {
+		return a.fail(err)
+	}
+	path, err := a.lookPath(args[0])
+	if err != nil {
+		fmt.Fprintf(a.stderr, "blauth: error: %v\n", err)
+		return 127
+	}
+	a.warn(t.Hint)
+	env := withEnv(a.environ(), "BL_WORKSPACE", t.Workspace, "BL_API_KEY", t.Token)
+	status, err := a.exec(path, args, env)
+	if err != nil {
+		fmt.Fprintf(a.stderr, "blauth: error: exec %s: %v\n", args[0], err)
+		return 126
+	}
+	return status
+}
+
+// withEnv returns environ with the given variables set, replacing any earlier value.
+func withEnv(environ []string, kv ...string) []string {
+	set := map[string]bool{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		set[kv[i]] = true
+	}
+	out := make([]string, 0, len(environ)+len(set))
+	for _, e := range environ {
+		k, _, _ := strings.Cut(e, "=")
+		if !set[k] {
+			out = append(out, e)
+		}
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		out = append(out, kv[i]+"="+kv[i+1])
+	}
+	return out
+}

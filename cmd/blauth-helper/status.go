@@ -1,0 +1,134 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/blauth/blauth/ipc"
+)
+
+func (a *app) cmdStatus(args []string) int {
+	asJSON := false
+	for _, arg := range args {
+		if arg != "--json" {
+			if len(arg) > 0 && arg[0] == '-' {
+				return a.usageError(unknownFlag(arg, []string{"--json"}))
+			}
+			return a.usageError(fmt.Sprintf("unexpected argument %q", arg))
+		}
+		asJSON = true
+	}
+	req, err := a.request(ipc.ActionStatus, a.workspace)
+	if err != nil {
+		return a.fail(err)
+	}
+	resp, err := a.call(req, simpleTimeout)
+	if err != nil {
+		return a.fail(err)
+	}
+	raw := resp.Long(ipc.KeyJSON)
+	if asJSON {
+		fmt.Fprintln(a.stdout, raw)
+		return exitOK
+	}
+	var st ipc.Status
+	if err := json.Unmarshal([]byte(raw), &st); err != nil {
+		return a.fail(fmt.Errorf("the daemon's status is not valid JSON: %w", err))
+	}
+	printStatus(a.stdout, &st, time.Now())
+	return exitOK
+}
+
+// printStatus writes st for people: one line per workspace, then what needs attention.
+func printStatus(w io.Writer, st *ipc.Status, now time.Time) {
+	fmt.Fprintf(w, "blauthd %s, pid %d, socket %s", st.Version, st.PID, st.Socket)
+	if st.Manager != "" {
+		fmt.Fprintf(w, " (%s)", st.Manager)
+	}
+	fmt.Fprintln(w)
+	if st.Default != "" {
+		fmt.Fprintf(w, "default workspace: %s\n", st.Default)
+	}
+	if len(st.SourceErrors) > 0 {
+		fmt.Fprintln(w, "\nsources that could not be used:")
+		for _, e := range st.SourceErrors {
+			fmt.Fprintf(w, "  %s %s: %s\n", e.Source.Kind, e.Source.Where, e.Error)
+		}
+	}
+	fmt.Fprintln(w)
+	if len(st.Workspaces) == 0 {
+		fmt.Fprintln(w, "no workspace is configured: set BL_WORKSPACE and BL_API_KEY (or BL_CLIENT_CREDENTIALS), run 'bl login', or 'blauth-helper login WORKSPACE'")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "WORKSPACE\tKIND\tSOURCE\tEXPIRES\tREFRESHED\tSTATE")
+	for _, ws := range st.Workspaces {
+		expires := relative(ws.Expiry, now)
+		if ws.Expiry.IsZero() && ws.Kind == ipc.KindAPIKey {
+			expires = "never"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ws.Workspace, dash(ws.Kind), dash(ws.Source), expires, relative(ws.LastRefresh, now), state(ws))
+	}
+	tw.Flush()
+	for _, ws := range st.Workspaces {
+		for _, s := range ws.Shadows {
+			fmt.Fprintf(w, "%s: also has %s (shadowed)\n", ws.Workspace, s)
+		}
+		if ws.WriteBackError != "" {
+			fmt.Fprintf(w, "%s: the refreshed session is not saved yet (blauthd retries): %s\n", ws.Workspace, ws.WriteBackError)
+		}
+	}
+}
+
+func state(ws ipc.WorkspaceStatus) string {
+	switch {
+	case ws.Error != "":
+		return ws.Error
+	case ws.Refused:
+		return "refused: " + ws.LastError
+	case ws.LastError != "":
+		return "error: " + ws.LastError
+	case ws.WriteBackError != "":
+		return "ok, not saved"
+	}
+	return "ok"
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// relative says when t is from now, as people say it: "just now", "5 s ago", "in 1h12m".
+func relative(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := t.Sub(now)
+	ago := d < 0
+	if ago {
+		d = -d
+	}
+	var s string
+	switch {
+	case d < time.Second:
+		return "just now"
+	case d < time.Minute:
+		s = fmt.Sprintf("%d s", int(d/time.Second))
+	case d < time.Hour:
+		s = fmt.Sprintf("%dm%02ds", int(d/time.Minute), int(d%time.Minute/time.Second))
+	case d < 48*time.Hour:
+		s = fmt.Sprintf("%dh%02dm", int(d/time.Hour), int(d%time.Hour/time.Minute))
+	default:
+		s = fmt.Sprintf("%d days", int(d/(24*time.Hour)))
+	}
+	if ago {
+		return s + " ago"
+	}
+	return "in " + s
+}

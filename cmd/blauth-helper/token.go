@@ -1,0 +1,57 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/blauth/blauth/ipc"
+)
+
+// cmdToken prints the token as the token, header or env command formats it.
+func (a *app) cmdToken(args []string) int {
+	ws, err := a.positionalWorkspace(args)
+	if err != nil {
+		return a.usageError(err.Error())
+	}
+	t, err := a.token(ws)
+	if err != nil {
+		return a.fail(err)
+	}
+	out, err := tokenOutput(a.cmd, t)
+	if err != nil {
+		return a.fail(err)
+	}
+	a.warn(t.Hint)
+	if _, err := io.WriteString(a.stdout, out); err != nil {
+		return exitError
+	}
+	return exitOK
+}
+
+// tokenOutput formats t for the token, header and env commands. It refuses a token or workspace
+// holding CR, LF or NUL, which would let the daemon's answer inject lines into a header file or
+// commands into an eval.
+func tokenOutput(cmd string, t *ipc.Token) (string, error) {
+	if !ipc.ValidValue(t.Token) || !ipc.ValidValue(t.Workspace) {
+		return "", errors.New("the daemon sent a token or workspace holding CR, LF or NUL; refusing to print it")
+	}
+	switch cmd {
+	case "token":
+		return t.Token + "\n", nil
+	case "header":
+		return "X-Blaxel-Authorization: Bearer " + t.Token + "\nX-Blaxel-Workspace: " + t.Workspace + "\n", nil
+	case "env":
+		return "export BL_WORKSPACE=" + shellQuote(t.Workspace) + "\nexport BL_API_KEY=" + shellQuote(t.Token) + "\n", nil
+	}
+	return "", fmt.Errorf("unknown output %q", cmd)
+}
+
+// shellQuote quotes s for POSIX shells.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:/@%+=,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

@@ -1,0 +1,69 @@
+package ipc
+
+import "time"
+
+// Status is the answer to action=status, carried as JSON in json= (split over several lines from
+// version 2: read it with Message.Long). It describes the daemon as the asking caller sees it
+// (its .env and environment included) and never holds a secret. Clients must ignore fields they
+// do not know; empty fields are left out.
+type Status struct {
+	Version    string            `json:"version"`
+	PID        int               `json:"pid"`
+	Socket     string            `json:"socket"`
+	Manager    string            `json:"manager,omitempty"`
+	Started    time.Time         `json:"started"`
+	Default    string            `json:"default_workspace,omitempty"`
+	Workspaces []WorkspaceStatus `json:"workspaces"`
+	Cached     []CachedStatus    `json:"cached"`
+	Dotenvs    int               `json:"watched_dotenv_files"`
+	// SourceErrors are the problems of every source the caller's answers draw on (the bl
+	// config, the keyring, the file watcher, its .env), each listed once.
+	SourceErrors []SourceError `json:"source_errors,omitempty"`
+}
+
+// WorkspaceStatus is one workspace in a Status: which credential wins, what it shadows, and the
+// state of its token.
+type WorkspaceStatus struct {
+	Workspace   string    `json:"workspace"`
+	Kind        string    `json:"kind,omitempty"`
+	Source      string    `json:"source,omitempty"`
+	Shadows     []string  `json:"shadows,omitempty"`
+	Expiry      time.Time `json:"expiry,omitzero"`
+	RefreshAt   time.Time `json:"refresh_at,omitzero"`
+	LastRefresh time.Time `json:"last_refresh,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
+	// Refused is set when the token endpoint refused the credential for good.
+	Refused bool `json:"refused,omitempty"`
+	// WriteBackError is why the last refreshed session is not saved in its source yet.
+	WriteBackError string `json:"write_back_error,omitempty"`
+	// Error is why the workspace cannot be served at all.
+	Error string `json:"error,omitempty"`
+}
+
+// CachedStatus is one token the daemon holds, whichever workspace it now serves.
+type CachedStatus struct {
+	Workspace      string    `json:"workspace"`
+	Kind           string    `json:"kind"`
+	Source         string    `json:"source"`
+	Expiry         time.Time `json:"expiry,omitzero"`
+	RefreshAt      time.Time `json:"refresh_at,omitzero"`
+	LastRefresh    time.Time `json:"last_refresh,omitzero"`
+	LastError      string    `json:"last_error,omitempty"`
+	Refused        bool      `json:"refused,omitempty"`
+	NextTry        time.Time `json:"next_try,omitzero"`
+	Exchanges      int       `json:"exchanges"`
+	WriteBackError string    `json:"write_back_error,omitempty"`
+}
+
+// SourceError is a source that could not be used, and why.
+type SourceError struct {
+	Source SourceRef `json:"source"`
+	Error  string    `json:"error"`
+}
+
+// SourceRef names a source: its kind (dotenv, caller_env, daemon_env, keyring, bl_config,
+// watcher) and where it is (a path, a variable, a keyring item).
+type SourceRef struct {
+	Kind  string `json:"kind"`
+	Where string `json:"where"`
+}
