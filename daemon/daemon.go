@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -24,92 +23,6 @@ import (
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
 )
-
-// Config configures the daemon. Validate fills the defaults and checks what can be checked
-// before serving.
-type Config struct {
-	// SocketPath is where to listen when no socket is inherited.
-	SocketPath string
-	// Listener, when set, is served instead of creating SocketPath (socket activation); the
-	// daemon does not remove its file on exit, the service manager owns it.
-	Listener net.Listener
-	Log      zerolog.Logger
-	// Environ is the daemon's environment (os.Environ()).
-	Environ []string
-	// BLConfigPath is the bl CLI config ($HOME/.blaxel/config.yaml); empty disables it.
-	BLConfigPath string
-	// WriteBack saves refreshed bl login sessions into BLConfigPath, as bl would.
-	WriteBack bool
-	// Keyring, when set, is a source and the store behind blauth-helper login.
-	Keyring sources.KeyringStore
-	// Exchanger talks to the token endpoint; nil means Blaxel's JSON dialect over HTTP.
-	Exchanger Exchanger
-	// HTTP is the client for token endpoints when Exchanger is nil.
-	HTTP *http.Client
-	// Clock is the wall clock (tests inject one).
-	Clock Clock
-	// Broker tunables; see BrokerConfig.
-	RefreshLeft float64
-	MinTTL      time.Duration
-	// RequestTimeout bounds reading one request once its first byte came (5s), and a get that
-	// has to wait for an exchange (30s total).
-	RequestTimeout time.Duration
-	// IdleTimeout closes a connection that sends nothing for this long (2m).
-	IdleTimeout time.Duration
-	// MaxConns bounds open connections (8192); more are closed at once.
-	MaxConns int
-	// Tick is how often expiry and due refreshes are checked on the wall clock (1s).
-	Tick time.Duration
-	// Reload delivers reload requests (SIGHUP).
-	Reload <-chan struct{}
-	// Version is reported by ping and status.
-	Version string
-	// Ready, when set, is called once the socket accepts connections.
-	Ready func(socket string)
-	// Manager is what started the daemon, reported by ping and stop: ipc.ManagerSystemd,
-	// ipc.ManagerSpawned, or ipc.ManagerForeground (the default; systemd when Listener is set).
-	Manager string
-}
-
-func (c *Config) validate() error {
-	if c.Listener == nil && c.SocketPath == "" {
-		return errors.New("no socket path")
-	}
-	if c.Clock == nil {
-		c.Clock = wallClock{}
-	}
-	if c.HTTP == nil {
-		c.HTTP = &http.Client{Timeout: 30 * time.Second}
-	}
-	c.HTTP = withUserAgent(c.HTTP, "blauthd/"+c.Version)
-	switch x := c.Exchanger.(type) {
-	case nil:
-		c.Exchanger = &BlaxelExchanger{HTTP: c.HTTP, Now: c.Clock.Now}
-	case *OAuth2Exchanger:
-		if x.HTTP == nil {
-			x.HTTP = c.HTTP
-		}
-	}
-	if c.RequestTimeout <= 0 {
-		c.RequestTimeout = 5 * time.Second
-	}
-	if c.IdleTimeout <= 0 {
-		c.IdleTimeout = 2 * time.Minute
-	}
-	if c.MaxConns <= 0 {
-		c.MaxConns = 8192
-	}
-	if c.Tick <= 0 {
-		c.Tick = time.Second
-	}
-	if c.Manager == "" {
-		c.Manager = ipc.ManagerForeground
-		if c.Listener != nil {
-			c.Manager = ipc.ManagerSystemd
-		}
-	}
-	return nil
-}
 
 // Daemon is a running blauthd. Build it with New, start it with Run.
 type Daemon struct {
@@ -148,7 +61,10 @@ func Run(ctx context.Context, cfg Config) error {
 
 // New validates cfg, opens the socket and reads the sources; nothing is served until Run.
 func New(ctx context.Context, cfg Config) (*Daemon, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Log, uid: os.Getuid(), conns: map[net.Conn]struct{}{}, started: cfg.Clock.Now()}
@@ -367,8 +283,8 @@ func (d *Daemon) serveConn(ctx context.Context, c net.Conn) {
 		}
 		// One deadline bounds reading the rest of the request, handling it, and writing the
 		// answer: the read must finish within RequestTimeout, and a get waits at most
-		// getTimeout for an exchange.
-		_ = c.SetDeadline(time.Now().Add(d.cfg.RequestTimeout + getTimeout + 5*time.Second))
+		// ipc.GetBudget for an exchange.
+		_ = c.SetDeadline(time.Now().Add(d.cfg.RequestTimeout + ipc.GetBudget + 5*time.Second))
 		_ = c.SetReadDeadline(time.Now().Add(d.cfg.RequestTimeout))
 		req, err := ipc.ReadMessage(r)
 		if err != nil {
@@ -417,9 +333,6 @@ func refuse(c net.Conn, answer *ipc.Message) {
 		_, _ = io.CopyN(io.Discard, c, ipc.MaxMessageSize)
 	}
 }
-
-// getTimeout bounds how long a get waits for an exchange (a device login's wait is shorter).
-const getTimeout = 30 * time.Second
 
 func fail(code, msg, hint string) *ipc.Message {
 	return ipc.ErrorMessage(&ipc.Error{Code: code, Message: msg, Hint: hint})

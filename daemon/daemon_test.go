@@ -1,9 +1,9 @@
 package daemon
 
 import (
-	"fmt"
 	"bufio"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"

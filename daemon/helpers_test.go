@@ -22,7 +22,7 @@ type fakeClock struct {
 
 func newFakeClock() *fakeClock { return &fakeClock{t: time.Unix(1_900_000_000, 0)} }
 
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *fakeClock) Set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
 func (c *fakeClock) Add(d time.Duration) {
 	c.mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -21,7 +22,7 @@ const SocketName = "blauthd.sock"
 // temporary directory on macOS), so that the helper, which must stay on the standard library,
 // agrees with the daemon. A test in cmd/blauthd keeps the two in step.
 func DefaultRuntimeDir(getenv func(string) string) string {
-	if d := getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) {
+	if d := xdgRuntimeDir(getenv); d != "" {
 		return d
 	}
 	if runtime.GOOS == "darwin" {
@@ -30,8 +31,24 @@ func DefaultRuntimeDir(getenv func(string) string) string {
 	return filepath.Join("/run/user", strconv.Itoa(os.Getuid()))
 }
 
+// xdgRuntimeDir is XDG_RUNTIME_DIR as adrg/xdg reads it: a leading ~ is the home directory, and a
+// value that is still not an absolute path does not count.
+func xdgRuntimeDir(getenv func(string) string) string {
+	d := getenv("XDG_RUNTIME_DIR")
+	if d == "~" || strings.HasPrefix(d, "~/") {
+		if home := getenv("HOME"); home != "" {
+			d = filepath.Join(home, d[1:])
+		}
+	}
+	if !filepath.IsAbs(d) {
+		return ""
+	}
+	return d
+}
+
 // SocketPath returns where the socket lives: $BLAUTH_SOCKET; else blauth/blauthd.sock in
-// runtimeDir when XDG_RUNTIME_DIR is set, or when runtimeDir exists and is private to this user;
+// runtimeDir when XDG_RUNTIME_DIR is set to an absolute path (a relative one is ignored, as the
+// XDG specification says), or when runtimeDir exists and is private to this user;
 // else a per-user directory in the temporary directory (blauth-UID), which the daemon creates
 // with mode 0700 and refuses to use if anyone else owns it or can enter it.
 func SocketPath(getenv func(string) string, runtimeDir string) string {
@@ -39,7 +56,7 @@ func SocketPath(getenv func(string) string, runtimeDir string) string {
 		return p
 	}
 	if runtimeDir != "" {
-		if getenv("XDG_RUNTIME_DIR") != "" || privateDir(runtimeDir) == nil {
+		if xdgRuntimeDir(getenv) != "" || privateDir(runtimeDir) == nil {
 			return filepath.Join(runtimeDir, "blauth", SocketName)
 		}
 	}

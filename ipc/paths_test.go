@@ -27,6 +27,10 @@ func TestSocketPath(t *testing.T) {
 		{"private default runtime dir", map[string]string{}, private, filepath.Join(private, "blauth", "blauthd.sock")},
 		{"missing runtime dir falls back to tmp", map[string]string{"TMPDIR": "/var/tmp"}, "/nonexistent/run/user/1", "/var/tmp/blauth-" + uid + "/blauthd.sock"},
 		{"no runtime dir at all", map[string]string{}, "", "/tmp/blauth-" + uid + "/blauthd.sock"},
+		// A relative XDG_RUNTIME_DIR does not count: the default runtime dir is used only if it
+		// exists and is private, as when the variable is unset (docs/PROTOCOL.md, step 3).
+		{"relative XDG_RUNTIME_DIR is ignored", map[string]string{"XDG_RUNTIME_DIR": "run", "TMPDIR": "/var/tmp"}, "/nonexistent/run/user/1", "/var/tmp/blauth-" + uid + "/blauthd.sock"},
+		{"~ in XDG_RUNTIME_DIR is the home", map[string]string{"XDG_RUNTIME_DIR": "~/run", "HOME": "/home/me"}, "/home/me/run", "/home/me/run/blauth/blauthd.sock"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

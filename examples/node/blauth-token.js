@@ -56,9 +56,11 @@ function privateDir(dir) {
 function socketPath(env = process.env) {
   if (env.BLAUTH_SOCKET) return env.BLAUTH_SOCKET;
   const uid = process.getuid();
-  const xdg = env.XDG_RUNTIME_DIR || "";
+  let xdg = env.XDG_RUNTIME_DIR || "";
+  if ((xdg === "~" || xdg.startsWith("~/")) && env.HOME) xdg = env.HOME + xdg.slice(1);
+  if (!path.isAbsolute(xdg)) xdg = ""; // a relative XDG_RUNTIME_DIR does not count
   let runtime;
-  if (xdg && path.isAbsolute(xdg)) runtime = xdg;
+  if (xdg) runtime = xdg;
   else if (process.platform === "darwin") runtime = "";
   else runtime = `/run/user/${uid}`;
   if (runtime && (xdg || privateDir(runtime))) return path.join(runtime, "blauth", "blauthd.sock");

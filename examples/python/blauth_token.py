@@ -67,7 +67,11 @@ def socket_path(environ=None):
     if env.get("BLAUTH_SOCKET"):
         return env["BLAUTH_SOCKET"]
     xdg = env.get("XDG_RUNTIME_DIR", "")
-    if xdg and os.path.isabs(xdg):
+    if (xdg == "~" or xdg.startswith("~/")) and env.get("HOME"):
+        xdg = env["HOME"] + xdg[1:]
+    if not os.path.isabs(xdg):
+        xdg = ""  # a relative XDG_RUNTIME_DIR does not count
+    if xdg:
         runtime = xdg
     elif sys.platform == "darwin":
         runtime = ""

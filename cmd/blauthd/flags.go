@@ -1,0 +1,125 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/adrg/xdg"
+	"github.com/rs/zerolog"
+
+	"github.com/blauth/blauth/daemon"
+	"github.com/blauth/blauth/ipc"
+	"github.com/blauth/blauth/sources"
+)
+
+// options are blauthd's command line. Turning them into a daemon.Config is mechanical; the
+// daemon validates the result (daemon.Config.Validate), so every rule lives in one place.
+type options struct {
+	socket, logFormat, logLevel, blConfig string
+	showVersion, noKeyring, noWriteBack   bool
+	refreshLeft                           float64
+	minTTL, keyringTimeout                time.Duration
+	tokenURL, issuer, tokenAuth           string
+	formGrant                             bool
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	var o options
+	fs := flag.NewFlagSet("blauthd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.socket, "socket", "", "listen on this socket, an absolute path (default $BLAUTH_SOCKET, else $XDG_RUNTIME_DIR/blauth/blauthd.sock)")
+	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: json, console, or auto (console on a terminal)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
+	fs.StringVar(&o.blConfig, "bl-config", "", "the bl CLI config (default $HOME/.blaxel/config.yaml)")
+	fs.BoolVar(&o.noKeyring, "no-keyring", false, "do not use the OS keyring")
+	fs.BoolVar(&o.noWriteBack, "no-write-back", false, "do not save refreshed bl login sessions to the bl config")
+	fs.Float64Var(&o.refreshLeft, "refresh-left", daemon.DefaultRefreshLeft, "refresh in the background when this fraction of a token's lifetime is left (0 < f < 1)")
+	fs.DurationVar(&o.minTTL, "min-ttl", daemon.DefaultMinTTL, "never serve a token with less life left than this")
+	fs.DurationVar(&o.keyringTimeout, "keyring-timeout", sources.DefaultKeyringTimeout, "time box of each OS keyring call")
+	fs.StringVar(&o.tokenURL, "token-url", "", "use this RFC 6749 token endpoint (form-encoded) instead of Blaxel's JSON one")
+	fs.StringVar(&o.issuer, "oidc-issuer", "", "discover the RFC 6749 token endpoint from this issuer's OIDC metadata")
+	fs.StringVar(&o.tokenAuth, "token-auth", "basic", "client authentication at a standard token endpoint: basic, post or auto")
+	fs.BoolVar(&o.formGrant, "oauth2", false, "talk RFC 6749 (form-encoded) to {BL_API_URL}/oauth/token")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return &o, nil
+}
+
+// config turns the options into the daemon's configuration, with the per-user defaults.
+func (o *options) config(log zerolog.Logger) daemon.Config {
+	cfg := daemon.Config{
+		SocketPath:     o.socket,
+		Log:            log,
+		Environ:        os.Environ(),
+		BLConfigPath:   o.blConfig,
+		WriteBack:      !o.noWriteBack,
+		RefreshLeft:    o.refreshLeft,
+		MinTTL:         o.minTTL,
+		OSKeyring:      !o.noKeyring,
+		KeyringTimeout: o.keyringTimeout,
+		Version:        version,
+		Manager:        os.Getenv("BLAUTH_MANAGER"),
+		OAuth: daemon.OAuthSettings{
+			TokenURL: o.tokenURL, Issuer: o.issuer, Auth: o.tokenAuth, Enabled: o.tokenURL != "" || o.issuer != "" || o.formGrant,
+			ClientID: os.Getenv("BLAUTH_OAUTH_CLIENT_ID"), ClientSecret: os.Getenv("BLAUTH_OAUTH_CLIENT_SECRET"),
+		},
+	}
+	if cfg.SocketPath == "" {
+		cfg.SocketPath = ipc.SocketPath(os.Getenv, runtimeDir())
+	}
+	if cfg.BLConfigPath == "" && xdg.Home != "" {
+		cfg.BLConfigPath = sources.DefaultBLConfigPath(xdg.Home)
+	}
+	return cfg
+}
+
+// runtimeDir is the XDG runtime directory as adrg/xdg resolves it; on macOS, where xdg's
+// default is not a runtime directory, the per-user temporary directory is used instead.
+func runtimeDir() string {
+	if runtime.GOOS == "darwin" && os.Getenv("XDG_RUNTIME_DIR") == "" {
+		return ""
+	}
+	return xdg.RuntimeDir
+}
+
+func newLogger(w io.Writer, format, level string) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(strings.ToLower(level))
+	if err != nil || level == "" {
+		return zerolog.Nop(), fmt.Errorf("unknown log level %q (debug, info, warn, error)", level)
+	}
+	tty := isTerminal(w)
+	switch format {
+	case "auto":
+		format = "json"
+		if tty {
+			format = "console"
+		}
+	case "json", "console":
+	default:
+		return zerolog.Nop(), fmt.Errorf("unknown log format %q (json, console)", format)
+	}
+	if format == "console" {
+		// Colour codes only on a terminal that wants them: a file or the journal gets plain text.
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339, NoColor: !tty || os.Getenv("NO_COLOR") != ""}
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

@@ -1,0 +1,228 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/oauth2"
+
+	"github.com/blauth/blauth/internal/systemd"
+	"github.com/blauth/blauth/ipc"
+	"github.com/blauth/blauth/sources"
+)
+
+// DefaultMinTTL is the least remaining life of a token the daemon serves.
+const DefaultMinTTL = 30 * time.Second
+
+// ErrInvalidConfig reports a setting the daemon refuses to start with.
+var ErrInvalidConfig = errors.New("invalid setting")
+
+// Config configures the daemon. Validate checks it; New fills the defaults of zero fields.
+type Config struct {
+	// SocketPath is where to listen when no socket is inherited from the service manager
+	// (LISTEN_FDS): an absolute path short enough for a Unix socket.
+	SocketPath string
+	// Listener, when set, is served instead of creating SocketPath; the daemon does not remove
+	// its file on exit, whoever made it owns it.
+	Listener net.Listener
+	Log      zerolog.Logger
+	// Environ is the daemon's environment (os.Environ()).
+	Environ []string
+	// BLConfigPath is the bl CLI config ($HOME/.blaxel/config.yaml); empty disables it.
+	BLConfigPath string
+	// WriteBack saves refreshed bl login sessions into BLConfigPath, as bl would.
+	WriteBack bool
+	// Keyring, when set, is a source and the store behind blauth-helper login. OSKeyring asks
+	// for the OS keyring (time-boxed by KeyringTimeout) when Keyring is nil.
+	Keyring        sources.KeyringStore
+	OSKeyring      bool
+	KeyringTimeout time.Duration
+	// OAuth selects a standard RFC 6749 token endpoint instead of Blaxel's JSON dialect.
+	OAuth OAuthSettings
+	// Exchanger talks to the token endpoint; nil means the one OAuth or Blaxel's dialect needs.
+	Exchanger Exchanger
+	// HTTP is the client for token endpoints when Exchanger is nil.
+	HTTP *http.Client
+	// Clock is the wall clock (tests inject one).
+	Clock Clock
+	// RefreshLeft (0 < f < 1) and MinTTL tune the broker; zero means the default. See
+	// BrokerConfig.
+	RefreshLeft float64
+	MinTTL      time.Duration
+	// RequestTimeout bounds reading one request once its first byte came (5s).
+	RequestTimeout time.Duration
+	// IdleTimeout closes a connection that sends nothing for this long (2m).
+	IdleTimeout time.Duration
+	// MaxConns bounds open connections (8192); more are refused with code busy.
+	MaxConns int
+	// Tick is how often expiry and due refreshes are checked on the wall clock (1s).
+	Tick time.Duration
+	// Reload delivers reload requests (SIGHUP: see NotifyReload).
+	Reload <-chan struct{}
+	// Version is reported by ping and status.
+	Version string
+	// Ready, when set, is called once the socket accepts connections.
+	Ready func(socket string)
+	// Manager is what started the daemon, reported by ping and stop: ipc.ManagerSystemd,
+	// ipc.ManagerSpawned, or ipc.ManagerForeground (the default; systemd when the socket is
+	// inherited).
+	Manager string
+}
+
+// OAuthSettings select and configure an RFC 6749 token endpoint (form-encoded, through
+// golang.org/x/oauth2) for users whose Blaxel access goes through their own identity provider.
+type OAuthSettings struct {
+	Enabled  bool
+	TokenURL string // the token endpoint; else Issuer's; else {base}/oauth/token
+	Issuer   string // an OIDC issuer whose metadata names the token endpoint
+	Auth     string // client authentication: basic (default), post or auto
+	// ClientID and ClientSecret authenticate refresh-token grants ("blaxel" and none if empty).
+	ClientID, ClientSecret string
+}
+
+// maxSocketPath is the longest path a Unix socket address holds (sun_path less its NUL).
+func maxSocketPath() int {
+	if runtime.GOOS == "linux" {
+		return 107
+	}
+	return 103
+}
+
+// Validate checks the settings a user gives, before anything is created: it fails with an
+// error wrapping ErrInvalidConfig that names the setting, rather than replacing a bad value by a
+// default. Zero values are fine (they mean the default).
+func (c *Config) Validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
+	}
+	if c.Listener == nil {
+		switch {
+		case c.SocketPath == "":
+			return bad("no socket path")
+		case !filepath.IsAbs(c.SocketPath):
+			return bad("the socket path %q is relative; give an absolute path", c.SocketPath)
+		case len(c.SocketPath) > maxSocketPath():
+			return bad("the socket path is %d bytes long; a Unix socket path holds at most %d on %s: %s", len(c.SocketPath), maxSocketPath(), runtime.GOOS, c.SocketPath)
+		}
+	}
+	if c.RefreshLeft < 0 || c.RefreshLeft >= 1 {
+		return bad("refresh-left is %g; it is the fraction of a token's lifetime left when it is refreshed, between 0 and 1 (default %g)", c.RefreshLeft, DefaultRefreshLeft)
+	}
+	if c.MinTTL < 0 {
+		return bad("min-ttl is %s; it is the least life a served token has, 0 or more (default %s)", c.MinTTL, DefaultMinTTL)
+	}
+	if c.KeyringTimeout < 0 || c.OSKeyring && c.KeyringTimeout == 0 {
+		return bad("keyring-timeout is %s; it must be positive", c.KeyringTimeout)
+	}
+	switch c.OAuth.Auth {
+	case "", "basic", "post", "auto":
+	default:
+		return bad("token-auth is %q; it must be basic, post or auto", c.OAuth.Auth)
+	}
+	switch c.Manager {
+	case "", ipc.ManagerSystemd, ipc.ManagerSpawned, ipc.ManagerForeground:
+	default:
+		return bad("unknown manager %q", c.Manager)
+	}
+	return nil
+}
+
+// fill sets the defaults of zero fields, inherits the service manager's socket, and builds the
+// parts the settings name. It runs once, in New.
+func (c *Config) fill() error {
+	if c.Listener == nil {
+		lns, err := systemd.Listeners()
+		if err != nil {
+			return fmt.Errorf("cannot use the sockets passed by the service manager: %w", err)
+		}
+		switch len(lns) {
+		case 0:
+		case 1:
+			c.Listener = lns[0]
+		default:
+			return fmt.Errorf("the service manager passed %d sockets; blauthd serves one", len(lns))
+		}
+	}
+	if c.Clock == nil {
+		c.Clock = wallClock{}
+	}
+	if c.HTTP == nil {
+		c.HTTP = &http.Client{Timeout: 30 * time.Second}
+	}
+	c.HTTP = withUserAgent(c.HTTP, "blauthd/"+c.Version)
+	if c.Exchanger == nil && c.OAuth.Enabled {
+		x := &OAuth2Exchanger{TokenURL: c.OAuth.TokenURL, Issuer: c.OAuth.Issuer, ClientID: c.OAuth.ClientID, ClientSecret: c.OAuth.ClientSecret}
+		switch c.OAuth.Auth {
+		case "", "basic":
+			x.AuthStyle = oauth2.AuthStyleInHeader
+		case "post":
+			x.AuthStyle = oauth2.AuthStyleInParams
+		case "auto":
+			x.AuthStyle = oauth2.AuthStyleAutoDetect
+		}
+		c.Exchanger = x
+	}
+	switch x := c.Exchanger.(type) {
+	case nil:
+		c.Exchanger = &BlaxelExchanger{HTTP: c.HTTP, Now: c.Clock.Now}
+	case *OAuth2Exchanger:
+		if x.HTTP == nil {
+			x.HTTP = c.HTTP
+		}
+	}
+	if c.Keyring == nil && c.OSKeyring {
+		c.Keyring = &sources.Keyring{Timeout: c.KeyringTimeout, Log: c.Log.With().Str("component", "keyring").Logger()}
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 5 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 2 * time.Minute
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = 8192
+	}
+	if c.Tick <= 0 {
+		c.Tick = time.Second
+	}
+	if c.Manager == "" {
+		c.Manager = ipc.ManagerForeground
+		if c.Listener != nil {
+			c.Manager = ipc.ManagerSystemd
+		}
+	}
+	return nil
+}
+
+// NotifyReload returns a channel that delivers one reload request per SIGHUP (several pending
+// ones merge), until ctx ends.
+func NotifyReload(ctx context.Context) <-chan struct{} {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	reload := make(chan struct{}, 1)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				select {
+				case reload <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return reload
+}
