@@ -5,7 +5,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 PREFIX  ?= /usr/local
 BIN     := bin
 
-.PHONY: help build run test test-real reliability bench fmt vet lint fuzz package install release clean
+.PHONY: help build run test test-real reliability bench fmt vet lint fuzz package install uninstall release clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -49,8 +49,11 @@ lint: vet ## staticcheck (pinned), on the tagged suites too
 package: ## build .deb and .rpm packages into dist/
 	packaging/build.sh $(VERSION)
 
-install: build ## install binaries and user units under $(DESTDIR)$(PREFIX)
+install: build ## install binaries, user units and docs under $(DESTDIR)$(PREFIX), listing every file
 	packaging/install.sh "$(DESTDIR)" "$(PREFIX)" $(BIN)
+
+uninstall: ## remove exactly what make install put under $(DESTDIR)$(PREFIX)
+	packaging/uninstall.sh "$(DESTDIR)" "$(PREFIX)"
 
 release: ## cross-compile linux and darwin, amd64 and arm64, into bin/
 	packaging/release.sh $(VERSION)

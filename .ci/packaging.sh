@@ -209,6 +209,21 @@ sed "s|^ExecStart=/usr/local/bin/blauthd|ExecStart=$stage/usr/local/bin/blauthd|
 XDG_RUNTIME_DIR="$rt" timeout 60 systemd-analyze verify --user "$check/blauthd.socket" "$check/blauthd.service" ||
   fail "systemd-analyze verify rejects the units that make install wrote"
 echo "packaging: make install PREFIX=/usr/local: binaries, docs, units with ExecStart=/usr/local/bin/blauthd"
+# A prefix systemd does not search: the output says how to link the units, lists every file
+# (all of which exist), and make uninstall removes exactly them.
+out=$(make -s install DESTDIR="$stage" PREFIX=/opt/blauth)
+echo "$out" | grep -q "systemctl --user link /opt/blauth/lib/systemd/user/blauthd.socket" ||
+  fail "make install PREFIX=/opt/blauth did not say how to link the units: $out"
+listed_files=$(echo "$out" | sed -n 's|^  \('"$stage"'/.*\)$|\1|p')
+[ "$(echo "$listed_files" | wc -l)" -ge 6 ] || fail "make install listed too few files: $out"
+for f in $listed_files; do [ -f "$f" ] || fail "make install listed $f, which is not there"; done
+find "$stage/opt/blauth" -type f | sort > "$work/found"
+echo "$listed_files" | sort > "$work/listed"
+cmp -s "$work/found" "$work/listed" || fail "make install wrote files it did not list: $(diff "$work/listed" "$work/found")"
+make -s uninstall DESTDIR="$stage" PREFIX=/opt/blauth >/dev/null
+[ -z "$(find "$stage/opt/blauth" -mindepth 1 2>/dev/null)" ] || fail "make uninstall left: $(find "$stage/opt/blauth" -mindepth 1)"
+[ -d "$stage/opt/blauth" ] || fail "make uninstall removed PREFIX itself"
+echo "packaging: make install PREFIX=/opt/blauth lists every file and says how to link the units; make uninstall removes them all"
 
 # ---------------------------------------------------------------------------------------------
 step "(g) remove the package"

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Installs blauth from a source build (`make install`): the binaries, the service definitions
-# for this OS, and the documentation.
+# for this OS, and the documentation, and prints every file it wrote.
 #
 #   packaging/install.sh DESTDIR PREFIX BINDIR
 #
 # DESTDIR may be empty (staged installs set it). BINDIR holds the built blauthd and
-# blauth-helper. On Linux the systemd user units go to UNITDIR, by default
-# PREFIX/lib/systemd/user, or PREFIX/share/systemd/user when PREFIX is ~/.local (the user
-# manager searches both); their ExecStart= is rewritten to PREFIX/bin/blauthd. On macOS the
-# launchd agent goes to PREFIX/share/blauth/launchd/ with its paths rewritten the same way.
+# blauth-helper. On Linux the systemd user units go to UNITDIR: by default
+# ~/.local/share/systemd/user when PREFIX is ~/.local, PREFIX/lib/systemd/user when PREFIX is
+# /usr or /usr/local (the user manager searches all three), and for any other PREFIX
+# PREFIX/lib/systemd/user with the command that links them printed. Their ExecStart= is
+# rewritten to PREFIX/bin/blauthd. On macOS the launchd agent goes to
+# PREFIX/share/blauth/launchd/ with its paths rewritten the same way.
+#
+# Every file written is listed in PREFIX/share/blauth/installed-files, which
+# packaging/uninstall.sh (`make uninstall`) reads to remove exactly those files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,44 +30,69 @@ for b in blauthd blauth-helper; do
 done
 
 root="$destdir$prefix"
-install -d "$root/bin" "$root/share/doc/blauth"
-install -m 0755 "$bindir/blauthd" "$bindir/blauth-helper" "$root/bin/"
-install -m 0644 README.md LICENSE "$root/share/doc/blauth/"
-for doc in docs/*.md; do
-  [ -e "$doc" ] && install -m 0644 "$doc" "$root/share/doc/blauth/"
+manifest="$prefix/share/blauth/installed-files"
+files=()
+
+# put MODE SRC DEST: install one file (DEST is its final path, without DESTDIR).
+put() {
+  install -d "$destdir$(dirname "$3")"
+  install -m "$1" "$2" "$destdir$3"
+  files+=("$3")
+}
+
+put 0755 "$bindir/blauthd" "$prefix/bin/blauthd"
+put 0755 "$bindir/blauth-helper" "$prefix/bin/blauth-helper"
+for doc in README.md LICENSE docs/*.md; do
+  [ -e "$doc" ] && put 0644 "$doc" "$prefix/share/doc/blauth/$(basename "$doc")"
 done
-echo "install: binaries in $root/bin, documentation in $root/share/doc/blauth"
 
 # sed replacement text: escape what sed would interpret.
 esc_prefix=$(printf '%s' "$prefix" | sed 's/[&|\\]/\\&/g')
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+next=()
 
 case "$(uname -s)" in
   Linux)
+    searched=no
     if [ -z "${UNITDIR-}" ]; then
       if [ -n "${HOME-}" ] && [ "$prefix" = "$HOME/.local" ]; then
         UNITDIR="$prefix/share/systemd/user"
+        searched=yes
       else
         UNITDIR="$prefix/lib/systemd/user"
+        case "$prefix" in /usr|/usr/local) searched=yes ;; esac
       fi
     fi
-    install -d "$destdir$UNITDIR"
-    install -m 0644 systemd/blauthd.socket "$destdir$UNITDIR/"
-    sed "s|^ExecStart=/usr/bin/blauthd|ExecStart=$esc_prefix/bin/blauthd|" systemd/blauthd.service \
-      > "$destdir$UNITDIR/blauthd.service"
-    chmod 0644 "$destdir$UNITDIR/blauthd.service"
-    grep -q "^ExecStart=$prefix/bin/blauthd " "$destdir$UNITDIR/blauthd.service" ||
+    sed "s|^ExecStart=/usr/bin/blauthd|ExecStart=$esc_prefix/bin/blauthd|" systemd/blauthd.service > "$tmp/blauthd.service"
+    grep -q "^ExecStart=$prefix/bin/blauthd " "$tmp/blauthd.service" ||
       { echo "install: error: could not point ExecStart= at $prefix/bin/blauthd" >&2; exit 1; }
-    echo "install: user units in $destdir$UNITDIR"
-    echo "install: enable with: systemctl --user daemon-reload && systemctl --user enable --now blauthd.socket"
+    put 0644 systemd/blauthd.socket "$UNITDIR/blauthd.socket"
+    put 0644 "$tmp/blauthd.service" "$UNITDIR/blauthd.service"
+    if [ "$searched" = yes ]; then
+      next+=("systemctl --user daemon-reload && systemctl --user enable --now blauthd.socket")
+    else
+      # systemd does not look in this directory: link the units where it does.
+      next+=("systemctl --user link $UNITDIR/blauthd.socket $UNITDIR/blauthd.service"
+        "systemctl --user daemon-reload && systemctl --user enable --now blauthd.socket")
+    fi
     ;;
   Darwin)
-    agentdir="$root/share/blauth/launchd"
-    install -d "$agentdir"
-    sed "s|/usr/local/bin/blauthd|$esc_prefix/bin/blauthd|g" packaging/launchd/dev.blauth.blauthd.plist \
-      > "$agentdir/dev.blauth.blauthd.plist"
-    chmod 0644 "$agentdir/dev.blauth.blauthd.plist"
-    echo "install: launchd agent in $agentdir; load it with:"
-    echo "  cp $prefix/share/blauth/launchd/dev.blauth.blauthd.plist ~/Library/LaunchAgents/"
-    echo "  launchctl bootstrap gui/\$(id -u) ~/Library/LaunchAgents/dev.blauth.blauthd.plist"
+    agentdir="$prefix/share/blauth/launchd"
+    sed "s|/usr/local/bin/blauthd|$esc_prefix/bin/blauthd|g" packaging/launchd/dev.blauth.blauthd.plist > "$tmp/dev.blauth.blauthd.plist"
+    put 0644 "$tmp/dev.blauth.blauthd.plist" "$agentdir/dev.blauth.blauthd.plist"
+    next+=("cp $agentdir/dev.blauth.blauthd.plist ~/Library/LaunchAgents/"
+      "launchctl bootstrap gui/\$(id -u) ~/Library/LaunchAgents/dev.blauth.blauthd.plist")
     ;;
 esac
+
+files+=("$manifest")
+install -d "$destdir$(dirname "$manifest")"
+printf '%s\n' "${files[@]}" > "$destdir$manifest"
+chmod 0644 "$destdir$manifest"
+
+echo "install: wrote these files:"
+printf '  %s\n' "${files[@]/#/$destdir}"
+echo "install: to start blauthd on first use:"
+printf '  %s\n' "${next[@]}"
+echo "install: 'make uninstall PREFIX=$prefix' removes every file above"
