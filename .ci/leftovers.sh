@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Tells which processes a CI step left running.
+#
+#   .ci/leftovers.sh snapshot FILE     record every process running now
+#   .ci/leftovers.sh check FILE PID    list processes that are new since FILE and are not
+#                                      descendants of PID (the CI script), and fail if any
+#
+# A process a test started and did not stop outlives the test's process tree: it is reparented
+# to init (or a subreaper), so it is no longer below the CI script. Those are the ones listed.
+# Processes that are still ending get two seconds to go.
+set -euo pipefail
+
+list() { ps -e -o pid= -o ppid= -o args= | awk '{ $1 = $1; print }'; }
+
+case "${1:-}" in
+snapshot)
+  list | awk '{ print $1 }' | sort -n > "$2"
+  ;;
+check)
+  before=$2 root=$3
+  for attempt in 1 2 3 4 5; do
+    left=$(list | awk -v root="$root" -v self="$$" '
+      NR == FNR { seen[$1] = 1; next }
+      { pid[$1] = $1; parent[$1] = $2; line[$1] = $0 }
+      END {
+        for (p in pid) {
+          if (p in seen || p == self) continue
+          # Below the CI script (or this check): still part of the run, not left behind.
+          q = p; below = 0
+          for (i = 0; i < 64 && q != "" && q != 0 && q != 1; i++) {
+            if (q == root || q == self) { below = 1; break }
+            q = parent[q]
+          }
+          if (!below) print line[p]
+        }
+      }' "$before" -)
+    [ -n "$left" ] || exit 0
+    sleep 0.5
+  done
+  echo "leftovers: these processes were started during the step and are still running:" >&2
+  echo "$left" | sed 's/^/  /' >&2
+  exit 1
+  ;;
+*)
+  echo "usage: $0 snapshot FILE | check FILE PID" >&2
+  exit 2
+  ;;
+esac
