@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suites need on a fresh Debian machine: a Secret Service (gnome-keyring)
 # and a session bus, the systemd tools (systemd-analyze, systemd-socket-activate), git, Python,
-# Node, and hyperfine for the benchmarks. Idempotent; skips apt when everything is there.
+# Node and npm, hyperfine for the benchmarks, and the pinned Node packages of the end-to-end
+# suites (e2e/node, from its package-lock.json). Idempotent; skips apt when everything is there,
+# and npm when e2e/node/node_modules matches the lock file.
 set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -13,6 +15,7 @@ have systemd-socket-activate || need+=(systemd)
 have git || need+=(git)
 have python3 || need+=(python3)
 have node || need+=(nodejs)
+have npm || need+=(npm)
 have hyperfine || need+=(hyperfine)
 have setpriv || need+=(util-linux)
 have rpm || need+=(rpm)
@@ -22,7 +25,20 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-for c in gnome-keyring-daemon dbus-run-session secret-tool systemd-analyze systemd-socket-activate git python3 node hyperfine setpriv rpm dpkg; do
+for c in gnome-keyring-daemon dbus-run-session secret-tool systemd-analyze systemd-socket-activate git python3 node npm hyperfine setpriv rpm dpkg; do
   have "$c" || { echo "install-deps: $c is still missing" >&2; exit 1; }
 done
+
+# The real Blaxel TypeScript SDK and the MCP SDK, exactly as locked. npm ci replaces
+# node_modules; it runs only when node_modules is missing or was installed from another lock.
+# No package's install scripts run (--ignore-scripts): none of these needs one.
+node_dir="$(cd "$(dirname "$0")/.." && pwd)/e2e/node"
+stamp="$node_dir/node_modules/.blauth-lock.sha256"
+want="$(sha256sum "$node_dir/package-lock.json" | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "install-deps: npm ci in e2e/node"
+  (cd "$node_dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error) || {
+    echo "install-deps: npm ci in e2e/node failed (is the npm registry reachable?)" >&2; exit 1; }
+  echo "$want" > "$stamp"
+fi
 echo "install-deps: all present"

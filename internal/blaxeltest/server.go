@@ -1,6 +1,8 @@
 // Package blaxeltest is a fake Blaxel API for tests: a real HTTP server on loopback that speaks
 // Blaxel's JSON dialect of the token endpoint (client credentials, refresh with rotating refresh
 // tokens, device login), issues JWTs with exp and iat, counts requests, and fails on demand.
+// Its API side (api.go) answers authenticated GETs such as the SDKs' listModels, checking every
+// call's token and workspace the way Blaxel's API does.
 package blaxeltest
 
 import (
@@ -57,6 +59,16 @@ type Server struct {
 	counts     map[string]int
 	rotate     bool
 	slowDownAt int // the device poll number answered with slow_down; 0 never
+	// clientIDOptional accepts a refresh grant without client_id (the TypeScript SDK sends none).
+	clientIDOptional bool
+
+	// The API side (api.go).
+	apiKeys    map[string]string // API key → workspace ("" any)
+	bound      map[string]string // token subject → workspace
+	apiOK      int
+	apiRejects map[string]int // reason → count
+	tokenUA    map[string]int // User-Agent → token requests
+	tokenUAErr map[string]int // User-Agent → token requests answered with an error status
 }
 
 type session struct {
@@ -79,11 +91,14 @@ func New(ttl time.Duration) *Server {
 	}
 	s := &Server{now: func() time.Time { return time.Now() }, ttl: ttl, key: randomBytes(32),
 		clients: map[string]string{}, refresh: map[string]session{}, used: map[string]bool{},
-		devices: map[string]*device{}, counts: map[string]int{}, rotate: true, faultLeft: -1}
+		devices: map[string]*device{}, counts: map[string]int{}, rotate: true, faultLeft: -1,
+		apiKeys: map[string]string{}, bound: map[string]string{}, apiRejects: map[string]int{},
+		tokenUA: map[string]int{}, tokenUAErr: map[string]int{}}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v0/oauth/token", s.token)
+	mux.HandleFunc("POST /v0/oauth/token", s.countByCaller(s.token))
 	mux.HandleFunc("POST /v0/login/device", s.deviceStart)
 	mux.HandleFunc("GET /v0/.well-known/openid-configuration", s.discovery)
+	mux.HandleFunc("GET /v0/", s.api)
 	s.Server = httptest.NewServer(mux)
 	s.Base = s.URL + "/v0"
 	return s
@@ -299,7 +314,7 @@ func (s *Server) clientCredentials(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	tok := s.jwtLocked("sa:" + id)
+	tok := s.jwtLocked(clientSubject(id))
 	ttl := s.ttl
 	s.mu.Unlock()
 	writeJSON(w, 200, map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": int(ttl.Seconds())})
@@ -310,7 +325,7 @@ func (s *Server) refreshGrant(w http.ResponseWriter, body map[string]string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sess, ok := s.refresh[rt]
-	if body["client_id"] != "blaxel" {
+	if cid, sent := body["client_id"]; cid != "blaxel" && (sent || !s.clientIDOptional) {
 		oauthError(w, 400, "invalid_client", "unknown client")
 		return
 	}
