@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/blauth/blauth/internal/backoff"
+	"github.com/blauth/blauth/internal/notify"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
 )
@@ -72,6 +73,7 @@ type Broker struct {
 	mu      sync.Mutex
 	entries map[string]*entry
 	wg      sync.WaitGroup
+	changed notify.Broadcast // a token was replaced or dropped, or a credential failed
 }
 
 type token struct {
@@ -104,6 +106,7 @@ type entry struct {
 	// view holding one of them is the daemon's own write, or an older view, never a new login.
 	held      []string
 	keepFresh bool
+	holds     int // watchers of this credential: kept fresh and never dropped while > 0
 	// lifetime is how long the endpoint's tokens for this credential live, learned from the last
 	// one; a min_ttl it cannot meet is refused without an exchange.
 	lifetime time.Duration
@@ -466,6 +469,7 @@ func (b *Broker) finishLocked(e *entry, c *sources.Credential, f *flight, tok *t
 	e.flight = nil
 	e.exchanges++
 	f.tok, f.err = tok, err
+	defer b.changed.Notify()
 	log := b.cfg.Log.With().Str("workspace", c.Workspace).Str("kind", c.Kind).Str("source", c.Source.String()).Logger()
 	if err == nil {
 		if c.Kind == sources.KindLogin && e.cred == c {
@@ -569,13 +573,14 @@ func (b *Broker) Tick() {
 	defer b.mu.Unlock()
 	now := b.cfg.Clock.Now()
 	for k, e := range b.entries {
-		idle := now.Sub(e.lastUsed) > b.cfg.IdleTTL
+		idle := now.Sub(e.lastUsed) > b.cfg.IdleTTL && e.holds == 0
 		if idle && !e.keepFresh && e.flight == nil {
 			delete(b.entries, k)
 			continue
 		}
 		if e.tok != nil && !e.tok.expiry.After(now) {
 			e.tok = nil // never serve it again
+			b.changed.Notify()
 			// The tries made while it lived were spaced by its remaining life; without a token
 			// the no-token cap applies from now on.
 			if e.nextTry.Sub(now) > noTokenMaxWait {
@@ -583,7 +588,7 @@ func (b *Broker) Tick() {
 			}
 		}
 		due := e.tok == nil || !now.Before(e.tok.refreshAt)
-		if due && (e.keepFresh || !idle) {
+		if due && (e.keepFresh || e.holds > 0 || !idle) {
 			b.maybeStartLocked(e, now)
 		}
 		if e.unsaved != nil && !e.saving && e.flight == nil && !now.Before(e.nextSave) {
@@ -617,6 +622,7 @@ func (b *Broker) Erase(c *sources.Credential, value string) bool {
 	}
 	e.tok = nil
 	e.nextTry = time.Time{}
+	b.changed.Notify()
 	return true
 }
 
@@ -675,6 +681,31 @@ func (e *entry) status() ipc.CachedStatus {
 		s.WriteBackError = e.saveErr.Error()
 	}
 	return s
+}
+
+// Changed returns a channel closed at the next change of any token the broker holds: a refresh,
+// a dropped or erased token, a failed exchange. Watchers take it before they look.
+func (b *Broker) Changed() <-chan struct{} { return b.changed.Wait() }
+
+// Hold keeps c's token fresh while a watcher follows it, even when nobody asks with a get, and
+// keeps the entry from being dropped as idle; release undoes it. The entry must exist (a Get
+// made it); Hold of an unknown credential is a no-op.
+func (b *Broker) Hold(c *sources.Credential) (release func()) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := b.entries[c.Key()]
+	if e == nil || c.Kind == sources.KindAPIKey {
+		return func() {}
+	}
+	e.holds++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			b.mu.Lock()
+			e.holds--
+			b.mu.Unlock()
+		})
+	}
 }
 
 // Wait waits for exchanges in flight to finish (after the daemon's context is cancelled they

@@ -63,8 +63,10 @@ type Config struct {
 	RequestTimeout time.Duration
 	// IdleTimeout closes a connection that sends nothing for this long (2m).
 	IdleTimeout time.Duration
-	// MaxConns bounds open connections (8192); more are refused with code busy.
+	// MaxConns bounds open connections (8192), watchers included; more are refused with code busy.
 	MaxConns int
+	// WatchWriteTimeout drops a watcher that does not read a message within it (10s).
+	WatchWriteTimeout time.Duration
 	// Tick is how often expiry and due refreshes are checked on the wall clock (1s).
 	Tick time.Duration
 	// Reload delivers reload requests (SIGHUP: see NotifyReload).
@@ -191,6 +193,9 @@ func (c *Config) fill() error {
 	}
 	if c.MaxConns <= 0 {
 		c.MaxConns = 8192
+	}
+	if c.WatchWriteTimeout <= 0 {
+		c.WatchWriteTimeout = 10 * time.Second
 	}
 	if c.Tick <= 0 {
 		c.Tick = time.Second

@@ -19,6 +19,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/blauth/blauth/internal/notify"
 	"github.com/blauth/blauth/internal/systemd"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
@@ -47,6 +48,8 @@ type Daemon struct {
 	active  sync.WaitGroup
 	login   *loginFlows
 	stopRun context.CancelFunc // ends Run: action=stop
+	// changed is announced when a source changed or was re-read: watchers look again.
+	changed notify.Broadcast
 }
 
 // Run runs the daemon until ctx is cancelled: it serves the socket, reloads on cfg.Reload, and
@@ -104,6 +107,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 			if kind != sources.SourceDotenv {
 				d.prime()
 			}
+			d.changed.Notify()
 		},
 	})
 	d.prime()
@@ -214,6 +218,7 @@ func (d *Daemon) reload(ctx context.Context) {
 	d.log.Info().Msg("reloading sources")
 	d.resolver.Reload(ctx)
 	d.prime()
+	d.changed.Notify()
 	_ = systemd.Ready()
 }
 
@@ -306,6 +311,10 @@ func (d *Daemon) serveConn(ctx context.Context, c net.Conn) {
 			_ = ipc.WriteAnswer(c, fail(ipc.CodeBadRequest, msg, "end every request with an empty line; see docs/PROTOCOL.md"))
 			return
 		}
+		if req.Value(ipc.KeyAction) == ipc.ActionWatch {
+			d.serveWatch(ctx, c, r, req)
+			return
+		}
 		resp := d.handle(d.life, req)
 		if err := ipc.WriteAnswer(c, resp); err != nil {
 			d.log.Debug().Err(err).Msg("write answer")
@@ -364,7 +373,8 @@ func (d *Daemon) handle(ctx context.Context, req *ipc.Message) (resp *ipc.Messag
 	}
 	switch a := req.Value(ipc.KeyAction); a {
 	case ipc.ActionGet:
-		return d.get(ctx, req)
+		resp, _ := d.get(ctx, req)
+		return resp
 	case ipc.ActionErase:
 		return d.erase(req)
 	case ipc.ActionStatus:
@@ -452,16 +462,17 @@ func resolveError(res *sources.Resolution, err error) *ipc.Message {
 	return fail(code, msg, hint)
 }
 
-func (d *Daemon) get(ctx context.Context, req *ipc.Message) *ipc.Message {
+// get answers action=get, and says which credential it served (nil when none).
+func (d *Daemon) get(ctx context.Context, req *ipc.Message) (*ipc.Message, *sources.Credential) {
 	res, err := d.resolver.Resolve(sourceRequest(req))
 	if err != nil {
-		return resolveError(res, err)
+		return resolveError(res, err), nil
 	}
 	var minTTL time.Duration
 	if s := req.Value(ipc.KeyMinTTL); s != "" {
 		n, err := parseSeconds(s)
 		if err != nil {
-			return fail(ipc.CodeBadRequest, "min_ttl must be a number of seconds", "")
+			return fail(ipc.CodeBadRequest, "min_ttl must be a number of seconds", ""), nil
 		}
 		minTTL = n
 	}
@@ -470,12 +481,12 @@ func (d *Daemon) get(ctx context.Context, req *ipc.Message) *ipc.Message {
 	if err != nil {
 		var te *TokenError
 		if errors.As(err, &te) {
-			return fail(te.Code, te.Msg, te.Hint)
+			return fail(te.Code, te.Msg, te.Hint), c
 		}
-		return fail(ipc.CodeInternal, err.Error(), "")
+		return fail(ipc.CodeInternal, err.Error(), ""), c
 	}
 	t := ipc.Token{Workspace: res.Workspace, Token: s.Token, Kind: c.Kind, Source: c.Source.String(), Expiry: s.Expiry, Hint: s.Warning}
-	return t.Message()
+	return t.Message(), c
 }
 
 func parseSeconds(s string) (time.Duration, error) {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sort"
@@ -79,6 +80,41 @@ func (c *Client) DoTimeout(req *Message, timeout time.Duration) (*Message, error
 
 // Close closes the connection.
 func (c *Client) Close() error { return c.conn.Close() }
+
+// Stream is a watch (version 2): the daemon's answers for one selection, a new complete one at
+// every change. Next may be called from one goroutine at a time; Close from any.
+type Stream struct{ c *Client }
+
+// Watch sends req, an action=watch request, and returns the stream of answers. The connection
+// carries nothing else from then on: close the stream to end the watch.
+func (c *Client) Watch(req *Message) (*Stream, error) {
+	_ = c.conn.SetDeadline(time.Time{})
+	if c.timeout > 0 {
+		_ = c.conn.SetWriteDeadline(time.Now().Add(c.timeout))
+	}
+	if err := WriteMessage(c.conn, req); err != nil {
+		return nil, fmt.Errorf("send request: %w", err)
+	}
+	_ = c.conn.SetWriteDeadline(time.Time{})
+	return &Stream{c: c}, nil
+}
+
+// Next waits for the next answer. An error answer is returned as a message, not an error: the
+// stream goes on after most of them (ErrorCode tells which). The error is io.EOF-like when the
+// daemon ended the stream, or net.ErrClosed after Close.
+func (s *Stream) Next() (*Message, error) {
+	m, err := ReadAnswer(s.c.r)
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, fmt.Errorf("the daemon ended the watch: %w", io.EOF)
+		}
+		return nil, err
+	}
+	return m, nil
+}
+
+// Close ends the watch.
+func (s *Stream) Close() error { return s.c.Close() }
 
 // EnvError is a caller variable that cannot be sent: its name is not a valid key, or its value
 // holds CR, LF or NUL. It never holds the value, which may be a secret.

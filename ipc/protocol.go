@@ -40,6 +40,7 @@ const (
 	KeyDaemonVersion = "daemon_version"
 	KeyDropped       = "dropped" // erase: whether a cached token was dropped
 	KeyManager       = "manager" // ping, stop: what started the daemon (systemd, spawned, foreground)
+	KeySeq           = "seq"     // watch: the message's number in its stream, from 1
 )
 
 // What started a daemon, in manager=.
@@ -61,6 +62,7 @@ const (
 	ActionLoginStart     = "login_start"    // begin Blaxel's device flow
 	ActionLoginWait      = "login_wait"     // wait for it to complete
 	ActionStop           = "stop"           // stop the daemon (version 2)
+	ActionWatch          = "watch"          // a get answer now and at every change (version 2)
 	StatusOK, StatusFail = "ok", "error"
 )
 

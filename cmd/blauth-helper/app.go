@@ -39,6 +39,7 @@ func init() {
 		{"header", "[WORKSPACE]", "print X-Blaxel-Authorization and X-Blaxel-Workspace header lines", (*app).cmdToken},
 		{"env", "[WORKSPACE]", "print 'export BL_WORKSPACE=… BL_API_KEY=…' lines for eval", (*app).cmdToken},
 		{"exec", "-- CMD [ARGS]", "run CMD with BL_WORKSPACE and BL_API_KEY set", (*app).cmdExec},
+		{"watch", "[--json]", "print the token, then every new one, until interrupted", (*app).cmdWatch},
 		{"status", "[--json]", "show each workspace, its credential, source and token state", (*app).cmdStatus},
 		{"login", "WORKSPACE [--api-key | --client-credentials]", "store a secret read from stdin in the OS keyring or, with no flag, log in through the browser (device flow) as 'bl login' does", (*app).cmdLogin},
 		{"logout", "WORKSPACE", "remove the workspace's secret from the OS keyring", (*app).cmdLogout},
