@@ -485,7 +485,7 @@ func (d *Daemon) get(ctx context.Context, req *ipc.Message) (*ipc.Message, *sour
 		}
 		return fail(ipc.CodeInternal, err.Error(), ""), c
 	}
-	t := ipc.Token{Workspace: res.Workspace, Token: s.Token, Kind: c.Kind, Source: c.Source.String(), Expiry: s.Expiry, Hint: s.Warning}
+	t := ipc.Token{Workspace: res.Workspace, Token: s.Token, Kind: c.Kind, Source: c.Source.String(), Expiry: s.Expiry, Hint: s.Warning, APIURL: c.BaseURL}
 	return t.Message(), c
 }
 

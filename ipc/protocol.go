@@ -22,6 +22,7 @@ const (
 	KeyToken   = "token"
 	KeyExpiry  = "expiry" // Unix seconds; 0 when the token does not expire
 	KeySource  = "source"
+	KeyAPIURL  = "api_url" // the API base the token is for (…/v0), version 2
 	KeyCode    = "code"
 	KeyMessage = "message"
 	KeyHint    = "hint"
@@ -157,6 +158,9 @@ type Token struct {
 	Expiry    time.Time // zero when the token does not expire
 	// Hint, when set, is something the user should know although the token is good (version 2).
 	Hint string
+	// APIURL is the Blaxel API base the token was issued for and must be sent to (version 2):
+	// https://api.blaxel.ai/v0 unless BL_API_URL or BL_ENV chose another.
+	APIURL string
 }
 
 // ParseToken reads a get answer.
@@ -164,7 +168,8 @@ func ParseToken(m *Message) (*Token, error) {
 	if err := AsError(m); err != nil {
 		return nil, err
 	}
-	t := &Token{Workspace: m.Value(KeyWorkspace), Token: m.Value(KeyToken), Kind: m.Value(KeyKind), Source: m.Value(KeySource), Hint: m.Value(KeyHint)}
+	t := &Token{Workspace: m.Value(KeyWorkspace), Token: m.Value(KeyToken), Kind: m.Value(KeyKind), Source: m.Value(KeySource),
+		Hint: m.Value(KeyHint), APIURL: m.Value(KeyAPIURL)}
 	if t.Token == "" {
 		return nil, fmt.Errorf("%w: answer holds no token", ErrMalformed)
 	}
@@ -186,6 +191,9 @@ func (t *Token) Message() *Message {
 	}
 	m := NewMessage(KeyVersion, Version, KeyStatus, StatusOK, KeyWorkspace, t.Workspace,
 		KeyToken, t.Token, KeyExpiry, exp, KeyKind, t.Kind, KeySource, t.Source)
+	if t.APIURL != "" {
+		m.Add(KeyAPIURL, t.APIURL)
+	}
 	if t.Hint != "" {
 		m.Add(KeyHint, oneLine(t.Hint))
 	}

@@ -3,7 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -78,18 +80,29 @@ func (a *app) cmdStop(args []string) int {
 		fmt.Fprintf(a.stderr, "blauth: stopped blauthd (pid %d); its systemd socket starts it again on the next request: 'systemctl --user stop blauthd.socket blauthd.service' stops it for good\n", pid)
 		return exitOK
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		probe, err := ipc.Dial(a.socket, dialTimeout)
-		if err != nil {
-			break
-		}
-		probe.Close()
+	// Done when the process is gone, not merely its socket: it finishes requests in flight
+	// after it stops listening.
+	for deadline := time.Now().Add(15 * time.Second); running(pid); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			return a.fail(fmt.Errorf("blauthd (pid %d) still answers 10s after it was asked to stop", pid))
+			return a.fail(fmt.Errorf("blauthd (pid %d) still runs 15s after it was asked to stop", pid))
 		}
 	}
 	fmt.Fprintf(a.stderr, "blauth: stopped blauthd (pid %d)\n", pid)
 	return exitOK
+}
+
+// running reports whether process pid exists and is not a zombie waiting to be reaped.
+func running(pid int) bool {
+	if pid <= 0 || syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true // no /proc (macOS): kill(pid, 0) is all there is
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(f) == 0 || (f[0] != "Z" && f[0] != "X")
 }
 
 func (a *app) stopByPID(c *ipc.Client) (*ipc.Message, error) {
