@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/internal/clock"
 	"github.com/blauth/blauth/ipc"
 )
 
@@ -136,8 +137,8 @@ func TestFailedWriteBackIsVisibleAndRetried(t *testing.T) {
 	api := blaxeltest.New(0)
 	defer api.Close()
 	api.SetRotate(true)
-	clock := newFakeClock()
-	clock.t = time.Now().Round(0) // the watcher and sockets run on real time
+	clock := clock.NewFake(time.Unix(1_900_000_000, 0))
+	clock.Set(time.Now()) // the watcher and sockets run on real time
 	api.SetNow(clock.Now)
 	_, rt := api.NewSession("user", "")
 	expired := api.TokenExpiring("user", clock.Now().Add(-time.Minute), 2*time.Hour)
@@ -167,7 +168,7 @@ func TestFailedWriteBackIsVisibleAndRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		clock.Add(persistRetryMax)
+		clock.Add(30 * time.Second) // the broker retries a failed write-back at least this often
 		td.Broker().Tick()
 		td.Broker().Wait()
 		data, _ := os.ReadFile(path)

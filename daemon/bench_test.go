@@ -10,15 +10,18 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/blauth/blauth/broker"
 	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/internal/clock"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/token"
 )
 
 // startBenchDaemon runs a daemon in this process on a real socket in a short temporary
 // directory, with env as its environment and clock as its wall clock (nil: the real one). It is
 // stopped when the benchmark run ends. (startDaemon in helpers_test.go takes a *testing.T.)
-func startBenchDaemon(tb testing.TB, env []string, clock Clock) *Daemon {
+func startBenchDaemon(tb testing.TB, env []string, clock clock.Clock) *Daemon {
 	tb.Helper()
 	dir, err := os.MkdirTemp("", "blb")
 	if err != nil {
@@ -118,7 +121,7 @@ func BenchmarkGetDuringRefresh(b *testing.B) { benchmarkGetWhileRefreshing(b, tr
 func BenchmarkGetNoRefresh(b *testing.B) { benchmarkGetWhileRefreshing(b, false) }
 
 func benchmarkGetWhileRefreshing(b *testing.B, refreshing bool) {
-	clock := newFakeClock()
+	clock := clock.NewFake(time.Unix(1_900_000_000, 0))
 	api := blaxeltest.New(2 * time.Hour)
 	b.Cleanup(api.Close) // runs after the daemon's cleanup, which cancels the hung exchange
 	api.SetNow(clock.Now)
@@ -193,8 +196,8 @@ const (
 	benchStep = time.Minute
 )
 
-func benchAPI(b *testing.B) (*blaxeltest.Server, *fakeClock, string) {
-	clock := newFakeClock()
+func benchAPI(b *testing.B) (*blaxeltest.Server, *clock.Fake, string) {
+	clock := clock.NewFake(time.Unix(1_900_000_000, 0))
 	api := blaxeltest.New(2 * time.Hour)
 	api.SetNow(clock.Now)
 	return api, clock, api.AddClient("sa", "secret")
@@ -203,7 +206,7 @@ func benchAPI(b *testing.B) (*blaxeltest.Server, *fakeClock, string) {
 func dayThroughBroker(b *testing.B, clients int) int {
 	api, clock, cc := benchAPI(b)
 	defer api.Close()
-	br := NewBroker(context.Background(), BrokerConfig{Exchanger: &BlaxelExchanger{Now: clock.Now}, Clock: clock, Log: zerolog.Nop()})
+	br := broker.New(context.Background(), broker.Config{Tokens: &token.Blaxel{Now: clock.Now}, Clock: clock, Log: zerolog.Nop()})
 	defer br.Wait()
 	cred := &sources.Credential{Workspace: "acme", Kind: sources.KindClientCredentials, ClientCredentials: cc, BaseURL: api.Base,
 		Source: sources.Provenance{Kind: sources.SourceCallerEnv, Where: "BL_CLIENT_CREDENTIALS"}}
@@ -224,9 +227,9 @@ func dayThroughBroker(b *testing.B, clients int) int {
 func dayOnTheirOwn(b *testing.B, clients int) int {
 	api, clock, cc := benchAPI(b)
 	defer api.Close()
-	x := &BlaxelExchanger{Now: clock.Now}
+	x := &token.Blaxel{Now: clock.Now}
 	ctx := context.Background()
-	toks := make([]*Grant, clients)
+	toks := make([]*token.Token, clients)
 	for elapsed := time.Duration(0); elapsed < benchDay; elapsed += benchStep {
 		now := clock.Now()
 		for i, g := range toks {

@@ -16,13 +16,23 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/oauth2"
 
+	"github.com/blauth/blauth/broker"
+	"github.com/blauth/blauth/internal/clock"
 	"github.com/blauth/blauth/internal/systemd"
 	"github.com/blauth/blauth/ipc"
+	"github.com/blauth/blauth/server"
 	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/token"
 )
 
-// DefaultMinTTL is the least remaining life of a token the daemon serves.
-const DefaultMinTTL = 30 * time.Second
+// Defaults of the settings a user may change.
+const (
+	DefaultMinTTL      = 30 * time.Second          // the least remaining life of a token served
+	DefaultRefreshLeft = broker.DefaultRefreshLeft // the fraction of a token's life left at its refresh
+)
+
+// ErrAlreadyRunning reports that another daemon serves the socket.
+var ErrAlreadyRunning = server.ErrAlreadyRunning
 
 // ErrInvalidConfig reports a setting the daemon refuses to start with.
 var ErrInvalidConfig = errors.New("invalid setting")
@@ -49,14 +59,14 @@ type Config struct {
 	KeyringTimeout time.Duration
 	// OAuth selects a standard RFC 6749 token endpoint instead of Blaxel's JSON dialect.
 	OAuth OAuthSettings
-	// Exchanger talks to the token endpoint; nil means the one OAuth or Blaxel's dialect needs.
-	Exchanger Exchanger
+	// Tokens talks to the token endpoint; nil means the one OAuth or Blaxel's dialect needs.
+	Tokens token.Client
 	// HTTP is the client for token endpoints when Exchanger is nil.
 	HTTP *http.Client
 	// Clock is the wall clock (tests inject one).
-	Clock Clock
+	Clock clock.Clock
 	// RefreshLeft (0 < f < 1) and MinTTL tune the broker; zero means the default. See
-	// BrokerConfig.
+	// broker.Config.
 	RefreshLeft float64
 	MinTTL      time.Duration
 	// RequestTimeout bounds reading one request once its first byte came (5s).
@@ -156,14 +166,14 @@ func (c *Config) fill() error {
 		}
 	}
 	if c.Clock == nil {
-		c.Clock = wallClock{}
+		c.Clock = clock.Wall{}
 	}
 	if c.HTTP == nil {
 		c.HTTP = &http.Client{Timeout: 30 * time.Second}
 	}
-	c.HTTP = withUserAgent(c.HTTP, "blauthd/"+c.Version)
-	if c.Exchanger == nil && c.OAuth.Enabled {
-		x := &OAuth2Exchanger{TokenURL: c.OAuth.TokenURL, Issuer: c.OAuth.Issuer, ClientID: c.OAuth.ClientID, ClientSecret: c.OAuth.ClientSecret}
+	c.HTTP = token.WithUserAgent(c.HTTP, "blauthd/"+c.Version)
+	if c.Tokens == nil && c.OAuth.Enabled {
+		x := &token.OAuth2{TokenURL: c.OAuth.TokenURL, Issuer: c.OAuth.Issuer, ClientID: c.OAuth.ClientID, ClientSecret: c.OAuth.ClientSecret}
 		switch c.OAuth.Auth {
 		case "", "basic":
 			x.AuthStyle = oauth2.AuthStyleInHeader
@@ -172,12 +182,12 @@ func (c *Config) fill() error {
 		case "auto":
 			x.AuthStyle = oauth2.AuthStyleAutoDetect
 		}
-		c.Exchanger = x
+		c.Tokens = x
 	}
-	switch x := c.Exchanger.(type) {
+	switch x := c.Tokens.(type) {
 	case nil:
-		c.Exchanger = &BlaxelExchanger{HTTP: c.HTTP, Now: c.Clock.Now}
-	case *OAuth2Exchanger:
+		c.Tokens = &token.Blaxel{HTTP: c.HTTP, Now: c.Clock.Now}
+	case *token.OAuth2:
 		if x.HTTP == nil {
 			x.HTTP = c.HTTP
 		}

@@ -1,55 +1,53 @@
-// Package daemon is blauthd: it listens on the Unix socket, checks every peer, resolves which
-// credential serves each request (package sources), and keeps one fresh token per credential in
-// its Broker. Run is the whole daemon; cmd/blauthd only parses flags and calls it.
+// Package daemon is blauthd: it builds the parts (the sources and their resolver, the token
+// broker, the device logins, the socket server) from a Config, runs them under one context, and
+// reacts to their events: a source changed (keep the credentials it holds fresh, wake the
+// watchers), a credential was refused (read the sources again), a reload (SIGHUP), the tick that
+// judges expiry on the wall clock. cmd/blauthd only parses flags and calls Run.
 package daemon
 
 import (
-	"bufio"
 	"context"
-	"errors"
-	"fmt"
-	"io"
 	"net"
 	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/blauth/blauth/broker"
 	"github.com/blauth/blauth/internal/notify"
 	"github.com/blauth/blauth/internal/systemd"
-	"github.com/blauth/blauth/ipc"
+	"github.com/blauth/blauth/login"
+	"github.com/blauth/blauth/server"
 	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/token"
 )
+
+// drainTimeout bounds how long a stopping daemon waits for requests in flight.
+const drainTimeout = 10 * time.Second
 
 // Daemon is a running blauthd. Build it with New, start it with Run.
 type Daemon struct {
 	cfg      Config
 	log      zerolog.Logger
 	ln       net.Listener
-	lock     *socketLock
+	release  func() // the socket lock, when the daemon made its socket
 	socket   string
-	broker   *Broker
+	broker   *broker.Broker
 	resolver *sources.Resolver
 	watcher  *sources.Watcher
-	uid      int
-	started  time.Time
+	server   *server.Server
 
 	// life is the context of work that must outlive a stop signal until in-flight requests are
 	// answered: exchanges, device logins. Run cancels it last.
 	life     context.Context
 	stopLife context.CancelFunc
 
-	mu      sync.Mutex
-	conns   map[net.Conn]struct{}
-	active  sync.WaitGroup
-	login   *loginFlows
-	stopRun context.CancelFunc // ends Run: action=stop
-	// changed is announced when a source changed or was re-read: watchers look again.
+	// changed is announced when a source changed or was re-read: watchers look again, and the
+	// event loop keeps the daemon-held credentials fresh (primed).
 	changed notify.Broadcast
+	mu      sync.Mutex
+	stopRun context.CancelFunc // ends Run: action=stop
 }
 
 // Run runs the daemon until ctx is cancelled: it serves the socket, reloads on cfg.Reload, and
@@ -70,31 +68,29 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, log: cfg.Log, uid: os.Getuid(), conns: map[net.Conn]struct{}{}, started: cfg.Clock.Now()}
+	d := &Daemon{cfg: cfg, log: cfg.Log, ln: cfg.Listener}
 	d.life, d.stopLife = context.WithCancel(context.WithoutCancel(ctx))
-	if cfg.Listener != nil {
-		d.ln = cfg.Listener
-		d.socket = cfg.Listener.Addr().String()
+	if d.ln != nil {
+		d.socket = d.ln.Addr().String()
 	} else {
-		ln, lock, err := listenUnix(cfg.SocketPath)
+		ln, release, err := server.Listen(cfg.SocketPath)
 		if err != nil {
 			return nil, err
 		}
-		d.ln, d.lock, d.socket = ln, lock, cfg.SocketPath
+		d.ln, d.release, d.socket = ln, release, cfg.SocketPath
 	}
 	w, err := sources.NewWatcher(cfg.Log.With().Str("component", "watcher").Logger(), 0)
 	if err != nil {
 		d.log.Warn().Err(err).Msg("file watching unavailable; sources are re-read on reload only")
 	}
 	d.watcher = w
-	d.broker = NewBroker(d.life, BrokerConfig{
-		Exchanger:   cfg.Exchanger,
+	d.broker = broker.New(d.life, broker.Config{
+		Tokens:      cfg.Tokens,
 		Clock:       cfg.Clock,
 		Log:         cfg.Log.With().Str("component", "broker").Logger(),
 		RefreshLeft: cfg.RefreshLeft,
 		MinTTL:      cfg.MinTTL,
 		Persist:     d.persist,
-		OnPermanent: func(c *sources.Credential) { d.resolver.Reload(d.life) },
 	})
 	d.resolver = sources.NewResolver(d.life, sources.ResolverConfig{
 		Environ:      cfg.Environ,
@@ -104,22 +100,34 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		Log:          cfg.Log.With().Str("component", "sources").Logger(),
 		OnChange: func(kind string) {
 			d.log.Debug().Str("source", kind).Msg("source changed")
-			if kind != sources.SourceDotenv {
-				d.prime()
-			}
 			d.changed.Notify()
 		},
 	})
 	d.prime()
-	d.login = newLoginFlows(d)
+	d.server = server.New(d.ln, d.serverConfig())
 	return d, nil
+}
+
+// serverConfig is what the socket server serves.
+func (d *Daemon) serverConfig() server.Config {
+	cfg := d.cfg
+	sc := server.Config{
+		Log: cfg.Log, Resolver: d.resolver, Broker: d.broker, Keyring: cfg.Keyring, BLConfigPath: cfg.BLConfigPath,
+		Clock: cfg.Clock, Version: cfg.Version, Manager: cfg.Manager, Started: cfg.Clock.Now(),
+		Reload: d.reload, Stop: d.stop, SourcesChanged: d.changed.Wait, Changed: d.changed.Notify,
+		RequestTimeout: cfg.RequestTimeout, IdleTimeout: cfg.IdleTimeout, WatchWriteTimeout: cfg.WatchWriteTimeout, MaxConns: cfg.MaxConns,
+	}
+	if cfg.BLConfigPath != "" {
+		sc.Logins = login.New(d.life, login.Config{Tokens: cfg.Tokens, Save: d.saveLogin, Log: cfg.Log.With().Str("component", "login").Logger()})
+	}
+	return sc
 }
 
 // Socket is the path (or address) the daemon serves.
 func (d *Daemon) Socket() string { return d.socket }
 
 // Broker is the daemon's token broker.
-func (d *Daemon) Broker() *Broker { return d.broker }
+func (d *Daemon) Broker() *broker.Broker { return d.broker }
 
 // Run serves until ctx is done.
 func (d *Daemon) Run(ctx context.Context) error {
@@ -134,7 +142,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		go func() { defer bg.Done(); _ = d.watcher.Run(ctx) }()
 	}
 	bg.Add(1)
-	go func() { defer bg.Done(); d.tick(ctx) }()
+	go func() { defer bg.Done(); d.events(ctx) }()
 	bg.Add(1)
 	go func() { defer bg.Done(); _ = systemd.RunWatchdog(ctx) }()
 
@@ -143,46 +151,79 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.cfg.Ready(d.socket)
 	}
 	_ = systemd.Ready()
-
-	errc := make(chan error, 1)
-	go func() { errc <- d.accept(ctx) }()
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
-	}
-	_ = systemd.Stopping()
-	d.log.Info().Msg("stopping: finishing requests in flight")
-	d.ln.Close()
-	if err == nil {
-		<-errc
-	}
-	d.closeIdle()
-	done := make(chan struct{})
-	go func() { d.active.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		d.log.Warn().Msg("requests still running after 10s; leaving them")
-	}
+	stopping := make(chan struct{})
+	go func() {
+		<-ctx.Done()
+		_ = systemd.Stopping()
+		d.log.Info().Msg("stopping: finishing requests in flight")
+		close(stopping)
+	}()
+	err := d.server.Serve(ctx, d.life, drainTimeout)
 	cancel()
+	<-stopping
 	d.stopLife()
 	bg.Wait()
 	d.broker.Wait()
 	d.resolver.Close()
-	if d.lock != nil {
-		d.lock.release()
+	if d.release != nil {
+		d.release()
 	}
 	d.log.Info().Msg("blauthd stopped")
 	return err
 }
 
+// stop ends Run, as a signal would (action=stop).
+func (d *Daemon) stop() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.stopRun != nil {
+		d.stopRun()
+	}
+}
+
+// events is the daemon's loop: it reacts to what the parts announce, and ticks.
+func (d *Daemon) events(ctx context.Context) {
+	t := time.NewTicker(d.cfg.Tick)
+	defer t.Stop()
+	changed, refused := d.changed.Wait(), d.broker.Refused()
+	for sweep := 1; ; {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			d.broker.Tick()
+			if sweep++; sweep%60 == 0 {
+				d.resolver.Sweep()
+			}
+		case <-changed:
+			// A source changed: the credentials it holds are the ones to keep fresh now.
+			changed = d.changed.Wait()
+			d.prime()
+		case <-refused:
+			// A refused credential may have been replaced in its source since it was read (bl
+			// logged in again): read the sources once more.
+			refused = d.broker.Refused()
+			d.resolver.Reload(d.life)
+			d.changed.Notify()
+		case <-d.cfg.Reload:
+			d.reload(ctx)
+		}
+	}
+}
+
+// reload re-reads every source (SIGHUP, action=reload).
+func (d *Daemon) reload(ctx context.Context) {
+	_ = systemd.Reloading()
+	d.log.Info().Msg("reloading sources")
+	d.resolver.Reload(ctx)
+	d.prime()
+	d.changed.Notify()
+	_ = systemd.Ready()
+}
+
 // prime registers every credential the daemon holds itself (its environment, the keyring, the
 // bl config) with the broker, so their tokens are kept fresh before anyone asks.
 func (d *Daemon) prime() {
-	if d.resolver == nil {
-		return // still being built; New primes once it is
-	}
 	held := map[string]bool{}
 	for _, ws := range d.resolver.Workspaces() {
 		res, err := d.resolver.Resolve(sources.Request{Workspace: ws})
@@ -194,320 +235,8 @@ func (d *Daemon) prime() {
 	d.broker.Untrack(func(k string) bool { return held[k] })
 }
 
-func (d *Daemon) tick(ctx context.Context) {
-	t := time.NewTicker(d.cfg.Tick)
-	defer t.Stop()
-	sweep := 0
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			d.broker.Tick()
-			if sweep++; sweep%60 == 0 {
-				d.resolver.Sweep()
-			}
-		case <-d.cfg.Reload:
-			d.reload(ctx)
-		}
-	}
-}
-
-func (d *Daemon) reload(ctx context.Context) {
-	_ = systemd.Reloading()
-	d.log.Info().Msg("reloading sources")
-	d.resolver.Reload(ctx)
-	d.prime()
-	d.changed.Notify()
-	_ = systemd.Ready()
-}
-
-func (d *Daemon) accept(ctx context.Context) error {
-	var delay time.Duration
-	for {
-		c, err := d.ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			// EMFILE and friends: back off instead of spinning.
-			if delay == 0 {
-				delay = 5 * time.Millisecond
-			} else if delay < time.Second {
-				delay *= 2
-			}
-			d.log.Error().Err(err).Dur("retry_in", delay).Msg("accept failed")
-			time.Sleep(delay)
-			continue
-		}
-		delay = 0
-		d.mu.Lock()
-		full := len(d.conns) >= d.cfg.MaxConns
-		if !full {
-			d.conns[c] = struct{}{}
-			d.active.Add(1)
-		}
-		d.mu.Unlock()
-		if full {
-			d.log.Warn().Int("max", d.cfg.MaxConns).Msg("too many connections; refusing a new one")
-			go refuse(c, fail(ipc.CodeBusy, fmt.Sprintf("blauthd already serves %d connections", d.cfg.MaxConns), "retry in a moment; close connections you no longer use"))
-			continue
-		}
-		go d.serveConn(ctx, c)
-	}
-}
-
-// closeIdle wakes every connection blocked waiting for its next request, so it ends; a request
-// being handled still gets its answer.
-func (d *Daemon) closeIdle() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for c := range d.conns {
-		_ = c.SetReadDeadline(time.Now())
-	}
-}
-
-func (d *Daemon) serveConn(ctx context.Context, c net.Conn) {
-	defer func() {
-		c.Close()
-		d.mu.Lock()
-		delete(d.conns, c)
-		d.mu.Unlock()
-		d.active.Done()
-	}()
-	if uid, err := peerUID(c); err != nil || uid != d.uid {
-		d.log.Warn().Int("peer_uid", uid).Err(err).Msg("refused a connection from another user")
-		refuse(c, fail(ipc.CodeForbidden, "this daemon serves only its own user", ""))
-		return
-	}
-	r := bufio.NewReaderSize(c, 4096)
-	for ctx.Err() == nil {
-		_ = c.SetReadDeadline(time.Now().Add(d.cfg.IdleTimeout))
-		if _, err := r.Peek(1); err != nil {
-			return
-		}
-		// One deadline bounds reading the rest of the request, handling it, and writing the
-		// answer: the read must finish within RequestTimeout, and a get waits at most
-		// ipc.GetBudget for an exchange.
-		_ = c.SetDeadline(time.Now().Add(d.cfg.RequestTimeout + ipc.GetBudget + 5*time.Second))
-		_ = c.SetReadDeadline(time.Now().Add(d.cfg.RequestTimeout))
-		req, err := ipc.ReadMessage(r)
-		if err != nil {
-			// Every request that began gets an answer, even one the stream cannot carry on
-			// after: the connection is closed once it is written.
-			var msg string
-			switch {
-			case errors.Is(err, ipc.ErrTooLarge) || errors.Is(err, ipc.ErrMalformed):
-				msg = err.Error()
-			case errors.Is(err, io.ErrUnexpectedEOF):
-				msg = "the request ended before its empty line"
-			case errors.Is(err, os.ErrDeadlineExceeded):
-				msg = fmt.Sprintf("the request was not complete within %s of its first byte", d.cfg.RequestTimeout)
-			default:
-				return
-			}
-			d.log.Debug().Err(err).Msg("bad request")
-			_ = c.SetWriteDeadline(time.Now().Add(time.Second))
-			_ = ipc.WriteAnswer(c, fail(ipc.CodeBadRequest, msg, "end every request with an empty line; see docs/PROTOCOL.md"))
-			return
-		}
-		if req.Value(ipc.KeyAction) == ipc.ActionWatch {
-			d.serveWatch(ctx, c, r, req)
-			return
-		}
-		resp := d.handle(d.life, req)
-		if err := ipc.WriteAnswer(c, resp); err != nil {
-			d.log.Debug().Err(err).Msg("write answer")
-			return
-		}
-		if req.Value(ipc.KeyAction) == ipc.ActionStop && ipc.AsError(resp) == nil {
-			d.log.Info().Msg("stop requested by a client")
-			d.mu.Lock()
-			d.stopRun()
-			d.mu.Unlock()
-			return
-		}
-	}
-}
-
-// refuse answers a connection that will not be served with one error, then closes it. It lets
-// the peer finish sending first, so that the peer reads the answer rather than a broken pipe;
-// what it sends is discarded, bounded by a deadline and a small cap.
-func refuse(c net.Conn, answer *ipc.Message) {
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	_ = ipc.WriteAnswer(c, answer)
-	if uc, ok := c.(*net.UnixConn); ok {
-		_ = uc.CloseWrite()
-		_, _ = io.CopyN(io.Discard, c, ipc.MaxMessageSize)
-	}
-}
-
-func fail(code, msg, hint string) *ipc.Message {
-	return ipc.ErrorMessage(&ipc.Error{Code: code, Message: msg, Hint: hint})
-}
-
-func ok(kv ...string) *ipc.Message {
-	return ipc.NewMessage(append([]string{ipc.KeyVersion, ipc.Version, ipc.KeyStatus, ipc.StatusOK}, kv...)...)
-}
-
-// handle answers one request. It never panics the daemon: a bug in one request is logged and
-// answered as internal.
-func (d *Daemon) handle(ctx context.Context, req *ipc.Message) (resp *ipc.Message) {
-	defer func() {
-		if p := recover(); p != nil {
-			d.log.Error().Interface("panic", p).Msg("request handler panicked")
-			resp = fail(ipc.CodeInternal, "internal error", "")
-		}
-	}()
-	v, good := ipc.ParseVersion(req.Get(ipc.KeyVersion))
-	if !good {
-		return fail(ipc.CodeUnsupportedVersion, fmt.Sprintf("protocol version %q is not a version number; this daemon speaks 1 to %s", clip(req.Value(ipc.KeyVersion), 20), ipc.Version), "upgrade blauth-helper or the client library")
-	}
-	defer func() {
-		// The answer is in the version both sides speak.
-		resp.Set(ipc.KeyVersion, strconv.Itoa(min(v, ipc.VersionNumber)))
-	}()
-	if r := validateRequest(req); r != nil {
-		return r
-	}
-	switch a := req.Value(ipc.KeyAction); a {
-	case ipc.ActionGet:
-		resp, _ := d.get(ctx, req)
-		return resp
-	case ipc.ActionErase:
-		return d.erase(req)
-	case ipc.ActionStatus:
-		return d.status(req, v)
-	case ipc.ActionPing:
-		return ok(ipc.KeyPID, strconv.Itoa(os.Getpid()), ipc.KeyDaemonVersion, d.cfg.Version, ipc.KeyManager, d.cfg.Manager)
-	case ipc.ActionStop:
-		if v < 2 {
-			return fail(ipc.CodeUnknownAction, "stop needs protocol version 2", "send version=2")
-		}
-		return ok(ipc.KeyPID, strconv.Itoa(os.Getpid()), ipc.KeyManager, d.cfg.Manager)
-	case ipc.ActionReload:
-		d.reload(ctx)
-		return ok()
-	case ipc.ActionKeyringSet, ipc.ActionKeyringDelete:
-		return d.keyring(ctx, req)
-	case ipc.ActionLoginStart:
-		return d.login.start(ctx, req)
-	case ipc.ActionLoginWait:
-		return d.login.wait(ctx, req)
-	case "":
-		return fail(ipc.CodeBadRequest, "the request has no action", "send action=get")
-	default:
-		return fail(ipc.CodeUnknownAction, fmt.Sprintf("unknown action %q", clip(a, 40)), "")
-	}
-}
-
-// maxCwd bounds the cwd= a request may carry: the longest path Linux resolves.
-const maxCwd = 4096
-
-// validateRequest refuses the common request keys a caller got wrong, rather than ignoring them
-// and serving another workspace's token.
-func validateRequest(req *ipc.Message) *ipc.Message {
-	if dir, ok := req.Get(ipc.KeyDir); ok {
-		switch {
-		case dir == "" || !filepath.IsAbs(dir):
-			return fail(ipc.CodeBadRequest, fmt.Sprintf("cwd %q is not an absolute path", clip(dir, 200)), "send the caller's working directory as an absolute path, or no cwd at all")
-		case len(dir) > maxCwd:
-			return fail(ipc.CodeBadRequest, fmt.Sprintf("cwd is %d bytes long, over the %d a path may have", len(dir), maxCwd), "")
-		}
-	}
-	return nil
-}
-
-// sourceRequest reads the caller's workspace, directory and BL_* variables.
-func sourceRequest(req *ipc.Message) sources.Request {
-	r := sources.Request{Workspace: req.Value(ipc.KeyWorkspace), Dir: req.Value(ipc.KeyDir)}
-	for _, f := range req.Fields {
-		if name, ok := strings.CutPrefix(f.Key, ipc.KeyEnvPrefix); ok && strings.HasPrefix(name, "BL_") {
-			if r.Env == nil {
-				r.Env = map[string]string{}
-			}
-			r.Env[name] = f.Value
-		}
-	}
-	return r
-}
-
-// resolveError answers a resolution that found nothing to serve. A source that could not be
-// read is often the cause (a broken bl config hides its workspaces), so each is named.
-func resolveError(res *sources.Resolution, err error) *ipc.Message {
-	msg := err.Error()
-	var hint string
-	var code string
-	switch {
-	case errors.Is(err, sources.ErrNoWorkspace):
-		code, hint = ipc.CodeNoWorkspace, "pass a workspace (-w NAME), set BL_WORKSPACE, or run `bl login`"
-	case errors.Is(err, sources.ErrNoCredentials):
-		code, hint = ipc.CodeNoCredentials, "set BL_API_KEY or BL_CLIENT_CREDENTIALS, run `bl login WORKSPACE`, or `blauth-helper login WORKSPACE --api-key`"
-	default:
-		return fail(ipc.CodeInternal, msg, "")
-	}
-	if res != nil && len(res.Errors) > 0 {
-		var b strings.Builder
-		for i, e := range res.Errors {
-			if i == 3 {
-				fmt.Fprintf(&b, "; and %d more (blauth-helper status lists them)", len(res.Errors)-i)
-				break
-			}
-			fmt.Fprintf(&b, "; %s %s could not be used: %s", e.Source.Kind, e.Source.Where, e.Error)
-		}
-		msg += b.String()
-		hint = "fix the source named above (it may hold what you expected), or " + hint
-	}
-	return fail(code, msg, hint)
-}
-
-// get answers action=get, and says which credential it served (nil when none).
-func (d *Daemon) get(ctx context.Context, req *ipc.Message) (*ipc.Message, *sources.Credential) {
-	res, err := d.resolver.Resolve(sourceRequest(req))
-	if err != nil {
-		return resolveError(res, err), nil
-	}
-	var minTTL time.Duration
-	if s := req.Value(ipc.KeyMinTTL); s != "" {
-		n, err := parseSeconds(s)
-		if err != nil {
-			return fail(ipc.CodeBadRequest, "min_ttl must be a number of seconds", ""), nil
-		}
-		minTTL = n
-	}
-	c := res.Credential
-	s, err := d.broker.Get(ctx, c, minTTL, res.DaemonHeld())
-	if err != nil {
-		var te *TokenError
-		if errors.As(err, &te) {
-			return fail(te.Code, te.Msg, te.Hint), c
-		}
-		return fail(ipc.CodeInternal, err.Error(), ""), c
-	}
-	t := ipc.Token{Workspace: res.Workspace, Token: s.Token, Kind: c.Kind, Source: c.Source.String(), Expiry: s.Expiry, Hint: s.Warning, APIURL: c.BaseURL}
-	return t.Message(), c
-}
-
-func parseSeconds(s string) (time.Duration, error) {
-	var n int64
-	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || n < 0 || n > 1<<31 || fmt.Sprint(n) != s {
-		return 0, errors.New("bad number")
-	}
-	return time.Duration(n) * time.Second, nil
-}
-
-func (d *Daemon) erase(req *ipc.Message) *ipc.Message {
-	res, err := d.resolver.Resolve(sourceRequest(req))
-	if err != nil {
-		return resolveError(res, err)
-	}
-	dropped := d.broker.Erase(res.Credential, req.Value(ipc.KeyToken))
-	d.log.Info().Str("workspace", res.Workspace).Bool("dropped", dropped).Msg("erase")
-	return ok(ipc.KeyWorkspace, res.Workspace, ipc.KeyDropped, strconv.FormatBool(dropped))
-}
-
-func (d *Daemon) persist(c *sources.Credential, g *Grant) (bool, error) {
+// persist writes a refreshed bl login session back to the bl config, as bl would.
+func (d *Daemon) persist(c *sources.Credential, t *token.Token) (bool, error) {
 	if !d.cfg.WriteBack || c.Source.Kind != sources.SourceBLConfig || d.cfg.BLConfigPath == "" {
 		return false, nil
 	}
@@ -518,13 +247,27 @@ func (d *Daemon) persist(c *sources.Credential, g *Grant) (bool, error) {
 			saved = false
 			return
 		}
-		cr.AccessToken = g.AccessToken
-		cr.RefreshToken = g.RefreshToken
-		if g.ExpiresIn > 0 {
-			cr.ExpiresIn = g.ExpiresIn
-		} else {
-			cr.ExpiresIn = int(g.Lifetime().Seconds())
-		}
+		cr.AccessToken, cr.RefreshToken, cr.ExpiresIn = t.AccessToken, t.RefreshToken, expiresIn(t)
 	})
 	return saved && err == nil, err
+}
+
+// saveLogin saves a device login's session in the bl config, as bl login does.
+func (d *Daemon) saveLogin(workspace, deviceCode string, t *token.Token) error {
+	err := sources.UpdateBLCredentials(d.cfg.BLConfigPath, workspace, func(cr *sources.BLCredentials) {
+		*cr = sources.BLCredentials{AccessToken: t.AccessToken, RefreshToken: t.RefreshToken, ExpiresIn: expiresIn(t), DeviceCode: deviceCode}
+	})
+	if err == nil {
+		d.resolver.Reload(d.life)
+		d.changed.Notify()
+	}
+	return err
+}
+
+// expiresIn is the expires_in bl writes: the endpoint's, or the token's lifetime.
+func expiresIn(t *token.Token) int {
+	if t.ExpiresIn > 0 {
+		return t.ExpiresIn
+	}
+	return int(t.Lifetime().Seconds())
 }

@@ -11,24 +11,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/internal/clock"
 	"github.com/blauth/blauth/ipc"
 )
-
-// fakeClock is a settable wall clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Unix(1_900_000_000, 0)} }
-
-func (c *fakeClock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) Set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // testDaemon is a daemon on a real socket in a temporary directory.
 type testDaemon struct {
@@ -45,7 +30,7 @@ type testDaemon struct {
 type daemonOpts struct {
 	env      []string
 	blConfig string // contents of $HOME/.blaxel/config.yaml, if any
-	clock    Clock
+	clock    clock.Clock
 	mutate   func(*Config)
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/blauth/blauth/internal/blaxeltest"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/token"
 )
 
 // waitLogin polls login_wait the way the helper does, until it stops answering login_pending.
@@ -30,9 +31,9 @@ func TestDeviceLoginSavesTheSessionWhereBLWould(t *testing.T) {
 	api := blaxeltest.New(0)
 	defer api.Close()
 	api.SetSlowDownAt(2)
-	old := slowDownStep
-	slowDownStep = 200 * time.Millisecond
-	defer func() { slowDownStep = old }()
+	old := token.SlowDownStep
+	token.SlowDownStep = 200 * time.Millisecond
+	defer func() { token.SlowDownStep = old }()
 	td := startDaemon(t, api, daemonOpts{blConfig: "context:\n  workspace: other\nworkspaces:\n- name: other\n  credentials:\n    apiKey: \"k\"\ntracking: true\n"})
 
 	start, err := td.do(t, ipc.KeyAction, ipc.ActionLoginStart, ipc.KeyWorkspace, "fresh")

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/internal/clock"
 	"github.com/blauth/blauth/ipc"
 )
 
@@ -56,8 +57,8 @@ func (w *watcher) quiet(t *testing.T, d time.Duration) {
 func TestWatchersFollowEveryRefreshForOneExchange(t *testing.T) {
 	api := blaxeltest.New(0)
 	defer api.Close()
-	clock := newFakeClock()
-	clock.t = time.Now().Round(0)
+	clock := clock.NewFake(time.Unix(1_900_000_000, 0))
+	clock.Set(time.Now())
 	api.SetNow(clock.Now)
 	cc := api.AddClient("sa", "secret")
 	td := startDaemon(t, api, daemonOpts{env: []string{"BL_WORKSPACE=acme", "BL_CLIENT_CREDENTIALS=" + cc}, clock: clock})
@@ -177,8 +178,8 @@ func TestWatchNeedsVersion2(t *testing.T) {
 func TestStalledWatcherDelaysNobody(t *testing.T) {
 	api := blaxeltest.New(0)
 	defer api.Close()
-	clock := newFakeClock()
-	clock.t = time.Now().Round(0)
+	clock := clock.NewFake(time.Unix(1_900_000_000, 0))
+	clock.Set(time.Now())
 	api.SetNow(clock.Now)
 	cc := api.AddClient("sa", "secret")
 	td := startDaemon(t, api, daemonOpts{env: []string{"BL_WORKSPACE=acme", "BL_CLIENT_CREDENTIALS=" + cc}, clock: clock,

@@ -53,6 +53,9 @@ type CachedStatus struct {
 	NextTry        time.Time `json:"next_try,omitzero"`
 	Exchanges      int       `json:"exchanges"`
 	WriteBackError string    `json:"write_back_error,omitempty"`
+	// KeptFresh is set when the token is refreshed even if nobody asks: the daemon holds the
+	// credential itself (its environment, the keyring, the bl config), or a watcher follows it.
+	KeptFresh bool `json:"kept_fresh,omitempty"`
 }
 
 // SourceError is a source that could not be used, and why.

@@ -1,4 +1,9 @@
-package daemon
+// Package broker keeps one token per credential: it exchanges once however many callers ask at
+// once, serves the cached token without a network call while it is good, refreshes it in the
+// background before any Blaxel client would, retries failures with bounded backoff, and writes a
+// refreshed bl login session back through a Persister. It knows nothing of sockets or the wire
+// protocol beyond the status shape it reports (ipc.CachedStatus).
+package broker
 
 import (
 	"context"
@@ -13,30 +18,23 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/blauth/blauth/internal/backoff"
+	"github.com/blauth/blauth/internal/clock"
 	"github.com/blauth/blauth/internal/notify"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/token"
 )
-
-// Clock is the wall clock, injectable for tests. Now must return a time without a monotonic
-// reading (time.Now().Round(0)): token expiry is a wall-clock matter, and the monotonic clock
-// stops during suspend.
-type Clock interface{ Now() time.Time }
-
-type wallClock struct{}
-
-func (wallClock) Now() time.Time { return time.Now().Round(0) }
 
 // Persister saves a rotated login session back where it came from, before the new access token
 // is served. c is the credential as its source holds it. It reports whether it wrote g (false
 // when write-back does not apply to c's source), or an error when it could not.
-type Persister func(c *sources.Credential, g *Grant) (saved bool, err error)
+type Persister func(c *sources.Credential, t *token.Token) (saved bool, err error)
 
-// BrokerConfig configures a Broker. Zero fields take the defaults noted.
-type BrokerConfig struct {
-	Exchanger Exchanger
-	Clock     Clock          // wall clock
-	Log       zerolog.Logger // secrets are never logged
+// Config configures a Broker. Zero fields take the defaults noted.
+type Config struct {
+	Tokens token.Client
+	Clock  clock.Clock    // the wall clock (clock.Wall when nil)
+	Log    zerolog.Logger // secrets are never logged
 	// RefreshLeft starts the background refresh when this fraction of the lifetime is left (0.6),
 	// and no later than when that fraction of the servable life (the lifetime less MinTTL) is
 	// left. Blaxel's TypeScript SDK refreshes below 50 % left, bl and the Go SDK below 20 %: the
@@ -56,9 +54,6 @@ type BrokerConfig struct {
 	RetryFraction float64
 	// Persist writes a refreshed login session back to its source; nil disables write-back.
 	Persist Persister
-	// OnPermanent is called once when a credential is refused for good, so that its source can
-	// be re-read (bl may have logged in again).
-	OnPermanent func(c *sources.Credential)
 	// IdleTTL drops a cached credential that nobody asked for in this long (1h). Login sessions
 	// and daemon-held credentials are kept fresh regardless (KeepFresh).
 	IdleTTL time.Duration
@@ -68,15 +63,17 @@ type BrokerConfig struct {
 // serves the cached token without any network call while it is good, and refreshes it in the
 // background before it expires. Safe for concurrent use.
 type Broker struct {
-	cfg     BrokerConfig
+	cfg     Config
 	ctx     context.Context // lives as long as the daemon: exchanges outlive their callers
 	mu      sync.Mutex
 	entries map[string]*entry
 	wg      sync.WaitGroup
 	changed notify.Broadcast // a token was replaced or dropped, or a credential failed
+	refused notify.Broadcast // a credential was refused for good
 }
 
-type token struct {
+// cached is the token a broker entry holds.
+type cached struct {
 	value     string
 	expiry    time.Time // zero: never expires (API key)
 	issued    time.Time
@@ -86,12 +83,12 @@ type token struct {
 	// could not be.
 	saved   bool
 	saveErr error
-	grant   *Grant
+	grant   *token.Token
 }
 
 type flight struct {
 	done chan struct{}
-	tok  *token
+	tok  *cached
 	err  error
 }
 
@@ -112,12 +109,12 @@ type entry struct {
 	lifetime time.Duration
 	// unsaved is a refreshed session that could not be written back to its source; saveErr says
 	// why. Tick retries the write until it lands or a newer session replaces it.
-	unsaved     *Grant
+	unsaved     *token.Token
 	saveErr     error
 	saving      bool
 	saveTries   int
 	nextSave    time.Time
-	tok         *token
+	tok         *cached
 	flight      *flight
 	lastRefresh time.Time
 	lastErr     error
@@ -128,10 +125,10 @@ type entry struct {
 	exchanges   int
 }
 
-// NewBroker returns a broker whose exchanges run under ctx.
-func NewBroker(ctx context.Context, cfg BrokerConfig) *Broker {
+// New returns a broker whose exchanges run under ctx.
+func New(ctx context.Context, cfg Config) *Broker {
 	if cfg.Clock == nil {
-		cfg.Clock = wallClock{}
+		cfg.Clock = clock.Wall{}
 	}
 	if cfg.RefreshLeft <= 0 || cfg.RefreshLeft >= 1 {
 		cfg.RefreshLeft = DefaultRefreshLeft
@@ -168,22 +165,60 @@ const (
 // noTokenMaxWait caps the wait between tries while no valid token is held.
 const noTokenMaxWait = 10 * time.Second
 
-// Errors a caller branches on. They carry an ipc code through codeOf.
-var (
-	ErrAuthFailed  = errors.New("credential refused")
-	ErrUnavailable = errors.New("no valid token")
+// Reason says why Get served no token.
+type Reason int
+
+// Reasons of an *Error.
+const (
+	Refused    Reason = iota + 1 // the token endpoint refused the credential for good
+	Failing                      // the token endpoint fails; the broker retries (RetryIn)
+	TooShort                     // the newest token has less life left than asked (Left < Asked)
+	Unmeetable                   // the endpoint's tokens never live as long as asked (Lifetime ≤ Asked)
+	GaveUp                       // the caller stopped waiting for an exchange, or its budget ran out
 )
 
-// TokenError is a failed Get, with the protocol code and a hint for the user.
-type TokenError struct {
-	Code string
-	Msg  string
-	Hint string
-	Err  error
+// Error is a Get that served no token: why, and the facts a user needs to act on it.
+type Error struct {
+	Reason    Reason
+	Workspace string
+	Kind      string // the credential's kind (ipc.Kind*)
+	Cause     error  // the token endpoint's last error, or the caller's context error
+	RetryIn   time.Duration
+	Left      time.Duration // TooShort: the newest token's life left
+	Asked     time.Duration // TooShort, Unmeetable: the min_ttl asked for
+	Lifetime  time.Duration // Unmeetable: how long the endpoint's tokens live
 }
 
-func (e *TokenError) Error() string { return e.Msg }
-func (e *TokenError) Unwrap() error { return e.Err }
+func (e *Error) Error() string {
+	switch e.Reason {
+	case Refused:
+		return fmt.Sprintf("the %s for workspace %s was refused: %v", describeKind(e.Kind), e.Workspace, e.Cause)
+	case TooShort:
+		// Truncated, not rounded: the figure shown is always below the one asked for.
+		return fmt.Sprintf("the newest token for %s has %s left, less than the %s asked for", e.Workspace, e.Left.Truncate(time.Second), e.Asked)
+	case Unmeetable:
+		return fmt.Sprintf("the token endpoint issues tokens for %s that live %s; a min_ttl of %s cannot be met", e.Workspace, e.Lifetime, e.Asked)
+	case GaveUp:
+		return fmt.Sprintf("gave up waiting for a token for %s: %v", e.Workspace, e.Cause)
+	}
+	msg := "no valid token for workspace " + e.Workspace
+	if e.Cause != nil {
+		msg += ": " + e.Cause.Error()
+	}
+	return msg
+}
+
+func (e *Error) Unwrap() error { return e.Cause }
+
+func describeKind(k string) string {
+	switch k {
+	case ipc.KindLogin:
+		return "bl login session"
+	case ipc.KindClientCredentials:
+		return "service account credential"
+	}
+	return "API key"
+}
 
 // Served is a token handed to a caller.
 type Served struct {
@@ -222,9 +257,7 @@ func (b *Broker) Get(ctx context.Context, c *sources.Credential, minTTL time.Dur
 		// exchange per request would only hammer the endpoint. A new token (a background
 		// refresh, a changed source) updates what is learned.
 		b.mu.Unlock()
-		return Served{}, &TokenError{Code: ipc.CodeUnavailable,
-			Msg:  fmt.Sprintf("the token endpoint issues tokens for %s that live %s; a min_ttl of %s cannot be met", c.Workspace, e.lifetime, minTTL),
-			Hint: fmt.Sprintf("ask for a min_ttl under %s (blauthd's own --min-ttl counts too)", e.lifetime), Err: ErrUnavailable}
+		return Served{}, &Error{Reason: Unmeetable, Workspace: c.Workspace, Kind: c.Kind, Lifetime: e.lifetime, Asked: minTTL}
 	}
 	// No token good enough: the caller has to wait for an exchange.
 	if e.permanent {
@@ -248,9 +281,9 @@ func (b *Broker) Get(ctx context.Context, c *sources.Credential, minTTL time.Dur
 	select {
 	case <-f.done:
 	case <-ctx.Done():
-		return Served{}, &TokenError{Code: ipc.CodeUnavailable, Msg: "gave up waiting for a token: " + ctx.Err().Error(), Err: ctx.Err()}
+		return Served{}, &Error{Reason: GaveUp, Workspace: c.Workspace, Kind: c.Kind, Cause: ctx.Err()}
 	case <-wait.C:
-		return Served{}, &TokenError{Code: ipc.CodeUnavailable, Msg: "gave up waiting for a token: the exchange is still running", Err: ErrUnavailable}
+		return Served{}, &Error{Reason: GaveUp, Workspace: c.Workspace, Kind: c.Kind, Cause: errors.New("the exchange is still running")}
 	}
 	if f.err != nil {
 		b.mu.Lock()
@@ -260,10 +293,7 @@ func (b *Broker) Get(ctx context.Context, c *sources.Credential, minTTL time.Dur
 	}
 	now = b.cfg.Clock.Now()
 	if left := f.tok.expiry.Sub(now); left < minTTL {
-		// Truncated, not rounded: the figure shown is always below the one asked for.
-		return Served{}, &TokenError{Code: ipc.CodeUnavailable,
-			Msg:  fmt.Sprintf("the newest token for %s has %s left, less than the %s asked for", c.Workspace, left.Truncate(time.Second), minTTL),
-			Hint: "ask for a shorter min_ttl; the token endpoint issues shorter tokens", Err: ErrUnavailable}
+		return Served{}, &Error{Reason: TooShort, Workspace: c.Workspace, Kind: c.Kind, Left: left, Asked: minTTL}
 	}
 	b.mu.Lock()
 	w := b.warningLocked(e)
@@ -275,21 +305,13 @@ func (b *Broker) Get(ctx context.Context, c *sources.Credential, minTTL time.Dur
 func (b *Broker) failure(e *entry) error {
 	c := e.cred
 	if e.permanent {
-		hint := "check the service account's client id and secret, or create a new secret in the Blaxel console"
-		if c.Kind == sources.KindLogin {
-			hint = "run `bl login " + c.Workspace + "` (or `blauth-helper login " + c.Workspace + "`)"
-		}
-		return &TokenError{Code: ipc.CodeAuthFailed, Msg: fmt.Sprintf("the %s for workspace %s was refused: %v", describeKind(c.Kind), c.Workspace, e.lastErr), Hint: hint, Err: ErrAuthFailed}
+		return &Error{Reason: Refused, Workspace: c.Workspace, Kind: c.Kind, Cause: e.lastErr}
 	}
-	msg := fmt.Sprintf("no valid token for workspace %s", c.Workspace)
-	if e.lastErr != nil {
-		msg += ": " + e.lastErr.Error()
-	}
-	hint := "the token endpoint could not be reached; blauthd keeps retrying"
+	err := &Error{Reason: Failing, Workspace: c.Workspace, Kind: c.Kind, Cause: e.lastErr}
 	if !e.nextTry.IsZero() {
-		hint += fmt.Sprintf(", next try in %s", e.nextTry.Sub(b.cfg.Clock.Now()).Round(time.Second))
+		err.RetryIn = max(e.nextTry.Sub(b.cfg.Clock.Now()), 0)
 	}
-	return &TokenError{Code: ipc.CodeUnavailable, Msg: msg, Hint: hint, Err: ErrUnavailable}
+	return err
 }
 
 // warningLocked is what a caller served e's token should be told. b.mu is held.
@@ -298,16 +320,6 @@ func (b *Broker) warningLocked(e *entry) string {
 		return ""
 	}
 	return fmt.Sprintf("the refreshed bl login session for %s could not be saved (%v); bl and SDKs reading the file hold a spent refresh token until blauthd can write it (it retries)", e.cred.Workspace, e.saveErr)
-}
-
-func describeKind(k string) string {
-	switch k {
-	case sources.KindLogin:
-		return "bl login session"
-	case sources.KindClientCredentials:
-		return "service account credential"
-	}
-	return "API key"
 }
 
 // entryLocked finds or creates the entry for c, adopting a changed source. b.mu is held.
@@ -365,7 +377,7 @@ func (b *Broker) adoptSourceToken(e *entry, c *sources.Credential) {
 	if c.Kind != sources.KindLogin || c.AccessToken == "" {
 		return
 	}
-	exp, iat, ok := JWTTimes(c.AccessToken)
+	exp, iat, ok := token.JWTTimes(c.AccessToken)
 	if !ok || (e.tok != nil && !exp.After(e.tok.expiry)) {
 		return
 	}
@@ -381,8 +393,8 @@ func sameSecrets(a, b *sources.Credential) bool {
 		a.BaseURL == b.BaseURL
 }
 
-func (b *Broker) newToken(v string, exp, iat time.Time) *token {
-	return &token{value: v, expiry: exp, issued: iat, refreshAt: exp.Add(-b.refreshLead(exp.Sub(iat)))}
+func (b *Broker) newToken(v string, exp, iat time.Time) *cached {
+	return &cached{value: v, expiry: exp, issued: iat, refreshAt: exp.Add(-b.refreshLead(exp.Sub(iat)))}
 }
 
 // refreshLead is how long before expiry a token of lifetime life is refreshed: when RefreshLeft
@@ -427,19 +439,19 @@ func (b *Broker) startLocked(e *entry) *flight {
 // exchange runs one grant for c. saved is the credential as its source holds it now, which a
 // write-back of a rotated session must find there (it differs from c when an earlier write-back
 // failed).
-func (b *Broker) exchange(c, saved *sources.Credential) (*token, error) {
+func (b *Broker) exchange(c, saved *sources.Credential) (*cached, error) {
 	ctx, cancel := context.WithTimeout(b.ctx, b.cfg.ExchangeTimeout)
 	defer cancel()
-	var g *Grant
+	var g *token.Token
 	var err error
 	switch c.Kind {
 	case sources.KindClientCredentials:
-		g, err = b.cfg.Exchanger.ClientCredentials(ctx, c.BaseURL, c.ClientCredentials)
+		g, err = b.cfg.Tokens.ClientCredentials(ctx, c.BaseURL, c.ClientCredentials)
 	case sources.KindLogin:
 		if c.RefreshToken == "" {
-			return nil, &ExchangeError{Op: "refresh", Permanent: true, Description: "the session has no refresh token"}
+			return nil, &token.Error{Op: "refresh", Permanent: true, Description: "the session has no refresh token"}
 		}
-		g, err = b.cfg.Exchanger.Refresh(ctx, c.BaseURL, c.RefreshToken, c.DeviceCode)
+		g, err = b.cfg.Tokens.Refresh(ctx, c.BaseURL, c.RefreshToken, c.DeviceCode)
 	default:
 		return nil, fmt.Errorf("nothing to exchange for a %s", c.Kind)
 	}
@@ -464,7 +476,7 @@ func (b *Broker) exchange(c, saved *sources.Credential) (*token, error) {
 }
 
 // finishLocked records an exchange's result. b.mu is held.
-func (b *Broker) finishLocked(e *entry, c *sources.Credential, f *flight, tok *token, err error) {
+func (b *Broker) finishLocked(e *entry, c *sources.Credential, f *flight, tok *cached, err error) {
 	now := b.cfg.Clock.Now()
 	e.flight = nil
 	e.exchanges++
@@ -492,13 +504,13 @@ func (b *Broker) finishLocked(e *entry, c *sources.Credential, f *flight, tok *t
 		return
 	}
 	e.lastErr = err
-	var xe *ExchangeError
+	var xe *token.Error
 	if errors.As(err, &xe) && xe.Permanent {
 		first := !e.permanent
 		e.permanent = true
 		log.Error().Err(err).Msg("credential refused; not retrying until its source changes")
-		if first && b.cfg.OnPermanent != nil {
-			go b.cfg.OnPermanent(c)
+		if first {
+			b.refused.Notify()
 		}
 		return
 	}
@@ -525,7 +537,7 @@ func (b *Broker) finishLocked(e *entry, c *sources.Credential, f *flight, tok *t
 }
 
 // recordSaveLocked notes the outcome of writing session g back to e's source. b.mu is held.
-func (b *Broker) recordSaveLocked(e *entry, g *Grant, saved bool, err error, now time.Time) {
+func (b *Broker) recordSaveLocked(e *entry, g *token.Token, saved bool, err error, now time.Time) {
 	if err == nil {
 		e.unsaved, e.saveErr, e.saveTries = nil, nil, 0
 		if !saved {
@@ -670,7 +682,7 @@ func (b *Broker) Lookup(c *sources.Credential) (ipc.CachedStatus, bool) {
 // status describes e without secrets. The broker's mutex is held.
 func (e *entry) status() ipc.CachedStatus {
 	s := ipc.CachedStatus{Workspace: e.cred.Workspace, Kind: e.cred.Kind, Source: e.cred.Source.String(),
-		LastRefresh: e.lastRefresh, Refused: e.permanent, NextTry: e.nextTry, Exchanges: e.exchanges}
+		LastRefresh: e.lastRefresh, Refused: e.permanent, NextTry: e.nextTry, Exchanges: e.exchanges, KeptFresh: e.keepFresh || e.holds > 0}
 	if e.tok != nil {
 		s.Expiry, s.RefreshAt = e.tok.expiry, e.tok.refreshAt
 	}
@@ -682,6 +694,13 @@ func (e *entry) status() ipc.CachedStatus {
 	}
 	return s
 }
+
+// Refused returns a channel closed the next time a credential is refused for good: its source
+// may be worth reading again (bl may have logged in since).
+func (b *Broker) Refused() <-chan struct{} { return b.refused.Wait() }
+
+// MinTTL is the least life a token the broker serves has left.
+func (b *Broker) MinTTL() time.Duration { return b.cfg.MinTTL }
 
 // Changed returns a channel closed at the next change of any token the broker holds: a refresh,
 // a dropped or erased token, a failed exchange. Watchers take it before they look.

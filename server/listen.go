@@ -1,4 +1,4 @@
-package daemon
+package server
 
 import (
 	"errors"
@@ -56,8 +56,18 @@ func (l *socketLock) release() {
 	l.f.Close()
 }
 
-// listenUnix creates the daemon's socket: its directory private (0700, ours), a live socket left
-// alone, a stale one replaced, and the new one created with mode 0600.
+// Listen creates the daemon's socket: its directory private (0700, ours), a live socket left
+// alone (ErrAlreadyRunning, naming its daemon's pid), a stale one replaced, and the new one
+// created with mode 0600. release drops the lock that keeps a second daemon from taking the
+// socket over; call it after the listener is closed.
+func Listen(path string) (ln net.Listener, release func(), err error) {
+	l, lock, err := listenUnix(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return l, lock.release, nil
+}
+
 func listenUnix(path string) (net.Listener, *socketLock, error) {
 	if err := ipc.PrepareSocketDir(filepath.Dir(path)); err != nil {
 		return nil, nil, err

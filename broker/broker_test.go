@@ -1,10 +1,9 @@
-package daemon
+package broker
 
 import (
 	"context"
 	"errors"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,34 +11,35 @@ import (
 
 	"github.com/blauth/blauth/internal/backoff"
 	"github.com/blauth/blauth/internal/blaxeltest"
-	"github.com/blauth/blauth/ipc"
+	"github.com/blauth/blauth/internal/clock"
 	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/token"
 )
 
 type brokerFixture struct {
 	b     *Broker
 	api   *blaxeltest.Server
-	clock *fakeClock
+	clock *clock.Fake
 	cred  *sources.Credential
 }
 
-func newBrokerFixture(t *testing.T, mutate func(*BrokerConfig)) *brokerFixture {
+func newBrokerFixture(t *testing.T, mutate func(*Config)) *brokerFixture {
 	t.Helper()
-	clock := newFakeClock()
+	clock := clock.NewFake(time.Unix(1_900_000_000, 0))
 	api := blaxeltest.New(2 * time.Hour)
 	t.Cleanup(api.Close)
 	api.SetNow(clock.Now)
 	cc := api.AddClient("sa", "secret")
-	cfg := BrokerConfig{
-		Exchanger: &BlaxelExchanger{Now: clock.Now},
-		Clock:     clock,
-		Log:       zerolog.New(zerolog.NewTestWriter(t)),
-		Backoff:   backoff.Policy{Base: time.Second, Max: 5 * time.Minute},
+	cfg := Config{
+		Tokens:  &token.Blaxel{Now: clock.Now},
+		Clock:   clock,
+		Log:     zerolog.New(zerolog.NewTestWriter(t)),
+		Backoff: backoff.Policy{Base: time.Second, Max: 5 * time.Minute},
 	}
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	b := NewBroker(context.Background(), cfg)
+	b := New(context.Background(), cfg)
 	t.Cleanup(b.Wait)
 	cred := &sources.Credential{Workspace: "acme", Kind: sources.KindClientCredentials, ClientCredentials: cc, BaseURL: api.Base,
 		Source: sources.Provenance{Kind: sources.SourceDaemonEnv, Where: "BL_CLIENT_CREDENTIALS"}}
@@ -148,13 +148,13 @@ func TestShortOutagesAreNeverSeenByCallers(t *testing.T) {
 }
 
 func TestImpossibleMinTTLCostsNoExchangePerRequest(t *testing.T) {
-	f := newBrokerFixture(t, func(c *BrokerConfig) { c.MinTTL = time.Minute })
+	f := newBrokerFixture(t, func(c *Config) { c.MinTTL = time.Minute })
 	f.api.SetTTL(time.Minute)
 	for i := 0; i < 300; i++ {
 		_, err := f.get(t, 0)
-		var te *TokenError
+		var te *Error
 		// The first call may be served: at the instant of issue the token has its whole minute.
-		if i > 0 && (!errors.As(err, &te) || te.Code != ipc.CodeUnavailable || !strings.Contains(te.Msg, "cannot be met")) {
+		if i > 0 && (!errors.As(err, &te) || te.Reason != Unmeetable || !strings.Contains(te.Error(), "cannot be met")) {
 			t.Fatalf("call %d with min_ttl 60s and 60s tokens: %v", i, err)
 		}
 		f.clock.Add(50 * time.Millisecond)
@@ -231,9 +231,9 @@ func TestExpiredTokenNeverServedAfterSuspend(t *testing.T) {
 	f.api.SetFault(blaxeltest.FaultReset, -1)
 	f.clock.Add(3 * time.Hour) // the laptop slept through the expiry
 	_, err := f.get(t, 0)
-	var te *TokenError
-	if !errors.As(err, &te) || te.Code != ipc.CodeUnavailable {
-		t.Fatalf("after expiry with the endpoint down: %v, want unavailable", err)
+	var te *Error
+	if !errors.As(err, &te) || te.Reason != Failing {
+		t.Fatalf("after expiry with the endpoint down: %v, want failing", err)
 	}
 	f.tick()
 	for _, s := range f.b.Status() {
@@ -250,7 +250,7 @@ func TestExpiredTokenNeverServedAfterSuspend(t *testing.T) {
 }
 
 func TestRetriesAreBoundedByRemainingLife(t *testing.T) {
-	f := newBrokerFixture(t, func(c *BrokerConfig) { c.Backoff = backoff.Policy{Base: 30 * time.Second, Max: time.Hour} })
+	f := newBrokerFixture(t, func(c *Config) { c.Backoff = backoff.Policy{Base: 30 * time.Second, Max: time.Hour} })
 	f.mustGet(t)
 	f.api.SetFault(blaxeltest.Fault503, -1)
 	f.clock.Add(75 * time.Minute) // refresh due, 45m left
@@ -312,8 +312,8 @@ func TestGarbageAndHTMLAreTransient(t *testing.T) {
 		f := newBrokerFixture(t, nil)
 		f.api.SetFault(fault, 1)
 		_, err := f.get(t, 0)
-		var te *TokenError
-		if !errors.As(err, &te) || te.Code != ipc.CodeUnavailable {
+		var te *Error
+		if !errors.As(err, &te) || te.Reason != Failing {
 			t.Fatalf("fault %d: %v, want unavailable", fault, err)
 		}
 		f.clock.Add(10 * time.Second)
@@ -324,13 +324,13 @@ func TestGarbageAndHTMLAreTransient(t *testing.T) {
 }
 
 func TestPermanentFailureStopsRetriesUntilTheSourceChanges(t *testing.T) {
-	var reread atomic.Int32
-	f := newBrokerFixture(t, func(c *BrokerConfig) { c.OnPermanent = func(*sources.Credential) { reread.Add(1) } })
+	f := newBrokerFixture(t, nil)
+	refused := f.b.Refused()
 	f.api.SetFault(blaxeltest.FaultInvalidClient, -1)
 	_, err := f.get(t, 0)
-	var te *TokenError
-	if !errors.As(err, &te) || te.Code != ipc.CodeAuthFailed || te.Hint == "" {
-		t.Fatalf("invalid_client: %v, want auth_failed with a hint", err)
+	var te *Error
+	if !errors.As(err, &te) || te.Reason != Refused || !errors.Is(err, te.Cause) || te.Cause == nil {
+		t.Fatalf("invalid_client: %v, want refused with the endpoint's error", err)
 	}
 	for i := 0; i < 10; i++ {
 		f.clock.Add(10 * time.Minute)
@@ -340,12 +340,16 @@ func TestPermanentFailureStopsRetriesUntilTheSourceChanges(t *testing.T) {
 	if n := f.api.Count(""); n != 1 {
 		t.Fatalf("a refused credential was tried %d times", n)
 	}
-	// OnPermanent runs in its own goroutine: wait for it, bounded.
-	for deadline := time.Now().Add(5 * time.Second); reread.Load() == 0 && time.Now().Before(deadline); {
-		time.Sleep(5 * time.Millisecond)
+	// The refusal was announced once, for the source to be read again.
+	select {
+	case <-refused:
+	default:
+		t.Fatal("the refusal was not announced")
 	}
-	if reread.Load() != 1 {
-		t.Fatalf("source re-read %d times, want once", reread.Load())
+	select {
+	case <-f.b.Refused():
+		t.Fatal("ten more tries of a refused credential announced it again")
+	default:
 	}
 	// The user fixes the secret: the new credential is tried at once.
 	f.api.SetFault(blaxeltest.FaultNone, 0)

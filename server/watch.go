@@ -1,4 +1,4 @@
-package daemon
+package server
 
 import (
 	"bufio"
@@ -12,23 +12,17 @@ import (
 )
 
 // serveWatch checks a watch request as handle checks every other, then watches.
-func (d *Daemon) serveWatch(ctx context.Context, c net.Conn, r *bufio.Reader, req *ipc.Message) {
-	v, good := ipc.ParseVersion(req.Get(ipc.KeyVersion))
-	var refusal *ipc.Message
-	switch {
-	case !good:
-		refusal = fail(ipc.CodeUnsupportedVersion, "protocol version "+strconv.Quote(clip(req.Value(ipc.KeyVersion), 20))+" is not a version number", "")
-	case v < 2:
+func (s *Server) serveWatch(ctx, work context.Context, c net.Conn, r *bufio.Reader, m *ipc.Message) {
+	req, refusal := checkRequest(m)
+	if refusal == nil && req.version < 2 {
 		refusal = fail(ipc.CodeUnknownAction, "watch needs protocol version 2", "send version=2")
-	default:
-		refusal = validateRequest(req)
 	}
 	if refusal != nil {
-		refusal.Set(ipc.KeyVersion, strconv.Itoa(min(max(v, 1), ipc.VersionNumber)))
+		refusal.Set(ipc.KeyVersion, strconv.Itoa(min(req.version, ipc.VersionNumber)))
 		_ = ipc.WriteAnswer(c, refusal)
 		return
 	}
-	d.watch(ctx, c, r, req, v)
+	s.watch(ctx, work, c, r, req)
 }
 
 // watch serves action=watch: it answers at once as get would, then sends a new complete
@@ -37,7 +31,7 @@ func (d *Daemon) serveWatch(ctx context.Context, c net.Conn, r *bufio.Reader, re
 // daemon stops. Each watcher has its own goroutine and waits on the broker's and the sources'
 // change broadcasts: a slow or stalled watcher delays nobody else, and a refresh never waits for
 // a watcher.
-func (d *Daemon) watch(ctx context.Context, c net.Conn, r *bufio.Reader, req *ipc.Message, version int) {
+func (s *Server) watch(ctx, work context.Context, c net.Conn, r *bufio.Reader, req request) {
 	// The client sends nothing more: a byte or the end of its stream ends the watch.
 	gone := make(chan struct{})
 	_ = c.SetDeadline(time.Time{})
@@ -54,22 +48,22 @@ func (d *Daemon) watch(ctx context.Context, c net.Conn, r *bufio.Reader, req *ip
 	defer func() { release() }()
 	for {
 		// Take the broadcasts before looking, so no change between the look and the wait is lost.
-		brokerChanged, sourcesChanged := d.broker.Changed(), d.changed.Wait()
-		resp, cred, until := d.watchAnswer(ctx, req)
+		brokerChanged, sourcesChanged := s.cfg.Broker.Changed(), s.cfg.SourcesChanged()
+		resp, cred, until := s.watchAnswer(work, req.Message)
 		if cred != nil && cred.Key() != heldKey {
 			release()
-			release, heldKey = d.broker.Hold(cred), cred.Key()
+			release, heldKey = s.cfg.Broker.Hold(cred), cred.Key()
 		}
 		if key := answerKey(resp); key != last {
 			last = key
 			seq++
-			resp.Set(ipc.KeyVersion, strconv.Itoa(min(version, ipc.VersionNumber)))
+			resp.Set(ipc.KeyVersion, strconv.Itoa(min(req.version, ipc.VersionNumber)))
 			resp.Add(ipc.KeySeq, strconv.Itoa(seq))
 			// A watcher that does not read its message in time is dropped: it holds nothing
 			// but its own goroutine.
-			_ = c.SetWriteDeadline(time.Now().Add(d.cfg.WatchWriteTimeout))
+			_ = c.SetWriteDeadline(time.Now().Add(s.cfg.WatchWriteTimeout))
 			if err := ipc.WriteAnswer(c, resp); err != nil {
-				d.log.Debug().Err(err).Msg("watcher gone or stalled; dropping it")
+				s.log.Debug().Err(err).Msg("watcher gone or stalled; dropping it")
 				return
 			}
 		}
@@ -78,7 +72,7 @@ func (d *Daemon) watch(ctx context.Context, c net.Conn, r *bufio.Reader, req *ip
 		var timer <-chan time.Time
 		var t *time.Timer
 		if !until.IsZero() {
-			t = time.NewTimer(max(until.Sub(d.cfg.Clock.Now()), 500*time.Millisecond))
+			t = time.NewTimer(max(until.Sub(s.cfg.Clock.Now()), 500*time.Millisecond))
 			timer = t.C
 		}
 		stop := func() {
@@ -111,16 +105,14 @@ func (d *Daemon) watch(ctx context.Context, c net.Conn, r *bufio.Reader, req *ip
 // watchAnswer is what a get for req answers now, the credential it came from, and when it must
 // be looked at again even if nothing announces a change: when the token falls under the
 // min_ttl it was served with.
-func (d *Daemon) watchAnswer(ctx context.Context, req *ipc.Message) (*ipc.Message, *sources.Credential, time.Time) {
-	resp, cred := d.get(ctx, req)
+func (s *Server) watchAnswer(ctx context.Context, req *ipc.Message) (*ipc.Message, *sources.Credential, time.Time) {
+	resp, cred := s.get(ctx, req)
 	var until time.Time
 	if exp := resp.Value(ipc.KeyExpiry); ipc.AsError(resp) == nil && exp != "" && exp != "0" {
 		if n, err := strconv.ParseInt(exp, 10, 64); err == nil {
-			minTTL := d.broker.cfg.MinTTL
-			if s := req.Value(ipc.KeyMinTTL); s != "" {
-				if m, err := parseSeconds(s); err == nil && m > minTTL {
-					minTTL = m
-				}
+			minTTL := s.cfg.Broker.MinTTL()
+			if m, err := parseSeconds(req.Value(ipc.KeyMinTTL)); err == nil && m > minTTL {
+				minTTL = m
 			}
 			until = time.Unix(n, 0).Add(-minTTL)
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/blauth/blauth/internal/hydratest"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/token"
 )
 
 // These tests run the daemon against Ory Hydra, a real OAuth 2.0 server nobody here wrote, to
@@ -36,14 +37,14 @@ func TestHydraClientCredentials(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id, secret := h.CreateClient(t, tc.method, "client_credentials")
-			x := &OAuth2Exchanger{AuthStyle: tc.style}
+			x := &token.OAuth2{AuthStyle: tc.style}
 			if tc.discov {
 				x.Issuer = h.IssuerURL()
 			} else {
 				x.TokenURL = h.TokenURL()
 			}
 			cc := base64.StdEncoding.EncodeToString([]byte(id + ":" + secret))
-			td := startDaemon(t, nil, daemonOpts{env: []string{"BL_WORKSPACE=idp", "BL_CLIENT_CREDENTIALS=" + cc}, mutate: func(c *Config) { c.Exchanger = x }})
+			td := startDaemon(t, nil, daemonOpts{env: []string{"BL_WORKSPACE=idp", "BL_CLIENT_CREDENTIALS=" + cc}, mutate: func(c *Config) { c.Tokens = x }})
 			var wg sync.WaitGroup
 			got := make([]string, 40)
 			for i := range got {
@@ -62,7 +63,7 @@ func TestHydraClientCredentials(t *testing.T) {
 					t.Fatal("concurrent callers did not all get the one token")
 				}
 			}
-			exp, iat, ok := JWTTimes(got[0])
+			exp, iat, ok := token.JWTTimes(got[0])
 			if !ok || exp.Sub(iat) != 10*time.Minute {
 				t.Fatalf("Hydra's JWT: exp-iat = %v (ok=%v), want 10m", exp.Sub(iat), ok)
 			}
@@ -79,7 +80,7 @@ func TestHydraBackgroundRefresh(t *testing.T) {
 	id, secret := h.CreateClient(t, hydratest.AuthBasic, "client_credentials")
 	cc := base64.StdEncoding.EncodeToString([]byte(id + ":" + secret))
 	td := startDaemon(t, nil, daemonOpts{env: []string{"BL_WORKSPACE=idp", "BL_CLIENT_CREDENTIALS=" + cc}, mutate: func(c *Config) {
-		c.Exchanger = &OAuth2Exchanger{TokenURL: h.TokenURL(), AuthStyle: oauth2.AuthStyleInHeader}
+		c.Tokens = &token.OAuth2{TokenURL: h.TokenURL(), AuthStyle: oauth2.AuthStyleInHeader}
 		c.RefreshLeft, c.MinTTL, c.Tick = 0.5, 2*time.Second, 100*time.Millisecond
 	}})
 	first := td.token(t)
@@ -108,7 +109,7 @@ func TestHydraRefreshGrantRotatesAndPersists(t *testing.T) {
 	_, rt := h.LoginSession(t, id, secret)
 	cfg := "context:\n  workspace: idp\nworkspaces:\n- name: idp\n  credentials:\n    refresh_token: " + rt + "\ntracking: false\n"
 	td := startDaemon(t, nil, daemonOpts{blConfig: cfg, mutate: func(c *Config) {
-		c.Exchanger = &OAuth2Exchanger{TokenURL: h.TokenURL(), AuthStyle: oauth2.AuthStyleInHeader, ClientID: id, ClientSecret: secret}
+		c.Tokens = &token.OAuth2{TokenURL: h.TokenURL(), AuthStyle: oauth2.AuthStyleInHeader, ClientID: id, ClientSecret: secret}
 	}})
 	tok := td.token(t)
 	if tok.Kind != ipc.KindLogin {
@@ -124,7 +125,7 @@ func TestHydraRefreshGrantRotatesAndPersists(t *testing.T) {
 	}
 	// The persisted refresh token works for the next refresh. (Checked first: Hydra revokes the
 	// whole chain once an old token is reused.)
-	_, err = (&OAuth2Exchanger{TokenURL: h.TokenURL(), AuthStyle: oauth2.AuthStyleInHeader, ClientID: id, ClientSecret: secret}).Refresh(t.Context(), "", w.Credentials.RefreshToken, "")
+	_, err = (&token.OAuth2{TokenURL: h.TokenURL(), AuthStyle: oauth2.AuthStyleInHeader, ClientID: id, ClientSecret: secret}).Refresh(t.Context(), "", w.Credentials.RefreshToken, "")
 	if err != nil {
 		t.Fatalf("the persisted refresh token does not work: %v", err)
 	}
@@ -149,7 +150,7 @@ func TestHydraRefusedClientIsPermanent(t *testing.T) {
 	id, _ := h.CreateClient(t, hydratest.AuthBasic, "client_credentials")
 	cc := base64.StdEncoding.EncodeToString([]byte(id + ":wrong-secret"))
 	td := startDaemon(t, nil, daemonOpts{env: []string{"BL_WORKSPACE=idp", "BL_CLIENT_CREDENTIALS=" + cc}, mutate: func(c *Config) {
-		c.Exchanger = &OAuth2Exchanger{TokenURL: h.TokenURL(), AuthStyle: oauth2.AuthStyleInHeader}
+		c.Tokens = &token.OAuth2{TokenURL: h.TokenURL(), AuthStyle: oauth2.AuthStyleInHeader}
 	}})
 	_, err := td.do(t, ipc.KeyAction, ipc.ActionGet)
 	if ipc.ErrorCode(err) != ipc.CodeAuthFailed {

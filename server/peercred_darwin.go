@@ -1,4 +1,4 @@
-package daemon
+package server
 
 import (
 	"fmt"
@@ -7,7 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// peerUID returns the uid of the process at the other end of a Unix socket (SO_PEERCRED).
+// peerUID returns the uid of the process at the other end of a Unix socket (LOCAL_PEERCRED).
 func peerUID(c net.Conn) (int, error) {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
@@ -17,10 +17,10 @@ func peerUID(c net.Conn) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	var cred *unix.Ucred
+	var cred *unix.Xucred
 	var serr error
 	if err := raw.Control(func(fd uintptr) {
-		cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+		cred, serr = unix.GetsockoptXucred(int(fd), unix.SOL_LOCAL, unix.LOCAL_PEERCRED)
 	}); err != nil {
 		return -1, err
 	}

@@ -1,6 +1,7 @@
-package daemon
+package server
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -10,14 +11,14 @@ import (
 )
 
 // StatusFor builds the status as seen by a caller with the given directory and environment.
-func (d *Daemon) StatusFor(sr sources.Request) ipc.Status {
-	st := ipc.Status{Version: d.cfg.Version, PID: os.Getpid(), Socket: d.socket, Manager: d.cfg.Manager, Started: d.started, Dotenvs: d.resolver.WatchedDotenvs()}
-	names := d.resolver.Workspaces()
+func (s *Server) StatusFor(sr sources.Request) ipc.Status {
+	st := ipc.Status{Version: s.cfg.Version, PID: os.Getpid(), Socket: s.socket, Manager: s.cfg.Manager, Started: s.cfg.Started, Dotenvs: s.cfg.Resolver.WatchedDotenvs()}
+	names := s.cfg.Resolver.Workspaces()
 	// The caller's own default workspace, which may come from its .env or environment.
 	def := sr
 	def.Workspace = ""
 	// A resolution error still names the workspace it chose (a workspace without credentials).
-	res, _ := d.resolver.Resolve(def)
+	res, _ := s.cfg.Resolver.Resolve(def)
 	if res != nil && res.Workspace != "" {
 		st.Default = res.Workspace
 		names = appendUnique(names, res.Workspace)
@@ -31,7 +32,7 @@ func (d *Daemon) StatusFor(sr sources.Request) ipc.Status {
 	for _, w := range names {
 		q := sr
 		q.Workspace = w
-		res, err := d.resolver.Resolve(q)
+		res, err := s.cfg.Resolver.Resolve(q)
 		ws := ipc.WorkspaceStatus{Workspace: w}
 		if err != nil {
 			ws.Error = err.Error()
@@ -41,14 +42,14 @@ func (d *Daemon) StatusFor(sr sources.Request) ipc.Status {
 			for _, s := range res.Shadowed {
 				ws.Shadows = append(ws.Shadows, s.Kind+" from "+s.Source.String())
 			}
-			if e, ok := d.broker.Lookup(c); ok {
+			if e, ok := s.cfg.Broker.Lookup(c); ok {
 				ws.Expiry, ws.RefreshAt, ws.LastRefresh, ws.LastError, ws.Refused = e.Expiry, e.RefreshAt, e.LastRefresh, e.LastError, e.Refused
 				ws.WriteBackError = e.WriteBackError
 			}
 		}
 		st.Workspaces = append(st.Workspaces, ws)
 	}
-	st.Cached = d.broker.Status()
+	st.Cached = s.cfg.Broker.Status()
 	return st
 }
 
@@ -72,12 +73,12 @@ func appendUnique(xs []string, x string) []string {
 // status answers action=status. From version 2 the JSON may be split over several json= lines
 // (ipc.Message.Long joins them), so any number of workspaces fits; a version 1 client gets it
 // on one line, or an error when it is too long for one.
-func (d *Daemon) status(req *ipc.Message, version int) *ipc.Message {
-	b, err := json.Marshal(d.StatusFor(sourceRequest(req)))
+func (s *Server) serveStatus(ctx context.Context, req request) *ipc.Message {
+	b, err := json.Marshal(s.StatusFor(sourceRequest(req.Message)))
 	if err != nil {
 		return fail(ipc.CodeInternal, err.Error(), "")
 	}
-	if version < 2 {
+	if req.version < 2 {
 		if len(b)+len(ipc.KeyJSON)+1 > ipc.MaxLineSize {
 			return fail(ipc.CodeBadRequest, fmt.Sprintf("the status is %d bytes, too long for one line of protocol version 1", len(b)), "send version=2: its answers carry long values over several lines")
 		}

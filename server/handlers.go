@@ -1,0 +1,185 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/blauth/blauth/ipc"
+	"github.com/blauth/blauth/sources"
+)
+
+// request is one request being handled, at the protocol version both sides speak.
+type request struct {
+	*ipc.Message
+	version int
+}
+
+// handler answers one action.
+type handler func(s *Server, ctx context.Context, req request) *ipc.Message
+
+// handlers is the table of actions, and the protocol version each needs.
+var handlers = map[string]struct {
+	serve   handler
+	version int
+}{
+	ipc.ActionGet:           {(*Server).serveGet, 1},
+	ipc.ActionErase:         {(*Server).serveErase, 1},
+	ipc.ActionStatus:        {(*Server).serveStatus, 1},
+	ipc.ActionPing:          {(*Server).servePing, 1},
+	ipc.ActionReload:        {(*Server).serveReload, 1},
+	ipc.ActionKeyringSet:    {(*Server).serveKeyring, 1},
+	ipc.ActionKeyringDelete: {(*Server).serveKeyring, 1},
+	ipc.ActionLoginStart:    {(*Server).serveLoginStart, 1},
+	ipc.ActionLoginWait:     {(*Server).serveLoginWait, 1},
+	ipc.ActionStop:          {(*Server).serveStop, 2},
+	// watch takes over its connection: serveConn routes it to serveWatch.
+}
+
+func fail(code, msg, hint string) *ipc.Message {
+	return ipc.ErrorMessage(&ipc.Error{Code: code, Message: msg, Hint: hint})
+}
+
+func ok(kv ...string) *ipc.Message {
+	return ipc.NewMessage(append([]string{ipc.KeyVersion, ipc.Version, ipc.KeyStatus, ipc.StatusOK}, kv...)...)
+}
+
+// clip makes s one printable line of at most n bytes, for quoting what a client sent.
+func clip(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+// handle answers one request. It never panics the daemon: a bug in one request is logged and
+// answered as internal. The answer is in the version both sides speak.
+func (s *Server) handle(ctx context.Context, m *ipc.Message) (resp *ipc.Message) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error().Interface("panic", p).Msg("request handler panicked")
+			resp = fail(ipc.CodeInternal, "internal error", "")
+		}
+	}()
+	req, refusal := checkRequest(m)
+	defer func() { resp.Set(ipc.KeyVersion, strconv.Itoa(min(req.version, ipc.VersionNumber))) }()
+	if refusal != nil {
+		return refusal
+	}
+	a := req.Value(ipc.KeyAction)
+	h, known := handlers[a]
+	switch {
+	case a == "":
+		return fail(ipc.CodeBadRequest, "the request has no action", "send action=get")
+	case !known:
+		return fail(ipc.CodeUnknownAction, fmt.Sprintf("unknown action %q", clip(a, 40)), "")
+	case req.version < h.version:
+		return fail(ipc.CodeUnknownAction, fmt.Sprintf("%s needs protocol version %d", a, h.version), fmt.Sprintf("send version=%d", h.version))
+	}
+	return h.serve(s, ctx, req)
+}
+
+// maxCwd bounds the cwd= a request may carry: the longest path Linux resolves.
+const maxCwd = 4096
+
+// checkRequest reads the request's version and refuses the common keys a caller got wrong,
+// rather than ignoring them and serving another workspace's token.
+func checkRequest(m *ipc.Message) (request, *ipc.Message) {
+	v, good := ipc.ParseVersion(m.Get(ipc.KeyVersion))
+	req := request{Message: m, version: max(v, 1)}
+	if !good {
+		return req, fail(ipc.CodeUnsupportedVersion, fmt.Sprintf("protocol version %q is not a version number; this daemon speaks 1 to %s", clip(m.Value(ipc.KeyVersion), 20), ipc.Version), "upgrade blauth-helper or the client library")
+	}
+	if dir, ok := m.Get(ipc.KeyDir); ok {
+		switch {
+		case dir == "" || !filepath.IsAbs(dir):
+			return req, fail(ipc.CodeBadRequest, fmt.Sprintf("cwd %q is not an absolute path", clip(dir, 200)), "send the caller's working directory as an absolute path, or no cwd at all")
+		case len(dir) > maxCwd:
+			return req, fail(ipc.CodeBadRequest, fmt.Sprintf("cwd is %d bytes long, over the %d a path may have", len(dir), maxCwd), "")
+		}
+	}
+	if s := m.Value(ipc.KeyMinTTL); s != "" {
+		if _, err := parseSeconds(s); err != nil {
+			return req, fail(ipc.CodeBadRequest, "min_ttl must be a number of seconds", "")
+		}
+	}
+	return req, nil
+}
+
+// sourceRequest reads the caller's workspace, directory and BL_* variables.
+func sourceRequest(req *ipc.Message) sources.Request {
+	r := sources.Request{Workspace: req.Value(ipc.KeyWorkspace), Dir: req.Value(ipc.KeyDir)}
+	for _, f := range req.Fields {
+		if name, ok := strings.CutPrefix(f.Key, ipc.KeyEnvPrefix); ok && strings.HasPrefix(name, "BL_") {
+			if r.Env == nil {
+				r.Env = map[string]string{}
+			}
+			r.Env[name] = f.Value
+		}
+	}
+	return r
+}
+
+func parseSeconds(s string) (time.Duration, error) {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > 1<<31 || strconv.FormatInt(n, 10) != s {
+		return 0, errors.New("bad number")
+	}
+	return time.Duration(n) * time.Second, nil
+}
+
+func (s *Server) serveGet(ctx context.Context, req request) *ipc.Message {
+	resp, _ := s.get(ctx, req.Message)
+	return resp
+}
+
+// get answers a get, and says which credential it served (nil when none).
+func (s *Server) get(ctx context.Context, req *ipc.Message) (*ipc.Message, *sources.Credential) {
+	res, err := s.cfg.Resolver.Resolve(sourceRequest(req))
+	if err != nil {
+		return resolutionError(res, err), nil
+	}
+	minTTL, _ := parseSeconds(req.Value(ipc.KeyMinTTL))
+	c := res.Credential
+	t, err := s.cfg.Broker.Get(ctx, c, minTTL, res.DaemonHeld())
+	if err != nil {
+		return errorAnswer(err), c
+	}
+	tok := ipc.Token{Workspace: res.Workspace, Token: t.Token, Kind: c.Kind, Source: c.Source.String(), Expiry: t.Expiry, Hint: t.Warning, APIURL: c.BaseURL}
+	return tok.Message(), c
+}
+
+func (s *Server) serveErase(ctx context.Context, req request) *ipc.Message {
+	res, err := s.cfg.Resolver.Resolve(sourceRequest(req.Message))
+	if err != nil {
+		return resolutionError(res, err)
+	}
+	dropped := s.cfg.Broker.Erase(res.Credential, req.Value(ipc.KeyToken))
+	s.log.Info().Str("workspace", res.Workspace).Bool("dropped", dropped).Msg("erase")
+	return ok(ipc.KeyWorkspace, res.Workspace, ipc.KeyDropped, strconv.FormatBool(dropped))
+}
+
+func (s *Server) servePing(ctx context.Context, req request) *ipc.Message {
+	return ok(ipc.KeyPID, strconv.Itoa(os.Getpid()), ipc.KeyDaemonVersion, s.cfg.Version, ipc.KeyManager, s.cfg.Manager)
+}
+
+// serveStop answers; serveConn stops the daemon once the answer is written.
+func (s *Server) serveStop(ctx context.Context, req request) *ipc.Message {
+	return ok(ipc.KeyPID, strconv.Itoa(os.Getpid()), ipc.KeyManager, s.cfg.Manager)
+}
+
+func (s *Server) serveReload(ctx context.Context, req request) *ipc.Message {
+	s.cfg.Reload(ctx)
+	return ok()
+}

@@ -1,0 +1,43 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/blauth/blauth/ipc"
+	"github.com/blauth/blauth/sources"
+)
+
+// serveKeyring stores or removes a workspace's secret in the OS keyring (blauth-helper login and
+// logout), then has the keyring re-read, so the next request sees it at once.
+func (s *Server) serveKeyring(ctx context.Context, req request) *ipc.Message {
+	if s.cfg.Keyring == nil {
+		return fail(ipc.CodeKeyringUnavailable, "this daemon runs without the OS keyring", "start blauthd without --no-keyring")
+	}
+	ws := req.Value(ipc.KeyWorkspace)
+	if ws == "" {
+		return fail(ipc.CodeBadRequest, "a workspace is required", "blauth-helper login WORKSPACE --api-key")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var err error
+	if req.Value(ipc.KeyAction) == ipc.ActionKeyringSet {
+		kind := req.Value(ipc.KeyKind)
+		if kind != ipc.KindAPIKey && kind != ipc.KindClientCredentials {
+			return fail(ipc.CodeBadRequest, "kind must be api_key or client_credentials", "")
+		}
+		err = s.cfg.Keyring.Set(ctx, ws, sources.KeyringSecret{Kind: kind, Value: req.Value(ipc.KeySecret)})
+	} else {
+		err = s.cfg.Keyring.Delete(ctx, ws)
+		if err != nil && isNotFound(err) {
+			return fail(ipc.CodeNoCredentials, "the keyring holds no secret for workspace "+ws, "blauth-helper status shows where each workspace's credential comes from")
+		}
+	}
+	if err != nil {
+		return errorAnswer(err)
+	}
+	s.cfg.Resolver.ReloadKeyring(ctx)
+	s.cfg.Changed()
+	s.log.Info().Str("workspace", ws).Str("action", req.Value(ipc.KeyAction)).Msg("keyring updated")
+	return ok(ipc.KeyWorkspace, ws)
+}

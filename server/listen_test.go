@@ -1,0 +1,27 @@
+package server
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Two daemons starting together: the second finds the lock held, and names its holder.
+func TestSecondLockNamesItsHolder(t *testing.T) {
+	dir, err := os.MkdirTemp("", "bsl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "x.sock")
+	lock, err := lockSocketDir(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.release()
+	if _, err := lockSocketDir(sock); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("as pid %d", os.Getpid())) {
+		t.Fatalf("second lock: %v, want the holder's pid named", err)
+	}
+}

@@ -1,0 +1,217 @@
+// Package server answers blauthd's socket: it accepts connections on a listener, checks that
+// each peer is the daemon's own user, reads requests (package ipc), and dispatches each to the
+// handler of its action, which asks the resolver which credential serves it and the broker for
+// its token. Every error becomes an ipc code and hint in one place (errors.go). A Server serves
+// one listener; the daemon may run several.
+package server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/blauth/blauth/broker"
+	"github.com/blauth/blauth/internal/clock"
+	"github.com/blauth/blauth/ipc"
+	"github.com/blauth/blauth/login"
+	"github.com/blauth/blauth/sources"
+)
+
+// Config is what a Server serves, and how.
+type Config struct {
+	Log      zerolog.Logger
+	Resolver *sources.Resolver
+	Broker   *broker.Broker
+	// Keyring is the store behind blauth-helper login --api-key; nil answers keyring_unavailable.
+	Keyring sources.KeyringStore
+	// Logins runs device logins; nil when the daemon has no bl config to save sessions in.
+	Logins       *login.Flows
+	BLConfigPath string
+	Clock        clock.Clock
+	// Version and Manager are reported by ping and status; Started by status.
+	Version, Manager string
+	Started          time.Time
+	// Reload re-reads every source (action=reload); Stop stops the daemon (action=stop).
+	Reload func(ctx context.Context)
+	Stop   func()
+	// SourcesChanged returns a channel closed at the next change of a source: watchers look again.
+	// Changed announces one (the keyring was written through the server).
+	SourcesChanged func() <-chan struct{}
+	Changed        func()
+	// Timeouts and bounds: see daemon.Config.
+	RequestTimeout, IdleTimeout, WatchWriteTimeout time.Duration
+	MaxConns                                       int
+}
+
+// Server serves one listener. Build it with New, run it with Serve.
+type Server struct {
+	cfg    Config
+	log    zerolog.Logger
+	ln     net.Listener
+	socket string
+	uid    int
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	active sync.WaitGroup
+}
+
+// New returns a server for ln.
+func New(ln net.Listener, cfg Config) *Server {
+	return &Server{cfg: cfg, log: cfg.Log, ln: ln, socket: ln.Addr().String(), uid: os.Getuid(), conns: map[net.Conn]struct{}{}}
+}
+
+// Serve accepts connections until ctx ends, then closes the listener, wakes the connections
+// waiting for their next request, and waits (up to drain) for the requests in flight, which
+// run under work, a context that outlives ctx until the caller cancels it.
+func (s *Server) Serve(ctx, work context.Context, drain time.Duration) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.accept(ctx, work) }()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	s.ln.Close()
+	if err == nil {
+		<-errc
+	}
+	s.closeIdle()
+	done := make(chan struct{})
+	go func() { s.active.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(drain):
+		s.log.Warn().Dur("after", drain).Msg("requests still running; leaving them")
+	}
+	return err
+}
+
+func (s *Server) accept(ctx, work context.Context) error {
+	var delay time.Duration
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// EMFILE and friends: back off instead of spinning.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.log.Error().Err(err).Dur("retry_in", delay).Msg("accept failed")
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		s.mu.Lock()
+		full := len(s.conns) >= s.cfg.MaxConns
+		if !full {
+			s.conns[c] = struct{}{}
+			s.active.Add(1)
+		}
+		s.mu.Unlock()
+		if full {
+			s.log.Warn().Int("max", s.cfg.MaxConns).Msg("too many connections; refusing a new one")
+			go refuse(c, fail(ipc.CodeBusy, fmt.Sprintf("blauthd already serves %d connections", s.cfg.MaxConns), "retry in a moment; close connections you no longer use"))
+			continue
+		}
+		go s.serveConn(ctx, work, c)
+	}
+}
+
+// closeIdle wakes every connection blocked waiting for its next request, so it ends; a request
+// being handled still gets its answer.
+func (s *Server) closeIdle() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		_ = c.SetReadDeadline(time.Now())
+	}
+}
+
+// serveConn answers the requests of one connection, one after the other. Handlers run under
+// work, so that an exchange a request waits for is not cut short by the daemon stopping.
+func (s *Server) serveConn(ctx, work context.Context, c net.Conn) {
+	defer func() {
+		c.Close()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		s.active.Done()
+	}()
+	if uid, err := peerUID(c); err != nil || uid != s.uid {
+		s.log.Warn().Int("peer_uid", uid).Err(err).Msg("refused a connection from another user")
+		refuse(c, fail(ipc.CodeForbidden, "this daemon serves only its own user", ""))
+		return
+	}
+	r := bufio.NewReaderSize(c, 4096)
+	for ctx.Err() == nil {
+		_ = c.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		if _, err := r.Peek(1); err != nil {
+			return
+		}
+		// One deadline bounds reading the rest of the request, handling it, and writing the
+		// answer: the read must finish within RequestTimeout, and a get waits at most
+		// ipc.GetBudget for an exchange.
+		_ = c.SetDeadline(time.Now().Add(s.cfg.RequestTimeout + ipc.GetBudget + 5*time.Second))
+		_ = c.SetReadDeadline(time.Now().Add(s.cfg.RequestTimeout))
+		req, err := ipc.ReadMessage(r)
+		if err != nil {
+			s.badRequest(c, err)
+			return
+		}
+		if req.Value(ipc.KeyAction) == ipc.ActionWatch {
+			s.serveWatch(ctx, work, c, r, req)
+			return
+		}
+		resp := s.handle(work, req)
+		if err := ipc.WriteAnswer(c, resp); err != nil {
+			s.log.Debug().Err(err).Msg("write answer")
+			return
+		}
+		if req.Value(ipc.KeyAction) == ipc.ActionStop && ipc.AsError(resp) == nil {
+			s.log.Info().Msg("stop requested by a client")
+			s.cfg.Stop()
+			return
+		}
+	}
+}
+
+// badRequest answers a request that could not be read, if it began: every request gets an
+// answer, even one the stream cannot carry on after.
+func (s *Server) badRequest(c net.Conn, err error) {
+	var msg string
+	switch {
+	case errors.Is(err, ipc.ErrTooLarge) || errors.Is(err, ipc.ErrMalformed):
+		msg = err.Error()
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		msg = "the request ended before its empty line"
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		msg = fmt.Sprintf("the request was not complete within %s of its first byte", s.cfg.RequestTimeout)
+	default:
+		return
+	}
+	s.log.Debug().Err(err).Msg("bad request")
+	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = ipc.WriteAnswer(c, fail(ipc.CodeBadRequest, msg, "end every request with an empty line; see docs/PROTOCOL.md"))
+}
+
+// refuse answers a connection that will not be served with one error, then closes it. It lets
+// the peer finish sending first, so that the peer reads the answer rather than a broken pipe;
+// what it sends is discarded, bounded by a deadline and a small cap.
+func refuse(c net.Conn, answer *ipc.Message) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	_ = ipc.WriteAnswer(c, answer)
+	if uc, ok := c.(*net.UnixConn); ok {
+		_ = uc.CloseWrite()
+		_, _ = io.CopyN(io.Discard, c, ipc.MaxMessageSize)
+	}
+}

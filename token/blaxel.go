@@ -1,0 +1,140 @@
+package token
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Blaxel speaks Blaxel's JSON dialect of the token endpoint ({base}/oauth/token and
+// {base}/login/device), as the Go, Python and TypeScript SDKs do. The zero value uses
+// http.DefaultClient and the wall clock.
+type Blaxel struct {
+	HTTP *http.Client
+	Now  func() time.Time
+	// MaxBody bounds how much of an answer is read (1 MiB when zero).
+	MaxBody int64
+}
+
+// clientID is what Blaxel's SDKs send as client_id.
+const clientID = "blaxel"
+
+func (x *Blaxel) now() time.Time {
+	if x.Now != nil {
+		return x.Now()
+	}
+	return time.Now().Round(0)
+}
+
+// ClientCredentials implements Client.
+func (x *Blaxel) ClientCredentials(ctx context.Context, baseURL, cc string) (*Token, error) {
+	body := map[string]string{"grant_type": "client_credentials"}
+	return x.token(ctx, "client credentials", baseURL, "Basic "+BasicValue(cc), body)
+}
+
+// Refresh implements Client.
+func (x *Blaxel) Refresh(ctx context.Context, baseURL, refreshToken, deviceCode string) (*Token, error) {
+	body := map[string]string{"grant_type": "refresh_token", "refresh_token": refreshToken, "client_id": clientID}
+	if deviceCode != "" {
+		body["device_code"] = deviceCode
+	}
+	return x.token(ctx, "refresh", baseURL, "", body)
+}
+
+// DeviceAuth implements Client: POST {base}/login/device.
+func (x *Blaxel) DeviceAuth(ctx context.Context, baseURL string) (*DeviceAuth, error) {
+	const op = "device login"
+	var da DeviceAuth
+	status, err := x.post(ctx, op, endpoint(baseURL, "/login/device"), "", map[string]string{"client_id": clientID, "scope": "offline_access"}, &da)
+	if err != nil {
+		return nil, err
+	}
+	if da.DeviceCode == "" {
+		return nil, &Error{Op: op, Status: status, Description: "the answer holds no device_code"}
+	}
+	return &da, nil
+}
+
+// DeviceToken implements Client. Blaxel answers a pending login with HTTP 202, or with 400 and
+// authorization_pending, as RFC 8628 does.
+func (x *Blaxel) DeviceToken(ctx context.Context, baseURL string, da *DeviceAuth) (*Token, error) {
+	body := map[string]string{"grant_type": "urn:ietf:params:oauth:grant-type:device_code", "client_id": clientID, "device_code": da.DeviceCode}
+	return x.token(ctx, "device login", baseURL, "", body)
+}
+
+func endpoint(baseURL, path string) string { return strings.TrimRight(baseURL, "/") + path }
+
+// tokenAnswer is the body of a token endpoint's success.
+type tokenAnswer struct {
+	AccessToken  string          `json:"access_token"`
+	RefreshToken string          `json:"refresh_token"`
+	ExpiresIn    json.RawMessage `json:"expires_in"`
+}
+
+// token posts one grant to {base}/oauth/token and reads the token.
+func (x *Blaxel) token(ctx context.Context, op, baseURL, auth string, body map[string]string) (*Token, error) {
+	var ta tokenAnswer
+	status, err := x.post(ctx, op, endpoint(baseURL, "/oauth/token"), auth, body, &ta)
+	if err != nil {
+		return nil, err
+	}
+	if status == http.StatusAccepted {
+		return nil, &Error{Op: op, Status: status, Code: CodeAuthorizationPending}
+	}
+	if ta.AccessToken == "" {
+		return nil, &Error{Op: op, Status: status, Description: "the answer is not a token response"}
+	}
+	t := &Token{AccessToken: ta.AccessToken, RefreshToken: ta.RefreshToken, ExpiresIn: parseExpiresIn(ta.ExpiresIn)}
+	if err := t.setExpiry(x.now()); err != nil {
+		return nil, &Error{Op: op, Status: status, Description: err.Error()}
+	}
+	return t, nil
+}
+
+// post sends body as JSON to url and decodes a 2xx answer into out; any other answer is a
+// classified *Error. At most MaxBody bytes of the answer are read.
+func (x *Blaxel) post(ctx context.Context, op, url, auth string, body any, out any) (int, error) {
+	b, _ := json.Marshal(body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b))
+	if err != nil {
+		return 0, &Error{Op: op, Permanent: true, Description: "bad API base URL", Err: err}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	hc := x.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, transportError(op, err)
+	}
+	defer resp.Body.Close()
+	limit := x.MaxBody
+	if limit <= 0 {
+		limit = 1 << 20
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+	if err != nil {
+		return resp.StatusCode, &Error{Op: op, Status: resp.StatusCode, Err: err}
+	}
+	if resp.StatusCode/100 != 2 {
+		return resp.StatusCode, classify(op, resp.StatusCode, resp.Header, data, x.now())
+	}
+	if resp.StatusCode == http.StatusAccepted {
+		return resp.StatusCode, nil // "not yet": nothing to decode
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		e := classify(op, resp.StatusCode, resp.Header, data, x.now())
+		e.Description = "the answer is not JSON"
+		return resp.StatusCode, e
+	}
+	return resp.StatusCode, nil
+}
