@@ -19,6 +19,8 @@ have npm || need+=(npm)
 have hyperfine || need+=(hyperfine)
 have setpriv || need+=(util-linux)
 have rpm || need+=(rpm)
+# The Prometheus project's own text-format parser (its Python client), for the metrics test.
+/usr/bin/python3 -c 'import prometheus_client.parser' 2>/dev/null || need+=(python3-prometheus-client)
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -28,6 +30,7 @@ fi
 for c in gnome-keyring-daemon dbus-run-session secret-tool systemd-analyze systemd-socket-activate git python3 node npm hyperfine setpriv rpm dpkg; do
   have "$c" || { echo "install-deps: $c is still missing" >&2; exit 1; }
 done
+/usr/bin/python3 -c 'import prometheus_client.parser' || { echo "install-deps: python3-prometheus-client is still missing" >&2; exit 1; }
 
 # The real Blaxel TypeScript SDK and the MCP SDK, exactly as locked. npm ci replaces
 # node_modules; it runs only when node_modules is missing or was installed from another lock.

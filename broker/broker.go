@@ -70,6 +70,7 @@ type Broker struct {
 	wg      sync.WaitGroup
 	changed notify.Broadcast // a token was replaced or dropped, or a credential failed
 	refused notify.Broadcast // a credential was refused for good
+	counts  Counters         // guarded by mu
 }
 
 // cached is the token a broker entry holds.
@@ -484,6 +485,7 @@ func (b *Broker) finishLocked(e *entry, c *sources.Credential, f *flight, tok *c
 	defer b.changed.Notify()
 	log := b.cfg.Log.With().Str("workspace", c.Workspace).Str("kind", c.Kind).Str("source", c.Source.String()).Logger()
 	if err == nil {
+		b.countLocked(c.Kind, "ok", e.tok != nil)
 		if c.Kind == sources.KindLogin && e.cred == c {
 			// Later exchanges use the rotated refresh token and the new access token.
 			nc := *c
@@ -506,6 +508,7 @@ func (b *Broker) finishLocked(e *entry, c *sources.Credential, f *flight, tok *c
 	e.lastErr = err
 	var xe *token.Error
 	if errors.As(err, &xe) && xe.Permanent {
+		b.countLocked(c.Kind, "refused", false)
 		first := !e.permanent
 		e.permanent = true
 		log.Error().Err(err).Msg("credential refused; not retrying until its source changes")
@@ -514,6 +517,7 @@ func (b *Broker) finishLocked(e *entry, c *sources.Credential, f *flight, tok *c
 		}
 		return
 	}
+	b.countLocked(c.Kind, "failed", false)
 	e.failures++
 	d := b.cfg.Backoff.Delay(e.failures)
 	if xe != nil && xe.RetryAfter > d {
@@ -693,6 +697,43 @@ func (e *entry) status() ipc.CachedStatus {
 		s.WriteBackError = e.saveErr.Error()
 	}
 	return s
+}
+
+// Counters count what the broker did since it started, for metrics.
+type Counters struct {
+	// Exchanges counts requests to token endpoints by credential kind, then by result: "ok",
+	// "failed" (transient) or "refused" (permanent).
+	Exchanges map[string]map[string]int
+	// Refreshes counts exchanges that replaced a token still held (refreshes before expiry).
+	Refreshes int
+}
+
+// Counters returns a copy of the broker's counters.
+func (b *Broker) Counters() Counters {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := Counters{Refreshes: b.counts.Refreshes, Exchanges: map[string]map[string]int{}}
+	for k, m := range b.counts.Exchanges {
+		c.Exchanges[k] = map[string]int{}
+		for r, n := range m {
+			c.Exchanges[k][r] = n
+		}
+	}
+	return c
+}
+
+// countLocked records one exchange's result. b.mu is held.
+func (b *Broker) countLocked(kind, result string, replaced bool) {
+	if b.counts.Exchanges == nil {
+		b.counts.Exchanges = map[string]map[string]int{}
+	}
+	if b.counts.Exchanges[kind] == nil {
+		b.counts.Exchanges[kind] = map[string]int{}
+	}
+	b.counts.Exchanges[kind][result]++
+	if replaced {
+		b.counts.Refreshes++
+	}
 }
 
 // Refused returns a channel closed the next time a credential is refused for good: its source

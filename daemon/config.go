@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -45,6 +46,13 @@ type Config struct {
 	// Listener, when set, is served instead of creating SocketPath; the daemon does not remove
 	// its file on exit, whoever made it owns it.
 	Listener net.Listener
+	// ScopedSockets are more sockets, each answering get and watch for some workspaces only, to
+	// forward to a less trusted place (an SSH session, a container).
+	ScopedSockets []ScopedSocket
+	// MetricsListen, when set, serves GET /metrics (Prometheus text format) on this TCP
+	// address; MetricsWorkspaces labels the per-token series with workspace names.
+	MetricsListen     string
+	MetricsWorkspaces bool
 	Log      zerolog.Logger
 	// Environ is the daemon's environment (os.Environ()).
 	Environ []string
@@ -91,6 +99,12 @@ type Config struct {
 	Manager string
 }
 
+// ScopedSocket is a socket that serves only Workspaces (see server.Scope).
+type ScopedSocket struct {
+	Path       string
+	Workspaces []string
+}
+
 // OAuthSettings select and configure an RFC 6749 token endpoint (form-encoded, through
 // golang.org/x/oauth2) for users whose Blaxel access goes through their own identity provider.
 type OAuthSettings struct {
@@ -118,13 +132,29 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
 	}
 	if c.Listener == nil {
-		switch {
-		case c.SocketPath == "":
-			return bad("no socket path")
-		case !filepath.IsAbs(c.SocketPath):
-			return bad("the socket path %q is relative; give an absolute path", c.SocketPath)
-		case len(c.SocketPath) > maxSocketPath():
-			return bad("the socket path is %d bytes long; a Unix socket path holds at most %d on %s: %s", len(c.SocketPath), maxSocketPath(), runtime.GOOS, c.SocketPath)
+		if err := checkSocketPath("the socket path", c.SocketPath); err != nil {
+			return err
+		}
+	}
+	for _, s := range c.ScopedSockets {
+		if err := checkSocketPath("the scoped socket path", s.Path); err != nil {
+			return err
+		}
+		if s.Path == c.SocketPath {
+			return bad("the scoped socket %s is the daemon's own socket", s.Path)
+		}
+		if len(s.Workspaces) == 0 {
+			return bad("the scoped socket %s names no workspace (PATH=WORKSPACE[,WORKSPACE…])", s.Path)
+		}
+		for _, w := range s.Workspaces {
+			if w == "" || !ipc.ValidValue(w) || strings.ContainsAny(w, ",=") {
+				return bad("the scoped socket %s names an empty or invalid workspace %q", s.Path, w)
+			}
+		}
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return bad("metrics-listen %q is not HOST:PORT: %v", c.MetricsListen, err)
 		}
 	}
 	if c.RefreshLeft < 0 || c.RefreshLeft >= 1 {
@@ -145,6 +175,19 @@ func (c *Config) Validate() error {
 	case "", ipc.ManagerSystemd, ipc.ManagerSpawned, ipc.ManagerForeground:
 	default:
 		return bad("unknown manager %q", c.Manager)
+	}
+	return nil
+}
+
+// checkSocketPath refuses a socket path that is empty, relative or too long for a Unix socket.
+func checkSocketPath(what, p string) error {
+	switch {
+	case p == "":
+		return fmt.Errorf("%w: no %s", ErrInvalidConfig, what)
+	case !filepath.IsAbs(p):
+		return fmt.Errorf("%w: %s %q is relative; give an absolute path", ErrInvalidConfig, what, p)
+	case len(p) > maxSocketPath():
+		return fmt.Errorf("%w: %s is %d bytes long; a Unix socket path holds at most %d on %s: %s", ErrInvalidConfig, what, len(p), maxSocketPath(), runtime.GOOS, p)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"sync"
@@ -31,12 +32,15 @@ type Daemon struct {
 	cfg      Config
 	log      zerolog.Logger
 	ln       net.Listener
-	release  func() // the socket lock, when the daemon made its socket
+	releases []func() // the socket locks of the sockets the daemon made
 	socket   string
 	broker   *broker.Broker
 	resolver *sources.Resolver
 	watcher  *sources.Watcher
-	server   *server.Server
+	scoped   []net.Listener   // the scoped sockets, in ScopedSockets' order
+	servers  []*server.Server // the daemon's socket first, then the scoped ones
+	metrics  *metrics
+	stats    server.Stats // what the servers did, for metrics
 
 	// life is the context of work that must outlive a stop signal until in-flight requests are
 	// answered: exchanges, device logins. Run cancels it last.
@@ -69,16 +73,10 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Log, ln: cfg.Listener}
-	d.life, d.stopLife = context.WithCancel(context.WithoutCancel(ctx))
-	if d.ln != nil {
-		d.socket = d.ln.Addr().String()
-	} else {
-		ln, release, err := server.Listen(cfg.SocketPath)
-		if err != nil {
-			return nil, err
-		}
-		d.ln, d.release, d.socket = ln, release, cfg.SocketPath
+	if err := d.listen(); err != nil {
+		return nil, err
 	}
+	d.life, d.stopLife = context.WithCancel(context.WithoutCancel(ctx))
 	w, err := sources.NewWatcher(cfg.Log.With().Str("component", "watcher").Logger(), 0)
 	if err != nil {
 		d.log.Warn().Err(err).Msg("file watching unavailable; sources are re-read on reload only")
@@ -104,8 +102,57 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		},
 	})
 	d.prime()
-	d.server = server.New(d.ln, d.serverConfig())
+	sc := d.serverConfig()
+	d.servers = []*server.Server{server.New(d.ln, sc)}
+	for i, s := range cfg.ScopedSockets {
+		scoped := sc
+		scoped.Scope = server.NewScope(s.Workspaces)
+		d.servers = append(d.servers, server.New(d.scoped[i], scoped))
+	}
+	if cfg.MetricsListen != "" {
+		if d.metrics, err = newMetrics(d); err != nil {
+			d.closeListeners()
+			return nil, err
+		}
+	}
 	return d, nil
+}
+
+// listen makes the daemon's socket (unless the service manager passed it) and the scoped ones.
+func (d *Daemon) listen() error {
+	if d.ln != nil {
+		d.socket = d.ln.Addr().String()
+	} else {
+		ln, release, err := server.Listen(d.cfg.SocketPath)
+		if err != nil {
+			return err
+		}
+		d.ln, d.socket = ln, d.cfg.SocketPath
+		d.releases = append(d.releases, release)
+	}
+	for _, s := range d.cfg.ScopedSockets {
+		ln, release, err := server.Listen(s.Path)
+		if err != nil {
+			d.closeListeners()
+			return fmt.Errorf("scoped socket: %w", err)
+		}
+		d.scoped = append(d.scoped, ln)
+		d.releases = append(d.releases, release)
+	}
+	return nil
+}
+
+// closeListeners closes every socket the daemon made, when it cannot start after all.
+func (d *Daemon) closeListeners() {
+	if d.cfg.Listener == nil && d.ln != nil {
+		d.ln.Close()
+	}
+	for _, ln := range d.scoped {
+		ln.Close()
+	}
+	for _, r := range d.releases {
+		r()
+	}
 }
 
 // serverConfig is what the socket server serves.
@@ -114,13 +161,21 @@ func (d *Daemon) serverConfig() server.Config {
 	sc := server.Config{
 		Log: cfg.Log, Resolver: d.resolver, Broker: d.broker, Keyring: cfg.Keyring, BLConfigPath: cfg.BLConfigPath,
 		Clock: cfg.Clock, Version: cfg.Version, Manager: cfg.Manager, Started: cfg.Clock.Now(),
-		Reload: d.reload, Stop: d.stop, SourcesChanged: d.changed.Wait, Changed: d.changed.Notify,
+		Reload: d.reload, Stop: d.stop, SourcesChanged: d.changed.Wait, Changed: d.changed.Notify, Stats: &d.stats,
 		RequestTimeout: cfg.RequestTimeout, IdleTimeout: cfg.IdleTimeout, WatchWriteTimeout: cfg.WatchWriteTimeout, MaxConns: cfg.MaxConns,
 	}
 	if cfg.BLConfigPath != "" {
 		sc.Logins = login.New(d.life, login.Config{Tokens: cfg.Tokens, Save: d.saveLogin, Log: cfg.Log.With().Str("component", "login").Logger()})
 	}
 	return sc
+}
+
+// MetricsAddr is the address metrics are served on, or "" when they are not.
+func (d *Daemon) MetricsAddr() string {
+	if d.metrics == nil {
+		return ""
+	}
+	return d.metrics.ln.Addr().String()
 }
 
 // Socket is the path (or address) the daemon serves.
@@ -146,7 +201,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 	bg.Add(1)
 	go func() { defer bg.Done(); _ = systemd.RunWatchdog(ctx) }()
 
+	if d.metrics != nil {
+		bg.Add(1)
+		go func() { defer bg.Done(); d.metrics.serve(ctx) }()
+	}
 	d.log.Info().Str("socket", d.socket).Str("version", d.cfg.Version).Int("pid", os.Getpid()).Msg("blauthd serving")
+	for _, s := range d.cfg.ScopedSockets {
+		d.log.Info().Str("socket", s.Path).Strs("workspaces", s.Workspaces).Msg("scoped socket serving")
+	}
 	if d.cfg.Ready != nil {
 		d.cfg.Ready(d.socket)
 	}
@@ -158,15 +220,25 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.Info().Msg("stopping: finishing requests in flight")
 		close(stopping)
 	}()
-	err := d.server.Serve(ctx, d.life, drainTimeout)
+	errs := make(chan error, len(d.servers))
+	for _, s := range d.servers {
+		go func() { errs <- s.Serve(ctx, d.life, drainTimeout) }()
+	}
+	var err error
+	for range d.servers {
+		if e := <-errs; e != nil && err == nil {
+			err = e
+			cancel() // one socket failing stops the daemon: a supervisor restarts it whole
+		}
+	}
 	cancel()
 	<-stopping
 	d.stopLife()
 	bg.Wait()
 	d.broker.Wait()
 	d.resolver.Close()
-	if d.release != nil {
-		d.release()
+	for _, r := range d.releases {
+		r()
 	}
 	d.log.Info().Msg("blauthd stopped")
 	return err

@@ -25,3 +25,12 @@ func TestSecondLockNamesItsHolder(t *testing.T) {
 		t.Fatalf("second lock: %v, want the holder's pid named", err)
 	}
 }
+
+func TestPeerRefusalSaysWhereThePeerComesFrom(t *testing.T) {
+	if m := peerRefusal(65534, 1000); !strings.Contains(m, "overflow uid") || !strings.Contains(m, "--user") {
+		t.Errorf("65534: %q", m)
+	}
+	if m := peerRefusal(1001, 1000); !strings.Contains(m, "uid 1001") || !strings.Contains(m, "only uid 1000") {
+		t.Errorf("another user: %q", m)
+	}
+}

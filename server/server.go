@@ -46,9 +46,44 @@ type Config struct {
 	// Changed announces one (the keyring was written through the server).
 	SourcesChanged func() <-chan struct{}
 	Changed        func()
+	// Stats, when set, counts what the server did (shared by the daemon's servers, for metrics).
+	Stats *Stats
+	// Scope, when set, restricts this socket to some workspaces and actions (a forwarded socket).
+	Scope *Scope
 	// Timeouts and bounds: see daemon.Config.
 	RequestTimeout, IdleTimeout, WatchWriteTimeout time.Duration
 	MaxConns                                       int
+}
+
+// Stats count what servers did. The zero value is ready; safe for concurrent use.
+type Stats struct {
+	mu       sync.Mutex
+	served   map[string]int // tokens served by kind (get answers and watch messages)
+	refused  int            // connections refused: another user, or over the limit
+	watchers int            // watch streams open now
+}
+
+// Snapshot returns the counts: tokens served by kind, connections refused, watchers open.
+func (st *Stats) Snapshot() (served map[string]int, refused, watchers int) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	served = map[string]int{}
+	for k, n := range st.served {
+		served[k] = n
+	}
+	return served, st.refused, st.watchers
+}
+
+func (st *Stats) add(f func(st *Stats)) {
+	if st == nil {
+		return
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.served == nil {
+		st.served = map[string]int{}
+	}
+	f(st)
 }
 
 // Server serves one listener. Build it with New, run it with Serve.
@@ -119,6 +154,7 @@ func (s *Server) accept(ctx, work context.Context) error {
 		s.mu.Unlock()
 		if full {
 			s.log.Warn().Int("max", s.cfg.MaxConns).Msg("too many connections; refusing a new one")
+			s.cfg.Stats.add(func(st *Stats) { st.refused++ })
 			go refuse(c, fail(ipc.CodeBusy, fmt.Sprintf("blauthd already serves %d connections", s.cfg.MaxConns), "retry in a moment; close connections you no longer use"))
 			continue
 		}
@@ -147,8 +183,10 @@ func (s *Server) serveConn(ctx, work context.Context, c net.Conn) {
 		s.active.Done()
 	}()
 	if uid, err := peerUID(c); err != nil || uid != s.uid {
-		s.log.Warn().Int("peer_uid", uid).Err(err).Msg("refused a connection from another user")
-		refuse(c, fail(ipc.CodeForbidden, "this daemon serves only its own user", ""))
+		why := peerRefusal(uid, s.uid)
+		s.log.Warn().Int("peer_uid", uid).Err(err).Str("why", why).Msg("refused a connection from another user")
+		s.cfg.Stats.add(func(st *Stats) { st.refused++ })
+		refuse(c, fail(ipc.CodeForbidden, "this daemon serves only its own user: "+why, ""))
 		return
 	}
 	r := bufio.NewReaderSize(c, 4096)
@@ -166,6 +204,14 @@ func (s *Server) serveConn(ctx, work context.Context, c net.Conn) {
 		if err != nil {
 			s.badRequest(c, err)
 			return
+		}
+		if s.cfg.Scope != nil {
+			if refusal := s.cfg.Scope.admit(req); refusal != nil {
+				if err := ipc.WriteAnswer(c, refusal); err != nil {
+					return
+				}
+				continue
+			}
 		}
 		if req.Value(ipc.KeyAction) == ipc.ActionWatch {
 			s.serveWatch(ctx, work, c, r, req)

@@ -46,6 +46,8 @@ func (s *Server) watch(ctx, work context.Context, c net.Conn, r *bufio.Reader, r
 		heldKey string
 	)
 	defer func() { release() }()
+	s.cfg.Stats.add(func(st *Stats) { st.watchers++ })
+	defer s.cfg.Stats.add(func(st *Stats) { st.watchers-- })
 	for {
 		// Take the broadcasts before looking, so no change between the look and the wait is lost.
 		brokerChanged, sourcesChanged := s.cfg.Broker.Changed(), s.cfg.SourcesChanged()
@@ -66,6 +68,7 @@ func (s *Server) watch(ctx, work context.Context, c net.Conn, r *bufio.Reader, r
 				s.log.Debug().Err(err).Msg("watcher gone or stalled; dropping it")
 				return
 			}
+			s.countServed(resp)
 		}
 		// Look again when the token falls under min_ttl, on the daemon's clock; never sooner than
 		// half a second, so that a token at its limit costs no busy loop.

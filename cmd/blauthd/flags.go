@@ -26,6 +26,9 @@ type options struct {
 	minTTL, keyringTimeout                time.Duration
 	tokenURL, issuer, tokenAuth           string
 	formGrant                             bool
+	scoped                                []daemon.ScopedSocket
+	metricsListen                         string
+	metricsWorkspaces                     bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -46,6 +49,16 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.issuer, "oidc-issuer", "", "discover the RFC 6749 token endpoint from this issuer's OIDC metadata")
 	fs.StringVar(&o.tokenAuth, "token-auth", "basic", "client authentication at a standard token endpoint: basic, post or auto")
 	fs.BoolVar(&o.formGrant, "oauth2", false, "talk RFC 6749 (form-encoded) to {BL_API_URL}/oauth/token")
+	fs.Func("scoped-socket", "also serve `PATH=WORKSPACE[,WORKSPACE…]`: a socket answering get and watch for those workspaces only, to forward over SSH or into a container (repeatable)", func(v string) error {
+		path, list, ok := strings.Cut(v, "=")
+		if !ok || path == "" || list == "" {
+			return fmt.Errorf("want PATH=WORKSPACE[,WORKSPACE…], got %q", v)
+		}
+		o.scoped = append(o.scoped, daemon.ScopedSocket{Path: path, Workspaces: strings.Split(list, ",")})
+		return nil
+	})
+	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus metrics at GET /metrics on this `HOST:PORT` (e.g. 127.0.0.1:9464)")
+	fs.BoolVar(&o.metricsWorkspaces, "metrics-workspaces", false, "label per-token metrics with workspace names")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -58,17 +71,20 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 // config turns the options into the daemon's configuration, with the per-user defaults.
 func (o *options) config(log zerolog.Logger) daemon.Config {
 	cfg := daemon.Config{
-		SocketPath:     o.socket,
-		Log:            log,
-		Environ:        os.Environ(),
-		BLConfigPath:   o.blConfig,
-		WriteBack:      !o.noWriteBack,
-		RefreshLeft:    o.refreshLeft,
-		MinTTL:         o.minTTL,
-		OSKeyring:      !o.noKeyring,
-		KeyringTimeout: o.keyringTimeout,
-		Version:        version,
-		Manager:        os.Getenv("BLAUTH_MANAGER"),
+		SocketPath:        o.socket,
+		Log:               log,
+		Environ:           os.Environ(),
+		BLConfigPath:      o.blConfig,
+		WriteBack:         !o.noWriteBack,
+		RefreshLeft:       o.refreshLeft,
+		MinTTL:            o.minTTL,
+		OSKeyring:         !o.noKeyring,
+		ScopedSockets:     o.scoped,
+		MetricsListen:     o.metricsListen,
+		MetricsWorkspaces: o.metricsWorkspaces,
+		KeyringTimeout:    o.keyringTimeout,
+		Version:           version,
+		Manager:           os.Getenv("BLAUTH_MANAGER"),
 		OAuth: daemon.OAuthSettings{
 			TokenURL: o.tokenURL, Issuer: o.issuer, Auth: o.tokenAuth, Enabled: o.tokenURL != "" || o.issuer != "" || o.formGrant,
 			ClientID: os.Getenv("BLAUTH_OAUTH_CLIENT_ID"), ClientSecret: os.Getenv("BLAUTH_OAUTH_CLIENT_SECRET"),

@@ -1,0 +1,111 @@
+package server
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/blauth/blauth/ipc"
+	"github.com/blauth/blauth/sources"
+)
+
+// Scope restricts a socket forwarded to a less trusted place (an SSH session, a container): it
+// answers get and watch for the named workspaces only, from the credentials the daemon holds
+// itself, and ping; nothing else (no status, erase, reload, stop, login, logout).
+type Scope struct {
+	Workspaces map[string]bool
+}
+
+// NewScope returns the scope of the named workspaces.
+func NewScope(workspaces []string) *Scope {
+	s := &Scope{Workspaces: map[string]bool{}}
+	for _, w := range workspaces {
+		s.Workspaces[w] = true
+	}
+	return s
+}
+
+// String lists the scope's workspaces.
+func (s *Scope) String() string {
+	ws := make([]string, 0, len(s.Workspaces))
+	for w := range s.Workspaces {
+		ws = append(ws, w)
+	}
+	sort.Strings(ws)
+	return strings.Join(ws, ",")
+}
+
+// scopedActions are what a scoped socket answers.
+var scopedActions = map[string]bool{ipc.ActionGet: true, ipc.ActionWatch: true, ipc.ActionPing: true}
+
+// admit checks a request against the scope, and rewrites it to what the scope serves: the
+// peer's working directory and variables name files and secrets of another machine or
+// container, so only its choice of workspace is kept. It returns the refusal, if any.
+func (s *Scope) admit(req *ipc.Message) *ipc.Message {
+	a := req.Value(ipc.KeyAction)
+	if !scopedActions[a] {
+		return fail(ipc.CodeForbidden, fmt.Sprintf("this socket is scoped to workspaces %s and answers only get, watch and ping, not %q", s, clip(a, 40)), "use the daemon's own socket on its machine for anything else")
+	}
+	if a == ipc.ActionPing {
+		return nil
+	}
+	ws := req.Value(ipc.KeyWorkspace)
+	if ws == "" {
+		ws = req.Value(ipc.KeyEnvPrefix + sources.VarWorkspace)
+	}
+	if ws == "" && len(s.Workspaces) == 1 {
+		ws = s.String()
+	}
+	if ws == "" {
+		return fail(ipc.CodeNoWorkspace, fmt.Sprintf("this socket serves workspaces %s: name one", s), "pass -w WORKSPACE, or set BL_WORKSPACE")
+	}
+	if !s.Workspaces[ws] {
+		return fail(ipc.CodeForbidden, fmt.Sprintf("workspace %s is not served on this socket (it serves %s)", clip(ws, 100), s), "add it to the daemon's --scoped-socket, or use a socket that serves it")
+	}
+	out := req.Fields[:0:0]
+	for _, f := range req.Fields {
+		if f.Key == ipc.KeyDir || strings.HasPrefix(f.Key, ipc.KeyEnvPrefix) || f.Key == ipc.KeyWorkspace {
+			continue
+		}
+		out = append(out, f)
+	}
+	req.Fields = append(out, ipc.Field{Key: ipc.KeyWorkspace, Value: ws})
+	return nil
+}
+
+// peerRefusal says why a peer is not the daemon's user, in the terms of where it most likely
+// comes from: a user namespace that does not map it, or another user.
+func peerRefusal(uid, ours int) string {
+	switch {
+	case uid == 65534:
+		return "the peer's uid is 65534, the overflow uid: it runs in a user namespace (a rootless container) that does not map its user to yours; run the container as your own user (docker --user $(id -u):$(id -g), podman --userns=keep-id)"
+	case inSubordinateRange(uid):
+		return fmt.Sprintf("the peer's uid %d is one of your subordinate uids: a rootless container's non-root user; run the container as root inside it, or with podman --userns=keep-id, so that it is your uid %d", uid, ours)
+	case uid >= 0:
+		return fmt.Sprintf("the peer runs as uid %d; this daemon serves only uid %d", uid, ours)
+	}
+	return "the peer's uid could not be read"
+}
+
+// inSubordinateRange reports whether uid falls in a subordinate uid range of /etc/subuid (the
+// ranges rootless containers map their users to).
+func inSubordinateRange(uid int) bool {
+	data, err := os.ReadFile("/etc/subuid")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Split(strings.TrimSpace(line), ":")
+		if len(f) != 3 {
+			continue
+		}
+		start, err1 := strconv.Atoi(f[1])
+		n, err2 := strconv.Atoi(f[2])
+		if err1 == nil && err2 == nil && uid >= start && uid < start+n {
+			return true
+		}
+	}
+	return false
+}
