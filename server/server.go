@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/blauth/blauth/broker"
+	"github.com/blauth/blauth/internal/backoff"
 	"github.com/blauth/blauth/internal/clock"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/login"
@@ -130,8 +131,11 @@ func (s *Server) Serve(ctx, work context.Context, drain time.Duration) error {
 	return err
 }
 
+// acceptBackoff spaces accepts after a failure (out of file descriptors, say).
+var acceptBackoff = backoff.Policy{Base: 5 * time.Millisecond, Max: time.Second, Jitter: -1}
+
 func (s *Server) accept(ctx, work context.Context) error {
-	var delay time.Duration
+	failures := 0
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
@@ -139,12 +143,13 @@ func (s *Server) accept(ctx, work context.Context) error {
 				return nil
 			}
 			// EMFILE and friends: back off instead of spinning.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			failures++
+			delay := acceptBackoff.Delay(failures)
 			s.log.Error().Err(err).Dur("retry_in", delay).Msg("accept failed")
 			time.Sleep(delay)
 			continue
 		}
-		delay = 0
+		failures = 0
 		s.mu.Lock()
 		full := len(s.conns) >= s.cfg.MaxConns
 		if !full {

@@ -8,12 +8,14 @@ import (
 )
 
 // Policy describes the delays. The zero value is usable: 1s doubling to 5m, with jitter 0.5.
-// A Policy is a value; it is safe for concurrent use.
+// A zero field takes its default. A Policy is a value; it is safe for concurrent use.
 type Policy struct {
-	Base   time.Duration // first delay
-	Max    time.Duration // cap before jitter
-	Factor float64       // growth per attempt
-	Jitter float64       // fraction of the delay drawn at random: 0 none, 1 "full jitter"
+	Base   time.Duration // first delay (1s)
+	Max    time.Duration // cap before jitter (5m)
+	Factor float64       // growth per attempt (2; below 1 is the default)
+	// Jitter is the fraction of each delay drawn at random, from 0 to 1 ("full jitter"); 0
+	// means the default, 0.5. A negative value means no jitter at all.
+	Jitter float64
 }
 
 func (p Policy) withDefaults() Policy {
@@ -26,9 +28,10 @@ func (p Policy) withDefaults() Policy {
 	if p.Factor < 1 {
 		p.Factor = 2
 	}
-	if p.Jitter < 0 || p.Jitter > 1 {
-		p.Jitter = 0.5
-	} else if p.Jitter == 0 {
+	switch {
+	case p.Jitter < 0:
+		p.Jitter = 0
+	case p.Jitter == 0 || p.Jitter > 1:
 		p.Jitter = 0.5
 	}
 	return p

@@ -53,3 +53,18 @@ func TestBound(t *testing.T) {
 		})
 	}
 }
+
+func TestJitterZeroIsTheDefaultAndNegativeIsNone(t *testing.T) {
+	none := Policy{Base: time.Second, Jitter: -1}
+	for i := 0; i < 20; i++ {
+		if d := none.Delay(2); d != 2*time.Second {
+			t.Fatalf("negative jitter: %v, want exactly 2s", d)
+		}
+	}
+	def := Policy{Base: time.Second}
+	for i := 0; i < 200; i++ {
+		if d := def.Delay(1); d < 500*time.Millisecond || d > time.Second {
+			t.Fatalf("zero jitter (the default, 0.5): %v outside [0.5s, 1s]", d)
+		}
+	}
+}
