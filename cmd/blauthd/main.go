@@ -37,7 +37,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var (
 		socket      = fs.String("socket", "", "listen on this socket (default $BLAUTH_SOCKET, else $XDG_RUNTIME_DIR/blauth/blauthd.sock)")
-		logFormat   = fs.String("log-format", "auto", "log format: json, console, or auto (console on a terminal)")
+		logFormat   = fs.String("log-format", "auto", "log format: json, console, journal, or auto (journal under systemd, console on a terminal)")
 		logLevel    = fs.String("log-level", "info", "log level: debug, info, warn, error")
 		showVersion = fs.Bool("version", false, "print the version and exit")
 		blConfig    = fs.String("bl-config", "", "the bl CLI config (default $HOME/.blaxel/config.yaml)")
@@ -169,14 +169,19 @@ func newLogger(w io.Writer, format, level string) (zerolog.Logger, error) {
 	}
 	switch format {
 	case "auto":
-		if f, ok := w.(*os.File); ok && isTerminal(f) {
+		if f, ok := w.(*os.File); ok && systemd.IsJournalStream(f) {
+			format = "journal"
+		} else if ok && isTerminal(f) {
 			format = "console"
 		} else {
 			format = "json"
 		}
-	case "json", "console":
+	case "json", "console", "journal":
 	default:
-		return zerolog.Nop(), fmt.Errorf("unknown log format %q (json, console)", format)
+		return zerolog.Nop(), fmt.Errorf("unknown log format %q (json, console, journal)", format)
+	}
+	if format == "journal" {
+		w = &systemd.JournalWriter{Identifier: "blauthd", Fallback: w}
 	}
 	if format == "console" {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339, NoColor: os.Getenv("NO_COLOR") != ""}
