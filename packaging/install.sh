@@ -7,7 +7,7 @@
 # DESTDIR may be empty (staged installs set it). BINDIR holds the built blauthd and
 # blauth-helper. On Linux the systemd user units go to UNITDIR, by default
 # PREFIX/lib/systemd/user, or PREFIX/share/systemd/user when PREFIX is ~/.local (the user
-# manager searches both); their ExecStart= is rewritten to PREFIX/bin/blauthd. On macOS the
+# manager searches both); their ExecStart= and ExecReload= are rewritten to PREFIX/bin. On macOS the
 # launchd agent goes to PREFIX/share/blauth/launchd/ with its paths rewritten the same way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,11 +47,14 @@ case "$(uname -s)" in
     fi
     install -d "$destdir$UNITDIR"
     install -m 0644 systemd/blauthd.socket "$destdir$UNITDIR/"
-    sed "s|^ExecStart=/usr/bin/blauthd|ExecStart=$esc_prefix/bin/blauthd|" systemd/blauthd.service \
-      > "$destdir$UNITDIR/blauthd.service"
+    sed -e "s|^ExecStart=/usr/bin/blauthd|ExecStart=$esc_prefix/bin/blauthd|" \
+        -e "s|^ExecReload=/usr/bin/blauth-helper|ExecReload=$esc_prefix/bin/blauth-helper|" \
+        systemd/blauthd.service > "$destdir$UNITDIR/blauthd.service"
     chmod 0644 "$destdir$UNITDIR/blauthd.service"
     grep -q "^ExecStart=$prefix/bin/blauthd " "$destdir$UNITDIR/blauthd.service" ||
       { echo "install: error: could not point ExecStart= at $prefix/bin/blauthd" >&2; exit 1; }
+    grep -q "^ExecReload=$prefix/bin/blauth-helper " "$destdir$UNITDIR/blauthd.service" ||
+      { echo "install: error: could not point ExecReload= at $prefix/bin/blauth-helper" >&2; exit 1; }
     echo "install: user units in $destdir$UNITDIR"
     echo "install: enable with: systemctl --user daemon-reload && systemctl --user enable --now blauthd.socket"
     ;;
