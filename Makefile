@@ -5,7 +5,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 PREFIX  ?= /usr/local
 BIN     := bin
 
-.PHONY: help build run test test-real reliability bench fmt vet lint fuzz package install release clean
+.PHONY: help build run test test-real test-systemd reliability bench fmt vet lint fuzz package install release clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -22,6 +22,9 @@ test: vet ## vet, then every fast test under the race detector
 test-real: ## the real-component suites (one package at a time: they share one keyring): Secret Service, Ory Hydra, systemd tools
 	.ci/hydra-build.sh
 	.ci/with-keyring.sh $(GO) test -tags real -p 1 -count=1 -timeout 20m ./...
+
+test-systemd: ## the .deb under a real systemd user manager in a container (root, docker.io, debootstrap; about 5 min)
+	$(GO) test -tags systemd -count=1 -timeout 20m -v ./e2e/systemd/
 
 reliability: ## the reliability suite: load, faults, attacks, soak (bounded)
 	$(GO) test -tags reliability -count=1 -timeout 30m -run Reliability -v ./reliability/
@@ -41,10 +44,10 @@ fmt: ## format the code
 vet: ## go vet, and fail on unformatted files
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'run make fmt'; exit 1; }
 	$(GO) vet ./...
-	$(GO) vet -tags real,reliability ./...
+	$(GO) vet -tags real,reliability,systemd ./...
 
 lint: vet ## staticcheck (pinned), on the tagged suites too
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 -tags real,reliability ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 -tags real,reliability,systemd ./...
 
 package: ## build .deb and .rpm packages into dist/
 	packaging/build.sh $(VERSION)

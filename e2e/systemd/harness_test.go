@@ -106,7 +106,7 @@ func TestMain(m *testing.M) {
 			fmt.Fprintf(os.Stderr, "e2e/systemd: FAIL: processes left after tear-down: %v\n", left)
 			code = 1
 		} else {
-			fmt.Fprintf(os.Stderr, "e2e/systemd: no process left (%d before the run, none after)\n", len(before))
+			fmt.Fprintf(os.Stderr, "e2e/systemd: processes of the suite's engines and containers: %d before the run, none left after it\n", len(before))
 		}
 		for _, t := range h.timings {
 			fmt.Fprintln(os.Stderr, "e2e/systemd: time:", t)
@@ -550,7 +550,7 @@ func (h *harness) install() error {
 	setup := fmt.Sprintf(`set -e
 umask 077
 mkdir -p ~/.config/systemd/user/gnome-keyring-daemon.service.d ~/.config/systemd/user/blauthd.service.d
-printf '%%s' '%s' > ~/.config/e2e-keyring-password
+cat > ~/.config/e2e-keyring-password   # from stdin: never on a command line
 cat > ~/.config/systemd/user/gnome-keyring-daemon.service.d/e2e-unlock.conf <<'EOF'
 # The test keyring: created and unlocked with a password read from a file, the way a desktop
 # login unlocks it through PAM.
@@ -565,8 +565,8 @@ Environment=BL_API_URL=%s
 EOF
 systemctl --user daemon-reload
 systemctl --user restart gnome-keyring-daemon.service
-`, keyringPassword, h.api.Base)
-	if out, err := h.userShell(30*time.Second, setup, ""); err != nil {
+`, h.api.Base)
+	if out, err := h.userShell(30*time.Second, setup, keyringPassword); err != nil {
 		return fmt.Errorf("user set-up: %w\n%s", err, out)
 	}
 	// The keyring answers, unlocked, before the daemon first asks it.
