@@ -109,6 +109,15 @@ stop() {
   awk -v d="$dir/" 'index($2, d) == 1 { print $2 }' /proc/self/mounts | sort -r | while read -r m; do
     umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
   done
+  # The engines' parent cgroup, if no engine uses it any more (rmdir refuses a cgroup that is not
+  # empty, so another suite's engine keeps its own).
+  for cg in /sys/fs/cgroup/docker /sys/fs/cgroup/*/docker; do
+    [ -d "$cg" ] && rmdir "$cg" 2>/dev/null || true
+  done
+  # The plugin directory every engine makes in /run, once no engine is left to look in it.
+  if ! pgrep -x dockerd >/dev/null; then
+    rmdir /run/docker/plugins /run/docker 2>/dev/null || true
+  fi
   rm -rf "$dir/data" "$dir/exec" "$dir/pid" "$dir/docker.sock" "$dir/daemon.json" "$dir/dockerd.log" "$dir/key.json"
   if [ -f "$dir/.made-by-dockerd.sh" ]; then
     rm -f "$dir/.made-by-dockerd.sh"

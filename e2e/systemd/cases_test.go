@@ -440,6 +440,15 @@ func TestKillAndHangAreRestarted(t *testing.T) {
 		if tok := h.helperToken(t, "ws-restart"); tok != key {
 			h.fatalf(t, "after the restart ws-restart is served %q", tok)
 		}
+		// Again, with a client connecting at once, while the manager waits RestartSec=: the
+		// socket stays open and the client is answered by whichever start comes first.
+		h.root(t, "kill", "-KILL", strconv.Itoa(pid))
+		out, errOut, err := h.userRun(time.Minute, "", "/opt/e2e/e2eclient", "get", "-workspace", "ws-restart", "-timeout", "30s")
+		if err != nil || strings.TrimSpace(out) != key {
+			h.fatalf(t, "a client connecting right after SIGKILL was not answered with the key: %v\n%s", err, errOut)
+		}
+		pid = h.waitRunning(t, pid, 20*time.Second)
+		restarts, _ = strconv.Atoi(h.show(t, "blauthd.service", "NRestarts")["NRestarts"])
 	})
 
 	t.Run("SIGSTOP and the watchdog", func(t *testing.T) {

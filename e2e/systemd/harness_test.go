@@ -124,7 +124,8 @@ func need(t *testing.T) *harness {
 		t.Skipf("e2e/systemd cannot run here: %s (CI=true turns this into a failure)", skip)
 	}
 	if setupErr != nil {
-		t.Fatalf("the systemd harness could not be set up: %v", setupErr)
+		first, _, _ := strings.Cut(setupErr.Error(), "\n")
+		t.Fatalf("the systemd harness could not be set up (the whole error is printed before the tests): %s", first)
 	}
 	return h
 }
@@ -146,8 +147,8 @@ func missing() string {
 }
 
 // ourProcesses lists processes whose command line names dir (the engine, its containerd and
-// shims) or that run in one of the suite's containers (their cgroup names a blauth-e2e
-// container); with dir "" it counts the engines and containers of any earlier run.
+// shims) or that run in the suite's container (their cgroup names it); with dir "" it lists
+// the engines of any run of the suite, earlier ones included.
 func ourProcesses(dir string) []string {
 	var out []string
 	entries, _ := os.ReadDir("/proc")
@@ -161,7 +162,10 @@ func ourProcesses(dir string) []string {
 		if line == "" {
 			continue
 		}
-		hit := dir != "" && strings.Contains(line, dir)
+		hit := strings.Contains(line, dir)
+		if dir == "" {
+			hit = strings.Contains(line, "/tmp/blauth-e2e-sd.")
+		}
 		if !hit && h != nil && h.container != "" {
 			cg, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup"))
 			hit = strings.Contains(string(cg), h.containerID)
