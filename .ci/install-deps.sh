@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the test suites need on a fresh Debian machine: a Secret Service (gnome-keyring)
 # and a session bus, the systemd tools (systemd-analyze, systemd-socket-activate), git, Python,
+<<<<<<< HEAD
 # Node and npm, hyperfine for the benchmarks, and the pinned Node packages of the end-to-end
 # suites (e2e/node, from its package-lock.json). Idempotent; skips apt when everything is there,
 # and npm when e2e/node/node_modules matches the lock file.
+=======
+# Node, hyperfine for the benchmarks, and Docker and debootstrap for the suite that boots a real
+# systemd user manager in a container (e2e/systemd). Idempotent; skips apt when everything is there.
+>>>>>>> h3
 set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -19,15 +24,25 @@ have npm || need+=(npm)
 have hyperfine || need+=(hyperfine)
 have setpriv || need+=(util-linux)
 have rpm || need+=(rpm)
+<<<<<<< HEAD
 # The Prometheus project's own text-format parser (its Python client), for the metrics test.
 /usr/bin/python3 -c 'import prometheus_client.parser' 2>/dev/null || need+=(python3-prometheus-client)
+=======
+have dockerd || need+=(docker.io)
+have docker || need+=(docker.io)
+have debootstrap || need+=(debootstrap)
+>>>>>>> h3
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+<<<<<<< HEAD
 for c in gnome-keyring-daemon dbus-run-session secret-tool systemd-analyze systemd-socket-activate git python3 node npm hyperfine setpriv rpm dpkg; do
+=======
+for c in gnome-keyring-daemon dbus-run-session secret-tool systemd-analyze systemd-socket-activate git python3 node hyperfine setpriv rpm dpkg dockerd docker debootstrap; do
+>>>>>>> h3
   have "$c" || { echo "install-deps: $c is still missing" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import prometheus_client.parser' || { echo "install-deps: python3-prometheus-client is still missing" >&2; exit 1; }

@@ -200,12 +200,14 @@ done
 unit="$stage/usr/local/lib/systemd/user/blauthd.service"
 [ -f "$stage/usr/local/lib/systemd/user/blauthd.socket" ] || fail "make install did not install the socket unit"
 grep -q '^ExecStart=/usr/local/bin/blauthd ' "$unit" || fail "make install did not point ExecStart= at /usr/local/bin"
+grep -q '^ExecReload=/usr/local/bin/blauth-helper ' "$unit" || fail "make install did not point ExecReload= at /usr/local/bin"
 [ -f "$stage/usr/local/share/doc/blauth/README.md" ] || fail "make install did not install the documentation"
 # verify needs ExecStart='s binary at its path: check a copy that points into the stage.
 check="$work/check"
 install -d "$check"
 cp "$stage/usr/local/lib/systemd/user/blauthd.socket" "$check/"
-sed "s|^ExecStart=/usr/local/bin/blauthd|ExecStart=$stage/usr/local/bin/blauthd|" "$unit" > "$check/blauthd.service"
+sed -e "s|^ExecStart=/usr/local/bin/blauthd|ExecStart=$stage/usr/local/bin/blauthd|" \
+    -e "s|^ExecReload=/usr/local/bin/blauth-helper|ExecReload=$stage/usr/local/bin/blauth-helper|" "$unit" > "$check/blauthd.service"
 XDG_RUNTIME_DIR="$rt" timeout 60 systemd-analyze verify --user "$check/blauthd.socket" "$check/blauthd.service" ||
   fail "systemd-analyze verify rejects the units that make install wrote"
 echo "packaging: make install PREFIX=/usr/local: binaries, docs, units with ExecStart=/usr/local/bin/blauthd"

@@ -3,13 +3,17 @@
 #
 #   packaging/build.sh VERSION
 #
-# ARCHES narrows the architectures (default "amd64 arm64"). The binaries come from
-# packaging/release.sh (bin/linux_<arch>/); nfpm, pinned below, is built once into .tools/.
+# ARCHES narrows the architectures (default "amd64 arm64"), PACKAGERS the formats (default
+# "deb rpm"). The binaries come from packaging/release.sh (BINDIR/linux_<arch>/, BINDIR=bin by
+# default); the packages go to DIST (default dist/). nfpm, pinned below, is built once into .tools/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 version="${1:?usage: packaging/build.sh VERSION}"
 arches="${ARCHES:-amd64 arm64}"
+packagers="${PACKAGERS:-deb rpm}"
+dist="${DIST:-dist}"
+export BINDIR="${BINDIR:-bin}"
 go="${GO:-go}"
 
 # Package managers need a version that starts with a digit and sorts: "v0.3.1" → "0.3.1",
@@ -45,12 +49,12 @@ targets=""
 for arch in $arches; do targets="$targets linux/$arch"; done
 TARGETS="$targets" packaging/release.sh "$version"
 
-mkdir -p dist
+mkdir -p "$dist"
 for arch in $arches; do
-  for packager in deb rpm; do
+  for packager in $packagers; do
     echo "build: packaging blauth $pkgversion for $arch as $packager"
     VERSION="$pkgversion" GOARCH="$arch" "$nfpm" package \
-      --config packaging/nfpm.yaml --packager "$packager" --target dist/
+      --config packaging/nfpm.yaml --packager "$packager" --target "$dist/"
   done
 done
-ls -l dist/
+ls -l "$dist/"

@@ -8,8 +8,8 @@
 # blauth-helper. On Linux the systemd user units go to UNITDIR: by default
 # ~/.local/share/systemd/user when PREFIX is ~/.local, PREFIX/lib/systemd/user when PREFIX is
 # /usr or /usr/local (the user manager searches all three), and for any other PREFIX
-# PREFIX/lib/systemd/user with the command that links them printed. Their ExecStart= is
-# rewritten to PREFIX/bin/blauthd. On macOS the launchd agent goes to
+# PREFIX/lib/systemd/user with the command that links them printed. Their ExecStart= and
+# ExecReload= are rewritten to PREFIX/bin. On macOS the launchd agent goes to
 # PREFIX/share/blauth/launchd/ with its paths rewritten the same way.
 #
 # Every file written is listed in PREFIX/share/blauth/installed-files, which
@@ -64,9 +64,13 @@ case "$(uname -s)" in
         case "$prefix" in /usr|/usr/local) searched=yes ;; esac
       fi
     fi
-    sed "s|^ExecStart=/usr/bin/blauthd|ExecStart=$esc_prefix/bin/blauthd|" systemd/blauthd.service > "$tmp/blauthd.service"
+    sed -e "s|^ExecStart=/usr/bin/blauthd|ExecStart=$esc_prefix/bin/blauthd|" \
+        -e "s|^ExecReload=/usr/bin/blauth-helper|ExecReload=$esc_prefix/bin/blauth-helper|" \
+        systemd/blauthd.service > "$tmp/blauthd.service"
     grep -q "^ExecStart=$prefix/bin/blauthd " "$tmp/blauthd.service" ||
       { echo "install: error: could not point ExecStart= at $prefix/bin/blauthd" >&2; exit 1; }
+    grep -q "^ExecReload=$prefix/bin/blauth-helper " "$tmp/blauthd.service" ||
+      { echo "install: error: could not point ExecReload= at $prefix/bin/blauth-helper" >&2; exit 1; }
     put 0644 systemd/blauthd.socket "$UNITDIR/blauthd.socket"
     put 0644 "$tmp/blauthd.service" "$UNITDIR/blauthd.service"
     if [ "$searched" = yes ]; then

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Cross-compiles blauthd and blauth-helper into bin/<os>_<arch>/ for every release target.
+# Cross-compiles blauthd and blauth-helper into BINDIR/<os>_<arch>/ (BINDIR=bin by default) for
+# every release target.
 #
 #   packaging/release.sh VERSION
 #
@@ -12,10 +13,11 @@ cd "$(dirname "$0")/.."
 version="${1:?usage: packaging/release.sh VERSION}"
 targets="${TARGETS:-linux/amd64 linux/arm64 darwin/amd64 darwin/arm64}"
 go="${GO:-go}"
+bindir="${BINDIR:-bin}"
 
 for target in $targets; do
   os="${target%/*}" arch="${target#*/}"
-  out="bin/${os}_${arch}"
+  out="$bindir/${os}_${arch}"
   mkdir -p "$out"
   echo "release: building $version for $os/$arch into $out/"
   CGO_ENABLED=0 GOOS="$os" GOARCH="$arch" "$go" build -trimpath \

@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/blauth/blauth/daemon"
+	"github.com/blauth/blauth/internal/systemd"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
 )
@@ -36,7 +37,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("blauthd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.socket, "socket", "", "listen on this socket, an absolute path (default $BLAUTH_SOCKET, else $XDG_RUNTIME_DIR/blauth/blauthd.sock)")
-	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: json, console, or auto (console on a terminal)")
+	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: json, console, journal, or auto (journal under systemd, console on a terminal, else json)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	fs.StringVar(&o.blConfig, "bl-config", "", "the bl CLI config (default $HOME/.blaxel/config.yaml)")
@@ -116,15 +117,23 @@ func newLogger(w io.Writer, format, level string) (zerolog.Logger, error) {
 	tty := isTerminal(w)
 	switch format {
 	case "auto":
-		format = "json"
-		if tty {
+		f, isFile := w.(*os.File)
+		switch {
+		case isFile && systemd.IsJournalStream(f):
+			format = "journal"
+		case tty:
 			format = "console"
+		default:
+			format = "json"
 		}
-	case "json", "console":
+	case "json", "console", "journal":
 	default:
-		return zerolog.Nop(), fmt.Errorf("unknown log format %q (json, console)", format)
+		return zerolog.Nop(), fmt.Errorf("unknown log format %q (json, console, journal)", format)
 	}
-	if format == "console" {
+	switch format {
+	case "journal":
+		w = &systemd.JournalWriter{Identifier: "blauthd", Fallback: w}
+	case "console":
 		// Colour codes only on a terminal that wants them: a file or the journal gets plain text.
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339, NoColor: !tty || os.Getenv("NO_COLOR") != ""}
 	}

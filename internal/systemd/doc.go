@@ -1,7 +1,8 @@
 // Package systemd implements the small part of the systemd service protocol
 // that blauthd needs, with the standard library only: socket activation
-// (sd_listen_fds), readiness and state notification (sd_notify) and the
-// service watchdog (sd_watchdog_enabled).
+// (sd_listen_fds), readiness and state notification (sd_notify), the
+// service watchdog (sd_watchdog_enabled) and the journal's native protocol
+// (sd_journal_send, for structured log fields).
 //
 // Every function is a no-op that reports "not under systemd" when the
 // corresponding environment variables are absent, so a daemon can call them
