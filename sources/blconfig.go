@@ -55,11 +55,23 @@ type BLCredentials struct {
 // config alongside this error for callers that have no previous view.
 var ErrBLConfigEmpty = errors.New("bl config file is empty (bl may be writing it)")
 
+// ErrBLConfigMaybeTorn is matched (through a *BLConfigError with Torn set) by the error for a file
+// that is valid YAML and reads as a config, but lacks something every bl writer writes (the final
+// newline, the workspaces key, a workspace's credentials key, the closing tracking line): bl may
+// be in the middle of rewriting it, or a person wrote it by hand. ParseBLConfig returns the config
+// it read alongside this error. A caller reads the file again a moment later and believes it when
+// it has not changed (bl's truncate and write are microseconds apart); a file that changed is a
+// write in progress.
+var ErrBLConfigMaybeTorn = errors.New("the bl config may be cut short by a concurrent write")
+
 // BLConfigError reports why a bl config file was rejected as invalid or cut short. It never quotes the
 // file's content, which holds secrets.
 type BLConfigError struct {
 	Line   int    // 1-based line the problem was found on; 0 when not tied to a line
 	Reason string // generic reason
+	// Torn is set when the file is valid but looks cut short: the error then matches
+	// ErrBLConfigMaybeTorn and the config that was read comes with it.
+	Torn bool
 }
 
 func (e *BLConfigError) Error() string {
@@ -67,6 +79,14 @@ func (e *BLConfigError) Error() string {
 		return fmt.Sprintf("line %d: %s", e.Line, e.Reason)
 	}
 	return e.Reason
+}
+
+// Unwrap gives ErrBLConfigMaybeTorn for a file that may be cut short.
+func (e *BLConfigError) Unwrap() error {
+	if e.Torn {
+		return ErrBLConfigMaybeTorn
+	}
+	return nil
 }
 
 // maxBLConfigSize bounds what ReadBLConfig reads: a real config is a few kilobytes.
@@ -77,22 +97,33 @@ var legacyCredentialKeys = []string{"apiKey", "access_token", "refresh_token", "
 
 // ParseBLConfig parses a bl CLI config file, in the current sdk-go writer's format or the older yaml.v2
 // writer's. Unknown keys are ignored. It is strict where lenience would be dangerous: a file that is not
-// valid YAML, whose top level is not a mapping, or that looks cut short by a concurrent write is an
-// error of type *BLConfigError, never an empty config, so that callers keep their last good view and
-// never write a torn file back. A file of white space gives an empty config and ErrBLConfigEmpty.
-// The rules are listed in docs/SOURCES-FORMATS.md.
+// valid YAML or whose top level is not a mapping is an error of type *BLConfigError and a nil config,
+// never an empty config, so that callers keep their last good view and never write a broken file back.
+// A valid file that looks cut short by a concurrent write gives the config it holds and a
+// *BLConfigError matching ErrBLConfigMaybeTorn: the caller decides, by reading again, whether it is
+// a write in progress or a file written by hand. A file of white space gives an empty config and
+// ErrBLConfigEmpty. The rules are listed in docs/SOURCES-FORMATS.md.
 func ParseBLConfig(data []byte) (*BLConfig, error) {
 	if len(bytes.Trim(data, " \t\r\n")) == 0 {
 		return &BLConfig{}, ErrBLConfigEmpty
 	}
-	if data[len(data)-1] != '\n' {
-		return nil, &BLConfigError{
-			Line:   bytes.Count(data, []byte("\n")) + 1,
-			Reason: "the file does not end with a newline: it is probably cut short by a concurrent write",
+	// torn is the first sign of a cut: the file is still read, and the sign reported at the end.
+	var torn *BLConfigError
+	cut := func(line int, reason string) {
+		if torn == nil {
+			torn = &BLConfigError{Line: line, Reason: reason, Torn: true}
 		}
+	}
+	if data[len(data)-1] != '\n' {
+		cut(bytes.Count(data, []byte("\n"))+1, "the file does not end with a newline: it is probably cut short by a concurrent write")
 	}
 	var doc yaml.Node
 	if err := unmarshalYAML(data, &doc); err != nil {
+		if torn != nil {
+			torn.Torn = false // invalid as it stands: refused, whether cut or not
+			torn.Reason = "invalid YAML, and " + torn.Reason
+			return nil, torn
+		}
 		return nil, err
 	}
 	if len(doc.Content) == 0 {
@@ -131,19 +162,24 @@ func ParseBLConfig(data []byte) (*BLConfig, error) {
 	wsNode, hasWorkspaces := top["workspaces"]
 	switch {
 	case !hasWorkspaces:
-		return nil, &BLConfigError{Line: root.Line, Reason: "there is no workspaces key, which every bl writer " +
-			"writes: the file is probably cut short by a concurrent write"}
+		cut(root.Line, "there is no workspaces key, which every bl writer writes: the file is probably cut short "+
+			"by a concurrent write")
 	case isNull(wsNode):
 		if !hasTracking {
-			return nil, &BLConfigError{Line: wsNode.Line, Reason: "workspaces is empty and tracking is missing: " +
-				"the file is probably cut short by a concurrent write"}
+			cut(wsNode.Line, "workspaces is empty and tracking is missing: the file is probably cut short by a "+
+				"concurrent write")
 		}
 	case wsNode.Kind == yaml.SequenceNode:
 		var lastCredKeys map[string]*yaml.Node
 		for _, item := range wsNode.Content {
-			ws, credKeys, err := parseBLWorkspace(resolveAlias(item))
+			ws, credKeys, noCreds, err := parseBLWorkspace(resolveAlias(item))
 			if err != nil {
 				return nil, err
+			}
+			if noCreds {
+				// Both writers write "credentials:" right after the name (and id): an entry without it was cut.
+				cut(item.Line, "a workspaces entry has no credentials key: the file is probably cut short by a "+
+					"concurrent write")
 			}
 			c.Workspaces = append(c.Workspaces, ws)
 			lastCredKeys = credKeys
@@ -151,53 +187,53 @@ func ParseBLConfig(data []byte) (*BLConfig, error) {
 		// The current writer always ends the file with tracking; only the yaml.v2 writer leaves it out,
 		// and it writes every credential key. A file without tracking whose last entry lacks one was cut.
 		if n := len(wsNode.Content); n > 0 && !hasTracking && !hasAll(lastCredKeys, legacyCredentialKeys) {
-			return nil, &BLConfigError{Line: wsNode.Content[n-1].Line, Reason: "the last workspace is " +
-				"incomplete and tracking is missing: the file is probably cut short by a concurrent write " +
-				"(if you wrote it by hand, end it with \"tracking: false\" as bl does)"}
+			cut(wsNode.Content[n-1].Line, "the last workspace is incomplete and tracking is missing: the file is "+
+				"probably cut short by a concurrent write (if you wrote it by hand, end it with \"tracking: false\" as bl does)")
 		}
 	default:
 		return nil, &BLConfigError{Line: wsNode.Line, Reason: "workspaces is not a list"}
 	}
+	if torn != nil {
+		return &c, torn
+	}
 	return &c, nil
 }
 
-// parseBLWorkspace parses one workspaces entry. It also returns the keys its credentials mapping has.
-func parseBLWorkspace(n *yaml.Node) (BLWorkspace, map[string]*yaml.Node, error) {
-	var ws BLWorkspace
+// parseBLWorkspace parses one workspaces entry. It also returns the keys its credentials mapping has,
+// and whether it has no credentials key at all.
+func parseBLWorkspace(n *yaml.Node) (ws BLWorkspace, credKeys map[string]*yaml.Node, noCreds bool, err error) {
 	if n.Kind != yaml.MappingNode {
-		return ws, nil, &BLConfigError{Line: n.Line, Reason: "a workspaces entry is not a mapping"}
+		return ws, nil, false, &BLConfigError{Line: n.Line, Reason: "a workspaces entry is not a mapping"}
 	}
 	f, err := mappingFields(n)
 	if err != nil {
-		return ws, nil, err
+		return ws, nil, false, err
 	}
 	if ws.Name, err = stringField(f, "name"); err != nil {
-		return ws, nil, err
+		return ws, nil, false, err
 	}
 	if ws.Name == "" {
-		return ws, nil, &BLConfigError{Line: n.Line, Reason: "a workspaces entry has no name"}
+		return ws, nil, false, &BLConfigError{Line: n.Line, Reason: "a workspaces entry has no name"}
 	}
 	if ws.ID, err = stringField(f, "id"); err != nil {
-		return ws, nil, err
+		return ws, nil, false, err
 	}
 	if ws.Env, err = stringField(f, "env"); err != nil {
-		return ws, nil, err
+		return ws, nil, false, err
 	}
 	credNode, ok := f["credentials"]
 	if !ok {
-		// Both writers write "credentials:" right after the name (and id): an entry without it was cut.
-		return ws, nil, &BLConfigError{Line: n.Line, Reason: "a workspaces entry has no credentials key: " +
-			"the file is probably cut short by a concurrent write"}
+		return ws, nil, true, nil
 	}
 	if isNull(credNode) {
-		return ws, nil, nil
+		return ws, nil, false, nil
 	}
 	if credNode.Kind != yaml.MappingNode {
-		return ws, nil, &BLConfigError{Line: credNode.Line, Reason: "credentials is not a mapping"}
+		return ws, nil, false, &BLConfigError{Line: credNode.Line, Reason: "credentials is not a mapping"}
 	}
 	cf, err := mappingFields(credNode)
 	if err != nil {
-		return ws, nil, err
+		return ws, nil, false, err
 	}
 	cr := &ws.Credentials
 	for _, s := range []struct {
@@ -211,24 +247,24 @@ func parseBLWorkspace(n *yaml.Node) (BLWorkspace, map[string]*yaml.Node, error) 
 		{"client_credentials", &cr.ClientCredentials},
 	} {
 		if *s.dst, err = stringField(cf, s.key); err != nil {
-			return ws, nil, err
+			return ws, nil, false, err
 		}
 	}
 	camel, err := stringField(cf, "clientCredentials")
 	if err != nil {
-		return ws, nil, err
+		return ws, nil, false, err
 	}
 	if cr.ClientCredentials == "" {
 		cr.ClientCredentials = camel
 	}
 	if n := cf["expires_in"]; n != nil && !isNull(n) {
 		if n.Kind != yaml.ScalarNode || n.Decode(&cr.ExpiresIn) != nil {
-			return ws, nil, &BLConfigError{Line: n.Line, Reason: "expires_in is not an integer"}
+			return ws, nil, false, &BLConfigError{Line: n.Line, Reason: "expires_in is not an integer"}
 		}
 		// The writer leaves out expires_in unless it is positive; a negative one means nothing.
 		cr.ExpiresIn = max(cr.ExpiresIn, 0)
 	}
-	return ws, cf, nil
+	return ws, cf, false, nil
 }
 
 // yamlErrLine finds the line number in a yaml.v3 error message.

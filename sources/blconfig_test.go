@@ -171,35 +171,37 @@ func TestParseBLConfigRejects(t *testing.T) {
 		name string
 		in   string
 		line int
+		torn bool // valid but maybe cut short: the config comes with ErrBLConfigMaybeTorn
 	}{
-		{"invalid YAML", "context: [\n  " + blSecret + "\n", 2},
-		{"bad escape", head + "- name: a\n  credentials:\n    apiKey: \"" + blSecret + "\\q\"\ntracking: false\n", 0},
-		{"unknown anchor", head + "- name: a\n  credentials:\n    apiKey: *" + blSecret + "\ntracking: false\n", 0},
-		{"control character", head + "- name: a\n  credentials:\n    apiKey: " + blSecret + "\x01\ntracking: false\n", 0},
-		{"top level is a list", "- " + blSecret + "\n", 1},
-		{"top level is a scalar", blSecret + "\n", 1},
-		{"top level is null", "~\n", 1},
-		{"no final newline", head + "- name: a\n  credentials:\n    apiKey: \"" + blSecret + "\"\ntracking: false", 7},
-		{"cut mid-line", head + "- name: a\n  credentials:\n    access_token: " + blSecret[:4], 6},
-		{"no workspaces key", "context:\n  workspace: a\n", 1},
-		{"cut after workspaces", head, 3},
-		{"cut after name", head + "- name: a\n", 4},
-		{"cut after credentials", head + "- name: a\n  credentials:\n", 4},
-		{"cut after a credential", head + "- name: a\n  credentials:\n    apiKey: \"" + blSecret + "\"\n", 4},
-		{"cut inside legacy credentials", head + "- name: a\n  credentials:\n    apiKey: \"\"\n    access_token: " + blSecret + "\n", 4},
-		{"entry without name", head + "- credentials:\n    apiKey: \"" + blSecret + "\"\ntracking: false\n", 4},
-		{"entry with empty name", head + "- name: \"\"\n  credentials:\ntracking: false\n", 4},
-		{"entry is a scalar", head + "- " + blSecret + "\ntracking: false\n", 4},
-		{"name is a list", head + "- name: [" + blSecret + "]\n  credentials:\ntracking: false\n", 4},
-		{"apiKey is a mapping", head + "- name: a\n  credentials:\n    apiKey: {k: " + blSecret + "}\ntracking: false\n", 6},
-		{"expires_in not a number", head + "- name: a\n  credentials:\n    expires_in: " + blSecret + "\ntracking: false\n", 6},
-		{"expires_in is a list", head + "- name: a\n  credentials:\n    expires_in: [1]\ntracking: false\n", 6},
-		{"tracking not a boolean", head + "tracking: " + blSecret + "\n", 4},
-		{"workspaces not a list", "workspaces: " + blSecret + "\ntracking: false\n", 1},
-		{"context not a mapping", "context: " + blSecret + "\nworkspaces:\ntracking: false\n", 1},
-		{"credentials not a mapping", head + "- name: a\n  credentials: " + blSecret + "\ntracking: false\n", 5},
-		{"duplicate key", head + "- name: a\n  credentials:\n    apiKey: \"" + blSecret + "\"\n    apiKey: \"x\"\ntracking: false\n", 7},
-		{"duplicate top-level key", "workspaces:\nworkspaces:\ntracking: false\n", 2},
+		{"invalid YAML", "context: [\n  " + blSecret + "\n", 2, false},
+		{"invalid YAML without a final newline", "context: [\n  " + blSecret, 2, false},
+		{"bad escape", head + "- name: a\n  credentials:\n    apiKey: \"" + blSecret + "\\q\"\ntracking: false\n", 0, false},
+		{"unknown anchor", head + "- name: a\n  credentials:\n    apiKey: *" + blSecret + "\ntracking: false\n", 0, false},
+		{"control character", head + "- name: a\n  credentials:\n    apiKey: " + blSecret + "\x01\ntracking: false\n", 0, false},
+		{"top level is a list", "- " + blSecret + "\n", 1, false},
+		{"top level is a scalar", blSecret + "\n", 1, false},
+		{"top level is null", "~\n", 1, false},
+		{"no final newline", head + "- name: a\n  credentials:\n    apiKey: \"" + blSecret + "\"\ntracking: false", 7, true},
+		{"cut mid-line", head + "- name: a\n  credentials:\n    access_token: " + blSecret[:4], 6, true},
+		{"no workspaces key", "context:\n  workspace: a\n", 1, true},
+		{"cut after workspaces", head, 3, true},
+		{"cut after name", head + "- name: a\n", 4, true},
+		{"cut after credentials", head + "- name: a\n  credentials:\n", 4, true},
+		{"cut after a credential", head + "- name: a\n  credentials:\n    apiKey: \"" + blSecret + "\"\n", 4, true},
+		{"cut inside legacy credentials", head + "- name: a\n  credentials:\n    apiKey: \"\"\n    access_token: " + blSecret + "\n", 4, true},
+		{"entry without name", head + "- credentials:\n    apiKey: \"" + blSecret + "\"\ntracking: false\n", 4, false},
+		{"entry with empty name", head + "- name: \"\"\n  credentials:\ntracking: false\n", 4, false},
+		{"entry is a scalar", head + "- " + blSecret + "\ntracking: false\n", 4, false},
+		{"name is a list", head + "- name: [" + blSecret + "]\n  credentials:\ntracking: false\n", 4, false},
+		{"apiKey is a mapping", head + "- name: a\n  credentials:\n    apiKey: {k: " + blSecret + "}\ntracking: false\n", 6, false},
+		{"expires_in not a number", head + "- name: a\n  credentials:\n    expires_in: " + blSecret + "\ntracking: false\n", 6, false},
+		{"expires_in is a list", head + "- name: a\n  credentials:\n    expires_in: [1]\ntracking: false\n", 6, false},
+		{"tracking not a boolean", head + "tracking: " + blSecret + "\n", 4, false},
+		{"workspaces not a list", "workspaces: " + blSecret + "\ntracking: false\n", 1, false},
+		{"context not a mapping", "context: " + blSecret + "\nworkspaces:\ntracking: false\n", 1, false},
+		{"credentials not a mapping", head + "- name: a\n  credentials: " + blSecret + "\ntracking: false\n", 5, false},
+		{"duplicate key", head + "- name: a\n  credentials:\n    apiKey: \"" + blSecret + "\"\n    apiKey: \"x\"\ntracking: false\n", 7, false},
+		{"duplicate top-level key", "workspaces:\nworkspaces:\ntracking: false\n", 2, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -208,7 +210,13 @@ func TestParseBLConfigRejects(t *testing.T) {
 			if !errors.As(err, &ce) {
 				t.Fatalf("error = %v, want a *BLConfigError", err)
 			}
-			if c != nil {
+			if got := errors.Is(err, ErrBLConfigMaybeTorn); got != tt.torn {
+				t.Errorf("errors.Is(%v, ErrBLConfigMaybeTorn) = %v, want %v", err, got, tt.torn)
+			}
+			if tt.torn && c == nil {
+				t.Error("a file that may be cut short came without the config it holds")
+			}
+			if !tt.torn && c != nil {
 				t.Errorf("config = %+v, want nil", c)
 			}
 			if tt.line != 0 && ce.Line != tt.line {
@@ -320,7 +328,15 @@ func TestReadBLConfig(t *testing.T) {
 		path := writeBLTestFile(t, filepath.Join(dir, "torn.yaml"), "context:\n  workspace: a\nworkspaces:\n", 0o600)
 		c, err := ReadBLConfig(path)
 		var ce *BLConfigError
-		if !errors.As(err, &ce) || c != nil {
+		if !errors.As(err, &ce) || !errors.Is(err, ErrBLConfigMaybeTorn) || c == nil || c.Context.Workspace != "a" {
+			t.Fatalf("got %+v, %v; want the config and a *BLConfigError matching ErrBLConfigMaybeTorn", c, err)
+		}
+	})
+	t.Run("invalid file", func(t *testing.T) {
+		path := writeBLTestFile(t, filepath.Join(dir, "invalid.yaml"), "context: [\n", 0o600)
+		c, err := ReadBLConfig(path)
+		var ce *BLConfigError
+		if !errors.As(err, &ce) || errors.Is(err, ErrBLConfigMaybeTorn) || c != nil {
 			t.Fatalf("got %+v, %v; want nil and a *BLConfigError", c, err)
 		}
 	})
