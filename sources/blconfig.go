@@ -4,16 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
-	"time"
-	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -88,9 +82,6 @@ func (e *BLConfigError) Unwrap() error {
 	}
 	return nil
 }
-
-// maxBLConfigSize bounds what ReadBLConfig reads: a real config is a few kilobytes.
-const maxBLConfigSize = 1 << 20
 
 // legacyCredentialKeys are the credential keys that every yaml.v2 writer wrote, empty or not.
 var legacyCredentialKeys = []string{"apiKey", "access_token", "refresh_token", "expires_in", "device_code"}
@@ -453,9 +444,11 @@ func escapeYAML(s string) string {
 
 // ReadBLConfig reads and parses the bl CLI config at path. A missing file gives an empty config and an
 // error that wraps fs.ErrNotExist; an empty file gives an empty config and an error that wraps
-// ErrBLConfigEmpty; an invalid or torn file gives a nil config and an error that wraps a *BLConfigError.
+// ErrBLConfigEmpty; a file that may be cut short gives its config and an error matching
+// ErrBLConfigMaybeTorn; an invalid file gives a nil config and an error that wraps a *BLConfigError. A
+// FIFO, a device or a file over MaxBLConfigBytes is refused (ErrFileRefused) without being read.
 func ReadBLConfig(path string) (*BLConfig, error) {
-	data, err := readFileLimited(path, maxBLConfigSize)
+	data, _, err := readBoundedFile(path, MaxBLConfigBytes)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return &BLConfig{}, fmt.Errorf("read bl config: %w", err)
@@ -467,155 +460,4 @@ func ReadBLConfig(path string) (*BLConfig, error) {
 		return c, fmt.Errorf("read bl config %s: %w", path, err)
 	}
 	return c, nil
-}
-
-func readFileLimited(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s: larger than %d bytes, not a bl config", path, limit)
-	}
-	return data, nil
-}
-
-// blConfigWriteMu serialises UpdateBLCredentials within the process, so that two workspaces updated at
-// once both land. bl itself takes no lock, so nothing serialises against it.
-var blConfigWriteMu sync.Mutex
-
-// waitBeforeEmptyRecheck is how UpdateBLCredentials waits before it reads an empty file again: bl's
-// truncate and write are microseconds apart, so a file still empty after this is empty for good.
-// Tests replace it.
-var waitBeforeEmptyRecheck = func() { time.Sleep(100 * time.Millisecond) }
-
-// UpdateBLCredentials atomically rewrites path, applying fn to the named workspace's credentials in a
-// fresh read of the file (the workspace is created if absent): a temporary file in the same directory,
-// mode 0600, synced, renamed over path, then the directory synced. If the current file cannot be parsed
-// (invalid, or cut short by a concurrent write) it returns an error and writes nothing: a torn file is
-// never overwritten.
-//
-// The file is written in the current bl format (see Marshal), so a yaml.v2-era file is converted; nothing
-// is written when the result is byte-identical to the file. A missing file is created, with its
-// directory (mode 0700). An empty file is read again after a short wait, since bl may be between its
-// truncate and its write; if it is still empty it is treated as an empty config. A symbolic link at path
-// is followed and its target replaced. Calls are serialised within the process; bl takes no lock, so a
-// bl write that lands between this read and the rename is lost.
-func UpdateBLCredentials(path, workspace string, fn func(*BLCredentials)) error {
-	if workspace == "" {
-		return errors.New("update bl config: the workspace name is empty")
-	}
-	blConfigWriteMu.Lock()
-	defer blConfigWriteMu.Unlock()
-
-	if target, err := filepath.EvalSymlinks(path); err == nil {
-		path = target
-	}
-	old, c, err := readForUpdate(path)
-	if err != nil {
-		return fmt.Errorf("update bl config, nothing written: %w", err)
-	}
-	ws, ok := c.Workspace(workspace)
-	if !ok {
-		c.Workspaces = append(c.Workspaces, BLWorkspace{Name: workspace})
-		ws = &c.Workspaces[len(c.Workspaces)-1]
-	}
-	fn(&ws.Credentials)
-	cr := ws.Credentials
-	for _, s := range []string{cr.APIKey, cr.AccessToken, cr.RefreshToken, cr.DeviceCode, cr.ClientCredentials} {
-		if !utf8.ValidString(s) {
-			return fmt.Errorf("update bl config for workspace %q, nothing written: a credential is not valid UTF-8", workspace)
-		}
-	}
-	data := c.Marshal()
-	if bytes.Equal(data, old) {
-		return nil
-	}
-	if err := writeFileAtomic(path, data); err != nil {
-		return fmt.Errorf("update bl config: %w", err)
-	}
-	return nil
-}
-
-// readForUpdate reads the config that UpdateBLCredentials starts from, and the file's bytes.
-func readForUpdate(path string) ([]byte, *BLConfig, error) {
-	for attempt := 0; ; attempt++ {
-		data, err := readFileLimited(path, maxBLConfigSize)
-		if errors.Is(err, fs.ErrNotExist) {
-			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-				return nil, nil, err
-			}
-			return nil, &BLConfig{}, nil
-		}
-		if err != nil {
-			return nil, nil, err
-		}
-		c, err := ParseBLConfig(data)
-		if errors.Is(err, ErrBLConfigEmpty) && attempt == 0 {
-			waitBeforeEmptyRecheck()
-			continue
-		}
-		if err != nil && !errors.Is(err, ErrBLConfigEmpty) {
-			return nil, nil, fmt.Errorf("%s: %w", path, err)
-		}
-		return data, c, nil
-	}
-}
-
-// writeFileAtomic replaces path with data: a temporary file in the same directory, mode 0600, synced,
-// renamed over path, then the directory synced so that the rename survives a crash.
-func writeFileAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	removeStaleTemps(dir, "."+filepath.Base(path)+".tmp-")
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*") // created 0600
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
-// removeStaleTemps deletes temporary files a killed writer left behind (they hold a session, so
-// they must not pile up). Writes are serialised within the process, so an old temporary file is
-// nobody's; a minute of age also spares another process's write in progress.
-func removeStaleTemps(dir, prefix string) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), prefix) || !e.Type().IsRegular() {
-			continue
-		}
-		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > time.Minute {
-			_ = os.Remove(filepath.Join(dir, e.Name()))
-		}
-	}
 }
