@@ -151,9 +151,9 @@ func NewResolver(ctx context.Context, cfg ResolverConfig) *Resolver {
 		reads:     map[string]*dotenvRead{},
 	}
 	r.waitRecheck = func() { time.Sleep(r.cfg.RecheckDelay) }
+	r.watchBL() // first: a change after the watch is set is seen, the read sees what came before
 	r.loadBL()
 	r.loadKeyring(ctx)
-	r.watchBL()
 	return r
 }
 
@@ -232,6 +232,7 @@ func (r *Resolver) Reload(ctx context.Context) {
 	r.loadBL()
 	r.loadKeyring(ctx)
 	r.mu.Lock()
+	r.watchErr = nil // the next .env watch refused for want of inotify watches sets it again
 	var started []*dotenvRead
 	for _, f := range r.dotenvs {
 		started = append(started, r.startDotenvReadLocked(f.path))

@@ -298,9 +298,13 @@ func TestExhaustedFileWatchingIsASourceError(t *testing.T) {
 	wt.addDir = realAdd
 	wt.mu.Unlock()
 	r.Reload(ctx)
-	for _, e := range r.SourceErrors() {
-		if e.Source.Kind == SourceBLConfig {
-			t.Errorf("still reported after a reload that could watch: %+v", e)
-		}
+	if res, err := r.Resolve(Request{Dir: w.dir, Workspace: "acme"}); err != nil || res.Credential.APIKey != "from_dotenv" {
+		t.Fatalf("Resolve after the reload: %+v, %v", res, err)
+	}
+	if errs := r.SourceErrors(); len(errs) != 0 {
+		t.Errorf("still reported after a reload that could watch: %+v", errs)
+	}
+	if n := r.WatchedDotenvs(); n != 1 {
+		t.Errorf("%d .env files watched after the reload, want 1", n)
 	}
 }
