@@ -83,6 +83,28 @@ func BenchmarkParseBLConfig(b *testing.B) {
 	}
 }
 
+// BenchmarkEditBLConfig is the surgical write-back of a refreshed session into benchBLConfig:
+// locating the fields, editing them, and checking that the result reads back as intended (two
+// config parses and two generic decodes). The file write itself is not included.
+func BenchmarkEditBLConfig(b *testing.B) {
+	data := []byte(benchBLConfig)
+	old, err := ParseBLConfig(data)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w, _ := old.Workspace("acme-prod")
+	next := w.Credentials
+	next.AccessToken, next.RefreshToken = "eyJhbGciOi.new", "rt-rotated"
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		out, err := editBLConfig(data, old, false, "acme-prod", next)
+		if err != nil || len(out) == 0 {
+			b.Fatalf("edit: %v", err)
+		}
+	}
+}
+
 // benchResolver is a resolver with a running watcher, so that a caller's .env is read once and
 // then served from the cache, as in the daemon.
 func benchResolver(b *testing.B) (*Resolver, string) {

@@ -4,16 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
-	"time"
-	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -55,11 +49,23 @@ type BLCredentials struct {
 // config alongside this error for callers that have no previous view.
 var ErrBLConfigEmpty = errors.New("bl config file is empty (bl may be writing it)")
 
+// ErrBLConfigMaybeTorn is matched (through a *BLConfigError with Torn set) by the error for a file
+// that is valid YAML and reads as a config, but lacks something every bl writer writes (the final
+// newline, the workspaces key, a workspace's credentials key, the closing tracking line): bl may
+// be in the middle of rewriting it, or a person wrote it by hand. ParseBLConfig returns the config
+// it read alongside this error. A caller reads the file again a moment later and believes it when
+// it has not changed (bl's truncate and write are microseconds apart); a file that changed is a
+// write in progress.
+var ErrBLConfigMaybeTorn = errors.New("the bl config may be cut short by a concurrent write")
+
 // BLConfigError reports why a bl config file was rejected as invalid or cut short. It never quotes the
 // file's content, which holds secrets.
 type BLConfigError struct {
 	Line   int    // 1-based line the problem was found on; 0 when not tied to a line
 	Reason string // generic reason
+	// Torn is set when the file is valid but looks cut short: the error then matches
+	// ErrBLConfigMaybeTorn and the config that was read comes with it.
+	Torn bool
 }
 
 func (e *BLConfigError) Error() string {
@@ -69,30 +75,46 @@ func (e *BLConfigError) Error() string {
 	return e.Reason
 }
 
-// maxBLConfigSize bounds what ReadBLConfig reads: a real config is a few kilobytes.
-const maxBLConfigSize = 1 << 20
+// Unwrap gives ErrBLConfigMaybeTorn for a file that may be cut short.
+func (e *BLConfigError) Unwrap() error {
+	if e.Torn {
+		return ErrBLConfigMaybeTorn
+	}
+	return nil
+}
 
 // legacyCredentialKeys are the credential keys that every yaml.v2 writer wrote, empty or not.
 var legacyCredentialKeys = []string{"apiKey", "access_token", "refresh_token", "expires_in", "device_code"}
 
 // ParseBLConfig parses a bl CLI config file, in the current sdk-go writer's format or the older yaml.v2
 // writer's. Unknown keys are ignored. It is strict where lenience would be dangerous: a file that is not
-// valid YAML, whose top level is not a mapping, or that looks cut short by a concurrent write is an
-// error of type *BLConfigError, never an empty config, so that callers keep their last good view and
-// never write a torn file back. A file of white space gives an empty config and ErrBLConfigEmpty.
-// The rules are listed in docs/SOURCES-FORMATS.md.
+// valid YAML or whose top level is not a mapping is an error of type *BLConfigError and a nil config,
+// never an empty config, so that callers keep their last good view and never write a broken file back.
+// A valid file that looks cut short by a concurrent write gives the config it holds and a
+// *BLConfigError matching ErrBLConfigMaybeTorn: the caller decides, by reading again, whether it is
+// a write in progress or a file written by hand. A file of white space gives an empty config and
+// ErrBLConfigEmpty. The rules are listed in docs/SOURCES-FORMATS.md.
 func ParseBLConfig(data []byte) (*BLConfig, error) {
 	if len(bytes.Trim(data, " \t\r\n")) == 0 {
 		return &BLConfig{}, ErrBLConfigEmpty
 	}
-	if data[len(data)-1] != '\n' {
-		return nil, &BLConfigError{
-			Line:   bytes.Count(data, []byte("\n")) + 1,
-			Reason: "the file does not end with a newline: it is probably cut short by a concurrent write",
+	// torn is the first sign of a cut: the file is still read, and the sign reported at the end.
+	var torn *BLConfigError
+	cut := func(line int, reason string) {
+		if torn == nil {
+			torn = &BLConfigError{Line: line, Reason: reason, Torn: true}
 		}
+	}
+	if data[len(data)-1] != '\n' {
+		cut(bytes.Count(data, []byte("\n"))+1, "the file does not end with a newline: it is probably cut short by a concurrent write")
 	}
 	var doc yaml.Node
 	if err := unmarshalYAML(data, &doc); err != nil {
+		if torn != nil {
+			torn.Torn = false // invalid as it stands: refused, whether cut or not
+			torn.Reason = "invalid YAML, and " + torn.Reason
+			return nil, torn
+		}
 		return nil, err
 	}
 	if len(doc.Content) == 0 {
@@ -131,19 +153,24 @@ func ParseBLConfig(data []byte) (*BLConfig, error) {
 	wsNode, hasWorkspaces := top["workspaces"]
 	switch {
 	case !hasWorkspaces:
-		return nil, &BLConfigError{Line: root.Line, Reason: "there is no workspaces key, which every bl writer " +
-			"writes: the file is probably cut short by a concurrent write"}
+		cut(root.Line, "there is no workspaces key, which every bl writer writes: the file is probably cut short "+
+			"by a concurrent write")
 	case isNull(wsNode):
 		if !hasTracking {
-			return nil, &BLConfigError{Line: wsNode.Line, Reason: "workspaces is empty and tracking is missing: " +
-				"the file is probably cut short by a concurrent write"}
+			cut(wsNode.Line, "workspaces is empty and tracking is missing: the file is probably cut short by a "+
+				"concurrent write")
 		}
 	case wsNode.Kind == yaml.SequenceNode:
 		var lastCredKeys map[string]*yaml.Node
 		for _, item := range wsNode.Content {
-			ws, credKeys, err := parseBLWorkspace(resolveAlias(item))
+			ws, credKeys, noCreds, err := parseBLWorkspace(resolveAlias(item))
 			if err != nil {
 				return nil, err
+			}
+			if noCreds {
+				// Both writers write "credentials:" right after the name (and id): an entry without it was cut.
+				cut(item.Line, "a workspaces entry has no credentials key: the file is probably cut short by a "+
+					"concurrent write")
 			}
 			c.Workspaces = append(c.Workspaces, ws)
 			lastCredKeys = credKeys
@@ -151,53 +178,53 @@ func ParseBLConfig(data []byte) (*BLConfig, error) {
 		// The current writer always ends the file with tracking; only the yaml.v2 writer leaves it out,
 		// and it writes every credential key. A file without tracking whose last entry lacks one was cut.
 		if n := len(wsNode.Content); n > 0 && !hasTracking && !hasAll(lastCredKeys, legacyCredentialKeys) {
-			return nil, &BLConfigError{Line: wsNode.Content[n-1].Line, Reason: "the last workspace is " +
-				"incomplete and tracking is missing: the file is probably cut short by a concurrent write " +
-				"(if you wrote it by hand, end it with \"tracking: false\" as bl does)"}
+			cut(wsNode.Content[n-1].Line, "the last workspace is incomplete and tracking is missing: the file is "+
+				"probably cut short by a concurrent write (if you wrote it by hand, end it with \"tracking: false\" as bl does)")
 		}
 	default:
 		return nil, &BLConfigError{Line: wsNode.Line, Reason: "workspaces is not a list"}
 	}
+	if torn != nil {
+		return &c, torn
+	}
 	return &c, nil
 }
 
-// parseBLWorkspace parses one workspaces entry. It also returns the keys its credentials mapping has.
-func parseBLWorkspace(n *yaml.Node) (BLWorkspace, map[string]*yaml.Node, error) {
-	var ws BLWorkspace
+// parseBLWorkspace parses one workspaces entry. It also returns the keys its credentials mapping has,
+// and whether it has no credentials key at all.
+func parseBLWorkspace(n *yaml.Node) (ws BLWorkspace, credKeys map[string]*yaml.Node, noCreds bool, err error) {
 	if n.Kind != yaml.MappingNode {
-		return ws, nil, &BLConfigError{Line: n.Line, Reason: "a workspaces entry is not a mapping"}
+		return ws, nil, false, &BLConfigError{Line: n.Line, Reason: "a workspaces entry is not a mapping"}
 	}
 	f, err := mappingFields(n)
 	if err != nil {
-		return ws, nil, err
+		return ws, nil, false, err
 	}
 	if ws.Name, err = stringField(f, "name"); err != nil {
-		return ws, nil, err
+		return ws, nil, false, err
 	}
 	if ws.Name == "" {
-		return ws, nil, &BLConfigError{Line: n.Line, Reason: "a workspaces entry has no name"}
+		return ws, nil, false, &BLConfigError{Line: n.Line, Reason: "a workspaces entry has no name"}
 	}
 	if ws.ID, err = stringField(f, "id"); err != nil {
-		return ws, nil, err
+		return ws, nil, false, err
 	}
 	if ws.Env, err = stringField(f, "env"); err != nil {
-		return ws, nil, err
+		return ws, nil, false, err
 	}
 	credNode, ok := f["credentials"]
 	if !ok {
-		// Both writers write "credentials:" right after the name (and id): an entry without it was cut.
-		return ws, nil, &BLConfigError{Line: n.Line, Reason: "a workspaces entry has no credentials key: " +
-			"the file is probably cut short by a concurrent write"}
+		return ws, nil, true, nil
 	}
 	if isNull(credNode) {
-		return ws, nil, nil
+		return ws, nil, false, nil
 	}
 	if credNode.Kind != yaml.MappingNode {
-		return ws, nil, &BLConfigError{Line: credNode.Line, Reason: "credentials is not a mapping"}
+		return ws, nil, false, &BLConfigError{Line: credNode.Line, Reason: "credentials is not a mapping"}
 	}
 	cf, err := mappingFields(credNode)
 	if err != nil {
-		return ws, nil, err
+		return ws, nil, false, err
 	}
 	cr := &ws.Credentials
 	for _, s := range []struct {
@@ -211,24 +238,24 @@ func parseBLWorkspace(n *yaml.Node) (BLWorkspace, map[string]*yaml.Node, error) 
 		{"client_credentials", &cr.ClientCredentials},
 	} {
 		if *s.dst, err = stringField(cf, s.key); err != nil {
-			return ws, nil, err
+			return ws, nil, false, err
 		}
 	}
 	camel, err := stringField(cf, "clientCredentials")
 	if err != nil {
-		return ws, nil, err
+		return ws, nil, false, err
 	}
 	if cr.ClientCredentials == "" {
 		cr.ClientCredentials = camel
 	}
 	if n := cf["expires_in"]; n != nil && !isNull(n) {
 		if n.Kind != yaml.ScalarNode || n.Decode(&cr.ExpiresIn) != nil {
-			return ws, nil, &BLConfigError{Line: n.Line, Reason: "expires_in is not an integer"}
+			return ws, nil, false, &BLConfigError{Line: n.Line, Reason: "expires_in is not an integer"}
 		}
 		// The writer leaves out expires_in unless it is positive; a negative one means nothing.
 		cr.ExpiresIn = max(cr.ExpiresIn, 0)
 	}
-	return ws, cf, nil
+	return ws, cf, false, nil
 }
 
 // yamlErrLine finds the line number in a yaml.v3 error message.
@@ -417,9 +444,11 @@ func escapeYAML(s string) string {
 
 // ReadBLConfig reads and parses the bl CLI config at path. A missing file gives an empty config and an
 // error that wraps fs.ErrNotExist; an empty file gives an empty config and an error that wraps
-// ErrBLConfigEmpty; an invalid or torn file gives a nil config and an error that wraps a *BLConfigError.
+// ErrBLConfigEmpty; a file that may be cut short gives its config and an error matching
+// ErrBLConfigMaybeTorn; an invalid file gives a nil config and an error that wraps a *BLConfigError. A
+// FIFO, a device or a file over MaxBLConfigBytes is refused (ErrFileRefused) without being read.
 func ReadBLConfig(path string) (*BLConfig, error) {
-	data, err := readFileLimited(path, maxBLConfigSize)
+	data, _, err := readBoundedFile(path, MaxBLConfigBytes)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return &BLConfig{}, fmt.Errorf("read bl config: %w", err)
@@ -431,155 +460,4 @@ func ReadBLConfig(path string) (*BLConfig, error) {
 		return c, fmt.Errorf("read bl config %s: %w", path, err)
 	}
 	return c, nil
-}
-
-func readFileLimited(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s: larger than %d bytes, not a bl config", path, limit)
-	}
-	return data, nil
-}
-
-// blConfigWriteMu serialises UpdateBLCredentials within the process, so that two workspaces updated at
-// once both land. bl itself takes no lock, so nothing serialises against it.
-var blConfigWriteMu sync.Mutex
-
-// waitBeforeEmptyRecheck is how UpdateBLCredentials waits before it reads an empty file again: bl's
-// truncate and write are microseconds apart, so a file still empty after this is empty for good.
-// Tests replace it.
-var waitBeforeEmptyRecheck = func() { time.Sleep(100 * time.Millisecond) }
-
-// UpdateBLCredentials atomically rewrites path, applying fn to the named workspace's credentials in a
-// fresh read of the file (the workspace is created if absent): a temporary file in the same directory,
-// mode 0600, synced, renamed over path, then the directory synced. If the current file cannot be parsed
-// (invalid, or cut short by a concurrent write) it returns an error and writes nothing: a torn file is
-// never overwritten.
-//
-// The file is written in the current bl format (see Marshal), so a yaml.v2-era file is converted; nothing
-// is written when the result is byte-identical to the file. A missing file is created, with its
-// directory (mode 0700). An empty file is read again after a short wait, since bl may be between its
-// truncate and its write; if it is still empty it is treated as an empty config. A symbolic link at path
-// is followed and its target replaced. Calls are serialised within the process; bl takes no lock, so a
-// bl write that lands between this read and the rename is lost.
-func UpdateBLCredentials(path, workspace string, fn func(*BLCredentials)) error {
-	if workspace == "" {
-		return errors.New("update bl config: the workspace name is empty")
-	}
-	blConfigWriteMu.Lock()
-	defer blConfigWriteMu.Unlock()
-
-	if target, err := filepath.EvalSymlinks(path); err == nil {
-		path = target
-	}
-	old, c, err := readForUpdate(path)
-	if err != nil {
-		return fmt.Errorf("update bl config, nothing written: %w", err)
-	}
-	ws, ok := c.Workspace(workspace)
-	if !ok {
-		c.Workspaces = append(c.Workspaces, BLWorkspace{Name: workspace})
-		ws = &c.Workspaces[len(c.Workspaces)-1]
-	}
-	fn(&ws.Credentials)
-	cr := ws.Credentials
-	for _, s := range []string{cr.APIKey, cr.AccessToken, cr.RefreshToken, cr.DeviceCode, cr.ClientCredentials} {
-		if !utf8.ValidString(s) {
-			return fmt.Errorf("update bl config for workspace %q, nothing written: a credential is not valid UTF-8", workspace)
-		}
-	}
-	data := c.Marshal()
-	if bytes.Equal(data, old) {
-		return nil
-	}
-	if err := writeFileAtomic(path, data); err != nil {
-		return fmt.Errorf("update bl config: %w", err)
-	}
-	return nil
-}
-
-// readForUpdate reads the config that UpdateBLCredentials starts from, and the file's bytes.
-func readForUpdate(path string) ([]byte, *BLConfig, error) {
-	for attempt := 0; ; attempt++ {
-		data, err := readFileLimited(path, maxBLConfigSize)
-		if errors.Is(err, fs.ErrNotExist) {
-			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-				return nil, nil, err
-			}
-			return nil, &BLConfig{}, nil
-		}
-		if err != nil {
-			return nil, nil, err
-		}
-		c, err := ParseBLConfig(data)
-		if errors.Is(err, ErrBLConfigEmpty) && attempt == 0 {
-			waitBeforeEmptyRecheck()
-			continue
-		}
-		if err != nil && !errors.Is(err, ErrBLConfigEmpty) {
-			return nil, nil, fmt.Errorf("%s: %w", path, err)
-		}
-		return data, c, nil
-	}
-}
-
-// writeFileAtomic replaces path with data: a temporary file in the same directory, mode 0600, synced,
-// renamed over path, then the directory synced so that the rename survives a crash.
-func writeFileAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	removeStaleTemps(dir, "."+filepath.Base(path)+".tmp-")
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*") // created 0600
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
-// removeStaleTemps deletes temporary files a killed writer left behind (they hold a session, so
-// they must not pile up). Writes are serialised within the process, so an old temporary file is
-// nobody's; a minute of age also spares another process's write in progress.
-func removeStaleTemps(dir, prefix string) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), prefix) || !e.Type().IsRegular() {
-			continue
-		}
-		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > time.Minute {
-			_ = os.Remove(filepath.Join(dir, e.Name()))
-		}
-	}
 }

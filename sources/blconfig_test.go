@@ -171,35 +171,37 @@ func TestParseBLConfigRejects(t *testing.T) {
 		name string
 		in   string
 		line int
+		torn bool // valid but maybe cut short: the config comes with ErrBLConfigMaybeTorn
 	}{
-		{"invalid YAML", "context: [\n  " + blSecret + "\n", 2},
-		{"bad escape", head + "- name: a\n  credentials:\n    apiKey: \"" + blSecret + "\\q\"\ntracking: false\n", 0},
-		{"unknown anchor", head + "- name: a\n  credentials:\n    apiKey: *" + blSecret + "\ntracking: false\n", 0},
-		{"control character", head + "- name: a\n  credentials:\n    apiKey: " + blSecret + "\x01\ntracking: false\n", 0},
-		{"top level is a list", "- " + blSecret + "\n", 1},
-		{"top level is a scalar", blSecret + "\n", 1},
-		{"top level is null", "~\n", 1},
-		{"no final newline", head + "- name: a\n  credentials:\n    apiKey: \"" + blSecret + "\"\ntracking: false", 7},
-		{"cut mid-line", head + "- name: a\n  credentials:\n    access_token: " + blSecret[:4], 6},
-		{"no workspaces key", "context:\n  workspace: a\n", 1},
-		{"cut after workspaces", head, 3},
-		{"cut after name", head + "- name: a\n", 4},
-		{"cut after credentials", head + "- name: a\n  credentials:\n", 4},
-		{"cut after a credential", head + "- name: a\n  credentials:\n    apiKey: \"" + blSecret + "\"\n", 4},
-		{"cut inside legacy credentials", head + "- name: a\n  credentials:\n    apiKey: \"\"\n    access_token: " + blSecret + "\n", 4},
-		{"entry without name", head + "- credentials:\n    apiKey: \"" + blSecret + "\"\ntracking: false\n", 4},
-		{"entry with empty name", head + "- name: \"\"\n  credentials:\ntracking: false\n", 4},
-		{"entry is a scalar", head + "- " + blSecret + "\ntracking: false\n", 4},
-		{"name is a list", head + "- name: [" + blSecret + "]\n  credentials:\ntracking: false\n", 4},
-		{"apiKey is a mapping", head + "- name: a\n  credentials:\n    apiKey: {k: " + blSecret + "}\ntracking: false\n", 6},
-		{"expires_in not a number", head + "- name: a\n  credentials:\n    expires_in: " + blSecret + "\ntracking: false\n", 6},
-		{"expires_in is a list", head + "- name: a\n  credentials:\n    expires_in: [1]\ntracking: false\n", 6},
-		{"tracking not a boolean", head + "tracking: " + blSecret + "\n", 4},
-		{"workspaces not a list", "workspaces: " + blSecret + "\ntracking: false\n", 1},
-		{"context not a mapping", "context: " + blSecret + "\nworkspaces:\ntracking: false\n", 1},
-		{"credentials not a mapping", head + "- name: a\n  credentials: " + blSecret + "\ntracking: false\n", 5},
-		{"duplicate key", head + "- name: a\n  credentials:\n    apiKey: \"" + blSecret + "\"\n    apiKey: \"x\"\ntracking: false\n", 7},
-		{"duplicate top-level key", "workspaces:\nworkspaces:\ntracking: false\n", 2},
+		{"invalid YAML", "context: [\n  " + blSecret + "\n", 2, false},
+		{"invalid YAML without a final newline", "context: [\n  " + blSecret, 2, false},
+		{"bad escape", head + "- name: a\n  credentials:\n    apiKey: \"" + blSecret + "\\q\"\ntracking: false\n", 0, false},
+		{"unknown anchor", head + "- name: a\n  credentials:\n    apiKey: *" + blSecret + "\ntracking: false\n", 0, false},
+		{"control character", head + "- name: a\n  credentials:\n    apiKey: " + blSecret + "\x01\ntracking: false\n", 0, false},
+		{"top level is a list", "- " + blSecret + "\n", 1, false},
+		{"top level is a scalar", blSecret + "\n", 1, false},
+		{"top level is null", "~\n", 1, false},
+		{"no final newline", head + "- name: a\n  credentials:\n    apiKey: \"" + blSecret + "\"\ntracking: false", 7, true},
+		{"cut mid-line", head + "- name: a\n  credentials:\n    access_token: " + blSecret[:4], 6, true},
+		{"no workspaces key", "context:\n  workspace: a\n", 1, true},
+		{"cut after workspaces", head, 3, true},
+		{"cut after name", head + "- name: a\n", 4, true},
+		{"cut after credentials", head + "- name: a\n  credentials:\n", 4, true},
+		{"cut after a credential", head + "- name: a\n  credentials:\n    apiKey: \"" + blSecret + "\"\n", 4, true},
+		{"cut inside legacy credentials", head + "- name: a\n  credentials:\n    apiKey: \"\"\n    access_token: " + blSecret + "\n", 4, true},
+		{"entry without name", head + "- credentials:\n    apiKey: \"" + blSecret + "\"\ntracking: false\n", 4, false},
+		{"entry with empty name", head + "- name: \"\"\n  credentials:\ntracking: false\n", 4, false},
+		{"entry is a scalar", head + "- " + blSecret + "\ntracking: false\n", 4, false},
+		{"name is a list", head + "- name: [" + blSecret + "]\n  credentials:\ntracking: false\n", 4, false},
+		{"apiKey is a mapping", head + "- name: a\n  credentials:\n    apiKey: {k: " + blSecret + "}\ntracking: false\n", 6, false},
+		{"expires_in not a number", head + "- name: a\n  credentials:\n    expires_in: " + blSecret + "\ntracking: false\n", 6, false},
+		{"expires_in is a list", head + "- name: a\n  credentials:\n    expires_in: [1]\ntracking: false\n", 6, false},
+		{"tracking not a boolean", head + "tracking: " + blSecret + "\n", 4, false},
+		{"workspaces not a list", "workspaces: " + blSecret + "\ntracking: false\n", 1, false},
+		{"context not a mapping", "context: " + blSecret + "\nworkspaces:\ntracking: false\n", 1, false},
+		{"credentials not a mapping", head + "- name: a\n  credentials: " + blSecret + "\ntracking: false\n", 5, false},
+		{"duplicate key", head + "- name: a\n  credentials:\n    apiKey: \"" + blSecret + "\"\n    apiKey: \"x\"\ntracking: false\n", 7, false},
+		{"duplicate top-level key", "workspaces:\nworkspaces:\ntracking: false\n", 2, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -208,7 +210,13 @@ func TestParseBLConfigRejects(t *testing.T) {
 			if !errors.As(err, &ce) {
 				t.Fatalf("error = %v, want a *BLConfigError", err)
 			}
-			if c != nil {
+			if got := errors.Is(err, ErrBLConfigMaybeTorn); got != tt.torn {
+				t.Errorf("errors.Is(%v, ErrBLConfigMaybeTorn) = %v, want %v", err, got, tt.torn)
+			}
+			if tt.torn && c == nil {
+				t.Error("a file that may be cut short came without the config it holds")
+			}
+			if !tt.torn && c != nil {
 				t.Errorf("config = %+v, want nil", c)
 			}
 			if tt.line != 0 && ce.Line != tt.line {
@@ -320,12 +328,20 @@ func TestReadBLConfig(t *testing.T) {
 		path := writeBLTestFile(t, filepath.Join(dir, "torn.yaml"), "context:\n  workspace: a\nworkspaces:\n", 0o600)
 		c, err := ReadBLConfig(path)
 		var ce *BLConfigError
-		if !errors.As(err, &ce) || c != nil {
+		if !errors.As(err, &ce) || !errors.Is(err, ErrBLConfigMaybeTorn) || c == nil || c.Context.Workspace != "a" {
+			t.Fatalf("got %+v, %v; want the config and a *BLConfigError matching ErrBLConfigMaybeTorn", c, err)
+		}
+	})
+	t.Run("invalid file", func(t *testing.T) {
+		path := writeBLTestFile(t, filepath.Join(dir, "invalid.yaml"), "context: [\n", 0o600)
+		c, err := ReadBLConfig(path)
+		var ce *BLConfigError
+		if !errors.As(err, &ce) || errors.Is(err, ErrBLConfigMaybeTorn) || c != nil {
 			t.Fatalf("got %+v, %v; want nil and a *BLConfigError", c, err)
 		}
 	})
 	t.Run("too large", func(t *testing.T) {
-		path := writeBLTestFile(t, filepath.Join(dir, "big.yaml"), strings.Repeat("#\n", maxBLConfigSize), 0o600)
+		path := writeBLTestFile(t, filepath.Join(dir, "big.yaml"), strings.Repeat("#\n", MaxBLConfigBytes), 0o600)
 		if c, err := ReadBLConfig(path); err == nil || c != nil {
 			t.Fatalf("got %+v, %v; want an error", c, err)
 		}
@@ -415,14 +431,18 @@ func TestUpdateBLCredentials(t *testing.T) {
 		}
 	})
 
-	t.Run("converts a yaml.v2 file", func(t *testing.T) {
+	t.Run("keeps a yaml.v2 file as it is", func(t *testing.T) {
+		// It used to be converted to the current format on the first write: now only what
+		// changed is written, so a file nothing changed in is left alone.
 		path := writeBLTestFile(t, filepath.Join(t.TempDir(), "config.yaml"), readBLTestdata(t, "legacy-v2.yaml"), 0o600)
+		before, _ := os.Stat(path)
 		if err := UpdateBLCredentials(path, "acme-sa", func(*BLCredentials) {}); err != nil {
 			t.Fatal(err)
 		}
 		got, _ := os.ReadFile(path)
-		if want := readBLTestdata(t, "legacy-v2.golden"); string(got) != want {
-			t.Errorf("file:\n%s\nwant:\n%s", got, want)
+		after, _ := os.Stat(path)
+		if string(got) != readBLTestdata(t, "legacy-v2.yaml") || !os.SameFile(before, after) {
+			t.Errorf("file:\n%s", got)
 		}
 	})
 
@@ -437,36 +457,6 @@ func TestUpdateBLCredentials(t *testing.T) {
 			t.Error("the file was replaced although its content did not change")
 		}
 	})
-
-	for _, torn := range []struct{ name, content string }{
-		{"cut mid-line", readBLTestdata(t, "current.yaml")[:150]},
-		{"cut after workspaces:", "context:\n  workspace: acme-prod\nworkspaces:\n"},
-		{"cut mid-list", strings.Split(readBLTestdata(t, "current.yaml"), "- name: acme-sa")[0]},
-		{"invalid YAML", "context: [\n"},
-	} {
-		t.Run("refuses a torn file: "+torn.name, func(t *testing.T) {
-			path := writeBLTestFile(t, filepath.Join(t.TempDir(), "config.yaml"), torn.content, 0o640)
-			before, _ := os.Stat(path)
-			called := false
-			err := UpdateBLCredentials(path, "acme-prod", func(*BLCredentials) { called = true })
-			var ce *BLConfigError
-			if !errors.As(err, &ce) {
-				t.Fatalf("error = %v, want a *BLConfigError", err)
-			}
-			if called {
-				t.Error("fn was called on a torn file")
-			}
-			got, _ := os.ReadFile(path)
-			if string(got) != torn.content {
-				t.Errorf("the torn file was changed:\n%s", got)
-			}
-			after, _ := os.Stat(path)
-			if !os.SameFile(before, after) || after.Mode() != before.Mode() {
-				t.Error("the torn file was replaced or its mode changed")
-			}
-			checkOnlyConfigInDir(t, path)
-		})
-	}
 
 	t.Run("creates a missing file and its directory", func(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "home", ".blaxel")
@@ -579,9 +569,9 @@ func TestUpdateBLCredentials(t *testing.T) {
 }
 
 func setRecheckHook(t *testing.T, f func()) {
-	old := waitBeforeEmptyRecheck
-	waitBeforeEmptyRecheck = f
-	t.Cleanup(func() { waitBeforeEmptyRecheck = old })
+	old := waitBeforeRecheck
+	waitBeforeRecheck = f
+	t.Cleanup(func() { waitBeforeRecheck = old })
 }
 
 func FuzzParseBLConfig(f *testing.F) {

@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -50,7 +53,71 @@ var (
 	// ErrKeyringCorrupt means a blauth keyring item exists but does not hold blauth's format
 	// (it was edited by hand, or written by a newer blauth).
 	ErrKeyringCorrupt = errors.New("keyring item not in blauth's format")
+	// ErrNoSessionBus means there is no D-Bus session bus to reach the Secret Service through:
+	// DBUS_SESSION_BUS_ADDRESS is not set and $XDG_RUNTIME_DIR/bus is not a socket. Errors
+	// matching it also match ErrKeyringUnavailable. blauth never launches a bus itself.
+	ErrNoSessionBus = errors.New("no D-Bus session bus (DBUS_SESSION_BUS_ADDRESS is not set and $XDG_RUNTIME_DIR/bus does not exist)")
 )
+
+// sessionBusMu serialises the check and the setting of DBUS_SESSION_BUS_ADDRESS.
+var sessionBusMu sync.Mutex
+
+// ensureSessionBus makes sure the keyring library will find an existing session bus and never
+// launch one. Started without a bus address (by a service manager, in CI, or spawned by the
+// helper), go-keyring's D-Bus library runs dbus-launch, which leaves a dbus-daemon and a locked
+// gnome-keyring-daemon running after blauthd exits. So: an address in DBUS_SESSION_BUS_ADDRESS
+// is used as it is (unless it asks for autolaunch); without one, the bus at $XDG_RUNTIME_DIR/bus
+// is used if it is a socket, by setting the address for the whole process (the library reads it
+// once, when it first connects); otherwise ErrNoSessionBus.
+func ensureSessionBus() error {
+	switch runtime.GOOS {
+	case "darwin", "windows":
+		return nil // the Keychain and the Credential Manager need no bus
+	}
+	sessionBusMu.Lock()
+	defer sessionBusMu.Unlock()
+	if a := os.Getenv("DBUS_SESSION_BUS_ADDRESS"); a != "" && !strings.HasPrefix(a, "autolaunch:") {
+		return nil
+	}
+	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" && filepath.IsAbs(dir) {
+		bus := filepath.Join(dir, "bus")
+		if fi, err := os.Stat(bus); err == nil && fi.Mode()&fs.ModeSocket != 0 {
+			return os.Setenv("DBUS_SESSION_BUS_ADDRESS", "unix:path="+escapeBusAddressValue(bus))
+		}
+	}
+	return ErrNoSessionBus
+}
+
+// escapeBusAddressValue escapes a value of a D-Bus address as the specification asks: every
+// byte outside [-0-9A-Za-z_/.\\*] as %xx.
+func escapeBusAddressValue(v string) string {
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c == '-' || c == '_' || c == '/' || c == '.' || c == '\\' || c == '*' ||
+			'0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02x", c)
+		}
+	}
+	return b.String()
+}
+
+// checkBus is ensureSessionBus for the real backend (a test's fake needs no bus), as an error
+// matching ErrKeyringUnavailable and ErrNoSessionBus.
+func (k *Keyring) checkBus() error {
+	if k.backend != nil {
+		return nil
+	}
+	if err := ensureSessionBus(); err != nil {
+		if errors.Is(err, ErrNoSessionBus) {
+			return fmt.Errorf("%w: %w; run blauthd inside the user's session (a systemd user unit has one), or turn the keyring off with --no-keyring", ErrKeyringUnavailable, err)
+		}
+		return fmt.Errorf("%w: setting DBUS_SESSION_BUS_ADDRESS: %w", ErrKeyringUnavailable, err)
+	}
+	return nil
+}
 
 // keyringHint is appended to ErrKeyringUnavailable errors: what the user can check.
 func keyringHint() string {
@@ -163,6 +230,9 @@ func (k *Keyring) Get(ctx context.Context, workspace string) (KeyringSecret, err
 	if err := validKeyringWorkspace(workspace); err != nil {
 		return KeyringSecret{}, fmt.Errorf("%s: %w", op, err)
 	}
+	if err := k.checkBus(); err != nil {
+		return KeyringSecret{}, fmt.Errorf("%s: %w", op, err)
+	}
 	raw, err := keyringCall(ctx, k, op, func(b keyringBackend) (string, error) {
 		return b.Get(k.service(), workspace)
 	})
@@ -184,6 +254,9 @@ func (k *Keyring) Set(ctx context.Context, workspace string, s KeyringSecret) er
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	if err := validKeyringSecret(s); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if err := k.checkBus(); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	item := encodeKeyringItem(s)
@@ -212,6 +285,9 @@ func (k *Keyring) Delete(ctx context.Context, workspace string) error {
 	if err := validKeyringWorkspace(workspace); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
+	if err := k.checkBus(); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
 	_, err := keyringCall(ctx, k, op, func(b keyringBackend) (struct{}, error) {
 		delErr := b.Delete(k.service(), workspace)
 		if delErr != nil && !errors.Is(delErr, gokeyring.ErrNotFound) {
@@ -238,6 +314,9 @@ func (k *Keyring) Delete(ctx context.Context, workspace string) error {
 // secret-tool, say) is not reflected: Get of a listed workspace may then report ErrKeyringNotFound.
 func (k *Keyring) List(ctx context.Context) ([]string, error) {
 	op := "keyring: listing workspaces"
+	if err := k.checkBus(); err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
 	names, err := keyringCall(ctx, k, op, func(b keyringBackend) ([]string, error) {
 		return k.readIndex(b)
 	})
@@ -249,9 +328,14 @@ func (k *Keyring) List(ctx context.Context) ([]string, error) {
 
 // Probe checks, within the time box, that the keyring answers: it reads the index item, which
 // exercises the session bus, the Secret Service and the unlocking of its collection. A missing
-// index is success.
+// index is success. Without a session bus it fails at once with an error matching
+// ErrKeyringUnavailable and ErrNoSessionBus, without touching the keyring library: blauthd calls
+// it at start to log the keyring's state once.
 func (k *Keyring) Probe(ctx context.Context) error {
 	op := "keyring: probing"
+	if err := k.checkBus(); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
 	_, err := keyringCall(ctx, k, op, func(b keyringBackend) (struct{}, error) {
 		_, err := b.Get(k.service(), keyringIndexUser)
 		if errors.Is(err, gokeyring.ErrNotFound) {

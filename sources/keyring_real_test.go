@@ -314,3 +314,57 @@ func TestKeyringRealUnavailableChild(t *testing.T) {
 		t.Log("child checks passed")
 	}
 }
+
+// TestKeyringRealBusFromRuntimeDir: started without DBUS_SESSION_BUS_ADDRESS (as a service
+// manager or the helper's auto-spawn may start blauthd) but with the session bus at
+// $XDG_RUNTIME_DIR/bus, the keyring finds the real Secret Service there.
+func TestKeyringRealBusFromRuntimeDir(t *testing.T) {
+	realKeyring(t)
+	addr := os.Getenv("DBUS_SESSION_BUS_ADDRESS")
+	socket, ok := strings.CutPrefix(addr, "unix:path=")
+	if !ok {
+		t.Fatalf("the test bus address %q is not a unix:path= address", addr)
+	}
+	socket, _, _ = strings.Cut(socket, ",")
+	runtimeDir := t.TempDir()
+	if err := os.Symlink(socket, filepath.Join(runtimeDir, "bus")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestKeyringRealBusFromRuntimeDirChild$", "-test.v", "-test.count=1")
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); k != "DBUS_SESSION_BUS_ADDRESS" && k != "XDG_RUNTIME_DIR" {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "XDG_RUNTIME_DIR="+runtimeDir, realChildEnv+"=runtime-dir")
+	out, err := cmd.CombinedOutput()
+	t.Logf("child:\n%s", out)
+	if err != nil || !strings.Contains(string(out), "child checks passed") {
+		t.Fatalf("child: %v", err)
+	}
+}
+
+// TestKeyringRealBusFromRuntimeDirChild is the child of TestKeyringRealBusFromRuntimeDir.
+func TestKeyringRealBusFromRuntimeDirChild(t *testing.T) {
+	if os.Getenv(realChildEnv) != "runtime-dir" {
+		return
+	}
+	ctx := context.Background()
+	k := &Keyring{Log: zerolog.New(zerolog.NewTestWriter(t))}
+	if err := k.Probe(ctx); err != nil {
+		t.Fatalf("Probe through $XDG_RUNTIME_DIR/bus: %v", err)
+	}
+	s := KeyringSecret{Kind: KindAPIKey, Value: "bl_FAKEKEY-runtime-dir"}
+	if err := k.Set(ctx, "acme-runtime-dir", s); err != nil {
+		t.Fatal(err)
+	}
+	defer k.Delete(ctx, "acme-runtime-dir")
+	if got, err := k.Get(ctx, "acme-runtime-dir"); err != nil || got != s {
+		t.Fatalf("Get = %v, %v", got, err)
+	}
+	if !t.Failed() {
+		t.Log("child checks passed")
+	}
+}

@@ -1,6 +1,7 @@
 package sources
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -52,6 +54,13 @@ type ResolverConfig struct {
 	MaxDotenvDirs int
 	// DotenvIdle drops a cached .env nobody asked for in this long (10m).
 	DotenvIdle time.Duration
+	// FileReadTimeout bounds how long a request (or a reload) waits for one read of a .env or of
+	// the bl config (DefaultFileReadTimeout, 2s). A read that takes longer goes on in the
+	// background and its outcome is used when it ends.
+	FileReadTimeout time.Duration
+	// RecheckDelay is how long the resolver waits before it reads again a bl config that parses
+	// but looks cut short, to tell a write in progress from a file written by hand (200ms).
+	RecheckDelay time.Duration
 	// OnChange is called after a watched source changed and was re-read.
 	OnChange func(kind string)
 	Log      zerolog.Logger
@@ -59,25 +68,45 @@ type ResolverConfig struct {
 
 // Resolver merges the sources and decides, for each request, which credential wins, keeping the
 // provenance of the winner and of what it shadows. Safe for concurrent use.
+//
+// No file is read under the resolver's lock: a read runs first, in its own goroutine and bounded
+// in time, and its outcome is installed under the lock afterwards, unless a read started later
+// has already installed a newer one (each read has a generation number). Concurrent requests for
+// a .env nobody has read yet share one read.
 type Resolver struct {
 	cfg       ResolverConfig
 	daemonEnv map[string]string
 
-	mu       sync.RWMutex
-	bl       *BLConfig // last good view
-	blErr    error     // the last read's error (a torn file), nil when the view is current
-	blRetry  *time.Timer
-	blTries  int
-	blCancel func()
-	ring     map[string]KeyringSecret
-	ringErr  error
-	dotenvs  map[string]*dotenvFile
+	// readFile reads one file (readBoundedFile); waitRecheck waits RecheckDelay. Tests replace them.
+	readFile    func(path string, limit int64) ([]byte, os.FileInfo, error)
+	waitRecheck func()
+
+	// blLoadMu serialises the reads of the bl config (watcher, retry timer, Reload): the last
+	// read is the one installed. Requests never take it.
+	blLoadMu sync.Mutex
+
+	mu         sync.RWMutex
+	bl         *BLConfig // last good view; nil when there is none (or it was dropped as unsafe)
+	blErr      error     // the last read's error, nil when the view is current
+	blRetry    *time.Timer
+	blTries    int
+	blCancel   func()
+	blWatchErr error // why the bl config is not watched; nil when it is (or there is no watcher)
+	ring       map[string]KeyringSecret
+	ringErr    error
+	dotenvs    map[string]*dotenvFile // by directory
+	reads      map[string]*dotenvRead // the latest .env read in flight, by path
+	readGen    uint64                 // generation of the latest .env read started
+	watchErr   error                  // the last .env watch refused for want of inotify watches
+	closed     bool
 }
 
-// dotenvFile is a cached .env. Its contents change only under the resolver's write lock;
+// dotenvFile is a cached, watched .env. Its view changes only under the resolver's write lock;
 // lastUsed is updated under the read lock, hence atomic.
 type dotenvFile struct {
 	path     string
+	loaded   bool              // a read has been installed
+	gen      uint64            // generation of the installed read; reads older than the watch are not installed
 	vars     map[string]string // nil when the file does not exist
 	errs     []DotenvError
 	readErr  error
@@ -93,6 +122,13 @@ func (f *dotenvFile) idle(now time.Time, d time.Duration) bool {
 	return now.Sub(time.Unix(0, f.lastUsed.Load())) > d
 }
 
+// dotenvRead is one read of a .env, shared by every request waiting for it.
+type dotenvRead struct {
+	gen  uint64
+	done chan struct{} // closed once view is set
+	view dotenvView
+}
+
 // NewResolver builds a resolver and reads the daemon-held sources once.
 func NewResolver(ctx context.Context, cfg ResolverConfig) *Resolver {
 	if cfg.MaxDotenvDirs <= 0 {
@@ -101,22 +137,57 @@ func NewResolver(ctx context.Context, cfg ResolverConfig) *Resolver {
 	if cfg.DotenvIdle <= 0 {
 		cfg.DotenvIdle = 10 * time.Minute
 	}
-	r := &Resolver{cfg: cfg, daemonEnv: envMap(cfg.Environ), dotenvs: map[string]*dotenvFile{}}
+	if cfg.FileReadTimeout <= 0 {
+		cfg.FileReadTimeout = DefaultFileReadTimeout
+	}
+	if cfg.RecheckDelay <= 0 {
+		cfg.RecheckDelay = 200 * time.Millisecond
+	}
+	r := &Resolver{
+		cfg:       cfg,
+		daemonEnv: envMap(cfg.Environ),
+		readFile:  readBoundedFile,
+		dotenvs:   map[string]*dotenvFile{},
+		reads:     map[string]*dotenvRead{},
+	}
+	r.waitRecheck = func() { time.Sleep(r.cfg.RecheckDelay) }
+	r.watchBL() // first: a change after the watch is set is seen, the read sees what came before
 	r.loadBL()
 	r.loadKeyring(ctx)
-	if cfg.Watcher != nil && cfg.BLConfigPath != "" {
-		cancel, err := cfg.Watcher.Watch(cfg.BLConfigPath, func() {
-			if r.loadBL() {
-				r.changed(SourceBLConfig)
-			}
-		})
-		if err != nil {
-			cfg.Log.Warn().Err(err).Str("path", cfg.BLConfigPath).Msg("cannot watch the bl config; it is re-read on reload only")
-		} else {
-			r.blCancel = cancel
-		}
-	}
 	return r
+}
+
+// watchBL starts watching the bl config if it is not watched yet. A watch refused for want of
+// inotify watches is a source error until a later reload manages it.
+func (r *Resolver) watchBL() {
+	if r.cfg.Watcher == nil || r.cfg.BLConfigPath == "" {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.blCancel != nil || r.closed {
+		return
+	}
+	cancel, err := r.cfg.Watcher.Watch(r.cfg.BLConfigPath, func() {
+		if r.loadBL() {
+			r.changed(SourceBLConfig)
+		}
+	})
+	if err != nil {
+		r.blWatchErr = watchError(r.cfg.BLConfigPath, err, "is re-read only on reload")
+		r.cfg.Log.Warn().Err(err).Str("path", r.cfg.BLConfigPath).Msg("cannot watch the bl config; it is re-read on reload only")
+		return
+	}
+	r.blCancel, r.blWatchErr = cancel, nil
+}
+
+// watchError describes a refused watch; running out of inotify watches or instances is named as
+// such, since only the administrator can fix it.
+func watchError(path string, err error, consequence string) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EMFILE) {
+		return fmt.Errorf("file watching is exhausted (fs.inotify.max_user_watches): %s %s", path, consequence)
+	}
+	return fmt.Errorf("cannot watch %s, so it %s: %w", path, consequence, err)
 }
 
 func (r *Resolver) changed(kind string) {
@@ -139,6 +210,7 @@ func envMap(environ []string) map[string]string {
 func (r *Resolver) Close() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.closed = true
 	if r.blCancel != nil {
 		r.blCancel()
 	}
@@ -153,36 +225,46 @@ func (r *Resolver) Close() {
 	}
 }
 
-// Reload re-reads every source: the bl config, the keyring, and the cached .env files.
+// Reload re-reads every source: the bl config, the keyring, and the cached .env files (each
+// waited for at most FileReadTimeout). It also retries a watch of the bl config that was refused.
 func (r *Resolver) Reload(ctx context.Context) {
+	r.watchBL()
 	r.loadBL()
 	r.loadKeyring(ctx)
 	r.mu.Lock()
+	r.watchErr = nil // the next .env watch refused for want of inotify watches sets it again
+	var started []*dotenvRead
 	for _, f := range r.dotenvs {
-		f.load()
+		started = append(started, r.startDotenvReadLocked(f.path))
 	}
 	r.mu.Unlock()
+	deadline := time.NewTimer(r.cfg.FileReadTimeout)
+	defer deadline.Stop()
+	for _, rd := range started {
+		select {
+		case <-rd.done:
+		case <-deadline.C:
+			return
+		}
+	}
 }
 
 // ReloadKeyring re-reads the keyring (after blauth-helper login or logout).
 func (r *Resolver) ReloadKeyring(ctx context.Context) { r.loadKeyring(ctx) }
 
 // loadBL reads the bl config. A torn or invalid file keeps the last good view and is retried
-// with growing delays (bl rewrites it in place, so a reader may catch it half written). It
-// reports whether the view changed.
+// with growing delays (bl rewrites it in place, so a reader may catch it half written). A file
+// that is refused (unsafe permissions, not a regular file, too large) drops the view: its
+// credentials are not served until it is fixed. It reports whether the view changed.
 func (r *Resolver) loadBL() bool {
 	path := r.cfg.BLConfigPath
 	if path == "" {
 		return false
 	}
-	data, err := os.ReadFile(path)
-	var c *BLConfig
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		c, err = &BLConfig{}, nil
-	case err == nil:
-		c, err = ParseBLConfig(data)
-	}
+	r.blLoadMu.Lock()
+	defer r.blLoadMu.Unlock()
+	c, err := r.readBL(path)
+
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if errors.Is(err, ErrBLConfigEmpty) && r.blTries >= 3 {
@@ -190,13 +272,23 @@ func (r *Resolver) loadBL() bool {
 		// file the user emptied. Believe it.
 		c, err = &BLConfig{}, nil
 	}
+	if r.blRetry != nil {
+		r.blRetry.Stop()
+		r.blRetry = nil
+	}
+	if err != nil && (errors.Is(err, ErrUnsafeFile) || errors.Is(err, ErrFileRefused)) {
+		// Not a write in progress: nothing to retry, and nothing of it may be served. The
+		// watcher (or a reload) sees the fix.
+		r.blErr, r.blTries = err, 0
+		had := r.bl != nil
+		r.bl = nil
+		r.cfg.Log.Warn().Err(err).Msg("refusing the bl config; its credentials are not served")
+		return had
+	}
 	if err != nil {
 		r.blErr = fmt.Errorf("%s: %w", path, err)
 		r.blTries++
-		if r.blRetry != nil {
-			r.blRetry.Stop()
-		}
-		if r.blTries <= 8 {
+		if r.blTries <= 8 && !r.closed {
 			d := time.Duration(50<<r.blTries) * time.Millisecond
 			r.blRetry = time.AfterFunc(d, func() {
 				if r.loadBL() {
@@ -212,6 +304,43 @@ func (r *Resolver) loadBL() bool {
 	same := r.bl != nil && string(r.bl.Marshal()) == string(c.Marshal())
 	r.bl = c
 	return !same
+}
+
+// readBL reads, checks and parses the bl config. A file that parses but looks cut short is read
+// again after RecheckDelay, and believed if nothing about it changed.
+func (r *Resolver) readBL(path string) (*BLConfig, error) {
+	data, fi, err := r.readBLFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return &BLConfig{}, nil
+	case err != nil:
+		return nil, err
+	}
+	if err := checkBLConfigSafe(path, fi); err != nil {
+		return nil, err
+	}
+	c, err := ParseBLConfig(data)
+	if !errors.Is(err, ErrBLConfigMaybeTorn) {
+		return c, err
+	}
+	r.waitRecheck()
+	again, fi2, err2 := r.readBLFile(path)
+	if err2 != nil || !bytes.Equal(again, data) || !sameFileState(fi, fi2) {
+		return nil, err // changing: a write in progress
+	}
+	r.cfg.Log.Info().Str("path", path).Str("note", err.Error()).
+		Msg("the bl config looks cut short but did not change when read again; using it as written by hand")
+	return c, nil
+}
+
+func (r *Resolver) readBLFile(path string) ([]byte, os.FileInfo, error) {
+	return startFileRead(path, MaxBLConfigBytes, r.readFile).wait(path, r.cfg.FileReadTimeout)
+}
+
+// sameFileState reports whether two fstats show the same file, unchanged: same inode, size and
+// modification time.
+func sameFileState(a, b os.FileInfo) bool {
+	return a != nil && b != nil && os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
 }
 
 func (r *Resolver) loadKeyring(ctx context.Context) {
@@ -241,6 +370,30 @@ func (r *Resolver) loadKeyring(ctx context.Context) {
 	r.ring = ring
 }
 
+// SourceErrors returns the problems of the sources the daemon holds itself, each once: the bl
+// config (unreadable, invalid, cut short, refused as unsafe, not watched), the keyring
+// (unavailable), file watching (exhausted). A request's own .env problems are in its
+// Resolution.Errors instead. No error holds a secret.
+func (r *Resolver) SourceErrors() []SourceError {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []SourceError
+	bl := Provenance{SourceBLConfig, r.cfg.BLConfigPath}
+	if r.blErr != nil {
+		out = append(out, SourceError{bl, r.blErr.Error()})
+	}
+	if r.blWatchErr != nil {
+		out = append(out, SourceError{bl, r.blWatchErr.Error()})
+	}
+	if r.ringErr != nil {
+		out = append(out, SourceError{Provenance{SourceKeyring, DefaultKeyringService}, r.ringErr.Error()})
+	}
+	if r.watchErr != nil {
+		out = append(out, SourceError{Provenance{SourceDotenv, ""}, r.watchErr.Error()})
+	}
+	return out
+}
+
 // Request is what a caller sent: an optional workspace, its directory and its BL_* variables.
 type Request struct {
 	Workspace string
@@ -259,7 +412,9 @@ type Resolution struct {
 	Workspace  string
 	Credential *Credential   // the winner; nil when there is none
 	Shadowed   []*Credential // lower-ranked credentials for the same workspace
-	Errors     []SourceError
+	// Errors are the problems of the request's own sources (its .env: broken lines, or why it
+	// cannot be read). The daemon-held sources' problems are in Resolver.SourceErrors.
+	Errors []SourceError
 }
 
 // DaemonHeld reports whether the winning credential lives in a source the daemon watches itself
@@ -276,6 +431,11 @@ func (res *Resolution) DaemonHeld() bool {
 var (
 	ErrNoWorkspace   = errors.New("no workspace")
 	ErrNoCredentials = errors.New("no credentials")
+	// ErrSource means one of the request's own sources exists but cannot be read (a .env that is
+	// unreadable, a FIFO, a device, a directory, too large, or too slow): the request fails
+	// rather than being served by a lower-ranked source the caller did not mean. The error names
+	// the path and the reason.
+	ErrSource = errors.New("a credential source cannot be read")
 )
 
 // layer is one environment-like source: a .env file, the caller's or the daemon's environment.
@@ -287,7 +447,8 @@ type layer struct {
 // Resolve decides which credential serves req, following the precedence in docs/SOURCES.md:
 // the caller's .env, the caller's environment, the daemon's environment, the keyring, the bl
 // config. It returns ErrNoWorkspace or ErrNoCredentials (wrapped, with the reason) when nothing
-// can serve.
+// can serve, and ErrSource when the caller's .env exists but cannot be read. The Resolution is
+// never nil.
 func (r *Resolver) Resolve(req Request) (*Resolution, error) {
 	res := &Resolution{}
 	var layers []layer
@@ -302,6 +463,7 @@ func (r *Resolver) Resolve(req Request) (*Resolution, error) {
 		}
 		if f.readErr != nil {
 			res.Errors = append(res.Errors, SourceError{prov, f.readErr.Error()})
+			return res, fmt.Errorf("%w: %w; fix or remove it (no other source is used while the caller's .env cannot be read)", ErrSource, f.readErr)
 		}
 	}
 	if len(req.Env) > 0 {
@@ -311,14 +473,8 @@ func (r *Resolver) Resolve(req Request) (*Resolution, error) {
 	layers = append(layers, layer{SourceDaemonEnv, "", r.daemonEnv})
 
 	r.mu.RLock()
-	bl, blErr, ring, ringErr := r.bl, r.blErr, r.ring, r.ringErr
+	bl, ring := r.bl, r.ring
 	r.mu.RUnlock()
-	if blErr != nil {
-		res.Errors = append(res.Errors, SourceError{Provenance{SourceBLConfig, r.cfg.BLConfigPath}, blErr.Error()})
-	}
-	if ringErr != nil {
-		res.Errors = append(res.Errors, SourceError{Provenance{SourceKeyring, DefaultKeyringService}, ringErr.Error()})
-	}
 
 	// 1. The workspace.
 	ws := req.Workspace
@@ -425,47 +581,129 @@ type dotenvView struct {
 	readErr error
 }
 
-// dotenv returns the cached, watched view of the .env at path, reading it on first use. A hit
-// takes only the read lock: every request that sends its directory passes here.
+// dotenv returns the view of the .env at path: from the cache when it is watched and was read
+// already (a hit takes only the read lock: every request that sends its directory passes here),
+// else from a read shared with every other request for the same path. It waits for the read at
+// most FileReadTimeout; the read is never done under the lock.
 func (r *Resolver) dotenv(path string) dotenvView {
-	if r.cfg.Watcher == nil {
-		f := &dotenvFile{path: path}
-		f.load()
-		return f.view()
-	}
 	now := time.Now()
 	dir := filepath.Dir(path)
-	r.mu.RLock()
-	if f := r.dotenvs[dir]; f != nil {
-		v := f.view()
-		f.lastUsed.Store(now.UnixNano())
+	if r.cfg.Watcher != nil {
+		r.mu.RLock()
+		if f := r.dotenvs[dir]; f != nil && f.loaded {
+			v := f.view()
+			f.lastUsed.Store(now.UnixNano())
+			r.mu.RUnlock()
+			return v
+		}
 		r.mu.RUnlock()
-		return v
 	}
-	r.mu.RUnlock()
 
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	f := r.dotenvs[dir]
-	if f == nil {
-		r.evictLocked(now)
-		f = &dotenvFile{path: path}
-		f.load()
-		cancel, err := r.cfg.Watcher.Watch(path, func() {
-			r.mu.Lock()
-			if cur := r.dotenvs[dir]; cur == f {
-				f.load()
+	var minGen uint64 // a read started before this generation cannot serve
+	if r.cfg.Watcher != nil && !r.closed {
+		f := r.dotenvs[dir]
+		if f == nil {
+			r.evictLocked(now)
+			f = &dotenvFile{path: path, gen: r.readGen}
+			// Watch first, read after: a change after the watch is set is seen, and the read
+			// sees everything before it.
+			cancel, err := r.cfg.Watcher.Watch(path, func() { r.dotenvChanged(dir, f) })
+			if err == nil {
+				f.cancel = cancel
+				r.dotenvs[dir] = f
+			} else {
+				r.noteDotenvWatchErrLocked(path, err)
+				f = nil // not cached: read it for this request, as without a watcher
 			}
-			r.mu.Unlock()
-			r.changed(SourceDotenv)
-		})
-		if err == nil {
-			f.cancel = cancel
-			r.dotenvs[dir] = f
+		}
+		if f != nil {
+			f.lastUsed.Store(now.UnixNano())
+			if f.loaded {
+				v := f.view()
+				r.mu.Unlock()
+				return v
+			}
+			minGen = f.gen + 1
 		}
 	}
-	f.lastUsed.Store(now.UnixNano())
-	return f.view()
+	rd := r.reads[path]
+	if rd == nil || rd.gen < minGen {
+		rd = r.startDotenvReadLocked(path)
+	}
+	r.mu.Unlock()
+
+	t := time.NewTimer(r.cfg.FileReadTimeout)
+	defer t.Stop()
+	select {
+	case <-rd.done:
+		return rd.view
+	case <-t.C:
+		return dotenvView{path: path, readErr: &readTimeoutError{path, r.cfg.FileReadTimeout}}
+	}
+}
+
+// noteDotenvWatchErrLocked records a .env watch refused for want of inotify watches (the file is
+// then read on every request instead of being cached), to be shown once among the source errors.
+func (r *Resolver) noteDotenvWatchErrLocked(path string, err error) {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EMFILE) {
+		if r.watchErr == nil {
+			r.cfg.Log.Warn().Err(err).Str("path", path).Msg("file watching is exhausted; .env files are read on every request")
+		}
+		r.watchErr = fmt.Errorf("file watching is exhausted (fs.inotify.max_user_watches): .env files such as %s are read on every request instead of being cached", path)
+		return
+	}
+	r.cfg.Log.Debug().Err(err).Str("path", path).Msg("cannot watch a .env; it is read on every request")
+}
+
+// startDotenvReadLocked starts a read of the .env at path with a new generation and makes it the
+// one later requests for path share. When it ends, its outcome is installed in the cached entry
+// for path, unless a read started later has installed its own already. r.mu is held.
+func (r *Resolver) startDotenvReadLocked(path string) *dotenvRead {
+	r.readGen++
+	rd := &dotenvRead{gen: r.readGen, done: make(chan struct{})}
+	r.reads[path] = rd
+	fr := startFileRead(path, MaxDotenvBytes, r.readFile)
+	go func() {
+		<-fr.done
+		v := dotenvView{path: path}
+		switch {
+		case errors.Is(fr.err, fs.ErrNotExist):
+			// No .env: nothing to read, not an error.
+		case fr.err != nil:
+			v.readErr = fr.err
+		default:
+			v.vars, v.errs = ParseDotenv(fr.data)
+		}
+		r.mu.Lock()
+		if r.reads[path] == rd {
+			delete(r.reads, path)
+		}
+		if f := r.dotenvs[filepath.Dir(path)]; f != nil && f.path == path && rd.gen > f.gen {
+			f.vars, f.errs, f.readErr = v.vars, v.errs, v.readErr
+			f.gen, f.loaded = rd.gen, true
+		}
+		rd.view = v
+		close(rd.done)
+		r.mu.Unlock()
+	}()
+	return rd
+}
+
+// dotenvChanged is the watcher's call for a cached .env: read it again, in the background (the
+// watcher's goroutine must not wait on a file), and report the change once the read is in.
+func (r *Resolver) dotenvChanged(dir string, f *dotenvFile) {
+	r.mu.Lock()
+	if r.dotenvs[dir] != f {
+		r.mu.Unlock()
+		return
+	}
+	rd := r.startDotenvReadLocked(f.path) // a fresh read: any read in flight may predate the change
+	r.mu.Unlock()
+	go func() {
+		<-rd.done
+		r.changed(SourceDotenv)
+	}()
 }
 
 // evictLocked makes room for one more .env: idle ones go, then the least recently used.
@@ -513,18 +751,6 @@ func (r *Resolver) WatchedDotenvs() int {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return len(r.dotenvs)
-}
-
-func (f *dotenvFile) load() {
-	f.vars, f.errs, f.readErr = nil, nil, nil
-	data, err := os.ReadFile(f.path)
-	if err != nil {
-		if !errors.Is(err, fs.ErrNotExist) {
-			f.readErr = err
-		}
-		return
-	}
-	f.vars, f.errs = ParseDotenv(data)
 }
 
 // Workspaces lists every workspace a daemon-held source knows, sorted.

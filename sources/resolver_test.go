@@ -270,17 +270,22 @@ func TestTornBLConfigKeepsTheLastGoodView(t *testing.T) {
 	w := newWorld(t)
 	w.writeBL(t, blFull)
 	r := w.resolver(t, false)
-	w.writeBL(t, blFull[:len(blFull)/2]) // bl caught mid-write
+	// bl caught mid-write, inside a quoted value: not even valid YAML.
+	w.writeBL(t, blFull[:strings.Index(blFull, "bl_config_key")+6])
 	r.Reload(context.Background())
 	res, err := r.Resolve(Request{Workspace: "acme"})
 	if err != nil || res.Credential.APIKey != "bl_config_key" {
 		t.Fatalf("after a torn write: %v %v; want the last good view", res, err)
 	}
-	if len(res.Errors) == 0 || res.Errors[0].Source.Kind != SourceBLConfig {
-		t.Fatalf("the torn file is not reported: %+v", res.Errors)
+	if len(res.Errors) != 0 {
+		t.Fatalf("a daemon-held source's error is among the request's own: %+v", res.Errors)
 	}
-	for _, e := range res.Errors {
-		if strings.Contains(e.Error, "bl_config_key") || strings.Contains(e.Error, "Y2M6") {
+	errs := r.SourceErrors()
+	if len(errs) != 1 || errs[0].Source != (Provenance{SourceBLConfig, w.blPath}) {
+		t.Fatalf("the torn file is not reported once: %+v", errs)
+	}
+	for _, e := range errs {
+		if strings.Contains(e.Error, "bl_con") || strings.Contains(e.Error, "Y2M6") {
 			t.Fatalf("a source error quotes a secret: %s", e.Error)
 		}
 	}
@@ -288,8 +293,8 @@ func TestTornBLConfigKeepsTheLastGoodView(t *testing.T) {
 	w.writeBL(t, strings.Replace(blFull, "bl_config_key", "new_key", 1))
 	r.Reload(context.Background())
 	res, _ = r.Resolve(Request{Workspace: "acme"})
-	if res.Credential.APIKey != "new_key" || len(res.Errors) != 0 {
-		t.Fatalf("after the write completed: %q, errors %v", res.Credential.APIKey, res.Errors)
+	if res.Credential.APIKey != "new_key" || len(r.SourceErrors()) != 0 {
+		t.Fatalf("after the write completed: %q, errors %v", res.Credential.APIKey, r.SourceErrors())
 	}
 }
 
@@ -297,12 +302,18 @@ func TestKeyringUnavailableLeavesOtherSourcesWorking(t *testing.T) {
 	w := newWorld(t)
 	w.ring.err = fmt.Errorf("%w: no Secret Service", ErrKeyringUnavailable)
 	w.writeBL(t, blFull)
-	res, err := w.resolver(t, false).Resolve(Request{Workspace: "acme"})
-	if err != nil || res.Credential.APIKey != "bl_config_key" {
-		t.Fatalf("got %v, %v", res, err)
+	r := w.resolver(t, false)
+	for _, ws := range []string{"acme", "ctx-ws"} {
+		res, err := r.Resolve(Request{Workspace: ws})
+		if err != nil || res.Credential.Source.Kind != SourceBLConfig {
+			t.Fatalf("%s: got %v, %v", ws, res, err)
+		}
+		if len(res.Errors) != 0 {
+			t.Fatalf("%s: the keyring's problem is among the request's own: %+v", ws, res.Errors)
+		}
 	}
-	if len(res.Errors) != 1 || res.Errors[0].Source.Kind != SourceKeyring {
-		t.Fatalf("the keyring problem is not reported: %+v", res.Errors)
+	if errs := r.SourceErrors(); len(errs) != 1 || errs[0].Source.Kind != SourceKeyring || !strings.Contains(errs[0].Error, "no Secret Service") {
+		t.Fatalf("the keyring problem is not reported once: %+v", errs)
 	}
 }
 

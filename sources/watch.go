@@ -46,7 +46,9 @@ type Watcher struct {
 	maxDelay time.Duration
 	fsw      *fsnotify.Watcher
 
-	mu      sync.Mutex
+	mu sync.Mutex
+	// addDir adds an inotify watch (fsw.Add); tests make it fail as an exhausted system does.
+	addDir  func(dir string) error
 	dirs    map[string]*dirWatch   // directory (free of symlinks) → its watch
 	regs    map[*watchReg]struct{} // live registrations
 	pending map[*watchReg]struct{} // registrations with a call due
@@ -102,6 +104,7 @@ func NewWatcher(log zerolog.Logger, debounce time.Duration) (*Watcher, error) {
 		debounce: debounce,
 		maxDelay: watchMaxDelayFactor * debounce,
 		fsw:      fsw,
+		addDir:   fsw.Add,
 		dirs:     map[string]*dirWatch{},
 		regs:     map[*watchReg]struct{}{},
 		pending:  map[*watchReg]struct{}{},
@@ -400,7 +403,7 @@ func (w *Watcher) rearmTo(r *watchReg, want []watchedEntry) error {
 func (w *Watcher) acquire(r *watchReg, p watchedEntry) error {
 	dw := w.dirs[p.dir]
 	if dw == nil {
-		if err := w.fsw.Add(p.dir); err != nil {
+		if err := w.addDir(p.dir); err != nil {
 			if errors.Is(err, syscall.ENOSPC) {
 				return fmt.Errorf("watching directory %s (raise fs.inotify.max_user_watches): %w", p.dir, err)
 			}

@@ -1,0 +1,1035 @@
+package sources
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// ErrBLConfigUneditable is matched by the error of an update that cannot change the file without
+// reformatting parts of it that are not the workspace's changed fields (flow style, a value with an
+// anchor or a tag, a value over several lines): the update writes nothing rather than rewrite
+// what other tools wrote.
+var ErrBLConfigUneditable = errors.New("cannot edit the bl config without reformatting it")
+
+// uneditableError says where and why; it never quotes the file.
+type uneditableError struct {
+	line   int
+	reason string
+}
+
+func (e *uneditableError) Error() string {
+	if e.line > 0 {
+		return fmt.Sprintf("%s: line %d: %s", ErrBLConfigUneditable, e.line, e.reason)
+	}
+	return fmt.Sprintf("%s: %s", ErrBLConfigUneditable, e.reason)
+}
+
+func (e *uneditableError) Unwrap() error { return ErrBLConfigUneditable }
+
+func uneditable(line int, format string, args ...any) error {
+	return &uneditableError{line, fmt.Sprintf(format, args...)}
+}
+
+// blConfigWriteMu serialises UpdateBLCredentials within the process, so that two workspaces updated at
+// once both land. bl itself takes no lock, so nothing serialises against it.
+var blConfigWriteMu sync.Mutex
+
+// waitBeforeRecheck is how UpdateBLCredentials waits before it reads again a file that is empty or
+// looks cut short: bl's truncate and write are microseconds apart, so a file that is the same after
+// this is not being written. Tests replace it.
+var waitBeforeRecheck = func() { time.Sleep(200 * time.Millisecond) }
+
+// maxUpdateReads bounds how often UpdateBLCredentials reads a file that keeps changing.
+const maxUpdateReads = 4
+
+// UpdateBLCredentials applies fn to the named workspace's credentials in a fresh read of the bl config
+// at path and writes the result back, changing nothing else in the file.
+//
+// The edit is surgical: only the values of the credential fields fn changed are replaced (written as
+// bl writes that field, see Marshal), a field the workspace lacks is inserted in its credentials
+// mapping with that mapping's indentation and in bl's field order, and a workspace the file lacks is
+// appended in bl's format at the end of the workspaces list (before tracking:), unless fn gave it no
+// credentials at all. Every other byte stays
+// as it was: other workspaces, key spellings (clientCredentials stays clientCredentials), quoting,
+// comments, unknown keys, order, a yaml.v2 writer's empty fields. A field fn empties keeps its key,
+// with the value "" (or 0). The result is parsed again and must read as the old file with exactly that
+// change; if not, or if the change cannot be made without reformatting (flow style, a value with an
+// anchor or a tag, a changed value over several lines), it returns an error matching
+// ErrBLConfigUneditable and writes nothing. docs/SOURCES-FORMATS.md lists the cases.
+//
+// The file is replaced atomically: a temporary file in the same directory, mode 0600, synced, renamed
+// over path, then the directory synced. Nothing is written when the result is byte-identical. A file
+// that is not valid YAML is never overwritten; one that is empty or looks cut short is read again after
+// a short wait, since bl may be between its truncate and its write, and used once it reads the same
+// twice. A missing file is created in bl's format, with its directory (mode 0700). A FIFO, a device or
+// an oversized file is refused without being read, and so is a file or directory another user could
+// write (ErrUnsafeFile). A symbolic link at path is followed and its target replaced. Calls are
+// serialised within the process; bl takes no lock, so a bl write that lands between this read and the
+// rename is lost.
+func UpdateBLCredentials(path, workspace string, fn func(*BLCredentials)) error {
+	if workspace == "" {
+		return errors.New("update bl config: the workspace name is empty")
+	}
+	blConfigWriteMu.Lock()
+	defer blConfigWriteMu.Unlock()
+
+	target := path
+	if t, err := filepath.EvalSymlinks(path); err == nil {
+		target = t
+	}
+	old, fi, c, torn, err := readForUpdate(target)
+	if err != nil {
+		return fmt.Errorf("update bl config, nothing written: %w", err)
+	}
+	if fi != nil {
+		if err := checkBLConfigSafe(path, fi); err != nil {
+			return fmt.Errorf("update bl config, nothing written: %w", err)
+		}
+	}
+	var cur BLCredentials
+	ws, found := c.Workspace(workspace)
+	if found {
+		cur = ws.Credentials
+	}
+	next := cur
+	fn(&next)
+	next.ExpiresIn = max(next.ExpiresIn, 0)
+	if !found && next == (BLCredentials{}) {
+		return nil // nothing to store for a workspace the file does not have
+	}
+	for _, s := range []string{next.APIKey, next.AccessToken, next.RefreshToken, next.DeviceCode, next.ClientCredentials} {
+		if !utf8.ValidString(s) {
+			return fmt.Errorf("update bl config for workspace %q, nothing written: a credential is not valid UTF-8", workspace)
+		}
+	}
+
+	var data []byte
+	if len(bytes.Trim(old, " \t\r\n")) == 0 {
+		// No file, or an empty one: write it whole, in bl's format.
+		if found {
+			ws.Credentials = next
+		} else {
+			c.Workspaces = append(c.Workspaces, BLWorkspace{Name: workspace, Credentials: next})
+		}
+		data = c.Marshal()
+	} else if data, err = editBLConfig(old, c, torn, workspace, next); err != nil {
+		return fmt.Errorf("update bl config %s for workspace %q, nothing written: %w", target, workspace, err)
+	}
+	if bytes.Equal(data, old) {
+		return nil
+	}
+	if err := writeFileAtomic(target, data); err != nil {
+		return fmt.Errorf("update bl config: %w", err)
+	}
+	return nil
+}
+
+// readForUpdate reads the config that UpdateBLCredentials starts from: the file's bytes and fstat (nil
+// when it does not exist), its config, and whether it looks cut short (read twice the same, so believed).
+func readForUpdate(path string) (data []byte, fi os.FileInfo, c *BLConfig, torn bool, err error) {
+	var lastErr error
+	for attempt := 0; attempt < maxUpdateReads; attempt++ {
+		if attempt > 0 {
+			waitBeforeRecheck()
+		}
+		data, fi, err = readBoundedFile(path, MaxBLConfigBytes)
+		if errors.Is(err, fs.ErrNotExist) {
+			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+				return nil, nil, nil, false, err
+			}
+			return nil, nil, &BLConfig{}, false, nil
+		}
+		if err != nil {
+			return nil, nil, nil, false, err
+		}
+		c, err = ParseBLConfig(data)
+		switch {
+		case err == nil:
+			return data, fi, c, false, nil
+		case errors.Is(err, ErrBLConfigEmpty):
+			if attempt > 0 {
+				return data, fi, c, false, nil // still empty: the user emptied it
+			}
+		default:
+			// Invalid or maybe cut short: read again; the same bytes twice are not a write in progress.
+			lastErr = fmt.Errorf("%s: %w", path, err)
+			waitBeforeRecheck()
+			again, fi2, err2 := readBoundedFile(path, MaxBLConfigBytes)
+			if err2 == nil && bytes.Equal(again, data) && sameFileState(fi, fi2) {
+				if errors.Is(err, ErrBLConfigMaybeTorn) {
+					return data, fi, c, true, nil // a file written by hand
+				}
+				return nil, nil, nil, false, lastErr // invalid, and staying so
+			}
+			attempt++ // the read after the wait counts
+		}
+	}
+	if lastErr == nil {
+		lastErr = fmt.Errorf("%s keeps changing", path)
+	}
+	return nil, nil, nil, false, fmt.Errorf("%w (it kept changing while being read)", lastErr)
+}
+
+// blCredField is one credential field as bl writes it.
+type blCredField struct {
+	keys   []string // the keys that hold it in a file; bl writes the first
+	quoted bool     // bl double-quotes its value
+	get    func(BLCredentials) string
+}
+
+// blCredFields are the credential fields in bl's order.
+var blCredFields = []blCredField{
+	{[]string{"apiKey"}, true, func(c BLCredentials) string { return c.APIKey }},
+	{[]string{"access_token"}, false, func(c BLCredentials) string { return c.AccessToken }},
+	{[]string{"refresh_token"}, false, func(c BLCredentials) string { return c.RefreshToken }},
+	{[]string{"expires_in"}, false, func(c BLCredentials) string {
+		if c.ExpiresIn > 0 {
+			return strconv.Itoa(c.ExpiresIn)
+		}
+		return ""
+	}},
+	{[]string{"device_code"}, false, func(c BLCredentials) string { return c.DeviceCode }},
+	{[]string{"client_credentials", "clientCredentials"}, true, func(c BLCredentials) string { return c.ClientCredentials }},
+}
+
+// text is v as bl writes the field; an emptied field that keeps its key is "" (0 for expires_in).
+func (f blCredField) text(v string) string {
+	switch {
+	case f.keys[0] == "expires_in":
+		if v == "" {
+			return "0"
+		}
+		return v
+	case v == "":
+		return `""`
+	case f.quoted:
+		return quotedYAML(v)
+	}
+	return plainYAML(v)
+}
+
+// generic is v as yaml.v3 decodes text(v) into an interface{}.
+func (f blCredField) generic(v string) any {
+	if f.keys[0] == "expires_in" {
+		n, _ := strconv.Atoi(v)
+		return n
+	}
+	return v
+}
+
+// blFieldIndex gives a credential key's place in bl's order, or -1.
+func blFieldIndex(key string) int {
+	for i, f := range blCredFields {
+		for _, k := range f.keys {
+			if k == key {
+				return i
+			}
+		}
+	}
+	return -1
+}
+
+// blEdit replaces data[start:end] with text (an insertion when start == end).
+type blEdit struct {
+	start, end int
+	text       string
+}
+
+// blText is the file's bytes with the offsets of its lines, as yaml.v3 counts them.
+type blText struct {
+	data       []byte
+	lineStarts []int  // offset of each line's first byte; line 1 starts after a byte order mark
+	eol        string // the file's line ending, for inserted lines
+}
+
+func newBLText(data []byte) *blText {
+	t := &blText{data: data, eol: "\n"}
+	start := 0
+	if bytes.HasPrefix(data, []byte("\uFEFF")) {
+		start = 3
+	}
+	t.lineStarts = []int{start}
+	eolSeen := false
+	for i := start; i < len(data); {
+		n := t.breakLen(i)
+		if n == 0 {
+			i++
+			continue
+		}
+		if !eolSeen && (data[i] == '\n' || data[i] == '\r') {
+			t.eol, eolSeen = string(data[i:i+n]), true
+		}
+		i += n
+		t.lineStarts = append(t.lineStarts, i)
+	}
+	return t
+}
+
+// breakLen is the length of the line break at i, or 0. yaml.v3 breaks lines at CR LF, CR, LF, NEL,
+// LS and PS.
+func (t *blText) breakLen(i int) int {
+	d := t.data
+	switch {
+	case d[i] == '\r' && i+1 < len(d) && d[i+1] == '\n':
+		return 2
+	case d[i] == '\r' || d[i] == '\n':
+		return 1
+	case d[i] == 0xC2 && i+1 < len(d) && d[i+1] == 0x85:
+		return 2
+	case d[i] == 0xE2 && i+2 < len(d) && d[i+1] == 0x80 && (d[i+2] == 0xA8 || d[i+2] == 0xA9):
+		return 3
+	}
+	return 0
+}
+
+// offset is the byte offset of a node's 1-based line and column (a column counts characters).
+func (t *blText) offset(line, col int) (int, bool) {
+	if line < 1 || line > len(t.lineStarts) || col < 1 {
+		return 0, false
+	}
+	off := t.lineStarts[line-1]
+	for k := 1; k < col; k++ {
+		if off >= len(t.data) || t.breakLen(off) > 0 {
+			return 0, false
+		}
+		_, size := utf8.DecodeRune(t.data[off:])
+		off += size
+	}
+	return off, true
+}
+
+// lineEnd is the offset of the line break that ends the line holding off (or the end of the file).
+func (t *blText) lineEnd(off int) int {
+	for off < len(t.data) && t.breakLen(off) == 0 {
+		off++
+	}
+	return off
+}
+
+// lineOf is the 1-based line holding off.
+func (t *blText) lineOf(off int) int {
+	return sort.Search(len(t.lineStarts), func(i int) bool { return t.lineStarts[i] > off })
+}
+
+// nextLineStart is where the line after line (1-based) starts, or the end of the file.
+func (t *blText) nextLineStart(line int) int {
+	if line < len(t.lineStarts) {
+		return t.lineStarts[line]
+	}
+	return len(t.data)
+}
+
+// blankOrComment reports whether the text from off to the end of its line is only blanks, or blanks
+// and a comment.
+func (t *blText) blankOrComment(off int) bool {
+	rest := strings.TrimLeft(string(t.data[off:t.lineEnd(off)]), " \t")
+	return rest == "" || rest[0] == '#'
+}
+
+// keyLineStart is where the line of key k starts; k must be the first thing on its line.
+func (t *blText) keyLineStart(k *yaml.Node) (int, error) {
+	off, ok := t.offset(k.Line, k.Column)
+	if !ok {
+		return 0, uneditable(k.Line, "cannot locate a key")
+	}
+	ls := t.lineStarts[k.Line-1]
+	if strings.Trim(string(t.data[ls:off]), " ") != "" {
+		return 0, uneditable(k.Line, "a key does not start its line")
+	}
+	return ls, nil
+}
+
+// valueSpan is the byte span of a single-line value: a scalar written plain, single- or double-quoted,
+// or an alias. A null written as nothing at all gives an empty span right after its key's colon.
+func (t *blText) valueSpan(v *yaml.Node) (start, end int, err error) {
+	if v.Anchor != "" {
+		return 0, 0, uneditable(v.Line, "the value has an anchor (&), which other entries may refer to")
+	}
+	start, ok := t.offset(v.Line, v.Column)
+	if !ok || start > len(t.data) {
+		return 0, 0, uneditable(v.Line, "cannot locate a value")
+	}
+	d := t.data
+	at := func(c byte) bool { return start < len(d) && d[start] == c }
+	switch {
+	case v.Kind == yaml.AliasNode:
+		if !at('*') {
+			return 0, 0, uneditable(v.Line, "cannot locate an alias")
+		}
+		end = start + 1
+		for end < len(d) && !strings.ContainsRune(" \t,[]{}", rune(d[end])) && t.breakLen(end) == 0 {
+			end++
+		}
+		return start, end, nil
+	case v.Kind != yaml.ScalarNode:
+		if v.Style&yaml.FlowStyle != 0 {
+			return 0, 0, uneditable(v.Line, "the value is in flow style")
+		}
+		return 0, 0, uneditable(v.Line, "the value is not a single value")
+	case v.Style&yaml.TaggedStyle != 0:
+		return 0, 0, uneditable(v.Line, "the value has an explicit tag (!!…)")
+	case v.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0:
+		return 0, 0, uneditable(v.Line, "the value spans several lines (a block scalar)")
+	case v.Style&yaml.DoubleQuotedStyle != 0:
+		if !at('"') {
+			return 0, 0, uneditable(v.Line, "cannot locate a quoted value")
+		}
+		for i := start + 1; i < len(d); i++ {
+			switch {
+			case t.breakLen(i) > 0:
+				return 0, 0, uneditable(v.Line, "the value spans several lines")
+			case d[i] == '\\':
+				i++
+			case d[i] == '"':
+				return start, i + 1, nil
+			}
+		}
+		return 0, 0, uneditable(v.Line, "unterminated quoted value")
+	case v.Style&yaml.SingleQuotedStyle != 0:
+		if !at('\'') {
+			return 0, 0, uneditable(v.Line, "cannot locate a quoted value")
+		}
+		for i := start + 1; i < len(d); i++ {
+			switch {
+			case t.breakLen(i) > 0:
+				return 0, 0, uneditable(v.Line, "the value spans several lines")
+			case d[i] == '\'' && i+1 < len(d) && d[i+1] == '\'':
+				i++
+			case d[i] == '\'':
+				return start, i + 1, nil
+			}
+		}
+		return 0, 0, uneditable(v.Line, "unterminated quoted value")
+	}
+	// Plain.
+	if v.Value == "" {
+		if start == 0 || d[start-1] != ':' || !t.blankOrComment(start) {
+			return 0, 0, uneditable(v.Line, "cannot locate an empty value")
+		}
+		return start, start, nil
+	}
+	if start < len(d) && strings.ContainsRune("\"'|>!&*{[#", rune(d[start])) {
+		return 0, 0, uneditable(v.Line, "cannot locate a value")
+	}
+	le := t.lineEnd(start)
+	end = le
+	for i := start + 1; i < le; i++ {
+		if d[i] == '#' && (d[i-1] == ' ' || d[i-1] == '\t') {
+			end = i
+			break
+		}
+	}
+	for end > start && (d[end-1] == ' ' || d[end-1] == '\t') {
+		end--
+	}
+	return start, end, nil
+}
+
+// replaceValue writes text as the value v (of a key that keeps its spelling).
+func (t *blText) replaceValue(v *yaml.Node, text string) (blEdit, error) {
+	start, end, err := t.valueSpan(v)
+	if err != nil {
+		return blEdit{}, err
+	}
+	if start == end {
+		text = " " + text // key: (nothing) → key: value
+	}
+	return blEdit{start, end, text}, nil
+}
+
+// entryEnd is where the line after a key's single-line value starts.
+func (t *blText) entryEnd(v *yaml.Node) (int, error) {
+	_, end, err := t.valueSpan(v)
+	if err != nil {
+		return 0, err
+	}
+	return t.nextLineStart(t.lineOf(end)), nil
+}
+
+// removeValue drops a value written on its key's line (a null such as ~, or an empty {} or []), with
+// the blanks before it, so that lines can follow the key.
+func (t *blText) removeValue(v *yaml.Node, open, close byte) (blEdit, error) {
+	start, ok := t.offset(v.Line, v.Column)
+	if !ok {
+		return blEdit{}, uneditable(v.Line, "cannot locate a value")
+	}
+	end := start
+	if open != 0 {
+		if start >= len(t.data) || t.data[start] != open {
+			return blEdit{}, uneditable(v.Line, "cannot locate a value")
+		}
+		end = start + 1
+		for end < len(t.data) && (t.data[end] == ' ' || t.data[end] == '\t') {
+			end++
+		}
+		if end >= len(t.data) || t.data[end] != close {
+			return blEdit{}, uneditable(v.Line, "the value is in flow style")
+		}
+		end++
+	} else if _, e, err := t.valueSpan(v); err != nil {
+		return blEdit{}, err
+	} else {
+		end = e
+	}
+	if !t.blankOrComment(end) {
+		return blEdit{}, uneditable(v.Line, "text follows a value")
+	}
+	for start > 0 && (t.data[start-1] == ' ' || t.data[start-1] == '\t') {
+		start--
+	}
+	if start == 0 || t.data[start-1] != ':' {
+		return blEdit{}, uneditable(v.Line, "cannot locate a value")
+	}
+	return blEdit{start, end, ""}, nil
+}
+
+// afterKeyLine is where lines that belong under key k go: the start of the next line, when nothing
+// but blanks and a comment follows the value (ve is where the value ends).
+func (t *blText) afterKeyLine(k *yaml.Node, ve int) (int, error) {
+	if !t.blankOrComment(ve) {
+		return 0, uneditable(k.Line, "text follows a key")
+	}
+	return t.nextLineStart(t.lineOf(ve)), nil
+}
+
+// blPatch is the change an edit makes, as it reads in a generic decode of the file: the verification
+// applies it to the old file's decode and compares with the new file's.
+type blPatch struct {
+	index  int            // the workspace edited, or -1 when appended
+	set    map[string]any // credentials keys set (index >= 0)
+	append map[string]any // the entry appended (index < 0)
+}
+
+// editBLConfig computes the surgical edit of data (whose config is old) that gives workspace the
+// credentials next, and checks that the result reads as intended.
+func editBLConfig(data []byte, old *BLConfig, oldTorn bool, workspace string, next BLCredentials) ([]byte, error) {
+	var doc yaml.Node
+	if err := unmarshalYAML(data, &doc); err != nil {
+		return nil, err
+	}
+	t := newBLText(data)
+	if len(doc.Content) == 0 {
+		// Comments only: keep them, and write the config after them.
+		out := bytes.Clone(data)
+		if t.lineStarts[len(t.lineStarts)-1] != len(data) {
+			out = append(out, t.eol...) // the comments' last line had no line break
+		}
+		c := &BLConfig{Workspaces: []BLWorkspace{{Name: workspace, Credentials: next}}}
+		out = append(out, strings.ReplaceAll(string(c.Marshal()), "\n", t.eol)...)
+		if got, err := ParseBLConfig(out); err != nil || !reflect.DeepEqual(got, c) {
+			return nil, uneditable(0, "the result would not read back as intended")
+		}
+		return out, nil
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return nil, uneditable(root.Line, "the top level is an alias or not a mapping")
+	}
+	if root.Style&yaml.FlowStyle != 0 {
+		return nil, uneditable(root.Line, "the file is in flow style ({…})")
+	}
+	var wsKey, wsVal, trackingKey *yaml.Node
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		switch root.Content[i].Value {
+		case "workspaces":
+			wsKey, wsVal = root.Content[i], root.Content[i+1]
+		case "tracking":
+			trackingKey = root.Content[i]
+		}
+	}
+	idx := -1
+	if wsVal != nil && wsVal.Kind == yaml.SequenceNode {
+		for i, it := range wsVal.Content {
+			item := resolveAlias(it)
+			if item.Kind != yaml.MappingNode {
+				continue
+			}
+			f, err := mappingFields(item)
+			if err != nil {
+				return nil, err
+			}
+			if name, _ := stringField(f, "name"); name == workspace {
+				if it.Kind == yaml.AliasNode {
+					return nil, uneditable(it.Line, "the workspace's entry is an alias (*) of another node")
+				}
+				idx = i
+				break
+			}
+		}
+	}
+
+	var edits []blEdit
+	var patch blPatch
+	var err error
+	if idx >= 0 {
+		patch.index = idx
+		edits, patch.set, err = t.editWorkspace(wsVal.Content[idx], old.Workspaces[idx].Credentials, next)
+	} else {
+		patch.index = -1
+		edits, patch.append, err = t.appendWorkspace(root, wsKey, wsVal, trackingKey, workspace, next)
+	}
+	if err != nil {
+		return nil, err
+	}
+	out, err := t.apply(edits)
+	if err != nil {
+		return nil, err
+	}
+	allowTorn := oldTorn || trackingKey == nil
+	if err := verifyBLEdit(data, out, old, allowTorn, workspace, next, patch); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// editWorkspace edits the credentials of one existing workspace entry.
+func (t *blText) editWorkspace(item *yaml.Node, cur, next BLCredentials) ([]blEdit, map[string]any, error) {
+	var changed []int
+	for i, f := range blCredFields {
+		if f.get(cur) != f.get(next) {
+			changed = append(changed, i)
+		}
+	}
+	if len(changed) == 0 {
+		return nil, nil, nil
+	}
+	if item.Style&yaml.FlowStyle != 0 {
+		return nil, nil, uneditable(item.Line, "the workspace's entry is in flow style ({…})")
+	}
+	var credKey, credVal, nameVal, idVal *yaml.Node
+	for i := 0; i+1 < len(item.Content); i += 2 {
+		switch item.Content[i].Value {
+		case "credentials":
+			credKey, credVal = item.Content[i], item.Content[i+1]
+		case "name":
+			nameVal = item.Content[i+1]
+		case "id":
+			idVal = item.Content[i+1]
+		}
+	}
+	set := map[string]any{}
+	// newLines are the changed fields the entry lacks, as lines under a credentials key at indent.
+	newLines := func(indent string) string {
+		var b strings.Builder
+		for _, i := range changed {
+			f := blCredFields[i]
+			if v := f.get(next); v != "" {
+				b.WriteString(indent + f.keys[0] + ": " + f.text(v) + t.eol)
+				set[f.keys[0]] = f.generic(v)
+			}
+		}
+		return b.String()
+	}
+
+	switch {
+	case credKey == nil:
+		// A hand-written entry without credentials: add them after the name (and id), as bl orders them.
+		after := nameVal
+		if idVal != nil && idVal.Line >= nameVal.Line {
+			after = idVal
+		}
+		at, err := t.entryEnd(after)
+		if err != nil {
+			return nil, nil, err
+		}
+		nameKey := item.Content[0]
+		indent := strings.Repeat(" ", nameKey.Column-1)
+		lines := newLines(indent + "  ")
+		if lines == "" {
+			return nil, nil, nil
+		}
+		return []blEdit{{at, at, indent + "credentials:" + t.eol + lines}}, set, nil
+
+	case credVal.Kind == yaml.AliasNode:
+		return nil, nil, uneditable(credVal.Line, "credentials is an alias (*) of another node")
+
+	case isNull(credVal) || credVal.Kind == yaml.MappingNode && credVal.Style&yaml.FlowStyle != 0 && len(credVal.Content) == 0:
+		// No fields yet (credentials:, credentials: ~, credentials: {}): the fields go on the next lines.
+		var edits []blEdit
+		ve, ok := t.offset(credVal.Line, credVal.Column)
+		switch {
+		case !ok:
+			return nil, nil, uneditable(credVal.Line, "cannot locate a value")
+		case isNull(credVal) && credVal.Value == "":
+		default:
+			var open, close byte
+			if credVal.Kind == yaml.MappingNode {
+				open, close = '{', '}'
+			}
+			rm, err := t.removeValue(credVal, open, close)
+			if err != nil {
+				return nil, nil, err
+			}
+			edits, ve = append(edits, rm), rm.end
+		}
+		at, err := t.afterKeyLine(credKey, ve)
+		if err != nil {
+			return nil, nil, err
+		}
+		lines := newLines(strings.Repeat(" ", credKey.Column-1+2))
+		if lines == "" {
+			return nil, nil, nil
+		}
+		return append(edits, blEdit{at, at, lines}), set, nil
+
+	case credVal.Kind != yaml.MappingNode:
+		return nil, nil, uneditable(credVal.Line, "credentials is not a mapping")
+	case credVal.Style&yaml.FlowStyle != 0:
+		return nil, nil, uneditable(credVal.Line, "credentials is in flow style ({…})")
+	}
+
+	// A block mapping: replace the values of the keys present, insert the fields missing.
+	pairs := credVal.Content
+	if len(pairs) == 0 {
+		return nil, nil, uneditable(credVal.Line, "credentials is empty")
+	}
+	firstLine, err := t.keyLineStart(pairs[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	first, _ := t.offset(pairs[0].Line, pairs[0].Column)
+	indent := string(t.data[firstLine:first])
+	var edits []blEdit
+	for _, fi := range changed {
+		f := blCredFields[fi]
+		v := f.get(next)
+		present := false
+		for i := 0; i+1 < len(pairs); i += 2 {
+			if k := pairs[i]; k.Kind == yaml.ScalarNode && blFieldIndex(k.Value) == fi {
+				e, err := t.replaceValue(pairs[i+1], f.text(v))
+				if err != nil {
+					return nil, nil, err
+				}
+				edits = append(edits, e)
+				set[k.Value] = f.generic(v)
+				present = true
+			}
+		}
+		if present || v == "" {
+			continue
+		}
+		at, err := t.insertionPoint(pairs, fi)
+		if err != nil {
+			return nil, nil, err
+		}
+		edits = append(edits, blEdit{at, at, indent + f.keys[0] + ": " + f.text(v) + t.eol})
+		set[f.keys[0]] = f.generic(v)
+	}
+	return edits, set, nil
+}
+
+// insertionPoint is where field fi goes in a block mapping that lacks it: after the field before it in
+// bl's order, else before the field after it, else before the mapping's first key.
+func (t *blText) insertionPoint(pairs []*yaml.Node, fi int) (int, error) {
+	var pred, succ *yaml.Node // pred: a value; succ: a key
+	predIdx, succIdx := -1, len(blCredFields)
+	for i := 0; i+1 < len(pairs); i += 2 {
+		k := pairs[i]
+		if k.Kind != yaml.ScalarNode {
+			continue
+		}
+		switch j := blFieldIndex(k.Value); {
+		case j < 0:
+		case j < fi && j > predIdx:
+			pred, predIdx = pairs[i+1], j
+		case j > fi && j < succIdx:
+			succ, succIdx = k, j
+		}
+	}
+	if pred != nil {
+		if at, err := t.entryEnd(pred); err == nil {
+			return at, nil
+		}
+	}
+	if succ != nil {
+		return t.keyLineStart(succ)
+	}
+	return t.keyLineStart(pairs[0])
+}
+
+// appendWorkspace adds a workspace entry, in bl's format, at the end of the workspaces list.
+func (t *blText) appendWorkspace(root, wsKey, wsVal, trackingKey *yaml.Node, name string, next BLCredentials) ([]blEdit, map[string]any, error) {
+	creds := map[string]any{}
+	entry := func(dash string) string {
+		var b strings.Builder
+		b.WriteString(dash + "- name: " + plainYAML(name) + t.eol)
+		b.WriteString(dash + "  credentials:" + t.eol)
+		for _, f := range blCredFields {
+			if v := f.get(next); v != "" {
+				b.WriteString(dash + "    " + f.keys[0] + ": " + f.text(v) + t.eol)
+				creds[f.keys[0]] = f.generic(v)
+			}
+		}
+		return b.String()
+	}
+	generic := func() map[string]any {
+		m := map[string]any{"name": name, "credentials": nil}
+		if len(creds) > 0 {
+			m["credentials"] = creds
+		}
+		return m
+	}
+
+	switch {
+	case wsKey == nil:
+		// A hand-written file without a workspaces key: add one, before tracking: or at the end.
+		indent := strings.Repeat(" ", root.Content[0].Column-1)
+		at := len(t.data)
+		if trackingKey != nil {
+			var err error
+			if at, err = t.keyLineStart(trackingKey); err != nil {
+				return nil, nil, err
+			}
+		}
+		text := indent + "workspaces:" + t.eol + entry(indent)
+		return []blEdit{{at, at, text}}, generic(), nil
+
+	case isNull(wsVal) || wsVal.Kind == yaml.SequenceNode && wsVal.Style&yaml.FlowStyle != 0 && len(wsVal.Content) == 0:
+		// workspaces:, workspaces: ~ or workspaces: [] (yaml.v2): the entry goes on the next line.
+		var edits []blEdit
+		ve, ok := t.offset(wsVal.Line, wsVal.Column)
+		switch {
+		case !ok:
+			return nil, nil, uneditable(wsVal.Line, "cannot locate a value")
+		case isNull(wsVal) && wsVal.Value == "":
+		default:
+			var open, close byte
+			if wsVal.Kind == yaml.SequenceNode {
+				open, close = '[', ']'
+			}
+			rm, err := t.removeValue(wsVal, open, close)
+			if err != nil {
+				return nil, nil, err
+			}
+			edits, ve = append(edits, rm), rm.end
+		}
+		at, err := t.afterKeyLine(wsKey, ve)
+		if err != nil {
+			return nil, nil, err
+		}
+		return append(edits, blEdit{at, at, entry(strings.Repeat(" ", wsKey.Column-1))}), generic(), nil
+
+	case wsVal.Kind != yaml.SequenceNode:
+		return nil, nil, uneditable(wsVal.Line, "workspaces is not a list")
+	case wsVal.Style&yaml.FlowStyle != 0:
+		return nil, nil, uneditable(wsVal.Line, "workspaces is in flow style ([…])")
+	}
+
+	// A block list: the entry goes after its last item, with the dash where the others have theirs.
+	first := wsVal.Content[0]
+	off, ok := t.offset(first.Line, first.Column)
+	if !ok {
+		return nil, nil, uneditable(first.Line, "cannot locate a workspaces entry")
+	}
+	dash := off - 1
+	for dash >= 0 && strings.IndexByte(" \t\r\n", t.data[dash]) >= 0 {
+		dash--
+	}
+	if dash < 0 || t.data[dash] != '-' {
+		return nil, nil, uneditable(first.Line, "cannot locate the dash of a workspaces entry")
+	}
+	dashLine := t.lineOf(dash)
+	if strings.Trim(string(t.data[t.lineStarts[dashLine-1]:dash]), " ") != "" {
+		return nil, nil, uneditable(dashLine, "a workspaces entry does not start its line")
+	}
+	dashIndent := string(t.data[t.lineStarts[dashLine-1]:dash])
+
+	// The list ends where the next top-level key starts (or at the end of the file), less the blank
+	// and comment lines right before it.
+	at, limit := len(t.data), 0
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if root.Content[i] == wsKey && i+2 < len(root.Content) {
+			k := root.Content[i+2]
+			var err error
+			if at, err = t.keyLineStart(k); err != nil {
+				return nil, nil, err
+			}
+			limit = k.Column - 1
+		}
+	}
+	for line := t.lineOf(at) - 1; line >= 1 && line > wsKey.Line; line-- {
+		ls := t.lineStarts[line-1]
+		if at == len(t.data) && ls == len(t.data) {
+			continue // the empty "line" after a final line break
+		}
+		text := string(t.data[ls:t.lineEnd(ls)])
+		trimmed := strings.TrimLeft(text, " ")
+		if trimmed != "" && !(trimmed[0] == '#' && len(text)-len(trimmed) <= limit) {
+			break
+		}
+		if ls < at {
+			at = ls
+		}
+	}
+	return []blEdit{{at, at, entry(dashIndent)}}, generic(), nil
+}
+
+// apply makes the edits (non-overlapping; insertions at one offset keep their order). An insertion at
+// the end of a file that does not end with a line break starts with one.
+func (t *blText) apply(edits []blEdit) ([]byte, error) {
+	sort.SliceStable(edits, func(i, j int) bool { return edits[i].start < edits[j].start })
+	var b bytes.Buffer
+	pos := 0
+	for _, e := range edits {
+		if e.start < pos || e.end < e.start || e.end > len(t.data) {
+			return nil, uneditable(0, "overlapping edits")
+		}
+		b.Write(t.data[pos:e.start])
+		text := e.text
+		if e.start == len(t.data) && e.start == e.end && len(t.data) > 0 && t.lineStarts[len(t.lineStarts)-1] != len(t.data) {
+			text = t.eol + text
+		}
+		b.WriteString(text)
+		pos = e.end
+	}
+	b.Write(t.data[pos:])
+	return b.Bytes(), nil
+}
+
+// verifyBLEdit checks that out reads as data with exactly the intended change: through ParseBLConfig
+// (every other workspace, the context and tracking the same; the workspace holding next) and through
+// a generic YAML decode (every other value in the file the same, unknown keys included).
+func verifyBLEdit(data, out []byte, old *BLConfig, allowTorn bool, workspace string, next BLCredentials, patch blPatch) error {
+	fail := func(what string) error {
+		return uneditable(0, "the edited file would not read back as intended (%s)", what)
+	}
+	got, err := ParseBLConfig(out)
+	if err != nil && !(allowTorn && errors.Is(err, ErrBLConfigMaybeTorn)) {
+		return fail("it does not parse")
+	}
+	want := &BLConfig{Context: old.Context, Tracking: old.Tracking, Workspaces: append([]BLWorkspace(nil), old.Workspaces...)}
+	if patch.index >= 0 {
+		want.Workspaces[patch.index].Credentials = next
+	} else {
+		want.Workspaces = append(want.Workspaces, BLWorkspace{Name: workspace, Credentials: next})
+	}
+	if !reflect.DeepEqual(got, want) {
+		return fail("the config differs")
+	}
+
+	var before, after any
+	if decodeGeneric(data, &before) != nil || decodeGeneric(out, &after) != nil {
+		return fail("it does not decode")
+	}
+	list, _ := mapGet(before, "workspaces").([]any)
+	if patch.index >= 0 {
+		if patch.index >= len(list) {
+			return fail("the workspaces differ")
+		}
+		item := list[patch.index]
+		creds := mapGet(item, "credentials")
+		if creds == nil && len(patch.set) > 0 {
+			creds = map[string]any{}
+		}
+		for k, v := range patch.set {
+			creds = mapSet(creds, k, v)
+		}
+		list[patch.index] = mapSet(item, "credentials", creds)
+	} else {
+		list = append(list, patch.append)
+		before = mapSet(before, "workspaces", list)
+	}
+	if !reflect.DeepEqual(before, after) {
+		return fail("other content differs")
+	}
+	return nil
+}
+
+// decodeGeneric decodes YAML into interface{} values, turning a panic of the decoder into an error.
+func decodeGeneric(data []byte, v *any) (err error) {
+	defer func() {
+		if recover() != nil {
+			err = errors.New("yaml decoder panicked")
+		}
+	}()
+	return yaml.Unmarshal(data, v)
+}
+
+// mapGet and mapSet read and write a key of a decoded mapping, whichever map type it decoded to.
+func mapGet(m any, k string) any {
+	switch m := m.(type) {
+	case map[string]any:
+		return m[k]
+	case map[any]any:
+		return m[k]
+	}
+	return nil
+}
+
+func mapSet(m any, k string, v any) any {
+	switch m := m.(type) {
+	case map[string]any:
+		m[k] = v
+		return m
+	case map[any]any:
+		m[k] = v
+		return m
+	}
+	return map[string]any{k: v}
+}
+
+// writeFileAtomic replaces path with data: a temporary file in the same directory, mode 0600, synced,
+// renamed over path, then the directory synced so that the rename survives a crash.
+func writeFileAtomic(path string, data []byte) (err error) {
+	dir := filepath.Dir(path)
+	removeStaleTemps(dir, "."+filepath.Base(path)+".tmp-")
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*") // created 0600
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err = f.Write(data); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	if err = os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// removeStaleTemps deletes temporary files a killed writer left behind (they hold a session, so
+// they must not pile up). Writes are serialised within the process, so an old temporary file is
+// nobody's; a minute of age also spares another process's write in progress.
+func removeStaleTemps(dir, prefix string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), prefix) || !e.Type().IsRegular() {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > time.Minute {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
