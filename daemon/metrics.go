@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/blauth/blauth/server"
-	"github.com/blauth/blauth/sources"
 )
 
 // metrics serves GET /metrics in the Prometheus text format (version 0.0.4): what the daemon
@@ -118,12 +117,9 @@ func (m *metrics) expiries(now time.Time) family {
 // sourceErrors counts the sources that cannot be used now, by kind.
 func (m *metrics) sourceErrors() family {
 	f := family{name: "blauth_source_errors", typ: "gauge", help: "Sources that cannot be used now (a broken bl config, an unavailable keyring, an exhausted file watcher), by source kind."}
-	res, _ := m.d.resolver.Resolve(sources.Request{})
 	n := map[string]int{}
-	if res != nil {
-		for _, e := range res.Errors {
-			n[e.Source.Kind]++
-		}
+	for _, e := range m.d.resolver.SourceErrors() {
+		n[e.Source.Kind]++
 	}
 	for _, k := range sortedKeys(n) {
 		f.samples = append(f.samples, sample{[][2]string{{"source", k}}, float64(n[k])})

@@ -89,6 +89,7 @@ const (
 	CodeUnknownAction      = "unknown_action"
 	CodeNoWorkspace        = "no_workspace"        // no workspace given and none configured
 	CodeNoCredentials      = "no_credentials"      // the workspace has no credential in any source
+	CodeBadSource          = "bad_source"          // the caller's own source (its .env) exists but cannot be read
 	CodeAuthFailed         = "auth_failed"         // the token endpoint refused the credential for good
 	CodeUnavailable        = "unavailable"         // no valid token and the endpoint cannot be reached now
 	CodeKeyringUnavailable = "keyring_unavailable" // the OS keyring did not answer

@@ -68,11 +68,14 @@ func brokerError(e *broker.Error) *ipc.Message {
 }
 
 // resolutionError answers a resolution that found nothing to serve. A source that could not be
-// read is often the cause (a broken bl config hides its workspaces), so each is named.
-func resolutionError(res *sources.Resolution, err error) *ipc.Message {
+// read is often the cause (a broken bl config hides its workspaces), so each is named: the
+// request's own (its .env) and the daemon's (the bl config, the keyring, the file watcher).
+func (s *Server) resolutionError(res *sources.Resolution, err error) *ipc.Message {
 	msg := err.Error()
 	var hint, code string
 	switch {
+	case errors.Is(err, sources.ErrSource):
+		return fail(ipc.CodeBadSource, msg, "blauthd never falls back to another source while the caller's own cannot be read: fix the file, or run from another directory")
 	case errors.Is(err, sources.ErrNoWorkspace):
 		code, hint = ipc.CodeNoWorkspace, "pass a workspace (-w NAME), set BL_WORKSPACE, or run `bl login`"
 	case errors.Is(err, sources.ErrNoCredentials):
@@ -80,11 +83,16 @@ func resolutionError(res *sources.Resolution, err error) *ipc.Message {
 	default:
 		return errorAnswer(err)
 	}
-	if res != nil && len(res.Errors) > 0 {
+	var problems []sources.SourceError
+	if res != nil {
+		problems = res.Errors
+	}
+	problems = append(problems, s.cfg.Resolver.SourceErrors()...)
+	if len(problems) > 0 {
 		var b strings.Builder
-		for i, e := range res.Errors {
+		for i, e := range problems {
 			if i == 3 {
-				fmt.Fprintf(&b, "; and %d more (blauth-helper status lists them)", len(res.Errors)-i)
+				fmt.Fprintf(&b, "; and %d more (blauth-helper status lists them)", len(problems)-i)
 				break
 			}
 			fmt.Fprintf(&b, "; %s %s could not be used: %s", e.Source.Kind, e.Source.Where, e.Error)

@@ -157,7 +157,7 @@ func (s *Server) countServed(resp *ipc.Message) {
 func (s *Server) get(ctx context.Context, req *ipc.Message) (*ipc.Message, *sources.Credential) {
 	res, err := s.cfg.Resolver.Resolve(sourceRequest(req))
 	if err != nil {
-		return resolutionError(res, err), nil
+		return s.resolutionError(res, err), nil
 	}
 	minTTL, _ := parseSeconds(req.Value(ipc.KeyMinTTL))
 	c := res.Credential
@@ -172,7 +172,7 @@ func (s *Server) get(ctx context.Context, req *ipc.Message) (*ipc.Message, *sour
 func (s *Server) serveErase(ctx context.Context, req request) *ipc.Message {
 	res, err := s.cfg.Resolver.Resolve(sourceRequest(req.Message))
 	if err != nil {
-		return resolutionError(res, err)
+		return s.resolutionError(res, err)
 	}
 	dropped := s.cfg.Broker.Erase(res.Credential, req.Value(ipc.KeyToken))
 	s.log.Info().Str("workspace", res.Workspace).Bool("dropped", dropped).Msg("erase")

@@ -23,8 +23,9 @@ func (s *Server) StatusFor(sr sources.Request) ipc.Status {
 		st.Default = res.Workspace
 		names = appendUnique(names, res.Workspace)
 	}
+	st.SourceErrors = sourceErrors(s.cfg.Resolver.SourceErrors())
 	if res != nil {
-		st.SourceErrors = sourceErrors(res.Errors)
+		st.SourceErrors = append(st.SourceErrors, sourceErrors(res.Errors)...)
 	}
 	if sr.Workspace != "" {
 		names = appendUnique(names, sr.Workspace)

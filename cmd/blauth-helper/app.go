@@ -17,7 +17,7 @@ const (
 	exitError       = 1 // anything not listed below
 	exitUsage       = 2 // bad command line
 	exitUnreachable = 3 // no daemon answers (and none could be started)
-	exitNoCreds     = 4 // no workspace or no credential for it
+	exitNoCreds     = 4 // no workspace or no credential for it, or the caller's .env cannot be read
 	exitAuthFailed  = 5 // the credential was refused: log in again
 	exitUnavailable = 6 // no valid token now; the token endpoint cannot be reached
 	exitKeyring     = 7 // the OS keyring is unavailable
@@ -247,7 +247,7 @@ func (a *app) fail(err error) int {
 	case errors.As(err, &e):
 		hint = e.Hint
 		switch e.Code {
-		case ipc.CodeNoWorkspace, ipc.CodeNoCredentials:
+		case ipc.CodeNoWorkspace, ipc.CodeNoCredentials, ipc.CodeBadSource:
 			code = exitNoCreds
 		case ipc.CodeAuthFailed:
 			code = exitAuthFailed
