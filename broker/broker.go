@@ -234,7 +234,7 @@ type Served struct {
 // keepFresh marks a credential the daemon holds itself (its environment, the keyring, the bl
 // config): it is refreshed in the background even when nobody asks.
 func (b *Broker) Get(ctx context.Context, c *sources.Credential, minTTL time.Duration, keepFresh bool) (Served, error) {
-	if c.Kind == sources.KindAPIKey {
+	if c.Kind == ipc.KindAPIKey {
 		return Served{Token: c.APIKey}, nil
 	}
 	if minTTL < b.cfg.MinTTL {
@@ -369,13 +369,13 @@ func (e *entry) hold(rt string) {
 
 // wasHeld reports whether c is a login session whose refresh token this entry has held.
 func (e *entry) wasHeld(c *sources.Credential) bool {
-	return c.Kind == sources.KindLogin && c.RefreshToken != "" && slices.Contains(e.held, c.RefreshToken)
+	return c.Kind == ipc.KindLogin && c.RefreshToken != "" && slices.Contains(e.held, c.RefreshToken)
 }
 
 // adoptSourceToken takes the access token a login source carries (bl writes one) when it
 // lives longer than ours: no exchange is needed while bl's own token is fresh.
 func (b *Broker) adoptSourceToken(e *entry, c *sources.Credential) {
-	if c.Kind != sources.KindLogin || c.AccessToken == "" {
+	if c.Kind != ipc.KindLogin || c.AccessToken == "" {
 		return
 	}
 	exp, iat, ok := token.JWTTimes(c.AccessToken)
@@ -446,9 +446,9 @@ func (b *Broker) exchange(c, saved *sources.Credential) (*cached, error) {
 	var g *token.Token
 	var err error
 	switch c.Kind {
-	case sources.KindClientCredentials:
+	case ipc.KindClientCredentials:
 		g, err = b.cfg.Tokens.ClientCredentials(ctx, c.BaseURL, c.ClientCredentials)
-	case sources.KindLogin:
+	case ipc.KindLogin:
 		if c.RefreshToken == "" {
 			return nil, &token.Error{Op: "refresh", Permanent: true, Description: "the session has no refresh token"}
 		}
@@ -459,7 +459,7 @@ func (b *Broker) exchange(c, saved *sources.Credential) (*cached, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.Kind == sources.KindLogin {
+	if c.Kind == ipc.KindLogin {
 		// Persist first: the old refresh token may already be dead on the server, so the new one
 		// must reach disk before anyone can act on the new access token.
 		if g.RefreshToken == "" {
@@ -468,7 +468,7 @@ func (b *Broker) exchange(c, saved *sources.Credential) (*cached, error) {
 	}
 	t := b.newToken(g.AccessToken, g.Expiry, g.IssuedAt)
 	t.refresh, t.grant = g.RefreshToken, g
-	if c.Kind == sources.KindLogin && b.cfg.Persist != nil {
+	if c.Kind == ipc.KindLogin && b.cfg.Persist != nil {
 		if t.saved, t.saveErr = b.cfg.Persist(saved, g); t.saveErr != nil {
 			b.cfg.Log.Error().Err(t.saveErr).Str("workspace", c.Workspace).Msg("could not save the refreshed session; it is kept in memory and the write is retried")
 		}
@@ -486,7 +486,7 @@ func (b *Broker) finishLocked(e *entry, c *sources.Credential, f *flight, tok *c
 	log := b.cfg.Log.With().Str("workspace", c.Workspace).Str("kind", c.Kind).Str("source", c.Source.String()).Logger()
 	if err == nil {
 		b.countLocked(c.Kind, "ok", e.tok != nil)
-		if c.Kind == sources.KindLogin && e.cred == c {
+		if c.Kind == ipc.KindLogin && e.cred == c {
 			// Later exchanges use the rotated refresh token and the new access token.
 			nc := *c
 			nc.AccessToken, nc.RefreshToken = tok.value, tok.refresh
@@ -499,7 +499,7 @@ func (b *Broker) finishLocked(e *entry, c *sources.Credential, f *flight, tok *c
 		e.lastErr = nil
 		e.failures = 0
 		e.nextTry = time.Time{}
-		if c.Kind == sources.KindLogin && b.cfg.Persist != nil {
+		if c.Kind == ipc.KindLogin && b.cfg.Persist != nil {
 			b.recordSaveLocked(e, tok.grant, tok.saved, tok.saveErr, now)
 		}
 		log.Info().Time("expiry", tok.expiry).Msg("token refreshed")
@@ -617,7 +617,7 @@ func (b *Broker) Tick() {
 // even if nobody asks: a bl login session refreshed here is one that bl and the SDKs reading the
 // same file never have to refresh. It makes no network call.
 func (b *Broker) Track(c *sources.Credential) {
-	if c.Kind == sources.KindAPIKey {
+	if c.Kind == ipc.KindAPIKey {
 		return
 	}
 	key := c.Key()
@@ -754,7 +754,7 @@ func (b *Broker) Hold(c *sources.Credential) (release func()) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	e := b.entries[c.Key()]
-	if e == nil || c.Kind == sources.KindAPIKey {
+	if e == nil || c.Kind == ipc.KindAPIKey {
 		return func() {}
 	}
 	e.holds++

@@ -12,6 +12,7 @@ import (
 	"github.com/blauth/blauth/internal/backoff"
 	"github.com/blauth/blauth/internal/blaxeltest"
 	"github.com/blauth/blauth/internal/clock"
+	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
 	"github.com/blauth/blauth/token"
 )
@@ -41,7 +42,7 @@ func newBrokerFixture(t *testing.T, mutate func(*Config)) *brokerFixture {
 	}
 	b := New(context.Background(), cfg)
 	t.Cleanup(b.Wait)
-	cred := &sources.Credential{Workspace: "acme", Kind: sources.KindClientCredentials, ClientCredentials: cc, BaseURL: api.Base,
+	cred := &sources.Credential{Workspace: "acme", Kind: ipc.KindClientCredentials, ClientCredentials: cc, BaseURL: api.Base,
 		Source: sources.Provenance{Kind: sources.SourceDaemonEnv, Where: "BL_CLIENT_CREDENTIALS"}}
 	return &brokerFixture{b: b, api: api, clock: clock, cred: cred}
 }

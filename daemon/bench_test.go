@@ -208,7 +208,7 @@ func dayThroughBroker(b *testing.B, clients int) int {
 	defer api.Close()
 	br := broker.New(context.Background(), broker.Config{Tokens: &token.Blaxel{Now: clock.Now}, Clock: clock, Log: zerolog.Nop()})
 	defer br.Wait()
-	cred := &sources.Credential{Workspace: "acme", Kind: sources.KindClientCredentials, ClientCredentials: cc, BaseURL: api.Base,
+	cred := &sources.Credential{Workspace: "acme", Kind: ipc.KindClientCredentials, ClientCredentials: cc, BaseURL: api.Base,
 		Source: sources.Provenance{Kind: sources.SourceCallerEnv, Where: "BL_CLIENT_CREDENTIALS"}}
 	ctx := context.Background()
 	for elapsed := time.Duration(0); elapsed < benchDay; elapsed += benchStep {

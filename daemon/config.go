@@ -53,7 +53,7 @@ type Config struct {
 	// address; MetricsWorkspaces labels the per-token series with workspace names.
 	MetricsListen     string
 	MetricsWorkspaces bool
-	Log      zerolog.Logger
+	Log               zerolog.Logger
 	// Environ is the daemon's environment (os.Environ()).
 	Environ []string
 	// BLConfigPath is the bl CLI config ($HOME/.blaxel/config.yaml); empty disables it.

@@ -16,9 +16,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/blauth/blauth/broker"
-	"github.com/blauth/blauth/internal/notify"
 	"github.com/blauth/blauth/internal/systemd"
 	"github.com/blauth/blauth/login"
+	"github.com/blauth/blauth/resolver"
 	"github.com/blauth/blauth/server"
 	"github.com/blauth/blauth/sources"
 	"github.com/blauth/blauth/token"
@@ -35,7 +35,7 @@ type Daemon struct {
 	releases []func() // the socket locks of the sockets the daemon made
 	socket   string
 	broker   *broker.Broker
-	resolver *sources.Resolver
+	resolver *resolver.Resolver
 	watcher  *sources.Watcher
 	scoped   []net.Listener   // the scoped sockets, in ScopedSockets' order
 	servers  []*server.Server // the daemon's socket first, then the scoped ones
@@ -47,9 +47,6 @@ type Daemon struct {
 	life     context.Context
 	stopLife context.CancelFunc
 
-	// changed is announced when a source changed or was re-read: watchers look again, and the
-	// event loop keeps the daemon-held credentials fresh (primed).
-	changed notify.Broadcast
 	mu      sync.Mutex
 	stopRun context.CancelFunc // ends Run: action=stop
 }
@@ -90,16 +87,13 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		MinTTL:      cfg.MinTTL,
 		Persist:     d.persist,
 	})
-	d.resolver = sources.NewResolver(d.life, sources.ResolverConfig{
+	d.resolver = resolver.New(d.life, resolver.Config{
 		Environ:      cfg.Environ,
 		BLConfigPath: cfg.BLConfigPath,
 		Keyring:      cfg.Keyring,
 		Watcher:      w,
+		Clock:        cfg.Clock,
 		Log:          cfg.Log.With().Str("component", "sources").Logger(),
-		OnChange: func(kind string) {
-			d.log.Debug().Str("source", kind).Msg("source changed")
-			d.changed.Notify()
-		},
 	})
 	d.prime()
 	sc := d.serverConfig()
@@ -161,7 +155,7 @@ func (d *Daemon) serverConfig() server.Config {
 	sc := server.Config{
 		Log: cfg.Log, Resolver: d.resolver, Broker: d.broker, Keyring: cfg.Keyring, BLConfigPath: cfg.BLConfigPath,
 		Clock: cfg.Clock, Version: cfg.Version, Manager: cfg.Manager, Started: cfg.Clock.Now(),
-		Reload: d.reload, Stop: d.stop, SourcesChanged: d.changed.Wait, Changed: d.changed.Notify, Stats: &d.stats,
+		Reload: d.reload, Stop: d.stop, Stats: &d.stats,
 		RequestTimeout: cfg.RequestTimeout, IdleTimeout: cfg.IdleTimeout, WatchWriteTimeout: cfg.WatchWriteTimeout, MaxConns: cfg.MaxConns,
 	}
 	if cfg.BLConfigPath != "" {
@@ -257,7 +251,7 @@ func (d *Daemon) stop() {
 func (d *Daemon) events(ctx context.Context) {
 	t := time.NewTicker(d.cfg.Tick)
 	defer t.Stop()
-	changed, refused := d.changed.Wait(), d.broker.Refused()
+	changed, refused := d.resolver.Changed(), d.broker.Refused()
 	for sweep := 1; ; {
 		select {
 		case <-ctx.Done():
@@ -269,14 +263,13 @@ func (d *Daemon) events(ctx context.Context) {
 			}
 		case <-changed:
 			// A source changed: the credentials it holds are the ones to keep fresh now.
-			changed = d.changed.Wait()
+			changed = d.resolver.Changed()
 			d.prime()
 		case <-refused:
 			// A refused credential may have been replaced in its source since it was read (bl
 			// logged in again): read the sources once more.
 			refused = d.broker.Refused()
 			d.resolver.Reload(d.life)
-			d.changed.Notify()
 		case <-d.cfg.Reload:
 			d.reload(ctx)
 		}
@@ -289,7 +282,6 @@ func (d *Daemon) reload(ctx context.Context) {
 	d.log.Info().Msg("reloading sources")
 	d.resolver.Reload(ctx)
 	d.prime()
-	d.changed.Notify()
 	_ = systemd.Ready()
 }
 
@@ -298,7 +290,7 @@ func (d *Daemon) reload(ctx context.Context) {
 func (d *Daemon) prime() {
 	held := map[string]bool{}
 	for _, ws := range d.resolver.Workspaces() {
-		res, err := d.resolver.Resolve(sources.Request{Workspace: ws})
+		res, err := d.resolver.Resolve(resolver.Request{Workspace: ws})
 		if err == nil && res.DaemonHeld() {
 			d.broker.Track(res.Credential)
 			held[res.Credential.Key()] = true
@@ -331,7 +323,6 @@ func (d *Daemon) saveLogin(workspace, deviceCode string, t *token.Token) error {
 	})
 	if err == nil {
 		d.resolver.Reload(d.life)
-		d.changed.Notify()
 	}
 	return err
 }

@@ -494,7 +494,7 @@ func TestReloadRereadsSources(t *testing.T) {
 	if _, err := td.do(t, ipc.KeyAction, ipc.ActionGet, ipc.KeyWorkspace, "w"); ipc.ErrorCode(err) != ipc.CodeNoCredentials {
 		t.Fatalf("before: %v", err)
 	}
-	_ = ring.Set(context.Background(), "w", sources.KeyringSecret{Kind: sources.KindAPIKey, Value: "added-elsewhere"})
+	_ = ring.Set(context.Background(), "w", sources.KeyringSecret{Kind: ipc.KindAPIKey, Value: "added-elsewhere"})
 	reload <- struct{}{} // what SIGHUP does
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -551,7 +551,7 @@ func TestLoggedOutCredentialIsNoLongerKeptFresh(t *testing.T) {
 	api := blaxeltest.New(0)
 	defer api.Close()
 	cc := api.AddClient("sa", "s")
-	ring := &mapKeyring{items: map[string]sources.KeyringSecret{"w": {Kind: sources.KindClientCredentials, Value: cc}}}
+	ring := &mapKeyring{items: map[string]sources.KeyringSecret{"w": {Kind: ipc.KindClientCredentials, Value: cc}}}
 	td := startDaemon(t, api, daemonOpts{mutate: func(c *Config) { c.Keyring = ring }})
 	td.token(t, ipc.KeyWorkspace, "w")
 	if _, err := td.do(t, ipc.KeyAction, ipc.ActionKeyringDelete, ipc.KeyWorkspace, "w"); err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/blauth/blauth/broker"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/login"
+	"github.com/blauth/blauth/resolver"
 	"github.com/blauth/blauth/sources"
 	"github.com/blauth/blauth/token"
 )
@@ -70,15 +71,15 @@ func brokerError(e *broker.Error) *ipc.Message {
 // resolutionError answers a resolution that found nothing to serve. A source that could not be
 // read is often the cause (a broken bl config hides its workspaces), so each is named: the
 // request's own (its .env) and the daemon's (the bl config, the keyring, the file watcher).
-func (s *Server) resolutionError(res *sources.Resolution, err error) *ipc.Message {
+func (s *Server) resolutionError(res *resolver.Resolution, err error) *ipc.Message {
 	msg := err.Error()
 	var hint, code string
 	switch {
-	case errors.Is(err, sources.ErrSource):
+	case errors.Is(err, resolver.ErrSource):
 		return fail(ipc.CodeBadSource, msg, "blauthd never falls back to another source while the caller's own cannot be read: fix the file, or run from another directory")
-	case errors.Is(err, sources.ErrNoWorkspace):
+	case errors.Is(err, resolver.ErrNoWorkspace):
 		code, hint = ipc.CodeNoWorkspace, "pass a workspace (-w NAME), set BL_WORKSPACE, or run `bl login`"
-	case errors.Is(err, sources.ErrNoCredentials):
+	case errors.Is(err, resolver.ErrNoCredentials):
 		code, hint = ipc.CodeNoCredentials, "set BL_API_KEY or BL_CLIENT_CREDENTIALS, run `bl login WORKSPACE`, or `blauth-helper login WORKSPACE --api-key`"
 	default:
 		return errorAnswer(err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/blauth/blauth/ipc"
+	"github.com/blauth/blauth/resolver"
 	"github.com/blauth/blauth/sources"
 )
 
@@ -118,8 +119,8 @@ func checkRequest(m *ipc.Message) (request, *ipc.Message) {
 }
 
 // sourceRequest reads the caller's workspace, directory and BL_* variables.
-func sourceRequest(req *ipc.Message) sources.Request {
-	r := sources.Request{Workspace: req.Value(ipc.KeyWorkspace), Dir: req.Value(ipc.KeyDir)}
+func sourceRequest(req *ipc.Message) resolver.Request {
+	r := resolver.Request{Workspace: req.Value(ipc.KeyWorkspace), Dir: req.Value(ipc.KeyDir)}
 	for _, f := range req.Fields {
 		if name, ok := strings.CutPrefix(f.Key, ipc.KeyEnvPrefix); ok && strings.HasPrefix(name, "BL_") {
 			if r.Env == nil {

@@ -37,7 +37,6 @@ func (s *Server) serveKeyring(ctx context.Context, req request) *ipc.Message {
 		return errorAnswer(err)
 	}
 	s.cfg.Resolver.ReloadKeyring(ctx)
-	s.cfg.Changed()
 	s.log.Info().Str("workspace", ws).Str("action", req.Value(ipc.KeyAction)).Msg("keyring updated")
 	return ok(ipc.KeyWorkspace, ws)
 }

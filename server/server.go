@@ -23,13 +23,14 @@ import (
 	"github.com/blauth/blauth/internal/clock"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/login"
+	"github.com/blauth/blauth/resolver"
 	"github.com/blauth/blauth/sources"
 )
 
 // Config is what a Server serves, and how.
 type Config struct {
 	Log      zerolog.Logger
-	Resolver *sources.Resolver
+	Resolver *resolver.Resolver
 	Broker   *broker.Broker
 	// Keyring is the store behind blauth-helper login --api-key; nil answers keyring_unavailable.
 	Keyring sources.KeyringStore
@@ -43,10 +44,6 @@ type Config struct {
 	// Reload re-reads every source (action=reload); Stop stops the daemon (action=stop).
 	Reload func(ctx context.Context)
 	Stop   func()
-	// SourcesChanged returns a channel closed at the next change of a source: watchers look again.
-	// Changed announces one (the keyring was written through the server).
-	SourcesChanged func() <-chan struct{}
-	Changed        func()
 	// Stats, when set, counts what the server did (shared by the daemon's servers, for metrics).
 	Stats *Stats
 	// Scope, when set, restricts this socket to some workspaces and actions (a forwarded socket).

@@ -7,11 +7,12 @@ import (
 	"os"
 
 	"github.com/blauth/blauth/ipc"
+	"github.com/blauth/blauth/resolver"
 	"github.com/blauth/blauth/sources"
 )
 
 // StatusFor builds the status as seen by a caller with the given directory and environment.
-func (s *Server) StatusFor(sr sources.Request) ipc.Status {
+func (s *Server) StatusFor(sr resolver.Request) ipc.Status {
 	st := ipc.Status{Version: s.cfg.Version, PID: os.Getpid(), Socket: s.socket, Manager: s.cfg.Manager, Started: s.cfg.Started, Dotenvs: s.cfg.Resolver.WatchedDotenvs()}
 	names := s.cfg.Resolver.Workspaces()
 	// The caller's own default workspace, which may come from its .env or environment.

@@ -50,7 +50,7 @@ func (s *Server) watch(ctx, work context.Context, c net.Conn, r *bufio.Reader, r
 	defer s.cfg.Stats.add(func(st *Stats) { st.watchers-- })
 	for {
 		// Take the broadcasts before looking, so no change between the look and the wait is lost.
-		brokerChanged, sourcesChanged := s.cfg.Broker.Changed(), s.cfg.SourcesChanged()
+		brokerChanged, sourcesChanged := s.cfg.Broker.Changed(), s.cfg.Resolver.Changed()
 		resp, cred, until := s.watchAnswer(work, req.Message)
 		if cred != nil && cred.Key() != heldKey {
 			release()

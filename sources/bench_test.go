@@ -1,12 +1,7 @@
 package sources
 
 import (
-	"context"
-	"os"
-	"path/filepath"
 	"testing"
-
-	"github.com/rs/zerolog"
 )
 
 // benchDotenv is a project .env as people write them: comments, export prefixes, quotes, an
@@ -101,95 +96,6 @@ func BenchmarkEditBLConfig(b *testing.B) {
 		out, err := editBLConfig(data, old, false, "acme-prod", next)
 		if err != nil || len(out) == 0 {
 			b.Fatalf("edit: %v", err)
-		}
-	}
-}
-
-// benchResolver is a resolver with a running watcher, so that a caller's .env is read once and
-// then served from the cache, as in the daemon.
-func benchResolver(b *testing.B) (*Resolver, string) {
-	b.Helper()
-	w, err := NewWatcher(zerolog.Nop(), 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	b.Cleanup(func() { cancel(); <-done })
-	home := b.TempDir()
-	blPath := DefaultBLConfigPath(home)
-	if err := os.MkdirAll(filepath.Dir(blPath), 0o700); err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(blPath, []byte(benchBLConfig), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	r := NewResolver(ctx, ResolverConfig{
-		Environ:      []string{"BL_WORKSPACE=acme-prod", "BL_CLIENT_CREDENTIALS=Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ=", "HOME=" + home},
-		BLConfigPath: blPath,
-		Watcher:      w,
-		Log:          zerolog.Nop(),
-	})
-	b.Cleanup(r.Close)
-	dir := b.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, DotenvName), []byte(benchDotenv), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	return r, dir
-}
-
-// BenchmarkResolveCachedDotenv is the resolution of a helper's request from a project
-// directory whose .env is already cached and watched: the .env wins over the daemon's own
-// environment and the bl config.
-func BenchmarkResolveCachedDotenv(b *testing.B) {
-	r, dir := benchResolver(b)
-	req := Request{Dir: dir, Env: map[string]string{VarWorkspace: "acme-prod"}}
-	if res, err := r.Resolve(req); err != nil || res.Credential.Source.Kind != SourceDotenv {
-		b.Fatalf("warm-up resolve: %v", err)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		res, err := r.Resolve(req)
-		if err != nil || res.Credential.Kind != KindAPIKey {
-			b.Fatalf("resolve: %v", err)
-		}
-	}
-	b.StopTimer()
-	if n := r.WatchedDotenvs(); n != 1 {
-		b.Fatalf("%d .env files cached, want 1", n)
-	}
-}
-
-// BenchmarkResolveCachedDotenvParallel is the same resolution from every core at once: the
-// resolver's lock is on this path.
-func BenchmarkResolveCachedDotenvParallel(b *testing.B) {
-	r, dir := benchResolver(b)
-	req := Request{Dir: dir, Env: map[string]string{VarWorkspace: "acme-prod"}}
-	if _, err := r.Resolve(req); err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := r.Resolve(req); err != nil {
-				b.Errorf("resolve: %v", err)
-				return
-			}
-		}
-	})
-}
-
-// BenchmarkResolveDaemonEnv is the reference: a request without a directory, answered from
-// the daemon's own environment.
-func BenchmarkResolveDaemonEnv(b *testing.B) {
-	r, _ := benchResolver(b)
-	req := Request{}
-	b.ReportAllocs()
-	for b.Loop() {
-		res, err := r.Resolve(req)
-		if err != nil || res.Credential.Source.Kind != SourceDaemonEnv {
-			b.Fatalf("resolve: %v", err)
 		}
 	}
 }

@@ -3,6 +3,8 @@ package sources
 import (
 	"fmt"
 	"strings"
+
+	"github.com/blauth/blauth/ipc"
 )
 
 // Source kinds, highest precedence first.
@@ -12,13 +14,6 @@ const (
 	SourceDaemonEnv = "daemon_env" // blauthd's own environment
 	SourceKeyring   = "keyring"    // the OS keyring (blauth-helper login)
 	SourceBLConfig  = "bl_config"  // $HOME/.blaxel/config.yaml
-)
-
-// Credential kinds (the same words the wire protocol uses in kind=).
-const (
-	KindAPIKey            = "api_key"
-	KindClientCredentials = "client_credentials"
-	KindLogin             = "login"
 )
 
 // Provenance says where a credential was found.
@@ -36,11 +31,11 @@ func (p Provenance) String() string { return p.Kind + ":" + p.Where }
 type Credential struct {
 	Workspace string
 	Kind      string
-	// APIKey is the key itself, for KindAPIKey.
+	// APIKey is the key itself, for ipc.KindAPIKey.
 	APIKey string
 	// ClientCredentials is BL_CLIENT_CREDENTIALS as given: base64 of "id:secret", or the raw text.
 	ClientCredentials string
-	// AccessToken, RefreshToken and DeviceCode are a bl login session, for KindLogin.
+	// AccessToken, RefreshToken and DeviceCode are a bl login session, for ipc.KindLogin.
 	AccessToken, RefreshToken, DeviceCode string
 	// BaseURL is the API base the credential is exchanged against (…/v0).
 	BaseURL string
@@ -59,9 +54,9 @@ func (c *Credential) String() string {
 // request, so it is not hashed): it lives only in memory and is never logged or sent.
 func (c *Credential) Key() string {
 	switch c.Kind {
-	case KindLogin:
+	case ipc.KindLogin:
 		return "login\x00" + c.Source.Kind + "\x00" + c.Source.Where + "\x00" + c.Workspace + "\x00" + c.BaseURL
-	case KindClientCredentials:
+	case ipc.KindClientCredentials:
 		return "cc\x00" + c.ClientCredentials + "\x00" + c.Workspace + "\x00" + c.BaseURL
 	default:
 		return "key\x00" + c.APIKey + "\x00" + c.Workspace

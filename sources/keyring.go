@@ -20,6 +20,8 @@ import (
 
 	"github.com/rs/zerolog"
 	gokeyring "github.com/zalando/go-keyring"
+
+	"github.com/blauth/blauth/ipc"
 )
 
 // Keyring defaults and limits.
@@ -132,7 +134,7 @@ func keyringHint() string {
 
 // KeyringSecret is what one keyring item holds.
 type KeyringSecret struct {
-	// Kind is KindAPIKey or KindClientCredentials.
+	// Kind is ipc.KindAPIKey or ipc.KindClientCredentials.
 	Kind string `json:"kind"`
 	// Value is the API key, or BL_CLIENT_CREDENTIALS as given (base64 of "id:secret").
 	Value string `json:"value"`
@@ -556,8 +558,8 @@ func validKeyringWorkspace(w string) error {
 // quote the value.
 func validKeyringSecret(s KeyringSecret) error {
 	switch {
-	case s.Kind != KindAPIKey && s.Kind != KindClientCredentials:
-		return fmt.Errorf("%w: kind must be %q or %q", ErrKeyringInvalid, KindAPIKey, KindClientCredentials)
+	case s.Kind != ipc.KindAPIKey && s.Kind != ipc.KindClientCredentials:
+		return fmt.Errorf("%w: kind must be %q or %q", ErrKeyringInvalid, ipc.KindAPIKey, ipc.KindClientCredentials)
 	case s.Value == "":
 		return fmt.Errorf("%w: empty %s", ErrKeyringInvalid, s.Kind)
 	case len(s.Value) > maxKeyringValue:

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/blauth/blauth/ipc"
 )
 
 // The keyring's session-bus tests run the real Keyring (go-keyring and godbus, no fake backend)
@@ -145,7 +147,7 @@ func busAbsentChild(t *testing.T) {
 	calls := map[string]func() error{
 		"Probe":  func() error { return k.Probe(ctx) },
 		"Get":    func() error { _, err := k.Get(ctx, "acme"); return err },
-		"Set":    func() error { return k.Set(ctx, "acme", KeyringSecret{Kind: KindAPIKey, Value: "bl_FAKE"}) },
+		"Set":    func() error { return k.Set(ctx, "acme", KeyringSecret{Kind: ipc.KindAPIKey, Value: "bl_FAKE"}) },
 		"Delete": func() error { return k.Delete(ctx, "acme") },
 		"List":   func() error { _, err := k.List(ctx); return err },
 	}

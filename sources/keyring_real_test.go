@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/blauth/blauth/ipc"
 )
 
 const runUnderScript = "run the real keyring tests under .ci/with-keyring.sh, which starts a private, unlocked gnome-keyring: " +
@@ -82,8 +84,8 @@ func lines(s string) map[string]int {
 func TestKeyringRealRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	k := realKeyring(t)
-	prod := KeyringSecret{Kind: KindAPIKey, Value: "bl_FAKEKEY-real-" + time.Now().Format("150405.000000")}
-	sa := KeyringSecret{Kind: KindClientCredentials, Value: "Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ="}
+	prod := KeyringSecret{Kind: ipc.KindAPIKey, Value: "bl_FAKEKEY-real-" + time.Now().Format("150405.000000")}
+	sa := KeyringSecret{Kind: ipc.KindClientCredentials, Value: "Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ="}
 	workspaces := map[string]KeyringSecret{"acme-prod": prod, "acme-sa": sa}
 	t.Cleanup(func() {
 		for ws := range workspaces {
@@ -140,7 +142,7 @@ func TestKeyringRealRoundTrip(t *testing.T) {
 	}
 
 	// Overwrite, with the other kind: still one item.
-	repl := KeyringSecret{Kind: KindClientCredentials, Value: "bmV3LWlkOm5ldy1zZWNyZXQ="}
+	repl := KeyringSecret{Kind: ipc.KindClientCredentials, Value: "bmV3LWlkOm5ldy1zZWNyZXQ="}
 	if err := k.Set(ctx, "acme-prod", repl); err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +309,7 @@ func TestKeyringRealUnavailableChild(t *testing.T) {
 	}
 	check("Get", func() error { _, err := k.Get(ctx, "acme-prod"); return err })
 	check("Set", func() error {
-		return k.Set(ctx, "acme-prod", KeyringSecret{Kind: KindAPIKey, Value: "bl_FAKEKEY-unavailable"})
+		return k.Set(ctx, "acme-prod", KeyringSecret{Kind: ipc.KindAPIKey, Value: "bl_FAKEKEY-unavailable"})
 	})
 	check("List", func() error { _, err := k.List(ctx); return err })
 	if !t.Failed() {
@@ -356,7 +358,7 @@ func TestKeyringRealBusFromRuntimeDirChild(t *testing.T) {
 	if err := k.Probe(ctx); err != nil {
 		t.Fatalf("Probe through $XDG_RUNTIME_DIR/bus: %v", err)
 	}
-	s := KeyringSecret{Kind: KindAPIKey, Value: "bl_FAKEKEY-runtime-dir"}
+	s := KeyringSecret{Kind: ipc.KindAPIKey, Value: "bl_FAKEKEY-runtime-dir"}
 	if err := k.Set(ctx, "acme-runtime-dir", s); err != nil {
 		t.Fatal(err)
 	}

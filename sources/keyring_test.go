@@ -14,6 +14,8 @@ import (
 
 	"github.com/rs/zerolog"
 	gokeyring "github.com/zalando/go-keyring"
+
+	"github.com/blauth/blauth/ipc"
 )
 
 // fakeKeyring is an in-memory keyringBackend. It records overlapping calls (Keyring must
@@ -178,9 +180,9 @@ func TestKeyringRoundTrip(t *testing.T) {
 	k, f, _ := testKeyring(t)
 
 	secrets := map[string]KeyringSecret{
-		"acme-prod":  {Kind: KindAPIKey, Value: "bl_FAKEKEY-prod"},
-		"acme-sa":    {Kind: KindClientCredentials, Value: "Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ="},
-		"Ünïcode ws": {Kind: KindAPIKey, Value: `quote" back\slash <html> & é`},
+		"acme-prod":  {Kind: ipc.KindAPIKey, Value: "bl_FAKEKEY-prod"},
+		"acme-sa":    {Kind: ipc.KindClientCredentials, Value: "Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ="},
+		"Ünïcode ws": {Kind: ipc.KindAPIKey, Value: `quote" back\slash <html> & é`},
 	}
 	for ws, s := range secrets {
 		if err := k.Set(ctx, ws, s); err != nil {
@@ -213,7 +215,7 @@ func TestKeyringRoundTrip(t *testing.T) {
 	}
 
 	// Overwrite, with the other kind.
-	repl := KeyringSecret{Kind: KindClientCredentials, Value: "bmV3LWlkOm5ldy1zZWNyZXQ="}
+	repl := KeyringSecret{Kind: ipc.KindClientCredentials, Value: "bmV3LWlkOm5ldy1zZWNyZXQ="}
 	if err := k.Set(ctx, "acme-prod", repl); err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +256,7 @@ func TestKeyringDefaultsAndService(t *testing.T) {
 
 	f := newFakeKeyring()
 	k := &Keyring{Service: "blauth-test", backend: f}
-	if err := k.Set(context.Background(), "ws", KeyringSecret{Kind: KindAPIKey, Value: "v"}); err != nil {
+	if err := k.Set(context.Background(), "ws", KeyringSecret{Kind: ipc.KindAPIKey, Value: "v"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := f.raw("blauth-test", "ws"); !ok {
@@ -273,22 +275,22 @@ func TestKeyringValidation(t *testing.T) {
 		workspace string
 		secret    KeyringSecret
 	}{
-		{"empty workspace", "", KeyringSecret{KindAPIKey, secret}},
-		{"index workspace", ".index", KeyringSecret{KindAPIKey, secret}},
-		{"newline in workspace", "acme\nprod", KeyringSecret{KindAPIKey, secret}},
-		{"NUL in workspace", "acme\x00", KeyringSecret{KindAPIKey, secret}},
-		{"DEL in workspace", "acme\x7f", KeyringSecret{KindAPIKey, secret}},
-		{"C1 control in workspace", "acme\u0085", KeyringSecret{KindAPIKey, secret}},
-		{"invalid UTF-8 workspace", "acme\xff", KeyringSecret{KindAPIKey, secret}},
-		{"long workspace", strings.Repeat("w", maxKeyringWorkspace+1), KeyringSecret{KindAPIKey, secret}},
+		{"empty workspace", "", KeyringSecret{ipc.KindAPIKey, secret}},
+		{"index workspace", ".index", KeyringSecret{ipc.KindAPIKey, secret}},
+		{"newline in workspace", "acme\nprod", KeyringSecret{ipc.KindAPIKey, secret}},
+		{"NUL in workspace", "acme\x00", KeyringSecret{ipc.KindAPIKey, secret}},
+		{"DEL in workspace", "acme\x7f", KeyringSecret{ipc.KindAPIKey, secret}},
+		{"C1 control in workspace", "acme\u0085", KeyringSecret{ipc.KindAPIKey, secret}},
+		{"invalid UTF-8 workspace", "acme\xff", KeyringSecret{ipc.KindAPIKey, secret}},
+		{"long workspace", strings.Repeat("w", maxKeyringWorkspace+1), KeyringSecret{ipc.KindAPIKey, secret}},
 		{"empty kind", "ws", KeyringSecret{"", secret}},
-		{"login kind", "ws", KeyringSecret{KindLogin, secret}},
+		{"login kind", "ws", KeyringSecret{ipc.KindLogin, secret}},
 		{"secret as kind", "ws", KeyringSecret{secret, secret}},
-		{"empty value", "ws", KeyringSecret{KindAPIKey, ""}},
-		{"LF in value", "ws", KeyringSecret{KindAPIKey, secret + "\n"}},
-		{"CR in value", "ws", KeyringSecret{KindClientCredentials, "\r" + secret}},
-		{"NUL in value", "ws", KeyringSecret{KindAPIKey, secret + "\x00x"}},
-		{"long value", "ws", KeyringSecret{KindAPIKey, long}},
+		{"empty value", "ws", KeyringSecret{ipc.KindAPIKey, ""}},
+		{"LF in value", "ws", KeyringSecret{ipc.KindAPIKey, secret + "\n"}},
+		{"CR in value", "ws", KeyringSecret{ipc.KindClientCredentials, "\r" + secret}},
+		{"NUL in value", "ws", KeyringSecret{ipc.KindAPIKey, secret + "\x00x"}},
+		{"long value", "ws", KeyringSecret{ipc.KindAPIKey, long}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -353,7 +355,7 @@ func TestKeyringGetCorruptItem(t *testing.T) {
 
 func TestKeyringIndexUpkeep(t *testing.T) {
 	ctx := context.Background()
-	api := KeyringSecret{Kind: KindAPIKey, Value: "k"}
+	api := KeyringSecret{Kind: ipc.KindAPIKey, Value: "k"}
 
 	t.Run("stale entry dropped by Delete", func(t *testing.T) {
 		k, f, _ := testKeyring(t)
@@ -449,7 +451,7 @@ func TestKeyringBackendErrors(t *testing.T) {
 	_, err := k.Get(ctx, "ws")
 	check("Get", err)
 	// A realistic secret: a short one would be cut out of the message wherever it occurs.
-	check("Set", k.Set(ctx, "ws", KeyringSecret{Kind: KindAPIKey, Value: "bl_FAKEKEY-backend"}))
+	check("Set", k.Set(ctx, "ws", KeyringSecret{Kind: ipc.KindAPIKey, Value: "bl_FAKEKEY-backend"}))
 	check("Delete", k.Delete(ctx, "ws"))
 	_, err = k.List(ctx)
 	check("List", err)
@@ -459,7 +461,7 @@ func TestKeyringBackendErrors(t *testing.T) {
 	}
 
 	f.fail = func(string, string, string, string) error { return gokeyring.ErrSetDataTooBig }
-	if err := k.Set(ctx, "ws", KeyringSecret{Kind: KindAPIKey, Value: "v"}); !errors.Is(err, ErrKeyringInvalid) {
+	if err := k.Set(ctx, "ws", KeyringSecret{Kind: ipc.KindAPIKey, Value: "v"}); !errors.Is(err, ErrKeyringInvalid) {
 		t.Errorf("Set refused as too big: %v; want ErrKeyringInvalid", err)
 	}
 
@@ -505,7 +507,7 @@ func TestKeyringSecretsNeverInErrorsOrLogs(t *testing.T) {
 	// Secrets with characters that %q and JSON escape, so that quoted forms are checked too.
 	for _, secret := range []string{"bl_SECRET-plain-0123456789", `bl_SECRET"quote\back`, "bl_SECRET\ttab-é"} {
 		t.Run(secret, func(t *testing.T) {
-			s := KeyringSecret{Kind: KindAPIKey, Value: secret}
+			s := KeyringSecret{Kind: ipc.KindAPIKey, Value: secret}
 			for name, fail := range map[string]func(op, service, user, value string) error{
 				"plain": func(op, _, _, value string) error {
 					return fmt.Errorf("cannot store item %s", value)
@@ -591,7 +593,7 @@ func TestKeyringTimeBox(t *testing.T) {
 	ctx := context.Background()
 	k, f, logs := testKeyring(t)
 	k.Timeout = 100 * time.Millisecond
-	if err := k.Set(ctx, "ws", KeyringSecret{Kind: KindAPIKey, Value: "v"}); err != nil {
+	if err := k.Set(ctx, "ws", KeyringSecret{Kind: ipc.KindAPIKey, Value: "v"}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -618,7 +620,7 @@ func TestKeyringTimeBox(t *testing.T) {
 	// a box of their own (their error is not a timeout).
 	for _, call := range []func() error{
 		func() error { _, err := k.Get(ctx, "ws"); return err },
-		func() error { return k.Set(ctx, "ws", KeyringSecret{Kind: KindAPIKey, Value: "v2"}) },
+		func() error { return k.Set(ctx, "ws", KeyringSecret{Kind: ipc.KindAPIKey, Value: "v2"}) },
 		func() error { return k.Delete(ctx, "ws") },
 		func() error { _, err := k.List(ctx); return err },
 		func() error { return k.Probe(ctx) },
@@ -756,7 +758,7 @@ func TestKeyringConcurrent(t *testing.T) {
 			defer wg.Done()
 			ws := fmt.Sprintf("ws-%d", w)
 			for i := range rounds {
-				s := KeyringSecret{Kind: KindAPIKey, Value: fmt.Sprintf("key-%d-%d", w, i)}
+				s := KeyringSecret{Kind: ipc.KindAPIKey, Value: fmt.Sprintf("key-%d-%d", w, i)}
 				if err := k.Set(ctx, ws, s); err != nil {
 					t.Errorf("Set: %v", err)
 					return

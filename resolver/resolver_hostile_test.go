@@ -1,4 +1,4 @@
-package sources
+package resolver
 
 import (
 	"context"
@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/blauth/blauth/sources"
 )
 
 // hostileBound is how long any resolution may take in these tests: generous, so that a slow
@@ -91,7 +93,7 @@ func TestDotenvThatIsNotAFileIsRefused(t *testing.T) {
 			must(t, os.WriteFile(path, []byte(strings.Repeat("x", 20<<20)), 0o600))
 		}, "is larger than 256 KiB (20971520 bytes); refusing to read it"},
 		{"one byte over the cap", func(t *testing.T, path string) {
-			must(t, os.WriteFile(path, []byte("BL_API_KEY=k\n"+strings.Repeat("#", MaxDotenvBytes-13+1)), 0o600))
+			must(t, os.WriteFile(path, []byte("BL_API_KEY=k\n"+strings.Repeat("#", sources.MaxDotenvBytes-13+1)), 0o600))
 		}, "is larger than 256 KiB (262145 bytes); refusing to read it"},
 	}
 	for _, watch := range []bool{false, true} {
@@ -99,7 +101,7 @@ func TestDotenvThatIsNotAFileIsRefused(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/watched=%v", tt.name, watch), func(t *testing.T) {
 				w := newWorld(t)
 				w.environ = []string{"BL_WORKSPACE=acme", "BL_API_KEY=daemon_key"}
-				path := filepath.Join(w.dir, DotenvName)
+				path := filepath.Join(w.dir, sources.DotenvName)
 				tt.make(t, path)
 				r := w.resolver(t, watch)
 				res, err := resolveWithin(t, r, Request{Dir: w.dir})
@@ -112,7 +114,7 @@ func TestDotenvThatIsNotAFileIsRefused(t *testing.T) {
 				if res == nil || res.Credential != nil {
 					t.Fatalf("a credential was served: %+v", res)
 				}
-				if len(res.Errors) != 1 || res.Errors[0].Source != (Provenance{SourceDotenv, path}) {
+				if len(res.Errors) != 1 || res.Errors[0].Source != (sources.Provenance{Kind: sources.SourceDotenv, Where: path}) {
 					t.Fatalf("source errors = %+v, want the .env's", res.Errors)
 				}
 			})
@@ -124,7 +126,7 @@ func TestDotenvThatIsNotAFileIsRefused(t *testing.T) {
 func TestDotenvAtTheCapIsRead(t *testing.T) {
 	w := newWorld(t)
 	content := "BL_WORKSPACE=acme\nBL_API_KEY=k\n"
-	w.writeDotenv(t, content+strings.Repeat("#", MaxDotenvBytes-len(content)))
+	w.writeDotenv(t, content+strings.Repeat("#", sources.MaxDotenvBytes-len(content)))
 	res, err := resolveWithin(t, w.resolver(t, false), Request{Dir: w.dir})
 	if err != nil || res.Credential.APIKey != "k" {
 		t.Fatalf("got %+v, %v", res, err)
@@ -136,7 +138,7 @@ func TestDotenvSymlinkToAFileIsFollowed(t *testing.T) {
 	w := newWorld(t)
 	target := filepath.Join(t.TempDir(), "shared.env")
 	must(t, os.WriteFile(target, []byte("BL_WORKSPACE=acme\nBL_API_KEY=linked\n"), 0o600))
-	must(t, os.Symlink(target, filepath.Join(w.dir, DotenvName)))
+	must(t, os.Symlink(target, filepath.Join(w.dir, sources.DotenvName)))
 	res, err := resolveWithin(t, w.resolver(t, true), Request{Dir: w.dir})
 	if err != nil || res.Credential.APIKey != "linked" {
 		t.Fatalf("got %+v, %v", res, err)
@@ -149,7 +151,7 @@ func TestMissingDotenvIsAbsent(t *testing.T) {
 		w := newWorld(t)
 		w.environ = []string{"BL_WORKSPACE=acme", "BL_API_KEY=daemon_key"}
 		if dangling {
-			must(t, os.Symlink(filepath.Join(w.dir, "nowhere"), filepath.Join(w.dir, DotenvName)))
+			must(t, os.Symlink(filepath.Join(w.dir, "nowhere"), filepath.Join(w.dir, sources.DotenvName)))
 		}
 		res, err := resolveWithin(t, w.resolver(t, true), Request{Dir: w.dir})
 		if err != nil || res.Credential.APIKey != "daemon_key" || len(res.Errors) != 0 {
@@ -167,7 +169,7 @@ func TestFIFODotenvDoesNotBlockOtherCallers(t *testing.T) {
 			w := newWorld(t)
 			fifoDir := filepath.Join(t.TempDir(), "fifo-project")
 			must(t, os.Mkdir(fifoDir, 0o700))
-			fifo := filepath.Join(fifoDir, DotenvName)
+			fifo := filepath.Join(fifoDir, sources.DotenvName)
 			mkfifo(t, fifo)
 			w.writeDotenv(t, "BL_WORKSPACE=acme\nBL_API_KEY=normal\n")
 			r := w.resolver(t, watch)
@@ -220,8 +222,8 @@ func TestUnreadableDotenvIsAnError(t *testing.T) {
 	must(t, os.Chmod(base, 0o755))
 	dir := filepath.Join(base, "project")
 	must(t, os.Mkdir(dir, 0o755))
-	must(t, os.WriteFile(filepath.Join(dir, DotenvName), []byte("BL_API_KEY=unreadable\n"), 0o600))
-	must(t, os.Chmod(filepath.Join(dir, DotenvName), 0))
+	must(t, os.WriteFile(filepath.Join(dir, sources.DotenvName), []byte("BL_API_KEY=unreadable\n"), 0o600))
+	must(t, os.Chmod(filepath.Join(dir, sources.DotenvName), 0))
 	if os.Geteuid() != 0 {
 		unreadableDotenvCheck(t, dir)
 		return
@@ -253,117 +255,24 @@ const unreadableChildEnv = "BLAUTH_UNREADABLE_DOTENV_DIR"
 
 func unreadableDotenvCheck(t *testing.T, dir string) {
 	for _, watch := range []bool{false, true} {
-		cfg := ResolverConfig{Environ: []string{"BL_WORKSPACE=acme", "BL_API_KEY=daemon_key"}, Log: zerolog.New(zerolog.NewTestWriter(t))}
+		cfg := Config{Environ: []string{"BL_WORKSPACE=acme", "BL_API_KEY=daemon_key"}, Log: zerolog.New(zerolog.NewTestWriter(t))}
 		if watch {
-			wt, err := NewWatcher(cfg.Log, 10*time.Millisecond)
+			wt, err := sources.NewWatcher(cfg.Log, 10*time.Millisecond)
 			must(t, err)
 			ctx, cancel := context.WithCancel(context.Background())
 			go wt.Run(ctx)
 			defer cancel()
 			cfg.Watcher = wt
 		}
-		r := NewResolver(context.Background(), cfg)
+		r := New(context.Background(), cfg)
 		defer r.Close()
 		res, err := resolveWithin(t, r, Request{Dir: dir})
-		path := filepath.Join(dir, DotenvName)
+		path := filepath.Join(dir, sources.DotenvName)
 		if !errors.Is(err, ErrSource) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "permission denied") {
 			t.Fatalf("watched=%v: Resolve = %+v, %v; want ErrSource naming %s and the reason", watch, res, err, path)
 		}
 	}
 	if !t.Failed() {
 		t.Log("unreadable check passed")
-	}
-}
-
-// TestDotenvReadIsBoundedAndShared: a read that does not finish (a stalled file system) fails
-// the requests waiting for it after FileReadTimeout, one read serves every concurrent request
-// for the same file, and its outcome is installed when it finally ends.
-func TestDotenvReadIsBoundedAndShared(t *testing.T) {
-	w := newWorld(t)
-	w.writeDotenv(t, "BL_WORKSPACE=acme\nBL_API_KEY=slow\n")
-	r := w.resolver(t, true)
-	r.cfg.FileReadTimeout = 100 * time.Millisecond
-	release := make(chan struct{})
-	var calls atomic.Int32
-	r.readFile = func(path string, limit int64) ([]byte, os.FileInfo, error) {
-		calls.Add(1)
-		<-release
-		return readBoundedFile(path, limit)
-	}
-	path := filepath.Join(w.dir, DotenvName)
-	var wg sync.WaitGroup
-	for range 10 {
-		wg.Go(func() {
-			_, err := resolveWithin(t, r, Request{Dir: w.dir})
-			if !errors.Is(err, ErrSource) || !errors.Is(err, ErrReadTimeout) || !strings.Contains(err.Error(), "timed out reading "+path) {
-				t.Errorf("Resolve while the read is stuck: %v; want ErrSource and ErrReadTimeout naming %s", err, path)
-			}
-		})
-	}
-	wg.Wait()
-	if n := calls.Load(); n != 1 {
-		t.Errorf("%d reads for 10 concurrent first requests, want 1", n)
-	}
-	close(release)
-	deadline := time.Now().Add(hostileBound)
-	for {
-		res, err := resolveWithin(t, r, Request{Dir: w.dir})
-		if err == nil && res.Credential.APIKey == "slow" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the late read was never installed: %v, %v", res, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := calls.Load(); n != 1 {
-		t.Errorf("%d reads, want the one late read to have been installed", n)
-	}
-}
-
-// TestStaleDotenvReadDoesNotOverwriteANewerOne: a slow read of the old content that ends after a
-// read of the new content (started by the watcher) is not installed.
-func TestStaleDotenvReadDoesNotOverwriteANewerOne(t *testing.T) {
-	w := newWorld(t)
-	w.writeDotenv(t, "BL_WORKSPACE=acme\nBL_API_KEY=old\n")
-	r := w.resolver(t, true)
-	r.cfg.FileReadTimeout = 50 * time.Millisecond
-	first := make(chan struct{})
-	var n atomic.Int32
-	r.readFile = func(path string, limit int64) ([]byte, os.FileInfo, error) {
-		data, fi, err := readBoundedFile(path, limit)
-		if n.Add(1) == 1 {
-			<-first // the first read has the old content and ends last
-		}
-		return data, fi, err
-	}
-	path := filepath.Join(w.dir, DotenvName)
-	if _, err := resolveWithin(t, r, Request{Dir: w.dir}); !errors.Is(err, ErrReadTimeout) {
-		t.Fatalf("first request: %v; want a timeout", err)
-	}
-	r.mu.RLock()
-	stale := r.reads[path]
-	r.mu.RUnlock()
-
-	w.writeDotenv(t, "BL_WORKSPACE=acme\nBL_API_KEY=new\n")
-	deadline := time.Now().Add(hostileBound)
-	for {
-		res, err := resolveWithin(t, r, Request{Dir: w.dir})
-		if err == nil && res.Credential.APIKey == "new" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the edit was never served: %v, %v", res, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	close(first)
-	select {
-	case <-stale.done:
-	case <-time.After(hostileBound):
-		t.Fatal("the stale read did not end")
-	}
-	if res, err := resolveWithin(t, r, Request{Dir: w.dir}); err != nil || res.Credential.APIKey != "new" {
-		t.Fatalf("after the stale read ended: %v, %v; want the newer content", res, err)
 	}
 }

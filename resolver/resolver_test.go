@@ -1,4 +1,4 @@
-package sources
+package resolver
 
 import (
 	"context"
@@ -12,28 +12,31 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/blauth/blauth/ipc"
+	"github.com/blauth/blauth/sources"
 )
 
 // memKeyring is an in-memory KeyringStore.
 type memKeyring struct {
 	mu    sync.Mutex
-	items map[string]KeyringSecret
+	items map[string]sources.KeyringSecret
 	err   error
 }
 
-func (k *memKeyring) Get(_ context.Context, ws string) (KeyringSecret, error) {
+func (k *memKeyring) Get(_ context.Context, ws string) (sources.KeyringSecret, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.err != nil {
-		return KeyringSecret{}, k.err
+		return sources.KeyringSecret{}, k.err
 	}
 	s, ok := k.items[ws]
 	if !ok {
-		return s, ErrKeyringNotFound
+		return s, sources.ErrKeyringNotFound
 	}
 	return s, nil
 }
-func (k *memKeyring) Set(_ context.Context, ws string, s KeyringSecret) error {
+func (k *memKeyring) Set(_ context.Context, ws string, s sources.KeyringSecret) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.items[ws] = s
@@ -84,7 +87,7 @@ func (w *world) writeBL(t *testing.T, content string) {
 
 func newWorld(t *testing.T) *world {
 	base := t.TempDir()
-	w := &world{dir: filepath.Join(base, "project"), blPath: filepath.Join(base, "home", ".blaxel", "config.yaml"), ring: &memKeyring{items: map[string]KeyringSecret{}}}
+	w := &world{dir: filepath.Join(base, "project"), blPath: filepath.Join(base, "home", ".blaxel", "config.yaml"), ring: &memKeyring{items: map[string]sources.KeyringSecret{}}}
 	if err := os.MkdirAll(w.dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -92,9 +95,9 @@ func newWorld(t *testing.T) *world {
 }
 
 func (w *world) resolver(t *testing.T, watch bool) *Resolver {
-	cfg := ResolverConfig{Environ: w.environ, BLConfigPath: w.blPath, Keyring: w.ring, Log: zerolog.New(zerolog.NewTestWriter(t))}
+	cfg := Config{Environ: w.environ, BLConfigPath: w.blPath, Keyring: w.ring, Log: zerolog.New(zerolog.NewTestWriter(t))}
 	if watch {
-		wt, err := NewWatcher(cfg.Log, 10*time.Millisecond)
+		wt, err := sources.NewWatcher(cfg.Log, 10*time.Millisecond)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -103,7 +106,7 @@ func (w *world) resolver(t *testing.T, watch bool) *Resolver {
 		t.Cleanup(cancel)
 		cfg.Watcher = wt
 	}
-	r := NewResolver(context.Background(), cfg)
+	r := New(context.Background(), cfg)
 	t.Cleanup(r.Close)
 	return r
 }
@@ -131,7 +134,7 @@ func TestPrecedence(t *testing.T) {
 		dotenv    string
 		callerEnv map[string]string
 		daemonEnv []string
-		keyring   map[string]KeyringSecret
+		keyring   map[string]sources.KeyringSecret
 		bl        string
 		workspace string // asked for
 	}
@@ -146,37 +149,37 @@ func TestPrecedence(t *testing.T) {
 	}{
 		{"dotenv beats everything",
 			setup{dotenv: "BL_WORKSPACE=acme\nBL_API_KEY=from_dotenv\n", callerEnv: map[string]string{"BL_WORKSPACE": "acme", "BL_API_KEY": "from_caller"},
-				daemonEnv: []string{"BL_WORKSPACE=acme", "BL_API_KEY=from_daemon"}, keyring: map[string]KeyringSecret{"acme": {KindAPIKey, "from_ring"}}, bl: blFull},
-			"acme", KindAPIKey, SourceDotenv, "from_dotenv", 4},
+				daemonEnv: []string{"BL_WORKSPACE=acme", "BL_API_KEY=from_daemon"}, keyring: map[string]sources.KeyringSecret{"acme": {Kind: ipc.KindAPIKey, Value: "from_ring"}}, bl: blFull},
+			"acme", ipc.KindAPIKey, sources.SourceDotenv, "from_dotenv", 4},
 		{"caller env beats daemon env",
 			setup{callerEnv: map[string]string{"BL_WORKSPACE": "acme", "BL_API_KEY": "from_caller"}, daemonEnv: []string{"BL_WORKSPACE=acme", "BL_API_KEY=from_daemon"}},
-			"acme", KindAPIKey, SourceCallerEnv, "from_caller", 1},
+			"acme", ipc.KindAPIKey, sources.SourceCallerEnv, "from_caller", 1},
 		{"daemon env beats keyring",
-			setup{daemonEnv: []string{"BL_WORKSPACE=acme", "BL_API_KEY=from_daemon"}, keyring: map[string]KeyringSecret{"acme": {KindAPIKey, "from_ring"}}},
-			"acme", KindAPIKey, SourceDaemonEnv, "from_daemon", 1},
+			setup{daemonEnv: []string{"BL_WORKSPACE=acme", "BL_API_KEY=from_daemon"}, keyring: map[string]sources.KeyringSecret{"acme": {Kind: ipc.KindAPIKey, Value: "from_ring"}}},
+			"acme", ipc.KindAPIKey, sources.SourceDaemonEnv, "from_daemon", 1},
 		{"keyring beats bl config",
-			setup{keyring: map[string]KeyringSecret{"acme": {KindClientCredentials, "cc_ring"}}, bl: blFull, workspace: "acme"},
-			"acme", KindClientCredentials, SourceKeyring, "cc_ring", 1},
+			setup{keyring: map[string]sources.KeyringSecret{"acme": {Kind: ipc.KindClientCredentials, Value: "cc_ring"}}, bl: blFull, workspace: "acme"},
+			"acme", ipc.KindClientCredentials, sources.SourceKeyring, "cc_ring", 1},
 		{"bl config alone",
-			setup{bl: blFull, workspace: "acme"}, "acme", KindAPIKey, SourceBLConfig, "bl_config_key", 0},
+			setup{bl: blFull, workspace: "acme"}, "acme", ipc.KindAPIKey, sources.SourceBLConfig, "bl_config_key", 0},
 		// Within a bl config entry the SDKs' order holds: apiKey, then the login session, then
 		// client credentials (docs/SOURCES.md explains why this is "Blaxel's own order").
 		{"workspace from the bl context; its login session beats its client credentials",
-			setup{bl: blFull}, "ctx-ws", KindLogin, SourceBLConfig, "", 1},
+			setup{bl: blFull}, "ctx-ws", ipc.KindLogin, sources.SourceBLConfig, "", 1},
 		{"within one source the API key beats client credentials",
 			setup{callerEnv: map[string]string{"BL_WORKSPACE": "acme", "BL_CLIENT_CREDENTIALS": "cc", "BL_API_KEY": "key"}},
-			"acme", KindAPIKey, SourceCallerEnv, "key", 1},
+			"acme", ipc.KindAPIKey, sources.SourceCallerEnv, "key", 1},
 		{"a credential belongs to the BL_WORKSPACE beside it",
 			setup{daemonEnv: []string{"BL_WORKSPACE=other", "BL_API_KEY=other_key"}, bl: blFull, workspace: "acme"},
-			"acme", KindAPIKey, SourceBLConfig, "bl_config_key", 0},
+			"acme", ipc.KindAPIKey, sources.SourceBLConfig, "bl_config_key", 0},
 		{"a source without BL_WORKSPACE serves the chosen workspace",
-			setup{dotenv: "BL_API_KEY=bare_key\n", bl: blFull}, "ctx-ws", KindAPIKey, SourceDotenv, "bare_key", 2},
+			setup{dotenv: "BL_API_KEY=bare_key\n", bl: blFull}, "ctx-ws", ipc.KindAPIKey, sources.SourceDotenv, "bare_key", 2},
 		{"the first BL_WORKSPACE in rank order chooses",
-			setup{callerEnv: map[string]string{"BL_WORKSPACE": "from-caller"}, daemonEnv: []string{"BL_WORKSPACE=from-daemon", "BL_API_KEY=dk"}, keyring: map[string]KeyringSecret{"from-caller": {KindAPIKey, "rk"}}},
-			"from-caller", KindAPIKey, SourceKeyring, "rk", 0},
+			setup{callerEnv: map[string]string{"BL_WORKSPACE": "from-caller"}, daemonEnv: []string{"BL_WORKSPACE=from-daemon", "BL_API_KEY=dk"}, keyring: map[string]sources.KeyringSecret{"from-caller": {Kind: ipc.KindAPIKey, Value: "rk"}}},
+			"from-caller", ipc.KindAPIKey, sources.SourceKeyring, "rk", 0},
 		{"an explicit workspace beats every BL_WORKSPACE",
-			setup{dotenv: "BL_WORKSPACE=acme\nBL_API_KEY=k\n", keyring: map[string]KeyringSecret{"asked": {KindAPIKey, "asked_key"}}, workspace: "asked"},
-			"asked", KindAPIKey, SourceKeyring, "asked_key", 0},
+			setup{dotenv: "BL_WORKSPACE=acme\nBL_API_KEY=k\n", keyring: map[string]sources.KeyringSecret{"asked": {Kind: ipc.KindAPIKey, Value: "asked_key"}}, workspace: "asked"},
+			"asked", ipc.KindAPIKey, sources.SourceKeyring, "asked_key", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -220,12 +223,12 @@ func TestBaseURLRules(t *testing.T) {
 		workspace, wantBase string
 		wantSource          string
 	}{
-		{"prod by default", []string{"BL_WORKSPACE=acme", "BL_API_KEY=k"}, nil, "", DefaultBaseURL, SourceDaemonEnv},
-		{"workspace env from the config", nil, nil, "ctx-ws", "https://api.blaxel.dev/v0", SourceBLConfig},
-		{"BL_ENV beats the workspace env", []string{"BL_ENV=local"}, nil, "ctx-ws", "http://localhost:8080/v0", SourceBLConfig},
-		{"BL_API_URL beats BL_ENV", []string{"BL_ENV=local", "BL_API_URL=http://127.0.0.1:9/v0/"}, nil, "ctx-ws", "http://127.0.0.1:9/v0", SourceBLConfig},
-		{"a caller's BL_API_URL applies to its own credential", nil, map[string]string{"BL_API_URL": "http://127.0.0.1:7/v0", "BL_CLIENT_CREDENTIALS": "cc"}, "acme", "http://127.0.0.1:7/v0", SourceCallerEnv},
-		{"a caller's BL_API_URL never redirects a daemon-held secret", nil, map[string]string{"BL_API_URL": "http://evil.example/v0"}, "ctx-ws", "https://api.blaxel.dev/v0", SourceBLConfig},
+		{"prod by default", []string{"BL_WORKSPACE=acme", "BL_API_KEY=k"}, nil, "", sources.DefaultBaseURL, sources.SourceDaemonEnv},
+		{"workspace env from the config", nil, nil, "ctx-ws", "https://api.blaxel.dev/v0", sources.SourceBLConfig},
+		{"BL_ENV beats the workspace env", []string{"BL_ENV=local"}, nil, "ctx-ws", "http://localhost:8080/v0", sources.SourceBLConfig},
+		{"BL_API_URL beats BL_ENV", []string{"BL_ENV=local", "BL_API_URL=http://127.0.0.1:9/v0/"}, nil, "ctx-ws", "http://127.0.0.1:9/v0", sources.SourceBLConfig},
+		{"a caller's BL_API_URL applies to its own credential", nil, map[string]string{"BL_API_URL": "http://127.0.0.1:7/v0", "BL_CLIENT_CREDENTIALS": "cc"}, "acme", "http://127.0.0.1:7/v0", sources.SourceCallerEnv},
+		{"a caller's BL_API_URL never redirects a daemon-held secret", nil, map[string]string{"BL_API_URL": "http://evil.example/v0"}, "ctx-ws", "https://api.blaxel.dev/v0", sources.SourceBLConfig},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -281,7 +284,7 @@ func TestTornBLConfigKeepsTheLastGoodView(t *testing.T) {
 		t.Fatalf("a daemon-held source's error is among the request's own: %+v", res.Errors)
 	}
 	errs := r.SourceErrors()
-	if len(errs) != 1 || errs[0].Source != (Provenance{SourceBLConfig, w.blPath}) {
+	if len(errs) != 1 || errs[0].Source != (sources.Provenance{Kind: sources.SourceBLConfig, Where: w.blPath}) {
 		t.Fatalf("the torn file is not reported once: %+v", errs)
 	}
 	for _, e := range errs {
@@ -300,19 +303,19 @@ func TestTornBLConfigKeepsTheLastGoodView(t *testing.T) {
 
 func TestKeyringUnavailableLeavesOtherSourcesWorking(t *testing.T) {
 	w := newWorld(t)
-	w.ring.err = fmt.Errorf("%w: no Secret Service", ErrKeyringUnavailable)
+	w.ring.err = fmt.Errorf("%w: no Secret Service", sources.ErrKeyringUnavailable)
 	w.writeBL(t, blFull)
 	r := w.resolver(t, false)
 	for _, ws := range []string{"acme", "ctx-ws"} {
 		res, err := r.Resolve(Request{Workspace: ws})
-		if err != nil || res.Credential.Source.Kind != SourceBLConfig {
+		if err != nil || res.Credential.Source.Kind != sources.SourceBLConfig {
 			t.Fatalf("%s: got %v, %v", ws, res, err)
 		}
 		if len(res.Errors) != 0 {
 			t.Fatalf("%s: the keyring's problem is among the request's own: %+v", ws, res.Errors)
 		}
 	}
-	if errs := r.SourceErrors(); len(errs) != 1 || errs[0].Source.Kind != SourceKeyring || !strings.Contains(errs[0].Error, "no Secret Service") {
+	if errs := r.SourceErrors(); len(errs) != 1 || errs[0].Source.Kind != sources.SourceKeyring || !strings.Contains(errs[0].Error, "no Secret Service") {
 		t.Fatalf("the keyring problem is not reported once: %+v", errs)
 	}
 }
@@ -320,22 +323,21 @@ func TestKeyringUnavailableLeavesOtherSourcesWorking(t *testing.T) {
 func TestDotenvEditsAreSeenAndWatchesAreBounded(t *testing.T) {
 	w := newWorld(t)
 	w.writeDotenv(t, "BL_WORKSPACE=acme\nBL_API_KEY=one\n")
-	cfg := ResolverConfig{Log: zerolog.New(zerolog.NewTestWriter(t)), MaxDotenvDirs: 3}
-	wt, err := NewWatcher(cfg.Log, 10*time.Millisecond)
+	cfg := Config{Log: zerolog.New(zerolog.NewTestWriter(t)), MaxDotenvDirs: 3}
+	wt, err := sources.NewWatcher(cfg.Log, 10*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go wt.Run(ctx)
-	changed := make(chan string, 16)
 	cfg.Watcher = wt
-	cfg.OnChange = func(kind string) { changed <- kind }
-	r := NewResolver(ctx, cfg)
+	r := New(ctx, cfg)
 	defer r.Close()
 	if res, _ := r.Resolve(Request{Dir: w.dir}); res.Credential.APIKey != "one" {
 		t.Fatal("first read")
 	}
+	changed := r.Changed()
 	w.writeDotenv(t, "BL_WORKSPACE=acme\nBL_API_KEY=two\n")
 	select {
 	case <-changed:

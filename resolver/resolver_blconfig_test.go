@@ -1,4 +1,4 @@
-package sources
+package resolver
 
 import (
 	"context"
@@ -6,12 +6,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/blauth/blauth/sources"
 )
 
 // handWritten is a complete config as a CI job writes it with a heredoc: no tracking line.
@@ -35,43 +36,6 @@ func TestHandWrittenBLConfigIsRead(t *testing.T) {
 	}
 	if errs := r.SourceErrors(); len(errs) != 0 {
 		t.Fatalf("source errors: %+v", errs)
-	}
-}
-
-// TestBLConfigCutShortWhileChangingIsNotBelieved: a file that looks cut short and is different
-// when read again is a write in progress: the last good view stays and the file is reported.
-func TestBLConfigCutShortWhileChangingIsNotBelieved(t *testing.T) {
-	w := newWorld(t)
-	w.writeBL(t, blFull)
-	r := w.resolver(t, false)
-	// bl keeps writing: every second look finds other bytes.
-	var mu sync.Mutex
-	writing, n := true, 0
-	r.waitRecheck = func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if writing {
-			n++
-			w.writeBL(t, strings.Replace(blFull[:strings.Index(blFull, "- name: ctx-ws")], "bl_config_key", "k"+strings.Repeat("x", n), 1))
-		}
-	}
-	w.writeBL(t, blFull[:strings.Index(blFull, "- name: ctx-ws")]) // valid YAML, cut after acme
-	r.Reload(context.Background())
-	if res, err := r.Resolve(Request{Workspace: "ctx-ws"}); err != nil || res.Credential.Kind != KindLogin {
-		t.Fatalf("a workspace the cut file lacks: %+v, %v; want the last good view", res, err)
-	}
-	errs := r.SourceErrors()
-	if len(errs) != 1 || !strings.Contains(errs[0].Error, "cut short") {
-		t.Fatalf("source errors %+v; want the cut file reported", errs)
-	}
-	// bl is done: the complete file is believed.
-	mu.Lock()
-	writing = false
-	mu.Unlock()
-	w.writeBL(t, strings.Replace(blFull, "bl_config_key", "done", 1))
-	r.Reload(context.Background())
-	if res, err := r.Resolve(Request{Workspace: "acme"}); err != nil || res.Credential.APIKey != "done" || len(r.SourceErrors()) != 0 {
-		t.Fatalf("after the write: %+v, %v, %+v", res, err, r.SourceErrors())
 	}
 }
 
@@ -135,7 +99,7 @@ func TestUnsafeBLConfigIsRefused(t *testing.T) {
 			if tt.mode&0o022 != 0 {
 				fix = "fix: chmod 600 " + file
 			}
-			if len(errs) != 1 || errs[0].Source.Kind != SourceBLConfig || !strings.Contains(errs[0].Error, want) || !strings.Contains(errs[0].Error, fix) {
+			if len(errs) != 1 || errs[0].Source.Kind != sources.SourceBLConfig || !strings.Contains(errs[0].Error, want) || !strings.Contains(errs[0].Error, fix) {
 				t.Fatalf("source errors %+v; want one saying %q and %q", errs, want, fix)
 			}
 
@@ -191,42 +155,6 @@ func TestBLConfigOwnedByAnotherUserIsRefused(t *testing.T) {
 	}
 }
 
-func TestUnsafeReason(t *testing.T) {
-	const me = 1000
-	tests := []struct {
-		isDir       bool
-		mode        os.FileMode
-		owner       int
-		wantPhrases []string // empty: safe
-	}{
-		{false, 0o600, me, nil},
-		{false, 0o644, me, nil},
-		{false, 0o600, 0, nil},
-		{true, 0o700, me, nil},
-		{true, 0o755, 0, nil},
-		{true, 0o777 | os.ModeSticky, 0, nil},
-		{false, 0o600, 1001, []string{"is owned by uid 1001, not by you (uid 1000)", "fix: chown 1000 P"}},
-		{true, 0o700, 1001, []string{"the directory P (it holds the bl config) is owned by uid 1001"}},
-		{false, 0o602, me, []string{"the bl config P is writable by other users (mode 0602)", "fix: chmod 600 P"}},
-		{true, 0o775, me, []string{"is writable by other users (mode 0775)", "fix: chmod 700 P"}},
-		{false, 0o666 | os.ModeSticky, me, []string{"writable by other users"}}, // the sticky bit excuses only a directory
-	}
-	for _, tt := range tests {
-		got := unsafeReason("P", tt.isDir, tt.mode, tt.owner, me)
-		if len(tt.wantPhrases) == 0 {
-			if got != "" {
-				t.Errorf("dir=%v mode=%v owner=%d: %q, want safe", tt.isDir, tt.mode, tt.owner, got)
-			}
-			continue
-		}
-		for _, p := range tt.wantPhrases {
-			if !strings.Contains(got, p) {
-				t.Errorf("dir=%v mode=%v owner=%d: %q does not say %q", tt.isDir, tt.mode, tt.owner, got, p)
-			}
-		}
-	}
-}
-
 // TestBLConfigThatIsNotAFileIsRefused: a FIFO or a device in place of the config is refused at
 // once, never read.
 func TestBLConfigThatIsNotAFileIsRefused(t *testing.T) {
@@ -263,25 +191,22 @@ func TestExhaustedFileWatchingIsASourceError(t *testing.T) {
 	w.writeBL(t, blFull)
 	w.writeDotenv(t, "BL_API_KEY=from_dotenv\n")
 	log := zerolog.New(zerolog.NewTestWriter(t))
-	wt, err := NewWatcher(log, 10*time.Millisecond)
+	wt, err := sources.NewWatcher(log, 10*time.Millisecond)
 	must(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go wt.Run(ctx)
-	realAdd := wt.addDir
-	wt.mu.Lock()
-	wt.addDir = func(string) error { return syscall.ENOSPC }
-	wt.mu.Unlock()
+	wt.FailWatchesForTest(syscall.ENOSPC)
 
-	r := NewResolver(ctx, ResolverConfig{BLConfigPath: w.blPath, Watcher: wt, Log: log})
+	r := New(ctx, Config{BLConfigPath: w.blPath, Watcher: wt, Log: log})
 	defer r.Close()
 	res, err := r.Resolve(Request{Dir: w.dir, Workspace: "acme"})
 	if err != nil || res.Credential.APIKey != "from_dotenv" {
 		t.Fatalf("Resolve: %+v, %v; want the .env, read without a watch", res, err)
 	}
 	want := map[string]string{
-		SourceBLConfig: "file watching is exhausted (fs.inotify.max_user_watches): " + w.blPath + " is re-read only on reload",
-		SourceDotenv:   "file watching is exhausted (fs.inotify.max_user_watches): .env files such as " + filepath.Join(w.dir, DotenvName) + " are read on every request",
+		sources.SourceBLConfig: "file watching is exhausted (fs.inotify.max_user_watches): " + w.blPath + " is re-read only on reload",
+		sources.SourceDotenv:   "file watching is exhausted (fs.inotify.max_user_watches): .env files such as " + filepath.Join(w.dir, sources.DotenvName) + " are read on every request",
 	}
 	errs := r.SourceErrors()
 	if len(errs) != 2 {
@@ -294,9 +219,7 @@ func TestExhaustedFileWatchingIsASourceError(t *testing.T) {
 	}
 
 	// Watches freed: the next reload watches the bl config again.
-	wt.mu.Lock()
-	wt.addDir = realAdd
-	wt.mu.Unlock()
+	wt.FailWatchesForTest(nil)
 	r.Reload(ctx)
 	if res, err := r.Resolve(Request{Dir: w.dir, Workspace: "acme"}); err != nil || res.Credential.APIKey != "from_dotenv" {
 		t.Fatalf("Resolve after the reload: %+v, %v", res, err)
@@ -306,5 +229,12 @@ func TestExhaustedFileWatchingIsASourceError(t *testing.T) {
 	}
 	if n := r.WatchedDotenvs(); n != 1 {
 		t.Errorf("%d .env files watched after the reload, want 1", n)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -1,0 +1,175 @@
+package resolver
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/blauth/blauth/sources"
+)
+
+// Request is what a caller sent: an optional workspace, its directory and its BL_* variables.
+type Request struct {
+	Workspace string
+	Dir       string
+	Env       map[string]string
+}
+
+// Resolution is the outcome for one request.
+type Resolution struct {
+	Workspace  string
+	Credential *sources.Credential   // the winner; nil when there is none
+	Shadowed   []*sources.Credential // lower-ranked credentials for the same workspace
+	// Errors are the problems of the request's own sources (its .env: broken lines, or why it
+	// cannot be read). The daemon-held sources' problems are in Resolver.SourceErrors.
+	Errors []sources.SourceError
+	// Dotenv is what the caller's .env sets, without secrets: its path and the names of the
+	// BL_* variables it sets, with BL_WORKSPACE's value. Blaxel's SDKs let ./.env win over the
+	// environment, so a command run with another workspace's variables would not get them.
+	Dotenv DotenvSummary
+	// IgnoredCallerBase is the API base the caller's BL_API_URL or BL_ENV asked for, when the
+	// winning credential is the daemon's own and so goes to the daemon's base instead.
+	IgnoredCallerBase string
+}
+
+// DotenvSummary says what a caller's .env sets, without its secrets.
+type DotenvSummary struct {
+	Path      string
+	Workspace string   // its BL_WORKSPACE
+	Names     []string // the BL_* variables it sets, sorted
+}
+
+// DaemonHeld reports whether the winning credential lives in a source the daemon watches itself
+// (its environment, the keyring, the bl config), and so is worth keeping fresh unasked.
+func (res *Resolution) DaemonHeld() bool {
+	if res.Credential == nil {
+		return false
+	}
+	k := res.Credential.Source.Kind
+	return k == sources.SourceDaemonEnv || k == sources.SourceKeyring || k == sources.SourceBLConfig
+}
+
+// Resolution errors.
+var (
+	ErrNoWorkspace   = errors.New("no workspace")
+	ErrNoCredentials = errors.New("no credentials")
+	// ErrSource means one of the request's own sources exists but cannot be read (a .env that is
+	// unreadable, a FIFO, a device, a directory, too large, or too slow): the request fails
+	// rather than being served by a lower-ranked source the caller did not mean. The error names
+	// the path and the reason.
+	ErrSource = errors.New("a credential source cannot be read")
+)
+
+// layer is one source, ranked, as a request sees it.
+type layer struct {
+	prov sources.Provenance
+	// caller marks the caller's own sources: the caller's base URL applies to them, never to
+	// the daemon's.
+	caller bool
+	// workspace is the workspace the source names (BL_WORKSPACE, the bl context), if any.
+	workspace string
+	// vars are an environment-like source's variables (nil for the keyring and the bl config).
+	vars map[string]string
+	// creds are the credentials the source holds for ws, in Blaxel's order within one source.
+	creds func(ws, base string) []*sources.Credential
+}
+
+// Resolve decides which credential serves req. It walks the ranked sources, highest first: the
+// caller's .env, the caller's environment, the daemon's environment, the keyring, the bl config.
+//  1. The workspace is the request's, else the first that a source names.
+//  2. The credentials that belong to it are gathered in rank order: a .env or environment
+//     credential belongs to the BL_WORKSPACE beside it, or to the chosen workspace when its
+//     source names none; a keyring or bl config entry to its own workspace.
+//  3. The first wins; the others are what it shadows.
+//
+// It returns ErrNoWorkspace or ErrNoCredentials (wrapped, with the reason) when nothing can
+// serve, and ErrSource when the caller's .env exists but cannot be read. The Resolution is never
+// nil.
+func (r *Resolver) Resolve(req Request) (*Resolution, error) {
+	res := &Resolution{}
+	layers, err := r.layers(req, res)
+	if err != nil {
+		return res, err
+	}
+	bl := r.blView()
+	res.Workspace = req.Workspace
+	for i := 0; res.Workspace == "" && i < len(layers); i++ {
+		res.Workspace = layers[i].workspace
+	}
+	if res.Workspace == "" {
+		return res, fmt.Errorf("%w: none was asked for, and no BL_WORKSPACE nor bl context names one", ErrNoWorkspace)
+	}
+	daemonBase, callerBase := r.bases(layers, workspaceEnv(bl, res.Workspace))
+	var cands []*sources.Credential
+	for _, l := range layers {
+		base := daemonBase
+		if l.caller {
+			base = callerBase
+		}
+		cands = append(cands, l.creds(res.Workspace, base)...)
+	}
+	if len(cands) == 0 {
+		return res, fmt.Errorf("%w for workspace %s in any source", ErrNoCredentials, res.Workspace)
+	}
+	res.Credential, res.Shadowed = cands[0], cands[1:]
+	if callerBase != daemonBase && res.DaemonHeld() {
+		res.IgnoredCallerBase = callerBase
+	}
+	return res, nil
+}
+
+// layers lists the sources req sees, highest rank first.
+func (r *Resolver) layers(req Request, res *Resolution) ([]layer, error) {
+	var ls []layer
+	if req.Dir != "" {
+		v := r.dotenvs.Get(req.Dir)
+		prov := sources.Provenance{Kind: sources.SourceDotenv, Where: v.Path}
+		for _, e := range v.Errs {
+			res.Errors = append(res.Errors, sources.SourceError{Source: prov, Error: e.Error()})
+		}
+		if v.ReadErr != nil {
+			res.Errors = append(res.Errors, sources.SourceError{Source: prov, Error: v.ReadErr.Error()})
+			return nil, fmt.Errorf("%w: %w; fix or remove it (no other source is used while the caller's .env cannot be read)", ErrSource, v.ReadErr)
+		}
+		if v.Vars != nil {
+			ls = append(ls, envLayer(prov, true, v.Vars))
+			res.Dotenv = summarize(v)
+		}
+	}
+	if len(req.Env) > 0 {
+		ls = append(ls, envLayer(sources.Provenance{Kind: sources.SourceCallerEnv}, true, req.Env))
+	}
+	ls = append(ls, envLayer(sources.Provenance{Kind: sources.SourceDaemonEnv}, false, r.daemonEnv))
+	if r.ring != nil {
+		ls = append(ls, keyringLayer(r.ring))
+	}
+	if bl := r.blView(); bl != nil {
+		ls = append(ls, blLayer(bl, r.bl.Path()))
+	}
+	return ls, nil
+}
+
+// bases returns the API base of daemon-held credentials, and of the caller's own. A caller's
+// BL_API_URL or BL_ENV applies only to credentials the caller supplied: a .env in a cloned
+// repository must never redirect a daemon-held secret to another host.
+func (r *Resolver) bases(ls []layer, wsEnv string) (daemonBase, callerBase string) {
+	daemonBase = sources.BaseURL(r.daemonEnv[sources.VarAPIURL], r.daemonEnv[sources.VarEnv], wsEnv)
+	var url, env string
+	for _, l := range ls {
+		if !l.caller {
+			continue
+		}
+		url = first(url, l.vars[sources.VarAPIURL])
+		env = first(env, l.vars[sources.VarEnv])
+	}
+	if url == "" && env == "" {
+		return daemonBase, daemonBase
+	}
+	return daemonBase, sources.BaseURL(url, env, wsEnv)
+}
+
+func first(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,235 @@
+package sources
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// DefaultBLConfigPath is $HOME/.blaxel/config.yaml, where every Blaxel tool keeps it.
+func DefaultBLConfigPath(home string) string { return filepath.Join(home, ".blaxel", "config.yaml") }
+
+// BLSourceConfig configures a BLSource. Zero fields take the defaults noted.
+type BLSourceConfig struct {
+	// Path is the bl CLI config, normally $HOME/.blaxel/config.yaml.
+	Path string
+	// Watcher reports changes of the file; nil means it is read again only on Reload.
+	Watcher *Watcher
+	// ReadTimeout bounds one read of the file (DefaultFileReadTimeout).
+	ReadTimeout time.Duration
+	// RecheckDelay is how long to wait before reading again a file that parses but looks cut
+	// short, to tell a write in progress from a file written by hand (200ms).
+	RecheckDelay time.Duration
+	// OnChange is called when a change of the file changed the view.
+	OnChange func()
+	Log      zerolog.Logger
+}
+
+// BLSource is the bl CLI config as the daemon sees it: the last good view of the file, read
+// again whenever it changes. A torn or invalid file keeps the last good view and is retried with
+// growing delays (bl rewrites it in place, so a reader may catch it half written); a file that
+// is refused (unsafe permissions, not a regular file, too large) drops the view, so that none of
+// its credentials is served until it is fixed. Safe for concurrent use.
+type BLSource struct {
+	cfg BLSourceConfig
+	// readFile reads one file (readBoundedFile); waitRecheck waits RecheckDelay. Tests replace them.
+	readFile    func(path string, limit int64) ([]byte, fs.FileInfo, error)
+	waitRecheck func()
+
+	// loadMu serialises the reads (watcher, retry timer, Reload): the last read is the one
+	// installed. Readers of the view never take it.
+	loadMu sync.Mutex
+
+	mu       sync.RWMutex
+	view     *BLConfig // last good view; nil when there is none (or it was dropped as unsafe)
+	err      error     // the last read's error, nil when the view is current
+	retry    *time.Timer
+	tries    int
+	cancel   func()
+	watchErr error // why the file is not watched; nil when it is (or there is no watcher)
+	closed   bool
+}
+
+// NewBLSource watches and reads the bl config once.
+func NewBLSource(cfg BLSourceConfig) *BLSource {
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = DefaultFileReadTimeout
+	}
+	if cfg.RecheckDelay <= 0 {
+		cfg.RecheckDelay = 200 * time.Millisecond
+	}
+	s := &BLSource{cfg: cfg, readFile: readBoundedFile}
+	s.waitRecheck = func() { time.Sleep(s.cfg.RecheckDelay) }
+	s.watch() // first: a change after the watch is set is seen, the read sees what came before
+	s.load()
+	return s
+}
+
+// View is the last good view of the file, nil when there is none. It must not be modified.
+func (s *BLSource) View() *BLConfig {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.view
+}
+
+// Path is the file.
+func (s *BLSource) Path() string { return s.cfg.Path }
+
+// Errors says why the view is not the file as it is now, or why the file is not watched.
+func (s *BLSource) Errors() []SourceError {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []SourceError
+	p := Provenance{SourceBLConfig, s.cfg.Path}
+	if s.err != nil {
+		out = append(out, SourceError{p, s.err.Error()})
+	}
+	if s.watchErr != nil {
+		out = append(out, SourceError{p, s.watchErr.Error()})
+	}
+	return out
+}
+
+// Reload retries a refused watch and reads the file again.
+func (s *BLSource) Reload() {
+	s.watch()
+	s.load()
+}
+
+// Close stops watching and retrying.
+func (s *BLSource) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	if s.cancel != nil {
+		s.cancel()
+	}
+	if s.retry != nil {
+		s.retry.Stop()
+	}
+}
+
+// watch starts watching the file if it is not watched yet. A watch refused for want of inotify
+// watches is a source error until a later reload manages it.
+func (s *BLSource) watch() {
+	if s.cfg.Watcher == nil || s.cfg.Path == "" {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cancel != nil || s.closed {
+		return
+	}
+	cancel, err := s.cfg.Watcher.Watch(s.cfg.Path, s.loadAndTell)
+	if err != nil {
+		s.watchErr = watchError(s.cfg.Path, err, "is re-read only on reload")
+		s.cfg.Log.Warn().Err(err).Str("path", s.cfg.Path).Msg("cannot watch the bl config; it is re-read on reload only")
+		return
+	}
+	s.cancel, s.watchErr = cancel, nil
+}
+
+// watchError describes a refused watch; running out of inotify watches or instances is named as
+// such, since only the administrator can fix it.
+func watchError(path string, err error, consequence string) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EMFILE) {
+		return fmt.Errorf("file watching is exhausted (fs.inotify.max_user_watches): %s %s", path, consequence)
+	}
+	return fmt.Errorf("cannot watch %s, so it %s: %w", path, consequence, err)
+}
+
+func (s *BLSource) loadAndTell() {
+	if s.load() && s.cfg.OnChange != nil {
+		s.cfg.OnChange()
+	}
+}
+
+// load reads the file and installs what it read; it reports whether the view changed.
+func (s *BLSource) load() bool {
+	path := s.cfg.Path
+	if path == "" {
+		return false
+	}
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
+	c, err := s.read(path)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if errors.Is(err, ErrBLConfigEmpty) && s.tries >= 3 {
+		// Still empty after the retries (well over a second): not a write in progress but a
+		// file the user emptied. Believe it.
+		c, err = &BLConfig{}, nil
+	}
+	if s.retry != nil {
+		s.retry.Stop()
+		s.retry = nil
+	}
+	switch {
+	case err != nil && (errors.Is(err, ErrUnsafeFile) || errors.Is(err, ErrFileRefused)):
+		// Not a write in progress: nothing to retry, and nothing of it may be served. The
+		// watcher (or a reload) sees the fix.
+		s.err, s.tries = err, 0
+		had := s.view != nil
+		s.view = nil
+		s.cfg.Log.Warn().Err(err).Msg("refusing the bl config; its credentials are not served")
+		return had
+	case err != nil:
+		s.err = fmt.Errorf("%s: %w", path, err)
+		s.tries++
+		if s.tries <= 8 && !s.closed {
+			s.retry = time.AfterFunc(time.Duration(50<<s.tries)*time.Millisecond, s.loadAndTell)
+		}
+		s.cfg.Log.Warn().Err(err).Str("path", path).Msg("cannot read the bl config; keeping the last good view")
+		return false
+	}
+	s.tries, s.err = 0, nil
+	same := s.view != nil && string(s.view.Marshal()) == string(c.Marshal())
+	s.view = c
+	return !same
+}
+
+// read reads, checks and parses the file. A file that parses but looks cut short is read again
+// after RecheckDelay, and believed if nothing about it changed.
+func (s *BLSource) read(path string) (*BLConfig, error) {
+	data, fi, err := s.readOnce(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return &BLConfig{}, nil
+	case err != nil:
+		return nil, err
+	}
+	if err := checkBLConfigSafe(path, fi); err != nil {
+		return nil, err
+	}
+	c, err := ParseBLConfig(data)
+	if !errors.Is(err, ErrBLConfigMaybeTorn) {
+		return c, err
+	}
+	s.waitRecheck()
+	again, fi2, err2 := s.readOnce(path)
+	if err2 != nil || !bytes.Equal(again, data) || !sameFileState(fi, fi2) {
+		return nil, err // changing: a write in progress
+	}
+	s.cfg.Log.Info().Str("path", path).Str("note", err.Error()).
+		Msg("the bl config looks cut short but did not change when read again; using it as written by hand")
+	return c, nil
+}
+
+func (s *BLSource) readOnce(path string) ([]byte, fs.FileInfo, error) {
+	return startFileRead(path, MaxBLConfigBytes, s.readFile).wait(path, s.cfg.ReadTimeout)
+}
+
+// sameFileState reports whether two fstats show the same file, unchanged: same inode, size and
+// modification time.
+func sameFileState(a, b fs.FileInfo) bool {
+	return a != nil && b != nil && os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
+}

@@ -1,0 +1,315 @@
+package sources
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/blauth/blauth/internal/clock"
+)
+
+// DotenvName is the file read from a caller's directory.
+const DotenvName = ".env"
+
+// DotenvCacheConfig configures a DotenvCache. Zero fields take the defaults noted.
+type DotenvCacheConfig struct {
+	// Watcher reports file changes; nil means every Get reads the file.
+	Watcher *Watcher
+	// MaxDirs bounds how many callers' .env files are cached and watched (64); the least
+	// recently used is dropped first.
+	MaxDirs int
+	// Idle drops a cached .env nobody asked for in this long (10m), at Sweep or when room is made.
+	Idle time.Duration
+	// ReadTimeout bounds how long Get waits for one read (DefaultFileReadTimeout). A read that
+	// takes longer goes on in the background and its outcome is cached when it ends.
+	ReadTimeout time.Duration
+	// Clock tells idle time (the wall clock when nil).
+	Clock clock.Clock
+	// OnChange is called after a watched .env changed and was read again.
+	OnChange func()
+	Log      zerolog.Logger
+}
+
+// DotenvView is what a request reads of a caller's .env.
+type DotenvView struct {
+	Path    string
+	Vars    map[string]string // nil when the file does not exist
+	Errs    []DotenvError     // broken lines; the rest counts
+	ReadErr error             // why the file exists but cannot be read
+}
+
+// DotenvCache holds the callers' .env files, read once, watched, and dropped when idle. Safe for
+// concurrent use.
+//
+// No file is read under the cache's lock: a read runs first, in its own goroutine and bounded in
+// time, and its outcome is installed under the lock afterwards, unless a read started later has
+// already installed a newer one (each read has a generation number). Concurrent requests for a
+// .env nobody has read yet share one read.
+type DotenvCache struct {
+	cfg      DotenvCacheConfig
+	readFile func(path string, limit int64) ([]byte, fs.FileInfo, error) // tests replace it
+
+	mu       sync.RWMutex
+	files    map[string]*dotenvFile // by directory
+	reads    map[string]*dotenvRead // the latest read in flight, by path
+	readGen  uint64                 // generation of the latest read started
+	watchErr error                  // the last watch refused for want of inotify watches
+	closed   bool
+}
+
+// dotenvFile is a cached, watched .env. Its view changes only under the write lock; lastUsed is
+// updated under the read lock, hence atomic.
+type dotenvFile struct {
+	path     string
+	loaded   bool   // a read has been installed
+	gen      uint64 // generation of the installed read; reads older than the watch are not installed
+	view     DotenvView
+	lastUsed atomic.Int64 // UnixNano
+	cancel   func()
+}
+
+func (f *dotenvFile) idle(now time.Time, d time.Duration) bool {
+	return now.Sub(time.Unix(0, f.lastUsed.Load())) > d
+}
+
+// dotenvRead is one read of a .env, shared by every request waiting for it.
+type dotenvRead struct {
+	gen  uint64
+	done chan struct{} // closed once view is set
+	view DotenvView
+}
+
+// NewDotenvCache returns an empty cache.
+func NewDotenvCache(cfg DotenvCacheConfig) *DotenvCache {
+	if cfg.MaxDirs <= 0 {
+		cfg.MaxDirs = 64
+	}
+	if cfg.Idle <= 0 {
+		cfg.Idle = 10 * time.Minute
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = DefaultFileReadTimeout
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Wall{}
+	}
+	return &DotenvCache{cfg: cfg, readFile: readBoundedFile, files: map[string]*dotenvFile{}, reads: map[string]*dotenvRead{}}
+}
+
+// Get returns the view of the .env in dir: from the cache when it is watched and was read
+// already (a hit takes only the read lock: every request that sends its directory passes here),
+// else from a read shared with every other request for the same path. It waits for the read at
+// most ReadTimeout.
+func (c *DotenvCache) Get(dir string) DotenvView {
+	path := filepath.Join(filepath.Clean(dir), DotenvName)
+	dir = filepath.Dir(path)
+	now := c.cfg.Clock.Now()
+	if c.cfg.Watcher != nil {
+		c.mu.RLock()
+		if f := c.files[dir]; f != nil && f.loaded {
+			v := f.view
+			f.lastUsed.Store(now.UnixNano())
+			c.mu.RUnlock()
+			return v
+		}
+		c.mu.RUnlock()
+	}
+	c.mu.Lock()
+	f, minGen := c.cachedLocked(dir, path, now)
+	if f != nil && f.loaded {
+		v := f.view
+		c.mu.Unlock()
+		return v
+	}
+	rd := c.reads[path]
+	if rd == nil || rd.gen < minGen {
+		rd = c.startReadLocked(path)
+	}
+	c.mu.Unlock()
+
+	t := time.NewTimer(c.cfg.ReadTimeout)
+	defer t.Stop()
+	select {
+	case <-rd.done:
+		return rd.view
+	case <-t.C:
+		return DotenvView{Path: path, ReadErr: &readTimeoutError{path, c.cfg.ReadTimeout}}
+	}
+}
+
+// cachedLocked finds or makes the cache entry of dir, watching the file first: a change after
+// the watch is set is seen, and the read that follows sees everything before it. It returns nil
+// when nothing is cached (no watcher, or the watch was refused), and the generation a read must
+// have to serve the entry. c.mu is held.
+func (c *DotenvCache) cachedLocked(dir, path string, now time.Time) (*dotenvFile, uint64) {
+	if c.cfg.Watcher == nil || c.closed {
+		return nil, 0
+	}
+	f := c.files[dir]
+	if f == nil {
+		c.evictLocked(now)
+		f = &dotenvFile{path: path, gen: c.readGen}
+		cancel, err := c.cfg.Watcher.Watch(path, func() { c.changed(dir, f) })
+		if err != nil {
+			c.noteWatchErrLocked(path, err)
+			return nil, 0 // not cached: read it for this request, as without a watcher
+		}
+		f.cancel = cancel
+		c.files[dir] = f
+	}
+	f.lastUsed.Store(now.UnixNano())
+	return f, f.gen + 1
+}
+
+// noteWatchErrLocked records a watch refused for want of inotify watches (the file is then read
+// on every request instead of being cached), to be shown once among the source errors.
+func (c *DotenvCache) noteWatchErrLocked(path string, err error) {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EMFILE) {
+		if c.watchErr == nil {
+			c.cfg.Log.Warn().Err(err).Str("path", path).Msg("file watching is exhausted; .env files are read on every request")
+		}
+		c.watchErr = fmt.Errorf("file watching is exhausted (fs.inotify.max_user_watches): .env files such as %s are read on every request instead of being cached", path)
+		return
+	}
+	c.cfg.Log.Debug().Err(err).Str("path", path).Msg("cannot watch a .env; it is read on every request")
+}
+
+// startReadLocked starts a read of the .env at path with a new generation and makes it the one
+// later requests for path share. When it ends, its outcome is installed in the cached entry for
+// path, unless a read started later has installed its own already. c.mu is held.
+func (c *DotenvCache) startReadLocked(path string) *dotenvRead {
+	c.readGen++
+	rd := &dotenvRead{gen: c.readGen, done: make(chan struct{})}
+	c.reads[path] = rd
+	fr := startFileRead(path, MaxDotenvBytes, c.readFile)
+	go func() {
+		<-fr.done
+		v := DotenvView{Path: path}
+		switch {
+		case errors.Is(fr.err, fs.ErrNotExist):
+			// No .env: nothing to read, not an error.
+		case fr.err != nil:
+			v.ReadErr = fr.err
+		default:
+			v.Vars, v.Errs = ParseDotenv(fr.data)
+		}
+		c.mu.Lock()
+		if c.reads[path] == rd {
+			delete(c.reads, path)
+		}
+		if f := c.files[filepath.Dir(path)]; f != nil && f.path == path && rd.gen > f.gen {
+			f.view, f.gen, f.loaded = v, rd.gen, true
+		}
+		rd.view = v
+		close(rd.done)
+		c.mu.Unlock()
+	}()
+	return rd
+}
+
+// changed is the watcher's call for a cached .env: read it again, in the background (the
+// watcher's goroutine must not wait on a file), and report the change once the read is in.
+func (c *DotenvCache) changed(dir string, f *dotenvFile) {
+	c.mu.Lock()
+	if c.files[dir] != f {
+		c.mu.Unlock()
+		return
+	}
+	rd := c.startReadLocked(f.path) // a fresh read: any read in flight may predate the change
+	c.mu.Unlock()
+	go func() {
+		<-rd.done
+		if c.cfg.OnChange != nil {
+			c.cfg.OnChange()
+		}
+	}()
+}
+
+// Reload reads every cached .env again, waiting for them at most ReadTimeout in all, and forgets
+// a watch refused for want of inotify watches (the next refusal records it again).
+func (c *DotenvCache) Reload() {
+	c.mu.Lock()
+	c.watchErr = nil
+	var started []*dotenvRead
+	for _, f := range c.files {
+		started = append(started, c.startReadLocked(f.path))
+	}
+	c.mu.Unlock()
+	deadline := time.NewTimer(c.cfg.ReadTimeout)
+	defer deadline.Stop()
+	for _, rd := range started {
+		select {
+		case <-rd.done:
+		case <-deadline.C:
+			return
+		}
+	}
+}
+
+// evictLocked makes room for one more .env: idle ones go, then the least recently used.
+func (c *DotenvCache) evictLocked(now time.Time) {
+	c.dropIdleLocked(now)
+	for len(c.files) >= c.cfg.MaxDirs {
+		var oldest string
+		var t int64
+		for dir, f := range c.files {
+			if used := f.lastUsed.Load(); oldest == "" || used < t {
+				oldest, t = dir, used
+			}
+		}
+		c.dropLocked(oldest)
+	}
+}
+
+func (c *DotenvCache) dropIdleLocked(now time.Time) {
+	for dir, f := range c.files {
+		if f.idle(now, c.cfg.Idle) {
+			c.dropLocked(dir)
+		}
+	}
+}
+
+func (c *DotenvCache) dropLocked(dir string) {
+	if f := c.files[dir]; f != nil && f.cancel != nil {
+		f.cancel()
+	}
+	delete(c.files, dir)
+}
+
+// Sweep drops the .env files nobody asked for within Idle.
+func (c *DotenvCache) Sweep() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dropIdleLocked(c.cfg.Clock.Now())
+}
+
+// Len returns how many .env files are cached and watched.
+func (c *DotenvCache) Len() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.files)
+}
+
+// Err is why .env files are not all watched (inotify exhausted), or nil.
+func (c *DotenvCache) Err() error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.watchErr
+}
+
+// Close stops watching and empties the cache.
+func (c *DotenvCache) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	for dir := range c.files {
+		c.dropLocked(dir)
+	}
+}
