@@ -40,7 +40,7 @@ type Activated struct {
 	exited  chan struct{}
 	pids    []int
 	exitOf  map[int]chan struct{} // pid → closed when that daemon has exited
-	failure error // a daemon that exited badly
+	failure error                 // a daemon that exited badly
 }
 
 // StartActivated listens on $XDG_RUNTIME_DIR/blauth/blauthd.sock of o.Home and starts a daemon
