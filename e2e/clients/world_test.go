@@ -5,6 +5,7 @@ package clients
 import (
 	"bytes"
 	"context"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -112,16 +113,19 @@ func runCmd(limit time.Duration, dir string, env []string, name string, args ...
 	return r
 }
 
-// python3 returns the python3 on PATH, Python 3.8 or later; the tests fail without it.
+// python3 returns the interpreter that python3 on PATH runs (resolved once: a version manager's
+// shim costs a second or more per start), Python 3.8 or later; the tests fail without it.
 func python3(t *testing.T) string {
 	t.Helper()
 	py, err := exec.LookPath("python3")
 	if err != nil {
 		t.Fatalf("python3 is required to test clients/python: %v", err)
 	}
-	r := runCmd(30*time.Second, "", nil, py, "-c", "import sys; print(sys.version_info >= (3, 8))")
-	if strings.TrimSpace(r.stdout) != "True" {
+	r := runCmd(30*time.Second, "", os.Environ(), py, "-c", "import sys; print(sys.version_info >= (3, 8)); print(sys.executable)")
+	lines := strings.Fields(r.stdout)
+	if len(lines) != 2 || lines[0] != "True" {
 		t.Fatalf("%s is not Python 3.8 or later: %q %q", py, r.stdout, r.stderr)
 	}
-	return py
+	t.Logf("python3: %s", lines[1])
+	return lines[1]
 }
