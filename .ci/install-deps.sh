@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suites need on a fresh Debian machine: a Secret Service (gnome-keyring)
-# and a session bus, the systemd tools (systemd-analyze, systemd-socket-activate), git, Python,
-# Node and npm, hyperfine for the benchmarks, and the pinned Node packages of the end-to-end
+# and a session bus, the systemd tools (systemd-analyze, systemd-socket-activate), git, Python
+# (and Debian's python3-httpx), Node and npm, hyperfine for the benchmarks, and the pinned Node packages of the end-to-end
 # suites (e2e/node, from its package-lock.json). Idempotent; skips apt when everything is there,
 # and npm when e2e/node/node_modules matches the lock file.
 set -euo pipefail
@@ -19,6 +19,8 @@ have npm || need+=(npm)
 have hyperfine || need+=(hyperfine)
 have setpriv || need+=(util-linux)
 have rpm || need+=(rpm)
+# httpx for Debian's own python3: e2e/clients drives the Python client's Blaxel SDK adapter with it.
+/usr/bin/python3 -c 'import httpx' >/dev/null 2>&1 || need+=(python3-httpx)
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -28,6 +30,7 @@ fi
 for c in gnome-keyring-daemon dbus-run-session secret-tool systemd-analyze systemd-socket-activate git python3 node npm hyperfine setpriv rpm dpkg; do
   have "$c" || { echo "install-deps: $c is still missing" >&2; exit 1; }
 done
+/usr/bin/python3 -c 'import httpx' >/dev/null 2>&1 || { echo "install-deps: httpx for /usr/bin/python3 is still missing" >&2; exit 1; }
 
 # The real Blaxel TypeScript SDK and the MCP SDK, exactly as locked. npm ci replaces
 # node_modules; it runs only when node_modules is missing or was installed from another lock.
