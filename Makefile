@@ -23,8 +23,8 @@ test-real: ## the real-component suites (one package at a time: they share one k
 	.ci/hydra-build.sh
 	.ci/with-keyring.sh $(GO) test -tags real -p 1 -count=1 -timeout 20m ./...
 
-test-sdk: ## end to end with the real Blaxel TypeScript SDK (e2e/node, installed by .ci/install-deps.sh)
-	$(GO) test -tags sdk -count=1 -timeout 20m -v ./e2e/sdk/
+test-sdk: ## end to end with the real Blaxel TypeScript SDK (e2e/node, installed by .ci/install-deps.sh) and the client libraries (clients/), one suite at a time
+	$(GO) test -tags sdk -p 1 -count=1 -timeout 20m -v ./e2e/sdk/ ./e2e/clients/
 
 test-systemd: ## the .deb under a real systemd user manager in a container (root, docker.io, debootstrap; about 5 min)
 	$(GO) test -tags systemd -count=1 -timeout 20m -v ./e2e/systemd/

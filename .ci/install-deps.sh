@@ -1,14 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the test suites need on a fresh Debian machine: a Secret Service (gnome-keyring)
-# and a session bus, the systemd tools (systemd-analyze, systemd-socket-activate), git, Python,
-<<<<<<< HEAD
-# Node and npm, hyperfine for the benchmarks, and the pinned Node packages of the end-to-end
-# suites (e2e/node, from its package-lock.json). Idempotent; skips apt when everything is there,
-# and npm when e2e/node/node_modules matches the lock file.
-=======
-# Node, hyperfine for the benchmarks, and Docker and debootstrap for the suite that boots a real
-# systemd user manager in a container (e2e/systemd). Idempotent; skips apt when everything is there.
->>>>>>> h3
+# and a session bus, the systemd tools (systemd-analyze, systemd-socket-activate), git, Python
+# (with Debian's python3-httpx and python3-prometheus-client), Node and npm, hyperfine for the
+# benchmarks, Docker and debootstrap for the suites that boot containers (e2e/systemd), and the
+# pinned Node packages of the end-to-end suites (e2e/node, from its
+# package-lock.json). Idempotent; skips apt when everything is there, and npm when
+# e2e/node/node_modules matches the lock file.
 set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -24,28 +21,24 @@ have npm || need+=(npm)
 have hyperfine || need+=(hyperfine)
 have setpriv || need+=(util-linux)
 have rpm || need+=(rpm)
-<<<<<<< HEAD
-# The Prometheus project's own text-format parser (its Python client), for the metrics test.
-/usr/bin/python3 -c 'import prometheus_client.parser' 2>/dev/null || need+=(python3-prometheus-client)
-=======
 have dockerd || need+=(docker.io)
 have docker || need+=(docker.io)
 have debootstrap || need+=(debootstrap)
->>>>>>> h3
+# The Prometheus project's own text-format parser (its Python client), for the metrics test.
+/usr/bin/python3 -c 'import prometheus_client.parser' 2>/dev/null || need+=(python3-prometheus-client)
+# httpx for Debian's own python3: e2e/clients drives the Python client's Blaxel SDK adapter with it.
+/usr/bin/python3 -c 'import httpx' >/dev/null 2>&1 || need+=(python3-httpx)
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-<<<<<<< HEAD
-for c in gnome-keyring-daemon dbus-run-session secret-tool systemd-analyze systemd-socket-activate git python3 node npm hyperfine setpriv rpm dpkg; do
-=======
-for c in gnome-keyring-daemon dbus-run-session secret-tool systemd-analyze systemd-socket-activate git python3 node hyperfine setpriv rpm dpkg dockerd docker debootstrap; do
->>>>>>> h3
+for c in gnome-keyring-daemon dbus-run-session secret-tool systemd-analyze systemd-socket-activate git python3 node npm hyperfine setpriv rpm dpkg dockerd docker debootstrap; do
   have "$c" || { echo "install-deps: $c is still missing" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import prometheus_client.parser' || { echo "install-deps: python3-prometheus-client is still missing" >&2; exit 1; }
+/usr/bin/python3 -c 'import httpx' >/dev/null 2>&1 || { echo "install-deps: httpx for /usr/bin/python3 is still missing" >&2; exit 1; }
 
 # The real Blaxel TypeScript SDK and the MCP SDK, exactly as locked. npm ci replaces
 # node_modules; it runs only when node_modules is missing or was installed from another lock.
