@@ -187,3 +187,25 @@ func TestFailedWriteBackIsVisibleAndRetried(t *testing.T) {
 		t.Fatalf("hint after the write-back landed: %q", h)
 	}
 }
+
+// A caller's BL_API_URL applies only to its own credentials: when a daemon-held one fails, the
+// error says that the caller's choice was not used, and where the request went instead.
+func TestIgnoredCallerBaseIsNamed(t *testing.T) {
+	api := blaxeltest.New(0)
+	defer api.Close()
+	cc := api.AddClient("sa", "secret")
+	api.SetFault(blaxeltest.Fault503, -1)
+	td := startDaemon(t, api, daemonOpts{env: []string{"BL_WORKSPACE=acme", "BL_CLIENT_CREDENTIALS=" + cc}})
+	_, err := td.do(t, ipc.KeyAction, ipc.ActionGet, "env.BL_API_URL", "http://127.0.0.1:9/v0")
+	var e *ipc.Error
+	if !asIPCError(err, &e) || e.Code != ipc.CodeUnavailable ||
+		!strings.Contains(e.Message, "BL_API_URL / BL_ENV ask for http://127.0.0.1:9/v0") || !strings.Contains(e.Message, api.Base) ||
+		!strings.Contains(e.Hint, "blauthd's own environment") {
+		t.Fatalf("a daemon-held credential failing, the caller asking for another base: %v (hint %q)", err, e.Hint)
+	}
+	// Without a base of its own, the caller is told nothing of the kind.
+	_, err = td.do(t, ipc.KeyAction, ipc.ActionGet)
+	if err == nil || strings.Contains(err.Error(), "ask for") {
+		t.Fatalf("no caller base: %v", err)
+	}
+}

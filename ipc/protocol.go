@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -23,6 +24,12 @@ const (
 	KeyExpiry  = "expiry" // Unix seconds; 0 when the token does not expire
 	KeySource  = "source"
 	KeyAPIURL  = "api_url" // the API base the token is for (…/v0), version 2
+
+	// What the caller's .env sets (version 2), so that a client about to run a command with
+	// another workspace's variables can tell that Blaxel's SDKs would read the .env instead.
+	KeyDotenv          = "dotenv"           // its path
+	KeyDotenvWorkspace = "dotenv_workspace" // its BL_WORKSPACE
+	KeyDotenvSets      = "dotenv_sets"      // the BL_* variables it sets, comma-separated
 	KeyCode    = "code"
 	KeyMessage = "message"
 	KeyHint    = "hint"
@@ -162,6 +169,11 @@ type Token struct {
 	// APIURL is the Blaxel API base the token was issued for and must be sent to (version 2):
 	// https://api.blaxel.ai/v0 unless BL_API_URL or BL_ENV chose another.
 	APIURL string
+	// Dotenv is the caller's .env, when it sets BL_* variables: its path, its BL_WORKSPACE, and
+	// the names of the BL_* variables it sets (never their values).
+	Dotenv          string
+	DotenvWorkspace string
+	DotenvSets      []string
 }
 
 // ParseToken reads a get answer.
@@ -170,7 +182,10 @@ func ParseToken(m *Message) (*Token, error) {
 		return nil, err
 	}
 	t := &Token{Workspace: m.Value(KeyWorkspace), Token: m.Value(KeyToken), Kind: m.Value(KeyKind), Source: m.Value(KeySource),
-		Hint: m.Value(KeyHint), APIURL: m.Value(KeyAPIURL)}
+		Hint: m.Value(KeyHint), APIURL: m.Value(KeyAPIURL), Dotenv: m.Value(KeyDotenv), DotenvWorkspace: m.Value(KeyDotenvWorkspace)}
+	if s := m.Value(KeyDotenvSets); s != "" {
+		t.DotenvSets = strings.Split(s, ",")
+	}
 	if t.Token == "" {
 		return nil, fmt.Errorf("%w: answer holds no token", ErrMalformed)
 	}
@@ -194,6 +209,13 @@ func (t *Token) Message() *Message {
 		KeyToken, t.Token, KeyExpiry, exp, KeyKind, t.Kind, KeySource, t.Source)
 	if t.APIURL != "" {
 		m.Add(KeyAPIURL, t.APIURL)
+	}
+	if t.Dotenv != "" {
+		m.Add(KeyDotenv, t.Dotenv)
+		if t.DotenvWorkspace != "" && ValidValue(t.DotenvWorkspace) {
+			m.Add(KeyDotenvWorkspace, t.DotenvWorkspace)
+		}
+		m.Add(KeyDotenvSets, strings.Join(t.DotenvSets, ","))
 	}
 	if t.Hint != "" {
 		m.Add(KeyHint, oneLine(t.Hint))

@@ -26,9 +26,20 @@ type Resolution struct {
 	// BL_* variables it sets, with BL_WORKSPACE's value. Blaxel's SDKs let ./.env win over the
 	// environment, so a command run with another workspace's variables would not get them.
 	Dotenv DotenvSummary
-	// IgnoredCallerBase is the API base the caller's BL_API_URL or BL_ENV asked for, when the
-	// winning credential is the daemon's own and so goes to the daemon's base instead.
-	IgnoredCallerBase string
+	// CallerBase is the API base the caller's own BL_API_URL or BL_ENV (in its environment or
+	// .env) ask for, "" when they ask for none; DaemonBase is the one the daemon's own
+	// credentials go to. A caller's choice never applies to a credential the daemon holds.
+	CallerBase, DaemonBase string
+}
+
+// IgnoredCallerBase is the API base the caller asked for but does not get, because what serves
+// it (the winning credential, or the daemon's device login) goes to the daemon's base; "" when
+// the caller asked for none or for that same base.
+func (res *Resolution) IgnoredCallerBase(daemonHeld bool) string {
+	if !daemonHeld || res.CallerBase == "" || res.CallerBase == res.DaemonBase {
+		return ""
+	}
+	return res.CallerBase
 }
 
 // DotenvSummary says what a caller's .env sets, without its secrets.
@@ -99,6 +110,10 @@ func (r *Resolver) Resolve(req Request) (*Resolution, error) {
 		return res, fmt.Errorf("%w: none was asked for, and no BL_WORKSPACE nor bl context names one", ErrNoWorkspace)
 	}
 	daemonBase, callerBase := r.bases(layers, workspaceEnv(bl, res.Workspace))
+	res.DaemonBase = daemonBase
+	if callerBase != daemonBase || r.callerAsks(layers) {
+		res.CallerBase = callerBase
+	}
 	var cands []*sources.Credential
 	for _, l := range layers {
 		base := daemonBase
@@ -111,9 +126,6 @@ func (r *Resolver) Resolve(req Request) (*Resolution, error) {
 		return res, fmt.Errorf("%w for workspace %s in any source", ErrNoCredentials, res.Workspace)
 	}
 	res.Credential, res.Shadowed = cands[0], cands[1:]
-	if callerBase != daemonBase && res.DaemonHeld() {
-		res.IgnoredCallerBase = callerBase
-	}
 	return res, nil
 }
 
@@ -165,6 +177,16 @@ func (r *Resolver) bases(ls []layer, wsEnv string) (daemonBase, callerBase strin
 		return daemonBase, daemonBase
 	}
 	return daemonBase, sources.BaseURL(url, env, wsEnv)
+}
+
+// callerAsks reports whether the caller's own sources set BL_API_URL or BL_ENV.
+func (r *Resolver) callerAsks(ls []layer) bool {
+	for _, l := range ls {
+		if l.caller && (l.vars[sources.VarAPIURL] != "" || l.vars[sources.VarEnv] != "") {
+			return true
+		}
+	}
+	return false
 }
 
 func first(a, b string) string {

@@ -164,10 +164,26 @@ func (s *Server) get(ctx context.Context, req *ipc.Message) (*ipc.Message, *sour
 	c := res.Credential
 	t, err := s.cfg.Broker.Get(ctx, c, minTTL, res.DaemonHeld())
 	if err != nil {
-		return errorAnswer(err), c
+		return withIgnoredBase(errorAnswer(err), res.IgnoredCallerBase(res.DaemonHeld()), res.DaemonBase), c
 	}
-	tok := ipc.Token{Workspace: res.Workspace, Token: t.Token, Kind: c.Kind, Source: c.Source.String(), Expiry: t.Expiry, Hint: t.Warning, APIURL: c.BaseURL}
+	tok := ipc.Token{Workspace: res.Workspace, Token: t.Token, Kind: c.Kind, Source: c.Source.String(), Expiry: t.Expiry, Hint: t.Warning, APIURL: c.BaseURL,
+		Dotenv: res.Dotenv.Path, DotenvWorkspace: res.Dotenv.Workspace, DotenvSets: res.Dotenv.Names}
 	return tok.Message(), c
+}
+
+// withIgnoredBase names, in an error answer, the API base the caller asked for with its
+// BL_API_URL or BL_ENV when it was not used: what the daemon holds goes only to its own base.
+func withIgnoredBase(m *ipc.Message, asked, used string) *ipc.Message {
+	if asked == "" {
+		return m
+	}
+	m.Set(ipc.KeyMessage, m.Value(ipc.KeyMessage)+fmt.Sprintf(" (the caller's BL_API_URL / BL_ENV ask for %s; a credential blauthd holds itself goes only to %s)", asked, used))
+	hint := "to use " + asked + " with this workspace, set BL_API_URL or BL_ENV in blauthd's own environment, or the workspace's env: in the bl config"
+	if h := m.Value(ipc.KeyHint); h != "" {
+		hint = h + "; " + hint
+	}
+	m.Set(ipc.KeyHint, hint)
+	return m
 }
 
 func (s *Server) serveErase(ctx context.Context, req request) *ipc.Message {

@@ -24,13 +24,24 @@ func (s *Server) serveLoginStart(ctx context.Context, req request) *ipc.Message 
 	if s.cfg.Logins == nil {
 		return fail(ipc.CodeBadRequest, "this daemon does not use the bl config, where sessions are saved", "")
 	}
-	id, da, err := s.cfg.Logins.Start(ctx, ws, s.cfg.Resolver.DaemonBaseURL(ws))
+	base := s.cfg.Resolver.DaemonBaseURL(ws)
+	// The session is saved where bl keeps it, for the daemon's base: a caller's BL_API_URL or
+	// BL_ENV does not apply, and the answer says so.
+	sr := sourceRequest(req.Message)
+	sr.Workspace = ws
+	res, _ := s.cfg.Resolver.Resolve(sr)
+	ignored := res.IgnoredCallerBase(true)
+	id, da, err := s.cfg.Logins.Start(ctx, ws, base)
 	if err != nil {
-		return errorAnswer(fmt.Errorf("device login could not start: %w", err))
+		return withIgnoredBase(errorAnswer(fmt.Errorf("device login could not start: %w", err)), ignored, base)
 	}
-	return ok(ipc.KeyFlow, id, ipc.KeyWorkspace, ws, ipc.KeyUserCode, da.UserCode,
+	m := ok(ipc.KeyFlow, id, ipc.KeyWorkspace, ws, ipc.KeyUserCode, da.UserCode,
 		ipc.KeyVerificationURI, da.VerificationURI, ipc.KeyVerificationURIComplete, da.VerificationURIComplete,
-		ipc.KeyInterval, strconv.Itoa(da.Interval), ipc.KeyExpiresIn, strconv.Itoa(da.ExpiresIn))
+		ipc.KeyInterval, strconv.Itoa(da.Interval), ipc.KeyExpiresIn, strconv.Itoa(da.ExpiresIn), ipc.KeyAPIURL, base)
+	if ignored != "" {
+		m.Add(ipc.KeyHint, fmt.Sprintf("the caller's BL_API_URL / BL_ENV ask for %s, but this login goes to %s, the daemon's base; set the workspace's env: in the bl config, or start blauthd with BL_API_URL set", ignored, base))
+	}
+	return m
 }
 
 // serveLoginWait waits up to wait= seconds (at most 30, 5 by default) for a login to end.

@@ -137,3 +137,39 @@ func TestOlderDaemonIsSpokenToInItsVersion(t *testing.T) {
 		t.Fatalf("token from a version 1 daemon: %s", r)
 	}
 }
+
+// Blaxel's SDKs let ./.env win over the environment: exec refuses to hand a command another
+// workspace's token when the .env would pair it with its own workspace, or replace it.
+func TestExecRefusesWhatTheDotenvWouldUndo(t *testing.T) {
+	td := startDaemon(t, daemonOpts{blConfig: "context:\n  workspace: other\nworkspaces:\n- name: other\n  credentials:\n    apiKey: \"other-key\"\n- name: mine\n  credentials:\n    apiKey: \"mine-key\"\ntracking: false\n"})
+	// project returns a new directory holding a .env with content.
+	project := func(content string) string {
+		dir := shortTempDir(t)
+		if err := os.WriteFile(filepath.Join(dir, ".env"), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	show := []string{"exec", "--", "sh", "-c", `printf '%s|%s' "$BL_WORKSPACE" "$BL_API_KEY"`}
+	mine := project("BL_WORKSPACE=mine\n")
+	r := runProc(t, proc{env: td.socketEnv(), dir: mine}, helperBin(), append([]string{"-w", "other"}, show...)...)
+	mustFail(t, r, exitUsage)
+	if !strings.Contains(r.stderr, "sets BL_WORKSPACE=mine") || !strings.Contains(r.stderr, "other's token for workspace mine") || strings.Contains(r.stderr, "other-key") {
+		t.Fatalf("exec -w other under a .env for mine: %s", r)
+	}
+	// The .env's own workspace is consistent: allowed.
+	if r := runProc(t, proc{env: td.socketEnv(), dir: mine}, helperBin(), show...); r.code != 0 || r.stdout != "mine|mine-key" {
+		t.Fatalf("exec under a .env for mine: %s", r)
+	}
+	// A .env credential that is not the one served would replace the token exec sets.
+	r = runProc(t, proc{env: td.socketEnv(), dir: project("BL_WORKSPACE=other\nBL_API_KEY=k\n")}, helperBin(), append([]string{"-w", "mine"}, show...)...)
+	mustFail(t, r, exitUsage)
+	if !strings.Contains(r.stderr, "sets BL_WORKSPACE=other") {
+		t.Fatalf("exec -w mine under a .env with other's key: %s", r)
+	}
+	// The .env's own key, served for the workspace asked: consistent.
+	r = runProc(t, proc{env: td.socketEnv(), dir: project("BL_API_KEY=dotenv-key\n")}, helperBin(), append([]string{"-w", "other"}, show...)...)
+	if r.code != 0 || r.stdout != "other|dotenv-key" {
+		t.Fatalf("the .env's own key, served: %s", r)
+	}
+}

@@ -122,6 +122,7 @@ func (a *app) deviceLogin(ws string) int {
 	if err != nil {
 		return a.fail(err)
 	}
+	a.warn(start.Value(ipc.KeyHint))
 	uri := start.Value(ipc.KeyVerificationURIComplete)
 	if uri == "" {
 		uri = start.Value(ipc.KeyVerificationURI)
