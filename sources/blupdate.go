@@ -620,20 +620,7 @@ func (t *blText) editWorkspace(item *yaml.Node, cur, next BLCredentials) ([]blEd
 			idVal = item.Content[i+1]
 		}
 	}
-	set := map[string]any{}
-	// newLines are the changed fields the entry lacks, as lines under a credentials key at indent.
-	newLines := func(indent string) string {
-		var b strings.Builder
-		for _, i := range changed {
-			f := blCredFields[i]
-			if v := f.get(next); v != "" {
-				b.WriteString(indent + f.keys[0] + ": " + f.text(v) + t.eol)
-				set[f.keys[0]] = f.generic(v)
-			}
-		}
-		return b.String()
-	}
-
+	ed := &credEdit{t: t, changed: changed, next: next, set: map[string]any{}}
 	switch {
 	case credKey == nil:
 		// A hand-written entry without credentials: add them after the name (and id), as bl orders them.
@@ -641,57 +628,68 @@ func (t *blText) editWorkspace(item *yaml.Node, cur, next BLCredentials) ([]blEd
 		if idVal != nil && idVal.Line >= nameVal.Line {
 			after = idVal
 		}
-		at, err := t.entryEnd(after)
-		if err != nil {
-			return nil, nil, err
-		}
-		nameKey := item.Content[0]
-		indent := strings.Repeat(" ", nameKey.Column-1)
-		lines := newLines(indent + "  ")
-		if lines == "" {
-			return nil, nil, nil
-		}
-		return []blEdit{{at, at, indent + "credentials:" + t.eol + lines}}, set, nil
-
+		return ed.addCredentials(item.Content[0], after)
 	case credVal.Kind == yaml.AliasNode:
 		return nil, nil, uneditable(credVal.Line, "credentials is an alias (*) of another node")
-
 	case isNull(credVal) || credVal.Kind == yaml.MappingNode && credVal.Style&yaml.FlowStyle != 0 && len(credVal.Content) == 0:
 		// No fields yet (credentials:, credentials: ~, credentials: {}): the fields go on the next lines.
-		var edits []blEdit
-		ve, ok := t.offset(credVal.Line, credVal.Column)
-		switch {
-		case !ok:
-			return nil, nil, uneditable(credVal.Line, "cannot locate a value")
-		case isNull(credVal) && credVal.Value == "":
-		default:
-			var open, close byte
-			if credVal.Kind == yaml.MappingNode {
-				open, close = '{', '}'
-			}
-			rm, err := t.removeValue(credVal, open, close)
-			if err != nil {
-				return nil, nil, err
-			}
-			edits, ve = append(edits, rm), rm.end
-		}
-		at, err := t.afterKeyLine(credKey, ve)
+		edits, at, err := t.clearEmpty(credKey, credVal, '{', '}')
 		if err != nil {
 			return nil, nil, err
 		}
-		lines := newLines(strings.Repeat(" ", credKey.Column-1+2))
+		lines := ed.newLines(strings.Repeat(" ", credKey.Column-1+2))
 		if lines == "" {
 			return nil, nil, nil
 		}
-		return append(edits, blEdit{at, at, lines}), set, nil
-
+		return append(edits, blEdit{at, at, lines}), ed.set, nil
 	case credVal.Kind != yaml.MappingNode:
 		return nil, nil, uneditable(credVal.Line, "credentials is not a mapping")
 	case credVal.Style&yaml.FlowStyle != 0:
 		return nil, nil, uneditable(credVal.Line, "credentials is in flow style ({…})")
 	}
+	return ed.editBlock(credVal)
+}
 
-	// A block mapping: replace the values of the keys present, insert the fields missing.
+// credEdit is one edit of a workspace's credentials: the fields that change, and their new values.
+type credEdit struct {
+	t       *blText
+	changed []int         // indexes in blCredFields
+	next    BLCredentials // the new values
+	set     map[string]any
+}
+
+// newLines are the changed fields the entry lacks, as lines under a credentials key at indent.
+func (ed *credEdit) newLines(indent string) string {
+	var b strings.Builder
+	for _, i := range ed.changed {
+		f := blCredFields[i]
+		if v := f.get(ed.next); v != "" {
+			b.WriteString(indent + f.keys[0] + ": " + f.text(v) + ed.t.eol)
+			ed.set[f.keys[0]] = f.generic(v)
+		}
+	}
+	return b.String()
+}
+
+// addCredentials adds a credentials key with the new fields after the value after, in an entry
+// whose first key is nameKey.
+func (ed *credEdit) addCredentials(nameKey, after *yaml.Node) ([]blEdit, map[string]any, error) {
+	at, err := ed.t.entryEnd(after)
+	if err != nil {
+		return nil, nil, err
+	}
+	indent := strings.Repeat(" ", nameKey.Column-1)
+	lines := ed.newLines(indent + "  ")
+	if lines == "" {
+		return nil, nil, nil
+	}
+	return []blEdit{{at, at, indent + "credentials:" + ed.t.eol + lines}}, ed.set, nil
+}
+
+// editBlock replaces, in a block mapping, the values of the keys present, and inserts the
+// fields missing where bl's order puts them.
+func (ed *credEdit) editBlock(credVal *yaml.Node) ([]blEdit, map[string]any, error) {
+	t := ed.t
 	pairs := credVal.Content
 	if len(pairs) == 0 {
 		return nil, nil, uneditable(credVal.Line, "credentials is empty")
@@ -703,9 +701,9 @@ func (t *blText) editWorkspace(item *yaml.Node, cur, next BLCredentials) ([]blEd
 	first, _ := t.offset(pairs[0].Line, pairs[0].Column)
 	indent := string(t.data[firstLine:first])
 	var edits []blEdit
-	for _, fi := range changed {
+	for _, fi := range ed.changed {
 		f := blCredFields[fi]
-		v := f.get(next)
+		v := f.get(ed.next)
 		present := false
 		for i := 0; i+1 < len(pairs); i += 2 {
 			if k := pairs[i]; k.Kind == yaml.ScalarNode && blFieldIndex(k.Value) == fi {
@@ -714,7 +712,7 @@ func (t *blText) editWorkspace(item *yaml.Node, cur, next BLCredentials) ([]blEd
 					return nil, nil, err
 				}
 				edits = append(edits, e)
-				set[k.Value] = f.generic(v)
+				ed.set[k.Value] = f.generic(v)
 				present = true
 			}
 		}
@@ -726,9 +724,32 @@ func (t *blText) editWorkspace(item *yaml.Node, cur, next BLCredentials) ([]blEd
 			return nil, nil, err
 		}
 		edits = append(edits, blEdit{at, at, indent + f.keys[0] + ": " + f.text(v) + t.eol})
-		set[f.keys[0]] = f.generic(v)
+		ed.set[f.keys[0]] = f.generic(v)
 	}
-	return edits, set, nil
+	return edits, ed.set, nil
+}
+
+// clearEmpty makes room for lines under key whose value is empty (key:, key: ~, key: {} or
+// key: []): it removes a written empty value, and returns where the new lines go.
+func (t *blText) clearEmpty(key, val *yaml.Node, open, close byte) ([]blEdit, int, error) {
+	var edits []blEdit
+	ve, ok := t.offset(val.Line, val.Column)
+	switch {
+	case !ok:
+		return nil, 0, uneditable(val.Line, "cannot locate a value")
+	case isNull(val) && val.Value == "":
+	default:
+		if val.Kind != yaml.MappingNode && val.Kind != yaml.SequenceNode {
+			open, close = 0, 0
+		}
+		rm, err := t.removeValue(val, open, close)
+		if err != nil {
+			return nil, 0, err
+		}
+		edits, ve = append(edits, rm), rm.end
+	}
+	at, err := t.afterKeyLine(key, ve)
+	return edits, at, err
 }
 
 // insertionPoint is where field fi goes in a block mapping that lacks it: after the field before it in
@@ -782,7 +803,6 @@ func (t *blText) appendWorkspace(root, wsKey, wsVal, trackingKey *yaml.Node, nam
 		}
 		return m
 	}
-
 	switch {
 	case wsKey == nil:
 		// A hand-written file without a workspaces key: add one, before tracking: or at the end.
@@ -794,68 +814,63 @@ func (t *blText) appendWorkspace(root, wsKey, wsVal, trackingKey *yaml.Node, nam
 				return nil, nil, err
 			}
 		}
-		text := indent + "workspaces:" + t.eol + entry(indent)
-		return []blEdit{{at, at, text}}, generic(), nil
-
+		return []blEdit{{at, at, indent + "workspaces:" + t.eol + entry(indent)}}, generic(), nil
 	case isNull(wsVal) || wsVal.Kind == yaml.SequenceNode && wsVal.Style&yaml.FlowStyle != 0 && len(wsVal.Content) == 0:
 		// workspaces:, workspaces: ~ or workspaces: [] (yaml.v2): the entry goes on the next line.
-		var edits []blEdit
-		ve, ok := t.offset(wsVal.Line, wsVal.Column)
-		switch {
-		case !ok:
-			return nil, nil, uneditable(wsVal.Line, "cannot locate a value")
-		case isNull(wsVal) && wsVal.Value == "":
-		default:
-			var open, close byte
-			if wsVal.Kind == yaml.SequenceNode {
-				open, close = '[', ']'
-			}
-			rm, err := t.removeValue(wsVal, open, close)
-			if err != nil {
-				return nil, nil, err
-			}
-			edits, ve = append(edits, rm), rm.end
-		}
-		at, err := t.afterKeyLine(wsKey, ve)
+		edits, at, err := t.clearEmpty(wsKey, wsVal, '[', ']')
 		if err != nil {
 			return nil, nil, err
 		}
 		return append(edits, blEdit{at, at, entry(strings.Repeat(" ", wsKey.Column-1))}), generic(), nil
-
 	case wsVal.Kind != yaml.SequenceNode:
 		return nil, nil, uneditable(wsVal.Line, "workspaces is not a list")
 	case wsVal.Style&yaml.FlowStyle != 0:
 		return nil, nil, uneditable(wsVal.Line, "workspaces is in flow style ([…])")
 	}
-
 	// A block list: the entry goes after its last item, with the dash where the others have theirs.
-	first := wsVal.Content[0]
+	dashIndent, err := t.dashIndent(wsVal.Content[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	at, err := t.listEnd(root, wsKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	return []blEdit{{at, at, entry(dashIndent)}}, generic(), nil
+}
+
+// dashIndent is what precedes the dash of the list item whose value is first: the indentation
+// a new item needs. An item that does not start its line cannot be matched.
+func (t *blText) dashIndent(first *yaml.Node) (string, error) {
 	off, ok := t.offset(first.Line, first.Column)
 	if !ok {
-		return nil, nil, uneditable(first.Line, "cannot locate a workspaces entry")
+		return "", uneditable(first.Line, "cannot locate a workspaces entry")
 	}
 	dash := off - 1
 	for dash >= 0 && strings.IndexByte(" \t\r\n", t.data[dash]) >= 0 {
 		dash--
 	}
 	if dash < 0 || t.data[dash] != '-' {
-		return nil, nil, uneditable(first.Line, "cannot locate the dash of a workspaces entry")
+		return "", uneditable(first.Line, "cannot locate the dash of a workspaces entry")
 	}
 	dashLine := t.lineOf(dash)
-	if strings.Trim(string(t.data[t.lineStarts[dashLine-1]:dash]), " ") != "" {
-		return nil, nil, uneditable(dashLine, "a workspaces entry does not start its line")
+	indent := string(t.data[t.lineStarts[dashLine-1]:dash])
+	if strings.Trim(indent, " ") != "" {
+		return "", uneditable(dashLine, "a workspaces entry does not start its line")
 	}
-	dashIndent := string(t.data[t.lineStarts[dashLine-1]:dash])
+	return indent, nil
+}
 
-	// The list ends where the next top-level key starts (or at the end of the file), less the blank
-	// and comment lines right before it.
+// listEnd is where the list under wsKey ends: where the next top-level key starts (or at the end
+// of the file), less the blank and comment lines right before it.
+func (t *blText) listEnd(root, wsKey *yaml.Node) (int, error) {
 	at, limit := len(t.data), 0
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		if root.Content[i] == wsKey && i+2 < len(root.Content) {
 			k := root.Content[i+2]
 			var err error
 			if at, err = t.keyLineStart(k); err != nil {
-				return nil, nil, err
+				return 0, err
 			}
 			limit = k.Column - 1
 		}
@@ -874,7 +889,7 @@ func (t *blText) appendWorkspace(root, wsKey, wsVal, trackingKey *yaml.Node, nam
 			at = ls
 		}
 	}
-	return []blEdit{{at, at, entry(dashIndent)}}, generic(), nil
+	return at, nil
 }
 
 // apply makes the edits (non-overlapping; insertions at one offset keep their order). An insertion at

@@ -446,30 +446,10 @@ func keyringCall[T any](ctx context.Context, k *Keyring, op string, fn func(keyr
 	if ctx.Err() != nil { // the caller gave up already: do not start a call nobody waits for
 		return zero, k.doneError(ctx, "")
 	}
-	k.mu.Lock()
-	if k.sem == nil {
-		k.sem = make(chan struct{}, 1)
-		k.becameHung = make(chan struct{})
-	}
-	if k.hung {
-		err := k.hungError()
-		k.mu.Unlock()
+	sem, err := k.acquire(ctx)
+	if err != nil {
 		return zero, err
 	}
-	sem, wake := k.sem, k.becameHung
-	k.mu.Unlock()
-
-	select {
-	case sem <- struct{}{}:
-	case <-wake:
-		k.mu.Lock()
-		err := k.hungError()
-		k.mu.Unlock()
-		return zero, err
-	case <-ctx.Done():
-		return zero, k.doneError(ctx, "waiting for an earlier keyring call")
-	}
-
 	start := time.Now()
 	done := make(chan keyringResult[T], 1)
 	b := k.impl()
@@ -508,14 +488,47 @@ func keyringCall[T any](ctx context.Context, k *Keyring, op string, fn func(keyr
 	default:
 	}
 	if context.Cause(ctx) == boxErr {
-		k.hung = true
-		k.hungSince = start
-		close(k.becameHung)
-		k.becameHung = make(chan struct{})
-		k.Log.Warn().Str("service", k.service()).Str("call", op).Dur("timeout", timeout).
-			Msg("keyring call timed out; keyring calls fail at once until it returns")
+		k.markHungLocked(op, start, timeout)
 	}
 	return zero, k.doneError(ctx, "")
+}
+
+// acquire takes the keyring's one call slot (sem, which the call releases), unless a call is
+// stuck past its time box or ctx ends first.
+func (k *Keyring) acquire(ctx context.Context) (chan struct{}, error) {
+	k.mu.Lock()
+	if k.sem == nil {
+		k.sem = make(chan struct{}, 1)
+		k.becameHung = make(chan struct{})
+	}
+	if k.hung {
+		err := k.hungError()
+		k.mu.Unlock()
+		return nil, err
+	}
+	sem, wake := k.sem, k.becameHung
+	k.mu.Unlock()
+	select {
+	case sem <- struct{}{}:
+		return sem, nil
+	case <-wake:
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		return nil, k.hungError()
+	case <-ctx.Done():
+		return nil, k.doneError(ctx, "waiting for an earlier keyring call")
+	}
+}
+
+// markHungLocked records a call that overran its time box: later calls fail at once until it
+// returns. k.mu is held.
+func (k *Keyring) markHungLocked(op string, start time.Time, timeout time.Duration) {
+	k.hung = true
+	k.hungSince = start
+	close(k.becameHung)
+	k.becameHung = make(chan struct{})
+	k.Log.Warn().Str("service", k.service()).Str("call", op).Dur("timeout", timeout).
+		Msg("keyring call timed out; keyring calls fail at once until it returns")
 }
 
 // doneError reports why ctx ended: the time box (or a caller's deadline) is ErrKeyringUnavailable,
