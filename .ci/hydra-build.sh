@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the real Ory Hydra OAuth 2.0 server used by internal/hydratest.
+# Builds the real Ory Hydra OAuth 2.0 server used by internal/testkit/hydratest.
 #
 # Hydra lives in its own Go module (tools/hydra) so that its large dependency
 # graph stays out of the main go.mod. It needs the sqlite build tag (cgo) for

@@ -134,7 +134,7 @@ func New(ctx context.Context, cfg Config) *Broker {
 	if cfg.RefreshLeft <= 0 || cfg.RefreshLeft >= 1 {
 		cfg.RefreshLeft = DefaultRefreshLeft
 	}
-	if cfg.Jitter < 0 || cfg.Jitter >= cfg.RefreshLeft {
+	if cfg.Jitter <= 0 || cfg.Jitter >= cfg.RefreshLeft {
 		cfg.Jitter = 0.05
 	}
 	if cfg.MinTTL <= 0 {

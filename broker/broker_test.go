@@ -10,8 +10,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/blauth/blauth/internal/backoff"
-	"github.com/blauth/blauth/internal/blaxeltest"
 	"github.com/blauth/blauth/internal/clock"
+	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
 	"github.com/blauth/blauth/token"
@@ -96,6 +96,13 @@ func TestBackgroundRefreshAheadOfEveryBlaxelClient(t *testing.T) {
 // A 60s token with the default 30s min_ttl can be served for 30s only: its refresh must come
 // early in that window, or a short outage of the endpoint reaches callers.
 func TestShortTokensAreRefreshedEarlyInTheirServableLife(t *testing.T) {
+	seen := map[time.Duration]bool{}
+	defer func() {
+		// The default jitter spreads refreshes issued together: 20 draws are not all the same.
+		if len(seen) < 2 {
+			t.Errorf("20 refreshes all came %v after issue: no jitter", seen)
+		}
+	}()
 	for i := 0; i < 20; i++ { // the jitter is random: several draws
 		f := newBrokerFixture(t, nil)
 		f.api.SetTTL(time.Minute)
@@ -106,6 +113,7 @@ func TestShortTokensAreRefreshedEarlyInTheirServableLife(t *testing.T) {
 			f.tick()
 		}
 		at := f.clock.Now().Sub(issued)
+		seen[at] = true
 		// Due when 60-65% of the 30s servable life is left: 10.5s to 12s after issue.
 		if at < 10*time.Second || at > 12500*time.Millisecond {
 			t.Fatalf("a 60s token was refreshed %v after issue, want 10.5-12s", at)

@@ -1,4 +1,4 @@
-package daemon
+package daemon_test
 
 import (
 	"encoding/json"
@@ -9,15 +9,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/daemon"
 	"github.com/blauth/blauth/internal/clock"
+	"github.com/blauth/blauth/internal/testkit"
+	"github.com/blauth/blauth/internal/testkit/blaxeltest"
+	"github.com/blauth/blauth/internal/testkit/daemontest"
 	"github.com/blauth/blauth/ipc"
 )
 
-// status asks for the status as a version 2 client and decodes it.
-func (td *testDaemon) status(t *testing.T, kv ...string) ipc.Status {
+// status asks td for the status as a version 2 client and decodes it.
+func status(t *testing.T, td *daemontest.Daemon, kv ...string) ipc.Status {
 	t.Helper()
-	resp, err := td.do(t, append([]string{ipc.KeyAction, ipc.ActionStatus}, kv...)...)
+	resp, err := td.Do(t, append([]string{ipc.KeyAction, ipc.ActionStatus}, kv...)...)
 	if err != nil {
 		t.Fatalf("status: %v", err)
 	}
@@ -35,13 +38,13 @@ func TestStatusOfTenThousandWorkspaces(t *testing.T) {
 		fmt.Fprintf(&b, "- name: ws-%d\n  credentials:\n    apiKey: \"key-%d\"\n", i, i)
 	}
 	b.WriteString("tracking: false\n")
-	td := startDaemon(t, nil, daemonOpts{blConfig: b.String()})
-	st := td.status(t)
+	td := daemontest.Start(t, daemontest.Options{BLConfig: b.String()})
+	st := status(t, td)
 	if len(st.Workspaces) != 10000 {
 		t.Fatalf("status lists %d workspaces, want 10000", len(st.Workspaces))
 	}
 	// A version 1 client cannot take it on one line: it is told so, with the way out.
-	c, err := ipc.Dial(td.socket, 5*time.Second)
+	c, err := ipc.Dial(td.Socket, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,10 +63,10 @@ func asIPCError(err error, e **ipc.Error) bool {
 }
 
 func TestConnectionsPastTheLimitAreToldWhy(t *testing.T) {
-	td := startDaemon(t, nil, daemonOpts{env: []string{"BL_WORKSPACE=a", "BL_API_KEY=k"}, mutate: func(c *Config) { c.MaxConns = 2 }})
+	td := daemontest.Start(t, daemontest.Options{Env: []string{"BL_WORKSPACE=a", "BL_API_KEY=k"}, Mutate: func(c *daemon.Config) { c.MaxConns = 2 }})
 	var held []*ipc.Client
 	for i := 0; i < 2; i++ {
-		c, err := ipc.Dial(td.socket, 5*time.Second)
+		c, err := ipc.Dial(td.Socket, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -73,24 +76,20 @@ func TestConnectionsPastTheLimitAreToldWhy(t *testing.T) {
 		}
 		held = append(held, c)
 	}
-	_, err := td.do(t, ipc.KeyAction, ipc.ActionGet)
+	_, err := td.Do(t, ipc.KeyAction, ipc.ActionGet)
 	if ipc.ErrorCode(err) != ipc.CodeBusy {
 		t.Fatalf("a third connection with room for two: %v, want code busy", err)
 	}
 	held[0].Close()
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		if _, err := td.do(t, ipc.KeyAction, ipc.ActionGet); err == nil {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatalf("no room after a connection closed: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.WaitFor(t, 5*time.Second, "room after a connection closed", func() bool {
+		_, err := td.Do(t, ipc.KeyAction, ipc.ActionGet)
+		return err == nil
+	})
 }
 
 func TestStopEndsTheDaemon(t *testing.T) {
-	td := startDaemon(t, nil, daemonOpts{env: []string{"BL_WORKSPACE=a", "BL_API_KEY=k"}})
-	c, err := ipc.Dial(td.socket, 5*time.Second)
+	td := daemontest.Start(t, daemontest.Options{Env: []string{"BL_WORKSPACE=a", "BL_API_KEY=k"}})
+	c, err := ipc.Dial(td.Socket, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,27 +98,24 @@ func TestStopEndsTheDaemon(t *testing.T) {
 	if ipc.ErrorCode(err) != ipc.CodeUnknownAction {
 		t.Fatalf("stop from a version 1 client: %v, want unknown_action", err)
 	}
-	resp, err := td.do(t, ipc.KeyAction, ipc.ActionStop)
+	resp, err := td.Do(t, ipc.KeyAction, ipc.ActionStop)
 	if err != nil {
 		t.Fatalf("stop: %v", err)
 	}
 	if resp.Value(ipc.KeyPID) != fmt.Sprint(os.Getpid()) || resp.Value(ipc.KeyManager) != ipc.ManagerForeground {
 		t.Fatalf("stop answered %v, want this pid and manager foreground", resp.Fields)
 	}
-	select {
-	case err := <-td.done:
-		td.once.Do(func() { td.err = err })
-	case <-time.After(10 * time.Second):
+	if !td.Stopped(10 * time.Second) {
 		t.Fatal("the daemon still runs 10s after stop")
 	}
-	if _, err := os.Stat(td.socket); !os.IsNotExist(err) {
+	if _, err := os.Stat(td.Socket); !os.IsNotExist(err) {
 		t.Fatalf("the socket is left after stop: %v", err)
 	}
 }
 
 func TestSourceErrorsAreNamedOnceAndInResolutionErrors(t *testing.T) {
-	td := startDaemon(t, nil, daemonOpts{blConfig: "context:\n  workspace: acme\nworkspaces: [\n"})
-	_, err := td.do(t, ipc.KeyAction, ipc.ActionGet)
+	td := daemontest.Start(t, daemontest.Options{BLConfig: "context:\n  workspace: acme\nworkspaces: [\n"})
+	_, err := td.Do(t, ipc.KeyAction, ipc.ActionGet)
 	var e *ipc.Error
 	if !asIPCError(err, &e) || e.Code != ipc.CodeNoWorkspace || !strings.Contains(e.Message, "config.yaml") || !strings.Contains(e.Message, "line") {
 		t.Fatalf("get with a broken bl config: %v, want no_workspace naming the config and the line", err)
@@ -127,7 +123,7 @@ func TestSourceErrorsAreNamedOnceAndInResolutionErrors(t *testing.T) {
 	if !strings.Contains(e.Hint, "fix the source") {
 		t.Fatalf("hint %q does not point at the broken source", e.Hint)
 	}
-	st := td.status(t, ipc.KeyWorkspace, "other")
+	st := status(t, td, ipc.KeyWorkspace, "other")
 	if len(st.SourceErrors) != 1 || st.SourceErrors[0].Source.Kind != "bl_config" {
 		t.Fatalf("status source errors: %+v, want the bl config's, once", st.SourceErrors)
 	}
@@ -143,9 +139,9 @@ func TestFailedWriteBackIsVisibleAndRetried(t *testing.T) {
 	_, rt := api.NewSession("user", "")
 	expired := api.TokenExpiring("user", clock.Now().Add(-time.Minute), 2*time.Hour)
 	cfg := sessionConfig(expired, rt)
-	td := startDaemon(t, api, daemonOpts{blConfig: cfg, clock: clock})
-	path := filepath.Join(td.home, ".blaxel", "config.yaml")
-	td.token(t) // refreshed and written back
+	td := daemontest.Start(t, daemontest.Options{API: api, BLConfig: cfg, Clock: clock})
+	path := filepath.Join(td.Home, ".blaxel", "config.yaml")
+	td.Token(t) // refreshed and written back
 	good, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -155,11 +151,11 @@ func TestFailedWriteBackIsVisibleAndRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock.Add(125 * time.Minute) // the session must be refreshed
-	tok := td.token(t)
+	tok := td.Token(t)
 	if !strings.Contains(tok.Hint, "could not be saved") {
 		t.Fatalf("served after a failed write-back with hint %q, want it said", tok.Hint)
 	}
-	st := td.status(t)
+	st := status(t, td)
 	if len(st.Workspaces) == 0 || st.Workspaces[0].WriteBackError == "" {
 		t.Fatalf("status after a failed write-back: %+v", st.Workspaces)
 	}
@@ -167,23 +163,17 @@ func TestFailedWriteBackIsVisibleAndRetried(t *testing.T) {
 	if err := os.WriteFile(path, good, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; {
+	testkit.WaitFor(t, 10*time.Second, "the rotated session in the repaired file", func() bool {
 		clock.Add(30 * time.Second) // the broker retries a failed write-back at least this often
 		td.Broker().Tick()
 		td.Broker().Wait()
 		data, _ := os.ReadFile(path)
-		if strings.Contains(string(data), "access_token: "+tok.Token) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the rotated session never reached the repaired file")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if w := td.status(t).Workspaces[0].WriteBackError; w != "" {
+		return strings.Contains(string(data), "access_token: "+tok.Token)
+	})
+	if w := status(t, td).Workspaces[0].WriteBackError; w != "" {
 		t.Fatalf("status still reports a write-back error after it landed: %s", w)
 	}
-	if h := td.token(t).Hint; h != "" {
+	if h := td.Token(t).Hint; h != "" {
 		t.Fatalf("hint after the write-back landed: %q", h)
 	}
 }
@@ -195,8 +185,8 @@ func TestIgnoredCallerBaseIsNamed(t *testing.T) {
 	defer api.Close()
 	cc := api.AddClient("sa", "secret")
 	api.SetFault(blaxeltest.Fault503, -1)
-	td := startDaemon(t, api, daemonOpts{env: []string{"BL_WORKSPACE=acme", "BL_CLIENT_CREDENTIALS=" + cc}})
-	_, err := td.do(t, ipc.KeyAction, ipc.ActionGet, "env.BL_API_URL", "http://127.0.0.1:9/v0")
+	td := daemontest.Start(t, daemontest.Options{API: api, Env: []string{"BL_WORKSPACE=acme", "BL_CLIENT_CREDENTIALS=" + cc}})
+	_, err := td.Do(t, ipc.KeyAction, ipc.ActionGet, "env.BL_API_URL", "http://127.0.0.1:9/v0")
 	var e *ipc.Error
 	if !asIPCError(err, &e) || e.Code != ipc.CodeUnavailable ||
 		!strings.Contains(e.Message, "BL_API_URL / BL_ENV ask for http://127.0.0.1:9/v0") || !strings.Contains(e.Message, api.Base) ||
@@ -204,7 +194,7 @@ func TestIgnoredCallerBaseIsNamed(t *testing.T) {
 		t.Fatalf("a daemon-held credential failing, the caller asking for another base: %v (hint %q)", err, e.Hint)
 	}
 	// Without a base of its own, the caller is told nothing of the kind.
-	_, err = td.do(t, ipc.KeyAction, ipc.ActionGet)
+	_, err = td.Do(t, ipc.KeyAction, ipc.ActionGet)
 	if err == nil || strings.Contains(err.Error(), "ask for") {
 		t.Fatalf("no caller base: %v", err)
 	}

@@ -1,4 +1,4 @@
-package daemon
+package daemon_test
 
 import (
 	"context"
@@ -11,8 +11,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/blauth/blauth/broker"
-	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/daemon"
 	"github.com/blauth/blauth/internal/clock"
+	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
 	"github.com/blauth/blauth/token"
@@ -21,13 +22,13 @@ import (
 // startBenchDaemon runs a daemon in this process on a real socket in a short temporary
 // directory, with env as its environment and clock as its wall clock (nil: the real one). It is
 // stopped when the benchmark run ends. (startDaemon in helpers_test.go takes a *testing.T.)
-func startBenchDaemon(tb testing.TB, env []string, clock clock.Clock) *Daemon {
+func startBenchDaemon(tb testing.TB, env []string, clock clock.Clock) *daemon.Daemon {
 	tb.Helper()
 	dir, err := os.MkdirTemp("", "blb")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cfg := Config{
+	cfg := daemon.Config{
 		SocketPath: filepath.Join(dir, "run", "blauthd.sock"),
 		Log:        zerolog.Nop(),
 		Environ:    env,
@@ -35,7 +36,7 @@ func startBenchDaemon(tb testing.TB, env []string, clock clock.Clock) *Daemon {
 		Version:    "bench",
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d, err := New(ctx, cfg)
+	d, err := daemon.New(ctx, cfg)
 	if err != nil {
 		cancel()
 		os.RemoveAll(dir)
@@ -67,7 +68,7 @@ func benchGet(tb testing.TB, c *ipc.Client, req *ipc.Message) string {
 	return t.Token
 }
 
-func benchDial(tb testing.TB, d *Daemon) *ipc.Client {
+func benchDial(tb testing.TB, d *daemon.Daemon) *ipc.Client {
 	c, err := ipc.Dial(d.Socket(), 5*time.Second)
 	if err != nil {
 		tb.Fatalf("dial: %v", err)

@@ -1,4 +1,4 @@
-package daemon
+package daemon_test
 
 import (
 	"bufio"
@@ -12,16 +12,20 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/daemon"
 	"github.com/blauth/blauth/internal/clock"
+	"github.com/blauth/blauth/internal/testkit"
+	"github.com/blauth/blauth/internal/testkit/blaxeltest"
+	"github.com/blauth/blauth/internal/testkit/daemontest"
+	"github.com/blauth/blauth/internal/testkit/memkeyring"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
 	"github.com/blauth/blauth/token"
 )
 
 func TestServesAPIKeyFromDaemonEnvironment(t *testing.T) {
-	td := startDaemon(t, nil, daemonOpts{env: []string{"BL_WORKSPACE=acme", "BL_API_KEY=bl_key_123"}})
-	tok := td.token(t)
+	td := daemontest.Start(t, daemontest.Options{Env: []string{"BL_WORKSPACE=acme", "BL_API_KEY=bl_key_123"}})
+	tok := td.Token(t)
 	if tok.Token != "bl_key_123" || tok.Workspace != "acme" || tok.Kind != ipc.KindAPIKey || !tok.Expiry.IsZero() {
 		t.Fatalf("got %+v, want the API key for acme with no expiry", tok)
 	}
@@ -34,7 +38,7 @@ func TestClientCredentialsOneExchangeForManyCallers(t *testing.T) {
 	api := blaxeltest.New(0)
 	defer api.Close()
 	cc := api.AddClient("sa-1", "s3cret")
-	td := startDaemon(t, api, daemonOpts{env: []string{"BL_WORKSPACE=acme", "BL_CLIENT_CREDENTIALS=" + cc}})
+	td := daemontest.Start(t, daemontest.Options{API: api, Env: []string{"BL_WORKSPACE=acme", "BL_CLIENT_CREDENTIALS=" + cc}})
 
 	const callers = 200
 	var wg sync.WaitGroup
@@ -46,7 +50,7 @@ func TestClientCredentialsOneExchangeForManyCallers(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			c, err := ipc.Dial(td.socket, 10*time.Second)
+			c, err := ipc.Dial(td.Socket, 10*time.Second)
 			if err != nil {
 				errs <- err
 				return
@@ -84,12 +88,12 @@ func TestClientCredentialsOneExchangeForManyCallers(t *testing.T) {
 	}
 	// Cached: no more network calls.
 	for i := 0; i < 50; i++ {
-		td.token(t)
+		td.Token(t)
 	}
 	if n := api.Count(""); n != 1 {
 		t.Fatalf("after 50 more gets the endpoint saw %d requests, want still 1", n)
 	}
-	tok := td.token(t)
+	tok := td.Token(t)
 	if exp, _, ok := token.JWTTimes(tok.Token); !ok || !exp.Equal(tok.Expiry) {
 		t.Fatalf("expiry %v does not match the JWT's exp %v", tok.Expiry, exp)
 	}
@@ -102,16 +106,16 @@ func TestLoginSessionRefreshedAndWrittenBack(t *testing.T) {
 	expired := api.TokenExpiring("user", time.Now().Add(-time.Minute), 2*time.Hour)
 	cfg := "context:\n  workspace: acme\nworkspaces:\n- name: acme\n  credentials:\n    access_token: " + expired +
 		"\n    refresh_token: " + rt + "\n    expires_in: 7200\n    device_code: dev-code\n- name: other\n  credentials:\n    apiKey: \"bl_other\"\ntracking: true\n"
-	td := startDaemon(t, api, daemonOpts{blConfig: cfg})
+	td := daemontest.Start(t, daemontest.Options{API: api, BLConfig: cfg})
 
-	tok := td.token(t)
+	tok := td.Token(t)
 	if tok.Token == expired || tok.Kind != ipc.KindLogin {
 		t.Fatalf("served %+v; want a refreshed login token", tok)
 	}
 	if api.Count("refresh_token") != 1 {
 		t.Fatalf("refresh requests = %d, want 1", api.Count("refresh_token"))
 	}
-	c, err := sources.ReadBLConfig(filepath.Join(td.home, ".blaxel", "config.yaml"))
+	c, err := sources.ReadBLConfig(filepath.Join(td.Home, ".blaxel", "config.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,12 +133,12 @@ func TestLoginSessionRefreshedAndWrittenBack(t *testing.T) {
 	if o.Credentials.APIKey != "bl_other" || !c.Tracking || c.Context.Workspace != "acme" {
 		t.Fatalf("the write-back lost other parts of the file: %+v", c)
 	}
-	fi, _ := os.Stat(filepath.Join(td.home, ".blaxel", "config.yaml"))
+	fi, _ := os.Stat(filepath.Join(td.Home, ".blaxel", "config.yaml"))
 	if fi.Mode().Perm() != 0o600 {
 		t.Fatalf("config mode %v, want 0600", fi.Mode().Perm())
 	}
 	// The served token stays cached.
-	if again := td.token(t); again.Token != tok.Token || api.Count("") != 1 {
+	if again := td.Token(t); again.Token != tok.Token || api.Count("") != 1 {
 		t.Fatalf("second get exchanged again (%d requests)", api.Count(""))
 	}
 }
@@ -144,8 +148,8 @@ func TestFreshLoginTokenServedWithoutNetwork(t *testing.T) {
 	defer api.Close()
 	access, rt := api.NewSession("user", "")
 	cfg := sessionConfig(access, rt)
-	td := startDaemon(t, api, daemonOpts{blConfig: cfg})
-	if tok := td.token(t); tok.Token != access {
+	td := daemontest.Start(t, daemontest.Options{API: api, BLConfig: cfg})
+	if tok := td.Token(t); tok.Token != access {
 		t.Fatal("a fresh bl login token was not served as is")
 	}
 	if n := api.Count(""); n != 0 {
@@ -159,8 +163,8 @@ func TestRefusedCredentialIsAClearError(t *testing.T) {
 	api.AddClient("sa-1", "right")
 	bad := api.AddClient("sa-2", "x")
 	api.AddClient("sa-2", "rotated") // the secret we hold is now wrong
-	td := startDaemon(t, api, daemonOpts{env: []string{"BL_WORKSPACE=acme", "BL_CLIENT_CREDENTIALS=" + bad}})
-	_, err := td.do(t, ipc.KeyAction, ipc.ActionGet)
+	td := daemontest.Start(t, daemontest.Options{API: api, Env: []string{"BL_WORKSPACE=acme", "BL_CLIENT_CREDENTIALS=" + bad}})
+	_, err := td.Do(t, ipc.KeyAction, ipc.ActionGet)
 	if ipc.ErrorCode(err) != ipc.CodeAuthFailed {
 		t.Fatalf("err = %v (code %q), want auth_failed", err, ipc.ErrorCode(err))
 	}
@@ -170,7 +174,7 @@ func TestRefusedCredentialIsAClearError(t *testing.T) {
 	// Not retried while the source is unchanged.
 	before := api.Count("")
 	for i := 0; i < 5; i++ {
-		_, _ = td.do(t, ipc.KeyAction, ipc.ActionGet)
+		_, _ = td.Do(t, ipc.KeyAction, ipc.ActionGet)
 	}
 	if api.Count("") != before {
 		t.Fatalf("a refused credential was retried %d times", api.Count("")-before)
@@ -181,53 +185,53 @@ func TestEraseDropsTheCachedToken(t *testing.T) {
 	api := blaxeltest.New(0)
 	defer api.Close()
 	cc := api.AddClient("sa-1", "s")
-	td := startDaemon(t, api, daemonOpts{env: []string{"BL_WORKSPACE=acme", "BL_CLIENT_CREDENTIALS=" + cc}})
-	first := td.token(t)
+	td := daemontest.Start(t, daemontest.Options{API: api, Env: []string{"BL_WORKSPACE=acme", "BL_CLIENT_CREDENTIALS=" + cc}})
+	first := td.Token(t)
 	// An erase naming some other token leaves ours alone.
-	if _, err := td.do(t, ipc.KeyAction, ipc.ActionErase, ipc.KeyToken, "not-ours"); err != nil {
+	if _, err := td.Do(t, ipc.KeyAction, ipc.ActionErase, ipc.KeyToken, "not-ours"); err != nil {
 		t.Fatal(err)
 	}
-	if td.token(t).Token != first.Token {
+	if td.Token(t).Token != first.Token {
 		t.Fatal("erase of another token dropped ours")
 	}
-	if _, err := td.do(t, ipc.KeyAction, ipc.ActionErase, ipc.KeyToken, first.Token); err != nil {
+	if _, err := td.Do(t, ipc.KeyAction, ipc.ActionErase, ipc.KeyToken, first.Token); err != nil {
 		t.Fatal(err)
 	}
-	second := td.token(t)
+	second := td.Token(t)
 	if second.Token == first.Token || api.Count("client_credentials") != 2 {
 		t.Fatalf("after erase: same token or %d exchanges, want a new token from a second exchange", api.Count("client_credentials"))
 	}
 }
 
 func TestNoWorkspaceAndNoCredentials(t *testing.T) {
-	td := startDaemon(t, nil, daemonOpts{})
-	if _, err := td.do(t, ipc.KeyAction, ipc.ActionGet); ipc.ErrorCode(err) != ipc.CodeNoWorkspace {
+	td := daemontest.Start(t, daemontest.Options{})
+	if _, err := td.Do(t, ipc.KeyAction, ipc.ActionGet); ipc.ErrorCode(err) != ipc.CodeNoWorkspace {
 		t.Fatalf("err = %v, want no_workspace", err)
 	}
-	if _, err := td.do(t, ipc.KeyAction, ipc.ActionGet, ipc.KeyWorkspace, "ghost"); ipc.ErrorCode(err) != ipc.CodeNoCredentials {
+	if _, err := td.Do(t, ipc.KeyAction, ipc.ActionGet, ipc.KeyWorkspace, "ghost"); ipc.ErrorCode(err) != ipc.CodeNoCredentials {
 		t.Fatalf("err = %v, want no_credentials", err)
 	}
 }
 
 func TestSocketAndDirectoryModes(t *testing.T) {
-	td := startDaemon(t, nil, daemonOpts{})
-	fi, err := os.Stat(filepath.Dir(td.socket))
+	td := daemontest.Start(t, daemontest.Options{})
+	fi, err := os.Stat(filepath.Dir(td.Socket))
 	if err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("socket dir mode %v (%v), want 0700", fi.Mode().Perm(), err)
 	}
-	fi, err = os.Lstat(td.socket)
+	fi, err = os.Lstat(td.Socket)
 	if err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("socket mode %v (%v), want a 0600 socket", fi.Mode(), err)
 	}
 }
 
 func TestRefusesAnOpenSocketDirectory(t *testing.T) {
-	dir := shortTempDir(t)
+	dir := testkit.ShortTempDir(t, "bd")
 	open := filepath.Join(dir, "open")
 	if err := os.Mkdir(open, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	_, err := New(t.Context(), Config{SocketPath: filepath.Join(open, "s.sock")})
+	_, err := daemon.New(t.Context(), daemon.Config{SocketPath: filepath.Join(open, "s.sock")})
 	if err == nil || !strings.Contains(err.Error(), "0700") {
 		t.Fatalf("err = %v, want a refusal naming mode 0700", err)
 	}
@@ -237,17 +241,17 @@ func TestRefusesAnOpenSocketDirectory(t *testing.T) {
 }
 
 func TestSecondDaemonExitsAndStaleSocketIsReplaced(t *testing.T) {
-	td := startDaemon(t, nil, daemonOpts{env: []string{"BL_WORKSPACE=a", "BL_API_KEY=k"}})
-	_, err := New(t.Context(), Config{SocketPath: td.socket})
+	td := daemontest.Start(t, daemontest.Options{Env: []string{"BL_WORKSPACE=a", "BL_API_KEY=k"}})
+	_, err := daemon.New(t.Context(), daemon.Config{SocketPath: td.Socket})
 	if want := fmt.Sprintf("already running as pid %d", os.Getpid()); err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("second daemon: err = %v, want %q", err, want)
 	}
-	if td.token(t).Token != "k" {
+	if td.Token(t).Token != "k" {
 		t.Fatal("the first daemon stopped serving")
 	}
 
 	// A stale socket (nobody listening) is replaced.
-	dir := shortTempDir(t)
+	dir := testkit.ShortTempDir(t, "bd")
 	sock := filepath.Join(dir, "d", "s.sock")
 	_ = os.Mkdir(filepath.Dir(sock), 0o700)
 	l, err := net.Listen("unix", sock)
@@ -259,8 +263,8 @@ func TestSecondDaemonExitsAndStaleSocketIsReplaced(t *testing.T) {
 	if _, err := os.Lstat(sock); err != nil {
 		t.Fatal("stale socket not left behind for the test")
 	}
-	td2 := startDaemon(t, nil, daemonOpts{env: []string{"BL_WORKSPACE=a", "BL_API_KEY=k2"}, mutate: func(c *Config) { c.SocketPath = sock }})
-	if td2.token(t).Token != "k2" {
+	td2 := daemontest.Start(t, daemontest.Options{Env: []string{"BL_WORKSPACE=a", "BL_API_KEY=k2"}, Mutate: func(c *daemon.Config) { c.SocketPath = sock }})
+	if td2.Token(t).Token != "k2" {
 		t.Fatal("daemon on a replaced stale socket does not serve")
 	}
 }
@@ -271,8 +275,8 @@ func TestShutdownRemovesSocketAndFinishesInFlight(t *testing.T) {
 	cc := api.AddClient("sa", "s")
 	api.SetHang(300 * time.Millisecond)
 	api.SetFault(blaxeltest.FaultHang, 1) // the first exchange is slow
-	td := startDaemon(t, api, daemonOpts{env: []string{"BL_WORKSPACE=a", "BL_CLIENT_CREDENTIALS=" + cc}})
-	c, err := ipc.Dial(td.socket, 5*time.Second)
+	td := daemontest.Start(t, daemontest.Options{API: api, Env: []string{"BL_WORKSPACE=a", "BL_CLIENT_CREDENTIALS=" + cc}})
+	c, err := ipc.Dial(td.Socket, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,32 +290,27 @@ func TestShutdownRemovesSocketAndFinishesInFlight(t *testing.T) {
 		got <- err
 	}()
 	// Wait until the request is in flight: the exchange it caused has reached the API.
-	for deadline := time.Now().Add(10 * time.Second); api.Count("client_credentials") == 0; {
-		if time.Now().After(deadline) {
-			t.Fatal("the request never reached the token endpoint")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	stopped := make(chan struct{})
-	go func() { td.stop(); close(stopped) }()
+	testkit.WaitFor(t, 10*time.Second, "the request to reach the token endpoint", func() bool { return api.Count("client_credentials") > 0 })
+	stopped := make(chan error, 1)
+	go func() { stopped <- td.Stop() }()
 	if err := <-got; err != nil {
 		t.Fatalf("the request in flight at shutdown got no token: %v", err)
 	}
 	select {
-	case <-stopped:
+	case err := <-stopped:
+		if err != nil {
+			t.Fatalf("daemon.Run returned %v", err)
+		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("daemon did not stop")
 	}
-	if td.err != nil {
-		t.Fatalf("Run returned %v", td.err)
-	}
-	if _, err := os.Lstat(td.socket); !os.IsNotExist(err) {
+	if _, err := os.Lstat(td.Socket); !os.IsNotExist(err) {
 		t.Fatalf("socket still there after shutdown: %v", err)
 	}
 }
 
 func TestBadInputNeverStallsTheDaemon(t *testing.T) {
-	td := startDaemon(t, nil, daemonOpts{env: []string{"BL_WORKSPACE=a", "BL_API_KEY=k"}, mutate: func(c *Config) {
+	td := daemontest.Start(t, daemontest.Options{Env: []string{"BL_WORKSPACE=a", "BL_API_KEY=k"}, Mutate: func(c *daemon.Config) {
 		c.RequestTimeout = 300 * time.Millisecond
 	}})
 	cases := []struct {
@@ -336,7 +335,7 @@ func TestBadInputNeverStallsTheDaemon(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := net.Dial("unix", td.socket)
+			c, err := net.Dial("unix", td.Socket)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -367,14 +366,14 @@ func TestBadInputNeverStallsTheDaemon(t *testing.T) {
 			}
 		})
 	}
-	if td.token(t).Token != "k" {
+	if td.Token(t).Token != "k" {
 		t.Fatal("daemon no longer serves after bad input")
 	}
 }
 
 func TestSeveralRequestsOnOneConnection(t *testing.T) {
-	td := startDaemon(t, nil, daemonOpts{env: []string{"BL_WORKSPACE=a", "BL_API_KEY=k"}})
-	c, err := ipc.Dial(td.socket, 5*time.Second)
+	td := daemontest.Start(t, daemontest.Options{Env: []string{"BL_WORKSPACE=a", "BL_API_KEY=k"}})
+	c, err := ipc.Dial(td.Socket, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,9 +395,9 @@ func TestWriteBackCausesNoReloadLoopAndCanBeTurnedOff(t *testing.T) {
 		_, rt := api.NewSession("user", "")
 		expired := api.TokenExpiring("user", time.Now().Add(-time.Minute), 2*time.Hour)
 		cfg := sessionConfig(expired, rt)
-		td := startDaemon(t, api, daemonOpts{blConfig: cfg, mutate: func(c *Config) { c.WriteBack = writeBack }})
-		path := filepath.Join(td.home, ".blaxel", "config.yaml")
-		td.token(t)
+		td := daemontest.Start(t, daemontest.Options{API: api, BLConfig: cfg, Mutate: func(c *daemon.Config) { c.WriteBack = writeBack }})
+		path := filepath.Join(td.Home, ".blaxel", "config.yaml")
+		td.Token(t)
 		time.Sleep(150 * time.Millisecond) // let the watcher see our own write
 		fi1, _ := os.Stat(path)
 		data1, _ := os.ReadFile(path)
@@ -413,7 +412,7 @@ func TestWriteBackCausesNoReloadLoopAndCanBeTurnedOff(t *testing.T) {
 		if got := string(data1) == cfg; got == writeBack {
 			t.Fatalf("write-back=%v: file unchanged=%v", writeBack, got)
 		}
-		td.stop()
+		td.Stop()
 		api.Close()
 	}
 }
@@ -426,93 +425,41 @@ func TestDaemonKeepsBLSessionsFreshUnasked(t *testing.T) {
 	api.SetNow(clock.Now)
 	access, rt := api.NewSession("user", "")
 	cfg := sessionConfig(access, rt)
-	td := startDaemon(t, api, daemonOpts{blConfig: cfg, clock: clock, mutate: func(c *Config) { c.Tick = 20 * time.Millisecond }})
+	td := daemontest.Start(t, daemontest.Options{API: api, BLConfig: cfg, Clock: clock, Mutate: func(c *daemon.Config) { c.Tick = 20 * time.Millisecond }})
 	clock.Add(90 * time.Minute) // past the refresh point; nobody has asked blauthd for anything
-	deadline := time.Now().Add(5 * time.Second)
-	for api.Count("refresh_token") == 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Eventually(5*time.Second, func() bool { return api.Count("refresh_token") > 0 })
 	if api.Count("refresh_token") != 1 {
 		t.Fatalf("the bl session was not refreshed in the background (%d refreshes)", api.Count("refresh_token"))
 	}
-	deadline = time.Now().Add(5 * time.Second)
-	for {
-		c, err := sources.ReadBLConfig(filepath.Join(td.home, ".blaxel", "config.yaml"))
-		if err == nil {
-			if w, _ := c.Workspace("acme"); w.Credentials.AccessToken != access {
-				break
-			}
+	testkit.WaitFor(t, 5*time.Second, "the refreshed session in the bl config", func() bool {
+		c, err := sources.ReadBLConfig(filepath.Join(td.Home, ".blaxel", "config.yaml"))
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the refreshed session never reached the bl config")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// mapKeyring is a KeyringStore in memory, changed behind the daemon's back.
-type mapKeyring struct {
-	mu    sync.Mutex
-	items map[string]sources.KeyringSecret
-}
-
-func (k *mapKeyring) Get(_ context.Context, ws string) (sources.KeyringSecret, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	s, ok := k.items[ws]
-	if !ok {
-		return s, sources.ErrKeyringNotFound
-	}
-	return s, nil
-}
-func (k *mapKeyring) Set(_ context.Context, ws string, s sources.KeyringSecret) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.items[ws] = s
-	return nil
-}
-func (k *mapKeyring) Delete(_ context.Context, ws string) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	delete(k.items, ws)
-	return nil
-}
-func (k *mapKeyring) List(context.Context) ([]string, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	var out []string
-	for w := range k.items {
-		out = append(out, w)
-	}
-	return out, nil
+		w, _ := c.Workspace("acme")
+		return w.Credentials.AccessToken != access
+	})
 }
 
 func TestReloadRereadsSources(t *testing.T) {
-	ring := &mapKeyring{items: map[string]sources.KeyringSecret{}}
+	ring := memkeyring.New(nil)
 	reload := make(chan struct{})
-	td := startDaemon(t, nil, daemonOpts{mutate: func(c *Config) { c.Keyring, c.Reload, c.Tick = ring, reload, 10*time.Millisecond }})
-	if _, err := td.do(t, ipc.KeyAction, ipc.ActionGet, ipc.KeyWorkspace, "w"); ipc.ErrorCode(err) != ipc.CodeNoCredentials {
+	td := daemontest.Start(t, daemontest.Options{Mutate: func(c *daemon.Config) { c.Keyring, c.Reload, c.Tick = ring, reload, 10*time.Millisecond }})
+	if _, err := td.Do(t, ipc.KeyAction, ipc.ActionGet, ipc.KeyWorkspace, "w"); ipc.ErrorCode(err) != ipc.CodeNoCredentials {
 		t.Fatalf("before: %v", err)
 	}
 	_ = ring.Set(context.Background(), "w", sources.KeyringSecret{Kind: ipc.KindAPIKey, Value: "added-elsewhere"})
 	reload <- struct{}{} // what SIGHUP does
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		resp, err := td.do(t, ipc.KeyAction, ipc.ActionGet, ipc.KeyWorkspace, "w")
-		if err == nil && resp.Value(ipc.KeyToken) == "added-elsewhere" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after reload: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.WaitFor(t, 5*time.Second, "the keyring's new secret after a reload", func() bool {
+		resp, err := td.Do(t, ipc.KeyAction, ipc.ActionGet, ipc.KeyWorkspace, "w")
+		return err == nil && resp.Value(ipc.KeyToken) == "added-elsewhere"
+	})
 	// action=reload does the same over the socket.
 	_ = ring.Delete(context.Background(), "w")
-	if _, err := td.do(t, ipc.KeyAction, ipc.ActionReload); err != nil {
+	if _, err := td.Do(t, ipc.KeyAction, ipc.ActionReload); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := td.do(t, ipc.KeyAction, ipc.ActionGet, ipc.KeyWorkspace, "w"); ipc.ErrorCode(err) != ipc.CodeNoCredentials {
+	if _, err := td.Do(t, ipc.KeyAction, ipc.ActionGet, ipc.KeyWorkspace, "w"); ipc.ErrorCode(err) != ipc.CodeNoCredentials {
 		t.Fatalf("after action=reload: %v", err)
 	}
 }
@@ -526,13 +473,13 @@ func TestRotatedRefreshTokenKeptWhenWriteBackIsOff(t *testing.T) {
 	_, rt := api.NewSession("user", "")
 	expired := api.TokenExpiring("user", clock.Now().Add(-time.Minute), 2*time.Hour)
 	cfg := sessionConfig(expired, rt)
-	td := startDaemon(t, api, daemonOpts{blConfig: cfg, clock: clock, mutate: func(c *Config) { c.WriteBack = false }})
-	first := td.token(t)
+	td := daemontest.Start(t, daemontest.Options{API: api, BLConfig: cfg, Clock: clock, Mutate: func(c *daemon.Config) { c.WriteBack = false }})
+	first := td.Token(t)
 	// Two more refresh periods: each must use the refresh token the server rotated to, which
 	// only the daemon's memory holds (the file still has the spent one).
 	for i := 0; i < 2; i++ {
 		clock.Add(125 * time.Minute) // past expiry: the get waits for the refresh
-		tok := td.token(t)
+		tok := td.Token(t)
 		if tok.Token == first.Token {
 			t.Fatalf("refresh %d: no new token", i+2)
 		}
@@ -541,7 +488,7 @@ func TestRotatedRefreshTokenKeptWhenWriteBackIsOff(t *testing.T) {
 	if n := api.Count("refresh_token"); n != 3 {
 		t.Fatalf("%d refreshes, want 3 (all accepted)", n)
 	}
-	data, _ := os.ReadFile(filepath.Join(td.home, ".blaxel", "config.yaml"))
+	data, _ := os.ReadFile(filepath.Join(td.Home, ".blaxel", "config.yaml"))
 	if string(data) != cfg {
 		t.Fatal("the config was written although write-back is off")
 	}
@@ -551,10 +498,10 @@ func TestLoggedOutCredentialIsNoLongerKeptFresh(t *testing.T) {
 	api := blaxeltest.New(0)
 	defer api.Close()
 	cc := api.AddClient("sa", "s")
-	ring := &mapKeyring{items: map[string]sources.KeyringSecret{"w": {Kind: ipc.KindClientCredentials, Value: cc}}}
-	td := startDaemon(t, api, daemonOpts{mutate: func(c *Config) { c.Keyring = ring }})
-	td.token(t, ipc.KeyWorkspace, "w")
-	if _, err := td.do(t, ipc.KeyAction, ipc.ActionKeyringDelete, ipc.KeyWorkspace, "w"); err != nil {
+	ring := memkeyring.New(map[string]sources.KeyringSecret{"w": {Kind: ipc.KindClientCredentials, Value: cc}})
+	td := daemontest.Start(t, daemontest.Options{API: api, Mutate: func(c *daemon.Config) { c.Keyring = ring }})
+	td.Token(t, ipc.KeyWorkspace, "w")
+	if _, err := td.Do(t, ipc.KeyAction, ipc.ActionKeyringDelete, ipc.KeyWorkspace, "w"); err != nil {
 		t.Fatal(err)
 	}
 	// The logout is an event the daemon's loop reacts to: wait for it, bounded.
@@ -566,9 +513,12 @@ func TestLoggedOutCredentialIsNoLongerKeptFresh(t *testing.T) {
 		}
 		return false
 	}
-	for deadline := time.Now().Add(5 * time.Second); keptFresh(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("a credential logged out of the keyring is still refreshed unasked")
-		}
-	}
+	testkit.WaitFor(t, 5*time.Second, "the logged-out credential to stop being kept fresh", func() bool { return !keptFresh() })
+}
+
+// sessionConfig is a bl config, in the current writer's format, holding one bl login session for
+// workspace acme.
+func sessionConfig(access, refresh string) string {
+	return "context:\n  workspace: acme\nworkspaces:\n- name: acme\n  credentials:\n    access_token: " + access +
+		"\n    refresh_token: " + refresh + "\n    expires_in: 7200\ntracking: false\n"
 }

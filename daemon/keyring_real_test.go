@@ -1,6 +1,6 @@
 //go:build real
 
-package daemon
+package daemon_test
 
 import (
 	"context"
@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/daemon"
+	"github.com/blauth/blauth/internal/testkit/blaxeltest"
+	"github.com/blauth/blauth/internal/testkit/daemontest"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
 )
@@ -30,34 +32,34 @@ func TestKeyringLoginServedAtOnceAndLogout(t *testing.T) {
 	defer api.Close()
 	cc := api.AddClient("sa-ring", "ring-secret")
 	ring := &sources.Keyring{Timeout: 5 * time.Second}
-	td := startDaemon(t, api, daemonOpts{mutate: func(c *Config) { c.Keyring = ring }})
+	td := daemontest.Start(t, daemontest.Options{API: api, Mutate: func(c *daemon.Config) { c.Keyring = ring }})
 	t.Cleanup(func() {
 		_ = ring.Delete(context.Background(), "ring-ws")
 		_ = ring.Delete(context.Background(), "ring-sa")
 	})
 
-	if _, err := td.do(t, ipc.KeyAction, ipc.ActionKeyringSet, ipc.KeyWorkspace, "ring-ws", ipc.KeyKind, ipc.KindAPIKey, ipc.KeySecret, "bl_ring_key"); err != nil {
+	if _, err := td.Do(t, ipc.KeyAction, ipc.ActionKeyringSet, ipc.KeyWorkspace, "ring-ws", ipc.KeyKind, ipc.KindAPIKey, ipc.KeySecret, "bl_ring_key"); err != nil {
 		t.Fatalf("keyring_set: %v", err)
 	}
-	tok := td.token(t, ipc.KeyWorkspace, "ring-ws")
+	tok := td.Token(t, ipc.KeyWorkspace, "ring-ws")
 	if tok.Token != "bl_ring_key" || tok.Source != "keyring:blauth/ring-ws" {
 		t.Fatalf("after login: %+v", tok)
 	}
 	// Client credentials from the keyring are exchanged like any other.
-	if _, err := td.do(t, ipc.KeyAction, ipc.ActionKeyringSet, ipc.KeyWorkspace, "ring-sa", ipc.KeyKind, ipc.KindClientCredentials, ipc.KeySecret, cc); err != nil {
+	if _, err := td.Do(t, ipc.KeyAction, ipc.ActionKeyringSet, ipc.KeyWorkspace, "ring-sa", ipc.KeyKind, ipc.KindClientCredentials, ipc.KeySecret, cc); err != nil {
 		t.Fatal(err)
 	}
-	if tok := td.token(t, ipc.KeyWorkspace, "ring-sa"); tok.Kind != ipc.KindClientCredentials || api.Count("client_credentials") != 1 {
+	if tok := td.Token(t, ipc.KeyWorkspace, "ring-sa"); tok.Kind != ipc.KindClientCredentials || api.Count("client_credentials") != 1 {
 		t.Fatalf("keyring client credentials: %+v, %d exchanges", tok, api.Count("client_credentials"))
 	}
 	// The item is really in the Secret Service.
 	if s, err := ring.Get(t.Context(), "ring-ws"); err != nil || s.Value != "bl_ring_key" {
 		t.Fatalf("keyring item: %v", err)
 	}
-	if _, err := td.do(t, ipc.KeyAction, ipc.ActionKeyringDelete, ipc.KeyWorkspace, "ring-ws"); err != nil {
+	if _, err := td.Do(t, ipc.KeyAction, ipc.ActionKeyringDelete, ipc.KeyWorkspace, "ring-ws"); err != nil {
 		t.Fatalf("keyring_delete: %v", err)
 	}
-	if _, err := td.do(t, ipc.KeyAction, ipc.ActionGet, ipc.KeyWorkspace, "ring-ws"); ipc.ErrorCode(err) != ipc.CodeNoCredentials {
+	if _, err := td.Do(t, ipc.KeyAction, ipc.ActionGet, ipc.KeyWorkspace, "ring-ws"); ipc.ErrorCode(err) != ipc.CodeNoCredentials {
 		t.Fatalf("after logout: %v, want no_credentials", err)
 	}
 }
@@ -76,12 +78,12 @@ func TestMissingKeyringIsAClearMessageAndOtherSourcesWork(t *testing.T) {
 		return
 	}
 	ring := &sources.Keyring{Timeout: 2 * time.Second}
-	td := startDaemon(t, nil, daemonOpts{env: []string{"BL_WORKSPACE=envws", "BL_API_KEY=env_key"}, mutate: func(c *Config) { c.Keyring = ring }})
-	_, err := td.do(t, ipc.KeyAction, ipc.ActionKeyringSet, ipc.KeyWorkspace, "x", ipc.KeyKind, ipc.KindAPIKey, ipc.KeySecret, "k")
+	td := daemontest.Start(t, daemontest.Options{Env: []string{"BL_WORKSPACE=envws", "BL_API_KEY=env_key"}, Mutate: func(c *daemon.Config) { c.Keyring = ring }})
+	_, err := td.Do(t, ipc.KeyAction, ipc.ActionKeyringSet, ipc.KeyWorkspace, "x", ipc.KeyKind, ipc.KindAPIKey, ipc.KeySecret, "k")
 	if ipc.ErrorCode(err) != ipc.CodeKeyringUnavailable {
 		t.Fatalf("keyring_set without a Secret Service: %v, want keyring_unavailable", err)
 	}
-	if tok := td.token(t); tok.Token != "env_key" {
+	if tok := td.Token(t); tok.Token != "env_key" {
 		t.Fatal("other sources stopped working without a keyring")
 	}
 }

@@ -1,4 +1,4 @@
-package daemon
+package daemon_test
 
 import (
 	"path/filepath"
@@ -6,18 +6,20 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/internal/testkit"
+	"github.com/blauth/blauth/internal/testkit/blaxeltest"
+	"github.com/blauth/blauth/internal/testkit/daemontest"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
 	"github.com/blauth/blauth/token"
 )
 
 // waitLogin polls login_wait the way the helper does, until it stops answering login_pending.
-func waitLogin(t *testing.T, td *testDaemon, flow string) (*ipc.Message, error) {
+func waitLogin(t *testing.T, td *daemontest.Daemon, flow string) (*ipc.Message, error) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := td.do(t, ipc.KeyAction, ipc.ActionLoginWait, "flow", flow, "wait", "1")
+		resp, err := td.Do(t, ipc.KeyAction, ipc.ActionLoginWait, "flow", flow, "wait", "1")
 		if ipc.ErrorCode(err) == ipc.CodeLoginPending {
 			continue
 		}
@@ -34,9 +36,9 @@ func TestDeviceLoginSavesTheSessionWhereBLWould(t *testing.T) {
 	old := token.SlowDownStep
 	token.SlowDownStep = 200 * time.Millisecond
 	defer func() { token.SlowDownStep = old }()
-	td := startDaemon(t, api, daemonOpts{blConfig: "context:\n  workspace: other\nworkspaces:\n- name: other\n  credentials:\n    apiKey: \"k\"\ntracking: true\n"})
+	td := daemontest.Start(t, daemontest.Options{API: api, BLConfig: "context:\n  workspace: other\nworkspaces:\n- name: other\n  credentials:\n    apiKey: \"k\"\ntracking: true\n"})
 
-	start, err := td.do(t, ipc.KeyAction, ipc.ActionLoginStart, ipc.KeyWorkspace, "fresh")
+	start, err := td.Do(t, ipc.KeyAction, ipc.ActionLoginStart, ipc.KeyWorkspace, "fresh")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,20 +47,15 @@ func TestDeviceLoginSavesTheSessionWhereBLWould(t *testing.T) {
 		t.Fatalf("login_start answer: %v", start.Fields)
 	}
 	// The user has not approved yet: pending, more than once (and one slow_down on the way).
-	for deadline := time.Now().Add(15 * time.Second); api.Count("device_code") < 3; {
-		if time.Now().After(deadline) {
-			t.Fatalf("polled only %d times in 15s with interval 1s", api.Count("device_code"))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if _, err := td.do(t, ipc.KeyAction, ipc.ActionLoginWait, "flow", start.Value("flow"), "wait", "0"); ipc.ErrorCode(err) != ipc.CodeLoginPending {
+	testkit.WaitFor(t, 15*time.Second, "three polls at an interval of 1s", func() bool { return api.Count("device_code") >= 3 })
+	if _, err := td.Do(t, ipc.KeyAction, ipc.ActionLoginWait, "flow", start.Value("flow"), "wait", "0"); ipc.ErrorCode(err) != ipc.CodeLoginPending {
 		t.Fatalf("before approval: %v, want login_pending", err)
 	}
 	api.ApproveDevice(code, true)
 	if _, err := waitLogin(t, td, start.Value("flow")); err != nil {
 		t.Fatalf("after approval: %v", err)
 	}
-	c, err := sources.ReadBLConfig(filepath.Join(td.home, ".blaxel", "config.yaml"))
+	c, err := sources.ReadBLConfig(filepath.Join(td.Home, ".blaxel", "config.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +66,7 @@ func TestDeviceLoginSavesTheSessionWhereBLWould(t *testing.T) {
 	if o, _ := c.Workspace("other"); o.Credentials.APIKey != "k" || !c.Tracking {
 		t.Fatal("the login lost the rest of the file")
 	}
-	if tok := td.token(t, ipc.KeyWorkspace, "fresh"); tok.Token != w.Credentials.AccessToken || tok.Kind != ipc.KindLogin {
+	if tok := td.Token(t, ipc.KeyWorkspace, "fresh"); tok.Token != w.Credentials.AccessToken || tok.Kind != ipc.KindLogin {
 		t.Fatalf("the new session is not served at once: %+v", tok)
 	}
 }
@@ -77,8 +74,8 @@ func TestDeviceLoginSavesTheSessionWhereBLWould(t *testing.T) {
 func TestDeviceLoginDenied(t *testing.T) {
 	api := blaxeltest.New(0)
 	defer api.Close()
-	td := startDaemon(t, api, daemonOpts{})
-	start, err := td.do(t, ipc.KeyAction, ipc.ActionLoginStart, ipc.KeyWorkspace, "w")
+	td := daemontest.Start(t, daemontest.Options{API: api})
+	start, err := td.Do(t, ipc.KeyAction, ipc.ActionLoginStart, ipc.KeyWorkspace, "w")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,11 +90,11 @@ func TestCallersWithTheSameServiceAccountShareOneExchange(t *testing.T) {
 	api := blaxeltest.New(0)
 	defer api.Close()
 	cc := api.AddClient("ci", "s")
-	td := startDaemon(t, api, daemonOpts{})
+	td := daemontest.Start(t, daemontest.Options{API: api})
 	var first string
 	for i := 0; i < 50; i++ {
 		// Fifty CI processes, each sending its own environment and directory.
-		tok := td.token(t, ipc.KeyDir, t.TempDir(), "env.BL_WORKSPACE", "ci-ws", "env.BL_CLIENT_CREDENTIALS", cc, "env.BL_API_URL", api.Base)
+		tok := td.Token(t, ipc.KeyDir, t.TempDir(), "env.BL_WORKSPACE", "ci-ws", "env.BL_CLIENT_CREDENTIALS", cc, "env.BL_API_URL", api.Base)
 		if first == "" {
 			first = tok.Token
 		}

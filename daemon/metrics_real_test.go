@@ -1,6 +1,6 @@
 //go:build real
 
-package daemon
+package daemon_test
 
 import (
 	"context"
@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/daemon"
+	"github.com/blauth/blauth/internal/testkit/blaxeltest"
+	"github.com/blauth/blauth/internal/testkit/daemontest"
 )
 
 // The metrics are read by the Prometheus project's own text-format parser (its Python client,
@@ -29,10 +31,10 @@ func TestMetricsParseWithThePrometheusParser(t *testing.T) {
 	api := blaxeltest.New(0)
 	defer api.Close()
 	cc := api.AddClient("sa", "secret")
-	td := startDaemon(t, api, daemonOpts{env: []string{"BL_WORKSPACE=acme", "BL_CLIENT_CREDENTIALS=" + cc},
-		blConfig: "context:\n  workspace: acme\nworkspaces: [\n", // a broken source, counted
-		mutate:   func(c *Config) { c.MetricsListen, c.MetricsWorkspaces = "127.0.0.1:0", true }})
-	td.token(t)
+	td := daemontest.Start(t, daemontest.Options{API: api, Env: []string{"BL_WORKSPACE=acme", "BL_CLIENT_CREDENTIALS=" + cc},
+		BLConfig: "context:\n  workspace: acme\nworkspaces: [\n", // a broken source, counted
+		Mutate:   func(c *daemon.Config) { c.MetricsListen, c.MetricsWorkspaces = "127.0.0.1:0", true }})
+	td.Token(t)
 	resp, err := http.Get("http://" + td.MetricsAddr() + "/metrics")
 	if err != nil {
 		t.Fatal(err)

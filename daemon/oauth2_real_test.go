@@ -1,6 +1,6 @@
 //go:build real
 
-package daemon
+package daemon_test
 
 import (
 	"bytes"
@@ -14,7 +14,9 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"github.com/blauth/blauth/internal/hydratest"
+	"github.com/blauth/blauth/daemon"
+	"github.com/blauth/blauth/internal/testkit/daemontest"
+	"github.com/blauth/blauth/internal/testkit/hydratest"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
 	"github.com/blauth/blauth/token"
@@ -44,14 +46,14 @@ func TestHydraClientCredentials(t *testing.T) {
 				x.TokenURL = h.TokenURL()
 			}
 			cc := base64.StdEncoding.EncodeToString([]byte(id + ":" + secret))
-			td := startDaemon(t, nil, daemonOpts{env: []string{"BL_WORKSPACE=idp", "BL_CLIENT_CREDENTIALS=" + cc}, mutate: func(c *Config) { c.Tokens = x }})
+			td := daemontest.Start(t, daemontest.Options{Env: []string{"BL_WORKSPACE=idp", "BL_CLIENT_CREDENTIALS=" + cc}, Mutate: func(c *daemon.Config) { c.Tokens = x }})
 			var wg sync.WaitGroup
 			got := make([]string, 40)
 			for i := range got {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					resp, err := td.do(t, ipc.KeyAction, ipc.ActionGet)
+					resp, err := td.Do(t, ipc.KeyAction, ipc.ActionGet)
 					if err == nil {
 						got[i] = resp.Value(ipc.KeyToken)
 					}
@@ -79,14 +81,14 @@ func TestHydraBackgroundRefresh(t *testing.T) {
 	h := hydratest.Start(t, hydratest.Options{AccessTokenTTL: 12 * time.Second})
 	id, secret := h.CreateClient(t, hydratest.AuthBasic, "client_credentials")
 	cc := base64.StdEncoding.EncodeToString([]byte(id + ":" + secret))
-	td := startDaemon(t, nil, daemonOpts{env: []string{"BL_WORKSPACE=idp", "BL_CLIENT_CREDENTIALS=" + cc}, mutate: func(c *Config) {
+	td := daemontest.Start(t, daemontest.Options{Env: []string{"BL_WORKSPACE=idp", "BL_CLIENT_CREDENTIALS=" + cc}, Mutate: func(c *daemon.Config) {
 		c.Tokens = &token.OAuth2{TokenURL: h.TokenURL(), AuthStyle: oauth2.AuthStyleInHeader}
 		c.RefreshLeft, c.MinTTL, c.Tick = 0.5, 2*time.Second, 100*time.Millisecond
 	}})
-	first := td.token(t)
+	first := td.Token(t)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		tok := td.token(t)
+		tok := td.Token(t)
 		if !tok.Expiry.After(time.Now()) {
 			t.Fatal("served an expired token")
 		}
@@ -108,14 +110,14 @@ func TestHydraRefreshGrantRotatesAndPersists(t *testing.T) {
 	id, secret := h.CreateAuthCodeClient(t, hydratest.AuthBasic)
 	_, rt := h.LoginSession(t, id, secret)
 	cfg := "context:\n  workspace: idp\nworkspaces:\n- name: idp\n  credentials:\n    refresh_token: " + rt + "\ntracking: false\n"
-	td := startDaemon(t, nil, daemonOpts{blConfig: cfg, mutate: func(c *Config) {
+	td := daemontest.Start(t, daemontest.Options{BLConfig: cfg, Mutate: func(c *daemon.Config) {
 		c.Tokens = &token.OAuth2{TokenURL: h.TokenURL(), AuthStyle: oauth2.AuthStyleInHeader, ClientID: id, ClientSecret: secret}
 	}})
-	tok := td.token(t)
+	tok := td.Token(t)
 	if tok.Kind != ipc.KindLogin {
 		t.Fatalf("kind %s", tok.Kind)
 	}
-	c, err := sources.ReadBLConfig(filepath.Join(td.home, ".blaxel", "config.yaml"))
+	c, err := sources.ReadBLConfig(filepath.Join(td.Home, ".blaxel", "config.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,10 +151,10 @@ func TestHydraRefusedClientIsPermanent(t *testing.T) {
 	h := hydratest.Start(t, hydratest.Options{})
 	id, _ := h.CreateClient(t, hydratest.AuthBasic, "client_credentials")
 	cc := base64.StdEncoding.EncodeToString([]byte(id + ":wrong-secret"))
-	td := startDaemon(t, nil, daemonOpts{env: []string{"BL_WORKSPACE=idp", "BL_CLIENT_CREDENTIALS=" + cc}, mutate: func(c *Config) {
+	td := daemontest.Start(t, daemontest.Options{Env: []string{"BL_WORKSPACE=idp", "BL_CLIENT_CREDENTIALS=" + cc}, Mutate: func(c *daemon.Config) {
 		c.Tokens = &token.OAuth2{TokenURL: h.TokenURL(), AuthStyle: oauth2.AuthStyleInHeader}
 	}})
-	_, err := td.do(t, ipc.KeyAction, ipc.ActionGet)
+	_, err := td.Do(t, ipc.KeyAction, ipc.ActionGet)
 	if ipc.ErrorCode(err) != ipc.CodeAuthFailed {
 		t.Fatalf("wrong secret at Hydra: %v, want auth_failed", err)
 	}

@@ -1,4 +1,4 @@
-package daemon
+package daemon_test
 
 import (
 	"io"
@@ -9,7 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/daemon"
+	"github.com/blauth/blauth/internal/testkit"
+	"github.com/blauth/blauth/internal/testkit/blaxeltest"
+	"github.com/blauth/blauth/internal/testkit/daemontest"
 	"github.com/blauth/blauth/ipc"
 )
 
@@ -27,9 +30,9 @@ func askOn(t *testing.T, socket string, kv ...string) (*ipc.Message, error) {
 }
 
 func TestScopedSocketServesOnlyItsWorkspaces(t *testing.T) {
-	scoped := filepath.Join(shortTempDir(t), "fwd", "scoped.sock")
-	td := startDaemon(t, nil, daemonOpts{blConfig: twoWorkspaces, mutate: func(c *Config) {
-		c.ScopedSockets = []ScopedSocket{{Path: scoped, Workspaces: []string{"a"}}}
+	scoped := filepath.Join(testkit.ShortTempDir(t, "bd"), "fwd", "scoped.sock")
+	td := daemontest.Start(t, daemontest.Options{BLConfig: twoWorkspaces, Mutate: func(c *daemon.Config) {
+		c.ScopedSockets = []daemon.ScopedSocket{{Path: scoped, Workspaces: []string{"a"}}}
 	}})
 	get := func(kv ...string) (*ipc.Token, error) {
 		resp, err := askOn(t, scoped, append([]string{ipc.KeyAction, ipc.ActionGet}, kv...)...)
@@ -46,12 +49,12 @@ func TestScopedSocketServesOnlyItsWorkspaces(t *testing.T) {
 	}
 	// The peer's variables and directory are another machine's: its key is not used, its
 	// .env not read, even for the scoped workspace.
-	dir := shortTempDir(t)
+	dir := testkit.ShortTempDir(t, "bd")
 	if err := os.WriteFile(filepath.Join(dir, ".env"), []byte("BL_WORKSPACE=a\nBL_API_KEY=from-dotenv\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if tok, err := get(ipc.KeyWorkspace, "a", ipc.KeyDir, dir, "env.BL_API_KEY", "peer-key"); err != nil || tok.Token != "key-a" {
-		t.Fatalf("a with the peer's key and .env: %v %v", tok, err)
+		t.Fatalf("a with the peer's key and .Env: %v %v", tok, err)
 	}
 	if tok, err := get("env.BL_WORKSPACE", "a"); err != nil || tok.Workspace != "a" {
 		t.Fatalf("BL_WORKSPACE from the peer picks the workspace: %v %v", tok, err)
@@ -65,22 +68,22 @@ func TestScopedSocketServesOnlyItsWorkspaces(t *testing.T) {
 		t.Errorf("ping on the scoped socket: %v", err)
 	}
 	// The daemon's own socket still serves everything.
-	if tok := td.token(t, ipc.KeyWorkspace, "b"); tok.Token != "key-b" {
+	if tok := td.Token(t, ipc.KeyWorkspace, "b"); tok.Token != "key-b" {
 		t.Fatalf("the main socket: %v", tok)
 	}
 	fi, err := os.Stat(scoped)
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("scoped socket: %v %v, want mode 0600", fi, err)
 	}
-	td.stop()
+	td.Stop()
 	if _, err := os.Stat(scoped); !os.IsNotExist(err) {
 		t.Fatal("the scoped socket is left after the daemon stopped")
 	}
 }
 
 func TestScopedSocketPathsAreChecked(t *testing.T) {
-	for _, s := range []ScopedSocket{{Path: "rel.sock", Workspaces: []string{"a"}}, {Path: "/tmp/x.sock"}, {Path: "/tmp/x.sock", Workspaces: []string{""}}} {
-		cfg := Config{SocketPath: "/tmp/blauth-test.sock", ScopedSockets: []ScopedSocket{s}}
+	for _, s := range []daemon.ScopedSocket{{Path: "rel.sock", Workspaces: []string{"a"}}, {Path: "/tmp/x.sock"}, {Path: "/tmp/x.sock", Workspaces: []string{""}}} {
+		cfg := daemon.Config{SocketPath: "/tmp/blauth-test.sock", ScopedSockets: []daemon.ScopedSocket{s}}
 		if err := cfg.Validate(); err == nil {
 			t.Errorf("scoped socket %+v was accepted", s)
 		}
@@ -92,12 +95,12 @@ func TestMetricsSayWhatHappenedAndHoldNoSecret(t *testing.T) {
 	defer api.Close()
 	cc := api.AddClient("sa", "secret")
 	for _, named := range []bool{false, true} {
-		td := startDaemon(t, api, daemonOpts{env: []string{"BL_WORKSPACE=acme-secret-name", "BL_CLIENT_CREDENTIALS=" + cc}, mutate: func(c *Config) {
+		td := daemontest.Start(t, daemontest.Options{API: api, Env: []string{"BL_WORKSPACE=acme-secret-name", "BL_CLIENT_CREDENTIALS=" + cc}, Mutate: func(c *daemon.Config) {
 			c.MetricsListen, c.MetricsWorkspaces = "127.0.0.1:0", named
 		}})
-		tok := td.token(t)
-		w := td.watch(t)
-		w.next(t)
+		tok := td.Token(t)
+		w := td.Watch(t)
+		w.Next(t)
 		resp, err := http.Get("http://" + td.MetricsAddr() + "/metrics")
 		if err != nil {
 			t.Fatal(err)
@@ -122,6 +125,6 @@ func TestMetricsSayWhatHappenedAndHoldNoSecret(t *testing.T) {
 		if got := strings.Contains(text, "acme-secret-name"); got != named {
 			t.Errorf("workspace names in metrics: %v, want %v", got, named)
 		}
-		td.stop()
+		td.Stop()
 	}
 }

@@ -1,7 +1,6 @@
-package daemon
+package daemon_test
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"os"
@@ -9,50 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/daemon"
 	"github.com/blauth/blauth/internal/clock"
+	"github.com/blauth/blauth/internal/testkit/blaxeltest"
+	"github.com/blauth/blauth/internal/testkit/daemontest"
 	"github.com/blauth/blauth/ipc"
 )
-
-// watcher is one watch connection.
-type watcher struct {
-	c net.Conn
-	r *bufio.Reader
-}
-
-func (td *testDaemon) watch(t *testing.T, kv ...string) *watcher {
-	t.Helper()
-	c, err := net.Dial("unix", td.socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	req := ipc.NewMessage(append([]string{ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionWatch}, kv...)...)
-	if err := ipc.WriteMessage(c, req); err != nil {
-		t.Fatal(err)
-	}
-	return &watcher{c: c, r: bufio.NewReader(c)}
-}
-
-// next reads the watcher's next message, waiting at most 10s.
-func (w *watcher) next(t *testing.T) *ipc.Message {
-	t.Helper()
-	_ = w.c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	m, err := ipc.ReadAnswer(w.r)
-	if err != nil {
-		t.Fatalf("watch: no message: %v", err)
-	}
-	return m
-}
-
-// quiet checks that no message comes within d.
-func (w *watcher) quiet(t *testing.T, d time.Duration) {
-	t.Helper()
-	_ = w.c.SetReadDeadline(time.Now().Add(d))
-	if m, err := ipc.ReadAnswer(w.r); err == nil {
-		t.Fatalf("watch: unexpected message %v", m.Fields)
-	}
-}
 
 func TestWatchersFollowEveryRefreshForOneExchange(t *testing.T) {
 	api := blaxeltest.New(0)
@@ -61,14 +22,14 @@ func TestWatchersFollowEveryRefreshForOneExchange(t *testing.T) {
 	clock.Set(time.Now())
 	api.SetNow(clock.Now)
 	cc := api.AddClient("sa", "secret")
-	td := startDaemon(t, api, daemonOpts{env: []string{"BL_WORKSPACE=acme", "BL_CLIENT_CREDENTIALS=" + cc}, clock: clock})
-	var ws []*watcher
+	td := daemontest.Start(t, daemontest.Options{API: api, Env: []string{"BL_WORKSPACE=acme", "BL_CLIENT_CREDENTIALS=" + cc}, Clock: clock})
+	var ws []*daemontest.Watcher
 	for i := 0; i < 10; i++ {
-		ws = append(ws, td.watch(t))
+		ws = append(ws, td.Watch(t))
 	}
 	var first string
 	for i, w := range ws {
-		m := w.next(t)
+		m := w.Next(t)
 		tok, err := ipc.ParseToken(m)
 		if err != nil || m.Value(ipc.KeySeq) != "1" || m.Value(ipc.KeyVersion) != "2" {
 			t.Fatalf("watcher %d first message: %v %v", i, m.Fields, err)
@@ -84,7 +45,7 @@ func TestWatchersFollowEveryRefreshForOneExchange(t *testing.T) {
 		td.Broker().Tick()
 		var got string
 		for i, w := range ws {
-			m := w.next(t)
+			m := w.Next(t)
 			tok, err := ipc.ParseToken(m)
 			if err != nil || m.Value(ipc.KeySeq) != fmt.Sprint(round) {
 				t.Fatalf("round %d, watcher %d: %v %v", round, i, m.Fields, err)
@@ -96,7 +57,7 @@ func TestWatchersFollowEveryRefreshForOneExchange(t *testing.T) {
 		}
 		first = got
 		for _, w := range ws {
-			w.quiet(t, 20*time.Millisecond)
+			w.Quiet(t, 20*time.Millisecond)
 		}
 	}
 	if n := api.Count(""); n != 4 {
@@ -107,62 +68,59 @@ func TestWatchersFollowEveryRefreshForOneExchange(t *testing.T) {
 func TestWatchFollowsSourceChangesAndFailures(t *testing.T) {
 	api := blaxeltest.New(0)
 	defer api.Close()
-	td := startDaemon(t, api, daemonOpts{blConfig: "context:\n  workspace: acme\nworkspaces:\n- name: acme\n  credentials:\n    apiKey: \"key-1\"\ntracking: false\n"})
-	w := td.watch(t)
-	if tok, err := ipc.ParseToken(w.next(t)); err != nil || tok.Token != "key-1" {
+	td := daemontest.Start(t, daemontest.Options{API: api, BLConfig: "context:\n  workspace: acme\nworkspaces:\n- name: acme\n  credentials:\n    apiKey: \"key-1\"\ntracking: false\n"})
+	w := td.Watch(t)
+	if tok, err := ipc.ParseToken(w.Next(t)); err != nil || tok.Token != "key-1" {
 		t.Fatalf("first: %v %v", tok, err)
 	}
-	path := filepath.Join(td.home, ".blaxel", "config.yaml")
+	path := filepath.Join(td.Home, ".blaxel", "config.yaml")
 	if err := os.WriteFile(path, []byte("context:\n  workspace: acme\nworkspaces:\n- name: acme\n  credentials:\n    apiKey: \"key-2\"\ntracking: false\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if tok, err := ipc.ParseToken(w.next(t)); err != nil || tok.Token != "key-2" {
+	if tok, err := ipc.ParseToken(w.Next(t)); err != nil || tok.Token != "key-2" {
 		t.Fatalf("after the key changed: %v %v", tok, err)
 	}
 	// The workspace loses its credential (a logout): an error message with its code.
 	if err := os.WriteFile(path, []byte("context:\n  workspace: acme\nworkspaces:\n- name: other\n  credentials:\n    apiKey: \"o\"\ntracking: false\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	m := w.next(t)
+	m := w.Next(t)
 	if ipc.ErrorCode(ipc.AsError(m)) != ipc.CodeNoCredentials || m.Value(ipc.KeySeq) != "3" {
 		t.Fatalf("after the logout: %v", m.Fields)
 	}
 	// A refused service account: auth_failed, once.
 	cc := api.AddClient("sa", "secret")
 	api.SetFault(blaxeltest.FaultInvalidClient, -1)
-	w2 := td.watch(t, ipc.KeyWorkspace, "ci", "env.BL_CLIENT_CREDENTIALS", cc)
-	if m := w2.next(t); ipc.ErrorCode(ipc.AsError(m)) != ipc.CodeAuthFailed {
+	w2 := td.Watch(t, ipc.KeyWorkspace, "ci", "env.BL_CLIENT_CREDENTIALS", cc)
+	if m := w2.Next(t); ipc.ErrorCode(ipc.AsError(m)) != ipc.CodeAuthFailed {
 		t.Fatalf("refused credential: %v", m.Fields)
 	}
-	w2.quiet(t, 100*time.Millisecond)
+	w2.Quiet(t, 100*time.Millisecond)
 }
 
 func TestWatchEndsWithTheDaemonAndWithTheClient(t *testing.T) {
-	td := startDaemon(t, nil, daemonOpts{env: []string{"BL_WORKSPACE=a", "BL_API_KEY=k"}})
-	w := td.watch(t)
-	w.next(t)
+	td := daemontest.Start(t, daemontest.Options{Env: []string{"BL_WORKSPACE=a", "BL_API_KEY=k"}})
+	w := td.Watch(t)
+	w.Next(t)
 	// The client closes: the daemon lets the connection go (stop does not wait for it).
-	w.c.Close()
-	w2 := td.watch(t)
-	w2.next(t)
-	if _, err := td.do(t, ipc.KeyAction, ipc.ActionStop); err != nil {
+	w.C.Close()
+	w2 := td.Watch(t)
+	w2.Next(t)
+	if _, err := td.Do(t, ipc.KeyAction, ipc.ActionStop); err != nil {
 		t.Fatal(err)
 	}
-	m := w2.next(t)
+	m := w2.Next(t)
 	if ipc.ErrorCode(ipc.AsError(m)) != ipc.CodeShuttingDown {
 		t.Fatalf("watcher at shutdown: %v", m.Fields)
 	}
-	select {
-	case err := <-td.done:
-		td.once.Do(func() { td.err = err })
-	case <-time.After(10 * time.Second):
+	if !td.Stopped(10 * time.Second) {
 		t.Fatal("the daemon did not stop with a watcher connected")
 	}
 }
 
 func TestWatchNeedsVersion2(t *testing.T) {
-	td := startDaemon(t, nil, daemonOpts{env: []string{"BL_WORKSPACE=a", "BL_API_KEY=k"}})
-	c, err := ipc.Dial(td.socket, 5*time.Second)
+	td := daemontest.Start(t, daemontest.Options{Env: []string{"BL_WORKSPACE=a", "BL_API_KEY=k"}})
+	c, err := ipc.Dial(td.Socket, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,17 +140,17 @@ func TestStalledWatcherDelaysNobody(t *testing.T) {
 	clock.Set(time.Now())
 	api.SetNow(clock.Now)
 	cc := api.AddClient("sa", "secret")
-	td := startDaemon(t, api, daemonOpts{env: []string{"BL_WORKSPACE=acme", "BL_CLIENT_CREDENTIALS=" + cc}, clock: clock,
-		mutate: func(c *Config) { c.WatchWriteTimeout = 100 * time.Millisecond }})
-	stalled := td.watch(t)
-	_ = stalled.c.(*net.UnixConn).SetReadBuffer(1024)
-	live := td.watch(t)
-	live.next(t)
+	td := daemontest.Start(t, daemontest.Options{API: api, Env: []string{"BL_WORKSPACE=acme", "BL_CLIENT_CREDENTIALS=" + cc}, Clock: clock,
+		Mutate: func(c *daemon.Config) { c.WatchWriteTimeout = 100 * time.Millisecond }})
+	stalled := td.Watch(t)
+	_ = stalled.C.(*net.UnixConn).SetReadBuffer(1024)
+	live := td.Watch(t)
+	live.Next(t)
 	for i := 0; i < 2000; i++ {
 		clock.Add(50 * time.Minute)
 		td.Broker().Tick()
 		td.Broker().Wait()
-		m := live.next(t)
+		m := live.Next(t)
 		if _, err := ipc.ParseToken(m); err != nil {
 			t.Fatalf("refresh %d: %v", i, err)
 		}
@@ -204,10 +162,10 @@ func TestStalledWatcherDelaysNobody(t *testing.T) {
 		t.Fatalf("%d exchanges for 2000 refreshes", n)
 	}
 	// The stalled watcher was dropped: once it reads what the socket held, its stream ends.
-	_ = stalled.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_ = stalled.C.SetReadDeadline(time.Now().Add(10 * time.Second))
 	n := 0
 	for {
-		if _, err := ipc.ReadAnswer(stalled.r); err != nil {
+		if _, err := stalled.Read(10 * time.Second); err != nil {
 			if ne, ok := err.(net.Error); ok && ne.Timeout() {
 				t.Fatalf("the stalled watcher's connection was never closed (%d messages read)", n)
 			}

@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blauth/blauth/daemon"
-	"github.com/blauth/blauth/internal/blaxeltest"
-	"github.com/blauth/blauth/internal/daemontest"
+	"github.com/blauth/blauth/internal/testkit"
+	"github.com/blauth/blauth/internal/testkit/blaxeltest"
+	"github.com/blauth/blauth/internal/testkit/daemontest"
 	"github.com/blauth/blauth/ipc"
 )
 
@@ -55,12 +55,11 @@ func clients(t *testing.T) []client {
 }
 
 // shortTempDir returns a fresh directory with a short path, for sockets.
-func shortTempDir(t *testing.T) string { return daemontest.ShortTempDir(t, "bhx") }
+func shortTempDir(t *testing.T) string { return testkit.ShortTempDir(t, "bhx") }
 
 // startDaemon runs a real daemon in this process on socket, with env as its environment.
 func startDaemon(t *testing.T, socket string, env []string) {
-	daemontest.Start(t, daemon.Config{SocketPath: socket, Environ: env,
-		BLConfigPath: filepath.Join(filepath.Dir(socket), "no-bl-config.yaml")})
+	daemontest.Start(t, daemontest.Options{Socket: socket, Env: env})
 }
 
 // served asks the daemon directly for what it serves.

@@ -19,21 +19,21 @@ const (
 	KeyKind      = "kind"
 	KeySecret    = "secret"
 
-	KeyStatus  = "status" // ok | error
-	KeyToken   = "token"
-	KeyExpiry  = "expiry" // Unix seconds; 0 when the token does not expire
-	KeySource  = "source"
-	KeyAPIURL  = "api_url" // the API base the token is for (…/v0), version 2
+	KeyStatus = "status" // ok | error
+	KeyToken  = "token"
+	KeyExpiry = "expiry" // Unix seconds; 0 when the token does not expire
+	KeySource = "source"
+	KeyAPIURL = "api_url" // the API base the token is for (…/v0), version 2
 
 	// What the caller's .env sets (version 2), so that a client about to run a command with
 	// another workspace's variables can tell that Blaxel's SDKs would read the .env instead.
 	KeyDotenv          = "dotenv"           // its path
 	KeyDotenvWorkspace = "dotenv_workspace" // its BL_WORKSPACE
 	KeyDotenvSets      = "dotenv_sets"      // the BL_* variables it sets, comma-separated
-	KeyCode    = "code"
-	KeyMessage = "message"
-	KeyHint    = "hint"
-	KeyJSON    = "json"
+	KeyCode            = "code"
+	KeyMessage         = "message"
+	KeyHint            = "hint"
+	KeyJSON            = "json"
 
 	KeyVerificationURI         = "verification_uri"
 	KeyVerificationURIComplete = "verification_uri_complete"

@@ -17,10 +17,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 )
 
-// fakeAPI is the fake Blaxel API (internal/blaxeltest) behind a recording proxy. The daemons
+// fakeAPI is the fake Blaxel API (internal/testkit/blaxeltest) behind a recording proxy. The daemons
 // talk to the proxy (Base), which forwards every request unchanged and notes what went through:
 // every access token, refresh token and device code the fake issued (so that the final case
 // can search the logs for them, and served tokens can be checked as really issued), and every

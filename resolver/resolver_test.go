@@ -7,65 +7,22 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/blauth/blauth/internal/testkit"
+	"github.com/blauth/blauth/internal/testkit/memkeyring"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
 )
-
-// memKeyring is an in-memory KeyringStore.
-type memKeyring struct {
-	mu    sync.Mutex
-	items map[string]sources.KeyringSecret
-	err   error
-}
-
-func (k *memKeyring) Get(_ context.Context, ws string) (sources.KeyringSecret, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.err != nil {
-		return sources.KeyringSecret{}, k.err
-	}
-	s, ok := k.items[ws]
-	if !ok {
-		return s, sources.ErrKeyringNotFound
-	}
-	return s, nil
-}
-func (k *memKeyring) Set(_ context.Context, ws string, s sources.KeyringSecret) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.items[ws] = s
-	return nil
-}
-func (k *memKeyring) Delete(_ context.Context, ws string) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	delete(k.items, ws)
-	return nil
-}
-func (k *memKeyring) List(context.Context) ([]string, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.err != nil {
-		return nil, k.err
-	}
-	var out []string
-	for w := range k.items {
-		out = append(out, w)
-	}
-	return out, nil
-}
 
 type world struct {
 	dir     string // the caller's directory
 	blPath  string
 	environ []string
-	ring    *memKeyring
+	ring    *memkeyring.Keyring
 }
 
 func (w *world) writeDotenv(t *testing.T, content string) {
@@ -87,7 +44,7 @@ func (w *world) writeBL(t *testing.T, content string) {
 
 func newWorld(t *testing.T) *world {
 	base := t.TempDir()
-	w := &world{dir: filepath.Join(base, "project"), blPath: filepath.Join(base, "home", ".blaxel", "config.yaml"), ring: &memKeyring{items: map[string]sources.KeyringSecret{}}}
+	w := &world{dir: filepath.Join(base, "project"), blPath: filepath.Join(base, "home", ".blaxel", "config.yaml"), ring: memkeyring.New(nil)}
 	if err := os.MkdirAll(w.dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +149,7 @@ func TestPrecedence(t *testing.T) {
 			}
 			w.environ = tt.s.daemonEnv
 			for k, v := range tt.s.keyring {
-				w.ring.items[k] = v
+				w.ring.Put(k, v)
 			}
 			r := w.resolver(t, false)
 			res, err := r.Resolve(Request{Workspace: tt.s.workspace, Dir: w.dir, Env: tt.s.callerEnv})
@@ -303,7 +260,7 @@ func TestTornBLConfigKeepsTheLastGoodView(t *testing.T) {
 
 func TestKeyringUnavailableLeavesOtherSourcesWorking(t *testing.T) {
 	w := newWorld(t)
-	w.ring.err = fmt.Errorf("%w: no Secret Service", sources.ErrKeyringUnavailable)
+	w.ring.SetErr(fmt.Errorf("%w: no Secret Service", sources.ErrKeyringUnavailable))
 	w.writeBL(t, blFull)
 	r := w.resolver(t, false)
 	for _, ws := range []string{"acme", "ctx-ws"} {
@@ -370,14 +327,8 @@ func TestEmptiedBLConfigIsBelievedAfterRetries(t *testing.T) {
 	if res, err := r.Resolve(Request{Workspace: "acme"}); err != nil || res.Credential.APIKey != "bl_config_key" {
 		t.Fatal("a just-emptied file (bl truncates before writing) must keep the last good view")
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := r.Resolve(Request{Workspace: "acme"}); errors.Is(err, ErrNoCredentials) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("a file that stays empty was never believed")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.WaitFor(t, 10*time.Second, "a file that stays empty to be believed", func() bool {
+		_, err := r.Resolve(Request{Workspace: "acme"})
+		return errors.Is(err, ErrNoCredentials)
+	})
 }

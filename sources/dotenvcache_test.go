@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/blauth/blauth/internal/clock"
+	"github.com/blauth/blauth/internal/testkit"
 )
 
 // watchedCache is a DotenvCache of a live watcher, with a short read timeout.
@@ -82,14 +83,10 @@ func TestDotenvReadIsBoundedAndShared(t *testing.T) {
 		t.Errorf("%d reads for 10 concurrent first requests, want 1", n)
 	}
 	close(release)
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if v := getWithin(t, c, dir); v.ReadErr == nil && v.Vars["BL_API_KEY"] == "slow" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the late read was never installed")
-		}
-	}
+	testkit.WaitFor(t, 5*time.Second, "the late read to be installed", func() bool {
+		v := getWithin(t, c, dir)
+		return v.ReadErr == nil && v.Vars["BL_API_KEY"] == "slow"
+	})
 	if n := calls.Load(); n != 1 {
 		t.Errorf("%d reads, want the one late read to have been installed", n)
 	}
@@ -119,14 +116,10 @@ func TestStaleDotenvReadDoesNotOverwriteANewerOne(t *testing.T) {
 	c.mu.RUnlock()
 
 	writeDotenv(t, dir, "BL_WORKSPACE=acme\nBL_API_KEY=new\n")
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if v := getWithin(t, c, dir); v.ReadErr == nil && v.Vars["BL_API_KEY"] == "new" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the edit was never served")
-		}
-	}
+	testkit.WaitFor(t, 5*time.Second, "the edit to be served", func() bool {
+		v := getWithin(t, c, dir)
+		return v.ReadErr == nil && v.Vars["BL_API_KEY"] == "new"
+	})
 	close(first)
 	select {
 	case <-stale.done:

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blauth/blauth/internal/testkit"
 	"github.com/blauth/blauth/ipc"
 )
 
@@ -263,16 +264,7 @@ func startPrivateBus(t *testing.T, socket string) (pid int, marker string) {
 	}
 }
 
-// shortTempDir is a temporary directory with a path short enough for a Unix socket.
-func shortTempDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "bk")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
+func shortTempDir(t *testing.T) string { return testkit.ShortTempDir(t, "bk") }
 
 func TestBusAddressEscaping(t *testing.T) {
 	for in, want := range map[string]string{

@@ -17,7 +17,7 @@ import (
 
 // gitEnv runs git in isolation: no system or user config, no prompt, pointed at the daemon.
 func gitEnv(td *testDaemon) []string {
-	return append(td.socketEnv(), "GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0", "GIT_ASKPASS=", "SSH_ASKPASS=")
+	return append(td.SocketEnv(), "GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0", "GIT_ASKPASS=", "SSH_ASKPASS=")
 }
 
 // git runs "git credential ACTION" with our helper as the only one.
@@ -125,7 +125,7 @@ func TestGitFill(t *testing.T) {
 		r := git(t, td, blaxelHost, "fill")
 		mustCode(t, r, 0)
 		a := attrs(t, r.stdout)
-		served := daemonToken(t, td.socket, "acme")
+		served := daemonToken(t, td.Socket, "acme")
 		if a["username"] != "acme" || a["password"] != served.Token {
 			t.Errorf("git credential fill: want acme and the daemon's token, got %s", r)
 		}
@@ -134,7 +134,7 @@ func TestGitFill(t *testing.T) {
 		if gitAtLeast(t, 2, 41) && a["password_expiry_utc"] != strconv.FormatInt(exp, 10) {
 			t.Errorf("password_expiry_utc: want %d, got %s", exp, r.stdout)
 		}
-		r = runProc(t, proc{env: td.socketEnv(), stdin: blaxelHost}, helperBin(), "get")
+		r = runProc(t, proc{env: td.SocketEnv(), stdin: blaxelHost}, helperBin(), "get")
 		mustCode(t, r, 0)
 		if got := attrs(t, r.stdout)["password_expiry_utc"]; got != strconv.FormatInt(exp, 10) {
 			t.Errorf("get: password_expiry_utc: want %d (the JWT's exp), got %q", exp, got)
@@ -159,7 +159,7 @@ func TestGitGetAuthtype(t *testing.T) {
 	td := startDaemon(t, daemonOpts{api: api, env: []string{"BL_WORKSPACE=acme", "BL_CLIENT_CREDENTIALS=" + cc}})
 	r := runHelper(t, "capability[]=authtype\nprotocol=https\nhost=api.blaxel.ai\n\n", "get")
 	mustCode(t, r, exitOK)
-	tok := daemonToken(t, td.socket, "acme").Token
+	tok := daemonToken(t, td.Socket, "acme").Token
 	want := "username=acme\npassword=" + tok + "\npassword_expiry_utc=" + strconv.FormatInt(jwtExp(t, tok), 10) +
 		"\ncapability[]=authtype\nauthtype=Bearer\ncredential=" + tok + "\nephemeral=true\n"
 	if r.stdout != want || r.stderr != "" {

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 	"github.com/blauth/blauth/ipc"
 )
 
@@ -60,7 +60,7 @@ func TestEnvEvaluatedByShell(t *testing.T) {
 	}
 
 	dir := shortTempDir(t)
-	r = runProc(t, proc{env: td.socketEnv(), dir: dir}, "sh", "-c",
+	r = runProc(t, proc{env: td.SocketEnv(), dir: dir}, "sh", "-c",
 		`eval "$("$0" env)" || exit 9; printf '%s|%s' "$BL_WORKSPACE" "$BL_API_KEY"`, helperBin())
 	mustCode(t, r, 0)
 	if r.stdout != "acme|"+key {
@@ -88,7 +88,7 @@ func TestExecPassesStatusAndVariables(t *testing.T) {
 		{"command flags untouched", []string{"exec", "sh", "-c", show, "-w", "acme-b"}, "acme-a|key-a"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := runProc(t, proc{env: td.socketEnv()}, helperBin(), tc.args...)
+			r := runProc(t, proc{env: td.SocketEnv()}, helperBin(), tc.args...)
 			mustCode(t, r, 7)
 			if r.stdout != tc.want {
 				t.Errorf("the child saw %q, want %q", r.stdout, tc.want)
@@ -96,7 +96,7 @@ func TestExecPassesStatusAndVariables(t *testing.T) {
 		})
 	}
 	t.Run("missing command", func(t *testing.T) {
-		r := runProc(t, proc{env: td.socketEnv()}, helperBin(), "exec", "--", "no-such-command-blauth")
+		r := runProc(t, proc{env: td.SocketEnv()}, helperBin(), "exec", "--", "no-such-command-blauth")
 		mustCode(t, r, 127)
 		if r.stdout != "" || !strings.HasPrefix(r.stderr, "blauth: error: ") {
 			t.Errorf("want a blauth: error and no output, got %s", r)
@@ -111,7 +111,7 @@ func TestStatus(t *testing.T) {
 	api := newAPI(t)
 	cc := api.AddClient("sa-id", "sa-secret")
 	td := startDaemon(t, daemonOpts{api: api, blConfig: twoWorkspaces, env: []string{"BL_WORKSPACE=acme-sa", "BL_CLIENT_CREDENTIALS=" + cc}})
-	daemonToken(t, td.socket, "acme-sa") // a cached token, so status shows its expiry
+	daemonToken(t, td.Socket, "acme-sa") // a cached token, so status shows its expiry
 
 	t.Run("table", func(t *testing.T) {
 		r := runHelper(t, "", "status")
@@ -146,8 +146,8 @@ func TestStatus(t *testing.T) {
 			}
 		}
 		want := map[string]string{
-			"acme-a":  "api_key bl_config:" + filepath.Join(td.home, ".blaxel", "config.yaml"),
-			"acme-b":  "api_key bl_config:" + filepath.Join(td.home, ".blaxel", "config.yaml"),
+			"acme-a":  "api_key bl_config:" + filepath.Join(td.Home, ".blaxel", "config.yaml"),
+			"acme-b":  "api_key bl_config:" + filepath.Join(td.Home, ".blaxel", "config.yaml"),
 			"acme-sa": "client_credentials daemon_env:BL_CLIENT_CREDENTIALS",
 		}
 		for ws, w := range want {
@@ -301,17 +301,17 @@ func TestCallerSourcesWin(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, ".env"), []byte("# project\nBL_API_KEY='dotenv key'\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		r := runProc(t, proc{env: td.socketEnv(), dir: dir}, helperBin(), "token")
+		r := runProc(t, proc{env: td.SocketEnv(), dir: dir}, helperBin(), "token")
 		if r.code != 0 || r.stdout != "dotenv key\n" {
 			t.Errorf("want the .env key, got %s", r)
 		}
 		// .env ranks above the caller's environment.
-		r = runProc(t, proc{env: append(td.socketEnv(), "BL_API_KEY=caller-key"), dir: dir}, helperBin(), "token")
+		r = runProc(t, proc{env: append(td.SocketEnv(), "BL_API_KEY=caller-key"), dir: dir}, helperBin(), "token")
 		if r.code != 0 || r.stdout != "dotenv key\n" {
 			t.Errorf("want the .env key over the caller's, got %s", r)
 		}
 		// A directory without .env gets the caller's, then the daemon's.
-		r = runProc(t, proc{env: append(td.socketEnv(), "BL_API_KEY=caller-key"), dir: shortTempDir(t)}, helperBin(), "token")
+		r = runProc(t, proc{env: append(td.SocketEnv(), "BL_API_KEY=caller-key"), dir: shortTempDir(t)}, helperBin(), "token")
 		if r.code != 0 || r.stdout != "caller-key\n" {
 			t.Errorf("want the caller's key, got %s", r)
 		}

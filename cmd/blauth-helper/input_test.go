@@ -17,7 +17,7 @@ import (
 func TestCallerInputThatCannotBeSentIsRefused(t *testing.T) {
 	td := startDaemon(t, daemonOpts{env: []string{"BL_WORKSPACE=default", "BL_API_KEY=default-key"}})
 	t.Run("CR in a BL_ variable", func(t *testing.T) {
-		r := runProc(t, proc{env: append(td.socketEnv(), "BL_WORKSPACE=mine\r", "BL_API_KEY=mine-key")}, helperBin(), "exec", "--", "true")
+		r := runProc(t, proc{env: append(td.SocketEnv(), "BL_WORKSPACE=mine\r", "BL_API_KEY=mine-key")}, helperBin(), "exec", "--", "true")
 		mustFail(t, r, exitUsage)
 		if !strings.Contains(r.stderr, "BL_WORKSPACE holds a trailing carriage return") {
 			t.Errorf("the error does not name the variable: %q", r.stderr)
@@ -36,7 +36,7 @@ func TestCallerInputThatCannotBeSentIsRefused(t *testing.T) {
 		if err := os.Mkdir(dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		r := runProc(t, proc{env: td.socketEnv(), dir: dir}, helperBin(), "token")
+		r := runProc(t, proc{env: td.SocketEnv(), dir: dir}, helperBin(), "token")
 		mustFail(t, r, exitUsage)
 		if !strings.Contains(r.stderr, "working directory") {
 			t.Errorf("the error does not name the directory: %q", r.stderr)
@@ -47,7 +47,7 @@ func TestCallerInputThatCannotBeSentIsRefused(t *testing.T) {
 		if err := os.Mkdir(dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		r := runProc(t, proc{env: td.socketEnv(), dir: dir}, "sh", "-c", `rmdir "$PWD" && exec "$0" token`, helperBin())
+		r := runProc(t, proc{env: td.SocketEnv(), dir: dir}, "sh", "-c", `rmdir "$PWD" && exec "$0" token`, helperBin())
 		mustFail(t, r, exitUsage)
 		if !strings.Contains(r.stderr, "working directory") {
 			t.Errorf("the error does not name the directory: %q", r.stderr)
@@ -152,23 +152,23 @@ func TestExecRefusesWhatTheDotenvWouldUndo(t *testing.T) {
 	}
 	show := []string{"exec", "--", "sh", "-c", `printf '%s|%s' "$BL_WORKSPACE" "$BL_API_KEY"`}
 	mine := project("BL_WORKSPACE=mine\n")
-	r := runProc(t, proc{env: td.socketEnv(), dir: mine}, helperBin(), append([]string{"-w", "other"}, show...)...)
+	r := runProc(t, proc{env: td.SocketEnv(), dir: mine}, helperBin(), append([]string{"-w", "other"}, show...)...)
 	mustFail(t, r, exitUsage)
 	if !strings.Contains(r.stderr, "sets BL_WORKSPACE=mine") || !strings.Contains(r.stderr, "other's token for workspace mine") || strings.Contains(r.stderr, "other-key") {
 		t.Fatalf("exec -w other under a .env for mine: %s", r)
 	}
 	// The .env's own workspace is consistent: allowed.
-	if r := runProc(t, proc{env: td.socketEnv(), dir: mine}, helperBin(), show...); r.code != 0 || r.stdout != "mine|mine-key" {
+	if r := runProc(t, proc{env: td.SocketEnv(), dir: mine}, helperBin(), show...); r.code != 0 || r.stdout != "mine|mine-key" {
 		t.Fatalf("exec under a .env for mine: %s", r)
 	}
 	// A .env credential that is not the one served would replace the token exec sets.
-	r = runProc(t, proc{env: td.socketEnv(), dir: project("BL_WORKSPACE=other\nBL_API_KEY=k\n")}, helperBin(), append([]string{"-w", "mine"}, show...)...)
+	r = runProc(t, proc{env: td.SocketEnv(), dir: project("BL_WORKSPACE=other\nBL_API_KEY=k\n")}, helperBin(), append([]string{"-w", "mine"}, show...)...)
 	mustFail(t, r, exitUsage)
 	if !strings.Contains(r.stderr, "sets BL_WORKSPACE=other") {
 		t.Fatalf("exec -w mine under a .env with other's key: %s", r)
 	}
 	// The .env's own key, served for the workspace asked: consistent.
-	r = runProc(t, proc{env: td.socketEnv(), dir: project("BL_API_KEY=dotenv-key\n")}, helperBin(), append([]string{"-w", "other"}, show...)...)
+	r = runProc(t, proc{env: td.SocketEnv(), dir: project("BL_API_KEY=dotenv-key\n")}, helperBin(), append([]string{"-w", "other"}, show...)...)
 	if r.code != 0 || r.stdout != "other|dotenv-key" {
 		t.Fatalf("the .env's own key, served: %s", r)
 	}

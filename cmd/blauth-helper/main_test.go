@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blauth/blauth/daemon"
-	"github.com/blauth/blauth/internal/blaxeltest"
-	"github.com/blauth/blauth/internal/daemontest"
+	"github.com/blauth/blauth/internal/testkit"
+	"github.com/blauth/blauth/internal/testkit/blaxeltest"
+	"github.com/blauth/blauth/internal/testkit/daemontest"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
 )
@@ -59,14 +59,10 @@ func testMain(m *testing.M) int {
 }
 
 // shortTempDir returns a fresh directory with a short path, for sockets.
-func shortTempDir(t *testing.T) string { return daemontest.ShortTempDir(t, "bh") }
+func shortTempDir(t *testing.T) string { return testkit.ShortTempDir(t, "bh") }
 
 // testDaemon is a real daemon, in this process, on a real socket.
-type testDaemon struct {
-	socket string
-	home   string
-	api    *blaxeltest.Server
-}
+type testDaemon struct{ *daemontest.Daemon }
 
 type daemonOpts struct {
 	env      []string // the daemon's own environment
@@ -79,26 +75,11 @@ type daemonOpts struct {
 // the rest of the test.
 func startDaemon(t *testing.T, o daemonOpts) *testDaemon {
 	t.Helper()
-	dir := shortTempDir(t)
-	home := filepath.Join(dir, "home")
-	blPath := filepath.Join(home, ".blaxel", "config.yaml")
-	if err := os.MkdirAll(filepath.Dir(blPath), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if o.blConfig != "" {
-		if err := os.WriteFile(blPath, []byte(o.blConfig), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	env := o.env
-	if o.api != nil {
-		env = append([]string{"BL_API_URL=" + o.api.Base}, env...)
-	}
-	socket := filepath.Join(dir, "blauthd.sock")
-	daemontest.Start(t, daemon.Config{SocketPath: socket, Environ: env, BLConfigPath: blPath, Keyring: o.keyring})
-	t.Setenv(ipc.SocketEnv, socket)
+	td := daemontest.Start(t, daemontest.Options{Env: o.env, BLConfig: o.blConfig, API: o.api, Keyring: o.keyring,
+		Socket: filepath.Join(shortTempDir(t), "blauthd.sock")})
+	t.Setenv(ipc.SocketEnv, td.Socket)
 	t.Setenv("BLAUTH_NO_SPAWN", "1")
-	return &testDaemon{socket: socket, home: home, api: o.api}
+	return &testDaemon{td}
 }
 
 // newAPI starts a fake Blaxel API for the test.
@@ -190,8 +171,8 @@ func runProc(t *testing.T, p proc, name string, args ...string) result {
 }
 
 // socketEnv points a process at the test daemon without ever starting one.
-func (td *testDaemon) socketEnv() []string {
-	return []string{ipc.SocketEnv + "=" + td.socket, "BLAUTH_NO_SPAWN=1"}
+func (td *testDaemon) SocketEnv() []string {
+	return []string{ipc.SocketEnv + "=" + td.Socket, "BLAUTH_NO_SPAWN=1"}
 }
 
 func mustCode(t *testing.T, r result, want int) {

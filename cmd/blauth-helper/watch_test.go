@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/blauth/blauth/daemon"
-	"github.com/blauth/blauth/internal/daemontest"
+	"github.com/blauth/blauth/internal/testkit/daemontest"
 )
 
 // configWithKey is a bl config whose only workspace, acme, holds key.
@@ -95,7 +95,7 @@ func TestWatchPrintsEveryNewTokenAndReconnects(t *testing.T) {
 	if err := os.WriteFile(blPath, []byte(configWithKey("key-3")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	daemontest.Start(t, daemon.Config{SocketPath: socket, BLConfigPath: blPath})
+	daemontest.Start(t, daemontest.Options{Socket: socket, Mutate: func(c *daemon.Config) { c.BLConfigPath = blPath }})
 	if v := next(); v["token"] != "key-3" {
 		t.Fatalf("after the restart: %v", v)
 	}

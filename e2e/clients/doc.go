@@ -1,7 +1,7 @@
 // Package clients is the end-to-end suite of blauth's client libraries, clients/go/blauth and
 // clients/python/blauth.py, with the real blauthd binary behind socket activation (the harness
 // holds the socket and starts a daemon at the first connection and after each exit, as systemd's
-// socket unit does) and the fake Blaxel API of internal/blaxeltest, which checks every API
+// socket unit does) and the fake Blaxel API of internal/testkit/blaxeltest, which checks every API
 // call's token signature, expiry and workspace and counts token requests by caller.
 //
 // Its tests carry the sdk build tag: run them with make test-sdk.

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 )
 
 const (

@@ -1,7 +1,7 @@
 // Package sdk is blauth's end-to-end suite with the real Blaxel TypeScript SDK (@blaxel/core
 // 0.3.21, pinned in e2e/node): real SDK processes and the real blauthd binary share a bl CLI
 // config (~/.blaxel/config.yaml in a temporary HOME) against the fake Blaxel API of
-// internal/blaxeltest, which rotates refresh tokens, checks every API call's token and
+// internal/testkit/blaxeltest, which rotates refresh tokens, checks every API call's token and
 // workspace, and counts token requests by caller (blauthd names itself in its User-Agent).
 //
 // Its tests carry the sdk build tag: run them with make test-sdk, after `npm ci` in e2e/node

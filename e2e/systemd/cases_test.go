@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 )
 
 // The cases run in this order and share one container; each sets up what it relies on.

@@ -30,7 +30,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 )
 
 // Versions of the two packages built for the run; dpkg sorts "~e2e1" before "~e2e2".

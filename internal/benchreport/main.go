@@ -24,7 +24,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 	"github.com/blauth/blauth/ipc"
 )
 
@@ -322,7 +322,7 @@ func (b *bench) markdown() string {
 	w("`make build` is `CGO_ENABLED=0 go build -trimpath -ldflags '-s -w -X main.version=…' -o bin/ ./cmd/blauthd ./cmd/blauth-helper`; ")
 	w("benchreport builds `internal/benchreport/{minclient,directclient,bareserver}` with `CGO_ENABLED=0 go build -trimpath -ldflags '-s -w'`. ")
 	w("It runs `bin/blauthd %s` as a separate process, with `HOME`, `BL_API_URL` (the fake API), `BL_WORKSPACE=bench` and ", strings.Join(b.redactedDaemonArgs(), " "))
-	w("`BL_CLIENT_CREDENTIALS` (a service account of the fake) in its environment; the fake Blaxel API (`internal/blaxeltest`, issuing 2-hour JWTs) ")
+	w("`BL_CLIENT_CREDENTIALS` (a service account of the fake) in its environment; the fake Blaxel API (`internal/testkit/blaxeltest`, issuing 2-hour JWTs) ")
 	w("is an `httptest` server on 127.0.0.1 inside benchreport. Clients run with `BLAUTH_SOCKET` set to the daemon's socket and `BLAUTH_NO_SPAWN=1`. ")
 	w("The exact commands of each part are in its section below. Takes about %s.\n\n", time.Since(b.started).Round(10*time.Second))
 	for i, s := range b.sections {

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 )
 
 // tokenRequests counts the requests N concurrent processes that hold the same service account

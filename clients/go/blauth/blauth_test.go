@@ -17,9 +17,9 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"github.com/blauth/blauth/daemon"
-	"github.com/blauth/blauth/internal/blaxeltest"
-	"github.com/blauth/blauth/internal/daemontest"
+	"github.com/blauth/blauth/internal/testkit"
+	"github.com/blauth/blauth/internal/testkit/blaxeltest"
+	"github.com/blauth/blauth/internal/testkit/daemontest"
 	"github.com/blauth/blauth/ipc"
 )
 
@@ -41,7 +41,7 @@ func newWorld(t *testing.T, ttl time.Duration) *world {
 	t.Cleanup(api.Close)
 	cc := api.AddClient("sa-id", "sa-secret")
 	api.BindClient("sa-id", workspace)
-	dir := daemontest.ShortTempDir(t, "bgo")
+	dir := testkit.ShortTempDir(t, "bgo")
 	return &world{api: api, dir: dir, socket: filepath.Join(dir, "blauthd.sock"),
 		env: []string{"BL_API_URL=" + api.Base, "BL_WORKSPACE=" + workspace, "BL_CLIENT_CREDENTIALS=" + cc}}
 }
@@ -50,8 +50,7 @@ func newWorld(t *testing.T, ttl time.Duration) *world {
 // is stopped with stopDaemon.
 func (w *world) startDaemon(t *testing.T) {
 	t.Helper()
-	daemontest.Start(t, daemon.Config{SocketPath: w.socket, Environ: w.env,
-		BLConfigPath: filepath.Join(w.dir, "no-bl-config.yaml")})
+	daemontest.Start(t, daemontest.Options{Socket: w.socket, Env: w.env})
 }
 
 // stopDaemon asks the daemon to stop, as blauth-helper stop does, and waits until its socket
@@ -327,7 +326,7 @@ func TestTokenSourceFollowsALogout(t *testing.T) {
 	// the source's own .env changes), the watch says so and Token fails at once.
 	w := newWorld(t, 0)
 	w.startDaemon(t)
-	proj := daemontest.ShortTempDir(t, "bgp")
+	proj := testkit.ShortTempDir(t, "bgp")
 	writeFile(t, filepath.Join(proj, ".env"), "BL_WORKSPACE=proj\nBL_API_KEY=dotenv-key\n")
 	o := w.opts()
 	o.Dir = proj

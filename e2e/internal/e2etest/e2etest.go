@@ -1,5 +1,5 @@
 // Package e2etest is the harness of blauth's end-to-end suites (e2e/…): it builds the real
-// blauthd and blauth-helper binaries, starts the fake Blaxel API (internal/blaxeltest), lays out
+// blauthd and blauth-helper binaries, starts the fake Blaxel API (internal/testkit/blaxeltest), lays out
 // a private HOME with a bl CLI config, runs the real daemon binary against them, and runs the
 // real Blaxel TypeScript SDK (pinned in e2e/node) as child processes. Everything it starts
 // listens on loopback or Unix sockets in temporary directories, and is stopped when the test
@@ -18,7 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/internal/testkit"
+	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 )
 
 // ModuleRoot returns the directory of blauth's go.mod, searched upwards from the working
@@ -53,17 +54,8 @@ func Missing(t testing.TB, what, fix string) {
 	t.Skipf("%s is missing (%s)", what, fix)
 }
 
-// ShortTempDir returns a new directory (mode 0700) removed when the test ends. Unix socket
-// paths are limited to about 104 bytes, which t.TempDir() can exceed.
-func ShortTempDir(t testing.TB, prefix string) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
+// ShortTempDir is testkit.ShortTempDir: a directory with a path short enough for a socket.
+func ShortTempDir(t testing.TB, prefix string) string { return testkit.ShortTempDir(t, prefix) }
 
 // Binaries are blauthd and blauth-helper built from this checkout.
 type Binaries struct {

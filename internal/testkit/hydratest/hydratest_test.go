@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blauth/blauth/internal/hydratest"
+	"github.com/blauth/blauth/internal/testkit/hydratest"
 )
 
 type tokenResponse struct {
