@@ -467,7 +467,7 @@ class Watch extends EventEmitter {
     const conn = net.createConnection({ path: socket }, () => conn.write(this.#data));
     this.#conn = conn;
     let over = false;
-    let stopping = false; // the daemon said shutting_down: the end that follows is expected
+    let expected = false; // the daemon said why it ends the stream: its end is no new problem
     const firstAnswer = setTimeout(
       () => lost(new BlauthError("timeout", `blauthd did not answer the watch within ${ANSWER_TIMEOUT_MS / 1000} s`)),
       ANSWER_TIMEOUT_MS,
@@ -508,13 +508,21 @@ class Watch extends EventEmitter {
       }
       const err = errorFrom(msg);
       if (err.code === "shutting_down") {
-        stopping = true; // the token held is still good: keep it while reconnecting
+        expected = true; // the token held is still good: keep it while reconnecting
       } else {
         this.#tok = null; // a logout, a refused credential, no token with min_ttl left
+      }
+      // After these the daemon closes the connection (bad_request, forbidden) or has nothing
+      // to stream (a daemon older than watch): the end that follows is no news.
+      if (["bad_request", "forbidden", "unsupported_version", "unknown_action"].includes(err.code)) expected = true;
+      if (err.code === "unsupported_version" || err.code === "unknown_action") {
+        err.hint = "this blauthd is older than watch (protocol version 2): restart it, e.g. 'blauth-helper stop'";
       }
       this.#lastError = err;
       this.#wake();
       this.#problem(err);
+      // A daemon older than watch would leave the connection idle: try again later instead.
+      if (err.code === "unsupported_version" || err.code === "unknown_action") lost(null);
     };
     const reader = new MessageReader();
     conn.on("data", (chunk) => {
@@ -529,7 +537,7 @@ class Watch extends EventEmitter {
     });
     conn.on("error", (e) => lost(connectionError(e, socket)));
     conn.on("close", () =>
-      lost(stopping ? null : new BlauthError("unreachable", "blauthd ended the watch; reconnecting")),
+      lost(expected ? null : new BlauthError("unreachable", "blauthd ended the watch; reconnecting")),
     );
   }
 }

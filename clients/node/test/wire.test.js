@@ -283,6 +283,23 @@ test("watch: with no 'error' listener, a daemon's error or a lost connection doe
   assert.deepStrictEqual(s.fake.requests[1], s.fake.requests[0], "a reconnect must send the same request");
 });
 
+test("watch on a daemon older than watch: ready() says so at once, and the watch tries again later", async (t) => {
+  const fake = await fakeDaemon(t, (_, conn) =>
+    conn.write(message({ version: "1", status: "error", code: "unsupported_version", message: "protocol version 2 is not supported" })),
+  );
+  const w = blauth.watch({ socket: fake.socket, env: {} });
+  t.after(() => w.close());
+  await assert.rejects(w.ready({ timeoutMs: 5000 }), (e) => {
+    assert.strictEqual(e.code, "unsupported_version");
+    assert.match(e.hint, /restart/);
+    return true;
+  });
+  const deadline = Date.now() + 5000;
+  while (fake.requests.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  assert.ok(fake.requests.length >= 2, "the watch did not try again after an old daemon refused it");
+  assert.strictEqual(w.lastError.code, "unsupported_version");
+});
+
 test("useBlauth: the credentials the SDK reads, from the watch; close() ends them", async (t) => {
   const s = await scriptedWatch(t);
   const first = s.nextConn();
