@@ -32,11 +32,15 @@ func NodeDir(t testing.TB, moduleRoot string) string {
 
 // NodeOptions describe one Node process running a script of e2e/node.
 type NodeOptions struct {
-	Script string // path of the script
-	Home   *Home  // HOME, and the working directory (Home.Work) unless Dir is set
-	Dir    string // working directory; the SDK reads ./.env and ./blaxel.toml from it
+	Script string   // path of the script
+	Args   []string // the script's arguments
+	Home   *Home    // HOME, and the working directory (Home.Work) unless Dir is set
+	Dir    string   // working directory; the SDK reads ./.env and ./blaxel.toml from it
 	// Env is added to Home.HomeEnv() and DO_NOT_TRACK=1 (the SDK's telemetry off).
 	Env []string
+	// Via, when set, is a command that runs node in its place, e.g. {helper, "exec", "--"}: the
+	// process is then Via[0] with Via[1:], "node", Script and Args as its arguments.
+	Via []string
 }
 
 // SDKResult is the one JSON line a one-call script (list-models.mjs) prints.
@@ -63,7 +67,8 @@ type NodeRun struct {
 
 // nodeCmd builds the command for o.
 func nodeCmd(ctx context.Context, o NodeOptions) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, "node", o.Script)
+	argv := append(append(append([]string{}, o.Via...), "node", o.Script), o.Args...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = append(append(o.Home.HomeEnv(), "DO_NOT_TRACK=1"), o.Env...)
 	cmd.Dir = o.Dir
 	if cmd.Dir == "" {
@@ -77,6 +82,22 @@ func nodeCmd(ctx context.Context, o NodeOptions) *exec.Cmd {
 // parses its JSON line. It does not touch the test, so it may run in any goroutine; an error
 // means the process could not run or printed no result line.
 func RunNode(ctx context.Context, o NodeOptions) (NodeRun, error) {
+	run, err := RunNodeJSON(ctx, o, nil)
+	if err != nil {
+		return run, err
+	}
+	if run.Result.OK != (run.ExitCode == 0) {
+		return run, fmt.Errorf("node %s: result ok=%v but exit status %d", filepath.Base(o.Script), run.Result.OK, run.ExitCode)
+	}
+	return run, nil
+}
+
+// RunNodeJSON runs a script to its end (bounded by ctx) and decodes the last line of its
+// standard output, a JSON value, into result, or into the run's Result (an SDKResult) when
+// result is nil. Like RunNode it may run in any goroutine. When ctx ends first the process is
+// killed (after a grace period of 5 s) and its exit status is -1. An error means the process
+// could not run or its last line is not JSON; a non-zero exit status is for the caller to judge.
+func RunNodeJSON(ctx context.Context, o NodeOptions, result any) (NodeRun, error) {
 	cmd := nodeCmd(ctx, o)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -91,12 +112,12 @@ func RunNode(ctx context.Context, o NodeOptions) (NodeRun, error) {
 	if i := bytes.LastIndexByte(line, '\n'); i >= 0 {
 		line = line[i+1:]
 	}
-	if jerr := json.Unmarshal(line, &run.Result); jerr != nil {
+	if result == nil {
+		result = &run.Result
+	}
+	if jerr := json.Unmarshal(line, result); jerr != nil {
 		return run, fmt.Errorf("node %s printed no result line (exit %v): %v\nstdout: %s\nstderr: %s",
 			filepath.Base(o.Script), err, jerr, stdout.String(), stderr.String())
-	}
-	if run.Result.OK != (run.ExitCode == 0) {
-		return run, fmt.Errorf("node %s: result ok=%v but exit status %d", filepath.Base(o.Script), run.Result.OK, run.ExitCode)
 	}
 	return run, nil
 }
