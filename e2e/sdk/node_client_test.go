@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/blauth/blauth/e2e/internal/e2etest"
-	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 )
 
 // tapSummary is the count lines that end the TAP output of `node --test`.
