@@ -75,7 +75,7 @@ func run() int {
 	flag.StringVar(&cfg.out, "out", "docs/BENCHMARKS.md", "write the Markdown report here")
 	flag.StringVar(&cfg.bin, "bin", "bin", "directory holding blauthd and blauth-helper, as `make build` leaves them")
 	flag.BoolVar(&cfg.quick, "quick", false, "fewer runs and shorter loads, to check the harness (the report is not written)")
-	only := flag.String("only", "", "run only these parts, comma-separated: memory,helpermem,latency,throughput,tokens,sources,gotest (the report is not written)")
+	only := flag.String("only", "", "run only these parts, comma-separated: memory,helpermem,latency,throughput,tokens,sources,watch,gotest (the report is not written)")
 	flag.Parse()
 	if *only != "" {
 		cfg.only = map[string]bool{}
@@ -106,6 +106,7 @@ func run() int {
 		{"throughput", "daemon throughput", b.throughput},
 		{"tokens", "token-endpoint requests", b.tokenRequests},
 		{"sources", "source-change latency", b.sourceChange},
+		{"watch", "watchers", b.watchBench},
 	}
 	for _, s := range steps {
 		if ctx.Err() != nil {

@@ -59,6 +59,7 @@ type Server struct {
 	counts     map[string]int
 	rotate     bool
 	slowDownAt int // the device poll number answered with slow_down; 0 never
+	issued     map[string]time.Time
 	// clientIDOptional accepts a refresh grant without client_id (the TypeScript SDK sends none).
 	clientIDOptional bool
 
@@ -194,7 +195,32 @@ func (s *Server) ApproveDevice(userCode string, approve bool) bool {
 
 func (s *Server) jwtLocked(subject string) string {
 	now := s.now()
-	return s.sign(subject, now, now.Add(s.ttl))
+	tok := s.sign(subject, now, now.Add(s.ttl))
+	s.noteIssuedLocked(tok)
+	return tok
+}
+
+// maxIssued bounds how many tokens IssuedAt remembers.
+const maxIssued = 4096
+
+// noteIssuedLocked records when tok was issued, on the real clock (for IssuedAt).
+func (s *Server) noteIssuedLocked(tok string) {
+	if s.issued == nil {
+		s.issued = map[string]time.Time{}
+	}
+	if len(s.issued) >= maxIssued {
+		clear(s.issued)
+	}
+	s.issued[tok] = time.Now()
+}
+
+// IssuedAt reports when the server issued tok, on the real clock (not SetNow's): the moment a
+// benchmark measures a token's spreading from.
+func (s *Server) IssuedAt(tok string) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.issued[tok]
+	return t, ok
 }
 
 func (s *Server) sign(subject string, iat, exp time.Time) string {

@@ -1,0 +1,320 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/blauth/blauth/broker"
+	"github.com/blauth/blauth/internal/clock"
+	"github.com/blauth/blauth/internal/testkit/blaxeltest"
+	"github.com/blauth/blauth/ipc"
+	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/token"
+)
+
+const (
+	watchMemConns   = 1000
+	watchFanout     = 100
+	watchRefreshes  = 30
+	shortTokenTTL   = 5 * time.Second
+	watchMemTarget  = 64.0 // MiB: the daemon's memory target after 1000 connections
+	longRunningDays = 1
+)
+
+// watchBench measures what the watch stream costs: the daemon's memory with 1000 idle watchers
+// beside 1000 idle plain connections, and how long a refresh takes to reach the last of 100
+// watchers; and, on a simulated day, the token requests of long-running processes with and
+// without the daemon.
+func (b *bench) watchBench() error {
+	if err := b.watchMemory(); err != nil {
+		return err
+	}
+	if err := b.watchFanout(); err != nil {
+		return err
+	}
+	return b.longRunning()
+}
+
+// openWatchers opens n watch streams (or n plain idle connections when watch is false) on
+// socket, each having read its first answer.
+func openWatchers(socket string, n int, watch bool) ([]*bufio.Reader, []net.Conn, error) {
+	var conns []net.Conn
+	var readers []*bufio.Reader
+	req := ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionWatch)
+	for i := 0; i < n; i++ {
+		c, err := net.Dial("unix", socket)
+		if err != nil {
+			closeAll(conns)
+			return nil, nil, fmt.Errorf("dial %d: %w", i+1, err)
+		}
+		conns = append(conns, c)
+		r := bufio.NewReader(c)
+		readers = append(readers, r)
+		if !watch {
+			continue
+		}
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		if err := ipc.WriteMessage(c, req); err != nil {
+			closeAll(conns)
+			return nil, nil, err
+		}
+		m, err := ipc.ReadAnswer(r)
+		if err == nil {
+			_, err = ipc.ParseToken(m)
+		}
+		if err != nil {
+			closeAll(conns)
+			return nil, nil, fmt.Errorf("watcher %d: %w", i+1, err)
+		}
+		_ = c.SetDeadline(time.Time{})
+	}
+	return readers, conns, nil
+}
+
+func closeAll(cs []net.Conn) {
+	for _, c := range cs {
+		c.Close()
+	}
+}
+
+// watchMemory is the daemon's RSS with 1000 idle watchers, beside 1000 idle plain connections.
+func (b *bench) watchMemory() error {
+	s := b.section("Watchers")
+	measure := func(watch bool) (memStatus, error) {
+		_, conns, err := openWatchers(b.socket, watchMemConns, watch)
+		if err != nil {
+			return memStatus{}, err
+		}
+		defer closeAll(conns)
+		time.Sleep(time.Second)
+		return readMem(b.daemon.pid())
+	}
+	plain, err := measure(false)
+	if err != nil {
+		return err
+	}
+	time.Sleep(2 * time.Second)
+	watching, err := measure(true)
+	if err != nil {
+		return err
+	}
+	b.add(row{What: fmt.Sprintf("Daemon RSS, %d idle watchers", watchMemConns), Figure: mib(watching.rssMiB()),
+		Ref: fmt.Sprintf("%d idle connections %s", watchMemConns, mib(plain.rssMiB())), Ratio: ratio(watching.rssMiB(), plain.rssMiB()),
+		Target: fmt.Sprintf("< %.0f MiB", watchMemTarget), Verdict: verdict(watching.rssMiB() < watchMemTarget)})
+	s.printf("**Memory.** `bin/blauthd` (the run's daemon, one service account in its environment) with %d connections open at once, "+
+		"each having sent `action=watch` and read its first answer, then idle; the reference is the same number of connections open and idle "+
+		"without a request, measured just before. VmRSS from /proc a second after the last one opened: %s with watchers, %s without.\n\n",
+		watchMemConns, mib(watching.rssMiB()), mib(plain.rssMiB()))
+	return nil
+}
+
+// watchFanout runs a second daemon whose service account gets 5 s tokens (refreshed about every
+// 1.6 s with --min-ttl 1s) and times, for each refresh, how long after the fake API issued the
+// token each of 100 watchers had it: the first and the last.
+func (b *bench) watchFanout() error {
+	b.api.SetTTL(shortTokenTTL)
+	defer b.api.SetTTL(2 * time.Hour)
+	cc := b.api.AddClient("fanout-sa", "secret")
+	socket := filepath.Join(b.tmp, "fan", "blauthd.sock")
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + b.home, "BL_API_URL=" + b.api.Base, "BL_WORKSPACE=fanout", "BL_CLIENT_CREDENTIALS=" + cc}
+	p, err := startProc("blauthd-fanout", filepath.Join(b.tmp, "blauthd-fanout.log"), env, b.work, b.blauthd,
+		"--socket", socket, "--log-format", "json", "--log-level", "warn", "--no-keyring", "--bl-config", filepath.Join(b.tmp, "none.yaml"), "--min-ttl", "1s")
+	if err != nil {
+		return err
+	}
+	b.procs.add(p)
+	defer p.stop()
+	if err := waitSocket(b.ctx, p, socket, 10*time.Second); err != nil {
+		return err
+	}
+	readers, conns, err := openWatchers(socket, watchFanout, true)
+	if err != nil {
+		return err
+	}
+	defer closeAll(conns)
+	first, last, err := fanoutLatencies(b.ctx, b.api, readers)
+	if err != nil {
+		return err
+	}
+	getRT, err := roundTrip(socket)
+	if err != nil {
+		return err
+	}
+	slices.Sort(first)
+	slices.Sort(last)
+	for _, q := range []struct {
+		name string
+		p    float64
+	}{{"p50", 0.5}, {"p99", 0.99}} {
+		b.add(row{What: fmt.Sprintf("Refresh to the last of %d watchers holding the new token, %s", watchFanout, q.name),
+			Figure: ms(durationsMs(last)[int(q.p*float64(len(last)-1))]), Ref: "a get's round trip " + ms(getRT),
+			Ratio: ratio(durationsMs(last)[int(q.p*float64(len(last)-1))], getRT), Target: "(information)"})
+	}
+	s := b.section("Watchers")
+	s.printf("**From a refresh to every watcher.** A second `bin/blauthd` (`--min-ttl 1s`; its service account gets 5 s tokens from the fake API, "+
+		"so it refreshes about every 1.6 s) with %d watchers of that credential, each read by its own goroutine in benchreport. For %d refreshes, "+
+		"the time from the fake API issuing the token (its handler, in this process) to each watcher reading it: first watcher p50 %s, p99 %s; "+
+		"last watcher p50 %s, p99 %s. It includes the daemon's exchange finishing, one broadcast, %d goroutines re-reading the answer, and %d writes "+
+		"on a 2-core machine. The reference is one `get` round trip on an open connection to the same daemon: %s.\n\n",
+		watchFanout, watchRefreshes, ms(durationsMs(first)[len(first)/2]), ms(durationsMs(first)[len(first)*99/100]),
+		ms(durationsMs(last)[len(last)/2]), ms(durationsMs(last)[len(last)*99/100]), watchFanout, watchFanout, ms(getRT))
+	return nil
+}
+
+// fanoutLatencies reads the watchers until watchRefreshes new tokens have reached all of them,
+// and returns, per token, how long after issue the first and the last watcher had it.
+func fanoutLatencies(ctx context.Context, api *blaxeltest.Server, readers []*bufio.Reader) (first, last []time.Duration, err error) {
+	type seen struct {
+		tok string
+		at  time.Time
+	}
+	got := make(chan seen, len(readers)*4)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, r := range readers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				m, err := ipc.ReadAnswer(r)
+				if err != nil {
+					return
+				}
+				if t, err := ipc.ParseToken(m); err == nil {
+					got <- seen{t.Token, time.Now()}
+				}
+			}
+		}()
+	}
+	arrivals := map[string][]time.Time{}
+	for done := 0; done < watchRefreshes; {
+		select {
+		case s := <-got:
+			arrivals[s.tok] = append(arrivals[s.tok], s.at)
+			if len(arrivals[s.tok]) != len(readers) {
+				continue
+			}
+			issued, ok := api.IssuedAt(s.tok)
+			if !ok {
+				return nil, nil, fmt.Errorf("the fake API did not issue a token a watcher got")
+			}
+			ts := arrivals[s.tok]
+			first = append(first, slices.MinFunc(ts, cmpTime).Sub(issued))
+			last = append(last, slices.MaxFunc(ts, cmpTime).Sub(issued))
+			delete(arrivals, s.tok)
+			done++
+		case <-ctx.Done():
+			return nil, nil, fmt.Errorf("only %d refreshes reached every watcher within 2 minutes", len(first))
+		}
+	}
+	return first, last, nil
+}
+
+func cmpTime(a, b time.Time) int { return a.Compare(b) }
+
+// roundTrip is the median of 200 gets on one open connection, in milliseconds.
+func roundTrip(socket string) (float64, error) {
+	c, err := ipc.Dial(socket, 5*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	req := ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionGet)
+	var ds []time.Duration
+	for i := 0; i < 200; i++ {
+		t0 := time.Now()
+		if _, err := c.Do(req); err != nil {
+			return 0, err
+		}
+		ds = append(ds, time.Since(t0))
+	}
+	slices.Sort(ds)
+	return durationsMs(ds)[len(ds)/2], nil
+}
+
+// longRunning counts, over a simulated day of 2-hour tokens, the token requests of N
+// long-running processes that each keep their own token fresh as the TypeScript SDK does
+// (refreshing when under half its life is left), against the same processes following one
+// daemon token through a watch: the real broker, the real token client and the fake API, on an
+// injected clock.
+func (b *bench) longRunning() error {
+	s := b.section("Watchers")
+	s.printf("**Long-running processes, with and without the daemon.** A simulated day (an injected clock stepping a minute at a time) against the fake API "+
+		"issuing 2-hour tokens. Without the daemon, each process holds its own service-account token and exchanges again when under half its life is left, "+
+		"as the TypeScript SDK does. With it, every process follows the one token of the daemon's broker (this repository's `broker` and `token` packages) "+
+		"through a watch, so only the broker asks.\n\n| processes | token requests without the daemon | with it |\n|---|---|---|\n")
+	for _, n := range []int{1, 10, 100} {
+		without, with, err := dayOfProcesses(n)
+		if err != nil {
+			return err
+		}
+		s.printf("| %d | %d | %d |\n", n, without, with)
+		b.add(row{What: fmt.Sprintf("Token requests in a day, %d long-running process(es), one service account", n), Figure: fmt.Sprint(with),
+			Ref: fmt.Sprintf("processes on their own %d", without), Ratio: ratio(float64(with), float64(without)), Target: "one per refresh period (≈ 31)",
+			Verdict: verdict(with >= 30 && with <= 35)})
+	}
+	s.printf("\n")
+	return nil
+}
+
+// dayOfProcesses returns the token requests n processes make in a simulated day on their own,
+// and through the daemon's broker.
+func dayOfProcesses(n int) (without, with int, err error) {
+	clk := clock.NewFake(time.Unix(1_900_000_000, 0))
+	api := blaxeltest.New(2 * time.Hour)
+	defer api.Close()
+	api.SetNow(clk.Now)
+	cc := api.AddClient("sa", "secret")
+	x := &token.Blaxel{Now: clk.Now}
+	ctx := context.Background()
+	// On their own: each process exchanges when it has no token or less than half its life left.
+	held := make([]*token.Token, n)
+	for m := 0; m < 24*60; m++ {
+		now := clk.Now()
+		for i := range held {
+			if t := held[i]; t == nil || t.Expiry.Sub(now) < t.Lifetime()/2 {
+				if held[i], err = x.ClientCredentials(ctx, api.Base, cc); err != nil {
+					return 0, 0, err
+				}
+			}
+		}
+		clk.Add(time.Minute)
+	}
+	without = api.Count("client_credentials")
+
+	// Through the daemon: the broker holds the one token; the watchers hold it fresh.
+	api2 := blaxeltest.New(2 * time.Hour)
+	defer api2.Close()
+	clk2 := clock.NewFake(time.Unix(1_900_000_000, 0))
+	api2.SetNow(clk2.Now)
+	cc2 := api2.AddClient("sa", "secret")
+	br := broker.New(ctx, broker.Config{Tokens: &token.Blaxel{Now: clk2.Now}, Clock: clk2})
+	cred := &sources.Credential{Workspace: "w", Kind: ipc.KindClientCredentials, ClientCredentials: cc2, BaseURL: api2.Base,
+		Source: sources.Provenance{Kind: sources.SourceCallerEnv, Where: "BL_CLIENT_CREDENTIALS"}}
+	if _, err := br.Get(ctx, cred, 0, false); err != nil {
+		return 0, 0, err
+	}
+	for i := 0; i < n; i++ {
+		defer br.Hold(cred)()
+	}
+	for m := 0; m < 24*60; m++ {
+		br.Tick()
+		br.Wait()
+		for i := 0; i < n; i++ { // what each watcher would be sent: never an expired token
+			t, err := br.Get(ctx, cred, 0, false)
+			if err != nil || !t.Expiry.After(clk2.Now()) {
+				return 0, 0, fmt.Errorf("a watcher would hold no valid token at minute %d: %v", m, err)
+			}
+		}
+		clk2.Add(time.Minute)
+	}
+	return without, api2.Count("client_credentials"), nil
+}
