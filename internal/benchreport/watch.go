@@ -247,9 +247,9 @@ func roundTrip(socket string) (float64, error) {
 // injected clock.
 func (b *bench) longRunning() error {
 	s := b.section("Watchers")
-	s.printf("**Long-running processes, with and without the daemon.** A simulated day (an injected clock stepping a minute at a time) against the fake API "+
-		"issuing 2-hour tokens. Without the daemon, each process holds its own service-account token and exchanges again when under half its life is left, "+
-		"as the TypeScript SDK does. With it, every process follows the one token of the daemon's broker (this repository's `broker` and `token` packages) "+
+	s.printf("**Long-running processes, with and without the daemon.** A simulated day (an injected clock stepping a minute at a time) against the fake API " +
+		"issuing 2-hour tokens. Without the daemon, each process holds its own service-account token and exchanges again when under half its life is left, " +
+		"as the TypeScript SDK does. With it, every process follows the one token of the daemon's broker (this repository's `broker` and `token` packages) " +
 		"through a watch, so only the broker asks.\n\n| processes | token requests without the daemon | with it |\n|---|---|---|\n")
 	for _, n := range []int{1, 10, 100} {
 		without, with, err := dayOfProcesses(n)
