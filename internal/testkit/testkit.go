@@ -6,7 +6,6 @@
 package testkit
 
 import (
-	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -57,6 +56,6 @@ func Within(t testing.TB, timeout time.Duration, what string, f func()) {
 	select {
 	case <-done:
 	case <-time.After(timeout):
-		t.Fatal(fmt.Sprintf("%s still running after %s", what, timeout))
+		t.Fatalf("%s still running after %s", what, timeout)
 	}
 }
