@@ -104,9 +104,9 @@ type bridge struct {
 	slots       chan struct{}
 
 	startListen sync.Once
-	listenCtx  context.Context // the GET stream's, under streams
-	stopListen context.CancelFunc
-	listening  sync.WaitGroup
+	listenCtx   context.Context // the GET stream's, under streams
+	stopListen  context.CancelFunc
+	listening   sync.WaitGroup
 }
 
 // envelope is what the bridge needs to know of a JSON-RPC message.

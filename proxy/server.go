@@ -151,6 +151,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	target.RawQuery = r.URL.RawQuery
+	// An HTTP/1 handler otherwise reads the rest of the request body before answering: a client
+	// that streams its request while reading the answer would wait for ever.
+	_ = http.NewResponseController(w).EnableFullDuplex()
 	rp := &httputil.ReverseProxy{
 		// Rewrite (not Director): the hop-by-hop and X-Forwarded-* headers are gone before it
 		// runs, and none is added: the upstream learns nothing about the local client.
@@ -164,6 +167,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				pr.Out.Header.Set(h, "Bearer "+cred.Token)
 			}
 			pr.Out.Header.Set("X-Blaxel-Workspace", cred.Workspace)
+		},
+		// A redirect within the upstream base is pointed back at the proxy, so that a client that
+		// follows it stays on the proxy.
+		ModifyResponse: func(resp *http.Response) error {
+			if loc := resp.Header.Get("Location"); loc != "" {
+				resp.Header.Set("Location", rewriteLocation(loc, target, base, prefix))
+			}
+			return nil
 		},
 		Transport:     s.transport,
 		FlushInterval: -1, // every write of the upstream reaches the client at once (SSE, logs)
@@ -199,6 +210,34 @@ func (s *Server) admit(h http.Header) (forms []string, problem string) {
 		return nil, "no credential: send the BL_API_KEY that blauth-helper exec --proxy gave your command, as Authorization: Bearer … or X-Blaxel-Authorization: Bearer …"
 	}
 	return forms, ""
+}
+
+// rewriteLocation maps a Location under the upstream base (absolute, or relative to the request
+// sent upstream) to the same place under the proxy's prefix, as a path-absolute reference; any
+// other Location is left as it is.
+func rewriteLocation(loc string, sent *url.URL, base, prefix string) string {
+	u, err := url.Parse(loc)
+	if err != nil {
+		return loc
+	}
+	b, err := url.Parse(base)
+	if err != nil {
+		return loc
+	}
+	abs := sent.ResolveReference(u)
+	basePath := strings.TrimRight(b.EscapedPath(), "/")
+	p := abs.EscapedPath()
+	if abs.Scheme != b.Scheme || abs.Host != b.Host || (p != basePath && !strings.HasPrefix(p, basePath+"/")) {
+		return loc
+	}
+	out := prefix + strings.TrimPrefix(p, basePath)
+	if abs.RawQuery != "" {
+		out += "?" + abs.RawQuery
+	}
+	if abs.Fragment != "" {
+		out += "#" + abs.EscapedFragment()
+	}
+	return out
 }
 
 func hasDotSegment(p string) bool {
