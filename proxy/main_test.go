@@ -24,7 +24,7 @@ const testKey = "bl-key-acme-0001"
 
 // newTestEnv starts the fake API and a daemon whose own environment holds acme's API key and
 // BL_API_URL, and Tokens following that daemon until the test ends.
-func newTestEnv(t *testing.T) *testEnv {
+func newTestEnv(t testing.TB) *testEnv {
 	t.Helper()
 	api := blaxeltest.New(0)
 	t.Cleanup(api.Close)
@@ -37,7 +37,7 @@ func newTestEnv(t *testing.T) *testEnv {
 }
 
 // followTokens runs Tokens for sel until the test ends.
-func followTokens(t *testing.T, sel Selection) *Tokens {
+func followTokens(t testing.TB, sel Selection) *Tokens {
 	t.Helper()
 	tokens, err := NewTokens(sel, t.Logf)
 	if err != nil {

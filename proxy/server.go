@@ -10,6 +10,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/blauth/blauth/ipc"
@@ -177,6 +178,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return nil
 		},
 		Transport:     s.transport,
+		BufferPool:    copyBuffers,
 		FlushInterval: -1, // every write of the upstream reaches the client at once (SSE, logs)
 		ErrorLog:      s.errLog,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -189,6 +191,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rp.ServeHTTP(w, r)
 }
+
+// copyBuffers are the buffers answers are copied through, shared by every request.
+var copyBuffers = &bufferPool{sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte  { return *b.p.Get().(*[]byte) }
+func (b *bufferPool) Put(s []byte) { b.p.Put(&s) }
 
 // admit checks the request's credentials: every credential header it sends must be exactly one
 // "Bearer <secret>", and at least one must be there. It returns the forms used, or what is
