@@ -10,8 +10,8 @@ BIN     := bin
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
-build: ## build bin/blauthd and bin/blauth-helper
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/blauthd ./cmd/blauth-helper
+build: ## build bin/blauthd, bin/blauth-helper and bin/blauth-proxy
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/blauthd ./cmd/blauth-helper ./cmd/blauth-proxy
 
 run: build ## run the daemon in the foreground with the default socket and sources
 	./$(BIN)/blauthd --log-format console
@@ -23,8 +23,8 @@ test-real: ## the real-component suites (one package at a time: they share one k
 	.ci/hydra-build.sh
 	.ci/with-keyring.sh $(GO) test -tags real -p 1 -count=1 -timeout 20m ./...
 
-test-sdk: ## end to end with the real Blaxel TypeScript SDK (e2e/node, installed by .ci/install-deps.sh) and the client libraries (clients/), one suite at a time
-	$(GO) test -tags sdk -p 1 -count=1 -timeout 20m -v ./e2e/sdk/ ./e2e/clients/
+test-sdk: ## end to end with the real Blaxel TypeScript SDK and MCP SDK (e2e/node, installed by .ci/install-deps.sh), the client libraries (clients/) and blauth-proxy, one suite at a time
+	$(GO) test -tags sdk -p 1 -count=1 -timeout 25m -v ./e2e/sdk/ ./e2e/clients/ ./e2e/proxy/
 
 test-systemd: ## the .deb under a real systemd user manager in a container (root, docker.io, debootstrap; about 5 min)
 	$(GO) test -tags systemd -count=1 -timeout 20m -v ./e2e/systemd/

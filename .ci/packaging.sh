@@ -49,7 +49,7 @@ step "(a) cross-compile $VERSION for linux and darwin, amd64 and arm64"
 packaging/release.sh "$VERSION"
 for target in linux/amd64 linux/arm64 darwin/amd64 darwin/arm64; do
   os="${target%/*}" arch="${target#*/}"
-  for b in blauthd blauth-helper; do
+  for b in blauthd blauth-helper blauth-proxy; do
     f="bin/${os}_${arch}/$b"
     [ -x "$f" ] || fail "$f was not built"
     info=$(go version -m "$f") || fail "go version -m $f"
@@ -109,13 +109,13 @@ fi
 timeout 120 dpkg -i "$deb" || fail "dpkg -i $deb"
 dpkg -s blauth | grep -q '^Status: install ok installed' || fail "dpkg does not list blauth as installed"
 listed=$(dpkg -L blauth)
-for f in /usr/bin/blauthd /usr/bin/blauth-helper \
+for f in /usr/bin/blauthd /usr/bin/blauth-helper /usr/bin/blauth-proxy \
          /usr/lib/systemd/user/blauthd.socket /usr/lib/systemd/user/blauthd.service \
          /usr/share/doc/blauth/README.md /usr/share/doc/blauth/copyright; do
   grep -qx "$f" <<<"$listed" || fail "dpkg -L blauth does not list $f"
   [ -f "$f" ] || fail "$f is not on disk"
 done
-for f in /usr/bin/blauthd /usr/bin/blauth-helper; do
+for f in /usr/bin/blauthd /usr/bin/blauth-helper /usr/bin/blauth-proxy; do
   [ -x "$f" ] || fail "$f is not executable"
   [ "$(stat -c '%U:%G %a' "$f")" = "root:root 755" ] || fail "$f is $(stat -c '%U:%G %a' "$f"), want root:root 755"
 done
@@ -194,7 +194,7 @@ echo "packaging: blauthd stopped cleanly on SIGTERM"
 step "(f) make install into a staging directory"
 stage="$work/stage"
 make install DESTDIR="$stage" PREFIX=/usr/local >/dev/null
-for f in /usr/local/bin/blauthd /usr/local/bin/blauth-helper; do
+for f in /usr/local/bin/blauthd /usr/local/bin/blauth-helper /usr/local/bin/blauth-proxy; do
   [ -x "$stage$f" ] || fail "make install did not install $f"
 done
 unit="$stage/usr/local/lib/systemd/user/blauthd.service"

@@ -25,7 +25,7 @@ case "$prefix" in
   *) echo "install: error: PREFIX must be an absolute path, not '$prefix'" >&2; exit 2 ;;
 esac
 prefix="${prefix%/}"
-for b in blauthd blauth-helper; do
+for b in blauthd blauth-helper blauth-proxy; do
   [ -x "$bindir/$b" ] || { echo "install: error: $bindir/$b is missing; run 'make build' first" >&2; exit 1; }
 done
 
@@ -42,6 +42,7 @@ put() {
 
 put 0755 "$bindir/blauthd" "$prefix/bin/blauthd"
 put 0755 "$bindir/blauth-helper" "$prefix/bin/blauth-helper"
+put 0755 "$bindir/blauth-proxy" "$prefix/bin/blauth-proxy"
 for doc in README.md LICENSE docs/*.md; do
   [ -e "$doc" ] && put 0644 "$doc" "$prefix/share/doc/blauth/$(basename "$doc")"
 done

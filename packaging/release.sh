@@ -22,8 +22,8 @@ for target in $targets; do
   echo "release: building $version for $os/$arch into $out/"
   CGO_ENABLED=0 GOOS="$os" GOARCH="$arch" "$go" build -trimpath \
     -ldflags "-s -w -X main.version=$version" \
-    -o "$out/" ./cmd/blauthd ./cmd/blauth-helper
-  for b in blauthd blauth-helper; do
+    -o "$out/" ./cmd/blauthd ./cmd/blauth-helper ./cmd/blauth-proxy
+  for b in blauthd blauth-helper blauth-proxy; do
     [ -x "$out/$b" ] || { echo "release: error: $out/$b was not built" >&2; exit 1; }
   done
 done

@@ -36,9 +36,10 @@ var commands []command
 func init() {
 	commands = []command{
 		{"token", "[WORKSPACE]", "print the token (a drop-in for 'bl token')", (*app).cmdToken},
-		{"header", "[WORKSPACE]", "print X-Blaxel-Authorization and X-Blaxel-Workspace header lines", (*app).cmdToken},
+		{"header", "[--json] [WORKSPACE]", "print X-Blaxel-Authorization and X-Blaxel-Workspace header lines (--json: one JSON object, with Authorization too)", (*app).cmdToken},
 		{"env", "[WORKSPACE]", "print 'export BL_WORKSPACE=… BL_API_KEY=…' lines for eval", (*app).cmdToken},
-		{"exec", "-- CMD [ARGS]", "run CMD with BL_WORKSPACE and BL_API_KEY set", (*app).cmdExec},
+		{"exec", "[--proxy] -- CMD [ARGS]", "run CMD with BL_WORKSPACE and BL_API_KEY set (--proxy: through a local proxy that sends a fresh token with every request)", (*app).cmdExec},
+		{"mcp", "URL", "bridge an MCP client's stdio to the MCP server at URL, with a fresh token on every request", (*app).cmdMCP},
 		{"watch", "[--json]", "print the token, then every new one, until interrupted", (*app).cmdWatch},
 		{"status", "[--json]", "show each workspace, its credential, source and token state", (*app).cmdStatus},
 		{"login", "WORKSPACE [--api-key | --client-credentials]", "store a secret read from stdin in the OS keyring or, with no flag, log in through the browser (device flow) as 'bl login' does", (*app).cmdLogin},

@@ -8,15 +8,19 @@ import (
 )
 
 // cmdExec runs a command with BL_WORKSPACE and BL_API_KEY set to the daemon's answer, in place
-// of the helper's process.
+// of the helper's process; with --proxy, behind blauth-proxy (proxy.go).
 func (a *app) cmdExec(args []string) int {
+	viaProxy := false
+	if len(args) > 0 && args[0] == "--proxy" {
+		viaProxy, args = true, args[1:]
+	}
 	if len(args) > 0 && args[0] == "--" {
 		args = args[1:]
 	} else if len(args) > 0 && strings.HasPrefix(args[0], "-") {
-		return a.usageError(unknownFlag(args[0], globalOptions))
+		return a.usageError(unknownFlag(args[0], append([]string{"--proxy"}, globalOptions...)))
 	}
 	if len(args) == 0 {
-		return a.usageError("exec needs a command: blauth-helper exec -- CMD [ARGS]")
+		return a.usageError("exec needs a command: blauth-helper exec [--proxy] -- CMD [ARGS]")
 	}
 	t, err := a.token(a.workspace)
 	if err != nil {
@@ -24,6 +28,9 @@ func (a *app) cmdExec(args []string) int {
 	}
 	if err := dotenvConflict(t); err != nil {
 		return a.fail(err)
+	}
+	if viaProxy {
+		return a.execProxy(t, append([]string{"exec", "--"}, args...))
 	}
 	path, err := a.lookPath(args[0])
 	if err != nil {

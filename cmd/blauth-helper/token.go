@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,18 @@ import (
 
 // cmdToken prints the token as the token, header or env command formats it.
 func (a *app) cmdToken(args []string) int {
+	format := a.cmd
+	if a.cmd == "header" {
+		var rest []string
+		for _, arg := range args {
+			if arg == "--json" {
+				format = "header-json"
+			} else {
+				rest = append(rest, arg)
+			}
+		}
+		args = rest
+	}
 	ws, err := a.positionalWorkspace(args)
 	if err != nil {
 		return a.usageError(err.Error())
@@ -19,7 +32,7 @@ func (a *app) cmdToken(args []string) int {
 	if err != nil {
 		return a.fail(err)
 	}
-	out, err := tokenOutput(a.cmd, t)
+	out, err := tokenOutput(format, t)
 	if err != nil {
 		return a.fail(err)
 	}
@@ -30,9 +43,9 @@ func (a *app) cmdToken(args []string) int {
 	return exitOK
 }
 
-// tokenOutput formats t for the token, header and env commands. It refuses a token or workspace
-// holding CR, LF or NUL, which would let the daemon's answer inject lines into a header file or
-// commands into an eval.
+// tokenOutput formats t for the token, header and env commands ("header-json" for header
+// --json). It refuses a token or workspace holding CR, LF or NUL, which would let the daemon's
+// answer inject lines into a header file or commands into an eval.
 func tokenOutput(cmd string, t *ipc.Token) (string, error) {
 	if !ipc.ValidValue(t.Token) || !ipc.ValidValue(t.Workspace) {
 		return "", errors.New("the daemon sent a token or workspace holding CR, LF or NUL; refusing to print it")
@@ -42,6 +55,19 @@ func tokenOutput(cmd string, t *ipc.Token) (string, error) {
 		return t.Token + "\n", nil
 	case "header":
 		return "X-Blaxel-Authorization: Bearer " + t.Token + "\nX-Blaxel-Workspace: " + t.Workspace + "\n", nil
+	case "header-json":
+		// The shape Claude Code's headersHelper reads: one object of header names to values.
+		// Authorization too: MCP clients send these headers to MCP endpoints, and Blaxel's MCP
+		// documentation names Authorization; the API takes either form.
+		b, err := json.Marshal(struct {
+			Authorization  string `json:"Authorization"`
+			XAuthorization string `json:"X-Blaxel-Authorization"`
+			XWorkspace     string `json:"X-Blaxel-Workspace"`
+		}{"Bearer " + t.Token, "Bearer " + t.Token, t.Workspace})
+		if err != nil {
+			return "", err
+		}
+		return string(b) + "\n", nil
 	case "env":
 		return "export BL_WORKSPACE=" + shellQuote(t.Workspace) + "\nexport BL_API_KEY=" + shellQuote(t.Token) + "\n", nil
 	}

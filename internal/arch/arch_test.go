@@ -33,11 +33,11 @@ var rules = map[string][]string{
 	"login":             {"token", "github.com/rs/zerolog"},
 	"server":            {"ipc", "sources", "resolver", "broker", "login", "token", "internal/backoff", "internal/clock", "internal/notify", "github.com/rs/zerolog", "golang.org/x/sys"},
 	"daemon":            {"ipc", "sources", "resolver", "broker", "login", "server", "token", "internal/clock", "internal/notify", "internal/systemd", "github.com/rs/zerolog", "golang.org/x/oauth2"},
-	"proxy":             {"ipc"},
+	"proxy":             {"ipc", "internal/backoff"},
 	"clients/go/blauth": {"ipc", "golang.org/x/oauth2"},
 	"cmd/blauthd":       {"daemon", "ipc", "sources", "internal/harden", "internal/systemd", "github.com/adrg/xdg", "github.com/rs/zerolog"},
 	"cmd/blauth-helper": {"ipc"},
-	"cmd/blauth-proxy":  {"proxy", "ipc"},
+	"cmd/blauth-proxy":  {"proxy", "ipc", "internal/backoff"},
 }
 
 // testOnly are the harnesses, fakes and programs that exist for tests and benchmarks: they may

@@ -1,9 +1,11 @@
 // Command benchreport runs blauth's benchmarks and writes the report, docs/BENCHMARKS.md:
 // the helper's end-to-end latency, the daemon's throughput, token-endpoint requests with and
-// without the daemon, source-change-to-served latency, memory and binary sizes, each beside a
+// without the daemon, source-change-to-served latency, blauth-proxy's overhead and throughput
+// against direct requests, memory and binary sizes, each beside a
 // reference measured in the same run, and the key lines of the go test benchmarks.
 //
-// `make bench` runs it after `make build`; it uses bin/blauthd and bin/blauth-helper as built,
+// `make bench` runs it after `make build`; it uses bin/blauthd, bin/blauth-helper and
+// bin/blauth-proxy as built,
 // runs the daemon as its own process against a fake Blaxel API served from this process on
 // 127.0.0.1, and builds its reference programs (minclient, directclient, bareserver) with the
 // same flags. Every load is bounded in time and count, every child process is stopped on exit,
@@ -75,7 +77,7 @@ func run() int {
 	flag.StringVar(&cfg.out, "out", "docs/BENCHMARKS.md", "write the Markdown report here")
 	flag.StringVar(&cfg.bin, "bin", "bin", "directory holding blauthd and blauth-helper, as `make build` leaves them")
 	flag.BoolVar(&cfg.quick, "quick", false, "fewer runs and shorter loads, to check the harness (the report is not written)")
-	only := flag.String("only", "", "run only these parts, comma-separated: memory,helpermem,latency,throughput,tokens,sources,watch,gotest (the report is not written)")
+	only := flag.String("only", "", "run only these parts, comma-separated: memory,helpermem,latency,throughput,tokens,sources,watch,proxy,gotest (the report is not written)")
 	flag.Parse()
 	if *only != "" {
 		cfg.only = map[string]bool{}
@@ -107,6 +109,7 @@ func run() int {
 		{"tokens", "token-endpoint requests", b.tokenRequests},
 		{"sources", "source-change latency", b.sourceChange},
 		{"watch", "watchers", b.watchBench},
+		{"proxy", "proxy overhead and throughput", b.proxyBench},
 	}
 	for _, s := range steps {
 		if ctx.Err() != nil {
@@ -318,9 +321,9 @@ func (b *bench) markdown() string {
 	w("## How to reproduce\n\n")
 	w("```sh\n")
 	w("make bench    # = make build, then: go run ./internal/benchreport -out docs/BENCHMARKS.md\n")
-	w("go run ./internal/benchreport -only throughput    # one part (memory, helpermem, latency, throughput, tokens, sources, gotest); writes no report\n")
+	w("go run ./internal/benchreport -only throughput    # one part (memory, helpermem, latency, throughput, tokens, sources, watch, proxy, gotest); writes no report\n")
 	w("```\n\n")
-	w("`make build` is `CGO_ENABLED=0 go build -trimpath -ldflags '-s -w -X main.version=…' -o bin/ ./cmd/blauthd ./cmd/blauth-helper`; ")
+	w("`make build` is `CGO_ENABLED=0 go build -trimpath -ldflags '-s -w -X main.version=…' -o bin/ ./cmd/blauthd ./cmd/blauth-helper ./cmd/blauth-proxy`; ")
 	w("benchreport builds `internal/benchreport/{minclient,directclient,bareserver}` with `CGO_ENABLED=0 go build -trimpath -ldflags '-s -w'`. ")
 	w("It runs `bin/blauthd %s` as a separate process, with `HOME`, `BL_API_URL` (the fake API), `BL_WORKSPACE=bench` and ", strings.Join(b.redactedDaemonArgs(), " "))
 	w("`BL_CLIENT_CREDENTIALS` (a service account of the fake) in its environment; the fake Blaxel API (`internal/testkit/blaxeltest`, issuing 2-hour JWTs) ")

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/blauth/blauth/ipc"
+	"github.com/blauth/blauth/proxy"
+)
+
+// Exit statuses, the same as blauth-helper's (docs/HELPER.md).
+const (
+	exitOK          = 0
+	exitError       = 1
+	exitUsage       = 2
+	exitUnreachable = 3
+	exitNoCreds     = 4
+	exitAuthFailed  = 5
+	exitUnavailable = 6
+	exitCannotRun   = 126
+	exitNotFound    = 127
+)
+
+const usage = `usage: blauth-proxy [-w WORKSPACE] [--min-ttl SECONDS] exec [--] CMD [ARGS]
+       blauth-proxy [-w WORKSPACE] [--min-ttl SECONDS] mcp URL
+
+  exec   run CMD with BL_API_URL and BL_RUN_URL pointing at a proxy on 127.0.0.1 that lives as
+         long as CMD and sends every request with a fresh token, BL_WORKSPACE set, and
+         BL_API_KEY set to the proxy's per-run secret (not a Blaxel credential)
+  mcp    bridge an MCP client's stdio (newline-delimited JSON-RPC) to the Streamable HTTP
+         MCP server at URL, with fresh auth headers on every request
+
+Usually started by blauth-helper ('blauth-helper exec --proxy -- CMD', 'blauth-helper mcp URL').
+Environment: BLAUTH_SOCKET (blauthd's socket), BL_RUN_URL (the run base, see docs/IDE.md), BL_*.
+`
+
+// env is what run takes from its process.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	environ        func() []string
+	getwd          func() (string, error)
+}
+
+func run(ctx context.Context, args []string, e env) int {
+	sel := proxy.Selection{Socket: ipc.SocketPath(e.getenv, ipc.DefaultRuntimeDir(e.getenv)), Environ: e.environ()}
+	rest, err := flags(args, &sel)
+	if err != nil {
+		return usageError(e, err.Error())
+	}
+	if len(rest) == 0 {
+		return usageError(e, "no command")
+	}
+	logf := func(format string, a ...any) { fmt.Fprintf(e.stderr, "blauth-proxy: "+format+"\n", a...) }
+	cmd, rest := rest[0], rest[1:]
+	switch cmd {
+	case "exec":
+		if len(rest) > 0 && rest[0] == "--" {
+			rest = rest[1:]
+		}
+		if len(rest) == 0 {
+			return usageError(e, "exec needs a command: blauth-proxy exec -- CMD [ARGS]")
+		}
+		if sel.Dir, err = e.getwd(); err != nil {
+			return fail(e, fmt.Errorf("cannot tell the working directory (%v), where a project's .env would be read", err))
+		}
+		status, err := proxy.Exec(ctx, proxy.ExecConfig{Selection: sel, RunURL: e.getenv("BL_RUN_URL"), Argv: rest,
+			Stdin: e.stdin, Stdout: e.stdout, Stderr: e.stderr, Logf: logf})
+		if err != nil {
+			return fail(e, err)
+		}
+		return status
+	case "mcp":
+		if len(rest) != 1 || strings.HasPrefix(rest[0], "-") {
+			return usageError(e, "mcp takes one argument, the MCP server's URL")
+		}
+		if err := proxy.CheckMCPURL(rest[0]); err != nil {
+			return usageError(e, err.Error())
+		}
+		if sel.Dir, err = e.getwd(); err != nil {
+			return fail(e, fmt.Errorf("cannot tell the working directory (%v), where a project's .env would be read", err))
+		}
+		tokens, err := proxy.NewTokens(sel, logf)
+		if err != nil {
+			return fail(e, err)
+		}
+		ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		watch, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = tokens.Run(watch) }()
+		err = proxy.Bridge(ctx, proxy.BridgeConfig{URL: rest[0], Tokens: tokens, In: e.stdin, Out: e.stdout,
+			UserAgent: "blauth-proxy/" + version, Logf: logf})
+		cancel()
+		<-done
+		if err != nil {
+			return fail(e, err)
+		}
+		return exitOK
+	case "version", "--version":
+		fmt.Fprintf(e.stdout, "blauth-proxy %s\n", version)
+		return exitOK
+	case "help", "-h", "--help":
+		fmt.Fprint(e.stdout, usage)
+		return exitOK
+	}
+	return usageError(e, fmt.Sprintf("unknown command %q", cmd))
+}
+
+// flags takes -w/--workspace and --min-ttl from before the command, and for exec from before
+// its "--" or the command to run.
+func flags(args []string, sel *proxy.Selection) ([]string, error) {
+	var rest []string
+	for i := 0; i < len(args); i++ {
+		arg := args[i]
+		if arg == "--" || (len(rest) > 0 && (rest[0] == "exec" || rest[0] == "mcp") && !strings.HasPrefix(arg, "-")) {
+			return append(rest, args[i:]...), nil
+		}
+		name, val, hasVal := strings.Cut(arg, "=")
+		switch name {
+		case "-w", "--workspace", "--min-ttl":
+			if !hasVal {
+				if i+1 >= len(args) {
+					return nil, fmt.Errorf("%s needs a value", name)
+				}
+				i++
+				val = args[i]
+			}
+			if name == "--min-ttl" {
+				n, err := strconv.Atoi(val)
+				if err != nil || n < 0 {
+					return nil, errors.New("--min-ttl takes a number of seconds")
+				}
+				sel.MinTTL = time.Duration(n) * time.Second
+			} else {
+				if val == "" || !ipc.ValidValue(val) {
+					return nil, errors.New("the workspace name is empty or holds a line break")
+				}
+				sel.Workspace = val
+			}
+		default:
+			if strings.HasPrefix(arg, "-") && len(rest) == 0 && arg != "-h" && arg != "--help" && arg != "--version" {
+				return nil, fmt.Errorf("unknown flag %q", name)
+			}
+			rest = append(rest, arg)
+		}
+	}
+	return rest, nil
+}
+
+func usageError(e env, msg string) int {
+	fmt.Fprintf(e.stderr, "blauth: error: %s\nblauth: hint: run 'blauth-proxy help' for usage\n", msg)
+	return exitUsage
+}
+
+// fail prints err and its hint and returns the exit status it maps to.
+func fail(e env, err error) int {
+	code, hint := exitError, ""
+	var ie *ipc.Error
+	var ce *proxy.CommandError
+	switch {
+	case errors.As(err, &ie):
+		hint = ie.Hint
+		switch ie.Code {
+		case ipc.CodeNoWorkspace, ipc.CodeNoCredentials:
+			code = exitNoCreds
+		case ipc.CodeAuthFailed:
+			code = exitAuthFailed
+		case ipc.CodeUnavailable, ipc.CodeBusy:
+			code = exitUnavailable
+		}
+	case errors.Is(err, ipc.ErrUnreachable):
+		code, hint = exitUnreachable, "start it with 'systemctl --user start blauthd.socket' or 'blauthd &', or run this through blauth-helper, which starts one"
+	case errors.Is(err, proxy.ErrStale):
+		code = exitUnavailable
+	case errors.As(err, &ce):
+		code = exitCannotRun
+		if ce.NotFound {
+			code = exitNotFound
+		}
+	}
+	fmt.Fprintf(e.stderr, "blauth: error: %v\n", err)
+	if hint != "" {
+		fmt.Fprintf(e.stderr, "blauth: hint: %s\n", hint)
+	}
+	return code
+}

@@ -1,0 +1,28 @@
+// Package proxy is blauth's end-to-end suite for the tools that cannot ask blauthd for a token:
+// `blauth-helper exec --proxy` (blauth-proxy's injecting reverse proxy) and `blauth-helper mcp`
+// (its MCP bridge). It runs the real blauthd, blauth-helper and blauth-proxy binaries against the
+// fake Blaxel API of internal/testkit/blaxeltest (60-second tokens, rotating refresh tokens, every API
+// call's token checked, token requests counted by caller), with the real Blaxel TypeScript SDK
+// and the real MCP SDK, both pinned in e2e/node.
+//
+// Its tests carry the sdk build tag: run them with make test-sdk, after `npm ci` in e2e/node
+// (.ci/install-deps.sh does it). Without node or the packages they are skipped, and in CI
+// (CI=true) they fail.
+//
+//   - TestProxyRefusesRequestsWithoutItsRunsSecret: a request with no credential, a wrong one,
+//     or the secret of another run (from the child of a second `exec --proxy`) is answered 401
+//     and never reaches the API.
+//   - TestProxyReplacesTheSecretAndStreams: the upstream sees the daemon's token in the header
+//     form the client used, with X-Blaxel-Workspace, and never the secret; an SSE response
+//     reaches the client event by event, before the upstream has finished.
+//   - TestSDKThroughProxyOutlivesTokens: long-running @blaxel/core processes under `exec
+//     --proxy` call listModels every second for about three token lifetimes: every call
+//     succeeds and the SDK makes no token request; the same process under plain `exec` fails
+//     once its token expires (the reference).
+//   - TestMCPClientThroughBridgeAcrossRefreshes: a real MCP client launches `blauth-helper mcp
+//     URL` and calls a tool of a real MCP server, which accepts only valid, unexpired tokens,
+//     every second across at least two token refreshes: every call succeeds; sessions,
+//     notifications on the call's stream and on the GET stream all pass through.
+//
+// Each long test logs a line starting with FIGURES with its counts.
+package proxy

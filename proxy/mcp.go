@@ -1,0 +1,516 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// DefaultMaxMessage is the largest JSON-RPC message the bridge carries either way.
+const DefaultMaxMessage = 64 << 20
+
+// maxInFlight bounds the requests the bridge sends at once; past it, it reads no more input
+// until one ends.
+const maxInFlight = 64
+
+// BridgeConfig describes one MCP bridge.
+type BridgeConfig struct {
+	URL    string  // the MCP server's Streamable HTTP endpoint (CheckMCPURL)
+	Tokens *Tokens // the token sent with every request
+	In     io.Reader
+	Out    io.Writer // the protocol only: nothing else is ever written to it
+	// Client sends the requests; nil is one on DefaultTransport. Redirects are never followed
+	// (a redirect would carry the token elsewhere): they end the request with an error.
+	Client     *http.Client
+	UserAgent  string
+	MaxMessage int                           // DefaultMaxMessage when zero
+	Logf       func(format string, a ...any) // every problem, for stderr; nil discards them
+	// Grace is how long the bridge lets answers in flight finish once its input ends (5 s when
+	// zero).
+	Grace time.Duration
+}
+
+// Bridge carries an MCP session between newline-delimited JSON-RPC on In and Out (the stdio
+// transport, as an MCP client that launches a local command speaks it) and the Streamable HTTP
+// transport at URL:
+//
+//   - each line read is POSTed with Accept: application/json, text/event-stream and fresh
+//     Authorization, X-Blaxel-Authorization and X-Blaxel-Workspace headers; a JSON answer
+//     becomes one line, an SSE answer one line per event, as the events arrive;
+//   - the Mcp-Session-Id of the initialize answer is sent with every later request, and so is
+//     MCP-Protocol-Version, the version the server chose;
+//   - after initialize, a GET stream carries the server's own requests and notifications (a
+//     server that offers none answers 405);
+//   - when a request cannot be sent or is refused, the client gets a JSON-RPC error for it, and
+//     the reason goes to Logf;
+//   - at the end of In (or of ctx), answers in flight get Grace to finish, then the session is
+//     ended with DELETE.
+//
+// It returns nil at the end of In or ctx, or an error when Out cannot be written or In cannot
+// be read.
+func Bridge(ctx context.Context, cfg BridgeConfig) error {
+	if err := CheckMCPURL(cfg.URL); err != nil {
+		return err
+	}
+	if cfg.Tokens == nil {
+		return errors.New("mcp bridge: no token source")
+	}
+	b := &bridge{cfg: cfg, client: cfg.Client, logf: cfg.Logf, max: cfg.MaxMessage, grace: cfg.Grace}
+	if b.client == nil {
+		b.client = &http.Client{Transport: DefaultTransport()}
+	}
+	c := *b.client
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	b.client = &c
+	if b.logf == nil {
+		b.logf = func(string, ...any) {}
+	}
+	if b.max <= 0 {
+		b.max = DefaultMaxMessage
+	}
+	if b.grace <= 0 {
+		b.grace = 5 * time.Second
+	}
+	return b.run(ctx)
+}
+
+type bridge struct {
+	cfg    BridgeConfig
+	client *http.Client
+	logf   func(format string, a ...any)
+	max    int
+	grace  time.Duration
+
+	outMu  sync.Mutex
+	outErr error
+
+	mu          sync.Mutex
+	session     string
+	protocol    string
+	initialized bool // an initialize got a result
+
+	streams     context.Context // requests and streams in flight; cancelled to end them
+	stopStreams context.CancelFunc
+	inflight    sync.WaitGroup // the POSTs in flight
+	slots       chan struct{}
+
+	startListen sync.Once
+	listenCtx   context.Context // the GET stream's, under streams
+	stopListen  context.CancelFunc
+	listening   sync.WaitGroup
+}
+
+// envelope is what the bridge needs to know of a JSON-RPC message.
+type envelope struct {
+	ID     json.RawMessage `json:"id"`
+	Method string          `json:"method"`
+	Result json.RawMessage `json:"result"`
+	Error  json.RawMessage `json:"error"`
+}
+
+func (e envelope) isRequest() bool  { return e.Method != "" && len(e.ID) > 0 && string(e.ID) != "null" }
+func (e envelope) isResponse() bool { return e.Method == "" && (e.Result != nil || e.Error != nil) }
+
+func (b *bridge) run(ctx context.Context) error {
+	b.streams, b.stopStreams = context.WithCancel(context.WithoutCancel(ctx))
+	defer b.stopStreams()
+	b.listenCtx, b.stopListen = context.WithCancel(b.streams)
+	b.slots = make(chan struct{}, maxInFlight)
+
+	lines := make(chan []byte)
+	readErr := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(b.cfg.In)
+		sc.Buffer(make([]byte, 64<<10), b.max+1)
+		for sc.Scan() {
+			select {
+			case lines <- bytes.Clone(sc.Bytes()):
+			case <-b.streams.Done():
+				return
+			}
+		}
+		err := sc.Err()
+		if errors.Is(err, bufio.ErrTooLong) {
+			err = fmt.Errorf("a message on stdin is longer than %d bytes", b.max)
+		}
+		readErr <- err
+	}()
+
+	var inErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case inErr = <-readErr:
+			break loop
+		case line := <-lines:
+			if err := b.dispatch(ctx, line); err != nil {
+				break loop
+			}
+		}
+	}
+	// The input ended: no more notifications; let answers in flight finish for a while, then
+	// cut them.
+	b.stopListen()
+	if ctx.Err() == nil && b.writeErr() == nil {
+		done := make(chan struct{})
+		go func() { b.inflight.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+		case <-time.After(b.grace):
+		}
+	}
+	b.stopStreams()
+	b.inflight.Wait()
+	b.listening.Wait()
+	b.endSession()
+	if err := b.writeErr(); err != nil {
+		return err
+	}
+	if inErr != nil {
+		return fmt.Errorf("read stdin: %w", inErr)
+	}
+	return nil
+}
+
+// dispatch sends one input line. initialize is sent and answered before anything else is read:
+// its answer carries the session and the protocol version every later request needs. It
+// returns an error only when the output is gone.
+func (b *bridge) dispatch(ctx context.Context, line []byte) error {
+	line = bytes.TrimSpace(line)
+	if len(line) == 0 {
+		return nil
+	}
+	if !json.Valid(line) {
+		b.logf("a line on stdin is not JSON; it was not sent")
+		return nil
+	}
+	var env envelope
+	_ = json.Unmarshal(line, &env) // a batch (an array) has no envelope: it is passed on as is
+	if env.Method == "initialize" {
+		b.post(ctx, line, env, true)
+		if !b.isInitialized() {
+			return b.writeErr()
+		}
+		b.startListen.Do(func() {
+			b.listening.Add(1)
+			go func() {
+				defer b.listening.Done()
+				b.listen()
+			}()
+		})
+		return b.writeErr()
+	}
+	select {
+	case b.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil
+	}
+	b.inflight.Add(1)
+	go func() {
+		defer func() { <-b.slots; b.inflight.Done() }()
+		b.post(ctx, line, env, false)
+	}()
+	return b.writeErr()
+}
+
+// headers sets the auth, session and protocol headers on req.
+func (b *bridge) headers(ctx context.Context, req *http.Request) error {
+	cred, err := b.cfg.Tokens.Current(ctx)
+	if err != nil {
+		return fmt.Errorf("no token to send: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+cred.Token)
+	req.Header.Set("X-Blaxel-Authorization", "Bearer "+cred.Token)
+	req.Header.Set("X-Blaxel-Workspace", cred.Workspace)
+	if b.cfg.UserAgent != "" {
+		req.Header.Set("User-Agent", b.cfg.UserAgent)
+	}
+	b.mu.Lock()
+	session, protocol := b.session, b.protocol
+	b.mu.Unlock()
+	if session != "" {
+		req.Header.Set("Mcp-Session-Id", session)
+	}
+	if protocol != "" {
+		req.Header.Set("Mcp-Protocol-Version", protocol)
+	}
+	return nil
+}
+
+// post sends one message and carries its answer back.
+func (b *bridge) post(ctx context.Context, msg []byte, env envelope, initialize bool) {
+	req, err := http.NewRequestWithContext(b.streams, http.MethodPost, b.cfg.URL, bytes.NewReader(msg))
+	if err != nil {
+		b.fail(env, err.Error())
+		return
+	}
+	if err := b.headers(ctx, req); err != nil {
+		b.fail(env, err.Error())
+		return
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	resp, err := b.client.Do(req)
+	if err != nil {
+		if b.streams.Err() == nil {
+			b.fail(env, "the MCP server did not answer: "+err.Error())
+		}
+		return
+	}
+	defer resp.Body.Close()
+	if initialize && resp.StatusCode/100 == 2 {
+		if id := resp.Header.Get("Mcp-Session-Id"); id != "" {
+			b.mu.Lock()
+			b.session = id
+			b.mu.Unlock()
+		}
+	}
+	switch {
+	case resp.StatusCode == http.StatusAccepted:
+		return
+	case resp.StatusCode/100 == 2:
+		b.answer(resp, env, initialize)
+	case resp.StatusCode == http.StatusNotFound && b.hasSession():
+		b.fail(env, "the MCP server ended the session (404): restart the MCP client to open a new one")
+	default:
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		b.fail(env, fmt.Sprintf("the MCP server answered %s: %s", resp.Status, oneLine(string(body))))
+	}
+}
+
+// answer carries a 2xx answer to the output: a JSON body as one line, an event stream as one
+// line per event.
+func (b *bridge) answer(resp *http.Response, env envelope, initialize bool) {
+	ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	answered := false
+	deliver := func(msg []byte) error {
+		got, err := b.deliver(msg, initialize)
+		if env.isRequest() && bytes.Equal(got.ID, env.ID) && got.isResponse() {
+			answered = true
+		}
+		return err
+	}
+	switch ct {
+	case "text/event-stream":
+		err := readEvents(resp.Body, b.max, func(ev event) error {
+			if ev.name != "" && ev.name != "message" {
+				return nil
+			}
+			return deliver(ev.data)
+		})
+		if err != nil && b.streams.Err() == nil && b.writeErr() == nil {
+			b.logf("the MCP server's event stream broke: %v", err)
+		}
+	case "application/json":
+		body, err := io.ReadAll(io.LimitReader(resp.Body, int64(b.max)+1))
+		switch {
+		case err != nil:
+			b.logf("reading the MCP server's answer: %v", err)
+		case len(body) > b.max:
+			b.logf("the MCP server's answer is longer than %d bytes; dropped", b.max)
+		case len(bytes.TrimSpace(body)) > 0:
+			_ = deliver(body)
+		}
+	default:
+		if env.isRequest() {
+			b.fail(env, fmt.Sprintf("the MCP server answered with %q, neither JSON nor an event stream", ct))
+		}
+		return
+	}
+	if env.isRequest() && !answered && b.streams.Err() == nil && b.writeErr() == nil {
+		b.fail(env, "the MCP server's answer ended without a response to this request")
+	}
+}
+
+// deliver writes one message from the server as one line, and learns the protocol version from
+// the initialize answer.
+func (b *bridge) deliver(msg []byte, initialize bool) (envelope, error) {
+	var line bytes.Buffer
+	if err := json.Compact(&line, msg); err != nil {
+		b.logf("the MCP server sent a message that is not JSON; dropped")
+		return envelope{}, nil
+	}
+	var env envelope
+	_ = json.Unmarshal(line.Bytes(), &env)
+	if initialize && env.isResponse() && env.Result != nil {
+		b.mu.Lock()
+		b.initialized = true
+		b.mu.Unlock()
+		var r struct {
+			ProtocolVersion string `json:"protocolVersion"`
+		}
+		if json.Unmarshal(env.Result, &r) == nil && r.ProtocolVersion != "" && !strings.ContainsAny(r.ProtocolVersion, "\r\n") {
+			b.mu.Lock()
+			b.protocol = r.ProtocolVersion
+			b.mu.Unlock()
+		}
+	}
+	line.WriteByte('\n')
+	return env, b.write(line.Bytes())
+}
+
+func (b *bridge) write(p []byte) error {
+	b.outMu.Lock()
+	defer b.outMu.Unlock()
+	if b.outErr != nil {
+		return b.outErr
+	}
+	if _, err := b.cfg.Out.Write(p); err != nil {
+		b.outErr = fmt.Errorf("write stdout: %w", err)
+		b.stopStreams() // nobody reads any more
+		return b.outErr
+	}
+	return nil
+}
+
+func (b *bridge) writeErr() error {
+	b.outMu.Lock()
+	defer b.outMu.Unlock()
+	return b.outErr
+}
+
+// fail reports a message that could not be carried: to Logf, and to the client as a JSON-RPC
+// error when it was a request, so that the client does not wait for ever.
+func (b *bridge) fail(env envelope, reason string) {
+	b.logf("%s", reason)
+	if !env.isRequest() {
+		return
+	}
+	msg, _ := json.Marshal(struct {
+		JSONRPC string          `json:"jsonrpc"`
+		ID      json.RawMessage `json:"id"`
+		Error   struct {
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}{JSONRPC: "2.0", ID: env.ID, Error: struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	}{-32000, "blauth mcp bridge: " + reason}})
+	_ = b.write(append(msg, '\n'))
+}
+
+func (b *bridge) isInitialized() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.initialized
+}
+
+func (b *bridge) hasSession() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.session != ""
+}
+
+// listen keeps the GET stream open for the server's own messages until the bridge ends, or the
+// server says it offers none.
+func (b *bridge) listen() {
+	lastID := ""
+	said := ""
+	for attempt := 0; b.listenCtx.Err() == nil; {
+		status, err := b.listenOnce(&lastID)
+		switch {
+		case b.listenCtx.Err() != nil:
+			return
+		case status == http.StatusMethodNotAllowed, status == http.StatusConflict:
+			return // no stream offered, or one is open already
+		case status == http.StatusNotFound && b.hasSession():
+			b.logf("the MCP server ended the session (404); its notifications stop")
+			return
+		case status/100 == 4 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests:
+			b.logf("the MCP server refused its notification stream (%v); going on without it", err)
+			return
+		case status == http.StatusOK && err == nil:
+			attempt = 0 // the server closed a stream that worked: open it again
+		case err != nil && err.Error() != said:
+			said = err.Error()
+			b.logf("the MCP server's notification stream: %v; reopening", err)
+		}
+		attempt++
+		select {
+		case <-b.listenCtx.Done():
+			return
+		case <-time.After(reconnect.Delay(attempt)):
+		}
+	}
+}
+
+func (b *bridge) listenOnce(lastID *string) (int, error) {
+	req, err := http.NewRequestWithContext(b.listenCtx, http.MethodGet, b.cfg.URL, nil)
+	if err != nil {
+		return 0, err
+	}
+	if err := b.headers(b.listenCtx, req); err != nil {
+		return 0, err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	if *lastID != "" {
+		req.Header.Set("Last-Event-ID", *lastID)
+	}
+	resp, err := b.client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return resp.StatusCode, fmt.Errorf("answered %s", resp.Status)
+	}
+	if ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); ct != "text/event-stream" {
+		return http.StatusMethodNotAllowed, nil // not a stream: treat it as none offered
+	}
+	err = readEvents(resp.Body, b.max, func(ev event) error {
+		if ev.id != "" {
+			*lastID = ev.id
+		}
+		if ev.name != "" && ev.name != "message" {
+			return nil
+		}
+		_, err := b.deliver(ev.data, false)
+		return err
+	})
+	return http.StatusOK, err
+}
+
+// endSession tells the server the session is over (DELETE), when there is one.
+func (b *bridge) endSession() {
+	if !b.hasSession() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, b.cfg.URL, nil)
+	if err != nil {
+		return
+	}
+	if err := b.headers(ctx, req); err != nil {
+		b.logf("the session was not ended on the server: %v", err)
+		return
+	}
+	resp, err := b.client.Do(req)
+	if err != nil {
+		b.logf("the session was not ended on the server: %v", err)
+		return
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 && resp.StatusCode != http.StatusMethodNotAllowed {
+		b.logf("ending the session: the MCP server answered %s", resp.Status)
+	}
+}
+
+// oneLine makes s fit one log line.
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	return clip(s, 300)
+}

@@ -1,0 +1,64 @@
+package proxy
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+)
+
+// Blaxel's API bases and the run bases that go with them, as the TypeScript SDK (@blaxel/core
+// 0.3.21, common/settings.js) pairs them: the environment "prod" (BL_ENV unset or "prod") uses
+// api.blaxel.ai and run.blaxel.ai, any other uses api.blaxel.dev and run.blaxel.dev.
+var runBases = map[string]string{
+	"https://api.blaxel.ai/v0":  "https://run.blaxel.ai",
+	"https://api.blaxel.dev/v0": "https://run.blaxel.dev",
+}
+
+// RunBase returns the run base for a token issued for apiURL (blauthd's api_url): runURL when
+// it is set (BL_RUN_URL in the environment blauth-proxy was started with; never a .env file),
+// else the run base of the same Blaxel environment as apiURL. For any other API base (a local
+// or test endpoint) it returns an error: the SDK would fall back to run.blaxel.ai, but a token
+// from another endpoint has no business there, so BL_RUN_URL must say where runs are.
+func RunBase(apiURL, runURL string) (string, error) {
+	if runURL != "" {
+		if err := checkURL(runURL, false); err != nil {
+			return "", fmt.Errorf("BL_RUN_URL: %w", err)
+		}
+		return strings.TrimRight(runURL, "/"), nil
+	}
+	if base, ok := runBases[strings.TrimRight(apiURL, "/")]; ok {
+		return base, nil
+	}
+	return "", fmt.Errorf("no run base is known for the API base %s: set BL_RUN_URL in the environment of blauth-helper", apiURL)
+}
+
+// checkURL accepts an absolute http(s) URL without user info or fragment (and, for a base that
+// paths are appended to, without a query); plain http only to a loopback host, so that no
+// token crosses a network in clear.
+func checkURL(raw string, query bool) error {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%q is not a URL", raw)
+	case u.Scheme != "https" && u.Scheme != "http", u.Host == "":
+		return fmt.Errorf("%q is not an absolute http or https URL", raw)
+	case u.User != nil, u.Fragment != "", u.RawQuery != "" && !query:
+		return fmt.Errorf("%q holds user info, a query or a fragment", raw)
+	case u.Scheme == "http" && !isLoopback(u.Hostname()):
+		return fmt.Errorf("%q is plain http to a host that is not loopback: a token would cross the network in clear", raw)
+	}
+	return nil
+}
+
+// CheckMCPURL checks the URL of an MCP endpoint given to the bridge: absolute http(s), https
+// unless the host is loopback, no user info or fragment.
+func CheckMCPURL(raw string) error { return checkURL(raw, true) }
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
