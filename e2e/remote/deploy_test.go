@@ -20,9 +20,10 @@ import (
 )
 
 // The deploy/ manifests are run here by translating them to docker run, field by field. Each is
-// decoded strictly: a field the translation does not know fails the test, so what is shipped is
-// what was run. What the translation cannot show (Compose's and the kubelet's own behaviour) is
-// listed in docs/REMOTE.md.
+// decoded strictly: a field the test does not know fails it, so nothing shipped goes unread.
+// Fields with no docker run equivalent (labels, resource requests, probe timing, Compose's
+// health-check timing) are read and have no effect. What the translation cannot
+// show (Compose's and the kubelet's own behaviour) is listed in docs/REMOTE.md.
 
 // decodeStrict reads a YAML file of deploy/ into v, refusing unknown fields.
 func decodeStrict(t *testing.T, rel string, v any) {
