@@ -56,7 +56,9 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e/remote:", err)
 		return 1
 	}
-	before := ourProcesses()
+	// Processes of an earlier run that was killed before it could clean up: not ours to stop,
+	// but worth knowing about.
+	before := processesNaming("/tmp/bl-remote-")
 	code := func() int {
 		bin := filepath.Join(suite.root, "bin")
 		if err := os.Mkdir(bin, 0o755); err != nil {
@@ -89,7 +91,7 @@ func runMain(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "e2e/remote: FAIL: processes left after the run:\n  %s\n", strings.Join(left, "\n  "))
 		code = 1
 	} else {
-		fmt.Fprintf(os.Stderr, "e2e/remote: processes of this run: %d before it started, none left after it\n", len(before))
+		fmt.Fprintf(os.Stderr, "e2e/remote: processes of any run of this suite before it started: %d; of this run after it: none\n", len(before))
 	}
 	if err := os.RemoveAll(suite.root); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e/remote: removing %s: %v\n", suite.root, err)
@@ -117,6 +119,13 @@ func ourProcesses() []string {
 	if e := suite.engine; e != nil {
 		ids = e.containerIDs()
 	}
+	return processes(suite.root, ids)
+}
+
+// processesNaming lists the processes whose command line holds s.
+func processesNaming(s string) []string { return processes(s, nil) }
+
+func processes(dir string, ids []string) []string {
 	var out []string
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
@@ -129,7 +138,7 @@ func ourProcesses() []string {
 		if line == "" {
 			continue // a kernel thread, or gone
 		}
-		hit := suite.root != "" && strings.Contains(line, suite.root)
+		hit := dir != "" && strings.Contains(line, dir)
 		if !hit && len(ids) > 0 {
 			cg, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup"))
 			for _, id := range ids {
