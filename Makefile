@@ -5,7 +5,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 PREFIX  ?= /usr/local
 BIN     := bin
 
-.PHONY: help build run test test-real test-sdk test-systemd reliability bench fmt vet lint fuzz package install uninstall release clean
+.PHONY: help build run test test-real test-sdk test-systemd test-remote reliability bench fmt vet lint fuzz package install uninstall release clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -29,6 +29,9 @@ test-sdk: ## end to end with the real Blaxel TypeScript SDK and MCP SDK (e2e/nod
 test-systemd: ## the .deb under a real systemd user manager in a container (root, docker.io, debootstrap; about 5 min)
 	$(GO) test -tags systemd -count=1 -timeout 20m -v ./e2e/systemd/
 
+test-remote: ## beyond one machine: a real sshd forwarding the scoped socket, the image FROM scratch as a sidecar on a private dockerd, deploy/ run as written (root, openssh-server, docker.io)
+	$(GO) test -tags remote -count=1 -timeout 20m -v ./e2e/remote/
+
 reliability: ## the reliability suite: load, faults, attacks, soak (bounded)
 	$(GO) test -tags reliability -count=1 -timeout 30m -run Reliability -v ./reliability/
 
@@ -48,10 +51,10 @@ fmt: ## format the code
 vet: ## go vet, and fail on unformatted files
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'run make fmt'; exit 1; }
 	$(GO) vet ./...
-	$(GO) vet -tags real,reliability,sdk,systemd ./...
+	$(GO) vet -tags real,reliability,sdk,systemd,remote ./...
 
 lint: vet ## staticcheck (pinned), on the tagged suites too
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 -tags real,reliability,sdk,systemd ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 -tags real,reliability,sdk,systemd,remote ./...
 
 package: ## build .deb and .rpm packages into dist/
 	packaging/build.sh $(VERSION)

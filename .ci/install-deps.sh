@@ -2,10 +2,10 @@
 # Installs what the test suites need on a fresh Debian machine: a Secret Service (gnome-keyring)
 # and a session bus, the systemd tools (systemd-analyze, systemd-socket-activate), git, Python
 # (with Debian's python3-httpx and python3-prometheus-client), Node and npm, hyperfine for the
-# benchmarks, Docker and debootstrap for the suites that boot containers (e2e/systemd), and the
-# pinned Node packages of the end-to-end suites (e2e/node, from its
-# package-lock.json). Idempotent; skips apt when everything is there, and npm when
-# e2e/node/node_modules matches the lock file.
+# benchmarks, Docker and debootstrap for the suites that boot containers (e2e/systemd, e2e/remote),
+# OpenSSH's server and client (e2e/remote), and the pinned Node packages of the end-to-end
+# suites (e2e/node, from its package-lock.json). Idempotent; skips apt when everything is
+# there, and npm when e2e/node/node_modules matches the lock file.
 set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -24,6 +24,10 @@ have rpm || need+=(rpm)
 have dockerd || need+=(docker.io)
 have docker || need+=(docker.io)
 have debootstrap || need+=(debootstrap)
+# A real OpenSSH server and client for e2e/remote's forwarding test.
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+have ssh || need+=(openssh-client)
+have ssh-keygen || need+=(openssh-client)
 # The Prometheus project's own text-format parser (its Python client), for the metrics test.
 /usr/bin/python3 -c 'import prometheus_client.parser' 2>/dev/null || need+=(python3-prometheus-client)
 # httpx for Debian's own python3: e2e/clients drives the Python client's Blaxel SDK adapter with it.
@@ -34,9 +38,10 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-for c in gnome-keyring-daemon dbus-run-session secret-tool systemd-analyze systemd-socket-activate git python3 node npm hyperfine setpriv rpm dpkg dockerd docker debootstrap; do
+for c in gnome-keyring-daemon dbus-run-session secret-tool systemd-analyze systemd-socket-activate git python3 node npm hyperfine setpriv rpm dpkg dockerd docker debootstrap ssh ssh-keygen; do
   have "$c" || { echo "install-deps: $c is still missing" >&2; exit 1; }
 done
+[ -x /usr/sbin/sshd ] || { echo "install-deps: /usr/sbin/sshd (openssh-server) is still missing" >&2; exit 1; }
 /usr/bin/python3 -c 'import prometheus_client.parser' || { echo "install-deps: python3-prometheus-client is still missing" >&2; exit 1; }
 /usr/bin/python3 -c 'import httpx' >/dev/null 2>&1 || { echo "install-deps: httpx for /usr/bin/python3 is still missing" >&2; exit 1; }
 
