@@ -27,8 +27,15 @@ func TestSecondLockNamesItsHolder(t *testing.T) {
 }
 
 func TestPeerRefusalSaysWhereThePeerComesFrom(t *testing.T) {
-	if m := peerRefusal(65534, 1000); !strings.Contains(m, "overflow uid") || !strings.Contains(m, "--user") {
-		t.Errorf("65534: %q", m)
+	saved := inOwnUserNamespace
+	defer func() { inOwnUserNamespace = saved }()
+	inOwnUserNamespace = func() bool { return true }
+	if m := peerRefusal(65534, 1000); !strings.Contains(m, "not mapped in the user namespace this daemon runs in") || !strings.Contains(m, "--user 1000:") {
+		t.Errorf("65534 seen by a confined daemon: %q", m)
+	}
+	inOwnUserNamespace = func() bool { return false }
+	if m := peerRefusal(65534, 1000); m != "the peer runs as uid 65534; this daemon serves only uid 1000" {
+		t.Errorf("65534 seen from the initial namespace (the real nobody): %q", m)
 	}
 	if m := peerRefusal(1001, 1000); !strings.Contains(m, "uid 1001") || !strings.Contains(m, "only uid 1000") {
 		t.Errorf("another user: %q", m)

@@ -76,17 +76,31 @@ func (s *Scope) admit(req *ipc.Message) *ipc.Message {
 }
 
 // peerRefusal says why a peer is not the daemon's user, in the terms of where it most likely
-// comes from: a user namespace that does not map it, or another user.
+// comes from: a user the daemon's own user namespace does not map, a rootless container's
+// subordinate uid, or another user.
 func peerRefusal(uid, ours int) string {
 	switch {
-	case uid == 65534:
-		return "the peer's uid is 65534, the overflow uid: it runs in a user namespace (a rootless container) that does not map its user to yours; run the container as your own user (docker --user $(id -u):$(id -g), podman --userns=keep-id)"
+	case uid == 65534 && inOwnUserNamespace():
+		// The kernel reports a peer in the reader's namespace: a daemon in the initial one sees
+		// every uid as it is, so 65534 means "unmapped" only when the daemon itself is confined.
+		return fmt.Sprintf("the peer's uid is 65534, the overflow uid: its real uid is not mapped in the user namespace this daemon runs in (systemd's PrivateUsers=, a container), so it is another user, root included; run the client as uid %d (docker --user %d:GID, podman --userns=keep-id)", ours, ours)
 	case inSubordinateRange(uid):
 		return fmt.Sprintf("the peer's uid %d is one of your subordinate uids: a rootless container's non-root user; run the container as root inside it, or with podman --userns=keep-id, so that it is your uid %d", uid, ours)
 	case uid >= 0:
 		return fmt.Sprintf("the peer runs as uid %d; this daemon serves only uid %d", uid, ours)
 	}
 	return "the peer's uid could not be read"
+}
+
+// inOwnUserNamespace reports whether the daemon runs in a user namespace other than the
+// initial one, whose uid_map is the identity over every uid. A variable for tests.
+var inOwnUserNamespace = func() bool {
+	data, err := os.ReadFile("/proc/self/uid_map")
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(data))
+	return len(f) != 3 || f[0] != "0" || f[1] != "0" || f[2] != "4294967295"
 }
 
 // inSubordinateRange reports whether uid falls in a subordinate uid range of /etc/subuid (the

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/blauth/blauth/e2e/internal/e2etest"
-	"github.com/blauth/blauth/internal/blaxeltest"
+	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 	"github.com/blauth/blauth/ipc"
 )
 
