@@ -2,12 +2,15 @@
 # Tells which processes a CI step left running.
 #
 #   .ci/leftovers.sh snapshot FILE     record every process running now
-#   .ci/leftovers.sh check FILE PID    list processes that are new since FILE and are not
-#                                      descendants of PID (the CI script), and fail if any
+#   .ci/leftovers.sh check FILE PID    list processes that are new since FILE, are not
+#                                      descendants of PID (the CI script), and hang from init
+#                                      through new processes only; fail if any
 #
 # A process a test started and did not stop outlives the test's process tree: it is reparented
-# to init (or a subreaper), so it is no longer below the CI script. Those are the ones listed.
-# Processes that are still ending get two seconds to go.
+# to init (or a new subreaper), so it is no longer below the CI script. Those are the ones
+# listed. A new process below one that was already running (someone's shell on the same
+# machine) was not started by the run and is left out. Processes that are still ending get two
+# seconds to go.
 set -euo pipefail
 
 list() { ps -e -o pid= -o ppid= -o args= | awk '{ $1 = $1; print }'; }
@@ -25,13 +28,14 @@ check)
       END {
         for (p in pid) {
           if (p in seen || p == self) continue
-          # Below the CI script (or this check): still part of the run, not left behind.
-          q = p; below = 0
+          # Below the CI script (or this check): still part of the run, not left behind. Below
+          # a process older than the step: not started by the run.
+          q = p; skip = 0
           for (i = 0; i < 64 && q != "" && q != 0 && q != 1; i++) {
-            if (q == root || q == self) { below = 1; break }
+            if (q == root || q == self || (q != p && q in seen)) { skip = 1; break }
             q = parent[q]
           }
-          if (!below) print line[p]
+          if (!skip) print line[p]
         }
       }' "$before" -)
     [ -n "$left" ] || exit 0
