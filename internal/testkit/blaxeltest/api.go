@@ -1,10 +1,12 @@
 package blaxeltest
 
 import (
+	"bufio"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"net"
 	"net/http"
 	"sort"
 	"strings"
@@ -120,7 +122,8 @@ func (s *Server) TokenCallers() []string {
 // statusWriter remembers the status a handler answered with.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
+	status   int
+	hijacked bool // the handler took the connection (FaultReset)
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -147,24 +150,36 @@ func (s *Server) countByCaller(h http.HandlerFunc) http.HandlerFunc {
 		s.mu.Lock()
 		s.tokenUA[ua]++
 		s.mu.Unlock()
-		sw := &statusWriter{ResponseWriter: w}
-		if hj, ok := w.(http.Hijacker); ok {
-			// FaultReset hijacks the connection: keep that possible through the wrapper.
-			h(hijackWriter{sw, hj}, r)
-		} else {
-			h(sw, r)
-		}
-		if sw.status == 0 || sw.status >= 400 {
+		failed := func() {
 			s.mu.Lock()
 			s.tokenUAErr[ua]++
 			s.mu.Unlock()
+		}
+		sw := &statusWriter{ResponseWriter: w}
+		if hj, ok := w.(http.Hijacker); ok {
+			// FaultReset hijacks the connection: keep that possible through the wrapper, and
+			// count the failure before the close lets the client see it.
+			h(hijackWriter{sw, hj, failed}, r)
+		} else {
+			h(sw, r)
+		}
+		if !sw.hijacked && (sw.status == 0 || sw.status >= 400) {
+			failed()
 		}
 	}
 }
 
 type hijackWriter struct {
 	*statusWriter
-	http.Hijacker
+	hj     http.Hijacker
+	failed func()
+}
+
+// Hijack counts the request as failed (no answer will be written), then hands the connection over.
+func (w hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	w.hijacked = true
+	w.failed()
+	return w.hj.Hijack()
 }
 
 // api answers an authenticated GET {base}/…: /models lists two models; any other path an empty
