@@ -1,5 +1,9 @@
 # blauth: build, test and package. `make help` lists the targets.
 GO      ?= go
+# Builds and tests use Go 1.27.3: go1.26.8's standard library has known vulnerabilities
+# (crypto/x509, net/http) that govulncheck reports on the daemon's TLS and HTTP paths. The go
+# command fetches that toolchain as a module on first use; a GOTOOLCHAIN already set wins.
+export GOTOOLCHAIN ?= go1.27.3
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 PREFIX  ?= /usr/local
@@ -53,8 +57,9 @@ vet: ## go vet, and fail on unformatted files
 	$(GO) vet ./...
 	$(GO) vet -tags real,reliability,sdk,systemd,remote ./...
 
-lint: vet ## staticcheck (pinned), on the tagged suites too
+lint: vet ## staticcheck (pinned), on the tagged suites too, and govulncheck
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 -tags real,reliability,sdk,systemd,remote ./...
+	.ci/vulncheck.sh ./...
 
 package: ## build .deb and .rpm packages into dist/
 	packaging/build.sh $(VERSION)

@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 version="${1:?usage: packaging/release.sh VERSION}"
 targets="${TARGETS:-linux/amd64 linux/arm64 darwin/amd64 darwin/arm64}"
 go="${GO:-go}"
+export GOTOOLCHAIN="${GOTOOLCHAIN:-go1.27.3}" # release builds carry the fixed standard library (Makefile)
 bindir="${BINDIR:-bin}"
 
 for target in $targets; do
