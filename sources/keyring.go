@@ -232,9 +232,6 @@ func (k *Keyring) Get(ctx context.Context, workspace string) (KeyringSecret, err
 	if err := validKeyringWorkspace(workspace); err != nil {
 		return KeyringSecret{}, fmt.Errorf("%s: %w", op, err)
 	}
-	if err := k.checkBus(); err != nil {
-		return KeyringSecret{}, fmt.Errorf("%s: %w", op, err)
-	}
 	raw, err := keyringCall(ctx, k, op, func(b keyringBackend) (string, error) {
 		return b.Get(k.service(), workspace)
 	})
@@ -256,9 +253,6 @@ func (k *Keyring) Set(ctx context.Context, workspace string, s KeyringSecret) er
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	if err := validKeyringSecret(s); err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	if err := k.checkBus(); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	item := encodeKeyringItem(s)
@@ -287,9 +281,6 @@ func (k *Keyring) Delete(ctx context.Context, workspace string) error {
 	if err := validKeyringWorkspace(workspace); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	if err := k.checkBus(); err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
 	_, err := keyringCall(ctx, k, op, func(b keyringBackend) (struct{}, error) {
 		delErr := b.Delete(k.service(), workspace)
 		if delErr != nil && !errors.Is(delErr, gokeyring.ErrNotFound) {
@@ -316,9 +307,6 @@ func (k *Keyring) Delete(ctx context.Context, workspace string) error {
 // secret-tool, say) is not reflected: Get of a listed workspace may then report ErrKeyringNotFound.
 func (k *Keyring) List(ctx context.Context) ([]string, error) {
 	op := "keyring: listing workspaces"
-	if err := k.checkBus(); err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
 	names, err := keyringCall(ctx, k, op, func(b keyringBackend) ([]string, error) {
 		return k.readIndex(b)
 	})
@@ -335,9 +323,6 @@ func (k *Keyring) List(ctx context.Context) ([]string, error) {
 // it at start to log the keyring's state once.
 func (k *Keyring) Probe(ctx context.Context) error {
 	op := "keyring: probing"
-	if err := k.checkBus(); err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
 	_, err := keyringCall(ctx, k, op, func(b keyringBackend) (struct{}, error) {
 		_, err := b.Get(k.service(), keyringIndexUser)
 		if errors.Is(err, gokeyring.ErrNotFound) {
@@ -432,12 +417,16 @@ type keyringResult[T any] struct {
 }
 
 // keyringCall runs fn against the backend in its own goroutine, one call at a time, and waits at
-// most the time box (or until ctx is done). When the box expires first it returns an error
+// most the time box (or until ctx is done). Without a session bus it fails at once (checkBus),
+// before the keyring library is touched. When the box expires first it returns an error
 // matching ErrKeyringUnavailable and context.DeadlineExceeded and marks the keyring hung: later
 // calls fail at once, without queueing behind the stuck one, until it returns. fn's goroutine
 // holds the call slot until the backend returns, so the backend never sees two calls at once.
 func keyringCall[T any](ctx context.Context, k *Keyring, op string, fn func(keyringBackend) (T, error)) (T, error) {
 	var zero T
+	if err := k.checkBus(); err != nil {
+		return zero, err
+	}
 	timeout := k.timeout()
 	boxErr := fmt.Errorf("no answer within %s: %w", timeout, context.DeadlineExceeded)
 	ctx, cancel := context.WithTimeoutCause(ctx, timeout, boxErr)
