@@ -363,10 +363,9 @@ func (t *blText) valueSpan(v *yaml.Node) (start, end int, err error) {
 		return 0, 0, uneditable(v.Line, "cannot locate a value")
 	}
 	d := t.data
-	at := func(c byte) bool { return start < len(d) && d[start] == c }
 	switch {
 	case v.Kind == yaml.AliasNode:
-		if !at('*') {
+		if start >= len(d) || d[start] != '*' {
 			return 0, 0, uneditable(v.Line, "cannot locate an alias")
 		}
 		end = start + 1
@@ -384,35 +383,9 @@ func (t *blText) valueSpan(v *yaml.Node) (start, end int, err error) {
 	case v.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0:
 		return 0, 0, uneditable(v.Line, "the value spans several lines (a block scalar)")
 	case v.Style&yaml.DoubleQuotedStyle != 0:
-		if !at('"') {
-			return 0, 0, uneditable(v.Line, "cannot locate a quoted value")
-		}
-		for i := start + 1; i < len(d); i++ {
-			switch {
-			case t.breakLen(i) > 0:
-				return 0, 0, uneditable(v.Line, "the value spans several lines")
-			case d[i] == '\\':
-				i++
-			case d[i] == '"':
-				return start, i + 1, nil
-			}
-		}
-		return 0, 0, uneditable(v.Line, "unterminated quoted value")
+		return t.quotedSpan(v, start, '"')
 	case v.Style&yaml.SingleQuotedStyle != 0:
-		if !at('\'') {
-			return 0, 0, uneditable(v.Line, "cannot locate a quoted value")
-		}
-		for i := start + 1; i < len(d); i++ {
-			switch {
-			case t.breakLen(i) > 0:
-				return 0, 0, uneditable(v.Line, "the value spans several lines")
-			case d[i] == '\'' && i+1 < len(d) && d[i+1] == '\'':
-				i++
-			case d[i] == '\'':
-				return start, i + 1, nil
-			}
-		}
-		return 0, 0, uneditable(v.Line, "unterminated quoted value")
+		return t.quotedSpan(v, start, '\'')
 	}
 	// Plain.
 	if v.Value == "" {
@@ -436,6 +409,27 @@ func (t *blText) valueSpan(v *yaml.Node) (start, end int, err error) {
 		end--
 	}
 	return start, end, nil
+}
+
+// quotedSpan is the byte span of the value v, quoted with q (" or ') from start to the closing
+// quote on the same line. Inside double quotes a backslash escapes the next byte; inside single
+// quotes a doubled quote stands for one.
+func (t *blText) quotedSpan(v *yaml.Node, start int, q byte) (int, int, error) {
+	d := t.data
+	if start >= len(d) || d[start] != q {
+		return 0, 0, uneditable(v.Line, "cannot locate a quoted value")
+	}
+	for i := start + 1; i < len(d); i++ {
+		switch {
+		case t.breakLen(i) > 0:
+			return 0, 0, uneditable(v.Line, "the value spans several lines")
+		case q == '"' && d[i] == '\\', q == '\'' && d[i] == '\'' && i+1 < len(d) && d[i+1] == '\'':
+			i++
+		case d[i] == q:
+			return start, i + 1, nil
+		}
+	}
+	return 0, 0, uneditable(v.Line, "unterminated quoted value")
 }
 
 // replaceValue writes text as the value v (of a key that keeps its spelling).
