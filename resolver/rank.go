@@ -97,11 +97,10 @@ type layer struct {
 // nil.
 func (r *Resolver) Resolve(req Request) (*Resolution, error) {
 	res := &Resolution{}
-	layers, err := r.layers(req, res)
+	layers, bl, err := r.layers(req, res)
 	if err != nil {
 		return res, err
 	}
-	bl := r.blView()
 	res.Workspace = req.Workspace
 	for i := 0; res.Workspace == "" && i < len(layers); i++ {
 		res.Workspace = layers[i].workspace
@@ -109,9 +108,9 @@ func (r *Resolver) Resolve(req Request) (*Resolution, error) {
 	if res.Workspace == "" {
 		return res, fmt.Errorf("%w: none was asked for, and no BL_WORKSPACE nor bl context names one", ErrNoWorkspace)
 	}
-	daemonBase, callerBase := r.bases(layers, workspaceEnv(bl, res.Workspace))
+	daemonBase, callerBase, callerAsks := r.bases(layers, workspaceEnv(bl, res.Workspace))
 	res.DaemonBase = daemonBase
-	if callerBase != daemonBase || r.callerAsks(layers) {
+	if callerAsks {
 		res.CallerBase = callerBase
 	}
 	var cands []*sources.Credential
@@ -129,8 +128,9 @@ func (r *Resolver) Resolve(req Request) (*Resolution, error) {
 	return res, nil
 }
 
-// layers lists the sources req sees, highest rank first.
-func (r *Resolver) layers(req Request, res *Resolution) ([]layer, error) {
+// layers lists the sources req sees, highest rank first, and the view of the bl config it used
+// (nil when there is none), read after the caller's .env.
+func (r *Resolver) layers(req Request, res *Resolution) ([]layer, *sources.BLConfig, error) {
 	var ls []layer
 	if req.Dir != "" {
 		v := r.dotenvs.Get(req.Dir)
@@ -140,7 +140,7 @@ func (r *Resolver) layers(req Request, res *Resolution) ([]layer, error) {
 		}
 		if v.ReadErr != nil {
 			res.Errors = append(res.Errors, sources.SourceError{Source: prov, Error: v.ReadErr.Error()})
-			return nil, fmt.Errorf("%w: %w; fix or remove it (no other source is used while the caller's .env cannot be read)", ErrSource, v.ReadErr)
+			return nil, nil, fmt.Errorf("%w: %w; fix or remove it (no other source is used while the caller's .env cannot be read)", ErrSource, v.ReadErr)
 		}
 		if v.Vars != nil {
 			ls = append(ls, envLayer(prov, true, v.Vars))
@@ -154,17 +154,19 @@ func (r *Resolver) layers(req Request, res *Resolution) ([]layer, error) {
 	if r.ring != nil {
 		ls = append(ls, keyringLayer(r.ring))
 	}
-	if bl := r.blView(); bl != nil {
+	bl := r.blView()
+	if bl != nil {
 		ls = append(ls, blLayer(bl, r.bl.Path()))
 	}
-	return ls, nil
+	return ls, bl, nil
 }
 
-// bases returns the API base of daemon-held credentials, and of the caller's own. A caller's
-// BL_API_URL or BL_ENV applies only to credentials the caller supplied: a .env in a cloned
-// repository must never redirect a daemon-held secret to another host.
-func (r *Resolver) bases(ls []layer, wsEnv string) (daemonBase, callerBase string) {
-	daemonBase = sources.BaseURL(r.daemonEnv[sources.VarAPIURL], r.daemonEnv[sources.VarEnv], wsEnv)
+// bases returns the API base of daemon-held credentials, and of the caller's own, and whether the
+// caller's sources set BL_API_URL or BL_ENV (when they set neither, the caller's base is the
+// daemon's). A caller's BL_API_URL or BL_ENV applies only to credentials the caller supplied: a
+// .env in a cloned repository must never redirect a daemon-held secret to another host.
+func (r *Resolver) bases(ls []layer, wsEnv string) (daemonBase, callerBase string, callerAsks bool) {
+	daemonBase = r.daemonBase(wsEnv)
 	var url, env string
 	for _, l := range ls {
 		if !l.caller {
@@ -174,19 +176,9 @@ func (r *Resolver) bases(ls []layer, wsEnv string) (daemonBase, callerBase strin
 		env = first(env, l.vars[sources.VarEnv])
 	}
 	if url == "" && env == "" {
-		return daemonBase, daemonBase
+		return daemonBase, daemonBase, false
 	}
-	return daemonBase, sources.BaseURL(url, env, wsEnv)
-}
-
-// callerAsks reports whether the caller's own sources set BL_API_URL or BL_ENV.
-func (r *Resolver) callerAsks(ls []layer) bool {
-	for _, l := range ls {
-		if l.caller && (l.vars[sources.VarAPIURL] != "" || l.vars[sources.VarEnv] != "") {
-			return true
-		}
-	}
-	return false
+	return daemonBase, sources.BaseURL(url, env, wsEnv), true
 }
 
 func first(a, b string) string {

@@ -166,8 +166,12 @@ func (r *Resolver) Workspaces() []string {
 }
 
 // DaemonBaseURL is the API base for a daemon-held credential of workspace ws.
-func (r *Resolver) DaemonBaseURL(ws string) string {
-	return sources.BaseURL(r.daemonEnv[sources.VarAPIURL], r.daemonEnv[sources.VarEnv], workspaceEnv(r.blView(), ws))
+func (r *Resolver) DaemonBaseURL(ws string) string { return r.daemonBase(workspaceEnv(r.blView(), ws)) }
+
+// daemonBase is the API base of the daemon's own credentials for a workspace whose bl config
+// entry has env: wsEnv.
+func (r *Resolver) daemonBase(wsEnv string) string {
+	return sources.BaseURL(r.daemonEnv[sources.VarAPIURL], r.daemonEnv[sources.VarEnv], wsEnv)
 }
 
 // workspaceEnv is the env: the bl config gives workspace ws ("" when none).
