@@ -140,10 +140,16 @@ func (s *BLSource) watch() {
 // watchError describes a refused watch; running out of inotify watches or instances is named as
 // such, since only the administrator can fix it.
 func watchError(path string, err error, consequence string) error {
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EMFILE) {
+	if watchesExhausted(err) {
 		return fmt.Errorf("file watching is exhausted (fs.inotify.max_user_watches): %s %s", path, consequence)
 	}
 	return fmt.Errorf("cannot watch %s, so it %s: %w", path, consequence, err)
+}
+
+// watchesExhausted reports whether a watch was refused for want of inotify watches (ENOSPC) or
+// instances (EMFILE).
+func watchesExhausted(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EMFILE)
 }
 
 func (s *BLSource) loadAndTell() {

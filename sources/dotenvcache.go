@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -171,7 +170,7 @@ func (c *DotenvCache) cachedLocked(dir, path string, now time.Time) (*dotenvFile
 // noteWatchErrLocked records a watch refused for want of inotify watches (the file is then read
 // on every request instead of being cached), to be shown once among the source errors.
 func (c *DotenvCache) noteWatchErrLocked(path string, err error) {
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EMFILE) {
+	if watchesExhausted(err) {
 		if c.watchErr == nil {
 			c.cfg.Log.Warn().Err(err).Str("path", path).Msg("file watching is exhausted; .env files are read on every request")
 		}
