@@ -220,9 +220,7 @@ func (s *BLSource) read(path string) (*BLConfig, error) {
 	if !errors.Is(err, ErrBLConfigMaybeTorn) {
 		return c, err
 	}
-	s.waitRecheck()
-	again, fi2, err2 := s.readOnce(path)
-	if err2 != nil || !bytes.Equal(again, data) || !sameFileState(fi, fi2) {
+	if !sameOnRecheck(data, fi, s.waitRecheck, func() ([]byte, fs.FileInfo, error) { return s.readOnce(path) }) {
 		return nil, err // changing: a write in progress
 	}
 	s.cfg.Log.Info().Str("path", path).Str("note", err.Error()).
@@ -232,6 +230,15 @@ func (s *BLSource) read(path string) (*BLConfig, error) {
 
 func (s *BLSource) readOnce(path string) ([]byte, fs.FileInfo, error) {
 	return startFileRead(path, MaxBLConfigBytes, s.readFile).wait(path, s.cfg.ReadTimeout)
+}
+
+// sameOnRecheck waits, reads the file again, and reports whether it still holds data and is the
+// same file, unchanged (fi was the fstat of the first read): a file that looks cut short is
+// believed when it reads the same twice, since bl's truncate and write are microseconds apart.
+func sameOnRecheck(data []byte, fi fs.FileInfo, wait func(), read func() ([]byte, fs.FileInfo, error)) bool {
+	wait()
+	again, fi2, err := read()
+	return err == nil && bytes.Equal(again, data) && sameFileState(fi, fi2)
 }
 
 // sameFileState reports whether two fstats show the same file, unchanged: same inode, size and

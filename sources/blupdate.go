@@ -141,11 +141,12 @@ func UpdateBLCredentials(path, workspace string, fn func(*BLCredentials)) error 
 // when it does not exist), its config, and whether it looks cut short (read twice the same, so believed).
 func readForUpdate(path string) (data []byte, fi os.FileInfo, c *BLConfig, torn bool, err error) {
 	var lastErr error
+	read := func() ([]byte, fs.FileInfo, error) { return readBoundedFile(path, MaxBLConfigBytes) }
 	for attempt := 0; attempt < maxUpdateReads; attempt++ {
 		if attempt > 0 {
 			waitBeforeRecheck()
 		}
-		data, fi, err = readBoundedFile(path, MaxBLConfigBytes)
+		data, fi, err = read()
 		if errors.Is(err, fs.ErrNotExist) {
 			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 				return nil, nil, nil, false, err
@@ -166,9 +167,7 @@ func readForUpdate(path string) (data []byte, fi os.FileInfo, c *BLConfig, torn 
 		default:
 			// Invalid or maybe cut short: read again; the same bytes twice are not a write in progress.
 			lastErr = fmt.Errorf("%s: %w", path, err)
-			waitBeforeRecheck()
-			again, fi2, err2 := readBoundedFile(path, MaxBLConfigBytes)
-			if err2 == nil && bytes.Equal(again, data) && sameFileState(fi, fi2) {
+			if sameOnRecheck(data, fi, waitBeforeRecheck, read) {
 				if errors.Is(err, ErrBLConfigMaybeTorn) {
 					return data, fi, c, true, nil // a file written by hand
 				}
