@@ -62,14 +62,7 @@ tracking: false
 // then served from the cache, as in the daemon.
 func benchResolver(b *testing.B) (*Resolver, string) {
 	b.Helper()
-	w, err := sources.NewWatcher(zerolog.Nop(), 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	b.Cleanup(func() { cancel(); <-done })
+	w := startWatcher(b, zerolog.Nop(), 0)
 	home := b.TempDir()
 	blPath := sources.DefaultBLConfigPath(home)
 	if err := os.MkdirAll(filepath.Dir(blPath), 0o700); err != nil {
@@ -78,7 +71,7 @@ func benchResolver(b *testing.B) (*Resolver, string) {
 	if err := os.WriteFile(blPath, []byte(benchBLConfig), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	r := New(ctx, Config{
+	r := New(context.Background(), Config{
 		Environ:      []string{"BL_WORKSPACE=acme-prod", "BL_CLIENT_CREDENTIALS=Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ=", "HOME=" + home},
 		BLConfigPath: blPath,
 		Watcher:      w,

@@ -191,11 +191,8 @@ func TestExhaustedFileWatchingIsASourceError(t *testing.T) {
 	w.writeBL(t, blFull)
 	w.writeDotenv(t, "BL_API_KEY=from_dotenv\n")
 	log := zerolog.New(zerolog.NewTestWriter(t))
-	wt, err := sources.NewWatcher(log, 10*time.Millisecond)
-	must(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go wt.Run(ctx)
+	wt := startWatcher(t, log, 10*time.Millisecond)
+	ctx := context.Background()
 	wt.FailWatchesForTest(syscall.ENOSPC)
 
 	r := New(ctx, Config{BLConfigPath: w.blPath, Watcher: wt, Log: log})

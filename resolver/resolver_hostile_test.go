@@ -257,12 +257,7 @@ func unreadableDotenvCheck(t *testing.T, dir string) {
 	for _, watch := range []bool{false, true} {
 		cfg := Config{Environ: []string{"BL_WORKSPACE=acme", "BL_API_KEY=daemon_key"}, Log: zerolog.New(zerolog.NewTestWriter(t))}
 		if watch {
-			wt, err := sources.NewWatcher(cfg.Log, 10*time.Millisecond)
-			must(t, err)
-			ctx, cancel := context.WithCancel(context.Background())
-			go wt.Run(ctx)
-			defer cancel()
-			cfg.Watcher = wt
+			cfg.Watcher = startWatcher(t, cfg.Log, 10*time.Millisecond)
 		}
 		r := New(context.Background(), cfg)
 		defer r.Close()

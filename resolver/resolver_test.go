@@ -51,17 +51,34 @@ func newWorld(t *testing.T) *world {
 	return w
 }
 
+// startWatcher runs a file watcher until the test ends, and then waits for it to stop.
+func startWatcher(tb testing.TB, log zerolog.Logger, debounce time.Duration) *sources.Watcher {
+	tb.Helper()
+	wt, err := sources.NewWatcher(log, debounce)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- wt.Run(ctx) }()
+	tb.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				tb.Errorf("watcher: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			tb.Errorf("the watcher did not stop within 10s of its context's end")
+		}
+	})
+	return wt
+}
+
 func (w *world) resolver(t *testing.T, watch bool) *Resolver {
 	cfg := Config{Environ: w.environ, BLConfigPath: w.blPath, Keyring: w.ring, Log: zerolog.New(zerolog.NewTestWriter(t))}
 	if watch {
-		wt, err := sources.NewWatcher(cfg.Log, 10*time.Millisecond)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		go wt.Run(ctx)
-		t.Cleanup(cancel)
-		cfg.Watcher = wt
+		cfg.Watcher = startWatcher(t, cfg.Log, 10*time.Millisecond)
 	}
 	r := New(context.Background(), cfg)
 	t.Cleanup(r.Close)
@@ -281,15 +298,9 @@ func TestDotenvEditsAreSeenAndWatchesAreBounded(t *testing.T) {
 	w := newWorld(t)
 	w.writeDotenv(t, "BL_WORKSPACE=acme\nBL_API_KEY=one\n")
 	cfg := Config{Log: zerolog.New(zerolog.NewTestWriter(t)), MaxDotenvDirs: 3}
-	wt, err := sources.NewWatcher(cfg.Log, 10*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go wt.Run(ctx)
+	wt := startWatcher(t, cfg.Log, 10*time.Millisecond)
 	cfg.Watcher = wt
-	r := New(ctx, cfg)
+	r := New(context.Background(), cfg)
 	defer r.Close()
 	if res, _ := r.Resolve(Request{Dir: w.dir}); res.Credential.APIKey != "one" {
 		t.Fatal("first read")
