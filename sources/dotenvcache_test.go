@@ -1,7 +1,6 @@
 package sources
 
 import (
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -20,15 +19,8 @@ import (
 // watchedCache is a DotenvCache of a live watcher, with a short read timeout.
 func watchedCache(t *testing.T, timeout time.Duration) *DotenvCache {
 	t.Helper()
-	log := zerolog.New(zerolog.NewTestWriter(t))
-	wt, err := NewWatcher(log, 10*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go wt.Run(ctx)
-	t.Cleanup(cancel)
-	c := NewDotenvCache(DotenvCacheConfig{Watcher: wt, ReadTimeout: timeout, Log: log})
+	wt := startWatcher(t, 10*time.Millisecond)
+	c := NewDotenvCache(DotenvCacheConfig{Watcher: wt, ReadTimeout: timeout, Log: zerolog.New(zerolog.NewTestWriter(t))})
 	t.Cleanup(c.Close)
 	return c
 }
@@ -136,12 +128,8 @@ func TestIdleDotenvFilesAreSwept(t *testing.T) {
 	dir := t.TempDir()
 	writeDotenv(t, dir, "BL_API_KEY=k\n")
 	clk := clock.NewFake(time.Unix(1_900_000_000, 0))
-	log := zerolog.New(zerolog.NewTestWriter(t))
-	wt, err := NewWatcher(log, 10*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := NewDotenvCache(DotenvCacheConfig{Watcher: wt, Idle: time.Minute, Clock: clk, Log: log})
+	wt := startWatcher(t, 10*time.Millisecond)
+	c := NewDotenvCache(DotenvCacheConfig{Watcher: wt, Idle: time.Minute, Clock: clk, Log: zerolog.New(zerolog.NewTestWriter(t))})
 	defer c.Close()
 	c.Get(dir)
 	c.Sweep()
