@@ -355,7 +355,8 @@ func FuzzUpdateBLConfig(f *testing.F) {
 			}
 			return
 		}
-		if targetIdx := slices.IndexFunc(old.Workspaces, func(w BLWorkspace) bool { return w.Name == workspace }); targetIdx < 0 && next == (BLCredentials{}) {
+		targetIdx := slices.IndexFunc(old.Workspaces, func(w BLWorkspace) bool { return w.Name == workspace })
+		if targetIdx < 0 && next == (BLCredentials{}) {
 			return // UpdateBLCredentials writes nothing for this
 		}
 		if next == cur && !bytes.Equal(out, data) {
@@ -384,13 +385,6 @@ func FuzzUpdateBLConfig(f *testing.F) {
 		}
 		wb, _ := before["workspaces"].([]any)
 		wa, _ := after["workspaces"].([]any)
-		targetIdx := -1
-		for i, w := range old.Workspaces {
-			if w.Name == workspace {
-				targetIdx = i
-				break
-			}
-		}
 		if targetIdx < 0 && len(wa) != len(wb)+1 || targetIdx >= 0 && len(wa) != len(wb) {
 			t.Fatalf("%d workspaces before, %d after:\n%s", len(wb), len(wa), out)
 		}
