@@ -266,18 +266,13 @@ func (m *Message) encode(maxSize, maxFields int) ([]byte, error) {
 }
 
 // WriteMessage writes m, a request, in one write.
-func WriteMessage(w io.Writer, m *Message) error {
-	b, err := m.Encode()
-	if err != nil {
-		return err
-	}
-	_, err = w.Write(b)
-	return err
-}
+func WriteMessage(w io.Writer, m *Message) error { return m.write(w, MaxMessageSize, MaxFields) }
 
 // WriteAnswer writes m, an answer, in one write, with the limits of an answer.
-func WriteAnswer(w io.Writer, m *Message) error {
-	b, err := m.encode(MaxAnswerSize, MaxAnswerFields)
+func WriteAnswer(w io.Writer, m *Message) error { return m.write(w, MaxAnswerSize, MaxAnswerFields) }
+
+func (m *Message) write(w io.Writer, maxSize, maxFields int) error {
+	b, err := m.encode(maxSize, maxFields)
 	if err != nil {
 		return err
 	}
