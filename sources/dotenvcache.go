@@ -187,17 +187,17 @@ func (c *DotenvCache) startReadLocked(path string) *dotenvRead {
 	c.readGen++
 	rd := &dotenvRead{gen: c.readGen, done: make(chan struct{})}
 	c.reads[path] = rd
-	fr := startFileRead(path, MaxDotenvBytes, c.readFile)
+	read := c.readFile
 	go func() {
-		<-fr.done
+		data, _, err := read(path, MaxDotenvBytes)
 		v := DotenvView{Path: path}
 		switch {
-		case errors.Is(fr.err, fs.ErrNotExist):
+		case errors.Is(err, fs.ErrNotExist):
 			// No .env: nothing to read, not an error.
-		case fr.err != nil:
-			v.ReadErr = fr.err
+		case err != nil:
+			v.ReadErr = err
 		default:
-			v.Vars, v.Errs = ParseDotenv(fr.data)
+			v.Vars, v.Errs = ParseDotenv(data)
 		}
 		c.mu.Lock()
 		if c.reads[path] == rd {
