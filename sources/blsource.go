@@ -40,8 +40,7 @@ type BLSourceConfig struct {
 // its credentials is served until it is fixed. Safe for concurrent use.
 type BLSource struct {
 	cfg BLSourceConfig
-	// readFile reads one file (readBoundedFile); waitRecheck waits RecheckDelay. Tests replace them.
-	readFile    func(path string, limit int64) ([]byte, fs.FileInfo, error)
+	// waitRecheck waits RecheckDelay. Tests replace it.
 	waitRecheck func()
 
 	// loadMu serialises the reads (watcher, retry timer, Reload): the last read is the one
@@ -66,7 +65,7 @@ func NewBLSource(cfg BLSourceConfig) *BLSource {
 	if cfg.RecheckDelay <= 0 {
 		cfg.RecheckDelay = 200 * time.Millisecond
 	}
-	s := &BLSource{cfg: cfg, readFile: readBoundedFile}
+	s := &BLSource{cfg: cfg}
 	s.waitRecheck = func() { time.Sleep(s.cfg.RecheckDelay) }
 	s.watch() // first: a change after the watch is set is seen, the read sees what came before
 	s.load()
@@ -229,7 +228,7 @@ func (s *BLSource) read(path string) (*BLConfig, error) {
 }
 
 func (s *BLSource) readOnce(path string) ([]byte, fs.FileInfo, error) {
-	return startFileRead(path, MaxBLConfigBytes, s.readFile).wait(path, s.cfg.ReadTimeout)
+	return startFileRead(path, MaxBLConfigBytes).wait(path, s.cfg.ReadTimeout)
 }
 
 // sameOnRecheck waits, reads the file again, and reports whether it still holds data and is the

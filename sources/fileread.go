@@ -116,15 +116,12 @@ type fileRead struct {
 	err  error
 }
 
-// startFileRead reads path with readBoundedFile (or read, when not nil) in a new goroutine.
-func startFileRead(path string, limit int64, read func(string, int64) ([]byte, os.FileInfo, error)) *fileRead {
-	if read == nil {
-		read = readBoundedFile
-	}
+// startFileRead reads path with readBoundedFile in a new goroutine.
+func startFileRead(path string, limit int64) *fileRead {
 	fr := &fileRead{done: make(chan struct{})}
 	go func() {
 		defer close(fr.done)
-		fr.data, fr.info, fr.err = read(path, limit)
+		fr.data, fr.info, fr.err = readBoundedFile(path, limit)
 	}()
 	return fr
 }
