@@ -229,6 +229,13 @@ func (f blCredField) generic(v string) any {
 	return v
 }
 
+// fieldLine is the line that writes field f with value v at indent, as bl writes it, and records
+// in set how a generic decode reads it.
+func (t *blText) fieldLine(indent string, f blCredField, v string, set map[string]any) string {
+	set[f.keys[0]] = f.generic(v)
+	return indent + f.keys[0] + ": " + f.text(v) + t.eol
+}
+
 // blFieldIndex gives a credential key's place in bl's order, or -1.
 func blFieldIndex(key string) int {
 	for i, f := range blCredFields {
@@ -657,8 +664,7 @@ func (ed *credEdit) newLines(indent string) string {
 	for _, i := range ed.changed {
 		f := blCredFields[i]
 		if v := f.get(ed.next); v != "" {
-			b.WriteString(indent + f.keys[0] + ": " + f.text(v) + ed.t.eol)
-			ed.set[f.keys[0]] = f.generic(v)
+			b.WriteString(ed.t.fieldLine(indent, f, v, ed.set))
 		}
 	}
 	return b.String()
@@ -716,8 +722,7 @@ func (ed *credEdit) editBlock(credVal *yaml.Node) ([]blEdit, map[string]any, err
 		if err != nil {
 			return nil, nil, err
 		}
-		edits = append(edits, blEdit{at, at, indent + f.keys[0] + ": " + f.text(v) + t.eol})
-		ed.set[f.keys[0]] = f.generic(v)
+		edits = append(edits, blEdit{at, at, t.fieldLine(indent, f, v, ed.set)})
 	}
 	return edits, ed.set, nil
 }
@@ -783,8 +788,7 @@ func (t *blText) appendWorkspace(root, wsKey, wsVal, trackingKey *yaml.Node, nam
 		b.WriteString(dash + "  credentials:" + t.eol)
 		for _, f := range blCredFields {
 			if v := f.get(next); v != "" {
-				b.WriteString(dash + "    " + f.keys[0] + ": " + f.text(v) + t.eol)
-				creds[f.keys[0]] = f.generic(v)
+				b.WriteString(t.fieldLine(dash+"    ", f, v, creds))
 			}
 		}
 		return b.String()
