@@ -3,12 +3,14 @@ package daemon_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -237,6 +239,44 @@ func TestRefusesAnOpenSocketDirectory(t *testing.T) {
 	}
 	if fi, _ := os.Stat(open); fi.Mode().Perm() != 0o755 {
 		t.Fatal("the daemon changed the mode of a directory it did not create")
+	}
+}
+
+// listCountingKeyring counts how often the keyring is listed: the daemon reads it as a source.
+type listCountingKeyring struct {
+	*memkeyring.Keyring
+	lists atomic.Int32
+}
+
+func (k *listCountingKeyring) List(ctx context.Context) ([]string, error) {
+	k.lists.Add(1)
+	return k.Keyring.List(ctx)
+}
+
+// A metrics address in use fails the start before any source is read, and leaves the socket
+// free for the next daemon.
+func TestMetricsAddressInUseFailsTheStartAtOnce(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	sock := filepath.Join(testkit.ShortTempDir(t, "bd"), "run", "s.sock")
+	ring := &listCountingKeyring{Keyring: memkeyring.New(nil)}
+	_, err = daemon.New(t.Context(), daemon.Config{SocketPath: sock, MetricsListen: busy.Addr().String(), Keyring: ring})
+	if err == nil || !strings.Contains(err.Error(), "metrics") {
+		t.Fatalf("err = %v, want the metrics address refused", err)
+	}
+	if n := ring.lists.Load(); n != 0 {
+		t.Fatalf("the keyring was read %d times by a daemon that could not start", n)
+	}
+	if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the socket was left behind: %v", err)
+	}
+	td := daemontest.Start(t, daemontest.Options{Socket: sock, Env: []string{"BL_WORKSPACE=a", "BL_API_KEY=k"},
+		Mutate: func(c *daemon.Config) { c.MetricsListen = "127.0.0.1:0" }})
+	if td.Token(t).Token != "k" {
+		t.Fatal("the next daemon on the same socket does not serve")
 	}
 }
 
