@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/blauth/blauth/daemon"
-	"github.com/blauth/blauth/internal/clock"
 	"github.com/blauth/blauth/internal/testkit"
 	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 	"github.com/blauth/blauth/internal/testkit/daemontest"
@@ -130,12 +129,8 @@ func TestSourceErrorsAreNamedOnceAndInResolutionErrors(t *testing.T) {
 }
 
 func TestFailedWriteBackIsVisibleAndRetried(t *testing.T) {
-	api := blaxeltest.New(0)
-	defer api.Close()
+	api, clock := apiOnFakeClock(t)
 	api.SetRotate(true)
-	clock := clock.NewFake(time.Unix(1_900_000_000, 0))
-	clock.Set(time.Now()) // the watcher and sockets run on real time
-	api.SetNow(clock.Now)
 	_, rt := api.NewSession("user", "")
 	expired := api.TokenExpiring("user", clock.Now().Add(-time.Minute), 2*time.Hour)
 	cfg := sessionConfig(expired, rt)

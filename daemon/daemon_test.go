@@ -25,6 +25,18 @@ import (
 	"github.com/blauth/blauth/token"
 )
 
+// apiOnFakeClock starts a fake Blaxel API that issues and judges tokens by a fake clock set to
+// now (the daemon's file watcher and sockets run on real time); the API closes once the test's
+// daemon has stopped.
+func apiOnFakeClock(t *testing.T) (*blaxeltest.Server, *clock.Fake) {
+	t.Helper()
+	api := blaxeltest.New(0)
+	t.Cleanup(api.Close)
+	clk := clock.NewFake(time.Now())
+	api.SetNow(clk.Now)
+	return api, clk
+}
+
 func TestServesAPIKeyFromDaemonEnvironment(t *testing.T) {
 	td := daemontest.Start(t, daemontest.Options{Env: []string{"BL_WORKSPACE=acme", "BL_API_KEY=bl_key_123"}})
 	tok := td.Token(t)
@@ -458,11 +470,7 @@ func TestWriteBackCausesNoReloadLoopAndCanBeTurnedOff(t *testing.T) {
 }
 
 func TestDaemonKeepsBLSessionsFreshUnasked(t *testing.T) {
-	api := blaxeltest.New(0)
-	defer api.Close()
-	clock := clock.NewFake(time.Unix(1_900_000_000, 0))
-	clock.Set(time.Now()) // the watcher and sockets run on real time
-	api.SetNow(clock.Now)
+	api, clock := apiOnFakeClock(t)
 	access, rt := api.NewSession("user", "")
 	cfg := sessionConfig(access, rt)
 	td := daemontest.Start(t, daemontest.Options{API: api, BLConfig: cfg, Clock: clock, Mutate: func(c *daemon.Config) { c.Tick = 20 * time.Millisecond }})
@@ -505,11 +513,7 @@ func TestReloadRereadsSources(t *testing.T) {
 }
 
 func TestRotatedRefreshTokenKeptWhenWriteBackIsOff(t *testing.T) {
-	api := blaxeltest.New(0)
-	defer api.Close()
-	clock := clock.NewFake(time.Unix(1_900_000_000, 0))
-	clock.Set(time.Now()) // the watcher and sockets run on real time
-	api.SetNow(clock.Now)
+	api, clock := apiOnFakeClock(t)
 	_, rt := api.NewSession("user", "")
 	expired := api.TokenExpiring("user", clock.Now().Add(-time.Minute), 2*time.Hour)
 	cfg := sessionConfig(expired, rt)
