@@ -67,14 +67,17 @@ func clip(s string, n int) string {
 // handle answers one request. It never panics the daemon: a bug in one request is logged and
 // answered as internal. The answer is in the version both sides speak.
 func (s *Server) handle(ctx context.Context, m *ipc.Message) (resp *ipc.Message) {
+	req := request{version: 1} // until checkRequest reads it
 	defer func() {
+		// One deferred function: the panic answer is stamped too, and the panic logged is the
+		// handler's, not one from stamping a nil answer.
 		if p := recover(); p != nil {
 			s.log.Error().Interface("panic", p).Msg("request handler panicked")
 			resp = fail(ipc.CodeInternal, "internal error", "")
 		}
+		resp.Set(ipc.KeyVersion, strconv.Itoa(min(req.version, ipc.VersionNumber)))
 	}()
 	req, refusal := checkRequest(m)
-	defer func() { resp.Set(ipc.KeyVersion, strconv.Itoa(min(req.version, ipc.VersionNumber))) }()
 	if refusal != nil {
 		return refusal
 	}
