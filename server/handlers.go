@@ -21,6 +21,11 @@ type request struct {
 	version int
 }
 
+// stamp marks an answer to req with the version both sides speak.
+func (req request) stamp(answer *ipc.Message) {
+	answer.Set(ipc.KeyVersion, strconv.Itoa(min(req.version, ipc.VersionNumber)))
+}
+
 // handler answers one action.
 type handler func(s *Server, ctx context.Context, req request) *ipc.Message
 
@@ -75,7 +80,7 @@ func (s *Server) handle(ctx context.Context, m *ipc.Message) (resp *ipc.Message)
 			s.log.Error().Interface("panic", p).Msg("request handler panicked")
 			resp = fail(ipc.CodeInternal, "internal error", "")
 		}
-		resp.Set(ipc.KeyVersion, strconv.Itoa(min(req.version, ipc.VersionNumber)))
+		req.stamp(resp)
 	}()
 	req, refusal := checkRequest(m)
 	if refusal != nil {
