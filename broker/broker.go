@@ -459,16 +459,14 @@ func (b *Broker) exchange(c, saved *sources.Credential) (*cached, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.Kind == ipc.KindLogin {
-		// Persist first: the old refresh token may already be dead on the server, so the new one
-		// must reach disk before anyone can act on the new access token.
-		if g.RefreshToken == "" {
-			g.RefreshToken = c.RefreshToken
-		}
+	if c.Kind == ipc.KindLogin && g.RefreshToken == "" {
+		g.RefreshToken = c.RefreshToken // not rotated: the session keeps its refresh token
 	}
 	t := b.newToken(g.AccessToken, g.Expiry, g.IssuedAt)
 	t.refresh, t.grant = g.RefreshToken, g
 	if c.Kind == ipc.KindLogin && b.cfg.Persist != nil {
+		// Persist first: the old refresh token may already be dead on the server, so the new one
+		// must reach disk before anyone can act on the new access token.
 		if t.saved, t.saveErr = b.cfg.Persist(saved, g); t.saveErr != nil {
 			b.cfg.Log.Error().Err(t.saveErr).Str("workspace", c.Workspace).Msg("could not save the refreshed session; it is kept in memory and the write is retried")
 		}

@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,7 +11,6 @@ import (
 	"time"
 
 	"github.com/blauth/blauth/daemon"
-	"github.com/blauth/blauth/internal/clock"
 	"github.com/blauth/blauth/internal/testkit"
 	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 	"github.com/blauth/blauth/internal/testkit/daemontest"
@@ -51,15 +51,9 @@ func TestStatusOfTenThousandWorkspaces(t *testing.T) {
 	defer c.Close()
 	_, err = c.Do(ipc.NewMessage(ipc.KeyVersion, "1", ipc.KeyAction, ipc.ActionStatus))
 	var e *ipc.Error
-	if !asIPCError(err, &e) || e.Code != ipc.CodeBadRequest || !strings.Contains(e.Hint, "version=2") {
+	if !errors.As(err, &e) || e.Code != ipc.CodeBadRequest || !strings.Contains(e.Hint, "version=2") {
 		t.Fatalf("version 1 status of 10000 workspaces: %v, want bad_request pointing at version 2", err)
 	}
-}
-
-func asIPCError(err error, e **ipc.Error) bool {
-	x, ok := err.(*ipc.Error)
-	*e = x
-	return ok
 }
 
 func TestConnectionsPastTheLimitAreToldWhy(t *testing.T) {
@@ -117,7 +111,7 @@ func TestSourceErrorsAreNamedOnceAndInResolutionErrors(t *testing.T) {
 	td := daemontest.Start(t, daemontest.Options{BLConfig: "context:\n  workspace: acme\nworkspaces: [\n"})
 	_, err := td.Do(t, ipc.KeyAction, ipc.ActionGet)
 	var e *ipc.Error
-	if !asIPCError(err, &e) || e.Code != ipc.CodeNoWorkspace || !strings.Contains(e.Message, "config.yaml") || !strings.Contains(e.Message, "line") {
+	if !errors.As(err, &e) || e.Code != ipc.CodeNoWorkspace || !strings.Contains(e.Message, "config.yaml") || !strings.Contains(e.Message, "line") {
 		t.Fatalf("get with a broken bl config: %v, want no_workspace naming the config and the line", err)
 	}
 	if !strings.Contains(e.Hint, "fix the source") {
@@ -130,12 +124,8 @@ func TestSourceErrorsAreNamedOnceAndInResolutionErrors(t *testing.T) {
 }
 
 func TestFailedWriteBackIsVisibleAndRetried(t *testing.T) {
-	api := blaxeltest.New(0)
-	defer api.Close()
+	api, clock := apiOnFakeClock(t)
 	api.SetRotate(true)
-	clock := clock.NewFake(time.Unix(1_900_000_000, 0))
-	clock.Set(time.Now()) // the watcher and sockets run on real time
-	api.SetNow(clock.Now)
 	_, rt := api.NewSession("user", "")
 	expired := api.TokenExpiring("user", clock.Now().Add(-time.Minute), 2*time.Hour)
 	cfg := sessionConfig(expired, rt)
@@ -188,7 +178,7 @@ func TestIgnoredCallerBaseIsNamed(t *testing.T) {
 	td := daemontest.Start(t, daemontest.Options{API: api, Env: []string{"BL_WORKSPACE=acme", "BL_CLIENT_CREDENTIALS=" + cc}})
 	_, err := td.Do(t, ipc.KeyAction, ipc.ActionGet, "env.BL_API_URL", "http://127.0.0.1:9/v0")
 	var e *ipc.Error
-	if !asIPCError(err, &e) || e.Code != ipc.CodeUnavailable ||
+	if !errors.As(err, &e) || e.Code != ipc.CodeUnavailable ||
 		!strings.Contains(e.Message, "BL_API_URL / BL_ENV ask for http://127.0.0.1:9/v0") || !strings.Contains(e.Message, api.Base) ||
 		!strings.Contains(e.Hint, "blauthd's own environment") {
 		t.Fatalf("a daemon-held credential failing, the caller asking for another base: %v (hint %q)", err, e.Hint)

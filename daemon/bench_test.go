@@ -2,7 +2,6 @@ package daemon_test
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"github.com/blauth/blauth/broker"
 	"github.com/blauth/blauth/daemon"
 	"github.com/blauth/blauth/internal/clock"
+	"github.com/blauth/blauth/internal/testkit"
 	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
@@ -21,13 +21,11 @@ import (
 
 // startBenchDaemon runs a daemon in this process on a real socket in a short temporary
 // directory, with env as its environment and clock as its wall clock (nil: the real one). It is
-// stopped when the benchmark run ends. (startDaemon in helpers_test.go takes a *testing.T.)
+// stopped when the benchmark run ends. Unlike daemontest.Start, it logs nothing and reads no bl
+// config, so that a benchmark measures the get alone.
 func startBenchDaemon(tb testing.TB, env []string, clock clock.Clock) *daemon.Daemon {
 	tb.Helper()
-	dir, err := os.MkdirTemp("", "blb")
-	if err != nil {
-		tb.Fatal(err)
-	}
+	dir := testkit.ShortTempDir(tb, "blb") // removed after the daemon's cleanup below
 	cfg := daemon.Config{
 		SocketPath: filepath.Join(dir, "run", "blauthd.sock"),
 		Log:        zerolog.Nop(),
@@ -39,7 +37,6 @@ func startBenchDaemon(tb testing.TB, env []string, clock clock.Clock) *daemon.Da
 	d, err := daemon.New(ctx, cfg)
 	if err != nil {
 		cancel()
-		os.RemoveAll(dir)
 		tb.Fatalf("start daemon: %v", err)
 	}
 	done := make(chan error, 1)
@@ -51,7 +48,6 @@ func startBenchDaemon(tb testing.TB, env []string, clock clock.Clock) *daemon.Da
 		case <-time.After(15 * time.Second):
 			tb.Error("daemon did not stop within 15s")
 		}
-		os.RemoveAll(dir)
 	})
 	return d
 }

@@ -69,7 +69,7 @@ type Config struct {
 	OAuth OAuthSettings
 	// Tokens talks to the token endpoint; nil means the one OAuth or Blaxel's dialect needs.
 	Tokens token.Client
-	// HTTP is the client for token endpoints when Exchanger is nil.
+	// HTTP is the client for token endpoints when Tokens is nil or a *token.OAuth2 without one.
 	HTTP *http.Client
 	// Clock is the wall clock (tests inject one).
 	Clock clock.Clock

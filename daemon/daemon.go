@@ -103,16 +103,11 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		scoped.Scope = server.NewScope(s.Workspaces)
 		d.servers = append(d.servers, server.New(d.scoped[i], scoped))
 	}
-	if cfg.MetricsListen != "" {
-		if d.metrics, err = newMetrics(d); err != nil {
-			d.closeListeners()
-			return nil, err
-		}
-	}
 	return d, nil
 }
 
-// listen makes the daemon's socket (unless the service manager passed it) and the scoped ones.
+// listen makes the daemon's socket (unless the service manager passed it), the scoped ones and
+// the metrics listener, before any source is read: an address in use fails the start at once.
 func (d *Daemon) listen() error {
 	if d.ln != nil {
 		d.socket = d.ln.Addr().String()
@@ -132,6 +127,14 @@ func (d *Daemon) listen() error {
 		}
 		d.scoped = append(d.scoped, ln)
 		d.releases = append(d.releases, release)
+	}
+	if d.cfg.MetricsListen != "" {
+		m, err := newMetrics(d)
+		if err != nil {
+			d.closeListeners()
+			return err
+		}
+		d.metrics = m
 	}
 	return nil
 }

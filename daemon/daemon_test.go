@@ -3,12 +3,14 @@ package daemon_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +24,18 @@ import (
 	"github.com/blauth/blauth/sources"
 	"github.com/blauth/blauth/token"
 )
+
+// apiOnFakeClock starts a fake Blaxel API that issues and judges tokens by a fake clock set to
+// now (the daemon's file watcher and sockets run on real time); the API closes once the test's
+// daemon has stopped.
+func apiOnFakeClock(t *testing.T) (*blaxeltest.Server, *clock.Fake) {
+	t.Helper()
+	api := blaxeltest.New(0)
+	t.Cleanup(api.Close)
+	clk := clock.NewFake(time.Now())
+	api.SetNow(clk.Now)
+	return api, clk
+}
 
 func TestServesAPIKeyFromDaemonEnvironment(t *testing.T) {
 	td := daemontest.Start(t, daemontest.Options{Env: []string{"BL_WORKSPACE=acme", "BL_API_KEY=bl_key_123"}})
@@ -240,6 +254,44 @@ func TestRefusesAnOpenSocketDirectory(t *testing.T) {
 	}
 }
 
+// listCountingKeyring counts how often the keyring is listed: the daemon reads it as a source.
+type listCountingKeyring struct {
+	*memkeyring.Keyring
+	lists atomic.Int32
+}
+
+func (k *listCountingKeyring) List(ctx context.Context) ([]string, error) {
+	k.lists.Add(1)
+	return k.Keyring.List(ctx)
+}
+
+// A metrics address in use fails the start before any source is read, and leaves the socket
+// free for the next daemon.
+func TestMetricsAddressInUseFailsTheStartAtOnce(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	sock := filepath.Join(testkit.ShortTempDir(t, "bd"), "run", "s.sock")
+	ring := &listCountingKeyring{Keyring: memkeyring.New(nil)}
+	_, err = daemon.New(t.Context(), daemon.Config{SocketPath: sock, MetricsListen: busy.Addr().String(), Keyring: ring})
+	if err == nil || !strings.Contains(err.Error(), "metrics") {
+		t.Fatalf("err = %v, want the metrics address refused", err)
+	}
+	if n := ring.lists.Load(); n != 0 {
+		t.Fatalf("the keyring was read %d times by a daemon that could not start", n)
+	}
+	if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the socket was left behind: %v", err)
+	}
+	td := daemontest.Start(t, daemontest.Options{Socket: sock, Env: []string{"BL_WORKSPACE=a", "BL_API_KEY=k"},
+		Mutate: func(c *daemon.Config) { c.MetricsListen = "127.0.0.1:0" }})
+	if td.Token(t).Token != "k" {
+		t.Fatal("the next daemon on the same socket does not serve")
+	}
+}
+
 func TestSecondDaemonExitsAndStaleSocketIsReplaced(t *testing.T) {
 	td := daemontest.Start(t, daemontest.Options{Env: []string{"BL_WORKSPACE=a", "BL_API_KEY=k"}})
 	_, err := daemon.New(t.Context(), daemon.Config{SocketPath: td.Socket})
@@ -418,11 +470,7 @@ func TestWriteBackCausesNoReloadLoopAndCanBeTurnedOff(t *testing.T) {
 }
 
 func TestDaemonKeepsBLSessionsFreshUnasked(t *testing.T) {
-	api := blaxeltest.New(0)
-	defer api.Close()
-	clock := clock.NewFake(time.Unix(1_900_000_000, 0))
-	clock.Set(time.Now()) // the watcher and sockets run on real time
-	api.SetNow(clock.Now)
+	api, clock := apiOnFakeClock(t)
 	access, rt := api.NewSession("user", "")
 	cfg := sessionConfig(access, rt)
 	td := daemontest.Start(t, daemontest.Options{API: api, BLConfig: cfg, Clock: clock, Mutate: func(c *daemon.Config) { c.Tick = 20 * time.Millisecond }})
@@ -465,11 +513,7 @@ func TestReloadRereadsSources(t *testing.T) {
 }
 
 func TestRotatedRefreshTokenKeptWhenWriteBackIsOff(t *testing.T) {
-	api := blaxeltest.New(0)
-	defer api.Close()
-	clock := clock.NewFake(time.Unix(1_900_000_000, 0))
-	clock.Set(time.Now()) // the watcher and sockets run on real time
-	api.SetNow(clock.Now)
+	api, clock := apiOnFakeClock(t)
 	_, rt := api.NewSession("user", "")
 	expired := api.TokenExpiring("user", clock.Now().Add(-time.Minute), 2*time.Hour)
 	cfg := sessionConfig(expired, rt)

@@ -5,22 +5,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
-	"sort"
+	"slices"
 	"strings"
 	"time"
-
-	"github.com/blauth/blauth/server"
 )
 
 // metrics serves GET /metrics in the Prometheus text format (version 0.0.4): what the daemon
 // served and exchanged, when each held token expires, source errors and watchers. It holds no
 // secret, and names no workspace unless MetricsWorkspaces asks for it.
 type metrics struct {
-	d     *Daemon
-	ln    net.Listener
-	stats *server.Stats
+	d  *Daemon
+	ln net.Listener
 }
 
 func newMetrics(d *Daemon) (*metrics, error) {
@@ -31,7 +29,7 @@ func newMetrics(d *Daemon) (*metrics, error) {
 	if ip := ln.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() {
 		d.log.Warn().Str("address", ln.Addr().String()).Msg("metrics are served beyond loopback: anyone who can reach the address sees the daemon's activity (never a secret)")
 	}
-	return &metrics{d: d, ln: ln, stats: &d.stats}, nil
+	return &metrics{d: d, ln: ln}, nil
 }
 
 func (m *metrics) serve(ctx context.Context) {
@@ -66,16 +64,16 @@ type sample struct {
 
 func (m *metrics) write(w io.Writer, now time.Time) {
 	var fams []family
-	served, refusedConns, watchers := m.stats.Snapshot()
+	served, refusedConns, watchers := m.d.stats.Snapshot()
 	f := family{name: "blauth_tokens_served_total", typ: "counter", help: "Tokens handed to callers (get answers and watch messages), by credential kind."}
-	for _, k := range sortedKeys(served) {
+	for _, k := range slices.Sorted(maps.Keys(served)) {
 		f.samples = append(f.samples, sample{[][2]string{{"kind", k}}, float64(served[k])})
 	}
 	fams = append(fams, f)
 	c := m.d.broker.Counters()
 	f = family{name: "blauth_exchanges_total", typ: "counter", help: "Requests to token endpoints, by credential kind and result (ok, failed: retried, refused: for good)."}
-	for _, k := range sortedKeys(c.Exchanges) {
-		for _, r := range sortedKeys(c.Exchanges[k]) {
+	for _, k := range slices.Sorted(maps.Keys(c.Exchanges)) {
+		for _, r := range slices.Sorted(maps.Keys(c.Exchanges[k])) {
 			f.samples = append(f.samples, sample{[][2]string{{"kind", k}, {"result", r}}, float64(c.Exchanges[k][r])})
 		}
 	}
@@ -121,19 +119,10 @@ func (m *metrics) sourceErrors() family {
 	for _, e := range m.d.resolver.SourceErrors() {
 		n[e.Source.Kind]++
 	}
-	for _, k := range sortedKeys(n) {
+	for _, k := range slices.Sorted(maps.Keys(n)) {
 		f.samples = append(f.samples, sample{[][2]string{{"source", k}}, float64(n[k])})
 	}
 	return f
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 // labels formats a label set, its values escaped as the text format wants.

@@ -4,8 +4,6 @@ package daemon_test
 
 import (
 	"context"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -35,13 +33,8 @@ func TestMetricsParseWithThePrometheusParser(t *testing.T) {
 		BLConfig: "context:\n  workspace: acme\nworkspaces: [\n", // a broken source, counted
 		Mutate:   func(c *daemon.Config) { c.MetricsListen, c.MetricsWorkspaces = "127.0.0.1:0", true }})
 	td.Token(t)
-	resp, err := http.Get("http://" + td.MetricsAddr() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
+	ct, body := scrapeMetrics(t, td)
+	if !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
 		t.Fatalf("content type %q", ct)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -53,7 +46,7 @@ for f in text_string_to_metric_families(sys.stdin.read()):
     for s in f.samples:
         print(f.type, s.name, ",".join("%s=%s" % kv for kv in sorted(s.labels.items())), s.value)
 `)
-	parse.Stdin = strings.NewReader(string(body))
+	parse.Stdin = strings.NewReader(body)
 	out, err := parse.CombinedOutput()
 	if err != nil {
 		t.Fatalf("the Prometheus parser refused the metrics: %v\n%s\n--- metrics:\n%s", err, out, body)

@@ -101,13 +101,7 @@ func TestMetricsSayWhatHappenedAndHoldNoSecret(t *testing.T) {
 		tok := td.Token(t)
 		w := td.Watch(t)
 		w.Next(t)
-		resp, err := http.Get("http://" + td.MetricsAddr() + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		text := string(body)
+		_, text := scrapeMetrics(t, td)
 		for _, want := range []string{
 			`blauth_tokens_served_total{kind="client_credentials"} 2`,
 			`blauth_exchanges_total{kind="client_credentials",result="ok"} 1`,
@@ -127,4 +121,19 @@ func TestMetricsSayWhatHappenedAndHoldNoSecret(t *testing.T) {
 		}
 		td.Stop()
 	}
+}
+
+// scrapeMetrics GETs td's /metrics: its content type and its text.
+func scrapeMetrics(t *testing.T, td *daemontest.Daemon) (contentType, text string) {
+	t.Helper()
+	resp, err := http.Get("http://" + td.MetricsAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Header.Get("Content-Type"), string(body)
 }

@@ -9,18 +9,13 @@ import (
 	"time"
 
 	"github.com/blauth/blauth/daemon"
-	"github.com/blauth/blauth/internal/clock"
 	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 	"github.com/blauth/blauth/internal/testkit/daemontest"
 	"github.com/blauth/blauth/ipc"
 )
 
 func TestWatchersFollowEveryRefreshForOneExchange(t *testing.T) {
-	api := blaxeltest.New(0)
-	defer api.Close()
-	clock := clock.NewFake(time.Unix(1_900_000_000, 0))
-	clock.Set(time.Now())
-	api.SetNow(clock.Now)
+	api, clock := apiOnFakeClock(t)
 	cc := api.AddClient("sa", "secret")
 	td := daemontest.Start(t, daemontest.Options{API: api, Env: []string{"BL_WORKSPACE=acme", "BL_CLIENT_CREDENTIALS=" + cc}, Clock: clock})
 	var ws []*daemontest.Watcher
@@ -134,11 +129,7 @@ func TestWatchNeedsVersion2(t *testing.T) {
 // A watcher that stops reading is dropped once its message cannot be written; the others keep
 // getting every new token and the refreshes go on.
 func TestStalledWatcherDelaysNobody(t *testing.T) {
-	api := blaxeltest.New(0)
-	defer api.Close()
-	clock := clock.NewFake(time.Unix(1_900_000_000, 0))
-	clock.Set(time.Now())
-	api.SetNow(clock.Now)
+	api, clock := apiOnFakeClock(t)
 	cc := api.AddClient("sa", "secret")
 	td := daemontest.Start(t, daemontest.Options{API: api, Env: []string{"BL_WORKSPACE=acme", "BL_CLIENT_CREDENTIALS=" + cc}, Clock: clock,
 		Mutate: func(c *daemon.Config) { c.WatchWriteTimeout = 100 * time.Millisecond }})

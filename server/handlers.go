@@ -21,6 +21,11 @@ type request struct {
 	version int
 }
 
+// stamp marks an answer to req with the version both sides speak.
+func (req request) stamp(answer *ipc.Message) {
+	answer.Set(ipc.KeyVersion, strconv.Itoa(min(req.version, ipc.VersionNumber)))
+}
+
 // handler answers one action.
 type handler func(s *Server, ctx context.Context, req request) *ipc.Message
 
@@ -67,14 +72,17 @@ func clip(s string, n int) string {
 // handle answers one request. It never panics the daemon: a bug in one request is logged and
 // answered as internal. The answer is in the version both sides speak.
 func (s *Server) handle(ctx context.Context, m *ipc.Message) (resp *ipc.Message) {
+	req := request{version: 1} // until checkRequest reads it
 	defer func() {
+		// One deferred function: the panic answer is stamped too, and the panic logged is the
+		// handler's, not one from stamping a nil answer.
 		if p := recover(); p != nil {
 			s.log.Error().Interface("panic", p).Msg("request handler panicked")
 			resp = fail(ipc.CodeInternal, "internal error", "")
 		}
+		req.stamp(resp)
 	}()
 	req, refusal := checkRequest(m)
-	defer func() { resp.Set(ipc.KeyVersion, strconv.Itoa(min(req.version, ipc.VersionNumber))) }()
 	if refusal != nil {
 		return refusal
 	}

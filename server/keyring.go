@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/blauth/blauth/ipc"
@@ -29,7 +30,7 @@ func (s *Server) serveKeyring(ctx context.Context, req request) *ipc.Message {
 		err = s.cfg.Keyring.Set(ctx, ws, sources.KeyringSecret{Kind: kind, Value: req.Value(ipc.KeySecret)})
 	} else {
 		err = s.cfg.Keyring.Delete(ctx, ws)
-		if err != nil && isNotFound(err) {
+		if errors.Is(err, sources.ErrKeyringNotFound) {
 			return fail(ipc.CodeNoCredentials, "the keyring holds no secret for workspace "+ws, "blauth-helper status shows where each workspace's credential comes from")
 		}
 	}

@@ -61,14 +61,6 @@ func (l *socketLock) release() {
 // created with mode 0600. release drops the lock that keeps a second daemon from taking the
 // socket over; call it after the listener is closed.
 func Listen(path string) (ln net.Listener, release func(), err error) {
-	l, lock, err := listenUnix(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	return l, lock.release, nil
-}
-
-func listenUnix(path string) (net.Listener, *socketLock, error) {
 	if err := ipc.PrepareSocketDir(filepath.Dir(path)); err != nil {
 		return nil, nil, err
 	}
@@ -107,5 +99,5 @@ func listenUnix(path string) (net.Listener, *socketLock, error) {
 		return nil, nil, err
 	}
 	l.(*net.UnixListener).SetUnlinkOnClose(true)
-	return l, lock, nil
+	return l, lock.release, nil
 }

@@ -2,17 +2,13 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/blauth/blauth/ipc"
-	"github.com/blauth/blauth/sources"
 )
-
-func isNotFound(err error) bool { return errors.Is(err, sources.ErrKeyringNotFound) }
 
 // serveLoginStart begins Blaxel's device login for a workspace; the daemon polls, the helper
 // shows the user where to approve it and waits with login_wait.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/resolver"
@@ -64,10 +65,8 @@ func sourceErrors(es []sources.SourceError) []ipc.SourceError {
 }
 
 func appendUnique(xs []string, x string) []string {
-	for _, y := range xs {
-		if y == x {
-			return xs
-		}
+	if slices.Contains(xs, x) {
+		return xs
 	}
 	return append(xs, x)
 }

@@ -18,7 +18,7 @@ func (s *Server) serveWatch(ctx, work context.Context, c net.Conn, r *bufio.Read
 		refusal = fail(ipc.CodeUnknownAction, "watch needs protocol version 2", "send version=2")
 	}
 	if refusal != nil {
-		refusal.Set(ipc.KeyVersion, strconv.Itoa(min(req.version, ipc.VersionNumber)))
+		req.stamp(refusal)
 		_ = ipc.WriteAnswer(c, refusal)
 		return
 	}
@@ -59,8 +59,11 @@ func (s *Server) watch(ctx, work context.Context, c net.Conn, r *bufio.Reader, r
 		if key := answerKey(resp); key != last {
 			last = key
 			seq++
-			resp.Set(ipc.KeyVersion, strconv.Itoa(min(req.version, ipc.VersionNumber)))
+			req.stamp(resp)
 			resp.Add(ipc.KeySeq, strconv.Itoa(seq))
+			// Counted before it is written, as a get is: a client that scrapes the metrics once
+			// it has the message finds it counted.
+			s.countServed(resp)
 			// A watcher that does not read its message in time is dropped: it holds nothing
 			// but its own goroutine.
 			_ = c.SetWriteDeadline(time.Now().Add(s.cfg.WatchWriteTimeout))
@@ -68,7 +71,6 @@ func (s *Server) watch(ctx, work context.Context, c net.Conn, r *bufio.Reader, r
 				s.log.Debug().Err(err).Msg("watcher gone or stalled; dropping it")
 				return
 			}
-			s.countServed(resp)
 		}
 		// Look again when the token falls under min_ttl, on the daemon's clock; never sooner than
 		// half a second, so that a token at its limit costs no busy loop.

@@ -247,24 +247,26 @@ func JWTTimes(tok string) (exp, iat time.Time, ok bool) {
 // encoded here.
 func BasicValue(cc string) string {
 	cc = strings.TrimSpace(cc)
-	if dec, err := base64.StdEncoding.DecodeString(cc); err == nil && bytes.IndexByte(dec, ':') > 0 {
-		return cc
-	}
-	if strings.IndexByte(cc, ':') > 0 {
-		return base64.StdEncoding.EncodeToString([]byte(cc))
+	if raw, encoded := decodeClientCredentials(cc); !encoded && strings.IndexByte(raw, ':') > 0 {
+		return base64.StdEncoding.EncodeToString([]byte(raw))
 	}
 	return cc
 }
 
 // SplitClientCredentials returns the client id and secret inside BL_CLIENT_CREDENTIALS.
 func SplitClientCredentials(cc string) (id, secret string, ok bool) {
-	cc = strings.TrimSpace(cc)
-	raw := cc
-	if dec, err := base64.StdEncoding.DecodeString(cc); err == nil && bytes.IndexByte(dec, ':') > 0 {
-		raw = string(dec)
-	}
+	raw, _ := decodeClientCredentials(strings.TrimSpace(cc))
 	id, secret, ok = strings.Cut(raw, ":")
 	return id, secret, ok && id != ""
+}
+
+// decodeClientCredentials returns the "id:secret" that cc carries, and whether cc carried it
+// base64-encoded (the form Blaxel gives); otherwise cc is returned as it is.
+func decodeClientCredentials(cc string) (raw string, encoded bool) {
+	if dec, err := base64.StdEncoding.DecodeString(cc); err == nil && bytes.IndexByte(dec, ':') > 0 {
+		return string(dec), true
+	}
+	return cc, false
 }
 
 // transportError keeps the cause of a failed HTTP request but not its URL's query or user info.

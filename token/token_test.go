@@ -85,7 +85,7 @@ func TestBlaxelErrorsAreClassified(t *testing.T) {
 		if !errors.As(err, &e) || e.Permanent != tc.permanent || e.RetryAfter != tc.retryAfter || e.Code != tc.code {
 			t.Errorf("fault %d: %#v, want permanent %v, retry after %v, code %q", tc.fault, err, tc.permanent, tc.retryAfter, tc.code)
 		}
-		if err != nil && strings.Contains(err.Error(), "secret") {
+		if err != nil && (strings.Contains(err.Error(), "secret") || strings.Contains(err.Error(), cc)) {
 			t.Errorf("fault %d: the error quotes a secret: %v", tc.fault, err)
 		}
 	}
@@ -221,8 +221,13 @@ func TestJWTTimesAndClientCredentials(t *testing.T) {
 	if BasicValue(enc) != enc || BasicValue("id:sec:ret") != enc {
 		t.Error("BasicValue does not give base64 of id:secret for both forms")
 	}
-	if id, secret, ok := SplitClientCredentials(enc); !ok || id != "id" || secret != "sec:ret" {
-		t.Errorf("SplitClientCredentials: %q %q %v", id, secret, ok)
+	if BasicValue(" opaque ") != "opaque" {
+		t.Error("BasicValue changed a value that is neither form (beyond trimming it)")
+	}
+	for _, form := range []string{enc, "id:sec:ret", " " + enc + "\n"} {
+		if id, secret, ok := SplitClientCredentials(form); !ok || id != "id" || secret != "sec:ret" {
+			t.Errorf("SplitClientCredentials(%q): %q %q %v", form, id, secret, ok)
+		}
 	}
 	if _, _, ok := SplitClientCredentials("no-colon"); ok {
 		t.Error("SplitClientCredentials accepted a value without a colon")

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -147,13 +148,13 @@ func TestFunctionsStayShort(t *testing.T) {
 				}
 				n := fset.Position(fd.End()).Line - fset.Position(fd.Pos()).Line + 1
 				if n > limit {
-					long = append(long, rel+"/"+f+": "+fd.Name.Name+" is "+itoa(n)+" lines")
+					long = append(long, rel+"/"+f+": "+fd.Name.Name+" is "+strconv.Itoa(n)+" lines")
 				}
 			}
 		}
 		if strings.HasPrefix(rel, "cmd/") {
 			if n := lines(t, filepath.Join(p.Dir, "main.go")); n >= limit {
-				long = append(long, rel+"/main.go is "+itoa(n)+" lines (a main stays under 80)")
+				long = append(long, rel+"/main.go is "+strconv.Itoa(n)+" lines (a main stays under 80)")
 			}
 		}
 	}
@@ -170,9 +171,4 @@ func lines(t *testing.T, path string) int {
 		t.Fatal(err)
 	}
 	return fset.Position(f.End()).Line
-}
-
-func itoa(n int) string {
-	b, _ := json.Marshal(n)
-	return string(b)
 }

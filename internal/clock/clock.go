@@ -16,8 +16,8 @@ type Wall struct{}
 // Now implements Clock.
 func (Wall) Now() time.Time { return time.Now().Round(0) }
 
-// Fake is a clock that moves only when told to. It starts at At (the zero value starts at
-// 2030-03-17 17:46:40 UTC, a fixed instant). Safe for concurrent use.
+// Fake is a clock that moves only when told to. NewFake sets where it starts; the zero value
+// starts at 2030-03-17 17:46:40 UTC, a fixed instant. Safe for concurrent use.
 type Fake struct {
 	mu sync.Mutex
 	t  time.Time
@@ -30,6 +30,10 @@ func NewFake(t time.Time) *Fake { return &Fake{t: t.Round(0)} }
 func (c *Fake) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.nowLocked()
+}
+
+func (c *Fake) nowLocked() time.Time {
 	if c.t.IsZero() {
 		c.t = time.Unix(1_900_000_000, 0)
 	}
@@ -39,10 +43,9 @@ func (c *Fake) Now() time.Time {
 // Set moves the clock to t.
 func (c *Fake) Set(t time.Time) { c.mu.Lock(); c.t = t.Round(0); c.mu.Unlock() }
 
-// Add moves the clock by d.
+// Add moves the clock by d. Concurrent Adds all count.
 func (c *Fake) Add(d time.Duration) {
-	now := c.Now()
 	c.mu.Lock()
-	c.t = now.Add(d)
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	c.t = c.nowLocked().Add(d)
 }

@@ -132,28 +132,24 @@ type journalField struct {
 // encode builds the datagram for event p, cutting values longer than max
 // when max > 0.
 func (w *JournalWriter) encode(p []byte, max int) []byte {
-	fields, ok := parseEvent(p)
+	fields := parseEvent(p)
 	var buf bytes.Buffer
 	var message, level string
 	var hasMessage bool
 	var rest []journalField
-	if ok {
-		for _, f := range fields {
-			switch f.name {
-			case "message":
-				message, hasMessage = f.value, true
-			case "level":
-				level = f.value
-			case "time":
-			default:
-				rest = append(rest, f)
-			}
+	for _, f := range fields { // none when p is not a JSON object
+		switch f.name {
+		case "message":
+			message, hasMessage = f.value, true
+		case "level":
+			level = f.value
+		case "time":
+		default:
+			rest = append(rest, f)
 		}
-	} else {
-		message, hasMessage = strings.TrimRight(string(p), "\n"), true
 	}
-	if !hasMessage && ok {
-		message = strings.TrimRight(string(p), "\n")
+	if !hasMessage {
+		message = strings.TrimRight(string(p), "\n") // the event as it came
 	} else if len(rest) > 0 {
 		var b strings.Builder
 		b.WriteString(message)
@@ -186,23 +182,23 @@ func (w *JournalWriter) encode(p []byte, max int) []byte {
 	return buf.Bytes()
 }
 
-// parseEvent reads a JSON object's members in order.
-func parseEvent(p []byte) ([]journalField, bool) {
+// parseEvent reads a JSON object's members in order; nil when p is not a JSON object.
+func parseEvent(p []byte) []journalField {
 	dec := json.NewDecoder(bytes.NewReader(p))
 	dec.UseNumber()
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil, false
+		return nil
 	}
 	var fields []journalField
 	for dec.More() {
 		t, err := dec.Token()
 		if err != nil {
-			return nil, false
+			return nil
 		}
 		name, _ := t.(string)
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
-			return nil, false
+			return nil
 		}
 		f := journalField{name: name}
 		var s string
@@ -211,16 +207,16 @@ func parseEvent(p []byte) ([]journalField, bool) {
 		} else {
 			var c bytes.Buffer
 			if json.Compact(&c, raw) != nil {
-				return nil, false
+				return nil
 			}
 			f.value, f.raw = c.String(), true
 		}
 		fields = append(fields, f)
 	}
 	if t, err := dec.Token(); err != nil || t != json.Delim('}') {
-		return nil, false
+		return nil
 	}
-	return fields, true
+	return fields
 }
 
 // priority maps a zerolog level name to a syslog priority.
