@@ -119,7 +119,7 @@ func testLongRunningUseBlauth(t *testing.T, script string) {
 	f.onlyLoginSession(t)
 	d := f.startDaemon(t)
 	sdkHome := e2etest.NewHome(t)
-	checkNothingLeft(t, sdkHome)
+	e2etest.CheckNothingLeft(t, sdkHome)
 
 	o := e2etest.NodeOptions{Script: script, Env: []string{
 		"BLAUTH_SOCKET=" + d.Socket,
@@ -217,7 +217,7 @@ func testLongRunningExec(t *testing.T, script string) {
 	f.onlyLoginSession(t)
 	d := f.startDaemon(t)
 	sdkHome := e2etest.NewHome(t)
-	checkNothingLeft(t, sdkHome)
+	e2etest.CheckNothingLeft(t, sdkHome)
 
 	o := e2etest.NodeOptions{
 		Script: script,

@@ -47,7 +47,7 @@ func TestNodeClient(t *testing.T) {
 	f := newFixture(t, nil)
 	d := f.startDaemon(t)
 	client := e2etest.NewHome(t)
-	checkNothingLeft(t, client)
+	e2etest.CheckNothingLeft(t, client)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()

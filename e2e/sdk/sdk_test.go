@@ -54,7 +54,7 @@ func newFixture(t *testing.T, access func(api *blaxeltest.Server, subject string
 	t.Helper()
 	script := filepath.Join(e2etest.NodeDir(t, moduleRoot), "list-models.mjs")
 	f := &fixture{api: e2etest.StartAPI(t, tokenTTL), home: e2etest.NewHome(t), script: script}
-	checkNothingLeft(t, f.home)
+	e2etest.CheckNothingLeft(t, f.home)
 
 	const subject, deviceCode = "user-acme", "dc-acme-0001"
 	f.issued = time.Now()
@@ -84,30 +84,6 @@ func newFixture(t *testing.T, access func(api *blaxeltest.Server, subject string
 		"tracking: false\n"
 	f.home.WriteBLConfig(t, f.config)
 	return f
-}
-
-// checkNothingLeft fails the test if any process started with this HOME (the daemon, an SDK
-// process, anything they started) still runs once everything else was cleaned up. Register it
-// before starting anything: cleanups run last-registered first.
-func checkNothingLeft(t *testing.T, home *e2etest.Home) {
-	t.Helper()
-	before, err := e2etest.ProcsWithEnv("HOME=" + home.Dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(before) != 0 {
-		t.Fatalf("processes %v already run with this test's fresh HOME", before)
-	}
-	t.Cleanup(func() {
-		after, err := e2etest.ProcsWithEnv("HOME=" + home.Dir)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		if len(after) != 0 {
-			t.Errorf("processes left running after the test: %v (before: none)", after)
-		}
-	})
 }
 
 // startDaemon runs the real blauthd binary with f's HOME against f's API.

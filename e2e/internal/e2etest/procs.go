@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"testing"
 )
 
 // ProcsWithEnv returns the ids of the running processes whose environment holds the entry kv
@@ -36,4 +37,29 @@ func ProcsWithEnv(kv string) ([]int, error) {
 		}
 	}
 	return pids, nil
+}
+
+// CheckNothingLeft fails the test if a process already runs with home's HOME, and registers a
+// cleanup that fails it if any process started with that HOME (the daemon, a proxy, a client,
+// anything they started) still runs once everything else was cleaned up. Call it before
+// starting anything: cleanups run last-registered first.
+func CheckNothingLeft(t testing.TB, home *Home) {
+	t.Helper()
+	before, err := ProcsWithEnv("HOME=" + home.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(before) != 0 {
+		t.Fatalf("processes %v already run with this test's fresh HOME", before)
+	}
+	t.Cleanup(func() {
+		after, err := ProcsWithEnv("HOME=" + home.Dir)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if len(after) != 0 {
+			t.Errorf("processes left running after the test: %v (before: none)", after)
+		}
+	})
 }
