@@ -75,24 +75,21 @@ func (s *Server) APICalls() APIStats {
 // TokenRequestsBy counts the requests to the token endpoint (any grant, answered or not) whose
 // User-Agent satisfies match.
 func (s *Server) TokenRequestsBy(match func(userAgent string) bool) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for ua, c := range s.tokenUA {
-		if match(ua) {
-			n += c
-		}
-	}
-	return n
+	return s.countUA(s.tokenUA, match)
 }
 
 // TokenFailuresBy counts the token requests whose User-Agent satisfies match and that were
 // answered with an error status (4xx, 5xx) or not at all.
 func (s *Server) TokenFailuresBy(match func(userAgent string) bool) int {
+	return s.countUA(s.tokenUAErr, match)
+}
+
+// countUA sums the counts of byUA (a per-User-Agent map of s) whose User-Agent satisfies match.
+func (s *Server) countUA(byUA map[string]int, match func(userAgent string) bool) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
-	for ua, c := range s.tokenUAErr {
+	for ua, c := range byUA {
 		if match(ua) {
 			n += c
 		}
