@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/blauth/blauth/e2e/internal/e2etest"
+	"github.com/blauth/blauth/internal/testkit"
 	"github.com/blauth/blauth/ipc"
 )
 
@@ -106,7 +107,7 @@ func startSSHD(t *testing.T, unlink bool, remoteSock, localSock string) *sshd {
 		}
 		go func() { _ = s.cmd.Wait(); close(s.done) }()
 		t.Cleanup(func() { s.stop(t) })
-		ready := waitUntil(10*time.Second, func() bool {
+		ready := testkit.Eventually(10*time.Second, func() bool {
 			select {
 			case <-s.done:
 				return true
@@ -189,7 +190,7 @@ func (s *sshd) stop(t *testing.T) {
 		return
 	default:
 	}
-	if !waitUntil(10*time.Second, func() bool { return len(s.sessions()) == 0 }) {
+	if !testkit.Eventually(10*time.Second, func() bool { return len(s.sessions()) == 0 }) {
 		kids := s.sessions()
 		t.Errorf("sshd sessions %v still run 10 s after their clients stopped; killing them", kids)
 		for _, k := range kids {
@@ -220,7 +221,7 @@ type forward struct {
 func (s *sshd) startForward(t *testing.T, remoteSock string) *forward {
 	t.Helper()
 	f := s.forwardCmd(t)
-	if !waitUntil(15*time.Second, func() bool {
+	if !testkit.Eventually(15*time.Second, func() bool {
 		if !f.alive() {
 			return true
 		}
@@ -300,20 +301,6 @@ func (f *forward) stop(t *testing.T) {
 // `ssh remote`; stdout and stderr are the remote command's.
 func (s *sshd) remote(command string) result {
 	return runCmd(60*time.Second, baseEnv("HOME="+s.dir), "", "ssh", "-F", s.config, "remote", command)
-}
-
-// waitUntil polls cond every 50 ms until it holds or timeout passes.
-func waitUntil(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // TestSSHForwardsTheScopedSocket is the SSH recipe of docs/REMOTE.md with a real OpenSSH server
@@ -420,7 +407,7 @@ func TestSSHForwardsTheScopedSocket(t *testing.T) {
 			t.Fatal("ssh did not die")
 		}
 		// sshd notices the closed connection and ends the session; the socket file stays.
-		if !waitUntil(10*time.Second, func() bool { return len(s.sessions()) == 0 }) {
+		if !testkit.Eventually(10*time.Second, func() bool { return len(s.sessions()) == 0 }) {
 			t.Fatal("sshd's session did not end within 10 s of the client's death")
 		}
 		if _, err := os.Stat(remoteSock); err != nil {
@@ -447,7 +434,7 @@ func TestSSHForwardsTheScopedSocket(t *testing.T) {
 		f1 := s2.startForward(t, sock)
 		_ = f1.cmd.Process.Kill()
 		f1.wait(10 * time.Second)
-		if !waitUntil(10*time.Second, func() bool { return len(s2.sessions()) == 0 }) {
+		if !testkit.Eventually(10*time.Second, func() bool { return len(s2.sessions()) == 0 }) {
 			t.Fatal("sshd's session did not end")
 		}
 		f2 := s2.forwardCmd(t)
