@@ -12,11 +12,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/blauth/blauth/e2e/internal/e2etest"
+	"github.com/blauth/blauth/internal/testkit"
 	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 	"github.com/blauth/blauth/ipc"
 )
@@ -94,26 +94,9 @@ type child struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	lines  chan string
-	stderr *syncBuffer
+	stderr *testkit.SyncBuffer
 	done   chan struct{}
 	err    error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // start runs name with args in the test's work directory. Its stdin stays open until close
@@ -131,7 +114,7 @@ func (f *fixture) start(t *testing.T, env []string, name string, args ...string)
 		t.Fatal(err)
 	}
 	c := &child{t: t, name: filepath.Base(name) + " " + strings.Join(args, " "), cmd: cmd, stdin: stdin,
-		lines: make(chan string, 100), stderr: &syncBuffer{}, done: make(chan struct{})}
+		lines: make(chan string, 100), stderr: &testkit.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = c.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", c.name, err)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/blauth/blauth/e2e/internal/e2etest"
+	"github.com/blauth/blauth/internal/testkit"
 	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 	"github.com/blauth/blauth/ipc"
 )
@@ -324,25 +325,7 @@ type daemon struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	err  error
-	log  *syncBuffer
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	log  *testkit.SyncBuffer
 }
 
 // startDaemon starts the real blauthd and waits until every one of its sockets answers (an
@@ -365,7 +348,7 @@ func startDaemon(t *testing.T, o daemonOpts) *daemon {
 		attr.Credential = &syscall.Credential{Uid: uint32(o.uid), Gid: uint32(o.uid), NoSetGroups: true}
 	}
 	cmd.SysProcAttr = attr
-	d := &daemon{cmd: cmd, done: make(chan struct{}), log: &syncBuffer{}}
+	d := &daemon{cmd: cmd, done: make(chan struct{}), log: &testkit.SyncBuffer{}}
 	cmd.Stdout, cmd.Stderr = d.log, d.log
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start blauthd: %v", err)

@@ -28,7 +28,7 @@ type sshd struct {
 	cmd    *exec.Cmd
 	port   int
 	dir    string
-	log    *syncBuffer
+	log    *testkit.SyncBuffer
 	done   chan struct{}
 	config string // the client's ssh_config
 }
@@ -94,7 +94,7 @@ func startSSHD(t *testing.T, unlink bool, remoteSock, localSock string) *sshd {
 	}
 	yesNo := map[bool]string{true: "yes", false: "no"}
 	for attempt := 1; ; attempt++ {
-		s := &sshd{port: freePort(t), dir: dir, log: &syncBuffer{}, done: make(chan struct{})}
+		s := &sshd{port: freePort(t), dir: dir, log: &testkit.SyncBuffer{}, done: make(chan struct{})}
 		s.cmd = exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", "/dev/null", "-h", hostKey,
 			"-o", "ListenAddress=127.0.0.1", "-o", "Port="+strconv.Itoa(s.port),
 			"-o", "AuthorizedKeysFile="+authorized, "-o", "StrictModes=no", "-o", "PidFile=none",
@@ -212,7 +212,7 @@ func (s *sshd) stop(t *testing.T) {
 type forward struct {
 	cmd     *exec.Cmd
 	started time.Time
-	log     *syncBuffer
+	log     *testkit.SyncBuffer
 	done    chan struct{}
 	err     error
 }
@@ -236,7 +236,7 @@ func (s *sshd) startForward(t *testing.T, remoteSock string) *forward {
 // forwardCmd starts ssh -N remote-fwd without waiting for anything.
 func (s *sshd) forwardCmd(t *testing.T) *forward {
 	t.Helper()
-	f := &forward{log: &syncBuffer{}, done: make(chan struct{}), started: time.Now()}
+	f := &forward{log: &testkit.SyncBuffer{}, done: make(chan struct{}), started: time.Now()}
 	f.cmd = exec.Command("ssh", "-F", s.config, "-N", "remote-fwd")
 	f.cmd.Env = baseEnv("HOME=" + s.dir)
 	f.cmd.Stdout, f.cmd.Stderr = f.log, f.log
@@ -468,7 +468,7 @@ func watchOverSSH(t *testing.T, s *sshd, remoteSock string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stderr := &syncBuffer{}
+	stderr := &testkit.SyncBuffer{}
 	cmd.Stderr = stderr
 	t1 := time.Now()
 	if err := cmd.Start(); err != nil {
