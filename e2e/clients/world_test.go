@@ -61,8 +61,6 @@ func (w *world) checkSecrets(t *testing.T, what, text string) {
 	}
 }
 
-func notDaemon(ua string) bool { return !blaxeltest.IsDaemon(ua) }
-
 // run is one finished process.
 type run struct {
 	code           int

@@ -172,14 +172,12 @@ func failedCalls(runs []e2etest.NodeRun) int {
 	return n
 }
 
-func notDaemon(ua string) bool { return !blaxeltest.IsDaemon(ua) }
-
 // figures logs the suite's measurements in one greppable line.
 func (f *fixture) figures(t *testing.T, label string, runs []e2etest.NodeRun) {
 	t.Helper()
 	api := f.api.APICalls()
 	t.Logf("FIGURES %s: SDK token requests %d (%d refused), blauthd token requests %d (%d refused), SDK calls failed %d/%d, API calls ok %d rejected %d %v, token callers %q",
-		label, f.api.TokenRequestsBy(notDaemon), f.api.TokenFailuresBy(notDaemon),
+		label, f.api.TokenRequestsBy(blaxeltest.NotDaemon), f.api.TokenFailuresBy(blaxeltest.NotDaemon),
 		f.api.TokenRequestsBy(blaxeltest.IsDaemon), f.api.TokenFailuresBy(blaxeltest.IsDaemon),
 		failedCalls(runs), len(runs), api.OK, api.Rejected, api.Reasons, f.api.TokenCallers())
 }
@@ -197,7 +195,7 @@ func TestSDKBesideDaemonNeverRefreshes(t *testing.T) {
 	if n := failedCalls(runs); n != 0 {
 		t.Errorf("%d of %d SDK calls failed beside blauthd; every call must succeed", n, len(runs))
 	}
-	if n := f.api.TokenRequestsBy(notDaemon); n != 0 {
+	if n := f.api.TokenRequestsBy(blaxeltest.NotDaemon); n != 0 {
 		t.Errorf("SDK processes made %d token requests of their own beside blauthd, want 0: blauthd must refresh "+
 			"the session while the SDK still finds it fresh (more than half its life left)", n)
 	}
@@ -216,7 +214,7 @@ func TestSDKWithoutDaemon(t *testing.T) {
 	runs := f.runSchedule(t, f.callSchedule(2*time.Second))
 	f.figures(t, "without blauthd", runs)
 
-	if n := f.api.TokenRequestsBy(notDaemon); n < 1 {
+	if n := f.api.TokenRequestsBy(blaxeltest.NotDaemon); n < 1 {
 		t.Errorf("SDK processes made no token request over two token lifetimes, want at least one: "+
 			"the TypeScript SDK refreshes a session with less than half its life left (%d calls failed)", failedCalls(runs))
 	}
@@ -256,11 +254,11 @@ func TestSDKNeighbourWorkspaceSurvivesWriteBack(t *testing.T) {
 			"a write-back must leave what it did not refresh as it was", redact(f.saLine))
 	}
 
-	before := f.api.TokenRequestsBy(notDaemon)
+	before := f.api.TokenRequestsBy(blaxeltest.NotDaemon)
 	if r := f.runOne(t, wsLogin); !r.Result.OK {
 		t.Errorf("SDK call for %s after the write-back failed: %s", wsLogin, r.Result.Error)
 	}
-	if n := f.api.TokenRequestsBy(notDaemon) - before; n != 0 {
+	if n := f.api.TokenRequestsBy(blaxeltest.NotDaemon) - before; n != 0 {
 		t.Errorf("the SDK made %d token requests for %s right after blauthd wrote a fresh session back, want 0", n, wsLogin)
 	}
 	if r := f.runOne(t, wsSA); !r.Result.OK {

@@ -33,6 +33,9 @@ type APIStats struct {
 // IsDaemon reports whether a User-Agent is blauthd's (blauthd/<version>).
 func IsDaemon(userAgent string) bool { return strings.HasPrefix(userAgent, "blauthd/") }
 
+// NotDaemon reports whether a User-Agent is anything but blauthd's: an SDK, a client library.
+func NotDaemon(userAgent string) bool { return !IsDaemon(userAgent) }
+
 // SetClientIDOptional makes a refresh grant without client_id acceptable (a wrong client_id is
 // still refused). Blaxel's TypeScript SDK refreshes a bl login session with {grant_type,
 // device_code, refresh_token} and no client_id; the default (off) keeps checking that a client
