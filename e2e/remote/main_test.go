@@ -59,7 +59,7 @@ func runMain(m *testing.M) int {
 	}
 	// Processes of an earlier run that was killed before it could clean up: not ours to stop,
 	// but worth knowing about.
-	before := processesNaming("/tmp/bl-remote-")
+	before := e2etest.ProcsNaming("/tmp/bl-remote-")
 	code := func() int {
 		bin := filepath.Join(suite.root, "bin")
 		if err := os.Mkdir(bin, 0o755); err != nil {
@@ -120,40 +120,7 @@ func ourProcesses() []string {
 	if e := suite.engine; e != nil {
 		ids = e.containerIDs()
 	}
-	return processes(suite.root, ids)
-}
-
-// processesNaming lists the processes whose command line holds s.
-func processesNaming(s string) []string { return processes(s, nil) }
-
-func processes(dir string, ids []string) []string {
-	var out []string
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		raw, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		line := strings.TrimSpace(string(bytes.ReplaceAll(raw, []byte{0}, []byte{' '})))
-		if line == "" {
-			continue // a kernel thread, or gone
-		}
-		hit := dir != "" && strings.Contains(line, dir)
-		if !hit && len(ids) > 0 {
-			cg, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup"))
-			for _, id := range ids {
-				if strings.Contains(string(cg), id) {
-					hit = true
-					break
-				}
-			}
-		}
-		if hit {
-			out = append(out, fmt.Sprintf("%d %s", pid, line))
-		}
-	}
-	return out
+	return e2etest.ProcsNaming(suite.root, ids...)
 }
 
 // waitNoProcesses waits up to timeout for the run's processes to end (some are still exiting)
