@@ -47,7 +47,7 @@ fuzz: ## fuzz the protocol decoder, the parsers and the config writer (bounded e
 	$(GO) test ./sources/ -run '^$$' -fuzz FuzzParseDotenv -fuzztime 500000x
 	$(GO) test ./sources/ -run '^$$' -fuzz FuzzParseBLConfig -fuzztime 300000x
 	$(GO) test ./sources/ -run '^$$' -fuzz FuzzMarshalBLConfig -fuzztime 300000x
-	$(GO) test ./sources/ -run '^$$$$' -fuzz FuzzUpdateBLConfig -fuzztime 300000x
+	$(GO) test ./sources/ -run '^$$' -fuzz FuzzUpdateBLConfig -fuzztime 300000x
 
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go')

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Cross-compiles blauthd and blauth-helper into BINDIR/<os>_<arch>/ (BINDIR=bin by default) for
-# every release target.
+# Cross-compiles blauthd, blauth-helper and blauth-proxy into BINDIR/<os>_<arch>/ (BINDIR=bin by
+# default) for every release target.
 #
 #   packaging/release.sh VERSION
 #

@@ -117,7 +117,7 @@ func runFleet(t *testing.T, lang string, command func(context.Context) *exec.Cmd
 		minTokens, maxTokens = min(minTokens, res.Tokens), max(maxTokens, res.Tokens)
 	}
 	api := w.api.APICalls()
-	clientTokenRequests := w.api.TokenRequestsBy(notDaemon)
+	clientTokenRequests := w.api.TokenRequestsBy(blaxeltest.NotDaemon)
 	daemonTokenRequests := w.api.TokenRequestsBy(blaxeltest.IsDaemon)
 	daemons := len(w.d.Pids())
 	w.checkSecrets(t, "blauthd's log", w.d.Log())

@@ -53,7 +53,7 @@ func TestPythonClient(t *testing.T) {
 		}
 	})
 
-	if n := w.api.TokenRequestsBy(notDaemon); n != 0 {
+	if n := w.api.TokenRequestsBy(blaxeltest.NotDaemon); n != 0 {
 		t.Errorf("%d token requests came from outside blauthd, want 0", n)
 	}
 	st := w.api.APICalls()

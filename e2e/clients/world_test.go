@@ -33,7 +33,7 @@ type world struct {
 func newWorld(t *testing.T, ttl time.Duration) *world {
 	t.Helper()
 	w := &world{api: e2etest.StartAPI(t, ttl), home: e2etest.NewHome(t)}
-	checkNothingLeft(t, w.home)
+	e2etest.CheckNothingLeft(t, w.home)
 	w.secret = w.api.AddClient("clients-sa", "clients-sa-secret-0001")
 	w.api.BindClient("clients-sa", workspace)
 	w.d = e2etest.StartActivated(t, e2etest.DaemonOptions{Bin: bins.Blauthd, Home: w.home, APIURL: w.api.Base,
@@ -59,31 +59,6 @@ func (w *world) checkSecrets(t *testing.T, what, text string) {
 	if strings.Contains(text, "eyJ") {
 		t.Errorf("%s holds a token (a JWT)", what)
 	}
-}
-
-func notDaemon(ua string) bool { return !blaxeltest.IsDaemon(ua) }
-
-// checkNothingLeft fails the test if any process started with this HOME still runs once
-// everything else was cleaned up. Register it before starting anything.
-func checkNothingLeft(t *testing.T, home *e2etest.Home) {
-	t.Helper()
-	before, err := e2etest.ProcsWithEnv("HOME=" + home.Dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(before) != 0 {
-		t.Fatalf("processes %v already run with this test's fresh HOME", before)
-	}
-	t.Cleanup(func() {
-		after, err := e2etest.ProcsWithEnv("HOME=" + home.Dir)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		if len(after) != 0 {
-			t.Errorf("processes left running after the test: %v (before: none)", after)
-		}
-	})
 }
 
 // run is one finished process.

@@ -12,11 +12,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/blauth/blauth/e2e/internal/e2etest"
+	"github.com/blauth/blauth/internal/testkit"
 	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 	"github.com/blauth/blauth/ipc"
 )
@@ -41,7 +41,7 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	f := &fixture{node: e2etest.NodeDir(t, moduleRoot), api: e2etest.StartAPI(t, tokenTTL), home: e2etest.NewHome(t)}
-	checkNothingLeft(t, f.home)
+	e2etest.CheckNothingLeft(t, f.home)
 	const subject, deviceCode = "user-acme", "dc-acme-0001"
 	access, refresh := f.api.NewSession(subject, deviceCode)
 	f.api.BindSession(subject, workspace)
@@ -56,30 +56,6 @@ func newFixture(t *testing.T) *fixture {
 		"tracking: false\n")
 	f.d = e2etest.StartDaemon(t, e2etest.DaemonOptions{Bin: bins.Blauthd, Home: f.home, APIURL: f.api.Base})
 	return f
-}
-
-// checkNothingLeft fails the test if any process started with this HOME (the daemon, a proxy,
-// a child, an MCP server) still runs once everything else was cleaned up. Register it before
-// starting anything: cleanups run last-registered first.
-func checkNothingLeft(t *testing.T, home *e2etest.Home) {
-	t.Helper()
-	before, err := e2etest.ProcsWithEnv("HOME=" + home.Dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(before) != 0 {
-		t.Fatalf("processes %v already run with this test's fresh HOME", before)
-	}
-	t.Cleanup(func() {
-		after, err := e2etest.ProcsWithEnv("HOME=" + home.Dir)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		if len(after) != 0 {
-			t.Errorf("processes left running after the test: %v (before: none)", after)
-		}
-	})
 }
 
 // env is what a user's shell gives the helper: HOME, PATH, the runtime directory, the daemon's
@@ -118,26 +94,9 @@ type child struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	lines  chan string
-	stderr *syncBuffer
+	stderr *testkit.SyncBuffer
 	done   chan struct{}
 	err    error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // start runs name with args in the test's work directory. Its stdin stays open until close
@@ -155,7 +114,7 @@ func (f *fixture) start(t *testing.T, env []string, name string, args ...string)
 		t.Fatal(err)
 	}
 	c := &child{t: t, name: filepath.Base(name) + " " + strings.Join(args, " "), cmd: cmd, stdin: stdin,
-		lines: make(chan string, 100), stderr: &syncBuffer{}, done: make(chan struct{})}
+		lines: make(chan string, 100), stderr: &testkit.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = c.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", c.name, err)

@@ -15,8 +15,6 @@ import (
 	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 )
 
-func notDaemon(ua string) bool { return !blaxeltest.IsDaemon(ua) }
-
 // sdkLoop is the line sdk-loop.mjs prints at its end.
 type sdkLoop struct {
 	Calls          int      `json:"calls"`
@@ -100,7 +98,7 @@ func TestSDKThroughProxyOutlivesTokens(t *testing.T) {
 		okTotal += res.OK
 	}
 	api := f.api.APICalls()
-	sdkTokens, daemonTokens := f.api.TokenRequestsBy(notDaemon), f.api.TokenRequestsBy(blaxeltest.IsDaemon)-daemonBefore
+	sdkTokens, daemonTokens := f.api.TokenRequestsBy(blaxeltest.NotDaemon), f.api.TokenRequestsBy(blaxeltest.IsDaemon)-daemonBefore
 	proxied := runs[:sdkProcs]
 	calls, failed := 0, 0
 	for _, r := range proxied {

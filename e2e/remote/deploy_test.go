@@ -16,6 +16,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/blauth/blauth/internal/testkit"
 	"github.com/blauth/blauth/ipc"
 )
 
@@ -398,7 +399,7 @@ func TestKubernetesPodAsContainers(t *testing.T) {
 	// The app's own command is replaced by a watch: a long-running client, as an agent is.
 	appName := e.start(t, "pod-app", nil, append(append([]string{"--network", "none"}, appFlags...), e.appImage, "watch", "--json")...)
 	var first string
-	if !waitUntil(30*time.Second, func() bool {
+	if !testkit.Eventually(30*time.Second, func() bool {
 		r := e.docker(30*time.Second, "logs", appName)
 		first = strings.TrimSpace(r.stdout)
 		return first != ""

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/blauth/blauth/internal/testkit"
 )
 
 // engine is a private Docker engine for the run (.ci/dockerd.sh: no bridge network, no
@@ -192,7 +194,7 @@ func (e *engine) volume(t *testing.T, opts ...string) string {
 func (e *engine) waitExec(t *testing.T, container string, timeout time.Duration, argv ...string) {
 	t.Helper()
 	var last result
-	if !waitUntil(timeout, func() bool {
+	if !testkit.Eventually(timeout, func() bool {
 		last = e.docker(30*time.Second, append([]string{"exec", container}, argv...)...)
 		return last.code == 0
 	}) {

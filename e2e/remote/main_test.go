@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/blauth/blauth/e2e/internal/e2etest"
+	"github.com/blauth/blauth/internal/testkit"
 	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 	"github.com/blauth/blauth/ipc"
 )
@@ -58,7 +59,7 @@ func runMain(m *testing.M) int {
 	}
 	// Processes of an earlier run that was killed before it could clean up: not ours to stop,
 	// but worth knowing about.
-	before := processesNaming("/tmp/bl-remote-")
+	before := e2etest.ProcsNaming("/tmp/bl-remote-")
 	code := func() int {
 		bin := filepath.Join(suite.root, "bin")
 		if err := os.Mkdir(bin, 0o755); err != nil {
@@ -119,40 +120,7 @@ func ourProcesses() []string {
 	if e := suite.engine; e != nil {
 		ids = e.containerIDs()
 	}
-	return processes(suite.root, ids)
-}
-
-// processesNaming lists the processes whose command line holds s.
-func processesNaming(s string) []string { return processes(s, nil) }
-
-func processes(dir string, ids []string) []string {
-	var out []string
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		raw, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		line := strings.TrimSpace(string(bytes.ReplaceAll(raw, []byte{0}, []byte{' '})))
-		if line == "" {
-			continue // a kernel thread, or gone
-		}
-		hit := dir != "" && strings.Contains(line, dir)
-		if !hit && len(ids) > 0 {
-			cg, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup"))
-			for _, id := range ids {
-				if strings.Contains(string(cg), id) {
-					hit = true
-					break
-				}
-			}
-		}
-		if hit {
-			out = append(out, fmt.Sprintf("%d %s", pid, line))
-		}
-	}
-	return out
+	return e2etest.ProcsNaming(suite.root, ids...)
 }
 
 // waitNoProcesses waits up to timeout for the run's processes to end (some are still exiting)
@@ -324,25 +292,7 @@ type daemon struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	err  error
-	log  *syncBuffer
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	log  *testkit.SyncBuffer
 }
 
 // startDaemon starts the real blauthd and waits until every one of its sockets answers (an
@@ -365,7 +315,7 @@ func startDaemon(t *testing.T, o daemonOpts) *daemon {
 		attr.Credential = &syscall.Credential{Uid: uint32(o.uid), Gid: uint32(o.uid), NoSetGroups: true}
 	}
 	cmd.SysProcAttr = attr
-	d := &daemon{cmd: cmd, done: make(chan struct{}), log: &syncBuffer{}}
+	d := &daemon{cmd: cmd, done: make(chan struct{}), log: &testkit.SyncBuffer{}}
 	cmd.Stdout, cmd.Stderr = d.log, d.log
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start blauthd: %v", err)

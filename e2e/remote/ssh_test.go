@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/blauth/blauth/e2e/internal/e2etest"
+	"github.com/blauth/blauth/internal/testkit"
 	"github.com/blauth/blauth/ipc"
 )
 
@@ -27,7 +28,7 @@ type sshd struct {
 	cmd    *exec.Cmd
 	port   int
 	dir    string
-	log    *syncBuffer
+	log    *testkit.SyncBuffer
 	done   chan struct{}
 	config string // the client's ssh_config
 }
@@ -93,7 +94,7 @@ func startSSHD(t *testing.T, unlink bool, remoteSock, localSock string) *sshd {
 	}
 	yesNo := map[bool]string{true: "yes", false: "no"}
 	for attempt := 1; ; attempt++ {
-		s := &sshd{port: freePort(t), dir: dir, log: &syncBuffer{}, done: make(chan struct{})}
+		s := &sshd{port: freePort(t), dir: dir, log: &testkit.SyncBuffer{}, done: make(chan struct{})}
 		s.cmd = exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", "/dev/null", "-h", hostKey,
 			"-o", "ListenAddress=127.0.0.1", "-o", "Port="+strconv.Itoa(s.port),
 			"-o", "AuthorizedKeysFile="+authorized, "-o", "StrictModes=no", "-o", "PidFile=none",
@@ -106,7 +107,7 @@ func startSSHD(t *testing.T, unlink bool, remoteSock, localSock string) *sshd {
 		}
 		go func() { _ = s.cmd.Wait(); close(s.done) }()
 		t.Cleanup(func() { s.stop(t) })
-		ready := waitUntil(10*time.Second, func() bool {
+		ready := testkit.Eventually(10*time.Second, func() bool {
 			select {
 			case <-s.done:
 				return true
@@ -189,7 +190,7 @@ func (s *sshd) stop(t *testing.T) {
 		return
 	default:
 	}
-	if !waitUntil(10*time.Second, func() bool { return len(s.sessions()) == 0 }) {
+	if !testkit.Eventually(10*time.Second, func() bool { return len(s.sessions()) == 0 }) {
 		kids := s.sessions()
 		t.Errorf("sshd sessions %v still run 10 s after their clients stopped; killing them", kids)
 		for _, k := range kids {
@@ -211,7 +212,7 @@ func (s *sshd) stop(t *testing.T) {
 type forward struct {
 	cmd     *exec.Cmd
 	started time.Time
-	log     *syncBuffer
+	log     *testkit.SyncBuffer
 	done    chan struct{}
 	err     error
 }
@@ -220,7 +221,7 @@ type forward struct {
 func (s *sshd) startForward(t *testing.T, remoteSock string) *forward {
 	t.Helper()
 	f := s.forwardCmd(t)
-	if !waitUntil(15*time.Second, func() bool {
+	if !testkit.Eventually(15*time.Second, func() bool {
 		if !f.alive() {
 			return true
 		}
@@ -235,7 +236,7 @@ func (s *sshd) startForward(t *testing.T, remoteSock string) *forward {
 // forwardCmd starts ssh -N remote-fwd without waiting for anything.
 func (s *sshd) forwardCmd(t *testing.T) *forward {
 	t.Helper()
-	f := &forward{log: &syncBuffer{}, done: make(chan struct{}), started: time.Now()}
+	f := &forward{log: &testkit.SyncBuffer{}, done: make(chan struct{}), started: time.Now()}
 	f.cmd = exec.Command("ssh", "-F", s.config, "-N", "remote-fwd")
 	f.cmd.Env = baseEnv("HOME=" + s.dir)
 	f.cmd.Stdout, f.cmd.Stderr = f.log, f.log
@@ -300,20 +301,6 @@ func (f *forward) stop(t *testing.T) {
 // `ssh remote`; stdout and stderr are the remote command's.
 func (s *sshd) remote(command string) result {
 	return runCmd(60*time.Second, baseEnv("HOME="+s.dir), "", "ssh", "-F", s.config, "remote", command)
-}
-
-// waitUntil polls cond every 50 ms until it holds or timeout passes.
-func waitUntil(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // TestSSHForwardsTheScopedSocket is the SSH recipe of docs/REMOTE.md with a real OpenSSH server
@@ -420,7 +407,7 @@ func TestSSHForwardsTheScopedSocket(t *testing.T) {
 			t.Fatal("ssh did not die")
 		}
 		// sshd notices the closed connection and ends the session; the socket file stays.
-		if !waitUntil(10*time.Second, func() bool { return len(s.sessions()) == 0 }) {
+		if !testkit.Eventually(10*time.Second, func() bool { return len(s.sessions()) == 0 }) {
 			t.Fatal("sshd's session did not end within 10 s of the client's death")
 		}
 		if _, err := os.Stat(remoteSock); err != nil {
@@ -447,7 +434,7 @@ func TestSSHForwardsTheScopedSocket(t *testing.T) {
 		f1 := s2.startForward(t, sock)
 		_ = f1.cmd.Process.Kill()
 		f1.wait(10 * time.Second)
-		if !waitUntil(10*time.Second, func() bool { return len(s2.sessions()) == 0 }) {
+		if !testkit.Eventually(10*time.Second, func() bool { return len(s2.sessions()) == 0 }) {
 			t.Fatal("sshd's session did not end")
 		}
 		f2 := s2.forwardCmd(t)
@@ -481,7 +468,7 @@ func watchOverSSH(t *testing.T, s *sshd, remoteSock string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stderr := &syncBuffer{}
+	stderr := &testkit.SyncBuffer{}
 	cmd.Stderr = stderr
 	t1 := time.Now()
 	if err := cmd.Start(); err != nil {

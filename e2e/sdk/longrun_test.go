@@ -119,7 +119,7 @@ func testLongRunningUseBlauth(t *testing.T, script string) {
 	f.onlyLoginSession(t)
 	d := f.startDaemon(t)
 	sdkHome := e2etest.NewHome(t)
-	checkNothingLeft(t, sdkHome)
+	e2etest.CheckNothingLeft(t, sdkHome)
 
 	o := e2etest.NodeOptions{Script: script, Env: []string{
 		"BLAUTH_SOCKET=" + d.Socket,
@@ -135,7 +135,7 @@ func testLongRunningUseBlauth(t *testing.T, script string) {
 	// so the count is taken now, with the window.
 	daemonReqs := f.api.TokenRequestsBy(blaxeltest.IsDaemon)
 	window := time.Since(f.issued)
-	sdkReqs := f.api.TokenRequestsBy(notDaemon)
+	sdkReqs := f.api.TokenRequestsBy(blaxeltest.NotDaemon)
 	api := f.api.APICalls()
 
 	// The daemon refreshes a 60 s token when 60-65 % of its servable life (60 s less the 30 s
@@ -217,7 +217,7 @@ func testLongRunningExec(t *testing.T, script string) {
 	f.onlyLoginSession(t)
 	d := f.startDaemon(t)
 	sdkHome := e2etest.NewHome(t)
-	checkNothingLeft(t, sdkHome)
+	e2etest.CheckNothingLeft(t, sdkHome)
 
 	o := e2etest.NodeOptions{
 		Script: script,
@@ -260,7 +260,7 @@ func testLongRunningExec(t *testing.T, script string) {
 	t.Logf("FIGURES exec contrast: %d SDK processes under blauth-helper exec for %s each (%s in all): API calls %d, failed %d %v; "+
 		"before the token expired %d ok %d failed, after it %d ok %d failed; fake API ok %d rejected %d %v; token requests: SDK processes %d, blauthd %d",
 		longRunProcs, contrastFor, elapsed.Round(time.Second), calls, failed, reasons, beforeOK, beforeFailed, afterOK, afterFailed,
-		api.OK, api.Rejected, api.Reasons, f.api.TokenRequestsBy(notDaemon), f.api.TokenRequestsBy(blaxeltest.IsDaemon))
+		api.OK, api.Rejected, api.Reasons, f.api.TokenRequestsBy(blaxeltest.NotDaemon), f.api.TokenRequestsBy(blaxeltest.IsDaemon))
 
 	if beforeFailed != 0 {
 		t.Errorf("%d calls failed before their token expired; the contrast is about expiry alone", beforeFailed)

@@ -3,7 +3,6 @@
 package sdk
 
 import (
-	"fmt"
 	"os"
 	"testing"
 
@@ -15,23 +14,9 @@ var (
 	bins       e2etest.Binaries
 )
 
-func TestMain(m *testing.M) { os.Exit(runMain(m)) }
-
-func runMain(m *testing.M) int {
-	var err error
-	if moduleRoot, err = e2etest.ModuleRoot(); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e/sdk:", err)
-		return 1
-	}
-	dir, err := os.MkdirTemp("", "e2ebin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e/sdk:", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	if bins, err = e2etest.BuildBinaries(moduleRoot, dir, "e2e"); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e/sdk:", err)
-		return 1
-	}
-	return m.Run()
+func TestMain(m *testing.M) {
+	os.Exit(e2etest.RunMain(m, "e2e/sdk", func(root string, b e2etest.Binaries) error {
+		moduleRoot, bins = root, b
+		return nil
+	}))
 }

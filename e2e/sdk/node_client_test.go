@@ -47,7 +47,7 @@ func TestNodeClient(t *testing.T) {
 	f := newFixture(t, nil)
 	d := f.startDaemon(t)
 	client := e2etest.NewHome(t)
-	checkNothingLeft(t, client)
+	e2etest.CheckNothingLeft(t, client)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -86,12 +86,12 @@ func TestNodeClient(t *testing.T) {
 	if strings.Contains(string(out), "eyJ") {
 		t.Errorf("the suite's output holds a JWT: a token was printed")
 	}
-	if n := f.api.TokenRequestsBy(notDaemon); n != 0 {
+	if n := f.api.TokenRequestsBy(blaxeltest.NotDaemon); n != 0 {
 		t.Errorf("%d token requests came from the client processes; every token must come from blauthd", n)
 	}
 	api := f.api.APICalls()
 	t.Logf("FIGURES node client suite: %d tests passed in %s; API calls ok %d rejected %d; token requests blauthd %d, others %d",
-		sum["pass"], elapsed.Round(100*time.Millisecond), api.OK, api.Rejected, f.api.TokenRequestsBy(blaxeltest.IsDaemon), f.api.TokenRequestsBy(notDaemon))
+		sum["pass"], elapsed.Round(100*time.Millisecond), api.OK, api.Rejected, f.api.TokenRequestsBy(blaxeltest.IsDaemon), f.api.TokenRequestsBy(blaxeltest.NotDaemon))
 	if api.Rejected != 0 {
 		t.Errorf("the API rejected %d calls: %v", api.Rejected, api.Reasons)
 	}

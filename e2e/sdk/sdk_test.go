@@ -54,7 +54,7 @@ func newFixture(t *testing.T, access func(api *blaxeltest.Server, subject string
 	t.Helper()
 	script := filepath.Join(e2etest.NodeDir(t, moduleRoot), "list-models.mjs")
 	f := &fixture{api: e2etest.StartAPI(t, tokenTTL), home: e2etest.NewHome(t), script: script}
-	checkNothingLeft(t, f.home)
+	e2etest.CheckNothingLeft(t, f.home)
 
 	const subject, deviceCode = "user-acme", "dc-acme-0001"
 	f.issued = time.Now()
@@ -84,30 +84,6 @@ func newFixture(t *testing.T, access func(api *blaxeltest.Server, subject string
 		"tracking: false\n"
 	f.home.WriteBLConfig(t, f.config)
 	return f
-}
-
-// checkNothingLeft fails the test if any process started with this HOME (the daemon, an SDK
-// process, anything they started) still runs once everything else was cleaned up. Register it
-// before starting anything: cleanups run last-registered first.
-func checkNothingLeft(t *testing.T, home *e2etest.Home) {
-	t.Helper()
-	before, err := e2etest.ProcsWithEnv("HOME=" + home.Dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(before) != 0 {
-		t.Fatalf("processes %v already run with this test's fresh HOME", before)
-	}
-	t.Cleanup(func() {
-		after, err := e2etest.ProcsWithEnv("HOME=" + home.Dir)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		if len(after) != 0 {
-			t.Errorf("processes left running after the test: %v (before: none)", after)
-		}
-	})
 }
 
 // startDaemon runs the real blauthd binary with f's HOME against f's API.
@@ -196,14 +172,12 @@ func failedCalls(runs []e2etest.NodeRun) int {
 	return n
 }
 
-func notDaemon(ua string) bool { return !blaxeltest.IsDaemon(ua) }
-
 // figures logs the suite's measurements in one greppable line.
 func (f *fixture) figures(t *testing.T, label string, runs []e2etest.NodeRun) {
 	t.Helper()
 	api := f.api.APICalls()
 	t.Logf("FIGURES %s: SDK token requests %d (%d refused), blauthd token requests %d (%d refused), SDK calls failed %d/%d, API calls ok %d rejected %d %v, token callers %q",
-		label, f.api.TokenRequestsBy(notDaemon), f.api.TokenFailuresBy(notDaemon),
+		label, f.api.TokenRequestsBy(blaxeltest.NotDaemon), f.api.TokenFailuresBy(blaxeltest.NotDaemon),
 		f.api.TokenRequestsBy(blaxeltest.IsDaemon), f.api.TokenFailuresBy(blaxeltest.IsDaemon),
 		failedCalls(runs), len(runs), api.OK, api.Rejected, api.Reasons, f.api.TokenCallers())
 }
@@ -221,7 +195,7 @@ func TestSDKBesideDaemonNeverRefreshes(t *testing.T) {
 	if n := failedCalls(runs); n != 0 {
 		t.Errorf("%d of %d SDK calls failed beside blauthd; every call must succeed", n, len(runs))
 	}
-	if n := f.api.TokenRequestsBy(notDaemon); n != 0 {
+	if n := f.api.TokenRequestsBy(blaxeltest.NotDaemon); n != 0 {
 		t.Errorf("SDK processes made %d token requests of their own beside blauthd, want 0: blauthd must refresh "+
 			"the session while the SDK still finds it fresh (more than half its life left)", n)
 	}
@@ -240,7 +214,7 @@ func TestSDKWithoutDaemon(t *testing.T) {
 	runs := f.runSchedule(t, f.callSchedule(2*time.Second))
 	f.figures(t, "without blauthd", runs)
 
-	if n := f.api.TokenRequestsBy(notDaemon); n < 1 {
+	if n := f.api.TokenRequestsBy(blaxeltest.NotDaemon); n < 1 {
 		t.Errorf("SDK processes made no token request over two token lifetimes, want at least one: "+
 			"the TypeScript SDK refreshes a session with less than half its life left (%d calls failed)", failedCalls(runs))
 	}
@@ -280,11 +254,11 @@ func TestSDKNeighbourWorkspaceSurvivesWriteBack(t *testing.T) {
 			"a write-back must leave what it did not refresh as it was", redact(f.saLine))
 	}
 
-	before := f.api.TokenRequestsBy(notDaemon)
+	before := f.api.TokenRequestsBy(blaxeltest.NotDaemon)
 	if r := f.runOne(t, wsLogin); !r.Result.OK {
 		t.Errorf("SDK call for %s after the write-back failed: %s", wsLogin, r.Result.Error)
 	}
-	if n := f.api.TokenRequestsBy(notDaemon) - before; n != 0 {
+	if n := f.api.TokenRequestsBy(blaxeltest.NotDaemon) - before; n != 0 {
 		t.Errorf("the SDK made %d token requests for %s right after blauthd wrote a fresh session back, want 0", n, wsLogin)
 	}
 	if r := f.runOne(t, wsSA); !r.Result.OK {

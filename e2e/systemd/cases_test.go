@@ -3,10 +3,10 @@
 package systemde2e
 
 import (
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -83,10 +83,21 @@ func jwtSubject(tok string) string {
 
 func randomSecret(prefix string) string {
 	b := make([]byte, 12)
-	f, _ := os.Open("/dev/urandom")
-	defer f.Close()
-	_, _ = f.Read(b)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (it crashes the program instead)
 	return fmt.Sprintf("%s%x", prefix, b)
+}
+
+// loginAPIKey saves a new random API key (prefix, then random hex) for workspace ws with
+// `blauth-helper login ws --api-key` as the user, the key read from stdin, and returns it. The
+// key is remembered as a secret no log may hold.
+func (h *harness) loginAPIKey(t *testing.T, prefix, ws string) string {
+	t.Helper()
+	key := randomSecret(prefix)
+	h.remember(key)
+	if _, errOut, err := h.userRun(30*time.Second, key+"\n", "blauth-helper", "login", ws, "--api-key"); err != nil {
+		h.fatalf(t, "saving the key: blauth-helper login %s --api-key: %v\n%s", ws, err, errOut)
+	}
+	return key
 }
 
 // journalEntries reads `journalctl --user -u blauthd.service -o json` as the user.
@@ -344,11 +355,7 @@ func TestReloadRereadsSources(t *testing.T) {
 func TestKeyringLoginSurvivesRestart(t *testing.T) {
 	h := need(t)
 	h.enableSocket(t)
-	key := randomSecret("bl_e2e_keyring_")
-	h.remember(key)
-	if _, errOut, err := h.userRun(30*time.Second, key+"\n", "blauth-helper", "login", "ws-keyring", "--api-key"); err != nil {
-		h.fatalf(t, "blauth-helper login ws-keyring --api-key: %v\n%s", err, errOut)
-	}
+	key := h.loginAPIKey(t, "bl_e2e_keyring_", "ws-keyring")
 	if tok := h.helperToken(t, "ws-keyring"); tok != key {
 		h.fatalf(t, "ws-keyring is served %q, want the saved key", tok)
 	}
@@ -418,11 +425,7 @@ func TestStopFinishesRequestsInFlight(t *testing.T) {
 func TestKillAndHangAreRestarted(t *testing.T) {
 	h := need(t)
 	h.enableSocket(t)
-	key := randomSecret("bl_e2e_restart_")
-	h.remember(key)
-	if _, errOut, err := h.userRun(30*time.Second, key+"\n", "blauth-helper", "login", "ws-restart", "--api-key"); err != nil {
-		h.fatalf(t, "saving the key: %v\n%s", err, errOut)
-	}
+	key := h.loginAPIKey(t, "bl_e2e_restart_", "ws-restart")
 	p := h.show(t, "blauthd.service", "MainPID", "NRestarts", "WatchdogUSec", "RestartUSec")
 	pid, _ := strconv.Atoi(p["MainPID"])
 	restarts, _ := strconv.Atoi(p["NRestarts"])
@@ -495,11 +498,7 @@ func TestKillAndHangAreRestarted(t *testing.T) {
 func TestSecurityExposureAndLimitsUnderLoad(t *testing.T) {
 	h := need(t)
 	h.enableSocket(t)
-	key := randomSecret("bl_e2e_load_")
-	h.remember(key)
-	if _, errOut, err := h.userRun(30*time.Second, key+"\n", "blauth-helper", "login", "ws-load", "--api-key"); err != nil {
-		h.fatalf(t, "saving the key: %v\n%s", err, errOut)
-	}
+	h.loginAPIKey(t, "bl_e2e_load_", "ws-load")
 
 	out, errOut, err := h.userRun(time.Minute, "", "systemd-analyze", "security", "--user", "blauthd.service", "--no-pager")
 	if err != nil && !strings.Contains(out, "Overall exposure level") {
@@ -595,11 +594,7 @@ func procField(text, name string) int64 {
 func TestUpgradeWhileServing(t *testing.T) {
 	h := need(t)
 	h.enableSocket(t)
-	key := randomSecret("bl_e2e_upgrade_")
-	h.remember(key)
-	if _, errOut, err := h.userRun(30*time.Second, key+"\n", "blauth-helper", "login", "ws-upgrade", "--api-key"); err != nil {
-		h.fatalf(t, "saving the key: %v\n%s", err, errOut)
-	}
+	key := h.loginAPIKey(t, "bl_e2e_upgrade_", "ws-upgrade")
 	if !strings.Contains(h.user(t, "blauth-helper", "status"), "blauthd "+version1) {
 		t.Fatalf("the running daemon is not %s", version1)
 	}

@@ -30,6 +30,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blauth/blauth/e2e/internal/e2etest"
 	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 )
 
@@ -150,31 +151,14 @@ func missing() string {
 // shims) or that run in the suite's container (their cgroup names it); with dir "" it lists
 // the engines of any run of the suite, earlier ones included.
 func ourProcesses(dir string) []string {
-	var out []string
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		cmd, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		line := strings.TrimSpace(string(bytes.ReplaceAll(cmd, []byte{0}, []byte{' '})))
-		if line == "" {
-			continue
-		}
-		hit := strings.Contains(line, dir)
-		if dir == "" {
-			hit = strings.Contains(line, "/tmp/blauth-e2e-sd.")
-		}
-		if !hit && h != nil && h.container != "" {
-			cg, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup"))
-			hit = strings.Contains(string(cg), h.containerID)
-		}
-		if hit {
-			out = append(out, fmt.Sprintf("%d %s", pid, line))
-		}
+	if dir == "" {
+		dir = "/tmp/blauth-e2e-sd."
 	}
-	return out
+	var container []string
+	if h != nil && h.container != "" {
+		container = []string{h.containerID}
+	}
+	return e2etest.ProcsNaming(dir, container...)
 }
 
 // step runs one set-up step and records its time.

@@ -174,7 +174,16 @@ func (b *bench) close() {
 }
 
 func (b *bench) add(r row) { b.rows = append(b.rows, r) }
+
+// section returns the report section titled title, added after the others when it is new.
 func (b *bench) section(title string) *section {
+	// The parts of one benchmark (the watchers') share its section: one heading, their bodies
+	// one after the other.
+	for _, s := range b.sections {
+		if s.Title == title {
+			return s
+		}
+	}
 	s := &section{Title: title}
 	b.sections = append(b.sections, s)
 	return s

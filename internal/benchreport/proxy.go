@@ -270,7 +270,7 @@ func (b *bench) httpLoad(p *proc, r request, conns int, warm, dur time.Duration)
 	defer client.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(b.ctx, warm+dur+30*time.Second)
 	defer cancel()
-	counts := make([]counter, conns)
+	counts := make(counters, conns)
 	var stop atomic.Bool
 	var errs atomic.Int64
 	var firstErr error
@@ -290,13 +290,6 @@ func (b *bench) httpLoad(p *proc, r request, conns int, warm, dur time.Duration)
 			}
 		}()
 	}
-	sum := func() int64 {
-		var t int64
-		for i := range counts {
-			t += counts[i].n.Load()
-		}
-		return t
-	}
 	cpu := func() time.Duration {
 		if p == nil {
 			return 0
@@ -304,18 +297,10 @@ func (b *bench) httpLoad(p *proc, r request, conns int, warm, dur time.Duration)
 		d, _ := cpuTime(p.pid())
 		return d
 	}
-	sleep := func(d time.Duration) bool {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(d):
-			return true
-		}
-	}
-	ok := sleep(warm)
-	c1, t1, cpu1 := sum(), time.Now(), cpu()
-	ok = ok && sleep(dur)
-	c2, t2, cpu2 := sum(), time.Now(), cpu()
+	ok := sleepCtx(ctx, warm)
+	c1, t1, cpu1 := counts.sum(), time.Now(), cpu()
+	ok = ok && sleepCtx(ctx, dur)
+	c2, t2, cpu2 := counts.sum(), time.Now(), cpu()
 	stop.Store(true)
 	wg.Wait()
 	if !ok {

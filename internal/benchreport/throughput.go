@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -15,6 +16,28 @@ const throughputTarget = 0.5 // of the bare server, at 64 connections
 type counter struct {
 	n atomic.Int64
 	_ [56]byte
+}
+
+// counters are the counts of a load's connections.
+type counters []counter
+
+// sum is the requests counted so far on every connection.
+func (cs counters) sum() int64 {
+	var t int64
+	for i := range cs {
+		t += cs[i].n.Load()
+	}
+	return t
+}
+
+// sleepCtx waits d and reports true, or reports false as soon as ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
 }
 
 type loadResult struct {
@@ -44,7 +67,7 @@ func (b *bench) load(p *proc, socket string, conns int, req []byte, warm, dur ti
 		_ = c.c.SetDeadline(time.Now().Add(warm + dur + 30*time.Second))
 		cs = append(cs, c)
 	}
-	counts := make([]counter, conns)
+	counts := make(counters, conns)
 	var errs atomic.Int64
 	var stop atomic.Bool
 	var wg sync.WaitGroup
@@ -68,26 +91,11 @@ func (b *bench) load(p *proc, socket string, conns int, req []byte, warm, dur ti
 			}
 		}()
 	}
-	sum := func() int64 {
-		var t int64
-		for i := range counts {
-			t += counts[i].n.Load()
-		}
-		return t
-	}
-	sleep := func(d time.Duration) bool {
-		select {
-		case <-b.ctx.Done():
-			return false
-		case <-time.After(d):
-			return true
-		}
-	}
-	ok := sleep(warm)
-	c1, t1 := sum(), time.Now()
+	ok := sleepCtx(b.ctx, warm)
+	c1, t1 := counts.sum(), time.Now()
 	cpu1, _ := cpuTime(p.pid())
-	ok = ok && sleep(dur)
-	c2, t2 := sum(), time.Now()
+	ok = ok && sleepCtx(b.ctx, dur)
+	c2, t2 := counts.sum(), time.Now()
 	cpu2, _ := cpuTime(p.pid())
 	stop.Store(true)
 	wg.Wait()

@@ -6,7 +6,9 @@
 package testkit
 
 import (
+	"bytes"
 	"os"
+	"sync"
 	"testing"
 	"time"
 )
@@ -58,4 +60,23 @@ func Within(t testing.TB, timeout time.Duration, what string, f func()) {
 	case <-time.After(timeout):
 		t.Fatalf("%s still running after %s", what, timeout)
 	}
+}
+
+// SyncBuffer is a bytes.Buffer that a process's output can be written to while a test reads it.
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns what was written so far.
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -111,15 +110,8 @@ func (a *Activated) loop() {
 // start runs one daemon on the held socket. LISTEN_PID must be the daemon's own pid, which
 // only the child knows: a shell sets it to its $$ and execs the daemon in its place.
 func (a *Activated) start() error {
-	args := append([]string{"--log-format", "json", "--no-keyring"}, a.o.Args...)
-	args = append(args, strings.Fields(os.Getenv(DaemonArgsEnv))...)
-	cmd := exec.Command("/bin/sh", append([]string{"-c", `LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"`, a.o.Bin}, args...)...)
-	cmd.Env = append(a.o.Home.HomeEnv(), "XDG_RUNTIME_DIR="+a.o.Home.RuntimeDir, ipc.SocketEnv+"="+a.Socket,
-		"LISTEN_FDS=1", "LISTEN_FDNAMES="+ipc.SocketName)
-	if a.o.APIURL != "" {
-		cmd.Env = append(cmd.Env, "BL_API_URL="+a.o.APIURL)
-	}
-	cmd.Env = append(cmd.Env, a.o.Env...)
+	cmd := exec.Command("/bin/sh", append([]string{"-c", `LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"`, a.o.Bin}, a.o.args()...)...)
+	cmd.Env = a.o.env(a.Socket, "LISTEN_FDS=1", "LISTEN_FDNAMES="+ipc.SocketName)
 	cmd.Dir = a.o.Home.Work
 	cmd.ExtraFiles = []*os.File{a.file}
 	cmd.Stdout, cmd.Stderr = a.log, a.log

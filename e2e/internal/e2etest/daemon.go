@@ -49,14 +49,9 @@ type Daemon struct {
 func StartDaemon(t testing.TB, o DaemonOptions) *Daemon {
 	t.Helper()
 	socket := filepath.Join(o.Home.RuntimeDir, "blauth", ipc.SocketName)
-	args := append([]string{"--log-format", "json", "--no-keyring"}, o.Args...)
-	args = append(args, strings.Fields(os.Getenv(DaemonArgsEnv))...)
+	args := o.args()
 	cmd := exec.Command(o.Bin, args...)
-	cmd.Env = append(o.Home.HomeEnv(), "XDG_RUNTIME_DIR="+o.Home.RuntimeDir, ipc.SocketEnv+"="+socket)
-	if o.APIURL != "" {
-		cmd.Env = append(cmd.Env, "BL_API_URL="+o.APIURL)
-	}
-	cmd.Env = append(cmd.Env, o.Env...)
+	cmd.Env = o.env(socket)
 	cmd.Dir = o.Home.Work
 	d := &Daemon{t: t, cmd: cmd, Socket: socket, done: make(chan struct{}), log: &lineLog{t: t, prefix: "blauthd: "}}
 	cmd.Stdout = d.log
@@ -71,6 +66,23 @@ func StartDaemon(t testing.TB, o DaemonOptions) *Daemon {
 	}
 	t.Logf("blauthd %d serving on %s (args %s)", cmd.Process.Pid, socket, strings.Join(args, " "))
 	return d
+}
+
+// args are the daemon's flags: the harness's own, o.Args, then those in $BLAUTH_E2E_DAEMON_ARGS.
+func (o DaemonOptions) args() []string {
+	args := append([]string{"--log-format", "json", "--no-keyring"}, o.Args...)
+	return append(args, strings.Fields(os.Getenv(DaemonArgsEnv))...)
+}
+
+// env is the daemon's environment: o.Home's, XDG_RUNTIME_DIR, BLAUTH_SOCKET=socket, then more,
+// BL_API_URL when o has one, and o.Env.
+func (o DaemonOptions) env(socket string, more ...string) []string {
+	env := append(o.Home.HomeEnv(), "XDG_RUNTIME_DIR="+o.Home.RuntimeDir, ipc.SocketEnv+"="+socket)
+	env = append(env, more...)
+	if o.APIURL != "" {
+		env = append(env, "BL_API_URL="+o.APIURL)
+	}
+	return append(env, o.Env...)
 }
 
 func (d *Daemon) waitReady(timeout time.Duration) error {

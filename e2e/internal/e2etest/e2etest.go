@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,14 +68,49 @@ type Binaries struct {
 // BuildBinaries builds blauthd and blauth-helper from moduleRoot into dir, as `make build` does
 // (CGO off, trimmed paths), with the given version string. Call it once, from TestMain.
 func BuildBinaries(moduleRoot, dir, version string) (Binaries, error) {
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-X main.version="+version,
-		"-o", dir+string(filepath.Separator), "./cmd/blauthd", "./cmd/blauth-helper")
+	if err := GoBuild(moduleRoot, "-ldflags", "-X main.version="+version,
+		"-o", dir+string(filepath.Separator), "./cmd/blauthd", "./cmd/blauth-helper"); err != nil {
+		return Binaries{}, err
+	}
+	return Binaries{Dir: dir, Blauthd: filepath.Join(dir, "blauthd"), Helper: filepath.Join(dir, "blauth-helper")}, nil
+}
+
+// GoBuild runs `go build -trimpath args...` in moduleRoot with CGO off, as `make build` does.
+func GoBuild(moduleRoot string, args ...string) error {
+	cmd := exec.Command("go", append([]string{"build", "-trimpath"}, args...)...)
 	cmd.Dir = moduleRoot
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return Binaries{}, fmt.Errorf("go build blauthd and blauth-helper: %v\n%s", err, out)
+		return fmt.Errorf("go build %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-	return Binaries{Dir: dir, Blauthd: filepath.Join(dir, "blauthd"), Helper: filepath.Join(dir, "blauth-helper")}, nil
+	return nil
+}
+
+// RunMain is the TestMain of a suite that needs the binaries: it finds the module root, builds
+// blauthd and blauth-helper (version "e2e") into a temporary directory removed afterwards, calls
+// setup (nil for none) with both to build or find what else the suite needs, and runs the tests.
+// It returns the exit code; errors are printed prefixed with suite.
+func RunMain(m *testing.M, suite string, setup func(moduleRoot string, bins Binaries) error) int {
+	root, err := ModuleRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, suite+":", err)
+		return 1
+	}
+	dir, err := os.MkdirTemp("", "e2ebin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, suite+":", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	bins, err := BuildBinaries(root, dir, "e2e")
+	if err == nil && setup != nil {
+		err = setup(root, bins)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, suite+":", err)
+		return 1
+	}
+	return m.Run()
 }
 
 // StartAPI starts the fake Blaxel API with tokens living ttl, refresh tokens rotating, and

@@ -1,9 +1,12 @@
 package e2etest
 
 import (
+	"fmt"
+	"os"
 	"os/exec"
 	"runtime"
 	"slices"
+	"strconv"
 	"testing"
 )
 
@@ -28,5 +31,28 @@ func TestProcsWithEnvFindsAChildUntilItEnds(t *testing.T) {
 	_ = cmd.Wait()
 	if pids, err = ProcsWithEnv(marker); err != nil || len(pids) != 0 {
 		t.Errorf("ProcsWithEnv(%q) = %v, %v after the child ended, want none", marker, pids, err)
+	}
+}
+
+func TestProcsNamingFindsAChildByItsCommandLineUntilItEnds(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("ProcsNaming reads /proc")
+	}
+	marker := "e2etest-marker-" + strconv.Itoa(os.Getpid())
+	cmd := exec.Command("sh", "-c", "sleep 30", marker) // marker is sh's $0: on its command line
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("%d sh -c sleep 30 %s", cmd.Process.Pid, marker)
+	if got := ProcsNaming(marker); !slices.Equal(got, []string{want}) {
+		t.Errorf("ProcsNaming(%q) = %q while the child runs, want [%q]", marker, got, want)
+	}
+	if got := ProcsNaming(""); len(got) != 0 {
+		t.Errorf("ProcsNaming(\"\") = %q, want none (an empty string names nothing)", got)
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	if got := ProcsNaming(marker); len(got) != 0 {
+		t.Errorf("ProcsNaming(%q) = %q after the child ended, want none", marker, got)
 	}
 }

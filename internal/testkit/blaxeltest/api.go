@@ -33,6 +33,9 @@ type APIStats struct {
 // IsDaemon reports whether a User-Agent is blauthd's (blauthd/<version>).
 func IsDaemon(userAgent string) bool { return strings.HasPrefix(userAgent, "blauthd/") }
 
+// NotDaemon reports whether a User-Agent is anything but blauthd's: an SDK, a client library.
+func NotDaemon(userAgent string) bool { return !IsDaemon(userAgent) }
+
 // SetClientIDOptional makes a refresh grant without client_id acceptable (a wrong client_id is
 // still refused). Blaxel's TypeScript SDK refreshes a bl login session with {grant_type,
 // device_code, refresh_token} and no client_id; the default (off) keeps checking that a client
@@ -75,24 +78,21 @@ func (s *Server) APICalls() APIStats {
 // TokenRequestsBy counts the requests to the token endpoint (any grant, answered or not) whose
 // User-Agent satisfies match.
 func (s *Server) TokenRequestsBy(match func(userAgent string) bool) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for ua, c := range s.tokenUA {
-		if match(ua) {
-			n += c
-		}
-	}
-	return n
+	return s.countUA(s.tokenUA, match)
 }
 
 // TokenFailuresBy counts the token requests whose User-Agent satisfies match and that were
 // answered with an error status (4xx, 5xx) or not at all.
 func (s *Server) TokenFailuresBy(match func(userAgent string) bool) int {
+	return s.countUA(s.tokenUAErr, match)
+}
+
+// countUA sums the counts of byUA (a per-User-Agent map of s) whose User-Agent satisfies match.
+func (s *Server) countUA(byUA map[string]int, match func(userAgent string) bool) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
-	for ua, c := range s.tokenUAErr {
+	for ua, c := range byUA {
 		if match(ua) {
 			n += c
 		}

@@ -49,9 +49,11 @@ type Daemon struct {
 	API    *blaxeltest.Server
 
 	cancel context.CancelFunc
-	done   chan error
-	once   sync.Once
-	err    error
+	done   chan error // receives what Run returned
+
+	mu      sync.Mutex
+	stopped bool  // Run has returned
+	err     error // what it returned
 }
 
 // Start runs a daemon until the test ends. It logs to the test; a zero Version is "test". It
@@ -103,29 +105,33 @@ func Start(t testing.TB, o Options) *Daemon {
 // Stop stops the daemon and returns what Run returned; it may be called more than once.
 func (td *Daemon) Stop() error {
 	td.cancel()
-	td.once.Do(func() {
-		select {
-		case td.err = <-td.done:
-		case <-time.After(15 * time.Second):
-			panic("daemontest: the daemon did not stop within 15s")
-		}
-	})
-	return td.err
+	stopped, err := td.wait(15 * time.Second)
+	if !stopped {
+		panic("daemontest: the daemon did not stop within 15s")
+	}
+	return err
 }
 
 // Stopped waits up to timeout for the daemon to stop by itself (action=stop) and reports
-// whether it did.
+// whether it did. It may be called again, and before Stop.
 func (td *Daemon) Stopped(timeout time.Duration) bool {
-	stopped := false
-	td.once.Do(func() {
+	stopped, _ := td.wait(timeout)
+	return stopped
+}
+
+// wait waits up to timeout for Run to return, unless it already has, and reports whether it
+// has and what it returned.
+func (td *Daemon) wait(timeout time.Duration) (bool, error) {
+	td.mu.Lock()
+	defer td.mu.Unlock()
+	if !td.stopped {
 		select {
 		case td.err = <-td.done:
-			stopped = true
+			td.stopped = true
 		case <-time.After(timeout):
-			td.once = sync.Once{} // Stop waits again later
 		}
-	})
-	return stopped
+	}
+	return td.stopped, td.err
 }
 
 // Do sends one request (version=ipc.Version and kv) on a new connection.
