@@ -70,6 +70,13 @@ func New(ctx context.Context, cfg Config) *Flows {
 // Start begins a device login for workspace at the API base: it returns the flow's id and what
 // to show the user. A login already in progress for the workspace is replaced.
 func (l *Flows) Start(ctx context.Context, workspace, base string) (string, *token.DeviceAuth, error) {
+	// Checked before the device-auth request too, so a refused login costs the endpoint nothing.
+	l.mu.Lock()
+	full := l.inProgress(workspace) >= MaxFlows
+	l.mu.Unlock()
+	if full {
+		return "", nil, fmt.Errorf("%w (%d)", ErrTooMany, MaxFlows)
+	}
 	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	da, err := l.cfg.Tokens.DeviceAuth(rctx, base)
@@ -92,7 +99,7 @@ func (l *Flows) Start(ctx context.Context, workspace, base string) (string, *tok
 			delete(l.flows, oid)
 		}
 	}
-	if len(l.flows) >= MaxFlows {
+	if l.inProgress(workspace) >= MaxFlows {
 		l.mu.Unlock()
 		stop()
 		return "", nil, fmt.Errorf("%w (%d)", ErrTooMany, MaxFlows)
@@ -101,6 +108,22 @@ func (l *Flows) Start(ctx context.Context, workspace, base string) (string, *tok
 	l.mu.Unlock()
 	go l.poll(pctx, id, f, base, da)
 	return id, da, nil
+}
+
+// inProgress counts the logins still polling, other than workspace's (a new login replaces it).
+// Ended ones kept for keepEnded do not count. l.mu must be held.
+func (l *Flows) inProgress(workspace string) int {
+	n := 0
+	for _, f := range l.flows {
+		select {
+		case <-f.done:
+		default:
+			if f.workspace != workspace {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 func randomID() string {
