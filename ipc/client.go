@@ -53,10 +53,14 @@ func (c *Client) Do(req *Message) (*Message, error) {
 
 // DoTimeout is Do with its own time limit (a device login waits for minutes).
 func (c *Client) DoTimeout(req *Message, timeout time.Duration) (*Message, error) {
+	b, err := req.encode(MaxMessageSize, MaxFields)
+	if err != nil {
+		return nil, err // nothing was sent, so no answer can be waiting
+	}
 	if timeout > 0 {
 		_ = c.conn.SetDeadline(time.Now().Add(timeout))
 	}
-	if err := WriteMessage(c.conn, req); err != nil {
+	if _, err := c.conn.Write(b); err != nil {
 		// A daemon that refuses a peer answers at once and closes; its answer may be waiting
 		// even though our write failed.
 		_ = c.conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
