@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/blauth/blauth/internal/testkit"
 	"github.com/blauth/blauth/sources"
 )
 
@@ -162,7 +163,7 @@ func TestBLConfigThatIsNotAFileIsRefused(t *testing.T) {
 		must(t, os.MkdirAll(filepath.Dir(w.blPath), 0o700))
 		want := " is a FIFO, not a regular file; refusing to read it"
 		if kind == "fifo" {
-			mkfifo(t, w.blPath)
+			testkit.MkFIFO(t, w.blPath)
 		} else {
 			must(t, os.Symlink("/dev/zero", w.blPath))
 			want = " is a device, not a regular file; refusing to read it"
@@ -173,7 +174,7 @@ func TestBLConfigThatIsNotAFileIsRefused(t *testing.T) {
 		select {
 		case r = <-done:
 		case <-time.After(hostileBound):
-			releaseFIFOs()
+			testkit.ReleaseFIFOs()
 			t.Fatalf("%s: NewResolver still reading after %s", kind, hostileBound)
 		}
 		errs := r.SourceErrors()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/blauth/blauth/internal/testkit"
 	"github.com/blauth/blauth/sources"
 )
 
@@ -40,41 +41,10 @@ func resolveWithin(t *testing.T, r *Resolver, req Request) (*Resolution, error) 
 	case got := <-done:
 		return got.res, got.err
 	case <-time.After(hostileBound):
-		releaseFIFOs()
+		testkit.ReleaseFIFOs()
 		t.Fatalf("Resolve(%s) did not return within %s", req.Dir, hostileBound)
 		return nil, nil
 	}
-}
-
-// fifos are the FIFOs the running tests made, released when a resolution is found stuck, so
-// that a broken resolver's cleanup (which may wait for the stuck reader) does not hang too.
-var fifos struct {
-	sync.Mutex
-	paths []string
-}
-
-// releaseFIFOs opens every test FIFO for writing without blocking and closes it again, which
-// releases a reader blocked in open(2): it then reads end of file.
-func releaseFIFOs() {
-	fifos.Lock()
-	defer fifos.Unlock()
-	for _, p := range fifos.paths {
-		if fd, err := syscall.Open(p, syscall.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
-			syscall.Close(fd)
-		}
-	}
-}
-
-// mkfifo makes a FIFO at path that nothing ever writes to.
-func mkfifo(t *testing.T, path string) {
-	t.Helper()
-	if err := syscall.Mkfifo(path, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	fifos.Lock()
-	fifos.paths = append(fifos.paths, path)
-	fifos.Unlock()
-	t.Cleanup(releaseFIFOs)
 }
 
 // TestDotenvThatIsNotAFileIsRefused covers the files a repository can hold in place of a .env
@@ -86,7 +56,7 @@ func TestDotenvThatIsNotAFileIsRefused(t *testing.T) {
 		make func(t *testing.T, path string)
 		want string
 	}{
-		{"fifo", func(t *testing.T, path string) { mkfifo(t, path) }, "is a FIFO, not a regular file; refusing to read it"},
+		{"fifo", func(t *testing.T, path string) { testkit.MkFIFO(t, path) }, "is a FIFO, not a regular file; refusing to read it"},
 		{"symlink to dev zero", func(t *testing.T, path string) { must(t, os.Symlink("/dev/zero", path)) }, "is a device, not a regular file; refusing to read it"},
 		{"directory", func(t *testing.T, path string) { must(t, os.Mkdir(path, 0o700)) }, "is a directory, not a regular file; refusing to read it"},
 		{"twenty megabytes of junk", func(t *testing.T, path string) {
@@ -170,7 +140,7 @@ func TestFIFODotenvDoesNotBlockOtherCallers(t *testing.T) {
 			fifoDir := filepath.Join(t.TempDir(), "fifo-project")
 			must(t, os.Mkdir(fifoDir, 0o700))
 			fifo := filepath.Join(fifoDir, sources.DotenvName)
-			mkfifo(t, fifo)
+			testkit.MkFIFO(t, fifo)
 			w.writeDotenv(t, "BL_WORKSPACE=acme\nBL_API_KEY=normal\n")
 			r := w.resolver(t, watch)
 
@@ -195,7 +165,7 @@ func TestFIFODotenvDoesNotBlockOtherCallers(t *testing.T) {
 			select {
 			case <-done:
 			case <-time.After(hostileBound):
-				releaseFIFOs()
+				testkit.ReleaseFIFOs()
 				t.Fatalf("resolutions still running after %s (%d of 80 normal ones served)", hostileBound, served.Load())
 			}
 			if served.Load() != 80 {

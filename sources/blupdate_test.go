@@ -13,6 +13,8 @@ import (
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/blauth/blauth/internal/testkit"
 )
 
 // The write-backs the daemon does: a refreshed login session, a device login (which replaces
@@ -285,7 +287,7 @@ func TestUpdateBLConfigRefusesAnUnsafeFile(t *testing.T) {
 // TestUpdateBLConfigRefusesAFIFO: a FIFO in place of the config is refused without blocking.
 func TestUpdateBLConfigRefusesAFIFO(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "config.yaml")
-	mkfifo(t, path)
+	testkit.MkFIFO(t, path)
 	done := make(chan error, 1)
 	go func() { done <- UpdateBLCredentials(path, "acme", setAPIKey) }()
 	select {
@@ -294,7 +296,7 @@ func TestUpdateBLConfigRefusesAFIFO(t *testing.T) {
 			t.Fatalf("error = %v", err)
 		}
 	case <-time.After(hostileBound):
-		releaseFIFOs()
+		testkit.ReleaseFIFOs()
 		t.Fatal("UpdateBLCredentials blocked on a FIFO")
 	}
 }
