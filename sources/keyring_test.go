@@ -1,7 +1,6 @@
 package sources
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 	gokeyring "github.com/zalando/go-keyring"
 
+	"github.com/blauth/blauth/internal/testkit"
 	"github.com/blauth/blauth/ipc"
 )
 
@@ -124,30 +124,10 @@ func (f *fakeKeyring) setBlock(c chan struct{}) {
 	f.block = c
 }
 
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// testKeyring returns a Keyring on a fresh fake whose logs go to the test log and to the
-// returned buffer.
-func testKeyring(t *testing.T) (*Keyring, *fakeKeyring, *syncBuffer) {
+func testKeyring(t *testing.T) (*Keyring, *fakeKeyring, *testkit.SyncBuffer) {
 	t.Helper()
 	f := newFakeKeyring()
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	log := zerolog.New(io.MultiWriter(zerolog.NewTestWriter(t), logs)).Level(zerolog.DebugLevel)
 	return &Keyring{Timeout: 5 * time.Second, Log: log, backend: f}, f, logs
 }
@@ -477,7 +457,7 @@ func TestKeyringBackendErrors(t *testing.T) {
 }
 
 // assertNoSecret fails if secret appears in err, in anything err wraps, or in logs.
-func assertNoSecret(t *testing.T, err error, logs *syncBuffer, secret string) {
+func assertNoSecret(t *testing.T, err error, logs *testkit.SyncBuffer, secret string) {
 	t.Helper()
 	var walk func(e error)
 	walk = func(e error) {
