@@ -151,13 +151,16 @@ func (s *Server) accept(ctx, work context.Context) error {
 		full := len(s.conns) >= s.cfg.MaxConns
 		if !full {
 			s.conns[c] = struct{}{}
-			s.active.Add(1)
 		}
+		s.active.Add(1) // a refusal too, so that Serve does not return before it is written
 		s.mu.Unlock()
 		if full {
 			s.log.Warn().Int("max", s.cfg.MaxConns).Msg("too many connections; refusing a new one")
 			s.cfg.Stats.add(func(st *Stats) { st.refused++ })
-			go refuse(c, fail(ipc.CodeBusy, fmt.Sprintf("blauthd already serves %d connections", s.cfg.MaxConns), "retry in a moment; close connections you no longer use"))
+			go func() {
+				defer s.active.Done()
+				refuse(c, fail(ipc.CodeBusy, fmt.Sprintf("blauthd already serves %d connections", s.cfg.MaxConns), "retry in a moment; close connections you no longer use"))
+			}()
 			continue
 		}
 		go s.serveConn(ctx, work, c)
