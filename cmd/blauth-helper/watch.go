@@ -21,15 +21,9 @@ var errOutputGone = errors.New("the output was closed")
 // refused credential, no token for now) goes to stderr and the watch goes on; when the daemon
 // goes away, the helper reconnects with backoff, as a long-running client should.
 func (a *app) cmdWatch(args []string) int {
-	asJSON := false
-	for _, arg := range args {
-		if arg != "--json" {
-			if len(arg) > 0 && arg[0] == '-' {
-				return a.usageError(unknownFlag(arg, []string{"--json"}))
-			}
-			return a.usageError(fmt.Sprintf("unexpected argument %q", arg))
-		}
-		asJSON = true
+	asJSON, code := a.jsonFlag(args)
+	if code != exitOK {
+		return code
 	}
 	req, err := a.request(ipc.ActionWatch, a.workspace)
 	if err != nil {
