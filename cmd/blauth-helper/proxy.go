@@ -3,8 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/blauth/blauth/ipc"
@@ -62,10 +60,8 @@ func (a *app) proxyPath() (string, error) {
 		}
 		return p, nil
 	}
-	if self, err := os.Executable(); err == nil {
-		if p := filepath.Join(filepath.Dir(self), "blauth-proxy"); isExecutable(p) {
-			return p, nil
-		}
+	if p := besideHelper("blauth-proxy"); p != "" {
+		return p, nil
 	}
 	p, err := a.lookPath("blauth-proxy")
 	if err != nil {
