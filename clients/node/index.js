@@ -206,6 +206,22 @@ function connectionError(err, socket) {
   return new BlauthError("unreachable", `cannot talk to blauthd on ${socket}: ${err.message}`, "", { cause: err });
 }
 
+// onMessages reads conn's bytes as messages of the protocol and passes each to take, in order;
+// bytes that break the protocol go to broken as a bad_answer BlauthError instead.
+function onMessages(conn, take, broken) {
+  const reader = new MessageReader();
+  conn.on("data", (chunk) => {
+    let msgs;
+    try {
+      msgs = reader.push(chunk);
+    } catch (e) {
+      broken(e);
+      return;
+    }
+    for (const msg of msgs) take(msg);
+  });
+}
+
 // roundTrip sends one request on a new connection and resolves to the first answer message.
 function roundTrip(socket, data, timeoutMs) {
   return new Promise((resolve, reject) => {
@@ -218,22 +234,12 @@ function roundTrip(socket, data, timeoutMs) {
       if (err) reject(err);
       else resolve(answer);
     };
-    const reader = new MessageReader();
     const conn = net.createConnection({ path: socket }, () => conn.write(data));
     const timer = setTimeout(
       () => finish(new BlauthError("timeout", `blauthd did not answer within ${timeoutMs / 1000} s`)),
       timeoutMs,
     );
-    conn.on("data", (chunk) => {
-      let msgs;
-      try {
-        msgs = reader.push(chunk);
-      } catch (e) {
-        finish(e);
-        return;
-      }
-      if (msgs.length > 0) finish(null, msgs[0]);
-    });
+    onMessages(conn, (msg) => finish(null, msg), finish);
     conn.on("error", (e) => finish(connectionError(e, socket)));
     conn.on("close", () => finish(new BlauthError("unreachable", "blauthd closed the connection before answering")));
   });
@@ -524,17 +530,7 @@ class Watch extends EventEmitter {
       // A daemon older than watch would leave the connection idle: try again later instead.
       if (err.code === "unsupported_version" || err.code === "unknown_action") lost(null);
     };
-    const reader = new MessageReader();
-    conn.on("data", (chunk) => {
-      let msgs;
-      try {
-        msgs = reader.push(chunk);
-      } catch (e) {
-        lost(e);
-        return;
-      }
-      for (const msg of msgs) take(msg);
-    });
+    onMessages(conn, take, lost);
     conn.on("error", (e) => lost(connectionError(e, socket)));
     conn.on("close", () =>
       lost(expected ? null : new BlauthError("unreachable", "blauthd ended the watch; reconnecting")),
