@@ -256,6 +256,7 @@ function checkValue(name, v) {
 
 // requestFields builds the fields of a get or watch: the workspace, the caller's directory and
 // BL_* variables (so that its .env and environment count, as they do for Blaxel's SDKs), min_ttl.
+// Its callers encode them at once, which refuses an oversized request before any connection.
 function requestFields(action, { workspace, minTTL, cwd, env } = {}) {
   const fields = [
     ["version", String(PROTOCOL_VERSION)],
@@ -290,7 +291,6 @@ function requestFields(action, { workspace, minTTL, cwd, env } = {}) {
     }
     fields.push(["min_ttl", String(Math.ceil(minTTL))]);
   }
-  encode(fields); // refuse an oversized request now, not at every reconnect
   return fields;
 }
 
@@ -298,9 +298,10 @@ function requestFields(action, { workspace, minTTL, cwd, env } = {}) {
 // its BL_* variables and its directory's .env count as they do for Blaxel's SDKs.
 async function token(opts = {}) {
   const fields = requestFields("get", opts);
+  const data = encode(fields);
   const socket = opts.socket || socketPath();
   const timeoutMs = opts.timeoutMs ?? ANSWER_TIMEOUT_MS;
-  let answer = await roundTrip(socket, encode(fields), timeoutMs);
+  let answer = await roundTrip(socket, data, timeoutMs);
   if (answer.status !== "ok" && answer.code === "unsupported_version") {
     // A daemon started before an upgrade speaks version 1 only: ask again in its version.
     fields[0] = ["version", "1"];
@@ -328,7 +329,7 @@ class Watch extends EventEmitter {
 
   constructor(opts = {}) {
     super();
-    this.#data = encode(requestFields("watch", opts));
+    this.#data = encode(requestFields("watch", opts)); // once: every reconnect sends these bytes
     this.#socket = opts.socket || socketPath();
     this.#minTTL = opts.minTTL ?? DEFAULT_MIN_TTL;
     this.#workspace = opts.workspace || "";
