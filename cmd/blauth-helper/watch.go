@@ -38,7 +38,7 @@ func (a *app) cmdWatch(args []string) int {
 			if e := ipc.AsError(m); e != nil {
 				if e.Error() != said {
 					said = e.Error()
-					a.printError(e)
+					a.printError(e.Error(), hintOf(e))
 				}
 				return nil
 			}
@@ -106,12 +106,13 @@ func (a *app) watchOnce(req *ipc.Message, each func(*ipc.Message) error, done <-
 	}
 }
 
-func (a *app) printError(err error) {
+// hintOf is the daemon's hint that err carries, if any.
+func hintOf(err error) string {
 	var e *ipc.Error
-	fmt.Fprintf(a.stderr, "blauth: error: %v\n", err)
-	if errors.As(err, &e) && e.Hint != "" {
-		fmt.Fprintf(a.stderr, "blauth: hint: %s\n", e.Hint)
+	if errors.As(err, &e) {
+		return e.Hint
 	}
+	return ""
 }
 
 // printWatched writes one line for t and flushes it, so that a pipe reader sees it at once.
