@@ -10,6 +10,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -262,7 +263,7 @@ func (b *bridge) post(ctx context.Context, msg []byte, env envelope, initialize 
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
-	resp, err := b.client.Do(req)
+	resp, err := b.do(req)
 	if err != nil {
 		if b.streams.Err() == nil {
 			b.fail(env, "the MCP server did not answer: "+err.Error())
@@ -459,7 +460,7 @@ func (b *bridge) listenOnce(lastID *string) (int, error) {
 	if *lastID != "" {
 		req.Header.Set("Last-Event-ID", *lastID)
 	}
-	resp, err := b.client.Do(req)
+	resp, err := b.do(req)
 	if err != nil {
 		return 0, err
 	}
@@ -498,7 +499,7 @@ func (b *bridge) endSession() {
 		b.logf("the session was not ended on the server: %v", err)
 		return
 	}
-	resp, err := b.client.Do(req)
+	resp, err := b.do(req)
 	if err != nil {
 		b.logf("the session was not ended on the server: %v", err)
 		return
@@ -507,6 +508,17 @@ func (b *bridge) endSession() {
 	if resp.StatusCode/100 != 2 && resp.StatusCode != http.StatusMethodNotAllowed {
 		b.logf("ending the session: the MCP server answered %s", resp.Status)
 	}
+}
+
+// do sends req. Its error leaves out the URL (net/http's *url.Error names it, query included),
+// which may hold a key: the user knows which server it is.
+func (b *bridge) do(req *http.Request) (*http.Response, error) {
+	resp, err := b.client.Do(req)
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = fmt.Errorf("%s: %w", strings.ToLower(ue.Op), ue.Err)
+	}
+	return resp, err
 }
 
 // oneLine makes s fit one log line.

@@ -157,6 +157,27 @@ func TestBridge(t *testing.T) {
 	}
 }
 
+// A server that does not answer is reported without its URL, whose query may hold a key.
+func TestBridgeKeepsTheURLOutOfErrors(t *testing.T) {
+	e := newTestEnv(t)
+	gone := httptest.NewServer(http.NotFoundHandler())
+	gone.Close()
+	var out, logs syncBuf
+	err := Bridge(context.Background(), BridgeConfig{URL: gone.URL + "/mcp?key=secret-q", Tokens: e.tokens, Out: &out,
+		In:   strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}` + "\n"),
+		Logf: func(format string, a ...any) { fmt.Fprintf(&logs, format+"\n", a...) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "did not answer") || !strings.Contains(logs.String(), "did not answer") {
+		t.Errorf("want the failed initialize reported to the client and the log; got output %q, log %q", out.String(), logs.String())
+	}
+	t.Logf("reported: %s", logs.String())
+	if strings.Contains(out.String()+logs.String(), "secret-q") {
+		t.Errorf("the URL's query is in the output or log: output %q, log %q", out.String(), logs.String())
+	}
+}
+
 // At the end of its input the bridge waits for answers in flight, within its grace, and then
 // cuts them.
 func TestBridgeGraceAtEndOfInput(t *testing.T) {

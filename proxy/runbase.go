@@ -44,11 +44,17 @@ func checkURL(raw string, query bool) error {
 	case u.Scheme != "https" && u.Scheme != "http", u.Host == "":
 		return fmt.Errorf("%q is not an absolute http or https URL", raw)
 	case u.User != nil, u.Fragment != "", u.RawQuery != "" && !query:
-		return fmt.Errorf("%q holds user info, a query or a fragment", raw)
+		return fmt.Errorf("%q holds user info, a query or a fragment", withoutSecrets(u))
 	case u.Scheme == "http" && !isLoopback(u.Hostname()):
-		return fmt.Errorf("%q is plain http to a host that is not loopback: a token would cross the network in clear", raw)
+		return fmt.Errorf("%q is plain http to a host that is not loopback: a token would cross the network in clear", withoutSecrets(u))
 	}
 	return nil
+}
+
+// withoutSecrets is u without its user info, query and fragment, to name it in an error: a
+// password or a key in a query must not reach the terminal or a log.
+func withoutSecrets(u *url.URL) string {
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}).String()
 }
 
 // CheckMCPURL checks the URL of an MCP endpoint given to the bridge: absolute http(s), https

@@ -45,7 +45,7 @@ type Config struct {
 type Server struct {
 	tokens    *Tokens
 	secret    Secret
-	runURL    string
+	runBase   string // the run base BL_RUN_URL names, checked once; "" to follow each token's API base
 	transport http.RoundTripper
 	logf      func(format string, a ...any)
 	errLog    *log.Logger
@@ -59,12 +59,14 @@ func NewServer(cfg Config) (*Server, error) {
 	if len(cfg.Secret.b) == 0 {
 		return nil, errors.New("proxy: no secret")
 	}
+	s := &Server{tokens: cfg.Tokens, secret: cfg.Secret, transport: cfg.Transport, logf: cfg.Logf}
 	if cfg.RunURL != "" {
-		if _, err := RunBase("", cfg.RunURL); err != nil {
+		base, err := RunBase("", cfg.RunURL)
+		if err != nil {
 			return nil, err
 		}
+		s.runBase = base
 	}
-	s := &Server{tokens: cfg.Tokens, secret: cfg.Secret, runURL: cfg.RunURL, transport: cfg.Transport, logf: cfg.Logf}
 	if s.transport == nil {
 		s.transport = DefaultTransport()
 	}
@@ -138,7 +140,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	base := cred.APIURL
 	if prefix == RunPrefix {
-		base, err = RunBase(cred.APIURL, s.runURL)
+		base = s.runBase
+		if base == "" {
+			base, err = RunBase(cred.APIURL, "")
+		}
 	} else if base == "" {
 		err = errors.New("blauthd named no API base (api_url) for the token: it is older than this proxy; restart it")
 	}

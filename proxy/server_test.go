@@ -72,12 +72,16 @@ func TestRunBase(t *testing.T) {
 		{"http://127.0.0.1:9/v0", "http://[::1]:10", "http://[::1]:10", ""},
 		{"https://api.blaxel.ai/v0", "http://run.example.test", "", "plain http"},
 		{"https://api.blaxel.ai/v0", "https://run.example.test/?a=1", "", "query"},
-		{"https://api.blaxel.ai/v0", "https://user:pw@run.example.test", "", "user info"},
+		{"https://api.blaxel.ai/v0", "https://user:secret-pw@run.example.test", "", "user info"},
+		{"https://api.blaxel.ai/v0", "https://run.example.test/?key=secret-q", "", "query"},
 		{"https://api.blaxel.ai/v0", "run.example.test", "", "absolute"},
 	} {
 		got, err := RunBase(tc.api, tc.run)
 		if got != tc.want || (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
 			t.Errorf("RunBase(%q, %q) = %q, %v; want %q and an error saying %q", tc.api, tc.run, got, err, tc.want, tc.err)
+		}
+		if err != nil && strings.Contains(err.Error(), "secret") {
+			t.Errorf("RunBase(%q, %q): the error %q repeats a secret of the URL", tc.api, tc.run, err)
 		}
 	}
 }

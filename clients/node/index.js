@@ -206,6 +206,22 @@ function connectionError(err, socket) {
   return new BlauthError("unreachable", `cannot talk to blauthd on ${socket}: ${err.message}`, "", { cause: err });
 }
 
+// onMessages reads conn's bytes as messages of the protocol and passes each to take, in order;
+// bytes that break the protocol go to broken as a bad_answer BlauthError instead.
+function onMessages(conn, take, broken) {
+  const reader = new MessageReader();
+  conn.on("data", (chunk) => {
+    let msgs;
+    try {
+      msgs = reader.push(chunk);
+    } catch (e) {
+      broken(e);
+      return;
+    }
+    for (const msg of msgs) take(msg);
+  });
+}
+
 // roundTrip sends one request on a new connection and resolves to the first answer message.
 function roundTrip(socket, data, timeoutMs) {
   return new Promise((resolve, reject) => {
@@ -218,22 +234,12 @@ function roundTrip(socket, data, timeoutMs) {
       if (err) reject(err);
       else resolve(answer);
     };
-    const reader = new MessageReader();
     const conn = net.createConnection({ path: socket }, () => conn.write(data));
     const timer = setTimeout(
       () => finish(new BlauthError("timeout", `blauthd did not answer within ${timeoutMs / 1000} s`)),
       timeoutMs,
     );
-    conn.on("data", (chunk) => {
-      let msgs;
-      try {
-        msgs = reader.push(chunk);
-      } catch (e) {
-        finish(e);
-        return;
-      }
-      if (msgs.length > 0) finish(null, msgs[0]);
-    });
+    onMessages(conn, (msg) => finish(null, msg), finish);
     conn.on("error", (e) => finish(connectionError(e, socket)));
     conn.on("close", () => finish(new BlauthError("unreachable", "blauthd closed the connection before answering")));
   });
@@ -250,6 +256,7 @@ function checkValue(name, v) {
 
 // requestFields builds the fields of a get or watch: the workspace, the caller's directory and
 // BL_* variables (so that its .env and environment count, as they do for Blaxel's SDKs), min_ttl.
+// Its callers encode them at once, which refuses an oversized request before any connection.
 function requestFields(action, { workspace, minTTL, cwd, env } = {}) {
   const fields = [
     ["version", String(PROTOCOL_VERSION)],
@@ -284,7 +291,6 @@ function requestFields(action, { workspace, minTTL, cwd, env } = {}) {
     }
     fields.push(["min_ttl", String(Math.ceil(minTTL))]);
   }
-  encode(fields); // refuse an oversized request now, not at every reconnect
   return fields;
 }
 
@@ -292,9 +298,10 @@ function requestFields(action, { workspace, minTTL, cwd, env } = {}) {
 // its BL_* variables and its directory's .env count as they do for Blaxel's SDKs.
 async function token(opts = {}) {
   const fields = requestFields("get", opts);
+  const data = encode(fields);
   const socket = opts.socket || socketPath();
   const timeoutMs = opts.timeoutMs ?? ANSWER_TIMEOUT_MS;
-  let answer = await roundTrip(socket, encode(fields), timeoutMs);
+  let answer = await roundTrip(socket, data, timeoutMs);
   if (answer.status !== "ok" && answer.code === "unsupported_version") {
     // A daemon started before an upgrade speaks version 1 only: ask again in its version.
     fields[0] = ["version", "1"];
@@ -322,7 +329,7 @@ class Watch extends EventEmitter {
 
   constructor(opts = {}) {
     super();
-    this.#data = encode(requestFields("watch", opts));
+    this.#data = encode(requestFields("watch", opts)); // once: every reconnect sends these bytes
     this.#socket = opts.socket || socketPath();
     this.#minTTL = opts.minTTL ?? DEFAULT_MIN_TTL;
     this.#workspace = opts.workspace || "";
@@ -524,17 +531,7 @@ class Watch extends EventEmitter {
       // A daemon older than watch would leave the connection idle: try again later instead.
       if (err.code === "unsupported_version" || err.code === "unknown_action") lost(null);
     };
-    const reader = new MessageReader();
-    conn.on("data", (chunk) => {
-      let msgs;
-      try {
-        msgs = reader.push(chunk);
-      } catch (e) {
-        lost(e);
-        return;
-      }
-      for (const msg of msgs) take(msg);
-    });
+    onMessages(conn, take, lost);
     conn.on("error", (e) => lost(connectionError(e, socket)));
     conn.on("close", () =>
       lost(expected ? null : new BlauthError("unreachable", "blauthd ended the watch; reconnecting")),

@@ -225,9 +225,17 @@ func editDistance(a, b string) int {
 }
 
 func (a *app) usageError(msg string) int {
-	fmt.Fprintf(a.stderr, "blauth: error: %s\n", msg)
-	fmt.Fprintf(a.stderr, "blauth: hint: run 'blauth-helper help' for usage\n")
+	a.printError(msg, "run 'blauth-helper help' for usage")
 	return exitUsage
+}
+
+// printError writes the helper's error line, and its hint line when there is a hint: the one
+// place that formats them.
+func (a *app) printError(msg, hint string) {
+	fmt.Fprintf(a.stderr, "blauth: error: %s\n", msg)
+	if hint != "" {
+		fmt.Fprintf(a.stderr, "blauth: hint: %s\n", hint)
+	}
 }
 
 // warn prints something the user should know although the command succeeds.
@@ -271,10 +279,7 @@ func (a *app) fail(err error) int {
 		code = exitUsage
 		hint = re.hint
 	}
-	fmt.Fprintf(a.stderr, "blauth: error: %v\n", err)
-	if hint != "" {
-		fmt.Fprintf(a.stderr, "blauth: hint: %s\n", hint)
-	}
+	a.printError(err.Error(), hint)
 	return code
 }
 

@@ -23,6 +23,21 @@ func (a *app) noArgs(args []string) int {
 	return exitOK
 }
 
+// jsonFlag reads the arguments of a command that takes --json and nothing else: whether
+// --json was given, or the usage error's exit status.
+func (a *app) jsonFlag(args []string) (asJSON bool, code int) {
+	for _, arg := range args {
+		if arg != "--json" {
+			if len(arg) > 0 && arg[0] == '-' {
+				return false, a.usageError(unknownFlag(arg, []string{"--json"}))
+			}
+			return false, a.usageError(fmt.Sprintf("unexpected argument %q", arg))
+		}
+		asJSON = true
+	}
+	return asJSON, exitOK
+}
+
 // cmdPing says which daemon answers. It never starts one: a ping that did would always succeed.
 func (a *app) cmdPing(args []string) int {
 	if code := a.noArgs(args); code != exitOK {

@@ -34,14 +34,14 @@ func (a *app) cmdExec(args []string) int {
 	}
 	path, err := a.lookPath(args[0])
 	if err != nil {
-		fmt.Fprintf(a.stderr, "blauth: error: %v\n", err)
+		a.printError(err.Error(), "")
 		return 127
 	}
 	a.warn(t.Hint)
 	env := withEnv(a.environ(), "BL_WORKSPACE", t.Workspace, "BL_API_KEY", t.Token)
 	status, err := a.exec(path, args, env)
 	if err != nil {
-		fmt.Fprintf(a.stderr, "blauth: error: exec %s: %v\n", args[0], err)
+		a.printError(fmt.Sprintf("exec %s: %v", args[0], err), "")
 		return 126
 	}
 	return status

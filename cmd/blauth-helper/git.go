@@ -29,19 +29,7 @@ func (a *app) cmdGit(args []string) int {
 	case "erase":
 		return a.gitErase(ws, in)
 	}
-	t, err := a.token(ws)
-	if err != nil {
-		return a.fail(err)
-	}
-	b, err := gitAnswer(t, in)
-	if err != nil {
-		return a.fail(err)
-	}
-	a.warn(t.Hint)
-	if _, err := a.stdout.Write(b); err != nil {
-		return exitError
-	}
-	return exitOK
+	return a.printToken(ws, func(t *ipc.Token) ([]byte, error) { return gitAnswer(t, in) })
 }
 
 // gitErase drops the daemon's cached token after git saw it rejected.

@@ -3,8 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/blauth/blauth/ipc"
@@ -34,8 +32,7 @@ func (a *app) cmdMCP(args []string) int {
 func (a *app) execProxy(t *ipc.Token, args []string) int {
 	path, err := a.proxyPath()
 	if err != nil {
-		fmt.Fprintf(a.stderr, "blauth: error: %v\n", err)
-		fmt.Fprintf(a.stderr, "blauth: hint: install blauth-proxy beside blauth-helper or on PATH, or name it in BLAUTH_PROXY\n")
+		a.printError(err.Error(), "install blauth-proxy beside blauth-helper or on PATH, or name it in BLAUTH_PROXY")
 		return 127
 	}
 	a.warn(t.Hint)
@@ -47,7 +44,7 @@ func (a *app) execProxy(t *ipc.Token, args []string) int {
 	env := withEnv(a.environ(), ipc.SocketEnv, a.socket)
 	status, err := a.exec(path, argv, env)
 	if err != nil {
-		fmt.Fprintf(a.stderr, "blauth: error: exec %s: %v\n", path, err)
+		a.printError(fmt.Sprintf("exec %s: %v", path, err), "")
 		return 126
 	}
 	return status
@@ -62,10 +59,8 @@ func (a *app) proxyPath() (string, error) {
 		}
 		return p, nil
 	}
-	if self, err := os.Executable(); err == nil {
-		if p := filepath.Join(filepath.Dir(self), "blauth-proxy"); isExecutable(p) {
-			return p, nil
-		}
+	if p := besideHelper("blauth-proxy"); p != "" {
+		return p, nil
 	}
 	p, err := a.lookPath("blauth-proxy")
 	if err != nil {

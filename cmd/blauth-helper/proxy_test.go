@@ -1,14 +1,11 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // header --json prints the object Claude Code's headersHelper reads: header names to values.
@@ -103,24 +100,4 @@ func TestProxyCommandsExecBlauthProxy(t *testing.T) {
 			t.Errorf("want exit 127 and a hint, got %s", r)
 		}
 	})
-}
-
-// The proxy's HTTP and TLS live in blauth-proxy: the helper, which runs on every git push and
-// script call, links neither (see proxy.go).
-func TestHelperLinksNoHTTPNorTLS(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "go", "list", "-deps", ".").Output()
-	if err != nil {
-		t.Fatalf("go list: %v", err)
-	}
-	deps := strings.Fields(string(out))
-	if len(deps) == 0 {
-		t.Fatal("go list found no package at all")
-	}
-	for _, d := range deps {
-		if d == "net/http" || d == "crypto/tls" {
-			t.Errorf("blauth-helper links %s; HTTP belongs in blauth-proxy", d)
-		}
-	}
 }

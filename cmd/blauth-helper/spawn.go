@@ -25,11 +25,7 @@ func spawnDaemon(socket string) (int, error) {
 	}
 	bin := os.Getenv("BLAUTH_DAEMON")
 	if bin == "" {
-		if self, err := os.Executable(); err == nil {
-			if p := filepath.Join(filepath.Dir(self), "blauthd"); isExecutable(p) {
-				bin = p
-			}
-		}
+		bin = besideHelper("blauthd")
 	}
 	if bin == "" {
 		p, err := exec.LookPath("blauthd")
@@ -69,6 +65,18 @@ func daemonEnv(environ []string) []string {
 		out = append(out, e)
 	}
 	return out
+}
+
+// besideHelper returns the executable file called name in the helper's own directory, or "".
+func besideHelper(name string) string {
+	self, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	if p := filepath.Join(filepath.Dir(self), name); isExecutable(p) {
+		return p
+	}
+	return ""
 }
 
 func isExecutable(p string) bool {

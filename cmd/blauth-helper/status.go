@@ -11,15 +11,9 @@ import (
 )
 
 func (a *app) cmdStatus(args []string) int {
-	asJSON := false
-	for _, arg := range args {
-		if arg != "--json" {
-			if len(arg) > 0 && arg[0] == '-' {
-				return a.usageError(unknownFlag(arg, []string{"--json"}))
-			}
-			return a.usageError(fmt.Sprintf("unexpected argument %q", arg))
-		}
-		asJSON = true
+	asJSON, code := a.jsonFlag(args)
+	if code != exitOK {
+		return code
 	}
 	req, err := a.request(ipc.ActionStatus, a.workspace)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 
 	"github.com/blauth/blauth/ipc"
@@ -28,16 +27,25 @@ func (a *app) cmdToken(args []string) int {
 	if err != nil {
 		return a.usageError(err.Error())
 	}
-	t, err := a.token(ws)
+	return a.printToken(ws, func(t *ipc.Token) ([]byte, error) {
+		out, err := tokenOutput(format, t)
+		return []byte(out), err
+	})
+}
+
+// printToken gets workspace's token and writes what format makes of it, after the daemon's
+// hint as a warning: what the token, header, env and git get commands share.
+func (a *app) printToken(workspace string, format func(*ipc.Token) ([]byte, error)) int {
+	t, err := a.token(workspace)
 	if err != nil {
 		return a.fail(err)
 	}
-	out, err := tokenOutput(format, t)
+	out, err := format(t)
 	if err != nil {
 		return a.fail(err)
 	}
 	a.warn(t.Hint)
-	if _, err := io.WriteString(a.stdout, out); err != nil {
+	if _, err := a.stdout.Write(out); err != nil {
 		return exitError
 	}
 	return exitOK

@@ -21,15 +21,9 @@ var errOutputGone = errors.New("the output was closed")
 // refused credential, no token for now) goes to stderr and the watch goes on; when the daemon
 // goes away, the helper reconnects with backoff, as a long-running client should.
 func (a *app) cmdWatch(args []string) int {
-	asJSON := false
-	for _, arg := range args {
-		if arg != "--json" {
-			if len(arg) > 0 && arg[0] == '-' {
-				return a.usageError(unknownFlag(arg, []string{"--json"}))
-			}
-			return a.usageError(fmt.Sprintf("unexpected argument %q", arg))
-		}
-		asJSON = true
+	asJSON, code := a.jsonFlag(args)
+	if code != exitOK {
+		return code
 	}
 	req, err := a.request(ipc.ActionWatch, a.workspace)
 	if err != nil {
@@ -44,7 +38,7 @@ func (a *app) cmdWatch(args []string) int {
 			if e := ipc.AsError(m); e != nil {
 				if e.Error() != said {
 					said = e.Error()
-					a.printError(e)
+					a.printError(e.Error(), hintOf(e))
 				}
 				return nil
 			}
@@ -112,12 +106,13 @@ func (a *app) watchOnce(req *ipc.Message, each func(*ipc.Message) error, done <-
 	}
 }
 
-func (a *app) printError(err error) {
+// hintOf is the daemon's hint that err carries, if any.
+func hintOf(err error) string {
 	var e *ipc.Error
-	fmt.Fprintf(a.stderr, "blauth: error: %v\n", err)
-	if errors.As(err, &e) && e.Hint != "" {
-		fmt.Fprintf(a.stderr, "blauth: hint: %s\n", e.Hint)
+	if errors.As(err, &e) {
+		return e.Hint
 	}
+	return ""
 }
 
 // printWatched writes one line for t and flushes it, so that a pipe reader sees it at once.

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -31,6 +30,7 @@ type world struct {
 	env    []string // the daemon's environment: the service account, BL_WORKSPACE, BL_API_URL
 	dir    string
 	socket string
+	daemon *daemontest.Daemon // the latest one started
 }
 
 const workspace = "acme"
@@ -50,49 +50,39 @@ func newWorld(t *testing.T, ttl time.Duration) *world {
 // is stopped with stopDaemon.
 func (w *world) startDaemon(t *testing.T) {
 	t.Helper()
-	daemontest.Start(t, daemontest.Options{Socket: w.socket, Env: w.env})
+	w.daemon = daemontest.Start(t, daemontest.Options{Socket: w.socket, Env: w.env})
 }
 
-// stopDaemon asks the daemon to stop, as blauth-helper stop does, and waits until its socket
-// is gone.
+// stopDaemon asks the daemon to stop, as blauth-helper stop does, and waits until it has: its
+// Run has returned, which releases the lock beside its socket, so another may start then.
 func (w *world) stopDaemon(t *testing.T) {
 	t.Helper()
-	c, err := ipc.Dial(w.socket, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = c.Do(ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionStop))
-	c.Close()
-	if err != nil {
+	if _, err := w.daemon.Do(t, ipc.KeyAction, ipc.ActionStop); err != nil {
 		t.Fatalf("stop the daemon: %v", err)
 	}
-	// The daemon has stopped when it no longer holds the lock beside its socket: another may
-	// start then.
-	waitFor(t, 15*time.Second, "the daemon to stop", func() bool {
-		f, err := os.Open(w.socket + ".lock")
-		if errors.Is(err, os.ErrNotExist) {
-			return true
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil
-	})
+	if !w.daemon.Stopped(15 * time.Second) {
+		t.Fatal("the daemon still runs 15s after it was asked to stop")
+	}
 }
 
 // opts are the options of a client of w: its socket, an empty directory and no BL_* variable
 // of the test's own environment.
 func (w *world) opts() Options { return Options{Socket: w.socket, Dir: w.dir, Env: []string{}} }
 
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+// source opens a token source on w's daemon and returns it with its first token. The caller
+// closes it.
+func (w *world) source(t *testing.T) (*TokenSource, *oauth2.Token) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", limit, what)
-		}
-		time.Sleep(20 * time.Millisecond)
+	ts, err := NewTokenSource(ctxFor(t), w.opts())
+	if err != nil {
+		t.Fatal(err)
 	}
+	first, err := ts.Token()
+	if err != nil {
+		ts.Close()
+		t.Fatal(err)
+	}
+	return ts, first
 }
 
 func ctxFor(t *testing.T) context.Context {
@@ -188,15 +178,8 @@ func TestTokenCallerEnvironmentCounts(t *testing.T) {
 func TestTokenSourceFollowsRefreshes(t *testing.T) {
 	w := newWorld(t, 40*time.Second)
 	w.startDaemon(t)
-	ts, err := NewTokenSource(ctxFor(t), w.opts())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ts, first := w.source(t)
 	defer ts.Close()
-	first, err := ts.Token()
-	if err != nil {
-		t.Fatal(err)
-	}
 	if want := daemontest.Get(t, w.socket, workspace); first.AccessToken != want.Token {
 		t.Fatalf("first token is not the daemon's")
 	}
@@ -206,7 +189,8 @@ func TestTokenSourceFollowsRefreshes(t *testing.T) {
 	// The daemon refreshes a 40 s token about 4 s after it was issued; the source must take the
 	// new one from the stream, with no request of its own.
 	var next *oauth2.Token
-	waitFor(t, 20*time.Second, "a refreshed token", func() bool {
+	testkit.WaitFor(t, 20*time.Second, "a refreshed token", func() bool {
+		var err error
 		next, err = ts.Token()
 		if err != nil {
 			t.Fatal(err)
@@ -224,18 +208,11 @@ func TestTokenSourceFollowsRefreshes(t *testing.T) {
 func TestTokenSourceReconnectsAfterRestart(t *testing.T) {
 	w := newWorld(t, 0)
 	w.startDaemon(t)
-	ts, err := NewTokenSource(ctxFor(t), w.opts())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ts, first := w.source(t)
 	defer ts.Close()
-	first, err := ts.Token()
-	if err != nil {
-		t.Fatal(err)
-	}
 
 	w.stopDaemon(t)
-	waitFor(t, 5*time.Second, "the source to see the stream end", func() bool { up, _ := ts.Connected(); return !up })
+	testkit.WaitFor(t, 5*time.Second, "the source to see the stream end", func() bool { up, _ := ts.Connected(); return !up })
 	// While no daemon runs, the last token is still good: the source keeps serving it.
 	if tok, err := ts.Token(); err != nil || tok.AccessToken != first.AccessToken {
 		t.Errorf("with the daemon away, Token = %v; want the last token, still valid", err)
@@ -250,7 +227,7 @@ func TestTokenSourceReconnectsAfterRestart(t *testing.T) {
 	if want.Token == first.AccessToken {
 		t.Fatal("the new daemon serves the old token; the test cannot tell a reconnect")
 	}
-	waitFor(t, 15*time.Second, "the new daemon's token", func() bool {
+	testkit.WaitFor(t, 15*time.Second, "the new daemon's token", func() bool {
 		tok, err := ts.Token()
 		return err == nil && tok.AccessToken == want.Token
 	})
@@ -262,15 +239,8 @@ func TestTokenSourceReconnectsAfterRestart(t *testing.T) {
 func TestTokenSourceNeverReturnsATokenUnderMinTTL(t *testing.T) {
 	w := newWorld(t, 40*time.Second)
 	w.startDaemon(t)
-	ts, err := NewTokenSource(ctxFor(t), w.opts())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ts, first := w.source(t)
 	defer ts.Close()
-	first, err := ts.Token()
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Stop this client's clock a second past the point where the first token falls under the
 	// 30 s minimum (a suspend and resume would do that): the daemon, on its own clock, has
 	// nothing new to say yet.
@@ -339,7 +309,7 @@ func TestTokenSourceFollowsALogout(t *testing.T) {
 		t.Fatalf("Token = %v; want the .env's key", err)
 	}
 	writeFile(t, filepath.Join(proj, ".env"), "BL_WORKSPACE=proj\n")
-	waitFor(t, 15*time.Second, "the watch to report the removed key", func() bool {
+	testkit.WaitFor(t, 15*time.Second, "the watch to report the removed key", func() bool {
 		_, err := ts.Token()
 		return ErrorCode(err) == CodeNoCredentials
 	})
@@ -388,7 +358,7 @@ func TestCloseEndsTheWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.stopDaemon(t)
-	waitFor(t, 5*time.Second, "the source to see the stream end", func() bool { up, _ := ts.Connected(); return !up })
+	testkit.WaitFor(t, 5*time.Second, "the source to see the stream end", func() bool { up, _ := ts.Connected(); return !up })
 	closed := make(chan struct{})
 	go func() { ts.Close(); close(closed) }()
 	select {
