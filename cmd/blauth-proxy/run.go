@@ -24,6 +24,7 @@ const (
 	exitNoCreds     = 4
 	exitAuthFailed  = 5
 	exitUnavailable = 6
+	exitKeyring     = 7
 	exitCannotRun   = 126
 	exitNotFound    = 127
 )
@@ -161,7 +162,8 @@ func usageError(e env, msg string) int {
 	return exitUsage
 }
 
-// fail prints err and its hint and returns the exit status it maps to.
+// fail prints err and its hint and returns the exit status it maps to: blauth-helper's for the
+// daemon's error codes (docs/HELPER.md), 126 and 127 for a command that cannot be run.
 func fail(e env, err error) int {
 	code, hint := exitError, ""
 	var ie *ipc.Error
@@ -170,12 +172,14 @@ func fail(e env, err error) int {
 	case errors.As(err, &ie):
 		hint = ie.Hint
 		switch ie.Code {
-		case ipc.CodeNoWorkspace, ipc.CodeNoCredentials:
+		case ipc.CodeNoWorkspace, ipc.CodeNoCredentials, ipc.CodeBadSource:
 			code = exitNoCreds
 		case ipc.CodeAuthFailed:
 			code = exitAuthFailed
 		case ipc.CodeUnavailable, ipc.CodeBusy:
 			code = exitUnavailable
+		case ipc.CodeKeyringUnavailable:
+			code = exitKeyring
 		}
 	case errors.Is(err, ipc.ErrUnreachable):
 		code, hint = exitUnreachable, "start it with 'systemctl --user start blauthd.socket' or 'blauthd &', or run this through blauth-helper, which starts one"
