@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -40,9 +41,9 @@ func checkURL(raw string, query bool) error {
 	u, err := url.Parse(raw)
 	switch {
 	case err != nil:
-		return fmt.Errorf("%q is not a URL", raw)
+		return errors.New("not a URL (not quoted here: it may hold a password)")
 	case u.Scheme != "https" && u.Scheme != "http", u.Host == "":
-		return fmt.Errorf("%q is not an absolute http or https URL", raw)
+		return errors.New("not an absolute http or https URL (not quoted here: it may hold a password)")
 	case u.User != nil, u.Fragment != "", u.RawQuery != "" && !query:
 		return fmt.Errorf("%q holds user info, a query or a fragment", withoutSecrets(u))
 	case u.Scheme == "http" && !isLoopback(u.Hostname()):

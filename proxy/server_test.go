@@ -75,6 +75,8 @@ func TestRunBase(t *testing.T) {
 		{"https://api.blaxel.ai/v0", "https://user:secret-pw@run.example.test", "", "user info"},
 		{"https://api.blaxel.ai/v0", "https://run.example.test/?key=secret-q", "", "query"},
 		{"https://api.blaxel.ai/v0", "run.example.test", "", "absolute"},
+		{"https://api.blaxel.ai/v0", "user:secret-pw@run.example.test", "", "absolute"},
+		{"https://api.blaxel.ai/v0", "https://user:secret-pw@run.example.test:port/", "", "not a URL"},
 	} {
 		got, err := RunBase(tc.api, tc.run)
 		if got != tc.want || (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
