@@ -56,3 +56,22 @@ func hasToken(m *Message) bool {
 	v, _ := m.Get("token")
 	return v == "t"
 }
+
+func TestClip(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"get", 40, "get"},
+		{"a\nb\rc\x00d\x7fe\tf", 40, "a b c d e f"},
+		{"abcdef", 3, "abc…"},
+		{"abcdef", 6, "abcdef"},
+		{"aé", 2, "a…"}, // é is two bytes: never cut in half
+		{"ééé", 4, "éé…"},
+	} {
+		if got := Clip(tc.in, tc.n); got != tc.want {
+			t.Errorf("Clip(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
+		}
+	}
+}

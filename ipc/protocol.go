@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Request and response keys. docs/PROTOCOL.md describes each.
@@ -133,6 +134,26 @@ func ErrorMessage(e *Error) *Message {
 		m.Add(KeyHint, oneLine(e.Hint))
 	}
 	return m
+}
+
+// Clip makes s, a value from outside (a request's field, an endpoint's error text, a path), fit
+// to be quoted in one line of an answer or a log: control characters become spaces, and a value
+// longer than n bytes is cut at a character boundary and ends with "…".
+func Clip(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 func oneLine(s string) string {

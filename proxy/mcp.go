@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/blauth/blauth/ipc"
 )
 
 // DefaultMaxMessage is the largest JSON-RPC message the bridge carries either way.
@@ -524,5 +526,5 @@ func (b *bridge) do(req *http.Request) (*http.Response, error) {
 // oneLine makes s fit one log line.
 func oneLine(s string) string {
 	s = strings.Join(strings.Fields(s), " ")
-	return clip(s, 300)
+	return ipc.Clip(s, 300)
 }

@@ -105,7 +105,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	forms, problem := s.admit(r.Header)
 	if problem != "" {
-		s.logf("refused %s %s from %s: %s", r.Method, clip(r.URL.Path, 200), r.RemoteAddr, problem)
+		s.logf("refused %s %s from %s: %s", r.Method, ipc.Clip(r.URL.Path, 200), r.RemoteAddr, problem)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="blauth-proxy"`)
 		plain(w, http.StatusUnauthorized, "blauth-proxy: refused: "+problem)
 		return
@@ -196,7 +196,7 @@ func (s *Server) reverseProxy(target *url.URL, base, prefix string, forms []stri
 			if r.Context().Err() != nil {
 				return // the client went away; nothing to tell it
 			}
-			s.logf("%s %s%s: the upstream %s did not answer: %v", r.Method, prefix, clip(r.URL.Path, 200), target.Host, err)
+			s.logf("%s %s%s: the upstream %s did not answer: %v", r.Method, prefix, ipc.Clip(r.URL.Path, 200), target.Host, err)
 			plain(w, http.StatusBadGateway, fmt.Sprintf("blauth-proxy: the upstream %s did not answer: %v", target.Host, err))
 		},
 	}
@@ -274,13 +274,6 @@ func plain(w http.ResponseWriter, status int, msg string) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	_, _ = fmt.Fprintln(w, msg)
-}
-
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 // logfWriter turns a standard logger's output into logf lines.

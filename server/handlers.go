@@ -55,20 +55,6 @@ func ok(kv ...string) *ipc.Message {
 	return ipc.NewMessage(append([]string{ipc.KeyVersion, ipc.Version, ipc.KeyStatus, ipc.StatusOK}, kv...)...)
 }
 
-// clip makes s one printable line of at most n bytes, for quoting what a client sent.
-func clip(s string, n int) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
-}
-
 // handle answers one request. It never panics the daemon: a bug in one request is logged and
 // answered as internal. The answer is in the version both sides speak.
 func (s *Server) handle(ctx context.Context, m *ipc.Message) (resp *ipc.Message) {
@@ -92,7 +78,7 @@ func (s *Server) handle(ctx context.Context, m *ipc.Message) (resp *ipc.Message)
 	case a == "":
 		return fail(ipc.CodeBadRequest, "the request has no action", "send action=get")
 	case !known:
-		return fail(ipc.CodeUnknownAction, fmt.Sprintf("unknown action %q", clip(a, 40)), "")
+		return fail(ipc.CodeUnknownAction, fmt.Sprintf("unknown action %q", ipc.Clip(a, 40)), "")
 	case req.version < h.version:
 		return fail(ipc.CodeUnknownAction, fmt.Sprintf("%s needs protocol version %d", a, h.version), fmt.Sprintf("send version=%d", h.version))
 	}
@@ -108,12 +94,12 @@ func checkRequest(m *ipc.Message) (request, *ipc.Message) {
 	v, good := ipc.ParseVersion(m.Get(ipc.KeyVersion))
 	req := request{Message: m, version: max(v, 1)}
 	if !good {
-		return req, fail(ipc.CodeUnsupportedVersion, fmt.Sprintf("protocol version %q is not a version number; this daemon speaks 1 to %s", clip(m.Value(ipc.KeyVersion), 20), ipc.Version), "upgrade blauth-helper or the client library")
+		return req, fail(ipc.CodeUnsupportedVersion, fmt.Sprintf("protocol version %q is not a version number; this daemon speaks 1 to %s", ipc.Clip(m.Value(ipc.KeyVersion), 20), ipc.Version), "upgrade blauth-helper or the client library")
 	}
 	if dir, ok := m.Get(ipc.KeyDir); ok {
 		switch {
 		case dir == "" || !filepath.IsAbs(dir):
-			return req, fail(ipc.CodeBadRequest, fmt.Sprintf("cwd %q is not an absolute path", clip(dir, 200)), "send the caller's working directory as an absolute path, or no cwd at all")
+			return req, fail(ipc.CodeBadRequest, fmt.Sprintf("cwd %q is not an absolute path", ipc.Clip(dir, 200)), "send the caller's working directory as an absolute path, or no cwd at all")
 		case len(dir) > maxCwd:
 			return req, fail(ipc.CodeBadRequest, fmt.Sprintf("cwd is %d bytes long, over the %d a path may have", len(dir), maxCwd), "")
 		}

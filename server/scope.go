@@ -46,7 +46,7 @@ var scopedActions = map[string]bool{ipc.ActionGet: true, ipc.ActionWatch: true, 
 func (s *Scope) admit(req *ipc.Message) *ipc.Message {
 	a := req.Value(ipc.KeyAction)
 	if !scopedActions[a] {
-		return fail(ipc.CodeForbidden, fmt.Sprintf("this socket is scoped to workspaces %s and answers only get, watch and ping, not %q", s, clip(a, 40)), "use the daemon's own socket on its machine for anything else")
+		return fail(ipc.CodeForbidden, fmt.Sprintf("this socket is scoped to workspaces %s and answers only get, watch and ping, not %q", s, ipc.Clip(a, 40)), "use the daemon's own socket on its machine for anything else")
 	}
 	if a == ipc.ActionPing {
 		return nil
@@ -62,7 +62,7 @@ func (s *Scope) admit(req *ipc.Message) *ipc.Message {
 		return fail(ipc.CodeNoWorkspace, fmt.Sprintf("this socket serves workspaces %s: name one", s), "pass -w WORKSPACE, or set BL_WORKSPACE")
 	}
 	if !s.Workspaces[ws] {
-		return fail(ipc.CodeForbidden, fmt.Sprintf("workspace %s is not served on this socket (it serves %s)", clip(ws, 100), s), "add it to the daemon's --scoped-socket, or use a socket that serves it")
+		return fail(ipc.CodeForbidden, fmt.Sprintf("workspace %s is not served on this socket (it serves %s)", ipc.Clip(ws, 100), s), "add it to the daemon's --scoped-socket, or use a socket that serves it")
 	}
 	out := req.Fields[:0:0]
 	for _, f := range req.Fields {

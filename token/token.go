@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/blauth/blauth/ipc"
 )
 
 // Token is what a token endpoint gave: an access token, perhaps a rotated refresh token, and
@@ -120,7 +122,7 @@ func classify(op string, status int, header http.Header, body []byte, now time.T
 	}
 	if json.Unmarshal(body, &oe) == nil && isCode(oe.Error) {
 		e.Code = oe.Error
-		e.Description = clip(oe.Description, 200)
+		e.Description = ipc.Clip(oe.Description, 200)
 	}
 	switch {
 	case status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status >= 500:
@@ -150,20 +152,6 @@ func isCode(s string) bool {
 		}
 	}
 	return true
-}
-
-// clip makes s one printable line of at most n bytes.
-func clip(s string, n int) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
 }
 
 func retryAfter(v string, now time.Time) time.Duration {

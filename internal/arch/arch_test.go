@@ -27,7 +27,7 @@ var rules = map[string][]string{
 	"internal/notify":   {},
 	"internal/harden":   {"golang.org/x/sys"},
 	"internal/systemd":  {"golang.org/x/sys"},
-	"token":             {"golang.org/x/oauth2"},
+	"token":             {"ipc", "golang.org/x/oauth2"},
 	"sources":           {"ipc", "internal/clock", "internal/backoff", "github.com/fsnotify/fsnotify", "github.com/zalando/go-keyring", "go.yaml.in/yaml/v3", "github.com/rs/zerolog", "golang.org/x/sys"},
 	"resolver":          {"ipc", "sources", "internal/clock", "internal/notify", "github.com/rs/zerolog"},
 	"broker":            {"ipc", "sources", "resolver", "token", "internal/backoff", "internal/clock", "internal/notify", "github.com/rs/zerolog"},
