@@ -34,6 +34,10 @@ const (
 	MaxAnswerFields = 1 << 14
 )
 
+// MaxCwd is the longest cwd a request may carry (the longest path Linux resolves): the daemon
+// answers a longer one bad_request, and clients refuse it before sending.
+const MaxCwd = 4096
+
 // Field is one key=value line of a message.
 type Field struct {
 	Key, Value string

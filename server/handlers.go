@@ -85,9 +85,6 @@ func (s *Server) handle(ctx context.Context, m *ipc.Message) (resp *ipc.Message)
 	return h.serve(s, ctx, req)
 }
 
-// maxCwd bounds the cwd= a request may carry: the longest path Linux resolves.
-const maxCwd = 4096
-
 // checkRequest reads the request's version and refuses the common keys a caller got wrong,
 // rather than ignoring them and serving another workspace's token.
 func checkRequest(m *ipc.Message) (request, *ipc.Message) {
@@ -100,8 +97,8 @@ func checkRequest(m *ipc.Message) (request, *ipc.Message) {
 		switch {
 		case dir == "" || !filepath.IsAbs(dir):
 			return req, fail(ipc.CodeBadRequest, fmt.Sprintf("cwd %q is not an absolute path", ipc.Clip(dir, 200)), "send the caller's working directory as an absolute path, or no cwd at all")
-		case len(dir) > maxCwd:
-			return req, fail(ipc.CodeBadRequest, fmt.Sprintf("cwd is %d bytes long, over the %d a path may have", len(dir), maxCwd), "")
+		case len(dir) > ipc.MaxCwd:
+			return req, fail(ipc.CodeBadRequest, fmt.Sprintf("cwd is %d bytes long, over the %d a path may have", len(dir), ipc.MaxCwd), "")
 		}
 	}
 	if s := m.Value(ipc.KeyMinTTL); s != "" {

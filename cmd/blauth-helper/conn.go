@@ -24,9 +24,6 @@ type requestError struct{ msg, hint string }
 
 func (e *requestError) Error() string { return e.msg }
 
-// maxCwd is the longest working directory a request may carry (the daemon's limit).
-const maxCwd = 4096
-
 // request builds a request that resolves a credential: it carries the caller's directory and
 // BL_* variables, which the daemon reads as the caller's .env and environment sources.
 func (a *app) request(action, workspace string) (*ipc.Message, error) {
@@ -40,8 +37,8 @@ func (a *app) request(action, workspace string) (*ipc.Message, error) {
 		return nil, &requestError{fmt.Sprintf("cannot tell the working directory (%v), where a project's .env would be read", err), "cd to an existing directory"}
 	case !ipc.ValidValue(wd):
 		return nil, &requestError{fmt.Sprintf("the working directory %q holds a line break", wd), "run from a directory whose path has no line break"}
-	case len(wd) > maxCwd:
-		return nil, &requestError{fmt.Sprintf("the working directory is %d bytes long, over the %d blauthd accepts", len(wd), maxCwd), "run from a directory with a shorter path"}
+	case len(wd) > ipc.MaxCwd:
+		return nil, &requestError{fmt.Sprintf("the working directory is %d bytes long, over the %d blauthd accepts", len(wd), ipc.MaxCwd), "run from a directory with a shorter path"}
 	}
 	m.Add(ipc.KeyDir, wd)
 	env, err := callerEnv(a.environ())

@@ -42,9 +42,6 @@ const DefaultTimeout = ipc.GetBudget + 5*time.Second
 // dialTimeout bounds connecting to the socket itself.
 const dialTimeout = 2 * time.Second
 
-// maxDir is the longest working directory the daemon accepts in a request.
-const maxDir = 4096
-
 // Error is an error answer from the daemon: branch on its Code (the Code constants), never on
 // its Message. Errors returned by this package wrap it; ErrorCode reads it.
 type Error = ipc.Error
@@ -161,8 +158,8 @@ func (o Options) resolve(action string) (*settings, *ipc.Message, error) {
 		return nil, nil, bad("the directory %q is relative; the daemon needs an absolute path", dir)
 	case !ipc.ValidValue(dir):
 		return nil, nil, bad("the directory %q holds a line break", dir)
-	case len(dir) > maxDir:
-		return nil, nil, bad("the directory is %d bytes long, over the %d blauthd accepts", len(dir), maxDir)
+	case len(dir) > ipc.MaxCwd:
+		return nil, nil, bad("the directory is %d bytes long, over the %d blauthd accepts", len(dir), ipc.MaxCwd)
 	}
 	environ := o.Env
 	if environ == nil {
