@@ -1,6 +1,7 @@
 // Command blauth-helper is blauth's small client: a git credential helper, and the way scripts,
-// IDEs and SDK processes get a Blaxel token from blauthd in about a millisecond. It imports only
-// package ipc and the standard library (deps_test.go enforces it), so it starts fast.
+// IDEs and SDK processes get a Blaxel token from blauthd. It imports only package ipc and the
+// standard library (deps_test.go enforces it), so it starts fast: within about 1.1-1.3x the time of a
+// minimal Go client, most of it starting the process (docs/BENCHMARKS.md).
 package main
 
 import (
