@@ -57,7 +57,7 @@ func brokerError(e *broker.Error) *ipc.Message {
 	case broker.TooShort:
 		return fail(ipc.CodeUnavailable, e.Error(), "ask for a shorter min_ttl; the token endpoint issues shorter tokens")
 	case broker.Unmeetable:
-		return fail(ipc.CodeUnavailable, e.Error(), fmt.Sprintf("ask for a min_ttl under %s (blauthd's own --min-ttl counts too)", e.Lifetime))
+		return fail(ipc.CodeUnavailable, e.Error(), fmt.Sprintf("ask for a min_ttl of at most %s (blauthd's own --min-ttl counts too)", e.Limit))
 	case broker.GaveUp:
 		return fail(ipc.CodeUnavailable, e.Error(), "")
 	}
