@@ -50,13 +50,15 @@ const SkewTolerance = 30 * time.Second
 
 // Skew is how far the local clock was ahead of the endpoint's (negative: behind) when the
 // answer came: receipt less the answer's Date header, else less the token's iat (which
-// includes the token's age). ok is false when the answer carried neither.
+// includes the token's age), each taken at the middle of the whole second it names. ok is
+// false when the answer carried neither.
 func (t *Token) Skew() (d time.Duration, ok bool) {
+	const mid = 500 * time.Millisecond
 	switch {
 	case !t.Date.IsZero():
-		return t.Received.Sub(t.Date), true
+		return t.Received.Sub(t.Date) - mid, true
 	case t.issuerIat:
-		return t.Received.Sub(t.IssuedAt), true
+		return t.Received.Sub(t.IssuedAt) - mid, true
 	}
 	return 0, false
 }
