@@ -78,6 +78,9 @@ func printStatus(w io.Writer, st *ipc.Status, now time.Time) {
 			if d < 0 {
 				d, side = -d, "behind"
 			}
+			if d >= time.Hour {
+				d = d.Round(time.Minute) // span shows no seconds past the hour
+			}
 			fmt.Fprintf(w, "%s: this machine's clock is %s %s the token endpoint's; expiry times are on this machine's clock, corrected for it (fix the clock: bl and the SDKs reading the bl config judge expiry on their own)\n", ws.Workspace, span(d), side)
 		}
 		for _, s := range ws.Shadows {

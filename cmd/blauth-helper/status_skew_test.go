@@ -13,7 +13,7 @@ import (
 func TestStatusShowsLifetimeAndClockSkew(t *testing.T) {
 	now := time.Unix(1_900_000_000, 0)
 	st := &ipc.Status{Version: "test", Workspaces: []ipc.WorkspaceStatus{
-		{Workspace: "behind", Kind: ipc.KindClientCredentials, Source: "daemon_env:BL_CLIENT_CREDENTIALS", Expiry: now.Add(time.Hour), Lifetime: 7200, ClockSkew: -7200},
+		{Workspace: "behind", Kind: ipc.KindClientCredentials, Source: "daemon_env:BL_CLIENT_CREDENTIALS", Expiry: now.Add(time.Hour), Lifetime: 7200, ClockSkew: -7199},
 		{Workspace: "ahead", Kind: ipc.KindLogin, Source: "bl_config", Expiry: now.Add(time.Minute), Lifetime: 60, ClockSkew: 3000},
 		{Workspace: "agreeing", Kind: ipc.KindClientCredentials, Source: "env", Expiry: now.Add(time.Hour), Lifetime: 7200},
 	}}
