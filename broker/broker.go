@@ -287,13 +287,7 @@ func (b *Broker) Get(ctx context.Context, c *sources.Credential, minTTL time.Dur
 		return Served{}, err
 	}
 	if e.flight == nil && now.Before(e.notBefore) {
-		// The token held falls short of what is asked before its period is over (its issuer's
-		// clocks disagree, or it was issued long before it was handed out): the next exchange
-		// waits for the period's end, or the endpoint would be asked once per request.
-		err := &Error{Reason: TooShort, Workspace: c.Workspace, Kind: c.Kind, Asked: minTTL, RetryIn: e.notBefore.Sub(now)}
-		if e.tok != nil {
-			err.Left = e.tok.expiry.Sub(now)
-		}
+		err := notDue(e, minTTL, now)
 		b.mu.Unlock()
 		return Served{}, err
 	}
@@ -333,6 +327,18 @@ func (b *Broker) Get(ctx context.Context, c *sources.Credential, minTTL time.Dur
 		return Served{}, err // the first token taught the lifetime: the answer is the same from now on
 	}
 	return Served{Token: f.tok.value, Expiry: f.tok.expiry, Warning: b.warningLocked(e)}, nil
+}
+
+// notDue answers a request that the token e holds falls short of before its period is over
+// (its issuer's clocks disagree, or it was issued long before it was handed out): the next
+// exchange waits for the period's end, or the endpoint would be asked once per request. The
+// broker's mutex is held.
+func notDue(e *entry, minTTL time.Duration, now time.Time) error {
+	err := &Error{Reason: TooShort, Workspace: e.cred.Workspace, Kind: e.cred.Kind, Asked: minTTL, RetryIn: e.notBefore.Sub(now)}
+	if e.tok != nil {
+		err.Left = e.tok.expiry.Sub(now)
+	}
+	return err
 }
 
 // unmeetableLocked refuses a min_ttl over the life a token of e's endpoint has left at its
