@@ -67,6 +67,8 @@ func TestRunBase(t *testing.T) {
 		{"https://api.blaxel.dev/v0", "", "https://run.blaxel.dev", ""},
 		{"http://127.0.0.1:9/v0", "", "", "set BL_RUN_URL"},
 		{"http://localhost:8080/v0", "", "", "set BL_RUN_URL"},
+		{"https://user:secret-pw@api.example.test/v0?key=secret-q", "", "", "https://api.example.test/v0: set BL_RUN_URL"},
+		{"https://user:secret-pw@api.example.test:port/v0", "", "", "(a URL that does not parse, not quoted here: it may hold a password): set BL_RUN_URL"},
 		{"https://api.blaxel.ai/v0", "https://run.example.test/", "https://run.example.test", ""},
 		{"http://127.0.0.1:9/v0", "http://127.0.0.1:10", "http://127.0.0.1:10", ""},
 		{"http://127.0.0.1:9/v0", "http://[::1]:10", "http://[::1]:10", ""},
@@ -120,17 +122,11 @@ func (r *recorder) lastRequest() *http.Request {
 	return r.last
 }
 
-// newProxy serves a proxy for e's tokens with run base runURL, on an httptest server.
-func newProxy(t *testing.T, e *testEnv, runURL string) (*httptest.Server, Secret) {
+// newProxy serves a proxy for e's tokens with run base runURL, on a real loopback listener.
+func newProxy(t *testing.T, e *testEnv, runURL string) (*served, Secret) {
 	t.Helper()
 	secret := NewSecret()
-	srv, err := NewServer(Config{Tokens: e.tokens, Secret: secret, RunURL: runURL, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv)
-	t.Cleanup(hs.Close)
-	return hs, secret
+	return startProxy(t, Config{Tokens: e.tokens, Secret: secret, RunURL: runURL}, nil), secret
 }
 
 func do(t *testing.T, method, url string, headers map[string][]string, body io.Reader) (int, string, http.Header) {

@@ -70,6 +70,13 @@ func run(ctx context.Context, args []string, e env) int {
 		if len(rest) == 0 {
 			return usageError(e, "exec needs a command: blauth-proxy exec -- CMD [ARGS]")
 		}
+		// A bad BL_RUN_URL is a configuration error, told before any token is waited for.
+		if runURL := e.getenv("BL_RUN_URL"); runURL != "" {
+			if _, err := proxy.RunBase("", runURL); err != nil {
+				fmt.Fprintf(e.stderr, "blauth: error: %v\nblauth: hint: set BL_RUN_URL to the run base (https://…, or http:// to a loopback address), or unset it\n", err)
+				return exitUsage
+			}
+		}
 		if sel.Dir, err = e.getwd(); err != nil {
 			return fail(e, fmt.Errorf("cannot tell the working directory (%v), where a project's .env would be read", err))
 		}
