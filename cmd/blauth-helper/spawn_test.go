@@ -175,7 +175,7 @@ func TestSpawnIsVisibleAndReversible(t *testing.T) {
 
 	r = runProc(t, proc{env: env}, helperBin(), "stop")
 	mustCode(t, r, 0)
-	if r.stderr != fmt.Sprintf("blauth: stopped blauthd (pid %d)\n", pid) {
+	if r.stderr != fmt.Sprintf("blauth: stopped blauthd (pid %d); it will not start again until a command needs it (the next 'blauth-helper token', or socket activation); watches and clients wait for it\n", pid) {
 		t.Fatalf("stop said %q", r.stderr)
 	}
 	if alive(pid) {

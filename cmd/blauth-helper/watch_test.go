@@ -110,7 +110,7 @@ func TestWatchPrintsEveryNewTokenAndReconnects(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("watch did not end on SIGINT")
 	}
-	if !strings.Contains(stderr.String(), "reconnecting") {
+	if !strings.Contains(stderr.String(), "blauthd stopped; waiting for a daemon") {
 		t.Errorf("the restart was not reported on stderr: %q", stderr.String())
 	}
 }
