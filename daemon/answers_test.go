@@ -92,7 +92,7 @@ func TestConnectionsPastTheLimitAreToldWhy(t *testing.T) {
 		t.Fatalf("a third connection with room for two: %v, want code busy", err)
 	}
 	held[0].Close()
-	testkit.WaitFor(t, 5*time.Second, "room after a connection closed", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "room after a connection closed", func() bool {
 		_, err := td.Do(t, ipc.KeyAction, ipc.ActionGet)
 		return err == nil
 	})
@@ -116,8 +116,8 @@ func TestStopEndsTheDaemon(t *testing.T) {
 	if resp.Value(ipc.KeyPID) != fmt.Sprint(os.Getpid()) || resp.Value(ipc.KeyManager) != ipc.ManagerForeground {
 		t.Fatalf("stop answered %v, want this pid and manager foreground", resp.Fields)
 	}
-	if !td.Stopped(10 * time.Second) {
-		t.Fatal("the daemon still runs 10s after stop")
+	if !td.Stopped(30 * time.Second) {
+		t.Fatal("the daemon still runs 30s after stop")
 	}
 	if _, err := os.Stat(td.Socket); !os.IsNotExist(err) {
 		t.Fatalf("the socket is left after stop: %v", err)
@@ -170,7 +170,7 @@ func TestFailedWriteBackIsVisibleAndRetried(t *testing.T) {
 	if err := os.WriteFile(path, good, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	testkit.WaitFor(t, 10*time.Second, "the rotated session in the repaired file", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "the rotated session in the repaired file", func() bool {
 		clock.Add(30 * time.Second) // the broker retries a failed write-back at least this often
 		td.Broker().Tick()
 		td.Broker().Wait()

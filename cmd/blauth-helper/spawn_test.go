@@ -37,7 +37,7 @@ func stopSpawned(t *testing.T, pid int, socket string) {
 		return
 	}
 	_ = syscall.Kill(pid, syscall.SIGTERM)
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		if !alive(pid) {
 			if _, err := os.Stat(socket); err == nil {
@@ -48,7 +48,7 @@ func stopSpawned(t *testing.T, pid int, socket string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	_ = syscall.Kill(pid, syscall.SIGKILL)
-	t.Errorf("spawned daemon %d did not stop on SIGTERM within 10s", pid)
+	t.Errorf("spawned daemon %d did not stop on SIGTERM within 30s", pid)
 }
 
 func alive(pid int) bool {
