@@ -16,14 +16,18 @@ const (
 )
 
 // ExitStatus returns the exit status for err: ExitOK for nil, the status of the code of the
-// *Error it carries, ExitUnreachable when it wraps ErrUnreachable, ExitError for anything else.
+// *Error it carries, ExitUsage for a *RequestError, ExitUnreachable when it wraps
+// ErrUnreachable, ExitError for anything else.
 func ExitStatus(err error) int {
 	var e *Error
+	var re *RequestError
 	switch {
 	case err == nil:
 		return ExitOK
 	case errors.As(err, &e):
 		return codeStatus(e.Code)
+	case errors.As(err, &re):
+		return ExitUsage
 	case errors.Is(err, ErrUnreachable):
 		return ExitUnreachable
 	}

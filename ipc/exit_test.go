@@ -24,6 +24,7 @@ func TestExitStatus(t *testing.T) {
 		{&Error{Code: CodeForbidden}, 1},
 		{&Error{Code: "a code of a later version"}, 1},
 		{fmt.Errorf("%w: /run/blauthd.sock: no such file", ErrUnreachable), 3},
+		{fmt.Errorf("watch: %w", &RequestError{Message: "BL_API_KEY holds a line break"}), 2},
 		{errors.New("anything else"), 1},
 	} {
 		if got := ExitStatus(tc.err); got != tc.want {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
@@ -36,28 +35,7 @@ type Selection struct {
 
 // request is the watch request for s, naming workspace when it is not empty.
 func (s Selection) request(workspace string) (*ipc.Message, error) {
-	m := ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionWatch)
-	if workspace != "" {
-		if !ipc.ValidValue(workspace) {
-			return nil, errors.New("the workspace name holds a line break")
-		}
-		m.Add(ipc.KeyWorkspace, workspace)
-	}
-	if s.Dir != "" {
-		if !ipc.ValidValue(s.Dir) {
-			return nil, fmt.Errorf("the working directory %q holds a line break", s.Dir)
-		}
-		m.Add(ipc.KeyDir, s.Dir)
-	}
-	env, err := ipc.CallerEnv(s.Environ)
-	if err != nil {
-		return nil, fmt.Errorf("%w; set it again without that, or unset it", err)
-	}
-	m.Fields = append(m.Fields, env...)
-	if s.MinTTL > 0 {
-		m.Add(ipc.KeyMinTTL, strconv.Itoa(int(s.MinTTL.Round(time.Second)/time.Second)))
-	}
-	return m, nil
+	return ipc.Caller{Workspace: workspace, Dir: s.Dir, Environ: s.Environ, MinTTL: s.MinTTL}.Request(ipc.ActionWatch)
 }
 
 // Credential is what a request is sent with: a token, the workspace it belongs to, and the API

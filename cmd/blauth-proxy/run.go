@@ -162,10 +162,13 @@ func usageError(e env, msg string) int {
 func fail(e env, err error) int {
 	code, hint := ipc.ExitStatus(err), ""
 	var ie *ipc.Error
+	var re *ipc.RequestError
 	var ce *proxy.CommandError
 	switch {
 	case errors.As(err, &ie):
 		hint = ie.Hint
+	case errors.As(err, &re):
+		hint = re.Hint
 	case errors.Is(err, ipc.ErrUnreachable):
 		hint = "start it with 'systemctl --user start blauthd.socket' or 'blauthd &', or run this through blauth-helper, which starts one"
 	case errors.Is(err, proxy.ErrStale):
