@@ -110,7 +110,7 @@ func TestWatchPrintsEveryNewTokenAndReconnects(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("watch did not end on SIGINT")
 	}
-	if !strings.Contains(stderr.String(), "blauthd stopped; waiting for a daemon") {
+	if !strings.Contains(stderr.String(), "; waiting for a daemon (watch never starts one") {
 		t.Errorf("the restart was not reported on stderr: %q", stderr.String())
 	}
 }
