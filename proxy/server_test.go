@@ -348,13 +348,13 @@ func TestServerStreamsBothWays(t *testing.T) {
 		if line != "first part\n" {
 			t.Fatalf("the upstream read %q", line)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("the upstream did not get the first part of the body while the client was still sending: the request is buffered")
 	}
 	var r result
 	select {
 	case r = <-done:
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("no answer headers while the upstream holds its stream open")
 	}
 	if r.err != nil {
@@ -371,7 +371,7 @@ func TestServerStreamsBothWays(t *testing.T) {
 		if string(ev.data) != "one" {
 			t.Fatalf("first event %q", ev.data)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("the first event did not arrive while the upstream holds the rest: the answer is buffered")
 	}
 	free()
@@ -415,6 +415,7 @@ func TestCurrentNeverServesAStaleToken(t *testing.T) {
 	if c, err := tokens.Current(context.Background()); !errors.Is(err, ErrStale) {
 		t.Errorf("a token with 30 s left, min_ttl 60 s: got %q, %v; want ErrStale", c.Token, err)
 	}
+	tokens.wait = 30 * time.Second // only a bound: the token comes long before
 	go func() {
 		time.Sleep(50 * time.Millisecond)
 		tokens.update(func() { tokens.cred = &Credential{Token: "new", Workspace: "acme", Expiry: time.Now().Add(time.Hour)} })
@@ -449,7 +450,7 @@ func TestTokensFollowChangesAndReconnect(t *testing.T) {
 
 	waitFor := func(want string) {
 		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
+		deadline := time.Now().Add(30 * time.Second)
 		for {
 			c, err := tokens.Current(context.Background())
 			if err == nil && c.Token == want {
@@ -459,7 +460,7 @@ func TestTokensFollowChangesAndReconnect(t *testing.T) {
 				return
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("Current is %q, %v; want %q within 15 s", c.Token, err, want)
+				t.Fatalf("Current is %q, %v; want %q within 30 s", c.Token, err, want)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
