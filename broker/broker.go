@@ -203,6 +203,10 @@ type Error struct {
 	Asked     time.Duration // TooShort, Unmeetable: the min_ttl asked for
 	Lifetime  time.Duration // Unmeetable: how long the endpoint's tokens live
 	Limit     time.Duration // Unmeetable: the largest min_ttl that is always met (whole seconds)
+	// Skew is how far the daemon's clock was ahead of the token endpoint's (negative: behind)
+	// at the last exchange, when over token.SkewTolerance (TooShort): why a token can arrive
+	// with less life left than it was issued for.
+	Skew time.Duration
 }
 
 func (e *Error) Error() string {
@@ -214,6 +218,9 @@ func (e *Error) Error() string {
 		msg := fmt.Sprintf("the newest token for %s has %s left, less than the %s asked for", e.Workspace, max(e.Left, 0).Truncate(time.Second), e.Asked)
 		if e.RetryIn > 0 {
 			msg += fmt.Sprintf("; the next one is due in %s (one exchange per refresh period)", e.RetryIn.Round(time.Second))
+		}
+		if e.Skew != 0 {
+			msg += "; this machine's clock is " + describeSkew(e.Skew) + " the token endpoint's"
 		}
 		return msg
 	case Unmeetable:
@@ -287,7 +294,7 @@ func (b *Broker) Get(ctx context.Context, c *sources.Credential, minTTL time.Dur
 		return Served{}, err
 	}
 	if e.flight == nil && now.Before(e.notBefore) {
-		err := notDue(e, minTTL, now)
+		err := b.tooShortLocked(e, e.tok, minTTL, now)
 		b.mu.Unlock()
 		return Served{}, err
 	}
@@ -317,26 +324,32 @@ func (b *Broker) Get(ctx context.Context, c *sources.Credential, minTTL time.Dur
 		b.mu.Unlock()
 		return Served{}, err
 	}
-	now = b.cfg.Clock.Now()
-	if left := f.tok.expiry.Sub(now); left < minTTL {
-		return Served{}, &Error{Reason: TooShort, Workspace: c.Workspace, Kind: c.Kind, Left: left, Asked: minTTL}
-	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if now = b.cfg.Clock.Now(); f.tok.expiry.Sub(now) < minTTL {
+		return Served{}, b.tooShortLocked(e, f.tok, minTTL, now)
+	}
 	if err := b.unmeetableLocked(e, minTTL); err != nil {
 		return Served{}, err // the first token taught the lifetime: the answer is the same from now on
 	}
 	return Served{Token: f.tok.value, Expiry: f.tok.expiry, Warning: b.warningLocked(e)}, nil
 }
 
-// notDue answers a request that the token e holds falls short of before its period is over
-// (its issuer's clocks disagree, or it was issued long before it was handed out): the next
-// exchange waits for the period's end, or the endpoint would be asked once per request. The
-// broker's mutex is held.
-func notDue(e *entry, minTTL time.Duration, now time.Time) error {
-	err := &Error{Reason: TooShort, Workspace: e.cred.Workspace, Kind: e.cred.Kind, Asked: minTTL, RetryIn: e.notBefore.Sub(now)}
-	if e.tok != nil {
-		err.Left = e.tok.expiry.Sub(now)
+// tooShortLocked answers a request that tok (e's newest token, nil when none is held) falls
+// short of. Before e's period is over the next exchange waits for its end (RetryIn), or the
+// endpoint would be asked once per request; that happens when the token arrived with less life
+// left than it was issued for (the endpoint's clocks disagree, or it was issued long before it
+// was handed out), and the measured skew, if any, says why. b.mu is held.
+func (b *Broker) tooShortLocked(e *entry, tok *cached, minTTL time.Duration, now time.Time) error {
+	err := &Error{Reason: TooShort, Workspace: e.cred.Workspace, Kind: e.cred.Kind, Asked: minTTL}
+	if tok != nil {
+		err.Left = tok.expiry.Sub(now)
+	}
+	if now.Before(e.notBefore) {
+		err.RetryIn = e.notBefore.Sub(now)
+	}
+	if e.skewKnown && e.skew.Abs() > token.SkewTolerance {
+		err.Skew = e.skew
 	}
 	return err
 }
@@ -688,12 +701,18 @@ func (b *Broker) recordSkewLocked(e *entry, g *token.Token, log zerolog.Logger) 
 		Msgf("the daemon's clock is %s the token endpoint's; tokens are refreshed on the lifetime they were issued for and their expiry is moved onto the daemon's clock (fix the clock: bl and the SDKs reading the bl config judge exp on their own)", describeSkew(skew))
 }
 
-// describeSkew says how far ahead or behind a skew puts the local clock: "1h0m0s ahead of".
+// describeSkew says how far ahead or behind a skew puts the local clock: "2h0m0s ahead of",
+// "45s behind". A measurement is good to a second or two, so one of an hour or more is said to
+// the minute, as status says it.
 func describeSkew(d time.Duration) string {
+	side := " ahead of"
 	if d < 0 {
-		return (-d).Round(time.Second).String() + " behind"
+		d, side = -d, " behind"
 	}
-	return d.Round(time.Second).String() + " ahead of"
+	if d >= time.Hour {
+		return d.Round(time.Minute).String() + side
+	}
+	return d.Round(time.Second).String() + side
 }
 
 // recordSaveLocked notes the outcome of writing session g back to e's source. b.mu is held.

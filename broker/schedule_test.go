@@ -142,24 +142,41 @@ func TestSkewedIssuerClock(t *testing.T) {
 }
 
 // A front end whose Date disagrees with the clock that signs the tokens makes one of them
-// wrong: the expiry served is the earlier, and the credential is still exchanged at most once
-// per period.
-func TestDateDisagreeingWithTheTokenCostsNoExtraExchange(t *testing.T) {
+// wrong, and the earlier expiry is the one served. With the Date 2 h ahead of a 2 h token's
+// iat, the endpoint's own clock says every token is expired when it is handed out: none is
+// served, each refusal names the clock, and the credential is still exchanged at most once per
+// period. With the Date 2 h behind, every token is served with its exp as expiry.
+func TestDateDisagreeingWithTheToken(t *testing.T) {
 	for _, skew := range []time.Duration{2 * time.Hour, -2 * time.Hour} {
 		f := newBrokerFixture(t, nil)
 		f.api.SetDateSkew(skew)
 		span := 12 * time.Hour
 		start := f.clock.Now()
+		served := 0
 		for el := time.Duration(0); el < span; el += 10 * time.Second {
 			f.clock.Set(start.Add(el))
 			f.tick()
-			if s, err := f.get(t, 0); err == nil {
-				if exp, _, _ := token.JWTTimes(s.Token); exp.Sub(f.api.Now()) < 30*time.Second {
-					t.Fatalf("Date %v off: %v in, served a token with %v left", skew, el, exp.Sub(f.api.Now()))
+			s, err := f.get(t, 0)
+			if skew > 0 {
+				if err == nil {
+					t.Fatalf("Date %v off: %v in, served a token expired on the endpoint's Date (expiry %v, %v from now)", skew, el, s.Expiry, s.Expiry.Sub(f.clock.Now()))
 				}
+				var te *Error
+				if !errors.As(err, &te) || te.Reason != TooShort || !strings.Contains(err.Error(), "this machine's clock is 2h0m0s behind the token endpoint's") {
+					t.Fatalf("Date %v off: %v in: %v, want the token refused as too short, naming the clock", skew, el, err)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatalf("Date %v off: %v in: %v", skew, el, err)
+			}
+			served++
+			if exp, _, _ := token.JWTTimes(s.Token); s.Expiry.After(exp) || exp.Sub(f.api.Now()) < 30*time.Second {
+				t.Fatalf("Date %v off: %v in, served expiry %v for a token with exp %v (%v left)", skew, el, s.Expiry, exp, exp.Sub(f.api.Now()))
 			}
 		}
 		atMostOnePerPeriod(t, "Date "+skew.String()+" off the tokens", f.api.Count(""), span, 2*time.Hour)
+		t.Logf("Date %v off the tokens: %d exchanges over %v, %d of %d gets served", skew, f.api.Count(""), span, served, int(span/(10*time.Second)))
 	}
 }
 
