@@ -75,9 +75,10 @@ type Broker struct {
 
 // cached is the token a broker entry holds.
 type cached struct {
-	value     string
-	expiry    time.Time // zero: never expires (API key)
-	issued    time.Time
+	value string
+	// expiry is when the issuer will call the token expired, on the daemon's clock (the
+	// token's own exp moved by the measured skew); zero: never expires (API key).
+	expiry    time.Time
 	refreshAt time.Time
 	refresh   string // the refresh token to use next (login sessions)
 	// saved reports that the session this token came with was written back; saveErr is why it
@@ -85,6 +86,8 @@ type cached struct {
 	saved   bool
 	saveErr error
 	grant   *token.Token
+	// forced is set on a token that an erase brought forward, ahead of its period.
+	forced bool
 }
 
 type flight struct {
@@ -106,8 +109,19 @@ type entry struct {
 	keepFresh bool
 	holds     int // watchers of this credential: kept fresh and never dropped while > 0
 	// lifetime is how long the endpoint's tokens for this credential live, learned from the last
-	// one; a min_ttl it cannot meet is refused without an exchange.
+	// one; a min_ttl over what the schedule guarantees is refused without an exchange.
 	lifetime time.Duration
+	// notBefore is when the next exchange may start: one refresh period (the shortest the
+	// schedule draws) after the last token was received. Only an erase, once per period, and
+	// a change of the source bring it forward.
+	notBefore time.Time
+	// eraseForward is set while the next exchange is one an erase brought forward.
+	eraseForward bool
+	// skew is how far the daemon's clock was ahead of the token endpoint's at the last
+	// exchange (negative: behind), when skewKnown; skewWarned once it was logged.
+	skew       time.Duration
+	skewKnown  bool
+	skewWarned bool
 	// unsaved is a refreshed session that could not be written back to its source; saveErr says
 	// why. Tick retries the write until it lands or a newer session replaces it.
 	unsaved     *token.Token
@@ -173,8 +187,8 @@ type Reason int
 const (
 	Refused    Reason = iota + 1 // the token endpoint refused the credential for good
 	Failing                      // the token endpoint fails; the broker retries (RetryIn)
-	TooShort                     // the newest token has less life left than asked (Left < Asked)
-	Unmeetable                   // the endpoint's tokens never live as long as asked (Lifetime ≤ Asked)
+	TooShort                     // the newest token has less life left than asked (Left < Asked); RetryIn says when the next is due
+	Unmeetable                   // no token is guaranteed to have what was asked left (Limit < Asked)
 	GaveUp                       // the caller stopped waiting for an exchange, or its budget ran out
 )
 
@@ -188,6 +202,11 @@ type Error struct {
 	Left      time.Duration // TooShort: the newest token's life left
 	Asked     time.Duration // TooShort, Unmeetable: the min_ttl asked for
 	Lifetime  time.Duration // Unmeetable: how long the endpoint's tokens live
+	Limit     time.Duration // Unmeetable: the largest min_ttl that is always met (whole seconds)
+	// Skew is how far the daemon's clock was ahead of the token endpoint's (negative: behind)
+	// at the last exchange, when over token.SkewTolerance (TooShort): why a token can arrive
+	// with less life left than it was issued for.
+	Skew time.Duration
 }
 
 func (e *Error) Error() string {
@@ -196,9 +215,16 @@ func (e *Error) Error() string {
 		return fmt.Sprintf("the %s for workspace %s was refused: %v", describeKind(e.Kind), e.Workspace, e.Cause)
 	case TooShort:
 		// Truncated, not rounded: the figure shown is always below the one asked for.
-		return fmt.Sprintf("the newest token for %s has %s left, less than the %s asked for", e.Workspace, e.Left.Truncate(time.Second), e.Asked)
+		msg := fmt.Sprintf("the newest token for %s has %s left, less than the %s asked for", e.Workspace, max(e.Left, 0).Truncate(time.Second), e.Asked)
+		if e.RetryIn > 0 {
+			msg += fmt.Sprintf("; the next one is due in %s (one exchange per refresh period)", e.RetryIn.Round(time.Second))
+		}
+		if e.Skew != 0 {
+			msg += "; this machine's clock is " + describeSkew(e.Skew) + " the token endpoint's"
+		}
+		return msg
 	case Unmeetable:
-		return fmt.Sprintf("the token endpoint issues tokens for %s that live %s; a min_ttl of %s cannot be met", e.Workspace, e.Lifetime, e.Asked)
+		return fmt.Sprintf("the token endpoint issues tokens for %s that live %s, refreshed when %s of it is left: a min_ttl of %s cannot be met (at most %s can)", e.Workspace, e.Lifetime, e.Limit, e.Asked, e.Limit)
 	case GaveUp:
 		return fmt.Sprintf("gave up waiting for a token for %s: %v", e.Workspace, e.Cause)
 	}
@@ -245,24 +271,30 @@ func (b *Broker) Get(ctx context.Context, c *sources.Credential, minTTL time.Dur
 	e := b.entryLocked(key, c, keepFresh)
 	now := b.cfg.Clock.Now()
 	e.lastUsed = now
+	if err := b.unmeetableLocked(e, minTTL); err != nil {
+		// More than a token has left at its refresh point: meeting it would take an exchange
+		// per request (each a refresh-token rotation and a bl config rewrite), so it is
+		// refused whatever the token held now has. A new token (a background refresh, a
+		// changed source) updates what is learned.
+		b.mu.Unlock()
+		return Served{}, err
+	}
 	if t := e.tok; t != nil && t.expiry.Sub(now) >= minTTL {
-		if !now.Before(t.refreshAt) {
+		if b.dueLocked(e, now) {
 			b.maybeStartLocked(e, now)
 		}
 		s := Served{Token: t.value, Expiry: t.expiry, Warning: b.warningLocked(e)}
 		b.mu.Unlock()
 		return s, nil
 	}
-	if e.lifetime > 0 && minTTL >= e.lifetime {
-		// No token the endpoint issues can have that much life left when it is served: an
-		// exchange per request would only hammer the endpoint. A new token (a background
-		// refresh, a changed source) updates what is learned.
-		b.mu.Unlock()
-		return Served{}, &Error{Reason: Unmeetable, Workspace: c.Workspace, Kind: c.Kind, Lifetime: e.lifetime, Asked: minTTL}
-	}
 	// No token good enough: the caller has to wait for an exchange.
 	if e.permanent {
 		err := b.failure(e)
+		b.mu.Unlock()
+		return Served{}, err
+	}
+	if e.flight == nil && now.Before(e.notBefore) {
+		err := b.tooShortLocked(e, e.tok, minTTL, now)
 		b.mu.Unlock()
 		return Served{}, err
 	}
@@ -292,14 +324,53 @@ func (b *Broker) Get(ctx context.Context, c *sources.Credential, minTTL time.Dur
 		b.mu.Unlock()
 		return Served{}, err
 	}
-	now = b.cfg.Clock.Now()
-	if left := f.tok.expiry.Sub(now); left < minTTL {
-		return Served{}, &Error{Reason: TooShort, Workspace: c.Workspace, Kind: c.Kind, Left: left, Asked: minTTL}
-	}
 	b.mu.Lock()
-	w := b.warningLocked(e)
-	b.mu.Unlock()
-	return Served{Token: f.tok.value, Expiry: f.tok.expiry, Warning: w}, nil
+	defer b.mu.Unlock()
+	if now = b.cfg.Clock.Now(); f.tok.expiry.Sub(now) < minTTL {
+		return Served{}, b.tooShortLocked(e, f.tok, minTTL, now)
+	}
+	if err := b.unmeetableLocked(e, minTTL); err != nil {
+		return Served{}, err // the first token taught the lifetime: the answer is the same from now on
+	}
+	return Served{Token: f.tok.value, Expiry: f.tok.expiry, Warning: b.warningLocked(e)}, nil
+}
+
+// tooShortLocked answers a request that tok (e's newest token, nil when none is held) falls
+// short of. Before e's period is over the next exchange waits for its end (RetryIn), or the
+// endpoint would be asked once per request; that happens when the token arrived with less life
+// left than it was issued for (the endpoint's clocks disagree, or it was issued long before it
+// was handed out), and the measured skew, if any, says why. b.mu is held.
+func (b *Broker) tooShortLocked(e *entry, tok *cached, minTTL time.Duration, now time.Time) error {
+	err := &Error{Reason: TooShort, Workspace: e.cred.Workspace, Kind: e.cred.Kind, Asked: minTTL}
+	if tok != nil {
+		err.Left = tok.expiry.Sub(now)
+	}
+	if now.Before(e.notBefore) {
+		err.RetryIn = e.notBefore.Sub(now)
+	}
+	if e.skewKnown && e.skew.Abs() > token.SkewTolerance {
+		err.Skew = e.skew
+	}
+	return err
+}
+
+// unmeetableLocked refuses a min_ttl over the life a token of e's endpoint has left at its
+// refresh point, once that lifetime is known. b.mu is held.
+func (b *Broker) unmeetableLocked(e *entry, minTTL time.Duration) error {
+	if e.lifetime <= 0 {
+		return nil
+	}
+	limit := b.maxMinTTL(e.lifetime)
+	if minTTL <= limit {
+		return nil
+	}
+	return &Error{Reason: Unmeetable, Workspace: e.cred.Workspace, Kind: e.cred.Kind, Lifetime: e.lifetime, Asked: minTTL, Limit: limit}
+}
+
+// dueLocked reports whether e's next exchange may start now: its period is over and its token
+// (if any) is at its refresh point. b.mu is held.
+func (b *Broker) dueLocked(e *entry, now time.Time) bool {
+	return !now.Before(e.notBefore) && (e.tok == nil || !now.Before(e.tok.refreshAt))
 }
 
 // failure builds the caller-facing error for e's last failure. b.mu is held.
@@ -346,6 +417,7 @@ func (b *Broker) entryLocked(k string, c *sources.Credential, keepFresh bool) *e
 			e.failures = 0
 			e.nextTry = time.Time{}
 			e.lifetime = 0
+			e.notBefore, e.eraseForward = time.Time{}, false
 			e.unsaved, e.saveErr, e.saveTries = nil, nil, 0
 			b.adoptSourceToken(e, c)
 		}
@@ -373,19 +445,47 @@ func (e *entry) wasHeld(c *sources.Credential) bool {
 }
 
 // adoptSourceToken takes the access token a login source carries (bl writes one) when it
-// lives longer than ours: no exchange is needed while bl's own token is fresh.
+// lives longer than ours: no exchange is needed while bl's own token is fresh. Its exp is moved
+// onto the daemon's clock by the skew measured at the endpoint, when one is known; in any case
+// it cannot live longer than its lifetime from now (which bounds it when the daemon's clock is
+// behind the issuer's and nothing was measured yet). b.mu is held.
 func (b *Broker) adoptSourceToken(e *entry, c *sources.Credential) {
 	if c.Kind != ipc.KindLogin || c.AccessToken == "" {
 		return
 	}
 	exp, iat, ok := token.JWTTimes(c.AccessToken)
-	if !ok || (e.tok != nil && !exp.After(e.tok.expiry)) {
+	if !ok {
 		return
 	}
-	if iat.IsZero() || !iat.Before(exp) {
-		iat = exp.Add(-2 * time.Hour)
+	life := exp.Sub(iat)
+	if iat.IsZero() || life <= 0 {
+		life = 2 * time.Hour // what Blaxel issues
 	}
-	e.tok = b.newToken(c.AccessToken, exp, iat)
+	local := exp
+	if skew, ok := b.knownSkewLocked(e); ok && skew.Abs() > token.SkewTolerance {
+		local = exp.Add(skew)
+	}
+	if bound := b.cfg.Clock.Now().Add(life); bound.Before(local) {
+		local = bound
+	}
+	if e.tok != nil && !local.After(e.tok.expiry) {
+		return
+	}
+	e.tok = &cached{value: c.AccessToken, expiry: local, refreshAt: local.Add(-b.refreshLead(life))}
+}
+
+// knownSkewLocked is the skew measured at e's endpoint: e's own, else that of another
+// credential of the same API base. b.mu is held.
+func (b *Broker) knownSkewLocked(e *entry) (time.Duration, bool) {
+	if e.skewKnown {
+		return e.skew, true
+	}
+	for _, o := range b.entries {
+		if o.skewKnown && o.cred.BaseURL == e.cred.BaseURL {
+			return o.skew, true
+		}
+	}
+	return 0, false
 }
 
 func sameSecrets(a, b *sources.Credential) bool {
@@ -394,21 +494,57 @@ func sameSecrets(a, b *sources.Credential) bool {
 		a.BaseURL == b.BaseURL
 }
 
-func (b *Broker) newToken(v string, exp, iat time.Time) *cached {
-	return &cached{value: v, expiry: exp, issued: iat, refreshAt: exp.Add(-b.refreshLead(exp.Sub(iat)))}
+// fromGrant is the cached form of a token the endpoint just gave. Its refresh point is drawn
+// from the lifetime it was issued for and counted from its receipt (never from its exp read on
+// the daemon's clock, which may be off the issuer's): when the life left on its local expiry
+// is down to the drawn lead, but no sooner than the shortest period after receipt and no later
+// than the drawn one.
+func (b *Broker) fromGrant(g *token.Token) *cached {
+	life := g.Lifetime()
+	lead := b.refreshLead(life)
+	expiry := g.LocalExpiry()
+	at := expiry.Add(-lead)
+	if latest := g.Received.Add(life - lead); at.After(latest) {
+		at = latest
+	}
+	if earliest := g.Received.Add(b.shortestPeriod(life)); at.Before(earliest) {
+		at = earliest
+	}
+	return &cached{value: g.AccessToken, expiry: expiry, refreshAt: at, grant: g}
 }
 
-// refreshLead is how long before expiry a token of lifetime life is refreshed: when RefreshLeft
-// of its life is left (jitter moves it earlier, never later), and no later than when RefreshLeft
-// of its servable life is left, so that a short token is renewed well before it falls under
-// MinTTL and a brief outage of the endpoint has time to pass.
-func (b *Broker) refreshLead(life time.Duration) time.Duration {
-	frac := b.cfg.RefreshLeft + b.cfg.Jitter*rand.Float64()
+// lead is how long before expiry a token of lifetime life is refreshed when frac of it is
+// left: when frac of its life is left, and no later than when frac of its servable life (life
+// less MinTTL) is left, so that a short token is renewed well before it falls under MinTTL and
+// a brief outage of the endpoint has time to pass. A period (life less the lead) is never
+// shorter than a twentieth of the life, nor than a second.
+func (b *Broker) lead(life time.Duration, frac float64) time.Duration {
 	lead := time.Duration(float64(life) * frac)
 	if servable := life - b.cfg.MinTTL; servable > 0 {
 		lead = max(lead, b.cfg.MinTTL+time.Duration(float64(servable)*frac))
 	}
-	return min(lead, life)
+	floor := min(max(life/20, time.Second), life)
+	return max(min(lead, life-floor), 0)
+}
+
+// refreshLead draws the lead of one token: RefreshLeft of its life, moved earlier (never
+// later) by up to Jitter of it, so that credentials issued together do not refresh together.
+func (b *Broker) refreshLead(life time.Duration) time.Duration {
+	return b.lead(life, b.cfg.RefreshLeft+b.cfg.Jitter*rand.Float64())
+}
+
+// maxMinTTL is the largest min_ttl that tokens of lifetime life always meet: what one has
+// left at the latest refresh point the schedule draws, in whole seconds (min_ttl is sent in
+// seconds).
+func (b *Broker) maxMinTTL(life time.Duration) time.Duration {
+	return b.lead(life, b.cfg.RefreshLeft).Truncate(time.Second)
+}
+
+// shortestPeriod is the shortest time the schedule leaves between receiving a token of
+// lifetime life and refreshing it: the refresh period that no selection and no clock can
+// shorten.
+func (b *Broker) shortestPeriod(life time.Duration) time.Duration {
+	return life - b.lead(life, b.cfg.RefreshLeft+b.cfg.Jitter)
 }
 
 // maybeStartLocked starts a background refresh unless one runs, the credential was refused, or
@@ -462,8 +598,8 @@ func (b *Broker) exchange(c, saved *sources.Credential) (*cached, error) {
 	if c.Kind == ipc.KindLogin && g.RefreshToken == "" {
 		g.RefreshToken = c.RefreshToken // not rotated: the session keeps its refresh token
 	}
-	t := b.newToken(g.AccessToken, g.Expiry, g.IssuedAt)
-	t.refresh, t.grant = g.RefreshToken, g
+	t := b.fromGrant(g)
+	t.refresh = g.RefreshToken
 	if c.Kind == ipc.KindLogin && b.cfg.Persist != nil {
 		// Persist first: the old refresh token may already be dead on the server, so the new one
 		// must reach disk before anyone can act on the new access token.
@@ -492,7 +628,9 @@ func (b *Broker) finishLocked(e *entry, c *sources.Credential, f *flight, tok *c
 			e.hold(tok.refresh)
 		}
 		e.tok = tok
-		e.lifetime = tok.expiry.Sub(tok.issued)
+		e.lifetime = tok.grant.Lifetime()
+		e.notBefore = tok.grant.Received.Add(b.shortestPeriod(e.lifetime))
+		tok.forced, e.eraseForward = e.eraseForward, false
 		e.lastRefresh = now
 		e.lastErr = nil
 		e.failures = 0
@@ -500,7 +638,8 @@ func (b *Broker) finishLocked(e *entry, c *sources.Credential, f *flight, tok *c
 		if c.Kind == ipc.KindLogin && b.cfg.Persist != nil {
 			b.recordSaveLocked(e, tok.grant, tok.saved, tok.saveErr, now)
 		}
-		log.Info().Time("expiry", tok.expiry).Msg("token refreshed")
+		b.recordSkewLocked(e, tok.grant, log)
+		log.Info().Time("expiry", tok.expiry).Dur("lifetime", e.lifetime).Time("refresh_at", tok.refreshAt).Msg("token refreshed")
 		return
 	}
 	e.lastErr = err
@@ -536,6 +675,44 @@ func (b *Broker) finishLocked(e *entry, c *sources.Credential, f *flight, tok *c
 	}
 	e.nextTry = now.Add(d)
 	log.Warn().Err(err).Int("failures", e.failures).Dur("retry_in", d).Msg("token exchange failed")
+}
+
+// recordSkewLocked notes how far the daemon's clock is off the endpoint's, as g's answer
+// showed, and says so once at warning while it is over token.SkewTolerance. b.mu is held.
+func (b *Broker) recordSkewLocked(e *entry, g *token.Token, log zerolog.Logger) {
+	skew, ok := g.Skew()
+	if !ok {
+		return
+	}
+	e.skew, e.skewKnown = skew, true
+	if skew.Abs() <= token.SkewTolerance {
+		e.skewWarned = false
+		return
+	}
+	if e.skewWarned {
+		return
+	}
+	e.skewWarned = true
+	from := "the answer's Date header"
+	if g.Date.IsZero() {
+		from = "the token's iat"
+	}
+	log.Warn().Dur("clock_skew", skew).Str("measured_from", from).
+		Msgf("the daemon's clock is %s the token endpoint's; tokens are refreshed on the lifetime they were issued for and their expiry is moved onto the daemon's clock (fix the clock: bl and the SDKs reading the bl config judge exp on their own)", describeSkew(skew))
+}
+
+// describeSkew says how far ahead or behind a skew puts the local clock: "2h0m0s ahead of",
+// "45s behind". A measurement is good to a second or two, so one of an hour or more is said to
+// the minute, as status says it.
+func describeSkew(d time.Duration) string {
+	side := " ahead of"
+	if d < 0 {
+		d, side = -d, " behind"
+	}
+	if d >= time.Hour {
+		return d.Round(time.Minute).String() + side
+	}
+	return d.Round(time.Second).String() + side
 }
 
 // recordSaveLocked notes the outcome of writing session g back to e's source. b.mu is held.
@@ -601,8 +778,7 @@ func (b *Broker) Tick() {
 				e.nextTry = now.Add(noTokenMaxWait)
 			}
 		}
-		due := e.tok == nil || !now.Before(e.tok.refreshAt)
-		if due && (e.keepFresh || e.holds > 0 || !idle) {
+		if b.dueLocked(e, now) && (e.keepFresh || e.holds > 0 || !idle) {
 			b.maybeStartLocked(e, now)
 		}
 		if e.unsaved != nil && !e.saving && e.flight == nil && !now.Before(e.nextSave) {
@@ -626,13 +802,24 @@ func (b *Broker) Track(c *sources.Credential) {
 }
 
 // Erase drops the cached token of c, so the next Get exchanges again (git calls erase after a
-// 401). When value is not empty, only a cached token equal to it is dropped.
+// 401). When value is not empty, only a cached token equal to it is dropped. An erase brings
+// the next exchange forward once per refresh period: the token it brought is not dropped by
+// another erase until its period is over (a second new token would not cure a 401 the first
+// did not, and the endpoint would be asked once per erase).
 func (b *Broker) Erase(c *sources.Credential, value string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	e := b.entries[c.Key()]
 	if e == nil || e.tok == nil || (value != "" && e.tok.value != value) {
 		return false
+	}
+	if now := b.cfg.Clock.Now(); now.Before(e.notBefore) {
+		if e.tok.forced {
+			b.cfg.Log.Warn().Str("workspace", c.Workspace).Dur("next_refresh_in", e.notBefore.Sub(now)).
+				Msg("erase not done: the token was fetched after an erase in this refresh period already")
+			return false
+		}
+		e.notBefore, e.eraseForward = time.Time{}, true
 	}
 	e.tok = nil
 	e.nextTry = time.Time{}
@@ -687,6 +874,10 @@ func (e *entry) status() ipc.CachedStatus {
 		LastRefresh: e.lastRefresh, Refused: e.permanent, NextTry: e.nextTry, Exchanges: e.exchanges, KeptFresh: e.keepFresh || e.holds > 0}
 	if e.tok != nil {
 		s.Expiry, s.RefreshAt = e.tok.expiry, e.tok.refreshAt
+	}
+	s.Lifetime = int64(e.lifetime / time.Second)
+	if e.skewKnown && e.skew.Abs() > token.SkewTolerance {
+		s.ClockSkew = int64(e.skew.Round(time.Second) / time.Second)
 	}
 	if e.lastErr != nil {
 		s.LastError = e.lastErr.Error()

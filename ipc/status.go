@@ -36,6 +36,9 @@ type WorkspaceStatus struct {
 	Refused bool `json:"refused,omitempty"`
 	// WriteBackError is why the last refreshed session is not saved in its source yet.
 	WriteBackError string `json:"write_back_error,omitempty"`
+	// Lifetime and ClockSkew are those of the cached token (CachedStatus).
+	Lifetime  int64 `json:"lifetime_seconds,omitempty"`
+	ClockSkew int64 `json:"clock_skew_seconds,omitempty"`
 	// Error is why the workspace cannot be served at all.
 	Error string `json:"error,omitempty"`
 }
@@ -56,6 +59,13 @@ type CachedStatus struct {
 	// KeptFresh is set when the token is refreshed even if nobody asks: the daemon holds the
 	// credential itself (its environment, the keyring, the bl config), or a watcher follows it.
 	KeptFresh bool `json:"kept_fresh,omitempty"`
+	// Lifetime is the seconds the endpoint's tokens for this credential are issued for, once
+	// one was seen.
+	Lifetime int64 `json:"lifetime_seconds,omitempty"`
+	// ClockSkew is how many seconds the daemon's clock was ahead of the token endpoint's at the
+	// last exchange (negative: behind), when that is more than 30: expiry and refresh_at are
+	// on the daemon's clock, corrected for it.
+	ClockSkew int64 `json:"clock_skew_seconds,omitempty"`
 }
 
 // SourceError is a source that could not be used, and why.

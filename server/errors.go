@@ -55,9 +55,12 @@ func brokerError(e *broker.Error) *ipc.Message {
 		}
 		return fail(ipc.CodeAuthFailed, e.Error(), hint)
 	case broker.TooShort:
+		if e.Skew != 0 {
+			return fail(ipc.CodeUnavailable, e.Error(), "check this machine's clock against the token endpoint's (blauth-helper status shows the skew): its tokens arrive with less life left than they are issued for")
+		}
 		return fail(ipc.CodeUnavailable, e.Error(), "ask for a shorter min_ttl; the token endpoint issues shorter tokens")
 	case broker.Unmeetable:
-		return fail(ipc.CodeUnavailable, e.Error(), fmt.Sprintf("ask for a min_ttl under %s (blauthd's own --min-ttl counts too)", e.Lifetime))
+		return fail(ipc.CodeUnavailable, e.Error(), fmt.Sprintf("ask for a min_ttl of at most %s (blauthd's own --min-ttl counts too)", e.Limit))
 	case broker.GaveUp:
 		return fail(ipc.CodeUnavailable, e.Error(), "")
 	}

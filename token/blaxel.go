@@ -49,12 +49,12 @@ func (x *Blaxel) Refresh(ctx context.Context, baseURL, refreshToken, deviceCode 
 func (x *Blaxel) DeviceAuth(ctx context.Context, baseURL string) (*DeviceAuth, error) {
 	const op = "device login"
 	var da DeviceAuth
-	status, err := x.post(ctx, op, endpoint(baseURL, "/login/device"), "", map[string]string{"client_id": clientID, "scope": "offline_access"}, &da)
+	a, err := x.post(ctx, op, endpoint(baseURL, "/login/device"), "", map[string]string{"client_id": clientID, "scope": "offline_access"}, &da)
 	if err != nil {
 		return nil, err
 	}
 	if da.DeviceCode == "" {
-		return nil, &Error{Op: op, Status: status, Description: "the answer holds no device_code"}
+		return nil, &Error{Op: op, Status: a.status, Description: "the answer holds no device_code"}
 	}
 	return &da, nil
 }
@@ -78,30 +78,39 @@ type tokenAnswer struct {
 // token posts one grant to {base}/oauth/token and reads the token.
 func (x *Blaxel) token(ctx context.Context, op, baseURL, auth string, body map[string]string) (*Token, error) {
 	var ta tokenAnswer
-	status, err := x.post(ctx, op, endpoint(baseURL, "/oauth/token"), auth, body, &ta)
+	a, err := x.post(ctx, op, endpoint(baseURL, "/oauth/token"), auth, body, &ta)
 	if err != nil {
 		return nil, err
 	}
-	if status == http.StatusAccepted {
-		return nil, &Error{Op: op, Status: status, Code: CodeAuthorizationPending}
+	if a.status == http.StatusAccepted {
+		return nil, &Error{Op: op, Status: a.status, Code: CodeAuthorizationPending}
 	}
 	if ta.AccessToken == "" {
-		return nil, &Error{Op: op, Status: status, Description: "the answer is not a token response"}
+		return nil, &Error{Op: op, Status: a.status, Description: "the answer is not a token response"}
 	}
 	t := &Token{AccessToken: ta.AccessToken, RefreshToken: ta.RefreshToken, ExpiresIn: parseExpiresIn(ta.ExpiresIn)}
-	if err := t.setExpiry(x.now()); err != nil {
-		return nil, &Error{Op: op, Status: status, Description: err.Error()}
+	if err := t.setTimes(a.sent, a.received, a.date); err != nil {
+		return nil, &Error{Op: op, Status: a.status, Description: err.Error()}
 	}
 	return t, nil
 }
 
+// answer is what post saw of an answer besides its body: its status and Date header, and
+// when the request left and the answer came on the local clock.
+type answer struct {
+	status         int
+	date           time.Time
+	sent, received time.Time
+}
+
 // post sends body as JSON to url and decodes a 2xx answer into out; any other answer is a
 // classified *Error. At most MaxBody bytes of the answer are read.
-func (x *Blaxel) post(ctx context.Context, op, url, auth string, body any, out any) (int, error) {
+func (x *Blaxel) post(ctx context.Context, op, url, auth string, body any, out any) (answer, error) {
+	var a answer
 	b, _ := json.Marshal(body)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b))
 	if err != nil {
-		return 0, &Error{Op: op, Permanent: true, Description: "bad API base URL", Err: err}
+		return a, &Error{Op: op, Permanent: true, Description: "bad API base URL", Err: err}
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
@@ -112,29 +121,32 @@ func (x *Blaxel) post(ctx context.Context, op, url, auth string, body any, out a
 	if hc == nil {
 		hc = http.DefaultClient
 	}
+	a.sent = x.now()
 	resp, err := hc.Do(req)
 	if err != nil {
-		return 0, transportError(op, err)
+		return a, transportError(op, err)
 	}
 	defer resp.Body.Close()
+	a.status, a.date = resp.StatusCode, answerDate(resp.Header)
 	limit := x.MaxBody
 	if limit <= 0 {
 		limit = 1 << 20
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+	a.received = x.now()
 	if err != nil {
-		return resp.StatusCode, &Error{Op: op, Status: resp.StatusCode, Err: err}
+		return a, &Error{Op: op, Status: resp.StatusCode, Err: err}
 	}
 	if resp.StatusCode/100 != 2 {
-		return resp.StatusCode, classify(op, resp.StatusCode, resp.Header, data, x.now())
+		return a, classify(op, resp.StatusCode, resp.Header, data, a.received)
 	}
 	if resp.StatusCode == http.StatusAccepted {
-		return resp.StatusCode, nil // "not yet": nothing to decode
+		return a, nil // "not yet": nothing to decode
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		e := classify(op, resp.StatusCode, resp.Header, data, x.now())
+		e := classify(op, resp.StatusCode, resp.Header, data, a.received)
 		e.Description = "the answer is not JSON"
-		return resp.StatusCode, e
+		return a, e
 	}
-	return resp.StatusCode, nil
+	return a, nil
 }

@@ -46,12 +46,46 @@ func (x *OAuth2) now() time.Time {
 	return time.Now().Round(0)
 }
 
-// ctx carries the HTTP client to x/oauth2, which reads it from the context.
-func (x *OAuth2) ctx(ctx context.Context) context.Context {
-	if x.HTTP != nil {
-		return context.WithValue(ctx, oauth2.HTTPClient, x.HTTP)
+// exchange carries the HTTP client to x/oauth2, which reads it from the context, wrapped so
+// that the answer's Date header, which x/oauth2 does not return, is kept in the exchange.
+func (x *OAuth2) exchange(ctx context.Context) (context.Context, *exchange) {
+	hc := x.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
 	}
-	return ctx
+	ex := &exchange{}
+	c := *hc
+	ex.base = c.Transport
+	if ex.base == nil {
+		ex.base = http.DefaultTransport
+	}
+	c.Transport = ex
+	ex.sent = x.now()
+	return context.WithValue(ctx, oauth2.HTTPClient, &c), ex
+}
+
+// exchange is one grant's round trip: when it left, and the Date of its answer.
+type exchange struct {
+	base http.RoundTripper
+	sent time.Time
+	mu   sync.Mutex
+	date time.Time
+}
+
+func (ex *exchange) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := ex.base.RoundTrip(r)
+	if err == nil {
+		ex.mu.Lock()
+		ex.date = answerDate(resp.Header)
+		ex.mu.Unlock()
+	}
+	return resp, err
+}
+
+func (ex *exchange) answerDate() time.Time {
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	return ex.date
 }
 
 func (x *OAuth2) clientID() string {
@@ -122,8 +156,9 @@ func (x *OAuth2) ClientCredentials(ctx context.Context, base, cc string) (*Token
 		return nil, err
 	}
 	conf := clientcredentials.Config{ClientID: id, ClientSecret: secret, TokenURL: ep.TokenURL, Scopes: x.Scopes, AuthStyle: x.AuthStyle}
-	tok, err := conf.Token(x.ctx(ctx))
-	return x.result(op, tok, err)
+	ctx, ex := x.exchange(ctx)
+	tok, err := conf.Token(ctx)
+	return x.result(op, ex, tok, err)
 }
 
 // Refresh implements Client with the form-encoded refresh-token grant.
@@ -135,8 +170,9 @@ func (x *OAuth2) Refresh(ctx context.Context, base, refreshToken, _ string) (*To
 	}
 	conf := oauth2.Config{ClientID: x.clientID(), ClientSecret: x.ClientSecret, Endpoint: ep}
 	// A token that holds only a refresh token is not valid, so its source refreshes it at once.
-	tok, err := conf.TokenSource(x.ctx(ctx), &oauth2.Token{RefreshToken: refreshToken}).Token()
-	return x.result(op, tok, err)
+	ctx, ex := x.exchange(ctx)
+	tok, err := conf.TokenSource(ctx, &oauth2.Token{RefreshToken: refreshToken}).Token()
+	return x.result(op, ex, tok, err)
 }
 
 // DeviceAuth implements Client with Blaxel's device login at {base}/login/device: the login
@@ -152,8 +188,8 @@ func (x *OAuth2) DeviceToken(ctx context.Context, base string, da *DeviceAuth) (
 
 func (x *OAuth2) blaxel() *Blaxel { return &Blaxel{HTTP: x.HTTP, Now: x.Now} }
 
-// result turns what x/oauth2 returned into a Token or a classified *Error.
-func (x *OAuth2) result(op string, tok *oauth2.Token, err error) (*Token, error) {
+// result turns what x/oauth2 returned for exchange ex into a Token or a classified *Error.
+func (x *OAuth2) result(op string, ex *exchange, tok *oauth2.Token, err error) (*Token, error) {
 	now := x.now()
 	if err != nil {
 		var re *oauth2.RetrieveError
@@ -169,7 +205,7 @@ func (x *OAuth2) result(op string, tok *oauth2.Token, err error) (*Token, error)
 	if t.ExpiresIn == 0 && !tok.Expiry.IsZero() {
 		t.ExpiresIn = int(time.Until(tok.Expiry).Round(time.Second).Seconds())
 	}
-	if err := t.setExpiry(now); err != nil {
+	if err := t.setTimes(ex.sent, now, ex.answerDate()); err != nil {
 		return nil, &Error{Op: op, Description: fmt.Sprint(err)}
 	}
 	return t, nil

@@ -20,18 +20,81 @@ import (
 	"github.com/blauth/blauth/ipc"
 )
 
-// Token is what a token endpoint gave: an access token, perhaps a rotated refresh token, and
-// when the access token expires.
+// Token is what a token endpoint gave: an access token, perhaps a rotated refresh token, when
+// the issuer says it was issued and expires (its clock), and when the answer came (ours).
 type Token struct {
 	AccessToken  string
 	RefreshToken string // empty when the endpoint did not send one
 	ExpiresIn    int    // seconds, as the endpoint said
-	IssuedAt     time.Time
-	Expiry       time.Time
+	// IssuedAt and Expiry are the JWT's iat and exp, on the issuer's clock. Without a usable iat,
+	// IssuedAt is exp less expires_in, else the answer's Date, else the moment of receipt. An
+	// opaque token carries no times of its issuer: both are local, receipt and receipt plus
+	// expires_in.
+	IssuedAt time.Time
+	Expiry   time.Time
+	// Sent and Received are when the request left and its answer arrived, on the local clock.
+	Sent, Received time.Time
+	// Date is the answer's Date header: the endpoint's clock (zero when it sent none).
+	Date time.Time
+
+	issuerIat, issuerExp bool // IssuedAt, Expiry are on the issuer's clock
 }
 
-// Lifetime is how long the token lives from issue to expiry.
+// Lifetime is how long the token lives from issue to expiry: exp − iat, or expires_in.
 func (t *Token) Lifetime() time.Duration { return t.Expiry.Sub(t.IssuedAt) }
+
+// SkewTolerance is how far the local clock may be from the issuer's without being corrected
+// for (or reported): a measurement is off by the exchange's own duration (at most its 20 s
+// timeout) and by the second that the Date header and the JWT claims are rounded to.
+const SkewTolerance = 30 * time.Second
+
+// Skew is how far the local clock was ahead of the endpoint's (negative: behind) when the
+// answer came: receipt less the answer's Date header, else less the token's iat (which
+// includes the token's age), each taken at the middle of the whole second it names. ok is
+// false when the answer carried neither.
+func (t *Token) Skew() (d time.Duration, ok bool) {
+	const mid = 500 * time.Millisecond
+	switch {
+	case !t.Date.IsZero():
+		return t.Received.Sub(t.Date) - mid, true
+	case t.issuerIat:
+		return t.Received.Sub(t.IssuedAt) - mid, true
+	}
+	return 0, false
+}
+
+// LocalExpiry is when the token expires on the local clock, as the issuer will judge it: the
+// earlier of receipt plus the lifetime, and exp moved onto the local clock by the skew (a skew
+// within SkewTolerance counts as none, so that with agreeing clocks it is exp itself). The
+// correction by a Date header takes the earliest local time the header can stand for (the
+// request's departure, less the second it is rounded to), so it is never late; receipt plus
+// the lifetime may be late by the exchange's duration plus a second, which the daemon's
+// min_ttl covers.
+func (t *Token) LocalExpiry() time.Time {
+	e := t.Received.Add(t.Lifetime())
+	if !t.issuerExp {
+		return e
+	}
+	skew, ok := t.Skew()
+	if !ok || skew.Abs() <= SkewTolerance {
+		return earlier(e, t.Expiry)
+	}
+	if t.Date.IsZero() {
+		return earlier(e, t.Expiry.Add(skew))
+	}
+	sent := t.Sent
+	if sent.IsZero() || sent.After(t.Received) {
+		sent = t.Received
+	}
+	return earlier(e, t.Expiry.Add(sent.Sub(t.Date)-time.Second))
+}
+
+func earlier(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
 
 // DeviceAuth is the start of a device login (RFC 8628): what to show the user, and how to poll.
 type DeviceAuth struct {
@@ -177,16 +240,22 @@ func parseExpiresIn(raw json.RawMessage) int {
 	return int(f)
 }
 
-// setExpiry takes the expiry from the JWT's exp (and iat) claims; for an opaque token it falls
-// back to expires_in.
-func (t *Token) setExpiry(now time.Time) error {
+// setTimes records when the request left (sent) and its answer came (received, with the
+// answer's Date header, zero when none), and takes the expiry from the JWT's exp (and iat)
+// claims; an opaque token's comes from expires_in, on the local clock.
+func (t *Token) setTimes(sent, received, date time.Time) error {
+	t.Sent, t.Received, t.Date = sent, received, date
 	if exp, iat, ok := JWTTimes(t.AccessToken); ok {
-		t.Expiry = exp
-		t.IssuedAt = iat
+		t.Expiry, t.IssuedAt = exp, iat
+		t.issuerExp, t.issuerIat = true, true
 		if iat.IsZero() || !iat.Before(exp) {
-			t.IssuedAt = now
-			if t.ExpiresIn > 0 {
+			switch {
+			case t.ExpiresIn > 0:
 				t.IssuedAt = exp.Add(-time.Duration(t.ExpiresIn) * time.Second)
+			case !date.IsZero():
+				t.IssuedAt = date // its life is what is left of it when it was answered
+			default:
+				t.IssuedAt, t.issuerIat = received, false
 			}
 		}
 		return nil
@@ -194,9 +263,18 @@ func (t *Token) setExpiry(now time.Time) error {
 	if t.ExpiresIn <= 0 {
 		return errors.New("the token is not a JWT and the answer has no expires_in")
 	}
-	t.IssuedAt = now
-	t.Expiry = now.Add(time.Duration(t.ExpiresIn) * time.Second)
+	t.IssuedAt = received
+	t.Expiry = received.Add(time.Duration(t.ExpiresIn) * time.Second)
 	return nil
+}
+
+// answerDate reads an answer's Date header; zero when there is none that parses.
+func answerDate(h http.Header) time.Time {
+	d, err := http.ParseTime(h.Get("Date"))
+	if err != nil {
+		return time.Time{}
+	}
+	return d
 }
 
 // JWTTimes reads the exp and iat claims of a JWT without verifying it (the daemon only needs to

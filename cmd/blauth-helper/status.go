@@ -58,16 +58,31 @@ func printStatus(w io.Writer, st *ipc.Status, now time.Time) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "WORKSPACE\tKIND\tSOURCE\tEXPIRES\tREFRESHED\tSTATE")
+	fmt.Fprintln(tw, "WORKSPACE\tKIND\tSOURCE\tEXPIRES\tLIFETIME\tREFRESHED\tSTATE")
 	for _, ws := range st.Workspaces {
 		expires := relative(ws.Expiry, now)
 		if ws.Expiry.IsZero() && ws.Kind == ipc.KindAPIKey {
 			expires = "never"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ws.Workspace, dash(ws.Kind), dash(ws.Source), expires, relative(ws.LastRefresh, now), state(ws))
+		life := "-"
+		if ws.Lifetime > 0 {
+			life = span(time.Duration(ws.Lifetime) * time.Second)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ws.Workspace, dash(ws.Kind), dash(ws.Source), expires, life, relative(ws.LastRefresh, now), state(ws))
 	}
 	tw.Flush()
 	for _, ws := range st.Workspaces {
+		if ws.ClockSkew != 0 {
+			d := time.Duration(ws.ClockSkew) * time.Second
+			side := "ahead of"
+			if d < 0 {
+				d, side = -d, "behind"
+			}
+			if d >= time.Hour {
+				d = d.Round(time.Minute) // span shows no seconds past the hour
+			}
+			fmt.Fprintf(w, "%s: this machine's clock is %s %s the token endpoint's; expiry times are on this machine's clock, corrected for it (fix the clock: bl and the SDKs reading the bl config judge expiry on their own)\n", ws.Workspace, span(d), side)
+		}
 		for _, s := range ws.Shadows {
 			fmt.Fprintf(w, "%s: also has %s (shadowed)\n", ws.Workspace, s)
 		}
@@ -108,10 +123,19 @@ func relative(t, now time.Time) string {
 	if ago {
 		d = -d
 	}
+	if d < time.Second {
+		return "just now"
+	}
+	if ago {
+		return span(d) + " ago"
+	}
+	return "in " + span(d)
+}
+
+// span says how long d is, as people say it: "5 s", "12m05s", "2h00m", "3 days".
+func span(d time.Duration) string {
 	var s string
 	switch {
-	case d < time.Second:
-		return "just now"
 	case d < time.Minute:
 		s = fmt.Sprintf("%d s", int(d/time.Second))
 	case d < time.Hour:
@@ -121,8 +145,5 @@ func relative(t, now time.Time) string {
 	default:
 		s = fmt.Sprintf("%d days", int(d/(24*time.Hour)))
 	}
-	if ago {
-		return s + " ago"
-	}
-	return "in " + s
+	return s
 }

@@ -1,6 +1,9 @@
 // Package blaxeltest is a fake Blaxel API for tests: a real HTTP server on loopback that speaks
 // Blaxel's JSON dialect of the token endpoint (client credentials, refresh with rotating refresh
 // tokens, device login), issues JWTs with exp and iat, counts requests, and fails on demand.
+// It has a clock of its own (SetNow, SetClockOffset): the tokens' iat and exp, every answer's
+// Date header and the API side's expiry check all follow it, as a real issuer's would when the
+// client's clock is skewed.
 // Its API side (api.go) answers authenticated GETs such as the SDKs' listModels, checking every
 // call's token and workspace the way Blaxel's API does.
 package blaxeltest
@@ -60,6 +63,7 @@ type Server struct {
 	rotate     bool
 	slowDownAt int // the device poll number answered with slow_down; 0 never
 	issued     map[string]time.Time
+	dateSkew   time.Duration // the Date header's clock less the token clock
 	// clientIDOptional accepts a refresh grant without client_id (the TypeScript SDK sends none).
 	clientIDOptional bool
 
@@ -100,7 +104,7 @@ func New(ttl time.Duration) *Server {
 	mux.HandleFunc("POST /v0/login/device", s.deviceStart)
 	mux.HandleFunc("GET /v0/.well-known/openid-configuration", s.discovery)
 	mux.HandleFunc("GET /v0/", s.api)
-	s.Server = httptest.NewServer(mux)
+	s.Server = httptest.NewServer(s.dated(mux))
 	s.Base = s.URL + "/v0"
 	return s
 }
@@ -113,8 +117,41 @@ func randomBytes(n int) []byte {
 
 func randomString(prefix string) string { return prefix + hex.EncodeToString(randomBytes(12)) }
 
-// SetNow replaces the server's clock (tokens' iat and exp follow it).
+// SetNow replaces the server's clock (tokens' iat and exp, the Date header and the API side's
+// expiry check follow it).
 func (s *Server) SetNow(now func() time.Time) { s.mu.Lock(); s.now = now; s.mu.Unlock() }
+
+// SetClockOffset sets the server's clock d ahead of the real one (behind when d < 0): the
+// fake then issues and judges tokens as an issuer would whose clock disagrees with the
+// client's by -d.
+func (s *Server) SetClockOffset(d time.Duration) {
+	s.SetNow(func() time.Time { return time.Now().Add(d) })
+}
+
+// Now is the time on the server's clock.
+func (s *Server) Now() time.Time {
+	s.mu.Lock()
+	now := s.now
+	s.mu.Unlock()
+	return now()
+}
+
+// SetDateSkew makes the Date header d ahead of the clock that signs the tokens (behind when
+// d < 0), as a front end with a clock of its own would: the two clocks a client can read
+// then disagree.
+func (s *Server) SetDateSkew(d time.Duration) { s.mu.Lock(); s.dateSkew = d; s.mu.Unlock() }
+
+// dated sends every answer with a Date header from the server's clock, as an origin server
+// does from its own (net/http would use the real one).
+func (s *Server) dated(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		skew := s.dateSkew
+		s.mu.Unlock()
+		w.Header().Set("Date", s.Now().Add(skew).UTC().Format(http.TimeFormat))
+		h.ServeHTTP(w, r)
+	})
+}
 
 // SetTTL changes the lifetime of tokens issued from now on.
 func (s *Server) SetTTL(d time.Duration) { s.mu.Lock(); s.ttl = d; s.mu.Unlock() }
