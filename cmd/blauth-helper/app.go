@@ -56,11 +56,19 @@ func init() {
 }
 
 // globalOptions are the flags every command takes, before or after its name.
-var globalOptions = []string{"-w", "--workspace", "--min-ttl"}
+var globalOptions = []string{"-w", "--workspace", "--min-ttl", "--help"}
 
 func usage() string {
 	var b strings.Builder
-	b.WriteString("usage: blauth-helper [-w WORKSPACE] [--min-ttl SECONDS] COMMAND [ARGS]\n\nCommands:\n")
+	b.WriteString(`blauth-helper: the small client of blauthd, blauth's per-user credential daemon. It prints a
+fresh Blaxel token for scripts, curl and IDEs, runs commands with one, and is git's credential
+helper; it starts blauthd when none runs.
+
+Usage:
+  blauth-helper [--workspace NAME] [--min-ttl SECONDS] COMMAND [ARGS]
+
+Commands:
+`)
 	for _, c := range commands {
 		if c.summary == "" {
 			continue
@@ -69,20 +77,81 @@ func usage() string {
 		if c.args != "" {
 			head += " " + c.args
 		}
+		lines := wrapText(c.summary, 92-29)
 		if len(head) > 26 {
-			fmt.Fprintf(&b, "  %s\n  %-26s %s\n", head, "", c.summary)
+			fmt.Fprintf(&b, "  %s\n", head)
 		} else {
-			fmt.Fprintf(&b, "  %-26s %s\n", head, c.summary)
+			fmt.Fprintf(&b, "  %-26s %s\n", head, lines[0])
+			lines = lines[1:]
+		}
+		for _, l := range lines {
+			fmt.Fprintf(&b, "%29s%s\n", "", l)
 		}
 	}
 	b.WriteString(`
-Options:
-  -w, --workspace NAME       the workspace (default: BL_WORKSPACE, else the bl context)
-      --min-ttl SECONDS      require at least this much life left in the token
+Flags (anywhere before "--", and for exec before its command):
+  -w, --workspace NAME       the workspace (default: the first BL_WORKSPACE of ./.env, of the
+                             environment, of blauthd's environment, else the bl context)
+      --min-ttl SECONDS      the token must still live this long (default 0: blauthd's own
+                             minimum, 30 s)
+  -h, --help                 print this help
+      --version              print the version
+Flags of one command: --json (header, watch, status), --proxy (exec), --api-key and
+--client-credentials (login), as listed above.
 
-Environment: BLAUTH_SOCKET (socket path), BLAUTH_NO_SPAWN=1 (never start blauthd).
+Environment:
+  BLAUTH_SOCKET              the daemon's socket (default $XDG_RUNTIME_DIR/blauth/blauthd.sock,
+                             else /run/user/UID/blauth/, else ${TMPDIR:-/tmp}/blauth-UID/)
+  XDG_RUNTIME_DIR, TMPDIR    where the socket is when BLAUTH_SOCKET is unset
+  BLAUTH_NO_SPAWN            1: never start blauthd (exit 3 when none answers)
+  BLAUTH_DAEMON              the blauthd to start (default: beside blauth-helper, else on PATH)
+  BLAUTH_PROXY               the blauth-proxy exec --proxy and mcp run (default: beside it, else
+                             on PATH)
+  BL_*                       sent with every request as the caller's own (BL_WORKSPACE,
+                             BL_API_KEY, BL_CLIENT_CREDENTIALS, BL_API_URL, BL_ENV, BL_RUN_URL)
+  GIT_EXEC_PATH              set by git: an unknown command is then ignored, as git asks
+
+Files:
+  ./.env                     read by blauthd for the directory the helper runs in (the helper
+                             sends its working directory)
+  SOCKET's directory/blauthd.log
+                             where a daemon the helper starts logs (appended; created 0600)
+  The helper itself writes no file: login saves through blauthd (the OS keyring, or
+  ~/.blaxel/config.yaml for a device login).
+
+Exit status:
+  0    success
+  1    any other error
+  2    bad command line, or something the helper will not send
+  3    no daemon answers, and none could be started
+  4    no workspace, no credential for it, or the caller's .env cannot be read
+  5    the credential was refused for good: log in again or fix the secret
+  6    no valid token now, the token endpoint cannot be reached (blauthd retries)
+  7    the OS keyring is off or does not answer (login, logout)
+  126, 127   exec: the command could not be run, or was not found
+  exec otherwise exits with its command's status.
+
+Docs: docs/HELPER.md (every command, git and curl set-ups), docs/TROUBLESHOOTING.md; installed
+in /usr/share/doc/blauth (or PREFIX/share/doc/blauth).
 `)
 	return b.String()
+}
+
+// wrapText breaks text into lines of at most width bytes, at spaces.
+func wrapText(text string, width int) []string {
+	var lines []string
+	line := ""
+	for _, w := range strings.Fields(text) {
+		if line != "" && len(line)+1+len(w) > width {
+			lines = append(lines, line)
+			line = ""
+		}
+		if line != "" {
+			line += " "
+		}
+		line += w
+	}
+	return append(lines, line)
 }
 
 // app is one run of the helper.
@@ -134,6 +203,7 @@ func run(ctx context.Context, args []string, sys system) int {
 // before the command to run: "exec ls -w 80" runs "ls -w 80", it does not pick workspace 80.
 func (a *app) globalFlags(args []string) ([]string, error) {
 	var rest []string
+	help := false
 	for i := 0; i < len(args); i++ {
 		arg := args[i]
 		if arg == "--" || (len(rest) > 0 && rest[0] == "exec" && !strings.HasPrefix(arg, "-")) {
@@ -161,20 +231,20 @@ func (a *app) globalFlags(args []string) ([]string, error) {
 				}
 				a.workspace = val
 			}
+		case "-h", "--help":
+			help = true // "blauth-helper token --help" is a question, not a token request
 		default:
-			if len(rest) == 0 && strings.HasPrefix(arg, "-") && arg != "-h" && arg != "--help" && arg != "--version" {
+			if len(rest) == 0 && strings.HasPrefix(arg, "-") && arg != "--version" {
 				return nil, errors.New(unknownFlag(arg, globalOptions))
 			}
 			rest = append(rest, arg)
 		}
 	}
-	if len(rest) > 0 {
-		switch rest[0] {
-		case "-h", "--help":
-			rest[0] = "help"
-		case "--version":
-			rest[0] = "version"
-		}
+	if help {
+		return []string{"help"}, nil
+	}
+	if len(rest) > 0 && rest[0] == "--version" {
+		rest[0] = "version"
 	}
 	return rest, nil
 }
@@ -225,7 +295,7 @@ func editDistance(a, b string) int {
 }
 
 func (a *app) usageError(msg string) int {
-	a.printError(msg, "run 'blauth-helper help' for usage")
+	a.printError(msg, "run 'blauth-helper --help' for usage")
 	return exitUsage
 }
 
