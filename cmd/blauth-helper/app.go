@@ -58,37 +58,9 @@ func init() {
 // globalOptions are the flags every command takes, before or after its name.
 var globalOptions = []string{"-w", "--workspace", "--min-ttl", "--help"}
 
-func usage() string {
-	var b strings.Builder
-	b.WriteString(`blauth-helper: the small client of blauthd, blauth's per-user credential daemon. It prints a
-fresh Blaxel token for scripts, curl and IDEs, runs commands with one, and is git's credential
-helper; it starts blauthd when none runs.
-
-Usage:
-  blauth-helper [--workspace NAME] [--min-ttl SECONDS] COMMAND [ARGS]
-
-Commands:
-`)
-	for _, c := range commands {
-		if c.summary == "" {
-			continue
-		}
-		head := c.name
-		if c.args != "" {
-			head += " " + c.args
-		}
-		lines := wrapText(c.summary, 92-29)
-		if len(head) > 26 {
-			fmt.Fprintf(&b, "  %s\n", head)
-		} else {
-			fmt.Fprintf(&b, "  %-26s %s\n", head, lines[0])
-			lines = lines[1:]
-		}
-		for _, l := range lines {
-			fmt.Fprintf(&b, "%29s%s\n", "", l)
-		}
-	}
-	b.WriteString(`
+// usageTail is the part of the usage after the commands: flags, environment, files, exit
+// statuses (the exit* constants above), docs.
+const usageTail = `
 Flags (anywhere before "--", and for exec before its command):
   -w, --workspace NAME       the workspace (default: the first BL_WORKSPACE of ./.env, of the
                              environment, of blauthd's environment, else the bl context)
@@ -133,7 +105,39 @@ Exit status:
 
 Docs: docs/HELPER.md (every command, git and curl set-ups), docs/TROUBLESHOOTING.md; installed
 in /usr/share/doc/blauth (or PREFIX/share/doc/blauth).
+`
+
+func usage() string {
+	var b strings.Builder
+	b.WriteString(`blauth-helper: the small client of blauthd, blauth's per-user credential daemon. It prints a
+fresh Blaxel token for scripts, curl and IDEs, runs commands with one, and is git's credential
+helper; it starts blauthd when none runs.
+
+Usage:
+  blauth-helper [--workspace NAME] [--min-ttl SECONDS] COMMAND [ARGS]
+
+Commands:
 `)
+	for _, c := range commands {
+		if c.summary == "" {
+			continue
+		}
+		head := c.name
+		if c.args != "" {
+			head += " " + c.args
+		}
+		lines := wrapText(c.summary, 92-29)
+		if len(head) > 26 {
+			fmt.Fprintf(&b, "  %s\n", head)
+		} else {
+			fmt.Fprintf(&b, "  %-26s %s\n", head, lines[0])
+			lines = lines[1:]
+		}
+		for _, l := range lines {
+			fmt.Fprintf(&b, "%29s%s\n", "", l)
+		}
+	}
+	b.WriteString(usageTail)
 	return b.String()
 }
 

@@ -41,6 +41,22 @@ var flagDocs = [][]flagDoc{
 	},
 }
 
+// envDocs are the environment variables blauthd reads, as --help lists them.
+var envDocs = [][2]string{
+	{"BLAUTH_SOCKET", "the socket path, when --socket is not given"},
+	{"BLAUTH_NO_KEYRING", "1: do not use the OS keyring (spawned and socket-activated daemons read it too)"},
+	{"XDG_RUNTIME_DIR", "where the socket goes ($XDG_RUNTIME_DIR/blauth/)"},
+	{"XDG_CONFIG_HOME", "where blauth's config file is ($XDG_CONFIG_HOME/blauth/config.yaml; default ~/.config)"},
+	{"HOME", "where the bl CLI config is ($HOME/.blaxel/config.yaml)"},
+	{"BL_WORKSPACE, BL_API_KEY, BL_CLIENT_CREDENTIALS", "the daemon's own credential, for every caller (a caller's own BL_* win for it)"},
+	{"BL_API_URL, BL_ENV", "the Blaxel API the daemon's own credentials go to (default production)"},
+	{"BLAUTH_OAUTH_CLIENT_ID, BLAUTH_OAUTH_CLIENT_SECRET", "client authentication for refresh grants at a standard OAuth server"},
+	{"DBUS_SESSION_BUS_ADDRESS", "the session bus the OS keyring is reached through; without one (and no $XDG_RUNTIME_DIR/bus) the keyring is off"},
+	{"LISTEN_FDS, NOTIFY_SOCKET, WATCHDOG_USEC, JOURNAL_STREAM", "set by systemd: socket activation, readiness, watchdog, journal logging"},
+	{"BLAUTH_MANAGER", "what started the daemon (spawned: blauth-helper), shown by ping and status"},
+	{"NO_COLOR", "no colours in --log-format console"},
+}
+
 // usage is blauthd --help.
 func usage() string {
 	var o options
@@ -79,20 +95,7 @@ Flags:
 
 Environment:
 `)
-	for _, e := range [][2]string{
-		{"BLAUTH_SOCKET", "the socket path, when --socket is not given"},
-		{"BLAUTH_NO_KEYRING", "1: do not use the OS keyring (spawned and socket-activated daemons read it too)"},
-		{"XDG_RUNTIME_DIR", "where the socket goes ($XDG_RUNTIME_DIR/blauth/)"},
-		{"XDG_CONFIG_HOME", "where blauth's config file is ($XDG_CONFIG_HOME/blauth/config.yaml; default ~/.config)"},
-		{"HOME", "where the bl CLI config is ($HOME/.blaxel/config.yaml)"},
-		{"BL_WORKSPACE, BL_API_KEY, BL_CLIENT_CREDENTIALS", "the daemon's own credential, for every caller (a caller's own BL_* win for it)"},
-		{"BL_API_URL, BL_ENV", "the Blaxel API the daemon's own credentials go to (default production)"},
-		{"BLAUTH_OAUTH_CLIENT_ID, BLAUTH_OAUTH_CLIENT_SECRET", "client authentication for refresh grants at a standard OAuth server"},
-		{"DBUS_SESSION_BUS_ADDRESS", "the session bus the OS keyring is reached through; without one (and no $XDG_RUNTIME_DIR/bus) the keyring is off"},
-		{"LISTEN_FDS, NOTIFY_SOCKET, WATCHDOG_USEC, JOURNAL_STREAM", "set by systemd: socket activation, readiness, watchdog, journal logging"},
-		{"BLAUTH_MANAGER", "what started the daemon (spawned: blauth-helper), shown by ping and status"},
-		{"NO_COLOR", "no colours in --log-format console"},
-	} {
+	for _, e := range envDocs {
 		writeItem(&b, e[0], e[1])
 	}
 	b.WriteString(`
