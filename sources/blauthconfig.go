@@ -171,14 +171,14 @@ func knownBlauthConfigKeys() string {
 	return strings.Join(names, ", ")
 }
 
-// didYouMean is "; did you mean "K"?" for the known key closest to key, or "".
+// didYouMean is ` (did you mean "K"?)` for the known key closest to key, or "".
 func didYouMean(key string) string {
 	names := make([]string, len(blauthConfigKeys))
 	for i, k := range blauthConfigKeys {
 		names[i] = k.name
 	}
 	if s := Nearest(key, names); len(s) > 0 {
-		return fmt.Sprintf("; did you mean %q?", s[0])
+		return fmt.Sprintf(" (did you mean %q?)", s[0])
 	}
 	return ""
 }

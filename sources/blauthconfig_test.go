@@ -20,7 +20,7 @@ func TestReadBlauthConfig(t *testing.T) {
 		{"comments only", "# nothing set\n", nil, nil},
 		{"keyring off", "keyring: false\n", ptr(false), nil},
 		{"keyring on", "# the default\nkeyring: true\n", ptr(true), nil},
-		{"unknown key", "keyring: false\nkeyrnig: true\n", nil, []string{"line 2", `unknown key "keyrnig"`, `did you mean "keyring"?`, "the keys blauthd reads are: keyring"}},
+		{"unknown key", "keyring: false\nkeyrnig: true\n", nil, []string{"line 2", `unknown key "keyrnig"`, `(did you mean "keyring"?)`, "the keys blauthd reads are: keyring"}},
 		{"unrelated key", "routez: []\n", nil, []string{"line 1", `unknown key "routez"`, "keyring"}},
 		{"not YAML", "keyring: false\n  bad: [\n", nil, []string{"line", "not valid YAML"}},
 		{"not a mapping", "- keyring\n", nil, []string{"line 1", "must be a mapping"}},

@@ -81,7 +81,7 @@ func TestConfigFileMistakesStopTheStart(t *testing.T) {
 	socket := filepath.Join(dir, "run", "blauthd.sock")
 	for name, tt := range map[string]struct{ content, want string }{
 		"unknown key": {"keyring: false\nno_keyring: true\n", `line 2: unknown key "no_keyring"; the keys blauthd reads are: keyring`},
-		"typo":        {"keyrig: false\n", `line 1: unknown key "keyrig"; did you mean "keyring"?`},
+		"typo":        {"keyrig: false\n", `line 1: unknown key "keyrig" (did you mean "keyring"?)`},
 		"bad YAML":    {"keyring: [false\n", "not valid YAML"},
 		"bad value":   {"keyring: nope\n", "line 1: keyring must be true or false"},
 	} {
