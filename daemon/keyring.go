@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"time"
 
 	"github.com/blauth/blauth/sources"
@@ -16,11 +17,7 @@ const busCheckTimeout = time.Second
 // and in status, instead of failing in every answer.
 func (c *Config) decideKeyring() {
 	if c.Keyring == nil && c.OSKeyring {
-		if err := sources.CheckSessionBus(busCheckTimeout); err != nil {
-			c.KeyringOff = err.Error()
-		} else {
-			c.Keyring = &sources.Keyring{Timeout: c.KeyringTimeout, Log: c.Log.With().Str("component", "keyring").Logger()}
-		}
+		c.Keyring, c.KeyringOff = osKeyring(c)
 	}
 	switch {
 	case c.Keyring != nil:
@@ -28,6 +25,23 @@ func (c *Config) decideKeyring() {
 	case c.KeyringOff == "":
 		c.KeyringOff = "turned off in the daemon's configuration"
 	}
+}
+
+// osKeyring is the OS keyring when it can be used: a session bus answers, and a Secret Service
+// is on it or can be started by it. Otherwise it is nil and the reason: a server's bus without a
+// Secret Service stays without one, so it is said once rather than in every answer. A keyring
+// that is there but locked, or slow, is kept: unlocking it makes it work.
+func osKeyring(c *Config) (sources.KeyringStore, string) {
+	if err := sources.CheckSessionBus(busCheckTimeout); err != nil {
+		return nil, err.Error()
+	}
+	k := &sources.Keyring{Timeout: c.KeyringTimeout, Log: c.Log.With().Str("component", "keyring").Logger()}
+	ctx, cancel := context.WithTimeout(context.Background(), c.KeyringTimeout)
+	defer cancel()
+	if err := k.Probe(ctx); sources.NoSecretService(err) {
+		return nil, "no Secret Service on the D-Bus session bus (nothing provides org.freedesktop.secrets)"
+	}
+	return k, ""
 }
 
 // logKeyring says at start, in one line, that the keyring is off and why.

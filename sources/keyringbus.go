@@ -1,6 +1,7 @@
 package sources
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -47,6 +48,15 @@ func CheckSessionBus(timeout time.Duration) error {
 		firstErr = oe.Err
 	}
 	return &busError{fmt.Sprintf("the D-Bus session bus %s does not answer (%v)", clipAddr(addr), firstErr)}
+}
+
+// NoSecretService reports whether err, from a Keyring call, says that the session bus has no
+// Secret Service and cannot start one (no program provides org.freedesktop.secrets): a
+// server's or a container's bus, where the keyring will not appear by itself. A locked
+// collection, a prompt, or a call that timed out is not that.
+func NoSecretService(err error) bool {
+	return errors.Is(err, ErrKeyringUnavailable) && !errors.Is(err, context.DeadlineExceeded) &&
+		!errors.Is(err, ErrNoSessionBus) && strings.Contains(err.Error(), "org.freedesktop.secrets")
 }
 
 // busError is a session bus that is named but does not answer: it matches ErrNoSessionBus.

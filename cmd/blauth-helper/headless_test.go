@@ -129,3 +129,57 @@ func TestSpawnedDaemonReadsKeyringSettings(t *testing.T) {
 		}
 	})
 }
+
+// A session bus without a Secret Service (a server's systemd user session, a container with a
+// bus) is as good as none for the keyring: the daemon says so once, and no answer repeats it.
+func TestBusWithoutSecretServiceIsKeyringOff(t *testing.T) {
+	daemon, err := exec.LookPath("dbus-daemon")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("dbus-daemon not found (apt-get install dbus): %v", err)
+		}
+		t.Skipf("dbus-daemon not found (apt-get install dbus): %v", err)
+	}
+	dir := shortTempDir(t)
+	bus := filepath.Join(dir, "bus")
+	conf := filepath.Join(dir, "bus.conf")
+	if err := os.WriteFile(conf, []byte(`<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path=`+bus+`</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(daemon, "--nofork", "--nopidfile", "--config-file="+conf)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	ready := func() bool { fi, err := os.Stat(bus); return err == nil && fi.Mode()&os.ModeSocket != 0 }
+	for deadline := time.Now().Add(10 * time.Second); !ready(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("dbus-daemon did not listen within 10s")
+		}
+	}
+
+	socket := filepath.Join(dir, "run", "blauthd.sock")
+	env := headlessEnv(t, socket, "DBUS_SESSION_BUS_ADDRESS=unix:path="+bus)
+	pid, st := startSpawned(t, env)
+	t.Cleanup(func() { stopSpawned(t, pid, socket) })
+	if !strings.Contains(st.stdout, "OS keyring: off: no Secret Service on the D-Bus session bus") || strings.Contains(st.stdout, "could not be used") {
+		t.Errorf("status:\n%s\nlog:\n%s", st.stdout, spawnedLog(socket))
+	}
+	r := runProc(t, proc{env: env}, helperBin(), "token", "acme")
+	mustFail(t, r, exitNoCreds)
+	if strings.Contains(r.stderr, "keyring") || strings.Contains(r.stderr, "secrets") {
+		t.Errorf("token acme mentions the keyring:\n%s", r.stderr)
+	}
+}
