@@ -6,7 +6,8 @@
 // the block's standard output, line for line; "…" in a line stands for any text within it (a
 // token, a pid, a path), and a line of just "…" for any number of lines. Other blocks are not run: mark only what can run on a bare machine.
 //
-// The blocks of one file run in order, each in its own bash, in one world: a HOME, XDG
+// The blocks of one file run in order, each in its own bash (in its own process group, killed
+// when the block ends, so that nothing it started in the background outlives it), in one world: a HOME, XDG
 // directories and a project directory (the working directory) in a temporary directory, the
 // binaries built from this tree first on PATH, no D-Bus session bus (so no keyring, as on a
 // server or in CI), and a fake Blaxel API (internal/testkit/blaxeltest) that every
@@ -247,6 +248,10 @@ func (w *world) run(t *testing.T, b block) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
+	if cmd.Process != nil {
+		// Nothing a block started in the background outlives it (a watch, say).
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
 	where := fmt.Sprintf("%s:%d", b.file, b.line)
 	report := fmt.Sprintf("the example:\n%s\nstdout:\n%s\nstderr:\n%s\nblauthd.log:\n%s", b.script, stdout.String(), stderr.String(), w.log())
 	switch {
