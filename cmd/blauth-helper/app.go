@@ -40,13 +40,13 @@ func init() {
 		{"env", "[WORKSPACE]", "print 'export BL_WORKSPACE=… BL_API_KEY=…' lines for eval", (*app).cmdToken},
 		{"exec", "[--proxy] -- CMD [ARGS]", "run CMD with BL_WORKSPACE and BL_API_KEY set (--proxy: through a local proxy that sends a fresh token with every request)", (*app).cmdExec},
 		{"mcp", "URL", "bridge an MCP client's stdio to the MCP server at URL, with a fresh token on every request", (*app).cmdMCP},
-		{"watch", "[--json]", "print the token, then every new one, until interrupted", (*app).cmdWatch},
+		{"watch", "[--json]", "print the token, then every new one, until interrupted; it waits for a daemon, never starts one", (*app).cmdWatch},
 		{"status", "[--json]", "show each workspace, its credential, source and token state", (*app).cmdStatus},
 		{"login", "WORKSPACE [--api-key | --client-credentials]", "store a secret read from stdin in the OS keyring or, with no flag, log in through the browser (device flow) as 'bl login' does", (*app).cmdLogin},
 		{"logout", "WORKSPACE", "remove the workspace's secret from the OS keyring", (*app).cmdLogout},
 		{"reload", "", "make the daemon re-read every source", (*app).cmdReload},
 		{"ping", "", "say whether a daemon answers, and which (never starts one)", (*app).cmdPing},
-		{"stop", "", "stop the daemon this helper talks to", (*app).cmdStop},
+		{"stop", "", "stop the daemon this helper talks to; it stays stopped until a command needs one", (*app).cmdStop},
 		{"get", "", "the git credential helper protocol (git calls get, store and erase)", (*app).cmdGit},
 		{"store", "", "", (*app).cmdGit},
 		{"erase", "", "", (*app).cmdGit},
@@ -59,7 +59,7 @@ func init() {
 var globalOptions = []string{"-w", "--workspace", "--min-ttl", "--help"}
 
 // usageTail is the part of the usage after the commands: flags, environment, files, exit
-// statuses (the exit* constants above), docs.
+// statuses (ipc's Exit* constants), docs.
 const usageTail = `
 Flags (anywhere before "--", and for exec before its command):
   -w, --workspace NAME       the workspace (default: the first BL_WORKSPACE of ./.env, of the
@@ -111,7 +111,7 @@ func usage() string {
 	var b strings.Builder
 	b.WriteString(`blauth-helper: the small client of blauthd, blauth's per-user credential daemon. It prints a
 fresh Blaxel token for scripts, curl and IDEs, runs commands with one, and is git's credential
-helper; it starts blauthd when none runs.
+helper. Its commands start blauthd when none runs, except ping, stop, watch and git's erase.
 
 Usage:
   blauth-helper [--workspace NAME] [--min-ttl SECONDS] COMMAND [ARGS]
@@ -324,11 +324,14 @@ func (a *app) warn(msg string) {
 func (a *app) fail(err error) int {
 	var e *ipc.Error
 	var re *requestError
+	var rs *refusedStart
 	code := ipc.ExitStatus(err)
 	hint := ""
 	switch {
 	case errors.As(err, &e):
 		hint = e.Hint
+	case errors.As(err, &rs):
+		hint = "fix what it names (blauthd --help lists its settings, docs/CONFIG.md the config file), then run the command again; its log: " + a.logPath()
 	case errors.Is(err, ipc.ErrUnreachable):
 		switch {
 		case a.noSpawn():

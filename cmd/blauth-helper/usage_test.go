@@ -56,10 +56,10 @@ func helperFlags(t *testing.T) []string {
 	return out
 }
 
-// exitCodes are the values of the helper's exit* constants.
+// exitCodes are the values of ipc's Exit* constants, the helper's exit statuses.
 func exitCodes(t *testing.T) map[string]int {
 	t.Helper()
-	file, err := parser.ParseFile(token.NewFileSet(), "app.go", nil, 0)
+	file, err := parser.ParseFile(token.NewFileSet(), filepath.Join("..", "..", "ipc", "exit.go"), nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +70,7 @@ func exitCodes(t *testing.T) map[string]int {
 			return true
 		}
 		for i, name := range vs.Names {
-			if lit, ok := vs.Values[i].(*ast.BasicLit); ok && strings.HasPrefix(name.Name, "exit") && lit.Kind == token.INT {
+			if lit, ok := vs.Values[i].(*ast.BasicLit); ok && strings.HasPrefix(name.Name, "Exit") && lit.Kind == token.INT {
 				codes[name.Name], _ = strconv.Atoi(lit.Value)
 			}
 		}
