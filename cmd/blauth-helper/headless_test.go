@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blauth/blauth/internal/testkit"
 	"github.com/blauth/blauth/ipc"
 )
 
@@ -163,12 +164,10 @@ func TestBusWithoutSecretServiceIsKeyringOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	ready := func() bool { fi, err := os.Stat(bus); return err == nil && fi.Mode()&os.ModeSocket != 0 }
-	for deadline := time.Now().Add(10 * time.Second); !ready(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("dbus-daemon did not listen within 10s")
-		}
-	}
+	testkit.WaitFor(t, 30*time.Second, "dbus-daemon's socket", func() bool {
+		fi, err := os.Stat(bus)
+		return err == nil && fi.Mode()&os.ModeSocket != 0
+	})
 
 	socket := filepath.Join(dir, "run", "blauthd.sock")
 	env := headlessEnv(t, socket, "DBUS_SESSION_BUS_ADDRESS=unix:path="+bus)
