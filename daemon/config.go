@@ -65,6 +65,10 @@ type Config struct {
 	Keyring        sources.KeyringStore
 	OSKeyring      bool
 	KeyringTimeout time.Duration
+	// KeyringOff says why the daemon runs without the OS keyring (a flag, BLAUTH_NO_KEYRING,
+	// blauth's config file), when it does; New sets it when OSKeyring finds no session bus. It
+	// is logged once at start and reported by status and ping.
+	KeyringOff string
 	// OAuth selects a standard RFC 6749 token endpoint instead of Blaxel's JSON dialect.
 	OAuth OAuthSettings
 	// Tokens talks to the token endpoint; nil means the one OAuth or Blaxel's dialect needs.
@@ -235,9 +239,7 @@ func (c *Config) fill() error {
 			x.HTTP = c.HTTP
 		}
 	}
-	if c.Keyring == nil && c.OSKeyring {
-		c.Keyring = &sources.Keyring{Timeout: c.KeyringTimeout, Log: c.Log.With().Str("component", "keyring").Logger()}
-	}
+	c.decideKeyring()
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = 5 * time.Second
 	}

@@ -73,6 +73,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err := d.listen(); err != nil {
 		return nil, err
 	}
+	d.logKeyring()
 	d.life, d.stopLife = context.WithCancel(context.WithoutCancel(ctx))
 	w, err := sources.NewWatcher(cfg.Log.With().Str("component", "watcher").Logger(), 0)
 	if err != nil {
@@ -156,7 +157,7 @@ func (d *Daemon) closeListeners() {
 func (d *Daemon) serverConfig() server.Config {
 	cfg := d.cfg
 	sc := server.Config{
-		Log: cfg.Log, Resolver: d.resolver, Broker: d.broker, Keyring: cfg.Keyring, BLConfigPath: cfg.BLConfigPath,
+		Log: cfg.Log, Resolver: d.resolver, Broker: d.broker, Keyring: cfg.Keyring, KeyringOff: cfg.KeyringOff, BLConfigPath: cfg.BLConfigPath,
 		Clock: cfg.Clock, Version: cfg.Version, Manager: cfg.Manager, Started: cfg.Clock.Now(),
 		Reload: d.reload, Stop: d.stop, Stats: &d.stats,
 		RequestTimeout: cfg.RequestTimeout, IdleTimeout: cfg.IdleTimeout, WatchWriteTimeout: cfg.WatchWriteTimeout, MaxConns: cfg.MaxConns,

@@ -50,6 +50,10 @@ const (
 	KeyDropped       = "dropped" // erase: whether a cached token was dropped
 	KeyManager       = "manager" // ping, stop: what started the daemon (systemd, spawned, foreground)
 	KeySeq           = "seq"     // watch: the message's number in its stream, from 1
+	// ping: whether the daemon uses the OS keyring (on, off) and, when off, why. A client asks
+	// before it reads a secret to store there (blauth-helper login --api-key).
+	KeyKeyring    = "keyring"
+	KeyKeyringOff = "keyring_off"
 )
 
 // What started a daemon, in manager=.

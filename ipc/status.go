@@ -19,6 +19,16 @@ type Status struct {
 	// SourceErrors are the problems of every source the caller's answers draw on (the bl
 	// config, the keyring, the file watcher, its .env), each listed once.
 	SourceErrors []SourceError `json:"source_errors,omitempty"`
+	// Keyring says whether the daemon uses the OS keyring (nil from a daemon too old to say).
+	Keyring *KeyringStatus `json:"keyring,omitempty"`
+}
+
+// KeyringStatus says whether the daemon uses the OS keyring, and why not: it decides at start
+// (a flag, BLAUTH_NO_KEYRING, blauth's config file, or no D-Bus session bus turn it off).
+type KeyringStatus struct {
+	On bool `json:"on"`
+	// Off is why it is off, "" when it is on.
+	Off string `json:"off,omitempty"`
 }
 
 // WorkspaceStatus is one workspace in a Status: which credential wins, what it shadows, and the
@@ -41,6 +51,9 @@ type WorkspaceStatus struct {
 	ClockSkew int64 `json:"clock_skew_seconds,omitempty"`
 	// Error is why the workspace cannot be served at all.
 	Error string `json:"error,omitempty"`
+	// Warnings are mistakes in the workspace's sources that may be why it is not served as
+	// meant, each with its fix: a credentials key of the bl config that no Blaxel tool reads.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // CachedStatus is one token the daemon holds, whichever workspace it now serves.

@@ -26,6 +26,14 @@ type Resolution struct {
 	// BL_* variables it sets, with BL_WORKSPACE's value. Blaxel's SDKs let ./.env win over the
 	// environment, so a command run with another workspace's variables would not get them.
 	Dotenv DotenvSummary
+	// Named are the workspaces the request's sources name (each BL_WORKSPACE, the bl context),
+	// in rank order; Resolver.Workspaces adds those the daemon holds credentials for. A request
+	// for a workspace none of them knows is probably a typo of one.
+	Named []string
+	// Warnings are mistakes in the chosen workspace's sources, each saying its fix: a key of its
+	// bl config credentials that no Blaxel tool reads (api_key: for apiKey:). They are set even
+	// when resolution fails, and may be why it did.
+	Warnings []string
 	// CallerBase is the API base the caller's own BL_API_URL or BL_ENV (in its environment or
 	// .env) ask for, "" when they ask for none; DaemonBase is the one the daemon's own
 	// credentials go to. A caller's choice never applies to a credential the daemon holds.
@@ -102,12 +110,18 @@ func (r *Resolver) Resolve(req Request) (*Resolution, error) {
 		return res, err
 	}
 	res.Workspace = req.Workspace
-	for i := 0; res.Workspace == "" && i < len(layers); i++ {
-		res.Workspace = layers[i].workspace
+	for _, l := range layers {
+		if l.workspace != "" {
+			res.Named = append(res.Named, l.workspace)
+		}
+	}
+	if res.Workspace == "" && len(res.Named) > 0 {
+		res.Workspace = res.Named[0]
 	}
 	if res.Workspace == "" {
 		return res, fmt.Errorf("%w: none was asked for, and no BL_WORKSPACE nor bl context names one", ErrNoWorkspace)
 	}
+	res.Warnings = blWarnings(r.bl, res.Workspace)
 	daemonBase, callerBase, callerAsks := r.bases(layers, workspaceEnv(bl, res.Workspace))
 	res.DaemonBase = daemonBase
 	if callerAsks {
@@ -179,6 +193,19 @@ func (r *Resolver) bases(ls []layer, wsEnv string) (daemonBase, callerBase strin
 		return daemonBase, daemonBase, false
 	}
 	return daemonBase, sources.BaseURL(url, env, wsEnv), true
+}
+
+// blWarnings are the mistakes in ws's entry of the bl config: credentials keys no Blaxel tool
+// reads, each with the spelling bl expects.
+func blWarnings(src *sources.BLSource, ws string) []string {
+	if src == nil {
+		return nil
+	}
+	var out []string
+	for _, u := range src.UnknownKeys(ws) {
+		out = append(out, fmt.Sprintf("%s, workspace %s: %s", src.Path(), ws, u))
+	}
+	return out
 }
 
 func first(a, b string) string {

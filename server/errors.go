@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -71,27 +72,40 @@ func brokerError(e *broker.Error) *ipc.Message {
 	return fail(ipc.CodeUnavailable, e.Error(), hint)
 }
 
-// resolutionError answers a resolution that found nothing to serve. A source that could not be
-// read is often the cause (a broken bl config hides its workspaces), so each is named: the
-// request's own (its .env) and the daemon's (the bl config, the keyring, the file watcher).
+// resolutionError answers a resolution that found nothing to serve. A missing credential is
+// often a mistake the daemon can name: a misspelt workspace (did you mean one the sources know?),
+// a misspelt key in the bl config, a source that could not be read (a broken bl config hides its
+// workspaces); each is named, the request's own sources' (its .env) and the daemon's alike.
 func (s *Server) resolutionError(res *resolver.Resolution, err error) *ipc.Message {
 	msg := err.Error()
 	var hint, code string
+	if res == nil {
+		res = &resolver.Resolution{}
+	}
 	switch {
 	case errors.Is(err, resolver.ErrSource):
 		return fail(ipc.CodeBadSource, msg, "blauthd never falls back to another source while the caller's own cannot be read: fix the file, or run from another directory")
 	case errors.Is(err, resolver.ErrNoWorkspace):
-		code, hint = ipc.CodeNoWorkspace, "pass a workspace (-w NAME), set BL_WORKSPACE, or run `bl login`"
+		code, hint = ipc.CodeNoWorkspace, "pass a workspace (-w NAME), set BL_WORKSPACE, or run `bl login WORKSPACE`"
 	case errors.Is(err, resolver.ErrNoCredentials):
-		code, hint = ipc.CodeNoCredentials, "set BL_API_KEY or BL_CLIENT_CREDENTIALS, run `bl login WORKSPACE`, or `blauth-helper login WORKSPACE --api-key`"
+		code, hint = ipc.CodeNoCredentials, s.credentialWays(res.Workspace)
+		if near := s.nearWorkspaces(res); len(near) > 0 {
+			msg += "; did you mean " + strings.Join(near, " or ") + "?"
+		}
+		for i, w := range res.Warnings {
+			if i == 2 {
+				msg += fmt.Sprintf("; and %d more such keys (blauth-helper status lists them)", len(res.Warnings)-i)
+				break
+			}
+			msg += "; " + w
+		}
+		if len(res.Warnings) > 0 {
+			hint = "rename the key as said above (blauthd reads the change at once); or " + hint
+		}
 	default:
 		return errorAnswer(err)
 	}
-	var problems []sources.SourceError
-	if res != nil {
-		problems = res.Errors
-	}
-	problems = append(problems, s.cfg.Resolver.SourceErrors()...)
+	problems := slices.Concat(res.Errors, s.cfg.Resolver.SourceErrors())
 	if len(problems) > 0 {
 		var b strings.Builder
 		for i, e := range problems {
@@ -102,7 +116,38 @@ func (s *Server) resolutionError(res *resolver.Resolution, err error) *ipc.Messa
 			fmt.Fprintf(&b, "; %s %s could not be used: %s", e.Source.Kind, e.Source.Where, e.Error)
 		}
 		msg += b.String()
-		hint = "fix the source named above (it may hold what you expected), or " + hint
+		hint += "; or fix the source named above: it could not be read, and may hold what you expected"
 	}
 	return fail(code, msg, hint)
+}
+
+// credentialWays is the hint for a workspace without a credential: every way to give it one,
+// the keyring's only when the daemon uses it.
+func (s *Server) credentialWays(ws string) string {
+	ws = ipc.Clip(ws, 100)
+	if ws == "" {
+		ws = "WORKSPACE"
+	}
+	h := fmt.Sprintf("give %s a credential: run `bl login %s` (or `blauth-helper login %s`), or set BL_API_KEY or BL_CLIENT_CREDENTIALS in the environment or in a .env in the project's directory", ws, ws, ws)
+	if s.cfg.Keyring != nil {
+		h += fmt.Sprintf(", or keep an API key in the OS keyring with `blauth-helper login %s --api-key`", ws)
+	}
+	return h
+}
+
+// nearWorkspaces are the workspaces the request probably meant when it named one no source
+// knows: the closest by edit distance among those its sources name and those the daemon holds,
+// on a scoped socket among the scope's only (a peer there may not learn the others' names).
+func (s *Server) nearWorkspaces(res *resolver.Resolution) []string {
+	var known []string
+	for _, w := range append(s.cfg.Resolver.Workspaces(), res.Named...) {
+		if s.cfg.Scope == nil || s.cfg.Scope.Workspaces[w] {
+			known = append(known, w)
+		}
+	}
+	if res.Workspace == "" || slices.Contains(known, res.Workspace) {
+		return nil // a workspace the sources know, without a credential: not a typo
+	}
+	near := sources.Nearest(res.Workspace, known)
+	return near[:min(len(near), 3)]
 }

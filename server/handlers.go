@@ -188,7 +188,16 @@ func (s *Server) serveErase(ctx context.Context, req request) *ipc.Message {
 }
 
 func (s *Server) servePing(ctx context.Context, req request) *ipc.Message {
-	return ok(ipc.KeyPID, strconv.Itoa(os.Getpid()), ipc.KeyDaemonVersion, s.cfg.Version, ipc.KeyManager, s.cfg.Manager)
+	m := ok(ipc.KeyPID, strconv.Itoa(os.Getpid()), ipc.KeyDaemonVersion, s.cfg.Version, ipc.KeyManager, s.cfg.Manager)
+	if s.cfg.Scope == nil { // a scoped socket stores no secret: whether it could is none of its peers' business
+		if s.cfg.Keyring != nil {
+			m.Add(ipc.KeyKeyring, "on")
+		} else {
+			m.Add(ipc.KeyKeyring, "off")
+			m.Add(ipc.KeyKeyringOff, s.keyringOff())
+		}
+	}
+	return m
 }
 
 // serveStop answers; serveConn stops the daemon once the answer is written.

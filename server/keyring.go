@@ -13,7 +13,7 @@ import (
 // logout), then has the keyring re-read, so the next request sees it at once.
 func (s *Server) serveKeyring(ctx context.Context, req request) *ipc.Message {
 	if s.cfg.Keyring == nil {
-		return fail(ipc.CodeKeyringUnavailable, "this daemon runs without the OS keyring", "start blauthd without --no-keyring")
+		return fail(ipc.CodeKeyringUnavailable, "the OS keyring is off in this blauthd: "+s.keyringOff(), keyringOffHint)
 	}
 	ws := req.Value(ipc.KeyWorkspace)
 	if ws == "" {
@@ -40,4 +40,23 @@ func (s *Server) serveKeyring(ctx context.Context, req request) *ipc.Message {
 	s.cfg.Resolver.ReloadKeyring(ctx)
 	s.log.Info().Str("workspace", ws).Str("action", req.Value(ipc.KeyAction)).Msg("keyring updated")
 	return ok(ipc.KeyWorkspace, ws)
+}
+
+// keyringOffHint is what to do when a secret cannot be saved because the keyring is off.
+const keyringOffHint = "keep the secret where bl and Blaxel's SDKs read it instead: BL_API_KEY or BL_CLIENT_CREDENTIALS in the environment or a project's .env, or `bl login WORKSPACE`; docs/CONFIG.md says how the keyring is turned on"
+
+// keyringOff is why the daemon runs without the keyring.
+func (s *Server) keyringOff() string {
+	if s.cfg.KeyringOff == "" {
+		return "turned off in the daemon's configuration"
+	}
+	return s.cfg.KeyringOff
+}
+
+// keyringStatus is the keyring's line in status.
+func (s *Server) keyringStatus() *ipc.KeyringStatus {
+	if s.cfg.Keyring != nil {
+		return &ipc.KeyringStatus{On: true}
+	}
+	return &ipc.KeyringStatus{Off: s.keyringOff()}
 }

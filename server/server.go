@@ -34,6 +34,8 @@ type Config struct {
 	Broker   *broker.Broker
 	// Keyring is the store behind blauth-helper login --api-key; nil answers keyring_unavailable.
 	Keyring sources.KeyringStore
+	// KeyringOff is why there is no Keyring, reported by ping, status and keyring_set.
+	KeyringOff string
 	// Logins runs device logins; nil when the daemon has no bl config to save sessions in.
 	Logins       *login.Flows
 	BLConfigPath string

@@ -14,7 +14,8 @@ import (
 
 // StatusFor builds the status as seen by a caller with the given directory and environment.
 func (s *Server) StatusFor(sr resolver.Request) ipc.Status {
-	st := ipc.Status{Version: s.cfg.Version, PID: os.Getpid(), Socket: s.socket, Manager: s.cfg.Manager, Started: s.cfg.Started, Dotenvs: s.cfg.Resolver.WatchedDotenvs()}
+	st := ipc.Status{Version: s.cfg.Version, PID: os.Getpid(), Socket: s.socket, Manager: s.cfg.Manager, Started: s.cfg.Started, Dotenvs: s.cfg.Resolver.WatchedDotenvs(),
+		Keyring: s.keyringStatus()}
 	names := s.cfg.Resolver.Workspaces()
 	// The caller's own default workspace, which may come from its .env or environment.
 	def := sr
@@ -37,6 +38,9 @@ func (s *Server) StatusFor(sr resolver.Request) ipc.Status {
 		q.Workspace = w
 		res, err := s.cfg.Resolver.Resolve(q)
 		ws := ipc.WorkspaceStatus{Workspace: w}
+		if res != nil {
+			ws.Warnings = res.Warnings
+		}
 		if err != nil {
 			ws.Error = err.Error()
 		} else {

@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"io/fs"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/blauth/blauth/ipc"
 )
 
 // BLConfig is the bl CLI config file, $HOME/.blaxel/config.yaml. The zero value is an empty config.
@@ -31,6 +34,57 @@ type BLWorkspace struct {
 	ID          string
 	Credentials BLCredentials
 	Env         string // "prod", "dev", "local" or ""
+}
+
+// BLUnknownKey is a key of a workspace's credentials that no Blaxel tool reads, and the key it
+// is probably a misspelling of. It never holds the value.
+type BLUnknownKey struct {
+	Key  string // as written
+	Line int    // 1-based
+	// Want is the key bl (or Blaxel's SDKs) would read in its place, "" when none is close.
+	Want string
+}
+
+// String says what is wrong and how bl spells it, without the value.
+func (u BLUnknownKey) String() string {
+	s := fmt.Sprintf("credentials key %s: (line %d) is read by neither bl nor blauth", ipc.Clip(u.Key, 64), u.Line)
+	switch u.Want {
+	case "":
+		return s + "; the keys bl reads are " + strings.Join(blCredentialKeys, ", ")
+	case "client_credentials":
+		return s + "; bl reads client_credentials: (Blaxel's Python and TypeScript SDKs read clientCredentials:)"
+	}
+	return s + "; bl reads " + u.Want + ":"
+}
+
+// blCredentialKeys are the keys of a workspace's credentials that bl or Blaxel's SDKs read, as
+// listed in docs/SOURCES-FORMATS.md.
+var blCredentialKeys = []string{"apiKey", "access_token", "refresh_token", "expires_in", "device_code", "client_credentials", "clientCredentials"}
+
+// blCredentialKeyFor returns the known key that key is probably a misspelling of: the same once
+// case, "_" and "-" are ignored (api_key, ApiKey, refreshToken), else the nearest by edit
+// distance; "" when none is close.
+func blCredentialKeyFor(key string) string {
+	norm := func(s string) string {
+		return strings.NewReplacer("_", "", "-", "").Replace(strings.ToLower(s))
+	}
+	for _, k := range blCredentialKeys[:6] { // bl's own spellings first
+		if norm(k) == norm(key) {
+			return k
+		}
+	}
+	normed := make([]string, 6)
+	for i, k := range blCredentialKeys[:6] {
+		normed[i] = norm(k)
+	}
+	if near := Nearest(norm(key), normed); len(near) > 0 {
+		for i, n := range normed {
+			if n == near[0] {
+				return blCredentialKeys[i]
+			}
+		}
+	}
+	return ""
 }
 
 // BLCredentials are a workspace's credentials, as bl stores them.
@@ -87,7 +141,8 @@ func (e *BLConfigError) Unwrap() error {
 var legacyCredentialKeys = []string{"apiKey", "access_token", "refresh_token", "expires_in", "device_code"}
 
 // ParseBLConfig parses a bl CLI config file, in the current sdk-go writer's format or the older yaml.v2
-// writer's. Unknown keys are ignored. It is strict where lenience would be dangerous: a file that is not
+// writer's. Unknown keys are ignored (BLUnknownKeys lists those of the workspaces' credentials,
+// which are probably misspelt). It is strict where lenience would be dangerous: a file that is not
 // valid YAML or whose top level is not a mapping is an error of type *BLConfigError and a nil config,
 // never an empty config, so that callers keep their last good view and never write a broken file back.
 // A valid file that looks cut short by a concurrent write gives the config it holds and a
@@ -256,6 +311,52 @@ func parseBLWorkspace(n *yaml.Node) (ws BLWorkspace, credKeys map[string]*yaml.N
 		cr.ExpiresIn = max(cr.ExpiresIn, 0)
 	}
 	return ws, cf, false, nil
+}
+
+// BLUnknownKeys lists, by workspace name, the keys of the workspaces' credentials in a bl
+// config file that no Blaxel tool reads (a misspelt apiKey, say), in the file's order; nil when
+// there are none or the file does not parse. It is apart from ParseBLConfig so that a config's
+// value says only what bl reads.
+func BLUnknownKeys(data []byte) map[string][]BLUnknownKey {
+	var doc yaml.Node
+	if unmarshalYAML(data, &doc) != nil || len(doc.Content) == 0 {
+		return nil
+	}
+	root := resolveAlias(doc.Content[0])
+	if root.Kind != yaml.MappingNode {
+		return nil
+	}
+	top, err := mappingFields(root)
+	if err != nil || top["workspaces"] == nil || top["workspaces"].Kind != yaml.SequenceNode {
+		return nil
+	}
+	var out map[string][]BLUnknownKey
+	for _, item := range top["workspaces"].Content {
+		item = resolveAlias(item)
+		if item.Kind != yaml.MappingNode {
+			continue
+		}
+		f, err := mappingFields(item)
+		if err != nil {
+			continue
+		}
+		name, _ := stringField(f, "name")
+		cred := f["credentials"]
+		if name == "" || cred == nil || cred.Kind != yaml.MappingNode {
+			continue
+		}
+		for i := 0; i+1 < len(cred.Content); i += 2 {
+			k := cred.Content[i]
+			if k.Kind != yaml.ScalarNode || slices.Contains(blCredentialKeys, k.Value) {
+				continue
+			}
+			if out == nil {
+				out = map[string][]BLUnknownKey{}
+			}
+			out[name] = append(out[name], BLUnknownKey{Key: k.Value, Line: k.Line, Want: blCredentialKeyFor(k.Value)})
+		}
+	}
+	return out
 }
 
 // yamlErrLine finds the line number in a yaml.v3 error message.

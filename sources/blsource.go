@@ -48,8 +48,9 @@ type BLSource struct {
 	loadMu sync.Mutex
 
 	mu       sync.RWMutex
-	view     *BLConfig // last good view; nil when there is none (or it was dropped as unsafe)
-	err      error     // the last read's error, nil when the view is current
+	view     *BLConfig                 // last good view; nil when there is none (or it was dropped as unsafe)
+	unknown  map[string][]BLUnknownKey // the view's misspelt credentials keys, by workspace
+	err      error                     // the last read's error, nil when the view is current
 	retry    *time.Timer
 	tries    int
 	cancel   func()
@@ -81,6 +82,14 @@ func (s *BLSource) View() *BLConfig {
 
 // Path is the file.
 func (s *BLSource) Path() string { return s.cfg.Path }
+
+// UnknownKeys are the keys of workspace's credentials in the last good view that no Blaxel tool
+// reads (BLUnknownKeys), nil when there are none.
+func (s *BLSource) UnknownKeys(workspace string) []BLUnknownKey {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.unknown[workspace]
+}
 
 // Errors says why the view is not the file as it is now, or why the file is not watched.
 func (s *BLSource) Errors() []SourceError {
@@ -165,7 +174,7 @@ func (s *BLSource) load() bool {
 	}
 	s.loadMu.Lock()
 	defer s.loadMu.Unlock()
-	c, err := s.read(path)
+	c, unknown, err := s.read(path)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -184,7 +193,7 @@ func (s *BLSource) load() bool {
 		// watcher (or a reload) sees the fix.
 		s.err, s.tries = err, 0
 		had := s.view != nil
-		s.view = nil
+		s.view, s.unknown = nil, nil
 		s.cfg.Log.Warn().Err(err).Msg("refusing the bl config; its credentials are not served")
 		return had
 	case err != nil:
@@ -198,33 +207,37 @@ func (s *BLSource) load() bool {
 	}
 	s.tries, s.err = 0, nil
 	same := s.view != nil && string(s.view.Marshal()) == string(c.Marshal())
-	s.view = c
+	s.view, s.unknown = c, unknown
 	return !same
 }
 
 // read reads, checks and parses the file. A file that parses but looks cut short is read again
 // after RecheckDelay, and believed if nothing about it changed.
-func (s *BLSource) read(path string) (*BLConfig, error) {
+// It also returns the misspelt credentials keys of what it parsed (BLUnknownKeys).
+func (s *BLSource) read(path string) (*BLConfig, map[string][]BLUnknownKey, error) {
 	data, fi, err := s.readOnce(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return &BLConfig{}, nil
+		return &BLConfig{}, nil, nil
 	case err != nil:
-		return nil, err
+		return nil, nil, err
 	}
 	if err := checkBLConfigSafe(path, fi); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	c, err := ParseBLConfig(data)
 	if !errors.Is(err, ErrBLConfigMaybeTorn) {
-		return c, err
+		if err != nil {
+			return c, nil, err
+		}
+		return c, BLUnknownKeys(data), nil
 	}
 	if !sameOnRecheck(data, fi, s.waitRecheck, func() ([]byte, fs.FileInfo, error) { return s.readOnce(path) }) {
-		return nil, err // changing: a write in progress
+		return nil, nil, err // changing: a write in progress
 	}
 	s.cfg.Log.Info().Str("path", path).Str("note", err.Error()).
 		Msg("the bl config looks cut short but did not change when read again; using it as written by hand")
-	return c, nil
+	return c, BLUnknownKeys(data), nil
 }
 
 func (s *BLSource) readOnce(path string) ([]byte, fs.FileInfo, error) {

@@ -114,7 +114,7 @@ func (k *Keyring) checkBus() error {
 	}
 	if err := ensureSessionBus(); err != nil {
 		if errors.Is(err, ErrNoSessionBus) {
-			return fmt.Errorf("%w: %w; run blauthd inside the user's session (a systemd user unit has one), or turn the keyring off with --no-keyring", ErrKeyringUnavailable, err)
+			return fmt.Errorf("%w: %w", ErrKeyringUnavailable, err)
 		}
 		return fmt.Errorf("%w: setting DBUS_SESSION_BUS_ADDRESS: %w", ErrKeyringUnavailable, err)
 	}
@@ -319,8 +319,9 @@ func (k *Keyring) List(ctx context.Context) ([]string, error) {
 // Probe checks, within the time box, that the keyring answers: it reads the index item, which
 // exercises the session bus, the Secret Service and the unlocking of its collection. A missing
 // index is success. Without a session bus it fails at once with an error matching
-// ErrKeyringUnavailable and ErrNoSessionBus, without touching the keyring library: blauthd calls
-// it at start to log the keyring's state once.
+// ErrKeyringUnavailable and ErrNoSessionBus, without touching the keyring library (blauthd
+// checks for a bus at start, with CheckSessionBus, and runs without the keyring when there is
+// none).
 func (k *Keyring) Probe(ctx context.Context) error {
 	op := "keyring: probing"
 	_, err := keyringCall(ctx, k, op, func(b keyringBackend) (struct{}, error) {

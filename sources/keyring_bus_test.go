@@ -206,6 +206,9 @@ func busRuntimeDirChild(t *testing.T) {
 	if !strings.Contains(fmtErr(err), "org.freedesktop.secrets") {
 		t.Errorf("Probe: %v; want the bus saying that no Secret Service is there", err)
 	}
+	if !NoSecretService(err) {
+		t.Errorf("NoSecretService(%v) is false; blauthd would keep a keyring that cannot appear", err)
+	}
 	want := "unix:path=" + filepath.Join(os.Getenv("XDG_RUNTIME_DIR"), "bus")
 	if a := os.Getenv("DBUS_SESSION_BUS_ADDRESS"); a != want {
 		t.Errorf("DBUS_SESSION_BUS_ADDRESS = %q, want %q", a, want)

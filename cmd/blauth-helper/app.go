@@ -40,13 +40,13 @@ func init() {
 		{"env", "[WORKSPACE]", "print 'export BL_WORKSPACE=… BL_API_KEY=…' lines for eval", (*app).cmdToken},
 		{"exec", "[--proxy] -- CMD [ARGS]", "run CMD with BL_WORKSPACE and BL_API_KEY set (--proxy: through a local proxy that sends a fresh token with every request)", (*app).cmdExec},
 		{"mcp", "URL", "bridge an MCP client's stdio to the MCP server at URL, with a fresh token on every request", (*app).cmdMCP},
-		{"watch", "[--json]", "print the token, then every new one, until interrupted", (*app).cmdWatch},
+		{"watch", "[--json]", "print the token, then every new one, until interrupted; it waits for a daemon, never starts one", (*app).cmdWatch},
 		{"status", "[--json]", "show each workspace, its credential, source and token state", (*app).cmdStatus},
 		{"login", "WORKSPACE [--api-key | --client-credentials]", "store a secret read from stdin in the OS keyring or, with no flag, log in through the browser (device flow) as 'bl login' does", (*app).cmdLogin},
 		{"logout", "WORKSPACE", "remove the workspace's secret from the OS keyring", (*app).cmdLogout},
 		{"reload", "", "make the daemon re-read every source", (*app).cmdReload},
 		{"ping", "", "say whether a daemon answers, and which (never starts one)", (*app).cmdPing},
-		{"stop", "", "stop the daemon this helper talks to", (*app).cmdStop},
+		{"stop", "", "stop the daemon this helper talks to; it stays stopped until a command needs one", (*app).cmdStop},
 		{"get", "", "the git credential helper protocol (git calls get, store and erase)", (*app).cmdGit},
 		{"store", "", "", (*app).cmdGit},
 		{"erase", "", "", (*app).cmdGit},
@@ -56,11 +56,68 @@ func init() {
 }
 
 // globalOptions are the flags every command takes, before or after its name.
-var globalOptions = []string{"-w", "--workspace", "--min-ttl"}
+var globalOptions = []string{"-w", "--workspace", "--min-ttl", "--help"}
+
+// usageTail is the part of the usage after the commands: flags, environment, files, exit
+// statuses (ipc's Exit* constants), docs.
+const usageTail = `
+Flags (anywhere before "--", and for exec before its command):
+  -w, --workspace NAME       the workspace (default: the first BL_WORKSPACE of ./.env, of the
+                             environment, of blauthd's environment, else the bl context)
+      --min-ttl SECONDS      the token must still live this long (default 0: blauthd's own
+                             minimum, 30 s)
+  -h, --help                 print this help
+      --version              print the version
+Flags of one command: --json (header, watch, status), --proxy (exec), --api-key and
+--client-credentials (login), as listed above.
+
+Environment:
+  BLAUTH_SOCKET              the daemon's socket (default $XDG_RUNTIME_DIR/blauth/blauthd.sock,
+                             else /run/user/UID/blauth/, else ${TMPDIR:-/tmp}/blauth-UID/)
+  XDG_RUNTIME_DIR, TMPDIR    where the socket is when BLAUTH_SOCKET is unset
+  BLAUTH_NO_SPAWN            1: never start blauthd (exit 3 when none answers)
+  BLAUTH_DAEMON              the blauthd to start (default: beside blauth-helper, else on PATH)
+  BLAUTH_PROXY               the blauth-proxy exec --proxy and mcp run (default: beside it, else
+                             on PATH)
+  BL_*                       sent with every request as the caller's own (BL_WORKSPACE,
+                             BL_API_KEY, BL_CLIENT_CREDENTIALS, BL_API_URL, BL_ENV, BL_RUN_URL)
+  GIT_EXEC_PATH              set by git: an unknown command is then ignored, as git asks
+
+Files:
+  ./.env                     read by blauthd for the directory the helper runs in (the helper
+                             sends its working directory)
+  SOCKET's directory/blauthd.log
+                             where a daemon the helper starts logs (appended; created 0600)
+  The helper itself writes no file: login saves through blauthd (the OS keyring, or
+  ~/.blaxel/config.yaml for a device login).
+
+Exit status:
+  0    success
+  1    any other error
+  2    bad command line, or something the helper will not send
+  3    no daemon answers, and none could be started
+  4    no workspace, no credential for it, or the caller's .env cannot be read
+  5    the credential was refused for good: log in again or fix the secret
+  6    no valid token now, the token endpoint cannot be reached (blauthd retries)
+  7    the OS keyring is off or does not answer (login, logout)
+  126, 127   exec: the command could not be run, or was not found
+  exec otherwise exits with its command's status.
+
+Docs: docs/HELPER.md (every command, git and curl set-ups), docs/TROUBLESHOOTING.md; installed
+in /usr/share/doc/blauth (or PREFIX/share/doc/blauth).
+`
 
 func usage() string {
 	var b strings.Builder
-	b.WriteString("usage: blauth-helper [-w WORKSPACE] [--min-ttl SECONDS] COMMAND [ARGS]\n\nCommands:\n")
+	b.WriteString(`blauth-helper: the small client of blauthd, blauth's per-user credential daemon. It prints a
+fresh Blaxel token for scripts, curl and IDEs, runs commands with one, and is git's credential
+helper. Its commands start blauthd when none runs, except ping, stop, watch and git's erase.
+
+Usage:
+  blauth-helper [--workspace NAME] [--min-ttl SECONDS] COMMAND [ARGS]
+
+Commands:
+`)
 	for _, c := range commands {
 		if c.summary == "" {
 			continue
@@ -69,20 +126,36 @@ func usage() string {
 		if c.args != "" {
 			head += " " + c.args
 		}
+		lines := wrapText(c.summary, 92-29)
 		if len(head) > 26 {
-			fmt.Fprintf(&b, "  %s\n  %-26s %s\n", head, "", c.summary)
+			fmt.Fprintf(&b, "  %s\n", head)
 		} else {
-			fmt.Fprintf(&b, "  %-26s %s\n", head, c.summary)
+			fmt.Fprintf(&b, "  %-26s %s\n", head, lines[0])
+			lines = lines[1:]
+		}
+		for _, l := range lines {
+			fmt.Fprintf(&b, "%29s%s\n", "", l)
 		}
 	}
-	b.WriteString(`
-Options:
-  -w, --workspace NAME       the workspace (default: BL_WORKSPACE, else the bl context)
-      --min-ttl SECONDS      require at least this much life left in the token
-
-Environment: BLAUTH_SOCKET (socket path), BLAUTH_NO_SPAWN=1 (never start blauthd).
-`)
+	b.WriteString(usageTail)
 	return b.String()
+}
+
+// wrapText breaks text into lines of at most width bytes, at spaces.
+func wrapText(text string, width int) []string {
+	var lines []string
+	line := ""
+	for _, w := range strings.Fields(text) {
+		if line != "" && len(line)+1+len(w) > width {
+			lines = append(lines, line)
+			line = ""
+		}
+		if line != "" {
+			line += " "
+		}
+		line += w
+	}
+	return append(lines, line)
 }
 
 // app is one run of the helper.
@@ -134,6 +207,7 @@ func run(ctx context.Context, args []string, sys system) int {
 // before the command to run: "exec ls -w 80" runs "ls -w 80", it does not pick workspace 80.
 func (a *app) globalFlags(args []string) ([]string, error) {
 	var rest []string
+	help := false
 	for i := 0; i < len(args); i++ {
 		arg := args[i]
 		if arg == "--" || (len(rest) > 0 && rest[0] == "exec" && !strings.HasPrefix(arg, "-")) {
@@ -161,20 +235,20 @@ func (a *app) globalFlags(args []string) ([]string, error) {
 				}
 				a.workspace = val
 			}
+		case "-h", "--help":
+			help = true // "blauth-helper token --help" is a question, not a token request
 		default:
-			if len(rest) == 0 && strings.HasPrefix(arg, "-") && arg != "-h" && arg != "--help" && arg != "--version" {
+			if len(rest) == 0 && strings.HasPrefix(arg, "-") && arg != "--version" {
 				return nil, errors.New(unknownFlag(arg, globalOptions))
 			}
 			rest = append(rest, arg)
 		}
 	}
-	if len(rest) > 0 {
-		switch rest[0] {
-		case "-h", "--help":
-			rest[0] = "help"
-		case "--version":
-			rest[0] = "version"
-		}
+	if help {
+		return []string{"help"}, nil
+	}
+	if len(rest) > 0 && rest[0] == "--version" {
+		rest[0] = "version"
 	}
 	return rest, nil
 }
@@ -225,7 +299,7 @@ func editDistance(a, b string) int {
 }
 
 func (a *app) usageError(msg string) int {
-	a.printError(msg, "run 'blauth-helper help' for usage")
+	a.printError(msg, "run 'blauth-helper --help' for usage")
 	return exitUsage
 }
 
@@ -250,11 +324,14 @@ func (a *app) warn(msg string) {
 func (a *app) fail(err error) int {
 	var e *ipc.Error
 	var re *requestError
+	var rs *refusedStart
 	code := ipc.ExitStatus(err)
 	hint := ""
 	switch {
 	case errors.As(err, &e):
 		hint = e.Hint
+	case errors.As(err, &rs):
+		hint = "fix what it names (blauthd --help lists its settings, docs/CONFIG.md the config file), then run the command again; its log: " + a.logPath()
 	case errors.Is(err, ipc.ErrUnreachable):
 		switch {
 		case a.noSpawn():

@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -74,6 +76,7 @@ func (a *app) dial(spawn bool) (*ipc.Client, error) {
 	if err == nil || !errors.Is(err, ipc.ErrUnreachable) || !spawn || a.noSpawn() {
 		return c, err
 	}
+	logStart := fileSize(a.logPath())
 	pid, serr := a.startDaemon(a.socket)
 	if serr != nil {
 		return nil, fmt.Errorf("%w; starting one failed: %v", err, serr)
@@ -88,8 +91,59 @@ func (a *app) dial(spawn bool) (*ipc.Client, error) {
 		if !errors.Is(err, ipc.ErrUnreachable) || time.Now().After(deadline) {
 			return nil, fmt.Errorf("%w (a blauthd was started, pid %d, see %s)", err, pid, a.logPath())
 		}
+		// A daemon that refused its settings (a mistake in blauth's config file, say) has said
+		// why in its log and exited: tell that now rather than wait out the deadline. One that
+		// lost the race to another starting daemon says nothing there, and the wait goes on.
+		if !running(pid) {
+			if why := startRefusal(a.logPath(), logStart); why != "" {
+				return nil, fmt.Errorf("%w: %w", ipc.ErrUnreachable, &refusedStart{pid, why})
+			}
+		}
 		time.Sleep(wait)
 	}
+}
+
+// refusedStart is a daemon the helper started that exited at once, refusing its settings.
+type refusedStart struct {
+	pid int
+	why string // its error line, without "blauthd: error: "
+}
+
+func (e *refusedStart) Error() string {
+	return fmt.Sprintf("the blauthd started for this command (pid %d) refused to run: %s", e.pid, e.why)
+}
+
+// fileSize is the size of the file at path, 0 when it cannot be read.
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// maxRefusalRead bounds what startRefusal reads of the log: a refusal is a few lines.
+const maxRefusalRead = 16 << 10
+
+// startRefusal returns the last "blauthd: error: " line that a daemon wrote to log after offset
+// (where the log ended when it was started), without that prefix, or "".
+func startRefusal(log string, offset int64) string {
+	f, err := os.Open(log)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.NewSectionReader(f, offset, maxRefusalRead))
+	if err != nil {
+		return ""
+	}
+	why := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "blauthd: error: "); ok && ipc.ValidValue(rest) {
+			why = ipc.Clip(rest, 600)
+		}
+	}
+	return why
 }
 
 // noSpawn reports whether BLAUTH_NO_SPAWN forbids starting a daemon: any value but "", "0" and

@@ -324,7 +324,7 @@ func TestVersionAndHelp(t *testing.T) {
 		t.Errorf("version: %s", r)
 	}
 	r = runHelper(t, "", "help")
-	if r.code != 0 || !strings.Contains(r.stdout, "usage: blauth-helper") {
+	if r.code != 0 || !strings.Contains(r.stdout, "Usage:\n  blauth-helper") {
 		t.Errorf("help: %s", r)
 	}
 }

@@ -44,6 +44,10 @@ func (a *app) cmdLogin(args []string) int {
 	if kind == "" {
 		return a.deviceLogin(ws)
 	}
+	// Ask first: a secret typed or piped in for a daemon that cannot keep it would be lost.
+	if err := a.keyringOn(ws); err != nil {
+		return a.fail(err)
+	}
 	what := "API key"
 	if kind == ipc.KindClientCredentials {
 		what = "client credentials (base64 of id:secret, or id:secret)"
@@ -58,6 +62,27 @@ func (a *app) cmdLogin(args []string) int {
 	}
 	fmt.Fprintf(a.stderr, "blauth: saved the %s for %s in the OS keyring\n", what, ws)
 	return exitOK
+}
+
+// keyringOn asks the daemon (starting one if none runs) whether it uses the OS keyring, and
+// returns a keyring_unavailable error saying why not when it does not. A daemon too old to say
+// is given the benefit of the doubt: keyring_set answers for it.
+func (a *app) keyringOn(ws string) error {
+	c, err := a.dial(true)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	resp, err := do(c, controlRequest(ipc.ActionPing), simpleTimeout)
+	if err != nil {
+		return err
+	}
+	if resp.Value(ipc.KeyKeyring) != "off" {
+		return nil
+	}
+	return &ipc.Error{Code: ipc.CodeKeyringUnavailable,
+		Message: "the OS keyring is off in this blauthd: " + resp.Value(ipc.KeyKeyringOff) + "; nothing was read from standard input",
+		Hint:    "keep the secret where bl and Blaxel's SDKs read it instead: BL_API_KEY or BL_CLIENT_CREDENTIALS in the environment or a project's .env, or log in with `blauth-helper login " + ws + "` (no flag: saved where bl saves it); docs/CONFIG.md says when the keyring is on"}
 }
 
 // readSecret reads one line from stdin; on a terminal it prompts and turns echo off.

@@ -46,6 +46,13 @@ func printStatus(w io.Writer, st *ipc.Status, now time.Time) {
 	if st.Default != "" {
 		fmt.Fprintf(w, "default workspace: %s\n", st.Default)
 	}
+	if k := st.Keyring; k != nil {
+		if k.On {
+			fmt.Fprintln(w, "OS keyring: on")
+		} else {
+			fmt.Fprintf(w, "OS keyring: off: %s\n", k.Off)
+		}
+	}
 	if len(st.SourceErrors) > 0 {
 		fmt.Fprintln(w, "\nsources that could not be used:")
 		for _, e := range st.SourceErrors {
@@ -85,6 +92,9 @@ func printStatus(w io.Writer, st *ipc.Status, now time.Time) {
 		}
 		for _, s := range ws.Shadows {
 			fmt.Fprintf(w, "%s: also has %s (shadowed)\n", ws.Workspace, s)
+		}
+		for _, m := range ws.Warnings {
+			fmt.Fprintf(w, "%s: %s\n", ws.Workspace, m)
 		}
 		if ws.WriteBackError != "" {
 			fmt.Fprintf(w, "%s: the refreshed session is not saved yet (blauthd retries): %s\n", ws.Workspace, ws.WriteBackError)

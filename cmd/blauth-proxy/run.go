@@ -24,17 +24,38 @@ const (
 	exitNotFound  = 127
 )
 
-const usage = `usage: blauth-proxy [-w WORKSPACE] [--min-ttl SECONDS] exec [--] CMD [ARGS]
-       blauth-proxy [-w WORKSPACE] [--min-ttl SECONDS] mcp URL
+const usage = `blauth-proxy: gives a fresh Blaxel token from blauthd to programs that cannot ask for one:
+a loopback reverse proxy for a command, or a stdio bridge for an MCP client.
 
+Usage:
+  blauth-proxy [--workspace NAME] [--min-ttl SECONDS] exec [--] CMD [ARGS]
+  blauth-proxy [--workspace NAME] [--min-ttl SECONDS] mcp URL
+
+Usually started by blauth-helper: 'blauth-helper exec --proxy -- CMD', 'blauth-helper mcp URL'.
+
+Commands:
   exec   run CMD with BL_API_URL and BL_RUN_URL pointing at a proxy on 127.0.0.1 that lives as
          long as CMD and sends every request with a fresh token, BL_WORKSPACE set, and
          BL_API_KEY set to the proxy's per-run secret (not a Blaxel credential)
-  mcp    bridge an MCP client's stdio (newline-delimited JSON-RPC) to the Streamable HTTP
-         MCP server at URL, with fresh auth headers on every request
+  mcp    bridge an MCP client's stdio (newline-delimited JSON-RPC) to the Streamable HTTP MCP
+         server at URL, with fresh auth headers on every request
+  version, help
 
-Usually started by blauth-helper ('blauth-helper exec --proxy -- CMD', 'blauth-helper mcp URL').
-Environment: BLAUTH_SOCKET (blauthd's socket), BL_RUN_URL (the run base, see docs/IDE.md), BL_*.
+Flags (before the command):
+  -w, --workspace NAME    the workspace (default: the first BL_WORKSPACE of ./.env, of the
+                          environment, of blauthd's environment, else the bl context)
+      --min-ttl SECONDS   never send a token with less life left (default 0: blauthd's 30 s)
+  -h, --help              print this help
+      --version           print the version
+
+Environment: BLAUTH_SOCKET, XDG_RUNTIME_DIR, TMPDIR (where blauthd's socket is, as for
+blauth-helper), BL_RUN_URL (the run base, docs/IDE.md), BL_* (sent as the caller's own).
+It writes no file.
+
+Exit status: as blauth-helper's (2 bad command line, 3 no daemon, 4 no credential, 5 refused,
+6 unavailable, 7 keyring); exec: CMD's status, 126/127 when CMD cannot be run or is not found.
+
+Docs: docs/IDE.md (installed in /usr/share/doc/blauth, or PREFIX/share/doc/blauth).
 `
 
 // env is what run takes from its process.
@@ -160,7 +181,7 @@ func flags(args []string, sel *proxy.Selection) ([]string, error) {
 }
 
 func usageError(e env, msg string) int {
-	fmt.Fprintf(e.stderr, "blauth: error: %s\nblauth: hint: run 'blauth-proxy help' for usage\n", msg)
+	fmt.Fprintf(e.stderr, "blauth: error: %s\nblauth: hint: run 'blauth-proxy --help' for usage\n", msg)
 	return exitUsage
 }
 

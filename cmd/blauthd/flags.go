@@ -1,10 +1,12 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"runtime"
 	"strings"
 	"time"
@@ -22,6 +24,7 @@ import (
 // daemon validates the result (daemon.Config.Validate), so every rule lives in one place.
 type options struct {
 	socket, logFormat, logLevel, blConfig string
+	configFile                            string
 	showVersion, noKeyring, noWriteBack   bool
 	refreshLeft                           float64
 	minTTL, keyringTimeout                time.Duration
@@ -30,27 +33,35 @@ type options struct {
 	scoped                                []daemon.ScopedSocket
 	metricsListen                         string
 	metricsWorkspaces                     bool
+	// set are the flags given on the command line.
+	set map[string]bool
 }
 
-func parseFlags(args []string, stderr io.Writer) (*options, error) {
-	var o options
+// errHelp asks for the usage on stdout (--help, -h).
+var errHelp = flag.ErrHelp
+
+// newFlagSet defines blauthd's flags on a set that prints nothing: usage() is the help, and
+// parseFlags says what was wrong in one line.
+func newFlagSet(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("blauthd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&o.socket, "socket", "", "listen on this socket, an absolute path (default $BLAUTH_SOCKET, else $XDG_RUNTIME_DIR/blauth/blauthd.sock)")
-	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: json, console, journal, or auto (journal under systemd, console on a terminal, else json)")
-	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
-	fs.StringVar(&o.blConfig, "bl-config", "", "the bl CLI config (default $HOME/.blaxel/config.yaml)")
-	fs.BoolVar(&o.noKeyring, "no-keyring", false, "do not use the OS keyring")
-	fs.BoolVar(&o.noWriteBack, "no-write-back", false, "do not save refreshed bl login sessions to the bl config")
-	fs.Float64Var(&o.refreshLeft, "refresh-left", daemon.DefaultRefreshLeft, "refresh in the background when this fraction of a token's lifetime is left (0 < f < 1)")
-	fs.DurationVar(&o.minTTL, "min-ttl", daemon.DefaultMinTTL, "never serve a token with less life left than this")
-	fs.DurationVar(&o.keyringTimeout, "keyring-timeout", sources.DefaultKeyringTimeout, "time box of each OS keyring call")
-	fs.StringVar(&o.tokenURL, "token-url", "", "use this RFC 6749 token endpoint (form-encoded) instead of Blaxel's JSON one")
-	fs.StringVar(&o.issuer, "oidc-issuer", "", "discover the RFC 6749 token endpoint from this issuer's OIDC metadata")
-	fs.StringVar(&o.tokenAuth, "token-auth", "basic", "client authentication at a standard token endpoint: basic, post or auto")
-	fs.BoolVar(&o.formGrant, "oauth2", false, "talk RFC 6749 (form-encoded) to {BL_API_URL}/oauth/token")
-	fs.Func("scoped-socket", "also serve `PATH=WORKSPACE[,WORKSPACE…]`: a socket answering get and watch for those workspaces only, to forward over SSH or into a container (repeatable)", func(v string) error {
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	fs.StringVar(&o.socket, "socket", "", "")
+	fs.StringVar(&o.configFile, "config", "", "")
+	fs.StringVar(&o.logFormat, "log-format", "auto", "")
+	fs.StringVar(&o.logLevel, "log-level", "info", "")
+	fs.BoolVar(&o.showVersion, "version", false, "")
+	fs.StringVar(&o.blConfig, "bl-config", "", "")
+	fs.BoolVar(&o.noKeyring, "no-keyring", false, "")
+	fs.BoolVar(&o.noWriteBack, "no-write-back", false, "")
+	fs.Float64Var(&o.refreshLeft, "refresh-left", daemon.DefaultRefreshLeft, "")
+	fs.DurationVar(&o.minTTL, "min-ttl", daemon.DefaultMinTTL, "")
+	fs.DurationVar(&o.keyringTimeout, "keyring-timeout", sources.DefaultKeyringTimeout, "")
+	fs.StringVar(&o.tokenURL, "token-url", "", "")
+	fs.StringVar(&o.issuer, "oidc-issuer", "", "")
+	fs.StringVar(&o.tokenAuth, "token-auth", "basic", "")
+	fs.BoolVar(&o.formGrant, "oauth2", false, "")
+	fs.Func("scoped-socket", "", func(v string) error {
 		path, list, ok := strings.Cut(v, "=")
 		if !ok || path == "" || list == "" {
 			return fmt.Errorf("want PATH=WORKSPACE[,WORKSPACE…], got %q", v)
@@ -58,19 +69,62 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		o.scoped = append(o.scoped, daemon.ScopedSocket{Path: path, Workspaces: strings.Split(list, ",")})
 		return nil
 	})
-	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus metrics at GET /metrics on this `HOST:PORT` (e.g. 127.0.0.1:9464)")
-	fs.BoolVar(&o.metricsWorkspaces, "metrics-workspaces", false, "label per-token metrics with workspace names")
+	fs.StringVar(&o.metricsListen, "metrics-listen", "", "")
+	fs.BoolVar(&o.metricsWorkspaces, "metrics-workspaces", false, "")
+	return fs
+}
+
+// parseFlags reads the command line. Its errors are one line that names the flag as it is
+// written (--name) and, for an unknown one, the nearest known flag; errHelp asks for usage().
+func parseFlags(args []string) (*options, error) {
+	var o options
+	fs := newFlagSet(&o)
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, errHelp
+		}
+		return nil, flagError(fs, err)
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return nil, fmt.Errorf("unexpected argument %q (blauthd takes flags only)", fs.Arg(0))
 	}
+	o.set = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
 	return &o, nil
 }
 
-// config turns the options into the daemon's configuration, with the per-user defaults.
-func (o *options) config(log zerolog.Logger) daemon.Config {
+// flagMention is how the flag package names a flag in its errors: " -name" at the end, or
+// before ":".
+var flagMention = regexp.MustCompile(`(^|[ :])-([a-z][a-z0-9-]*)\b`)
+
+// flagError rewrites the flag package's error in blauthd's terms: double-dash names, and for an
+// unknown flag the one it is probably a typo of.
+func flagError(fs *flag.FlagSet, err error) error {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		var names []string
+		fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+		msg = "unknown flag --" + name
+		if near := nearest(name, names); near != "" {
+			msg += "; did you mean --" + near + "?"
+		}
+		return errors.New(msg)
+	}
+	msg = strings.Replace(msg, "flag needs an argument: -", "a value is missing after --", 1)
+	return errors.New(flagMention.ReplaceAllString(msg, "$1--$2"))
+}
+
+// nearest is the flag name s is probably a typo of, or "".
+func nearest(s string, names []string) string {
+	if near := sources.Nearest(s, names); len(near) > 0 {
+		return near[0]
+	}
+	return ""
+}
+
+// config turns the options into the daemon's configuration, with the per-user defaults, the
+// environment and blauth's config file. Its error is a setting blauthd refuses to start with.
+func (o *options) config(log zerolog.Logger) (daemon.Config, error) {
 	cfg := daemon.Config{
 		SocketPath:        o.socket,
 		Log:               log,
@@ -79,7 +133,6 @@ func (o *options) config(log zerolog.Logger) daemon.Config {
 		WriteBack:         !o.noWriteBack,
 		RefreshLeft:       o.refreshLeft,
 		MinTTL:            o.minTTL,
-		OSKeyring:         !o.noKeyring,
 		ScopedSockets:     o.scoped,
 		MetricsListen:     o.metricsListen,
 		MetricsWorkspaces: o.metricsWorkspaces,
@@ -97,7 +150,55 @@ func (o *options) config(log zerolog.Logger) daemon.Config {
 	if cfg.BLConfigPath == "" && xdg.Home != "" {
 		cfg.BLConfigPath = sources.DefaultBLConfigPath(xdg.Home)
 	}
-	return cfg
+	file, err := o.readConfigFile()
+	if err != nil {
+		return cfg, err
+	}
+	off, err := keyringOff(o.noKeyring, os.Getenv(noKeyringEnv), file)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.OSKeyring, cfg.KeyringOff = off == "", off
+	return cfg, nil
+}
+
+// noKeyringEnv turns the keyring off from the environment, which a daemon started by the helper
+// or by socket activation inherits where no flag reaches.
+const noKeyringEnv = "BLAUTH_NO_KEYRING"
+
+// readConfigFile reads blauth's config file: --config's (which must exist), else the default
+// one under the XDG config directory (which need not).
+func (o *options) readConfigFile() (*sources.BlauthConfig, error) {
+	if o.configFile != "" {
+		return sources.ReadBlauthConfig(o.configFile, false)
+	}
+	if xdg.ConfigHome == "" {
+		return &sources.BlauthConfig{}, nil
+	}
+	return sources.ReadBlauthConfig(sources.DefaultBlauthConfigPath(xdg.ConfigHome), true)
+}
+
+// keyringOff says why the OS keyring is turned off, "" when nothing turns it off: the flag,
+// BLAUTH_NO_KEYRING (1/true/yes; 0/false/no or empty leave it on), or keyring: false in the
+// config file. Any of them turns it off.
+func keyringOff(flagOff bool, env string, file *sources.BlauthConfig) (string, error) {
+	envOff := false
+	switch strings.ToLower(env) {
+	case "", "0", "false", "no":
+	case "1", "true", "yes":
+		envOff = true
+	default:
+		return "", fmt.Errorf("%s=%q: want 1 (no keyring) or 0", noKeyringEnv, ipc.Clip(env, 40))
+	}
+	switch {
+	case flagOff:
+		return "--no-keyring was given", nil
+	case envOff:
+		return noKeyringEnv + "=" + env + " is set", nil
+	case file.Keyring != nil && !*file.Keyring:
+		return "keyring: false in " + file.Path, nil
+	}
+	return "", nil
 }
 
 // runtimeDir is the XDG runtime directory as adrg/xdg resolves it; on macOS, where xdg's

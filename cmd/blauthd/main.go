@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -22,15 +21,16 @@ var version = "dev"
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
-// run is blauthd: exit 0 after a clean stop, 1 when it cannot run, 2 for bad settings, 3 when
-// another blauthd already serves the socket.
+// run is blauthd: exit 0 after a clean stop, 1 when it cannot run, 2 for bad flags or settings
+// (the environment, the config file), 3 when another blauthd already serves the socket.
 func run(args []string, stdout, stderr io.Writer) int {
-	o, err := parseFlags(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
+	o, err := parseFlags(args)
+	if errors.Is(err, errHelp) {
+		fmt.Fprint(stdout, usage())
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "blauthd: error: %v\n", err)
+		fmt.Fprintf(stderr, "blauthd: error: %v\nblauthd: hint: run 'blauthd --help' for the flags\n", err)
 		return 2
 	}
 	if o.showVersion {
@@ -42,8 +42,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "blauthd: error: %v\n", err)
 		return 2
 	}
-	cfg := o.config(log)
-	if err := cfg.Validate(); err != nil {
+	cfg, err := o.config(log)
+	if err == nil {
+		err = cfg.Validate()
+	}
+	if err != nil {
 		fmt.Fprintf(stderr, "blauthd: error: %v\n", err)
 		return 2
 	}

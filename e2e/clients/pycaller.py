@@ -19,7 +19,7 @@ import blauth
 def call(opener, base):
     with opener.open(base + "/models", timeout=30) as resp:
         body = json.loads(resp.read())
-    if not body.get("data"):
+    if not isinstance(body, list) or not body:  # no Blaxel-Version asked for: a bare list
         raise ValueError("unexpected body %.200r" % body)
 
 

@@ -43,7 +43,7 @@ var rules = map[string][]string{
 
 // testOnly are the harnesses, fakes and programs that exist for tests and benchmarks: they may
 // import anything, and no product package may import them.
-var testOnly = []string{"internal/testkit", "internal/arch", "e2e", "reliability", "examples", "cmd/blauth-bench", "internal/testkit/blaxeltest", "internal/testkit/hydratest", "internal/testkit/daemontest", "internal/benchreport"}
+var testOnly = []string{"internal/testkit", "internal/arch", "e2e", "reliability", "examples", "docs", "cmd/blauth-bench", "internal/testkit/blaxeltest", "internal/testkit/hydratest", "internal/testkit/daemontest", "internal/benchreport"}
 
 func isTestOnly(rel string) bool {
 	for _, p := range testOnly {

@@ -89,10 +89,8 @@ func call(ctx context.Context, client *http.Client, base string) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("GET /models: %s: %s", resp.Status, body)
 	}
-	var list struct {
-		Data []json.RawMessage `json:"data"`
-	}
-	if err := json.Unmarshal(body, &list); err != nil || len(list.Data) == 0 {
+	var list []json.RawMessage // no Blaxel-Version asked for: a bare list, as from the API
+	if err := json.Unmarshal(body, &list); err != nil || len(list) == 0 {
 		return fmt.Errorf("GET /models: unexpected body %.200s", body)
 	}
 	return nil

@@ -183,7 +183,7 @@ func (w hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 // api answers an authenticated GET {base}/…: /models lists two models; any other path an empty
-// list. Every call must carry a bearer token (X-Blaxel-Authorization, or Authorization as the
+// list, wrapped in {data, meta} when the request names an API version (Blaxel-Version). Every call must carry a bearer token (X-Blaxel-Authorization, or Authorization as the
 // API also accepts) that is a registered API key or an unexpired JWT signed by this server, and
 // an X-Blaxel-Workspace header matching the workspace the credential is bound to, if any.
 // Otherwise: 401 with {"error": Reject…, "error_description": …}.
@@ -210,7 +210,12 @@ func (s *Server) api(w http.ResponseWriter, r *http.Request) {
 			})
 		}
 	}
-	// API version 2026-04-28, which the SDKs ask for in Blaxel-Version, wraps lists in {data, meta}.
+	// API version 2026-04-28, which the SDKs ask for in Blaxel-Version, wraps lists in {data,
+	// meta}; a request that names no version (curl, urllib) gets the bare list, as from the API.
+	if r.Header.Get("Blaxel-Version") == "" {
+		writeJSON(w, http.StatusOK, items)
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"data": items, "meta": map[string]any{"hasMore": false, "total": len(items)}})
 }
 

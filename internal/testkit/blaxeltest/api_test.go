@@ -15,6 +15,7 @@ func get(t *testing.T, s *Server, path string, headers map[string]string) (int, 
 	if err != nil {
 		t.Fatal(err)
 	}
+	req.Header.Set("Blaxel-Version", "2026-04-28") // as the SDKs send it: lists come as {data, meta}
 	for k, v := range headers {
 		req.Header.Set(k, v)
 	}

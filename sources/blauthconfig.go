@@ -1,0 +1,193 @@
+package sources
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// MaxBlauthConfigBytes caps blauth's own config file: a real one is a few lines.
+const MaxBlauthConfigBytes = 64 << 10
+
+// BlauthConfig is blauth's own config file, $XDG_CONFIG_HOME/blauth/config.yaml: the settings a
+// daemon reads however it was started (by hand, by the helper, by socket activation), where a
+// command-line flag cannot reach. The zero value is an empty file: every setting at its default.
+// docs/CONFIG.md describes every key.
+type BlauthConfig struct {
+	// Path is the file read, "" when there was none.
+	Path string
+	// Keyring is the keyring: key, nil when the file does not set it. false turns the OS
+	// keyring off.
+	Keyring *bool
+}
+
+// blauthConfigKey is one key of the file: its name, what it does (for errors and docs), and how
+// its value is read into a BlauthConfig. A new setting is one more entry in blauthConfigKeys.
+type blauthConfigKey struct {
+	name  string
+	usage string
+	set   func(c *BlauthConfig, v *yaml.Node) error
+}
+
+// blauthConfigKeys are the keys the file may hold, in the order docs/CONFIG.md lists them.
+var blauthConfigKeys = []blauthConfigKey{
+	{"keyring", "true or false: whether blauthd uses the OS keyring (default true, when a session bus is there)",
+		func(c *BlauthConfig, v *yaml.Node) error {
+			var b bool
+			if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!bool" || v.Decode(&b) != nil {
+				return errors.New("keyring must be true or false")
+			}
+			c.Keyring = &b
+			return nil
+		}},
+}
+
+// BlauthConfigKeys lists the keys blauth's config file may hold, each with what it does.
+func BlauthConfigKeys() [][2]string {
+	out := make([][2]string, len(blauthConfigKeys))
+	for i, k := range blauthConfigKeys {
+		out[i] = [2]string{k.name, k.usage}
+	}
+	return out
+}
+
+// DefaultBlauthConfigPath is blauth's config file under the XDG config directory (configHome,
+// $XDG_CONFIG_HOME or ~/.config).
+func DefaultBlauthConfigPath(configHome string) string {
+	return filepath.Join(configHome, "blauth", "config.yaml")
+}
+
+// ErrBlauthConfig is matched by every error of ReadBlauthConfig for a file that exists but cannot
+// be used: the daemon refuses to start on it rather than run with half its settings.
+var ErrBlauthConfig = errors.New("invalid blauth config file")
+
+// ReadBlauthConfig reads blauth's config file at path. A missing file is no error when
+// missingOK is set (the default path: most users have none) and gives an empty config. Otherwise the error
+// matches ErrBlauthConfig and names the file (and the line, where there is one): a file that is
+// not YAML, a top level that is not a mapping, a key it does not know (listing the keys it
+// knows), a value of the wrong type, a file that others may write (later settings run
+// commands), or one that is not a regular file or is over MaxBlauthConfigBytes.
+func ReadBlauthConfig(path string, missingOK bool) (*BlauthConfig, error) {
+	bad := func(line int, format string, a ...any) error {
+		where := path
+		if line > 0 {
+			where += " line " + strconv.Itoa(line)
+		}
+		return fmt.Errorf("%w: %s: %s", ErrBlauthConfig, where, fmt.Sprintf(format, a...))
+	}
+	data, fi, err := readBoundedFile(path, MaxBlauthConfigBytes)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && missingOK:
+		return &BlauthConfig{}, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, bad(0, "no such file")
+	case errors.Is(err, ErrFileRefused):
+		return nil, fmt.Errorf("%w: %w", ErrBlauthConfig, err)
+	case err != nil:
+		return nil, bad(0, "%v", unwrapPathError(err))
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && (int(st.Uid) != os.Getuid() || fi.Mode().Perm()&0o022 != 0) {
+		return nil, bad(0, "another user may write it (mode %04o, owner uid %d): make it yours and writable by you only (chmod go-w)", fi.Mode().Perm(), st.Uid)
+	}
+	c, err := parseBlauthConfig(data, bad)
+	if err != nil {
+		return nil, err
+	}
+	c.Path = path
+	return c, nil
+}
+
+// yamlErrPrefix is how yaml.v3 starts an error about a line.
+var yamlErrPrefix = regexp.MustCompile(`^yaml: (?:line (\d+): )?`)
+
+func parseBlauthConfig(data []byte, bad func(int, string, ...any) error) (*BlauthConfig, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		msg := err.Error()
+		line := 0
+		if m := yamlErrPrefix.FindStringSubmatch(msg); m != nil {
+			line, _ = strconv.Atoi(m[1])
+			msg = msg[len(m[0]):]
+		}
+		return nil, bad(line, "not valid YAML: %s", msg)
+	}
+	c := &BlauthConfig{}
+	if len(doc.Content) == 0 {
+		return c, nil // empty, or comments only
+	}
+	root := doc.Content[0]
+	if isNull(root) {
+		return c, nil
+	}
+	if root.Kind != yaml.MappingNode {
+		return nil, bad(root.Line, "the top level must be a mapping of settings (key: value)")
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], resolveAlias(root.Content[i+1])
+		key := k.Value
+		if k.Kind != yaml.ScalarNode {
+			return nil, bad(k.Line, "a key must be a plain name")
+		}
+		if seen[key] {
+			return nil, bad(k.Line, "%s is set twice", key)
+		}
+		seen[key] = true
+		def := findBlauthConfigKey(key)
+		if def == nil {
+			return nil, bad(k.Line, "unknown key %q%s; the keys blauthd reads are: %s (docs/CONFIG.md)", key, didYouMean(key), knownBlauthConfigKeys())
+		}
+		if err := def.set(c, v); err != nil {
+			return nil, bad(v.Line, "%v", err)
+		}
+	}
+	return c, nil
+}
+
+func findBlauthConfigKey(name string) *blauthConfigKey {
+	for i := range blauthConfigKeys {
+		if blauthConfigKeys[i].name == name {
+			return &blauthConfigKeys[i]
+		}
+	}
+	return nil
+}
+
+func knownBlauthConfigKeys() string {
+	names := make([]string, len(blauthConfigKeys))
+	for i, k := range blauthConfigKeys {
+		names[i] = k.name
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+// didYouMean is ` (did you mean "K"?)` for the known key closest to key, or "".
+func didYouMean(key string) string {
+	names := make([]string, len(blauthConfigKeys))
+	for i, k := range blauthConfigKeys {
+		names[i] = k.name
+	}
+	if s := Nearest(key, names); len(s) > 0 {
+		return fmt.Sprintf(" (did you mean %q?)", s[0])
+	}
+	return ""
+}
+
+// unwrapPathError drops the path an *fs.PathError repeats (the caller names the file).
+func unwrapPathError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}

@@ -1,0 +1,222 @@
+package sources
+
+import (
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestReadBlauthConfig(t *testing.T) {
+	tests := []struct {
+		name, content string
+		keyring       *bool // want
+		err           []string
+	}{
+		{"empty", "", nil, nil},
+		{"comments only", "# nothing set\n", nil, nil},
+		{"keyring off", "keyring: false\n", ptr(false), nil},
+		{"keyring on", "# the default\nkeyring: true\n", ptr(true), nil},
+		{"unknown key", "keyring: false\nkeyrnig: true\n", nil, []string{"line 2", `unknown key "keyrnig"`, `(did you mean "keyring"?)`, "the keys blauthd reads are: keyring"}},
+		{"unrelated key", "routez: []\n", nil, []string{"line 1", `unknown key "routez"`, "keyring"}},
+		{"not YAML", "keyring: false\n  bad: [\n", nil, []string{"line", "not valid YAML"}},
+		{"not a mapping", "- keyring\n", nil, []string{"line 1", "must be a mapping"}},
+		{"not a boolean", "keyring: off-ish\n", nil, []string{"line 1", "keyring must be true or false"}},
+		{"quoted boolean", "keyring: \"false\"\n", nil, []string{"keyring must be true or false"}},
+		{"twice", "keyring: true\nkeyring: false\n", nil, []string{"line 2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "config.yaml")
+			if err := os.WriteFile(path, []byte(tt.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, err := ReadBlauthConfig(path, true)
+			if tt.err != nil {
+				if !errors.Is(err, ErrBlauthConfig) || !strings.Contains(fmtErr(err), path) {
+					t.Fatalf("err = %v; want ErrBlauthConfig naming %s", err, path)
+				}
+				for _, w := range tt.err {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("err = %q; want it to say %q", err, w)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (c.Keyring == nil) != (tt.keyring == nil) || c.Keyring != nil && *c.Keyring != *tt.keyring {
+				t.Errorf("keyring = %v, want %v", c.Keyring, tt.keyring)
+			}
+			if c.Path != path {
+				t.Errorf("path = %q", c.Path)
+			}
+		})
+	}
+}
+
+func TestReadBlauthConfigRefuses(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "none.yaml")
+	if c, err := ReadBlauthConfig(missing, true); err != nil || c.Keyring != nil {
+		t.Errorf("a missing default file: %v %v; want the defaults", c, err)
+	}
+	if _, err := ReadBlauthConfig(missing, false); !errors.Is(err, ErrBlauthConfig) || !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("a missing file named on the command line: %v", err)
+	}
+	open := filepath.Join(dir, "open.yaml")
+	if err := os.WriteFile(open, []byte("keyring: false\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadBlauthConfig(open, true); !errors.Is(err, ErrBlauthConfig) || !strings.Contains(err.Error(), "another user may write it") {
+		t.Errorf("a world-writable file: %v", err)
+	}
+	big := filepath.Join(dir, "big.yaml")
+	if err := os.WriteFile(big, []byte("# "+strings.Repeat("x", MaxBlauthConfigBytes)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadBlauthConfig(big, true); !errors.Is(err, ErrBlauthConfig) || !errors.Is(err, ErrFileRefused) {
+		t.Errorf("a file over the cap: %v", err)
+	}
+	if _, err := ReadBlauthConfig(dir, true); !errors.Is(err, ErrBlauthConfig) || !errors.Is(err, ErrFileRefused) {
+		t.Errorf("a directory: %v", err)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestBLUnknownKeys(t *testing.T) {
+	data := []byte(`context:
+  workspace: a
+workspaces:
+- name: a
+  credentials:
+    apiKey: "bl_FAKE-A"
+    clientCredentials: "FAKE-A-CC"
+- name: b
+  credentials:
+    api_key: "bl_FAKE-SECRET-B"
+    ApiKey: x
+    clientcredentials: y
+    refreshToken: z
+    accessToken: z
+    expiresIn: 1
+    device-code: z
+    client_credential: z
+    wibble: z
+tracking: false
+`)
+	got := BLUnknownKeys(data)
+	if len(got["a"]) != 0 {
+		t.Errorf("a: %v; apiKey and clientCredentials are read", got["a"])
+	}
+	want := []struct {
+		key  string
+		line int
+		want string
+	}{
+		{"api_key", 10, "apiKey"}, {"ApiKey", 11, "apiKey"}, {"clientcredentials", 12, "client_credentials"},
+		{"refreshToken", 13, "refresh_token"}, {"accessToken", 14, "access_token"}, {"expiresIn", 15, "expires_in"},
+		{"device-code", 16, "device_code"}, {"client_credential", 17, "client_credentials"}, {"wibble", 18, ""},
+	}
+	if len(got["b"]) != len(want) {
+		t.Fatalf("b: %v", got["b"])
+	}
+	for i, w := range want {
+		u := got["b"][i]
+		if u.Key != w.key || u.Line != w.line || u.Want != w.want {
+			t.Errorf("b[%d] = %+v, want %+v", i, u, w)
+		}
+		if s := u.String(); strings.Contains(s, "FAKE") || !strings.Contains(s, w.key+":") {
+			t.Errorf("%q: names no key, or quotes a value", s)
+		}
+	}
+	if s := got["b"][2].String(); !strings.Contains(s, "client_credentials:") || !strings.Contains(s, "clientCredentials:") {
+		t.Errorf("%q: want both spellings Blaxel's tools read", s)
+	}
+	if s := got["b"][8].String(); !strings.Contains(s, "apiKey, access_token") {
+		t.Errorf("%q: want the keys bl reads listed", s)
+	}
+	for _, bad := range []string{"", "not: [yaml", "- a list\n", "workspaces: 3\n"} {
+		if got := BLUnknownKeys([]byte(bad)); got != nil {
+			t.Errorf("BLUnknownKeys(%q) = %v", bad, got)
+		}
+	}
+}
+
+func TestNearest(t *testing.T) {
+	names := []string{"acme-prod", "acme-prof", "acme-ci", "dev"}
+	for in, want := range map[string]string{
+		"acme-prd":  "acme-prod",
+		"acme-pord": "acme-prod", // a swap is one edit
+		"ACME-CI":   "acme-ci",
+		"acme-pro":  "acme-prod acme-prof",
+		"acme-prod": "acme-prof", // itself is no typo
+		"dve":       "dev",
+		"dvx":       "", // two edits in three letters: another name
+		"ab":        "",
+		"zeta":      "",
+		"acme":      "",
+	} {
+		if got := strings.Join(Nearest(in, names), " "); got != want {
+			t.Errorf("Nearest(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := Nearest(strings.Repeat("a", 100), []string{strings.Repeat("a", 99)}); len(got) != 1 {
+		t.Errorf("a long name one edit away: %v", got)
+	}
+	if got := Nearest(strings.Repeat("a", maxNearest+1), []string{strings.Repeat("a", maxNearest)}); got != nil {
+		t.Errorf("a name over %d bytes: %v; want it not compared", maxNearest, got)
+	}
+}
+
+// A DBUS_SESSION_BUS_ADDRESS naming a bus that is not there (a stale address in a container,
+// a session that ended) is no session bus: the daemon runs without the keyring and says so.
+func TestCheckSessionBus(t *testing.T) {
+	dir := shortTempDir(t)
+	t.Setenv("XDG_RUNTIME_DIR", dir)
+	t.Setenv("DBUS_SESSION_BUS_ADDRESS", "unix:path="+filepath.Join(dir, "gone"))
+	err := CheckSessionBus(time.Second)
+	if !errors.Is(err, ErrNoSessionBus) || !strings.Contains(fmtErr(err), "does not answer") || !strings.Contains(err.Error(), filepath.Join(dir, "gone")) {
+		t.Errorf("a bus address that answers nothing: %v", err)
+	}
+
+	t.Setenv("DBUS_SESSION_BUS_ADDRESS", "")
+	err = CheckSessionBus(time.Second)
+	if !errors.Is(err, ErrNoSessionBus) || err.Error() != ErrNoSessionBus.Error() {
+		t.Errorf("no bus at all: %v", err)
+	}
+
+	// Something listening at $XDG_RUNTIME_DIR/bus is a bus: its address is set for the process.
+	ln, err := net.Listen("unix", filepath.Join(dir, "bus"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	if err := CheckSessionBus(time.Second); err != nil {
+		t.Errorf("a listening bus at $XDG_RUNTIME_DIR/bus: %v", err)
+	}
+	if a := os.Getenv("DBUS_SESSION_BUS_ADDRESS"); a != "unix:path="+escapeBusAddressValue(filepath.Join(dir, "bus")) {
+		t.Errorf("DBUS_SESSION_BUS_ADDRESS = %q", a)
+	}
+	t.Setenv("DBUS_SESSION_BUS_ADDRESS", "tcp:host=127.0.0.1,port=1")
+	if err := CheckSessionBus(time.Second); err != nil {
+		t.Errorf("a tcp: address is left to the library: %v", err)
+	}
+}
