@@ -224,9 +224,6 @@ func write(t *testing.T, path, content string, mode os.FileMode) {
 	}
 }
 
-// socket is where the world's daemon listens.
-func (w *world) socket() string { return filepath.Join(w.dir, "run", "blauth", "blauthd.sock") }
-
 func (w *world) log() string {
 	b, _ := os.ReadFile(filepath.Join(w.dir, "run", "blauth", "blauthd.log"))
 	return string(b)
