@@ -9,14 +9,14 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/blauth/blauth/broker"
 	"github.com/blauth/blauth/daemon"
+	"github.com/blauth/blauth/daemon/internal/broker"
+	"github.com/blauth/blauth/daemon/internal/token"
 	"github.com/blauth/blauth/internal/clock"
 	"github.com/blauth/blauth/internal/testkit"
 	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
-	"github.com/blauth/blauth/token"
 )
 
 // startBenchDaemon runs a daemon in this process on a real socket in a short temporary

@@ -17,13 +17,13 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/oauth2"
 
-	"github.com/blauth/blauth/broker"
+	"github.com/blauth/blauth/daemon/internal/broker"
+	"github.com/blauth/blauth/daemon/internal/server"
+	"github.com/blauth/blauth/daemon/internal/token"
 	"github.com/blauth/blauth/internal/clock"
 	"github.com/blauth/blauth/internal/systemd"
 	"github.com/blauth/blauth/ipc"
-	"github.com/blauth/blauth/server"
 	"github.com/blauth/blauth/sources"
-	"github.com/blauth/blauth/token"
 )
 
 // Defaults of the settings a user may change.

@@ -15,13 +15,13 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/blauth/blauth/broker"
+	"github.com/blauth/blauth/daemon/internal/broker"
+	"github.com/blauth/blauth/daemon/internal/login"
+	"github.com/blauth/blauth/daemon/internal/resolver"
+	"github.com/blauth/blauth/daemon/internal/server"
+	"github.com/blauth/blauth/daemon/internal/token"
 	"github.com/blauth/blauth/internal/systemd"
-	"github.com/blauth/blauth/login"
-	"github.com/blauth/blauth/resolver"
-	"github.com/blauth/blauth/server"
 	"github.com/blauth/blauth/sources"
-	"github.com/blauth/blauth/token"
 )
 
 // drainTimeout bounds how long a stopping daemon waits for requests in flight.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/blauth/blauth/daemon"
+	"github.com/blauth/blauth/daemon/internal/token"
 	"github.com/blauth/blauth/internal/clock"
 	"github.com/blauth/blauth/internal/testkit"
 	"github.com/blauth/blauth/internal/testkit/blaxeltest"
@@ -22,7 +23,6 @@ import (
 	"github.com/blauth/blauth/internal/testkit/memkeyring"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
-	"github.com/blauth/blauth/token"
 )
 
 // apiOnFakeClock starts a fake Blaxel API that issues and judges tokens by a fake clock set to

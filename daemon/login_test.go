@@ -6,12 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blauth/blauth/daemon/internal/token"
 	"github.com/blauth/blauth/internal/testkit"
 	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 	"github.com/blauth/blauth/internal/testkit/daemontest"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
-	"github.com/blauth/blauth/token"
 )
 
 // waitLogin polls login_wait the way the helper does, until it stops answering login_pending.

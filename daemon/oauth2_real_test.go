@@ -15,11 +15,11 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/blauth/blauth/daemon"
+	"github.com/blauth/blauth/daemon/internal/token"
 	"github.com/blauth/blauth/internal/testkit/daemontest"
 	"github.com/blauth/blauth/internal/testkit/hydratest"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
-	"github.com/blauth/blauth/token"
 )
 
 // These tests run the daemon against Ory Hydra, a real OAuth 2.0 server nobody here wrote, to

@@ -11,21 +11,16 @@ import (
 	"sync"
 	"time"
 
-	"github.com/blauth/blauth/broker"
-	"github.com/blauth/blauth/internal/clock"
 	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 	"github.com/blauth/blauth/ipc"
-	"github.com/blauth/blauth/sources"
-	"github.com/blauth/blauth/token"
 )
 
 const (
-	watchMemConns   = 1000
-	watchFanout     = 100
-	watchRefreshes  = 30
-	shortTokenTTL   = 5 * time.Second
-	watchMemTarget  = 64.0 // MiB: the daemon's memory target after 1000 connections
-	longRunningDays = 1
+	watchMemConns  = 1000
+	watchFanout    = 100
+	watchRefreshes = 30
+	shortTokenTTL  = 5 * time.Second
+	watchMemTarget = 64.0 // MiB: the daemon's memory target after 1000 connections
 )
 
 // watchBench measures what the watch stream costs: the daemon's memory with 1000 idle watchers
@@ -39,7 +34,7 @@ func (b *bench) watchBench() error {
 	if err := b.watchFanout(); err != nil {
 		return err
 	}
-	return b.longRunning()
+	return nil
 }
 
 // openWatchers opens n watch streams (or n plain idle connections when watch is false) on
@@ -248,83 +243,4 @@ func roundTrip(socket string) (float64, error) {
 	}
 	slices.Sort(ds)
 	return durationsMs(ds)[len(ds)/2], nil
-}
-
-// longRunning counts, over a simulated day of 2-hour tokens, the token requests of N
-// long-running processes that each keep their own token fresh as the TypeScript SDK does
-// (refreshing when under half its life is left), against the same processes following one
-// daemon token through a watch: the real broker, the real token client and the fake API, on an
-// injected clock.
-func (b *bench) longRunning() error {
-	s := b.section("Watchers")
-	s.printf("**Long-running processes, with and without the daemon.** A simulated day (an injected clock stepping a minute at a time) against the fake API " +
-		"issuing 2-hour tokens. Without the daemon, each process holds its own service-account token and exchanges again when under half its life is left, " +
-		"as the TypeScript SDK does. With it, every process follows the one token of the daemon's broker (this repository's `broker` and `token` packages) " +
-		"through a watch, so only the broker asks.\n\n| processes | token requests without the daemon | with it |\n|---|---|---|\n")
-	for _, n := range []int{1, 10, 100} {
-		without, with, err := dayOfProcesses(n)
-		if err != nil {
-			return err
-		}
-		s.printf("| %d | %d | %d |\n", n, without, with)
-		b.add(row{What: fmt.Sprintf("Token requests in a day, %d long-running process(es), one service account", n), Figure: fmt.Sprint(with),
-			Ref: fmt.Sprintf("processes on their own %d", without), Ratio: ratio(float64(with), float64(without)), Target: "one per refresh period (≈ 31)",
-			Verdict: verdict(with >= 30 && with <= 35)})
-	}
-	s.printf("\n")
-	return nil
-}
-
-// dayOfProcesses returns the token requests n processes make in a simulated day on their own,
-// and through the daemon's broker.
-func dayOfProcesses(n int) (without, with int, err error) {
-	clk := clock.NewFake(time.Unix(1_900_000_000, 0))
-	api := blaxeltest.New(2 * time.Hour)
-	defer api.Close()
-	api.SetNow(clk.Now)
-	cc := api.AddClient("sa", "secret")
-	x := &token.Blaxel{Now: clk.Now}
-	ctx := context.Background()
-	// On their own: each process exchanges when it has no token or less than half its life left.
-	held := make([]*token.Token, n)
-	for m := 0; m < 24*60; m++ {
-		now := clk.Now()
-		for i := range held {
-			if t := held[i]; t == nil || t.Expiry.Sub(now) < t.Lifetime()/2 {
-				if held[i], err = x.ClientCredentials(ctx, api.Base, cc); err != nil {
-					return 0, 0, err
-				}
-			}
-		}
-		clk.Add(time.Minute)
-	}
-	without = api.Count("client_credentials")
-
-	// Through the daemon: the broker holds the one token; the watchers hold it fresh.
-	api2 := blaxeltest.New(2 * time.Hour)
-	defer api2.Close()
-	clk2 := clock.NewFake(time.Unix(1_900_000_000, 0))
-	api2.SetNow(clk2.Now)
-	cc2 := api2.AddClient("sa", "secret")
-	br := broker.New(ctx, broker.Config{Tokens: &token.Blaxel{Now: clk2.Now}, Clock: clk2})
-	cred := &sources.Credential{Workspace: "w", Kind: ipc.KindClientCredentials, ClientCredentials: cc2, BaseURL: api2.Base,
-		Source: sources.Provenance{Kind: sources.SourceCallerEnv, Where: "BL_CLIENT_CREDENTIALS"}}
-	if _, err := br.Get(ctx, cred, 0, false); err != nil {
-		return 0, 0, err
-	}
-	for i := 0; i < n; i++ {
-		defer br.Hold(cred)()
-	}
-	for m := 0; m < 24*60; m++ {
-		br.Tick()
-		br.Wait()
-		for i := 0; i < n; i++ { // what each watcher would be sent: never an expired token
-			t, err := br.Get(ctx, cred, 0, false)
-			if err != nil || !t.Expiry.After(clk2.Now()) {
-				return 0, 0, fmt.Errorf("a watcher would hold no valid token at minute %d: %v", m, err)
-			}
-		}
-		clk2.Add(time.Minute)
-	}
-	return without, api2.Count("client_credentials"), nil
 }

@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/blauth/blauth/daemon/internal/resolver"
 	"github.com/blauth/blauth/ipc"
-	"github.com/blauth/blauth/resolver"
 	"github.com/blauth/blauth/sources"
 )
 

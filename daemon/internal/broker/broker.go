@@ -17,12 +17,12 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/blauth/blauth/daemon/internal/token"
 	"github.com/blauth/blauth/internal/backoff"
 	"github.com/blauth/blauth/internal/clock"
 	"github.com/blauth/blauth/internal/notify"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
-	"github.com/blauth/blauth/token"
 )
 
 // Persister saves a rotated login session back where it came from, before the new access token

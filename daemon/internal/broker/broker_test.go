@@ -9,12 +9,12 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/blauth/blauth/daemon/internal/token"
 	"github.com/blauth/blauth/internal/backoff"
 	"github.com/blauth/blauth/internal/clock"
 	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
-	"github.com/blauth/blauth/token"
 )
 
 type brokerFixture struct {

@@ -7,8 +7,8 @@ import (
 	"os"
 	"slices"
 
+	"github.com/blauth/blauth/daemon/internal/resolver"
 	"github.com/blauth/blauth/ipc"
-	"github.com/blauth/blauth/resolver"
 	"github.com/blauth/blauth/sources"
 )
 

@@ -7,12 +7,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/blauth/blauth/broker"
+	"github.com/blauth/blauth/daemon/internal/broker"
+	"github.com/blauth/blauth/daemon/internal/login"
+	"github.com/blauth/blauth/daemon/internal/resolver"
+	"github.com/blauth/blauth/daemon/internal/token"
 	"github.com/blauth/blauth/ipc"
-	"github.com/blauth/blauth/login"
-	"github.com/blauth/blauth/resolver"
 	"github.com/blauth/blauth/sources"
-	"github.com/blauth/blauth/token"
 )
 
 // errorAnswer is the one place an error from the broker, the keyring, a device login or the

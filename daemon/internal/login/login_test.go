@@ -10,7 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/blauth/blauth/token"
+	"github.com/blauth/blauth/daemon/internal/token"
 )
 
 // deviceEndpoint answers device logins: every poll says pending until deny is set, then the

@@ -15,7 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/blauth/blauth/token"
+	"github.com/blauth/blauth/daemon/internal/token"
 )
 
 // Errors of Start and Wait.

@@ -18,12 +18,12 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/blauth/blauth/broker"
+	"github.com/blauth/blauth/daemon/internal/broker"
+	"github.com/blauth/blauth/daemon/internal/login"
+	"github.com/blauth/blauth/daemon/internal/resolver"
 	"github.com/blauth/blauth/internal/backoff"
 	"github.com/blauth/blauth/internal/clock"
 	"github.com/blauth/blauth/ipc"
-	"github.com/blauth/blauth/login"
-	"github.com/blauth/blauth/resolver"
 	"github.com/blauth/blauth/sources"
 )
 

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blauth/blauth/daemon/internal/token"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
-	"github.com/blauth/blauth/token"
 )
 
 // The refresh periods the schedule draws with the default --refresh-left 0.6, 5 % jitter and
