@@ -48,7 +48,7 @@ fuzz: ## fuzz the protocol decoder, the parsers, the config writer and the proxy
 	$(GO) test ./sources/ -run '^$$' -fuzz FuzzParseBLConfig -fuzztime 300000x
 	$(GO) test ./sources/ -run '^$$' -fuzz FuzzMarshalBLConfig -fuzztime 300000x
 	$(GO) test ./sources/ -run '^$$' -fuzz FuzzUpdateBLConfig -fuzztime 300000x
-	$(GO) test ./proxy/ -run '^$$' -fuzz FuzzUpstream -fuzztime 200000x
+	$(GO) test ./cmd/blauth-proxy/internal/proxy/ -run '^$$' -fuzz FuzzUpstream -fuzztime 200000x
 
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go')

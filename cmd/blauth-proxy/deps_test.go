@@ -12,10 +12,10 @@ import (
 // the daemon (sources, the keyring, YAML, zerolog). A new import that breaks this fails here.
 func TestDependencies(t *testing.T) {
 	allowed := map[string]bool{
-		"github.com/blauth/blauth/cmd/blauth-proxy": true,
-		"github.com/blauth/blauth/proxy":            true,
-		"github.com/blauth/blauth/ipc":              true,
-		"github.com/blauth/blauth/internal/backoff": true,
+		"github.com/blauth/blauth/cmd/blauth-proxy":                true,
+		"github.com/blauth/blauth/cmd/blauth-proxy/internal/proxy": true,
+		"github.com/blauth/blauth/ipc":                             true,
+		"github.com/blauth/blauth/internal/backoff":                true,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -11,8 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/blauth/blauth/cmd/blauth-proxy/internal/proxy"
 	"github.com/blauth/blauth/ipc"
-	"github.com/blauth/blauth/proxy"
 )
 
 // Exit statuses: blauth-helper's (ipc's, docs/HELPER.md), and a shell's for a command that

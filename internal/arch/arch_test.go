@@ -21,24 +21,24 @@ const module = "github.com/blauth/blauth"
 // may import (the standard library is always allowed). A package missing here fails the test:
 // a new package gets a rule, and ARCHITECTURE.md a line.
 var rules = map[string][]string{
-	"ipc":                      {},
-	"internal/backoff":         {},
-	"internal/clock":           {},
-	"internal/notify":          {},
-	"internal/harden":          {"golang.org/x/sys"},
-	"internal/systemd":         {"golang.org/x/sys"},
-	"daemon/internal/token":    {"ipc", "golang.org/x/oauth2"},
-	"sources":                  {"ipc", "internal/clock", "internal/backoff", "github.com/fsnotify/fsnotify", "github.com/zalando/go-keyring", "go.yaml.in/yaml/v3", "github.com/rs/zerolog", "golang.org/x/sys"},
-	"daemon/internal/resolver": {"ipc", "sources", "internal/clock", "internal/notify", "github.com/rs/zerolog"},
-	"daemon/internal/broker":   {"ipc", "sources", "daemon/internal/resolver", "daemon/internal/token", "internal/backoff", "internal/clock", "internal/notify", "github.com/rs/zerolog"},
-	"daemon/internal/login":    {"daemon/internal/token", "github.com/rs/zerolog"},
-	"daemon/internal/server":   {"ipc", "sources", "daemon/internal/resolver", "daemon/internal/broker", "daemon/internal/login", "daemon/internal/token", "internal/backoff", "internal/clock", "internal/notify", "github.com/rs/zerolog", "golang.org/x/sys"},
-	"daemon":                   {"ipc", "sources", "daemon/internal/resolver", "daemon/internal/broker", "daemon/internal/login", "daemon/internal/server", "daemon/internal/token", "internal/clock", "internal/notify", "internal/systemd", "github.com/rs/zerolog", "golang.org/x/oauth2"},
-	"proxy":                    {"ipc", "internal/backoff"},
-	"clients/go/blauth":        {"ipc", "golang.org/x/oauth2"},
-	"cmd/blauthd":              {"daemon", "ipc", "sources", "internal/harden", "internal/systemd", "github.com/adrg/xdg", "github.com/rs/zerolog"},
-	"cmd/blauth-helper":        {"ipc"},
-	"cmd/blauth-proxy":         {"proxy", "ipc", "internal/backoff"},
+	"ipc":                             {},
+	"internal/backoff":                {},
+	"internal/clock":                  {},
+	"daemon/internal/notify":          {},
+	"internal/harden":                 {"golang.org/x/sys"},
+	"internal/systemd":                {"golang.org/x/sys"},
+	"daemon/internal/token":           {"ipc", "golang.org/x/oauth2"},
+	"sources":                         {"ipc", "internal/clock", "internal/backoff", "github.com/fsnotify/fsnotify", "github.com/zalando/go-keyring", "go.yaml.in/yaml/v3", "github.com/rs/zerolog", "golang.org/x/sys"},
+	"daemon/internal/resolver":        {"ipc", "sources", "internal/clock", "daemon/internal/notify", "github.com/rs/zerolog"},
+	"daemon/internal/broker":          {"ipc", "sources", "daemon/internal/resolver", "daemon/internal/token", "internal/backoff", "internal/clock", "daemon/internal/notify", "github.com/rs/zerolog"},
+	"daemon/internal/login":           {"daemon/internal/token", "github.com/rs/zerolog"},
+	"daemon/internal/server":          {"ipc", "sources", "daemon/internal/resolver", "daemon/internal/broker", "daemon/internal/login", "daemon/internal/token", "internal/backoff", "internal/clock", "daemon/internal/notify", "github.com/rs/zerolog", "golang.org/x/sys"},
+	"daemon":                          {"ipc", "sources", "daemon/internal/resolver", "daemon/internal/broker", "daemon/internal/login", "daemon/internal/server", "daemon/internal/token", "internal/clock", "daemon/internal/notify", "internal/systemd", "github.com/rs/zerolog", "golang.org/x/oauth2"},
+	"cmd/blauth-proxy/internal/proxy": {"ipc", "internal/backoff"},
+	"clients/go/blauth":               {"ipc", "golang.org/x/oauth2"},
+	"cmd/blauthd":                     {"daemon", "ipc", "sources", "internal/harden", "internal/systemd", "github.com/adrg/xdg", "github.com/rs/zerolog"},
+	"cmd/blauth-helper":               {"ipc"},
+	"cmd/blauth-proxy":                {"cmd/blauth-proxy/internal/proxy", "ipc", "internal/backoff"},
 }
 
 // testOnly are the harnesses, fakes and programs that exist for tests and benchmarks: they may
@@ -152,7 +152,7 @@ func TestFunctionsStayShort(t *testing.T) {
 				}
 			}
 		}
-		if strings.HasPrefix(rel, "cmd/") {
+		if strings.HasPrefix(rel, "cmd/") && !strings.Contains(rel, "/internal/") {
 			if n := lines(t, filepath.Join(p.Dir, "main.go")); n >= limit {
 				long = append(long, rel+"/main.go is "+strconv.Itoa(n)+" lines (a main stays under 80)")
 			}

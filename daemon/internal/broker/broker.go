@@ -17,10 +17,10 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/blauth/blauth/daemon/internal/notify"
 	"github.com/blauth/blauth/daemon/internal/token"
 	"github.com/blauth/blauth/internal/backoff"
 	"github.com/blauth/blauth/internal/clock"
-	"github.com/blauth/blauth/internal/notify"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
 )

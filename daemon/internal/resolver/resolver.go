@@ -12,8 +12,8 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/blauth/blauth/daemon/internal/notify"
 	"github.com/blauth/blauth/internal/clock"
-	"github.com/blauth/blauth/internal/notify"
 	"github.com/blauth/blauth/sources"
 )
 
