@@ -44,10 +44,10 @@ bench: build ## run the benchmarks and write docs/BENCHMARKS.md
 
 fuzz: ## fuzz the protocol decoder, the parsers, the config writer and the proxy's routing (bounded execution counts)
 	$(GO) test ./ipc/ -run '^$$' -fuzz FuzzReadMessage -fuzztime 500000x
-	$(GO) test ./sources/ -run '^$$' -fuzz FuzzParseDotenv -fuzztime 500000x
-	$(GO) test ./sources/ -run '^$$' -fuzz FuzzParseBLConfig -fuzztime 300000x
-	$(GO) test ./sources/ -run '^$$' -fuzz FuzzMarshalBLConfig -fuzztime 300000x
-	$(GO) test ./sources/ -run '^$$' -fuzz FuzzUpdateBLConfig -fuzztime 300000x
+	$(GO) test ./sources/dotenv/ -run '^$$' -fuzz FuzzParseDotenv -fuzztime 500000x
+	$(GO) test ./sources/blconfig/ -run '^$$' -fuzz FuzzParseBLConfig -fuzztime 300000x
+	$(GO) test ./sources/blconfig/ -run '^$$' -fuzz FuzzMarshalBLConfig -fuzztime 300000x
+	$(GO) test ./sources/blconfig/ -run '^$$' -fuzz FuzzUpdateBLConfig -fuzztime 300000x
 	$(GO) test ./cmd/blauth-proxy/internal/proxy/ -run '^$$' -fuzz FuzzUpstream -fuzztime 200000x
 
 fmt: ## format the code

@@ -4,7 +4,7 @@
 # Runs CMD with a real, fresh and unlocked Secret Service (gnome-keyring) on a private D-Bus
 # session bus, so that blauth's keyring code can be tested headless (CI, containers, ssh):
 #
-#   .ci/with-keyring.sh go test -tags real ./sources/ -run Keyring -v
+#   .ci/with-keyring.sh go test -tags real ./sources/keyring/ -run Keyring -v
 #
 # CMD gets a temporary HOME (and XDG_DATA_HOME, XDG_RUNTIME_DIR) so that the keyring never opens,
 # or writes to, the real user's login keyring. Go's build and module caches and its settings file

@@ -23,7 +23,7 @@ import (
 	"github.com/blauth/blauth/internal/clock"
 	"github.com/blauth/blauth/internal/systemd"
 	"github.com/blauth/blauth/ipc"
-	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/keyring"
 )
 
 // Defaults of the settings a user may change.
@@ -62,7 +62,7 @@ type Config struct {
 	WriteBack bool
 	// Keyring, when set, is a source and the store behind blauth-helper login. OSKeyring asks
 	// for the OS keyring (time-boxed by KeyringTimeout) when Keyring is nil.
-	Keyring        sources.KeyringStore
+	Keyring        keyring.Store
 	OSKeyring      bool
 	KeyringTimeout time.Duration
 	// KeyringOff says why the daemon runs without the OS keyring (a flag, BLAUTH_NO_KEYRING,

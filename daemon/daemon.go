@@ -22,6 +22,8 @@ import (
 	"github.com/blauth/blauth/daemon/internal/token"
 	"github.com/blauth/blauth/internal/systemd"
 	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/blconfig"
+	"github.com/blauth/blauth/sources/watch"
 )
 
 // drainTimeout bounds how long a stopping daemon waits for requests in flight.
@@ -36,7 +38,7 @@ type Daemon struct {
 	socket   string
 	broker   *broker.Broker
 	resolver *resolver.Resolver
-	watcher  *sources.Watcher
+	watcher  *watch.Watcher
 	scoped   []net.Listener   // the scoped sockets, in ScopedSockets' order
 	servers  []*server.Server // the daemon's socket first, then the scoped ones
 	metrics  *metrics
@@ -75,7 +77,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 	d.logKeyring()
 	d.life, d.stopLife = context.WithCancel(context.WithoutCancel(ctx))
-	w, err := sources.NewWatcher(cfg.Log.With().Str("component", "watcher").Logger(), 0)
+	w, err := watch.New(cfg.Log.With().Str("component", "watcher").Logger(), 0)
 	if err != nil {
 		d.log.Warn().Err(err).Msg("file watching unavailable; sources are re-read on reload only")
 	}
@@ -309,7 +311,7 @@ func (d *Daemon) persist(c *sources.Credential, t *token.Token) (bool, error) {
 		return false, nil
 	}
 	saved := true
-	err := sources.UpdateBLCredentials(d.cfg.BLConfigPath, c.Workspace, func(cr *sources.BLCredentials) {
+	err := blconfig.Update(d.cfg.BLConfigPath, c.Workspace, func(cr *blconfig.Credentials) {
 		if cr.RefreshToken != "" && cr.RefreshToken != c.RefreshToken {
 			// bl logged in again since we read the file: its session is newer than ours.
 			saved = false
@@ -322,8 +324,8 @@ func (d *Daemon) persist(c *sources.Credential, t *token.Token) (bool, error) {
 
 // saveLogin saves a device login's session in the bl config, as bl login does.
 func (d *Daemon) saveLogin(workspace, deviceCode string, t *token.Token) error {
-	err := sources.UpdateBLCredentials(d.cfg.BLConfigPath, workspace, func(cr *sources.BLCredentials) {
-		*cr = sources.BLCredentials{AccessToken: t.AccessToken, RefreshToken: t.RefreshToken, ExpiresIn: expiresIn(t), DeviceCode: deviceCode}
+	err := blconfig.Update(d.cfg.BLConfigPath, workspace, func(cr *blconfig.Credentials) {
+		*cr = blconfig.Credentials{AccessToken: t.AccessToken, RefreshToken: t.RefreshToken, ExpiresIn: expiresIn(t), DeviceCode: deviceCode}
 	})
 	if err == nil {
 		d.resolver.Reload(d.life)

@@ -22,7 +22,8 @@ import (
 	"github.com/blauth/blauth/internal/testkit/daemontest"
 	"github.com/blauth/blauth/internal/testkit/memkeyring"
 	"github.com/blauth/blauth/ipc"
-	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/blconfig"
+	"github.com/blauth/blauth/sources/keyring"
 )
 
 // apiOnFakeClock starts a fake Blaxel API that issues and judges tokens by a fake clock set to
@@ -129,7 +130,7 @@ func TestLoginSessionRefreshedAndWrittenBack(t *testing.T) {
 	if api.Count("refresh_token") != 1 {
 		t.Fatalf("refresh requests = %d, want 1", api.Count("refresh_token"))
 	}
-	c, err := sources.ReadBLConfig(filepath.Join(td.Home, ".blaxel", "config.yaml"))
+	c, err := blconfig.Read(filepath.Join(td.Home, ".blaxel", "config.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -480,7 +481,7 @@ func TestDaemonKeepsBLSessionsFreshUnasked(t *testing.T) {
 		t.Fatalf("the bl session was not refreshed in the background (%d refreshes)", api.Count("refresh_token"))
 	}
 	testkit.WaitFor(t, 30*time.Second, "the refreshed session in the bl config", func() bool {
-		c, err := sources.ReadBLConfig(filepath.Join(td.Home, ".blaxel", "config.yaml"))
+		c, err := blconfig.Read(filepath.Join(td.Home, ".blaxel", "config.yaml"))
 		if err != nil {
 			return false
 		}
@@ -496,7 +497,7 @@ func TestReloadRereadsSources(t *testing.T) {
 	if _, err := td.Do(t, ipc.KeyAction, ipc.ActionGet, ipc.KeyWorkspace, "w"); ipc.ErrorCode(err) != ipc.CodeNoCredentials {
 		t.Fatalf("before: %v", err)
 	}
-	_ = ring.Set(context.Background(), "w", sources.KeyringSecret{Kind: ipc.KindAPIKey, Value: "added-elsewhere"})
+	_ = ring.Set(context.Background(), "w", keyring.Secret{Kind: ipc.KindAPIKey, Value: "added-elsewhere"})
 	reload <- struct{}{} // what SIGHUP does
 	testkit.WaitFor(t, 30*time.Second, "the keyring's new secret after a reload", func() bool {
 		resp, err := td.Do(t, ipc.KeyAction, ipc.ActionGet, ipc.KeyWorkspace, "w")
@@ -542,7 +543,7 @@ func TestLoggedOutCredentialIsNoLongerKeptFresh(t *testing.T) {
 	api := blaxeltest.New(0)
 	defer api.Close()
 	cc := api.AddClient("sa", "s")
-	ring := memkeyring.New(map[string]sources.KeyringSecret{"w": {Kind: ipc.KindClientCredentials, Value: cc}})
+	ring := memkeyring.New(map[string]keyring.Secret{"w": {Kind: ipc.KindClientCredentials, Value: cc}})
 	td := daemontest.Start(t, daemontest.Options{API: api, Mutate: func(c *daemon.Config) { c.Keyring = ring }})
 	td.Token(t, ipc.KeyWorkspace, "w")
 	if _, err := td.Do(t, ipc.KeyAction, ipc.ActionKeyringDelete, ipc.KeyWorkspace, "w"); err != nil {

@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/keyring"
 )
 
 // busCheckTimeout bounds the connection to the session bus that tells, at start, whether the
@@ -31,14 +31,14 @@ func (c *Config) decideKeyring() {
 // is on it or can be started by it. Otherwise it is nil and the reason: a server's bus without a
 // Secret Service stays without one, so it is said once rather than in every answer. A keyring
 // that is there but locked, or slow, is kept: unlocking it makes it work.
-func osKeyring(c *Config) (sources.KeyringStore, string) {
-	if err := sources.CheckSessionBus(busCheckTimeout); err != nil {
+func osKeyring(c *Config) (keyring.Store, string) {
+	if err := keyring.CheckSessionBus(busCheckTimeout); err != nil {
 		return nil, err.Error()
 	}
-	k := &sources.Keyring{Timeout: c.KeyringTimeout, Log: c.Log.With().Str("component", "keyring").Logger()}
+	k := &keyring.Keyring{Timeout: c.KeyringTimeout, Log: c.Log.With().Str("component", "keyring").Logger()}
 	ctx, cancel := context.WithTimeout(context.Background(), c.KeyringTimeout)
 	defer cancel()
-	if err := k.Probe(ctx); sources.NoSecretService(err) {
+	if err := k.Probe(ctx); keyring.NoSecretService(err) {
 		return nil, "no Secret Service on the D-Bus session bus (nothing provides org.freedesktop.secrets)"
 	}
 	return k, ""

@@ -14,7 +14,7 @@ import (
 	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 	"github.com/blauth/blauth/internal/testkit/daemontest"
 	"github.com/blauth/blauth/ipc"
-	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/keyring"
 )
 
 // requireTestKeyring fails (never skips) unless a disposable Secret Service from
@@ -31,7 +31,7 @@ func TestKeyringLoginServedAtOnceAndLogout(t *testing.T) {
 	api := blaxeltest.New(0)
 	defer api.Close()
 	cc := api.AddClient("sa-ring", "ring-secret")
-	ring := &sources.Keyring{Timeout: 5 * time.Second}
+	ring := &keyring.Keyring{Timeout: 5 * time.Second}
 	td := daemontest.Start(t, daemontest.Options{API: api, Mutate: func(c *daemon.Config) { c.Keyring = ring }})
 	t.Cleanup(func() {
 		_ = ring.Delete(context.Background(), "ring-ws")
@@ -77,7 +77,7 @@ func TestMissingKeyringIsAClearMessageAndOtherSourcesWork(t *testing.T) {
 		}
 		return
 	}
-	ring := &sources.Keyring{Timeout: 2 * time.Second}
+	ring := &keyring.Keyring{Timeout: 2 * time.Second}
 	td := daemontest.Start(t, daemontest.Options{Env: []string{"BL_WORKSPACE=envws", "BL_API_KEY=env_key"}, Mutate: func(c *daemon.Config) { c.Keyring = ring }})
 	_, err := td.Do(t, ipc.KeyAction, ipc.ActionKeyringSet, ipc.KeyWorkspace, "x", ipc.KeyKind, ipc.KindAPIKey, ipc.KeySecret, "k")
 	if ipc.ErrorCode(err) != ipc.CodeKeyringUnavailable {

@@ -11,7 +11,7 @@ import (
 	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 	"github.com/blauth/blauth/internal/testkit/daemontest"
 	"github.com/blauth/blauth/ipc"
-	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/blconfig"
 )
 
 // waitLogin polls login_wait the way the helper does, until it stops answering login_pending.
@@ -55,7 +55,7 @@ func TestDeviceLoginSavesTheSessionWhereBLWould(t *testing.T) {
 	if _, err := waitLogin(t, td, start.Value("flow")); err != nil {
 		t.Fatalf("after approval: %v", err)
 	}
-	c, err := sources.ReadBLConfig(filepath.Join(td.Home, ".blaxel", "config.yaml"))
+	c, err := blconfig.Read(filepath.Join(td.Home, ".blaxel", "config.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/blauth/blauth/internal/testkit/daemontest"
 	"github.com/blauth/blauth/internal/testkit/hydratest"
 	"github.com/blauth/blauth/ipc"
-	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/blconfig"
 )
 
 // These tests run the daemon against Ory Hydra, a real OAuth 2.0 server nobody here wrote, to
@@ -117,7 +117,7 @@ func TestHydraRefreshGrantRotatesAndPersists(t *testing.T) {
 	if tok.Kind != ipc.KindLogin {
 		t.Fatalf("kind %s", tok.Kind)
 	}
-	c, err := sources.ReadBLConfig(filepath.Join(td.Home, ".blaxel", "config.yaml"))
+	c, err := blconfig.Read(filepath.Join(td.Home, ".blaxel", "config.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ import (
 
 	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 	"github.com/blauth/blauth/ipc"
-	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/blconfig"
 )
 
 // killPoint is where in a refresh blauthd is killed.
@@ -80,7 +80,7 @@ func TestReliabilityKillMidRefresh(t *testing.T) {
 	base := shortDir(t)
 	home := filepath.Join(base, "home")
 	socket := filepath.Join(base, "run", "blauthd.sock")
-	cfgPath := sources.DefaultBLConfigPath(home)
+	cfgPath := blconfig.DefaultPath(home)
 	if err := os.MkdirAll(filepath.Dir(cfgPath), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -88,12 +88,12 @@ func TestReliabilityKillMidRefresh(t *testing.T) {
 	_, rt := api.newSession("kill-user", device)
 	otherKey := "bl_kill_other_" + randHex(16)
 	run.secret("API key", otherKey)
-	initial := &sources.BLConfig{
-		Context: sources.BLContext{Workspace: ws},
-		Workspaces: []sources.BLWorkspace{
-			{Name: ws, ID: "7f6e5d4c-0000-4000-8000-00000000aaaa", Credentials: sources.BLCredentials{
+	initial := &blconfig.Config{
+		Context: blconfig.Context{Workspace: ws},
+		Workspaces: []blconfig.Workspace{
+			{Name: ws, ID: "7f6e5d4c-0000-4000-8000-00000000aaaa", Credentials: blconfig.Credentials{
 				AccessToken: api.expiredToken("kill-user", time.Minute, 2*time.Hour), RefreshToken: rt, ExpiresIn: 7200, DeviceCode: device}},
-			{Name: other, Credentials: sources.BLCredentials{APIKey: otherKey}, Env: "dev"},
+			{Name: other, Credentials: blconfig.Credentials{APIKey: otherKey}, Env: "dev"},
 		},
 	}
 	if err := os.WriteFile(cfgPath, initial.Marshal(), 0o600); err != nil {
@@ -108,7 +108,7 @@ func TestReliabilityKillMidRefresh(t *testing.T) {
 			t.Errorf("%s: served a token the API never issued", who)
 			return
 		}
-		c, err := sources.ReadBLConfig(cfgPath)
+		c, err := blconfig.Read(cfgPath)
 		if err != nil {
 			t.Errorf("%s: the config does not parse right after a token was served: %v", who, err)
 			return
@@ -189,7 +189,7 @@ func TestReliabilityKillMidRefresh(t *testing.T) {
 			}
 		case phaseWritten:
 			if !waitFor(10*time.Second, 200*time.Microsecond, func() bool {
-				c, err := sources.ReadBLConfig(cfgPath)
+				c, err := blconfig.Read(cfgPath)
 				if err != nil {
 					return false
 				}
@@ -211,7 +211,7 @@ func TestReliabilityKillMidRefresh(t *testing.T) {
 		}
 
 		// The file parses, holds the old or the new session whole, and the rest is untouched.
-		c, err := sources.ReadBLConfig(cfgPath)
+		c, err := blconfig.Read(cfgPath)
 		if err != nil {
 			t.Fatalf("%s: the bl config does not parse: %v", label, err)
 		}
@@ -276,7 +276,7 @@ func TestReliabilityKillMidRefresh(t *testing.T) {
 		b.stop()
 		// Next round: the session's access token expired again, so the next daemon refreshes.
 		next := rt
-		if err := sources.UpdateBLCredentials(cfgPath, ws, func(cr *sources.BLCredentials) {
+		if err := blconfig.Update(cfgPath, ws, func(cr *blconfig.Credentials) {
 			cr.AccessToken = api.expiredToken("kill-user", time.Minute, 2*time.Hour)
 			cr.RefreshToken = next
 		}); err != nil {

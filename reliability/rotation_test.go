@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/blauth/blauth/ipc"
-	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/blconfig"
 )
 
 // TestReliabilityRotationWithoutWriteBack: with --no-write-back (issue 4: "an option turns
@@ -28,12 +28,12 @@ func TestReliabilityRotationWithoutWriteBack(t *testing.T) {
 	access, rt := api.newSession("nowb-user", device)
 	base := shortDir(t)
 	home := filepath.Join(base, "home")
-	cfgPath := sources.DefaultBLConfigPath(home)
+	cfgPath := blconfig.DefaultPath(home)
 	if err := os.MkdirAll(filepath.Dir(cfgPath), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	c := &sources.BLConfig{Context: sources.BLContext{Workspace: ws}, Workspaces: []sources.BLWorkspace{
-		{Name: ws, Credentials: sources.BLCredentials{AccessToken: access, RefreshToken: rt, ExpiresIn: int(ttl.Seconds()), DeviceCode: device}}}}
+	c := &blconfig.Config{Context: blconfig.Context{Workspace: ws}, Workspaces: []blconfig.Workspace{
+		{Name: ws, Credentials: blconfig.Credentials{AccessToken: access, RefreshToken: rt, ExpiresIn: int(ttl.Seconds()), DeviceCode: device}}}}
 	original := c.Marshal()
 	if err := os.WriteFile(cfgPath, original, 0o600); err != nil {
 		t.Fatal(err)

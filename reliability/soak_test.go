@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/blauth/blauth/ipc"
-	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/blconfig"
 )
 
 // soakDuration is BLAUTH_SOAK, else 10 minutes in CI (CI set), else 1 minute.
@@ -49,7 +49,7 @@ func (k *keySet) has(s string) bool {
 // rewriteInPlace rewrites the bl config as bl does: truncate and write the same file, no rename,
 // no lock. It reads and writes through one descriptor, so a write-back that renamed a new file in
 // meanwhile is not undone (the edit lands in the replaced inode and is lost, as with bl).
-func rewriteInPlace(path string, edit func(*sources.BLConfig)) error {
+func rewriteInPlace(path string, edit func(*blconfig.Config)) error {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return err
@@ -59,7 +59,7 @@ func rewriteInPlace(path string, edit func(*sources.BLConfig)) error {
 	if err != nil {
 		return err
 	}
-	c, err := sources.ParseBLConfig(data)
+	c, err := blconfig.Parse(data)
 	if err != nil {
 		return err
 	}
@@ -107,16 +107,16 @@ func TestReliabilitySoak(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cfgPath := sources.DefaultBLConfigPath(home)
+	cfgPath := blconfig.DefaultPath(home)
 	if err := os.MkdirAll(filepath.Dir(cfgPath), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	cfg := &sources.BLConfig{
-		Context: sources.BLContext{Workspace: "soak-login"},
-		Workspaces: []sources.BLWorkspace{
-			{Name: "soak-login", Credentials: sources.BLCredentials{AccessToken: access, RefreshToken: rt, ExpiresIn: int(ttl.Seconds()), DeviceCode: device}},
-			{Name: "soak-key", Credentials: sources.BLCredentials{APIKey: keyBL}},
-			{Name: "soak-extra", Credentials: sources.BLCredentials{APIKey: extraKey}},
+	cfg := &blconfig.Config{
+		Context: blconfig.Context{Workspace: "soak-login"},
+		Workspaces: []blconfig.Workspace{
+			{Name: "soak-login", Credentials: blconfig.Credentials{AccessToken: access, RefreshToken: rt, ExpiresIn: int(ttl.Seconds()), DeviceCode: device}},
+			{Name: "soak-key", Credentials: blconfig.Credentials{APIKey: keyBL}},
+			{Name: "soak-extra", Credentials: blconfig.Credentials{APIKey: extraKey}},
 		},
 	}
 	if err := os.WriteFile(cfgPath, cfg.Marshal(), 0o600); err != nil {
@@ -292,7 +292,7 @@ func TestReliabilitySoak(t *testing.T) {
 			dotenvEdits.Add(1)
 			if i%7 == 0 {
 				k := newKey(extra, "bl_soak_extra_")
-				err := rewriteInPlace(cfgPath, func(c *sources.BLConfig) {
+				err := rewriteInPlace(cfgPath, func(c *blconfig.Config) {
 					if w, ok := c.Workspace("soak-extra"); ok {
 						w.Credentials.APIKey = k
 					}
@@ -378,7 +378,7 @@ func TestReliabilitySoak(t *testing.T) {
 	d.stop()
 
 	// Nothing lost: once the daemon has stopped, the session in the file is the live one.
-	c, err := sources.ReadBLConfig(cfgPath)
+	c, err := blconfig.Read(cfgPath)
 	if err != nil {
 		t.Fatalf("the bl config does not parse after the soak: %v", err)
 	}

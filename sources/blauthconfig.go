@@ -84,7 +84,7 @@ func ReadBlauthConfig(path string, missingOK bool) (*BlauthConfig, error) {
 		}
 		return fmt.Errorf("%w: %s: %s", ErrBlauthConfig, where, fmt.Sprintf(format, a...))
 	}
-	data, fi, err := readBoundedFile(path, MaxBlauthConfigBytes)
+	data, fi, err := ReadBounded(path, MaxBlauthConfigBytes)
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && missingOK:
 		return &BlauthConfig{}, nil
@@ -125,7 +125,7 @@ func parseBlauthConfig(data []byte, bad func(int, string, ...any) error) (*Blaut
 		return c, nil // empty, or comments only
 	}
 	root := doc.Content[0]
-	if isNull(root) {
+	if YAMLNull(root) {
 		return c, nil
 	}
 	if root.Kind != yaml.MappingNode {
@@ -133,7 +133,7 @@ func parseBlauthConfig(data []byte, bad func(int, string, ...any) error) (*Blaut
 	}
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(root.Content); i += 2 {
-		k, v := root.Content[i], resolveAlias(root.Content[i+1])
+		k, v := root.Content[i], YAMLAlias(root.Content[i+1])
 		key := k.Value
 		if k.Kind != yaml.ScalarNode {
 			return nil, bad(k.Line, "a key must be a plain name")

@@ -2,12 +2,10 @@ package sources
 
 import (
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestReadBlauthConfig(t *testing.T) {
@@ -36,7 +34,7 @@ func TestReadBlauthConfig(t *testing.T) {
 			}
 			c, err := ReadBlauthConfig(path, true)
 			if tt.err != nil {
-				if !errors.Is(err, ErrBlauthConfig) || !strings.Contains(fmtErr(err), path) {
+				if !errors.Is(err, ErrBlauthConfig) || !strings.Contains(err.Error(), path) {
 					t.Fatalf("err = %v; want ErrBlauthConfig naming %s", err, path)
 				}
 				for _, w := range tt.err {
@@ -92,65 +90,6 @@ func TestReadBlauthConfigRefuses(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
-func TestBLUnknownKeys(t *testing.T) {
-	data := []byte(`context:
-  workspace: a
-workspaces:
-- name: a
-  credentials:
-    apiKey: "bl_FAKE-A"
-    clientCredentials: "FAKE-A-CC"
-- name: b
-  credentials:
-    api_key: "bl_FAKE-SECRET-B"
-    ApiKey: x
-    clientcredentials: y
-    refreshToken: z
-    accessToken: z
-    expiresIn: 1
-    device-code: z
-    client_credential: z
-    wibble: z
-tracking: false
-`)
-	got := BLUnknownKeys(data)
-	if len(got["a"]) != 0 {
-		t.Errorf("a: %v; apiKey and clientCredentials are read", got["a"])
-	}
-	want := []struct {
-		key  string
-		line int
-		want string
-	}{
-		{"api_key", 10, "apiKey"}, {"ApiKey", 11, "apiKey"}, {"clientcredentials", 12, "client_credentials"},
-		{"refreshToken", 13, "refresh_token"}, {"accessToken", 14, "access_token"}, {"expiresIn", 15, "expires_in"},
-		{"device-code", 16, "device_code"}, {"client_credential", 17, "client_credentials"}, {"wibble", 18, ""},
-	}
-	if len(got["b"]) != len(want) {
-		t.Fatalf("b: %v", got["b"])
-	}
-	for i, w := range want {
-		u := got["b"][i]
-		if u.Key != w.key || u.Line != w.line || u.Want != w.want {
-			t.Errorf("b[%d] = %+v, want %+v", i, u, w)
-		}
-		if s := u.String(); strings.Contains(s, "FAKE") || !strings.Contains(s, w.key+":") {
-			t.Errorf("%q: names no key, or quotes a value", s)
-		}
-	}
-	if s := got["b"][2].String(); !strings.Contains(s, "client_credentials:") || !strings.Contains(s, "clientCredentials:") {
-		t.Errorf("%q: want both spellings Blaxel's tools read", s)
-	}
-	if s := got["b"][8].String(); !strings.Contains(s, "apiKey, access_token") {
-		t.Errorf("%q: want the keys bl reads listed", s)
-	}
-	for _, bad := range []string{"", "not: [yaml", "- a list\n", "workspaces: 3\n"} {
-		if got := BLUnknownKeys([]byte(bad)); got != nil {
-			t.Errorf("BLUnknownKeys(%q) = %v", bad, got)
-		}
-	}
-}
-
 func TestNearest(t *testing.T) {
 	names := []string{"acme-prod", "acme-prof", "acme-ci", "dev"}
 	for in, want := range map[string]string{
@@ -179,44 +118,3 @@ func TestNearest(t *testing.T) {
 
 // A DBUS_SESSION_BUS_ADDRESS naming a bus that is not there (a stale address in a container,
 // a session that ended) is no session bus: the daemon runs without the keyring and says so.
-func TestCheckSessionBus(t *testing.T) {
-	dir := shortTempDir(t)
-	t.Setenv("XDG_RUNTIME_DIR", dir)
-	t.Setenv("DBUS_SESSION_BUS_ADDRESS", "unix:path="+filepath.Join(dir, "gone"))
-	err := CheckSessionBus(time.Second)
-	if !errors.Is(err, ErrNoSessionBus) || !strings.Contains(fmtErr(err), "does not answer") || !strings.Contains(err.Error(), filepath.Join(dir, "gone")) {
-		t.Errorf("a bus address that answers nothing: %v", err)
-	}
-
-	t.Setenv("DBUS_SESSION_BUS_ADDRESS", "")
-	err = CheckSessionBus(time.Second)
-	if !errors.Is(err, ErrNoSessionBus) || err.Error() != ErrNoSessionBus.Error() {
-		t.Errorf("no bus at all: %v", err)
-	}
-
-	// Something listening at $XDG_RUNTIME_DIR/bus is a bus: its address is set for the process.
-	ln, err := net.Listen("unix", filepath.Join(dir, "bus"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	if err := CheckSessionBus(time.Second); err != nil {
-		t.Errorf("a listening bus at $XDG_RUNTIME_DIR/bus: %v", err)
-	}
-	if a := os.Getenv("DBUS_SESSION_BUS_ADDRESS"); a != "unix:path="+escapeBusAddressValue(filepath.Join(dir, "bus")) {
-		t.Errorf("DBUS_SESSION_BUS_ADDRESS = %q", a)
-	}
-	t.Setenv("DBUS_SESSION_BUS_ADDRESS", "tcp:host=127.0.0.1,port=1")
-	if err := CheckSessionBus(time.Second); err != nil {
-		t.Errorf("a tcp: address is left to the library: %v", err)
-	}
-}

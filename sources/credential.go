@@ -86,3 +86,9 @@ func BaseURL(apiURL, blEnv, workspaceEnv string) string {
 	}
 	return DefaultBaseURL
 }
+
+// SourceError is a source that cannot be used now, and why. It never holds a secret.
+type SourceError struct {
+	Source Provenance `json:"source"`
+	Error  string     `json:"error"`
+}

@@ -21,7 +21,7 @@ const (
 // DefaultFileReadTimeout bounds one read of a .env or of the bl config.
 const DefaultFileReadTimeout = 2 * time.Second
 
-// ErrFileRefused is matched by every error readBoundedFile gives for a file it will not read: one
+// ErrFileRefused is matched by every error ReadBounded gives for a file it will not read: one
 // that is not a regular file (a FIFO, a device, a directory, a socket) or that is over the cap.
 var ErrFileRefused = errors.New("refusing to read the file")
 
@@ -34,13 +34,13 @@ func (e *fileRefusedError) Error() string {
 
 func (e *fileRefusedError) Unwrap() error { return ErrFileRefused }
 
-// readBoundedFile reads the file at path, following symbolic links, without ever blocking on what
+// ReadBounded reads the file at path, following symbolic links, without ever blocking on what
 // is not a regular file and without reading more than limit+1 bytes. It refuses a FIFO, a device,
 // a directory or a socket before opening it, and opens the rest with O_NONBLOCK (so that a FIFO
 // swapped in between cannot block the open) and O_CLOEXEC, then checks the open file again with
 // fstat. A file over limit bytes is refused by its size before it is read, and by what is read
 // if it grows meanwhile. It returns the file's data and the fstat of the file it read.
-func readBoundedFile(path string, limit int64) ([]byte, os.FileInfo, error) {
+func ReadBounded(path string, limit int64) ([]byte, os.FileInfo, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, nil, err
@@ -108,27 +108,27 @@ func sizeText(n int64) string {
 // ErrReadTimeout is matched by the error of a read that did not finish within its bound.
 var ErrReadTimeout = errors.New("timed out reading a file")
 
-// fileRead is one bounded read, run in its own goroutine so that its caller can stop waiting.
-type fileRead struct {
+// FileRead is one bounded read, run in its own goroutine so that its caller can stop waiting.
+type FileRead struct {
 	done chan struct{}
 	data []byte
 	info os.FileInfo
 	err  error
 }
 
-// startFileRead reads path with readBoundedFile in a new goroutine.
-func startFileRead(path string, limit int64) *fileRead {
-	fr := &fileRead{done: make(chan struct{})}
+// StartRead reads path with ReadBounded in a new goroutine.
+func StartRead(path string, limit int64) *FileRead {
+	fr := &FileRead{done: make(chan struct{})}
 	go func() {
 		defer close(fr.done)
-		fr.data, fr.info, fr.err = readBoundedFile(path, limit)
+		fr.data, fr.info, fr.err = ReadBounded(path, limit)
 	}()
 	return fr
 }
 
 // wait returns the read's outcome, or an error wrapping ErrReadTimeout once timeout has passed
 // (the read goes on; its outcome is still there for whoever waits later).
-func (fr *fileRead) wait(path string, timeout time.Duration) ([]byte, os.FileInfo, error) {
+func (fr *FileRead) Wait(path string, timeout time.Duration) ([]byte, os.FileInfo, error) {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
@@ -149,3 +149,6 @@ func (e *readTimeoutError) Error() string {
 }
 
 func (e *readTimeoutError) Unwrap() error { return ErrReadTimeout }
+
+// ReadTimeout is the error of a read of path that did not finish within d.
+func ReadTimeout(path string, d time.Duration) error { return &readTimeoutError{path, d} }

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/keyring"
 )
 
 // TestLoginLogoutWithTheRealKeyring stores secrets through the helper into a real Secret Service
@@ -18,7 +18,7 @@ func TestLoginLogoutWithTheRealKeyring(t *testing.T) {
 	if h := os.Getenv("BLAUTH_TEST_KEYRING_HOME"); h == "" || h != os.Getenv("HOME") {
 		t.Fatal("the keyring suite needs a disposable Secret Service: run it under .ci/with-keyring.sh")
 	}
-	ring := &sources.Keyring{Timeout: 5 * time.Second}
+	ring := &keyring.Keyring{Timeout: 5 * time.Second}
 	t.Cleanup(func() {
 		_ = ring.Delete(context.Background(), "kr-key")
 		_ = ring.Delete(context.Background(), "kr-sa")

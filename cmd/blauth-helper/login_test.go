@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/blconfig"
 )
 
 // TestDeviceLogin runs `blauth-helper login WORKSPACE` as a user would: it prints where to go and
@@ -49,7 +49,7 @@ func TestDeviceLogin(t *testing.T) {
 	if !strings.Contains(stderr, api.URL+"/device?user_code=") || !strings.Contains(stderr, "logged in to fresh") {
 		t.Fatalf("the helper did not show the address and the outcome:\n%s", stderr)
 	}
-	c, err := sources.ReadBLConfig(filepath.Join(td.Home, ".blaxel", "config.yaml"))
+	c, err := blconfig.Read(filepath.Join(td.Home, ".blaxel", "config.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

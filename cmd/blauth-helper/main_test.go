@@ -17,7 +17,7 @@ import (
 	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 	"github.com/blauth/blauth/internal/testkit/daemontest"
 	"github.com/blauth/blauth/ipc"
-	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/keyring"
 )
 
 // binDir holds blauthd and blauth-helper, built once by TestMain, side by side as they are
@@ -68,7 +68,7 @@ type daemonOpts struct {
 	env      []string // the daemon's own environment
 	blConfig string   // $HOME/.blaxel/config.yaml
 	api      *blaxeltest.Server
-	keyring  sources.KeyringStore // nil: the daemon runs without the OS keyring
+	keyring  keyring.Store // nil: the daemon runs without the OS keyring
 }
 
 // startDaemon starts a daemon and points the helper at it (BLAUTH_SOCKET, BLAUTH_NO_SPAWN=1) for

@@ -18,6 +18,8 @@ import (
 	"github.com/blauth/blauth/internal/systemd"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/blconfig"
+	"github.com/blauth/blauth/sources/keyring"
 )
 
 // options are blauthd's command line. Turning them into a daemon.Config is mechanical; the
@@ -56,7 +58,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.BoolVar(&o.noWriteBack, "no-write-back", false, "")
 	fs.Float64Var(&o.refreshLeft, "refresh-left", daemon.DefaultRefreshLeft, "")
 	fs.DurationVar(&o.minTTL, "min-ttl", daemon.DefaultMinTTL, "")
-	fs.DurationVar(&o.keyringTimeout, "keyring-timeout", sources.DefaultKeyringTimeout, "")
+	fs.DurationVar(&o.keyringTimeout, "keyring-timeout", keyring.DefaultTimeout, "")
 	fs.StringVar(&o.tokenURL, "token-url", "", "")
 	fs.StringVar(&o.issuer, "oidc-issuer", "", "")
 	fs.StringVar(&o.tokenAuth, "token-auth", "basic", "")
@@ -148,7 +150,7 @@ func (o *options) config(log zerolog.Logger) (daemon.Config, error) {
 		cfg.SocketPath = ipc.SocketPath(os.Getenv, runtimeDir())
 	}
 	if cfg.BLConfigPath == "" && xdg.Home != "" {
-		cfg.BLConfigPath = sources.DefaultBLConfigPath(xdg.Home)
+		cfg.BLConfigPath = blconfig.DefaultPath(xdg.Home)
 	}
 	file, err := o.readConfigFile()
 	if err != nil {

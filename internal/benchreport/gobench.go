@@ -9,7 +9,7 @@ import (
 )
 
 // goBenchPackages are the packages whose go test benchmarks the report includes.
-var goBenchPackages = []string{"./ipc/", "./sources/", "./daemon/"}
+var goBenchPackages = []string{"./ipc/", "./sources/...", "./daemon/"}
 
 // benchLine is one parsed result line of go test -bench.
 type benchLine struct {

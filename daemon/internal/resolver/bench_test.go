@@ -10,6 +10,8 @@ import (
 
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/blconfig"
+	"github.com/blauth/blauth/sources/dotenv"
 )
 
 const benchDotenv = `# Project settings
@@ -64,7 +66,7 @@ func benchResolver(b *testing.B) (*Resolver, string) {
 	b.Helper()
 	w := startWatcher(b, zerolog.Nop(), 0)
 	home := b.TempDir()
-	blPath := sources.DefaultBLConfigPath(home)
+	blPath := blconfig.DefaultPath(home)
 	if err := os.MkdirAll(filepath.Dir(blPath), 0o700); err != nil {
 		b.Fatal(err)
 	}
@@ -79,7 +81,7 @@ func benchResolver(b *testing.B) (*Resolver, string) {
 	})
 	b.Cleanup(r.Close)
 	dir := b.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, sources.DotenvName), []byte(benchDotenv), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, dotenv.Name), []byte(benchDotenv), 0o600); err != nil {
 		b.Fatal(err)
 	}
 	return r, dir

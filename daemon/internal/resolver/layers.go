@@ -6,6 +6,9 @@ import (
 
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/blconfig"
+	"github.com/blauth/blauth/sources/dotenv"
+	"github.com/blauth/blauth/sources/keyring"
 )
 
 // envLayer is an environment-like source: a .env, the caller's or the daemon's environment. Its
@@ -37,15 +40,15 @@ func envLayer(prov sources.Provenance, caller bool, vars map[string]string) laye
 }
 
 // keyringLayer holds the secrets saved with blauth-helper login, one per workspace.
-func keyringLayer(ring *sources.KeyringSource) layer {
-	return layer{prov: sources.Provenance{Kind: sources.SourceKeyring, Where: sources.DefaultKeyringService},
+func keyringLayer(ring *keyring.Source) layer {
+	return layer{prov: sources.Provenance{Kind: sources.SourceKeyring, Where: keyring.DefaultService},
 		creds: func(ws, base string) []*sources.Credential {
 			s, ok := ring.Secret(ws)
 			if !ok {
 				return nil
 			}
 			c := &sources.Credential{Workspace: ws, Kind: ipc.KindAPIKey, APIKey: s.Value, BaseURL: base,
-				Source: sources.Provenance{Kind: sources.SourceKeyring, Where: sources.DefaultKeyringService + "/" + ws}}
+				Source: sources.Provenance{Kind: sources.SourceKeyring, Where: keyring.DefaultService + "/" + ws}}
 			if s.Kind == ipc.KindClientCredentials {
 				c.Kind, c.APIKey, c.ClientCredentials = ipc.KindClientCredentials, "", s.Value
 			}
@@ -55,7 +58,7 @@ func keyringLayer(ring *sources.KeyringSource) layer {
 
 // blLayer is the bl config: its context names a workspace, and each entry holds its own
 // workspace's credentials, in the SDKs' order: API key, login session, client credentials.
-func blLayer(bl *sources.BLConfig, path string) layer {
+func blLayer(bl *blconfig.Config, path string) layer {
 	prov := sources.Provenance{Kind: sources.SourceBLConfig, Where: path}
 	return layer{prov: prov, workspace: bl.Context.Workspace,
 		creds: func(ws, base string) []*sources.Credential {
@@ -80,7 +83,7 @@ func blLayer(bl *sources.BLConfig, path string) layer {
 }
 
 // summarize says what a .env sets, without its secrets.
-func summarize(v sources.DotenvView) DotenvSummary {
+func summarize(v dotenv.View) DotenvSummary {
 	s := DotenvSummary{Path: v.Path, Workspace: v.Vars[sources.VarWorkspace]}
 	for k := range v.Vars {
 		if strings.HasPrefix(k, "BL_") {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/blconfig"
 )
 
 // Request is what a caller sent: an optional workspace, its directory and its BL_* variables.
@@ -144,7 +145,7 @@ func (r *Resolver) Resolve(req Request) (*Resolution, error) {
 
 // layers lists the sources req sees, highest rank first, and the view of the bl config it used
 // (nil when there is none), read after the caller's .env.
-func (r *Resolver) layers(req Request, res *Resolution) ([]layer, *sources.BLConfig, error) {
+func (r *Resolver) layers(req Request, res *Resolution) ([]layer, *blconfig.Config, error) {
 	var ls []layer
 	if req.Dir != "" {
 		v := r.dotenvs.Get(req.Dir)
@@ -197,7 +198,7 @@ func (r *Resolver) bases(ls []layer, wsEnv string) (daemonBase, callerBase strin
 
 // blWarnings are the mistakes in ws's entry of the bl config: credentials keys no Blaxel tool
 // reads, each with the spelling bl expects.
-func blWarnings(src *sources.BLSource, ws string) []string {
+func blWarnings(src *blconfig.Source, ws string) []string {
 	if src == nil {
 		return nil
 	}

@@ -15,6 +15,10 @@ import (
 	"github.com/blauth/blauth/daemon/internal/notify"
 	"github.com/blauth/blauth/internal/clock"
 	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/blconfig"
+	"github.com/blauth/blauth/sources/dotenv"
+	"github.com/blauth/blauth/sources/keyring"
+	"github.com/blauth/blauth/sources/watch"
 )
 
 // Config configures a Resolver. Zero fields take the defaults noted.
@@ -24,10 +28,10 @@ type Config struct {
 	// BLConfigPath is the bl CLI config, normally $HOME/.blaxel/config.yaml; empty disables it.
 	BLConfigPath string
 	// Keyring holds secrets saved with blauth-helper login; nil disables it.
-	Keyring sources.KeyringStore
+	Keyring keyring.Store
 	// Watcher reports file changes; nil means .env files are read on every request and the bl
 	// config only on Reload.
-	Watcher *sources.Watcher
+	Watcher *watch.Watcher
 	// MaxDotenvDirs bounds how many callers' .env files are cached and watched (64).
 	MaxDotenvDirs int
 	// DotenvIdle drops a cached .env nobody asked for in this long (10m).
@@ -47,27 +51,27 @@ type Config struct {
 type Resolver struct {
 	cfg       Config
 	daemonEnv map[string]string
-	dotenvs   *sources.DotenvCache
-	bl        *sources.BLSource      // nil without a bl config
-	ring      *sources.KeyringSource // nil without a keyring
+	dotenvs   *dotenv.Cache
+	bl        *blconfig.Source     // nil without a bl config
+	ring      *keyring.Source // nil without a keyring
 	changed   notify.Broadcast
 }
 
 // New builds a resolver and reads the daemon-held sources once.
 func New(ctx context.Context, cfg Config) *Resolver {
 	r := &Resolver{cfg: cfg, daemonEnv: sources.EnvVars(cfg.Environ)}
-	r.dotenvs = sources.NewDotenvCache(sources.DotenvCacheConfig{
+	r.dotenvs = dotenv.NewCache(dotenv.CacheConfig{
 		Watcher: cfg.Watcher, MaxDirs: cfg.MaxDotenvDirs, Idle: cfg.DotenvIdle, ReadTimeout: cfg.FileReadTimeout,
 		Clock: cfg.Clock, OnChange: r.changed.Notify, Log: cfg.Log,
 	})
 	if cfg.BLConfigPath != "" {
-		r.bl = sources.NewBLSource(sources.BLSourceConfig{
+		r.bl = blconfig.NewSource(blconfig.SourceConfig{
 			Path: cfg.BLConfigPath, Watcher: cfg.Watcher, ReadTimeout: cfg.FileReadTimeout, RecheckDelay: cfg.RecheckDelay,
 			OnChange: r.changed.Notify, Log: cfg.Log,
 		})
 	}
 	if cfg.Keyring != nil {
-		r.ring = sources.NewKeyringSource(cfg.Keyring, cfg.Log)
+		r.ring = keyring.NewSource(cfg.Keyring, cfg.Log)
 		r.ring.Load(ctx)
 	}
 	return r
@@ -129,7 +133,7 @@ func (r *Resolver) Sweep() { r.dotenvs.Sweep() }
 func (r *Resolver) WatchedDotenvs() int { return r.dotenvs.Len() }
 
 // blView is the bl config's last good view, nil when there is none.
-func (r *Resolver) blView() *sources.BLConfig {
+func (r *Resolver) blView() *blconfig.Config {
 	if r.bl == nil {
 		return nil
 	}
@@ -175,7 +179,7 @@ func (r *Resolver) daemonBase(wsEnv string) string {
 }
 
 // workspaceEnv is the env: the bl config gives workspace ws ("" when none).
-func workspaceEnv(bl *sources.BLConfig, ws string) string {
+func workspaceEnv(bl *blconfig.Config, ws string) string {
 	if bl != nil {
 		if w, ok := bl.Workspace(ws); ok {
 			return w.Env

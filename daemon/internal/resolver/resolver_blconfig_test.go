@@ -14,6 +14,7 @@ import (
 
 	"github.com/blauth/blauth/internal/testkit"
 	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/dotenv"
 )
 
 // handWritten is a complete config as a CI job writes it with a heredoc: no tracking line.
@@ -203,7 +204,7 @@ func TestExhaustedFileWatchingIsASourceError(t *testing.T) {
 	}
 	want := map[string]string{
 		sources.SourceBLConfig: "file watching is exhausted (fs.inotify.max_user_watches): " + w.blPath + " is re-read only on reload",
-		sources.SourceDotenv:   "file watching is exhausted (fs.inotify.max_user_watches): .env files such as " + filepath.Join(w.dir, sources.DotenvName) + " are read on every request",
+		sources.SourceDotenv:   "file watching is exhausted (fs.inotify.max_user_watches): .env files such as " + filepath.Join(w.dir, dotenv.Name) + " are read on every request",
 	}
 	errs := r.SourceErrors()
 	if len(errs) != 2 {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/blauth/blauth/internal/testkit"
 	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/dotenv"
 )
 
 // hostileBound is how long any resolution may take in these tests: generous, so that a slow
@@ -71,7 +72,7 @@ func TestDotenvThatIsNotAFileIsRefused(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/watched=%v", tt.name, watch), func(t *testing.T) {
 				w := newWorld(t)
 				w.environ = []string{"BL_WORKSPACE=acme", "BL_API_KEY=daemon_key"}
-				path := filepath.Join(w.dir, sources.DotenvName)
+				path := filepath.Join(w.dir, dotenv.Name)
 				tt.make(t, path)
 				r := w.resolver(t, watch)
 				res, err := resolveWithin(t, r, Request{Dir: w.dir})
@@ -108,7 +109,7 @@ func TestDotenvSymlinkToAFileIsFollowed(t *testing.T) {
 	w := newWorld(t)
 	target := filepath.Join(t.TempDir(), "shared.env")
 	must(t, os.WriteFile(target, []byte("BL_WORKSPACE=acme\nBL_API_KEY=linked\n"), 0o600))
-	must(t, os.Symlink(target, filepath.Join(w.dir, sources.DotenvName)))
+	must(t, os.Symlink(target, filepath.Join(w.dir, dotenv.Name)))
 	res, err := resolveWithin(t, w.resolver(t, true), Request{Dir: w.dir})
 	if err != nil || res.Credential.APIKey != "linked" {
 		t.Fatalf("got %+v, %v", res, err)
@@ -121,7 +122,7 @@ func TestMissingDotenvIsAbsent(t *testing.T) {
 		w := newWorld(t)
 		w.environ = []string{"BL_WORKSPACE=acme", "BL_API_KEY=daemon_key"}
 		if dangling {
-			must(t, os.Symlink(filepath.Join(w.dir, "nowhere"), filepath.Join(w.dir, sources.DotenvName)))
+			must(t, os.Symlink(filepath.Join(w.dir, "nowhere"), filepath.Join(w.dir, dotenv.Name)))
 		}
 		res, err := resolveWithin(t, w.resolver(t, true), Request{Dir: w.dir})
 		if err != nil || res.Credential.APIKey != "daemon_key" || len(res.Errors) != 0 {
@@ -139,7 +140,7 @@ func TestFIFODotenvDoesNotBlockOtherCallers(t *testing.T) {
 			w := newWorld(t)
 			fifoDir := filepath.Join(t.TempDir(), "fifo-project")
 			must(t, os.Mkdir(fifoDir, 0o700))
-			fifo := filepath.Join(fifoDir, sources.DotenvName)
+			fifo := filepath.Join(fifoDir, dotenv.Name)
 			testkit.MkFIFO(t, fifo)
 			w.writeDotenv(t, "BL_WORKSPACE=acme\nBL_API_KEY=normal\n")
 			r := w.resolver(t, watch)
@@ -192,8 +193,8 @@ func TestUnreadableDotenvIsAnError(t *testing.T) {
 	must(t, os.Chmod(base, 0o755))
 	dir := filepath.Join(base, "project")
 	must(t, os.Mkdir(dir, 0o755))
-	must(t, os.WriteFile(filepath.Join(dir, sources.DotenvName), []byte("BL_API_KEY=unreadable\n"), 0o600))
-	must(t, os.Chmod(filepath.Join(dir, sources.DotenvName), 0))
+	must(t, os.WriteFile(filepath.Join(dir, dotenv.Name), []byte("BL_API_KEY=unreadable\n"), 0o600))
+	must(t, os.Chmod(filepath.Join(dir, dotenv.Name), 0))
 	if os.Geteuid() != 0 {
 		unreadableDotenvCheck(t, dir)
 		return
@@ -232,7 +233,7 @@ func unreadableDotenvCheck(t *testing.T, dir string) {
 		r := New(context.Background(), cfg)
 		defer r.Close()
 		res, err := resolveWithin(t, r, Request{Dir: dir})
-		path := filepath.Join(dir, sources.DotenvName)
+		path := filepath.Join(dir, dotenv.Name)
 		if !errors.Is(err, ErrSource) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "permission denied") {
 			t.Fatalf("watched=%v: Resolve = %+v, %v; want ErrSource naming %s and the reason", watch, res, err, path)
 		}

@@ -16,6 +16,8 @@ import (
 	"github.com/blauth/blauth/internal/testkit/memkeyring"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/keyring"
+	"github.com/blauth/blauth/sources/watch"
 )
 
 type world struct {
@@ -52,9 +54,9 @@ func newWorld(t *testing.T) *world {
 }
 
 // startWatcher runs a file watcher until the test ends, and then waits for it to stop.
-func startWatcher(tb testing.TB, log zerolog.Logger, debounce time.Duration) *sources.Watcher {
+func startWatcher(tb testing.TB, log zerolog.Logger, debounce time.Duration) *watch.Watcher {
 	tb.Helper()
-	wt, err := sources.NewWatcher(log, debounce)
+	wt, err := watch.New(log, debounce)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -108,7 +110,7 @@ func TestPrecedence(t *testing.T) {
 		dotenv    string
 		callerEnv map[string]string
 		daemonEnv []string
-		keyring   map[string]sources.KeyringSecret
+		keyring   map[string]keyring.Secret
 		bl        string
 		workspace string // asked for
 	}
@@ -123,16 +125,16 @@ func TestPrecedence(t *testing.T) {
 	}{
 		{"dotenv beats everything",
 			setup{dotenv: "BL_WORKSPACE=acme\nBL_API_KEY=from_dotenv\n", callerEnv: map[string]string{"BL_WORKSPACE": "acme", "BL_API_KEY": "from_caller"},
-				daemonEnv: []string{"BL_WORKSPACE=acme", "BL_API_KEY=from_daemon"}, keyring: map[string]sources.KeyringSecret{"acme": {Kind: ipc.KindAPIKey, Value: "from_ring"}}, bl: blFull},
+				daemonEnv: []string{"BL_WORKSPACE=acme", "BL_API_KEY=from_daemon"}, keyring: map[string]keyring.Secret{"acme": {Kind: ipc.KindAPIKey, Value: "from_ring"}}, bl: blFull},
 			"acme", ipc.KindAPIKey, sources.SourceDotenv, "from_dotenv", 4},
 		{"caller env beats daemon env",
 			setup{callerEnv: map[string]string{"BL_WORKSPACE": "acme", "BL_API_KEY": "from_caller"}, daemonEnv: []string{"BL_WORKSPACE=acme", "BL_API_KEY=from_daemon"}},
 			"acme", ipc.KindAPIKey, sources.SourceCallerEnv, "from_caller", 1},
 		{"daemon env beats keyring",
-			setup{daemonEnv: []string{"BL_WORKSPACE=acme", "BL_API_KEY=from_daemon"}, keyring: map[string]sources.KeyringSecret{"acme": {Kind: ipc.KindAPIKey, Value: "from_ring"}}},
+			setup{daemonEnv: []string{"BL_WORKSPACE=acme", "BL_API_KEY=from_daemon"}, keyring: map[string]keyring.Secret{"acme": {Kind: ipc.KindAPIKey, Value: "from_ring"}}},
 			"acme", ipc.KindAPIKey, sources.SourceDaemonEnv, "from_daemon", 1},
 		{"keyring beats bl config",
-			setup{keyring: map[string]sources.KeyringSecret{"acme": {Kind: ipc.KindClientCredentials, Value: "cc_ring"}}, bl: blFull, workspace: "acme"},
+			setup{keyring: map[string]keyring.Secret{"acme": {Kind: ipc.KindClientCredentials, Value: "cc_ring"}}, bl: blFull, workspace: "acme"},
 			"acme", ipc.KindClientCredentials, sources.SourceKeyring, "cc_ring", 1},
 		{"bl config alone",
 			setup{bl: blFull, workspace: "acme"}, "acme", ipc.KindAPIKey, sources.SourceBLConfig, "bl_config_key", 0},
@@ -149,10 +151,10 @@ func TestPrecedence(t *testing.T) {
 		{"a source without BL_WORKSPACE serves the chosen workspace",
 			setup{dotenv: "BL_API_KEY=bare_key\n", bl: blFull}, "ctx-ws", ipc.KindAPIKey, sources.SourceDotenv, "bare_key", 2},
 		{"the first BL_WORKSPACE in rank order chooses",
-			setup{callerEnv: map[string]string{"BL_WORKSPACE": "from-caller"}, daemonEnv: []string{"BL_WORKSPACE=from-daemon", "BL_API_KEY=dk"}, keyring: map[string]sources.KeyringSecret{"from-caller": {Kind: ipc.KindAPIKey, Value: "rk"}}},
+			setup{callerEnv: map[string]string{"BL_WORKSPACE": "from-caller"}, daemonEnv: []string{"BL_WORKSPACE=from-daemon", "BL_API_KEY=dk"}, keyring: map[string]keyring.Secret{"from-caller": {Kind: ipc.KindAPIKey, Value: "rk"}}},
 			"from-caller", ipc.KindAPIKey, sources.SourceKeyring, "rk", 0},
 		{"an explicit workspace beats every BL_WORKSPACE",
-			setup{dotenv: "BL_WORKSPACE=acme\nBL_API_KEY=k\n", keyring: map[string]sources.KeyringSecret{"asked": {Kind: ipc.KindAPIKey, Value: "asked_key"}}, workspace: "asked"},
+			setup{dotenv: "BL_WORKSPACE=acme\nBL_API_KEY=k\n", keyring: map[string]keyring.Secret{"asked": {Kind: ipc.KindAPIKey, Value: "asked_key"}}, workspace: "asked"},
 			"asked", ipc.KindAPIKey, sources.SourceKeyring, "asked_key", 0},
 	}
 	for _, tt := range tests {
@@ -277,7 +279,7 @@ func TestTornBLConfigKeepsTheLastGoodView(t *testing.T) {
 
 func TestKeyringUnavailableLeavesOtherSourcesWorking(t *testing.T) {
 	w := newWorld(t)
-	w.ring.SetErr(fmt.Errorf("%w: no Secret Service", sources.ErrKeyringUnavailable))
+	w.ring.SetErr(fmt.Errorf("%w: no Secret Service", keyring.ErrUnavailable))
 	w.writeBL(t, blFull)
 	r := w.resolver(t, false)
 	for _, ws := range []string{"acme", "ctx-ws"} {

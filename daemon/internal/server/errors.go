@@ -13,6 +13,7 @@ import (
 	"github.com/blauth/blauth/daemon/internal/token"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/keyring"
 )
 
 // errorAnswer is the one place an error from the broker, the keyring, a device login or the
@@ -24,11 +25,11 @@ func errorAnswer(err error) *ipc.Message {
 	switch {
 	case errors.As(err, &be):
 		return brokerError(be)
-	case errors.Is(err, sources.ErrKeyringNotFound):
+	case errors.Is(err, keyring.ErrNotFound):
 		return fail(ipc.CodeNoCredentials, msg, "blauth-helper status shows where each workspace's credential comes from")
-	case errors.Is(err, sources.ErrKeyringUnavailable):
+	case errors.Is(err, keyring.ErrUnavailable):
 		return fail(ipc.CodeKeyringUnavailable, msg, "unlock the keyring (a Secret Service such as gnome-keyring must be running), or use BL_API_KEY / bl login instead")
-	case errors.Is(err, sources.ErrKeyringInvalid), errors.Is(err, login.ErrUnknownFlow):
+	case errors.Is(err, keyring.ErrInvalid), errors.Is(err, login.ErrUnknownFlow):
 		return fail(ipc.CodeBadRequest, msg, "")
 	case errors.Is(err, login.ErrPending):
 		return fail(ipc.CodeLoginPending, msg, "")

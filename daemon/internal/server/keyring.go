@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/blauth/blauth/ipc"
-	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/keyring"
 )
 
 // serveKeyring stores or removes a workspace's secret in the OS keyring (blauth-helper login and
@@ -27,10 +27,10 @@ func (s *Server) serveKeyring(ctx context.Context, req request) *ipc.Message {
 		if kind != ipc.KindAPIKey && kind != ipc.KindClientCredentials {
 			return fail(ipc.CodeBadRequest, "kind must be api_key or client_credentials", "")
 		}
-		err = s.cfg.Keyring.Set(ctx, ws, sources.KeyringSecret{Kind: kind, Value: req.Value(ipc.KeySecret)})
+		err = s.cfg.Keyring.Set(ctx, ws, keyring.Secret{Kind: kind, Value: req.Value(ipc.KeySecret)})
 	} else {
 		err = s.cfg.Keyring.Delete(ctx, ws)
-		if errors.Is(err, sources.ErrKeyringNotFound) {
+		if errors.Is(err, keyring.ErrNotFound) {
 			return fail(ipc.CodeNoCredentials, "the keyring holds no secret for workspace "+ws, "blauth-helper status shows where each workspace's credential comes from")
 		}
 	}

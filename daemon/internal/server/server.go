@@ -24,7 +24,7 @@ import (
 	"github.com/blauth/blauth/internal/backoff"
 	"github.com/blauth/blauth/internal/clock"
 	"github.com/blauth/blauth/ipc"
-	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/keyring"
 )
 
 // Config is what a Server serves, and how.
@@ -33,7 +33,7 @@ type Config struct {
 	Resolver *resolver.Resolver
 	Broker   *broker.Broker
 	// Keyring is the store behind blauth-helper login --api-key; nil answers keyring_unavailable.
-	Keyring sources.KeyringStore
+	Keyring keyring.Store
 	// KeyringOff is why there is no Keyring, reported by ping, status and keyring_set.
 	KeyringOff string
 	// Logins runs device logins; nil when the daemon has no bl config to save sessions in.

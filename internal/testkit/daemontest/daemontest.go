@@ -20,7 +20,7 @@ import (
 	"github.com/blauth/blauth/internal/testkit"
 	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 	"github.com/blauth/blauth/ipc"
-	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/keyring"
 )
 
 // Options say what the daemon holds. The zero value is a daemon with no credential at all.
@@ -32,7 +32,7 @@ type Options struct {
 	// API, when set, is the fake Blaxel API the daemon talks to (BL_API_URL in its environment).
 	API *blaxeltest.Server
 	// Keyring, when set, is the daemon's keyring.
-	Keyring sources.KeyringStore
+	Keyring keyring.Store
 	// Clock, when set, is the daemon's wall clock.
 	Clock clock.Clock
 	// Socket, when set, is where the daemon listens (else a new temporary directory's socket).

@@ -1,5 +1,5 @@
-// Package memkeyring is an in-memory sources.KeyringStore for tests: the OS keyring's behaviour
-// (a missing item is sources.ErrKeyringNotFound) without a Secret Service.
+// Package memkeyring is an in-memory keyring.KeyringStore for tests: the OS keyring's behaviour
+// (a missing item is keyring.ErrKeyringNotFound) without a Secret Service.
 package memkeyring
 
 import (
@@ -7,20 +7,20 @@ import (
 	"sort"
 	"sync"
 
-	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/keyring"
 )
 
 // Keyring holds secrets by workspace. Err, when set, is what every call returns (an unavailable
 // keyring). Safe for concurrent use.
 type Keyring struct {
 	mu    sync.Mutex
-	items map[string]sources.KeyringSecret
+	items map[string]keyring.Secret
 	err   error
 }
 
 // New returns a keyring holding items (which it copies).
-func New(items map[string]sources.KeyringSecret) *Keyring {
-	k := &Keyring{items: map[string]sources.KeyringSecret{}}
+func New(items map[string]keyring.Secret) *Keyring {
+	k := &Keyring{items: map[string]keyring.Secret{}}
 	for w, s := range items {
 		k.items[w] = s
 	}
@@ -31,28 +31,28 @@ func New(items map[string]sources.KeyringSecret) *Keyring {
 func (k *Keyring) SetErr(err error) { k.mu.Lock(); k.err = err; k.mu.Unlock() }
 
 // Put stores a secret without going through Set's checks.
-func (k *Keyring) Put(workspace string, s sources.KeyringSecret) {
+func (k *Keyring) Put(workspace string, s keyring.Secret) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.items[workspace] = s
 }
 
-// Get implements sources.KeyringStore.
-func (k *Keyring) Get(_ context.Context, ws string) (sources.KeyringSecret, error) {
+// Get implements keyring.KeyringStore.
+func (k *Keyring) Get(_ context.Context, ws string) (keyring.Secret, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.err != nil {
-		return sources.KeyringSecret{}, k.err
+		return keyring.Secret{}, k.err
 	}
 	s, ok := k.items[ws]
 	if !ok {
-		return s, sources.ErrKeyringNotFound
+		return s, keyring.ErrNotFound
 	}
 	return s, nil
 }
 
-// Set implements sources.KeyringStore.
-func (k *Keyring) Set(_ context.Context, ws string, s sources.KeyringSecret) error {
+// Set implements keyring.KeyringStore.
+func (k *Keyring) Set(_ context.Context, ws string, s keyring.Secret) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.err != nil {
@@ -62,7 +62,7 @@ func (k *Keyring) Set(_ context.Context, ws string, s sources.KeyringSecret) err
 	return nil
 }
 
-// Delete implements sources.KeyringStore.
+// Delete implements keyring.KeyringStore.
 func (k *Keyring) Delete(_ context.Context, ws string) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -70,13 +70,13 @@ func (k *Keyring) Delete(_ context.Context, ws string) error {
 		return k.err
 	}
 	if _, ok := k.items[ws]; !ok {
-		return sources.ErrKeyringNotFound
+		return keyring.ErrNotFound
 	}
 	delete(k.items, ws)
 	return nil
 }
 
-// List implements sources.KeyringStore.
+// List implements keyring.KeyringStore.
 func (k *Keyring) List(context.Context) ([]string, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()

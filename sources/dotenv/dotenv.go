@@ -1,19 +1,19 @@
-package sources
+package dotenv
 
 import (
 	"fmt"
 	"strings"
 )
 
-// DotenvError is one line of a .env file that could not be parsed.
+// Error is one line of a .env file that could not be parsed.
 // Msg says what is wrong and never quotes the line, which may hold a secret.
-type DotenvError struct {
+type Error struct {
 	Line int    // 1-based line on which the broken entry starts
 	Msg  string // generic reason, e.g. "unterminated double-quoted value"
 }
 
 // Error returns "line N: msg".
-func (e DotenvError) Error() string { return fmt.Sprintf("line %d: %s", e.Line, e.Msg) }
+func (e Error) Error() string { return fmt.Sprintf("line %d: %s", e.Line, e.Msg) }
 
 // Reasons reported in DotenvError.Msg.
 const (
@@ -26,13 +26,13 @@ const (
 	dotenvNUL                = "value contains a NUL byte"
 )
 
-// ParseDotenv parses the contents of a .env file. It never fails as a whole: lines it cannot parse are
+// Parse parses the contents of a .env file. It never fails as a whole: lines it cannot parse are
 // returned as errors and every other line still counts. A later assignment to a key replaces an
 // earlier one; a broken line leaves any earlier value of its key in place. Values are taken
 // literally: ${VAR} is not expanded. The returned map is never nil.
 //
 // The accepted syntax is specified in docs/SOURCES-FORMATS.md.
-func ParseDotenv(data []byte) (map[string]string, []DotenvError) {
+func Parse(data []byte) (map[string]string, []Error) {
 	text := strings.TrimPrefix(string(data), "\uFEFF")
 	// CRLF, LF and a lone CR each end one line, as in python-dotenv and motdotla/dotenv.
 	text = strings.ReplaceAll(text, "\r\n", "\n")
@@ -40,12 +40,12 @@ func ParseDotenv(data []byte) (map[string]string, []DotenvError) {
 	lines := strings.Split(text, "\n")
 
 	vars := make(map[string]string)
-	var errs []DotenvError
+	var errs []Error
 	for i := 0; i < len(lines); {
 		e := parseDotenvEntry(lines, i)
 		switch {
 		case e.msg != "":
-			errs = append(errs, DotenvError{Line: i + 1, Msg: e.msg})
+			errs = append(errs, Error{Line: i + 1, Msg: e.msg})
 		case e.key != "":
 			vars[e.key] = e.value
 		}

@@ -1,4 +1,4 @@
-package sources
+package blconfig
 
 import (
 	"bytes"
@@ -13,32 +13,33 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/blauth/blauth/ipc"
+	"github.com/blauth/blauth/sources"
 )
 
-// BLConfig is the bl CLI config file, $HOME/.blaxel/config.yaml. The zero value is an empty config.
-// A BLConfig is a plain value: it is not safe for concurrent mutation.
-type BLConfig struct {
-	Context    BLContext
-	Workspaces []BLWorkspace // nil when there are none
+// Config is the bl CLI config file, $HOME/.blaxel/config.yaml. The zero value is an empty config.
+// A Config is a plain value: it is not safe for concurrent mutation.
+type Config struct {
+	Context    Context
+	Workspaces []Workspace // nil when there are none
 	Tracking   bool
 }
 
-// BLContext is the config's current context.
-type BLContext struct {
+// Context is the config's current context.
+type Context struct {
 	Workspace string // the current workspace; "" if none
 }
 
-// BLWorkspace is one entry of the config's workspaces list.
-type BLWorkspace struct {
+// Workspace is one entry of the config's workspaces list.
+type Workspace struct {
 	Name        string // never empty in a parsed config
 	ID          string
-	Credentials BLCredentials
+	Credentials Credentials
 	Env         string // "prod", "dev", "local" or ""
 }
 
-// BLUnknownKey is a key of a workspace's credentials that no Blaxel tool reads, and the key it
+// UnknownKey is a key of a workspace's credentials that no Blaxel tool reads, and the key it
 // is probably a misspelling of. It never holds the value.
-type BLUnknownKey struct {
+type UnknownKey struct {
 	Key  string // as written
 	Line int    // 1-based
 	// Want is the key bl (or Blaxel's SDKs) would read in its place, "" when none is close.
@@ -46,7 +47,7 @@ type BLUnknownKey struct {
 }
 
 // String says what is wrong and how bl spells it, without the value.
-func (u BLUnknownKey) String() string {
+func (u UnknownKey) String() string {
 	s := fmt.Sprintf("credentials key %s: (line %d) is read by neither bl nor blauth", ipc.Clip(u.Key, 64), u.Line)
 	switch u.Want {
 	case "":
@@ -77,7 +78,7 @@ func blCredentialKeyFor(key string) string {
 	for i, k := range blCredentialKeys[:6] {
 		normed[i] = norm(k)
 	}
-	if near := Nearest(norm(key), normed); len(near) > 0 {
+	if near := sources.Nearest(norm(key), normed); len(near) > 0 {
 		for i, n := range normed {
 			if n == near[0] {
 				return blCredentialKeys[i]
@@ -87,8 +88,8 @@ func blCredentialKeyFor(key string) string {
 	return ""
 }
 
-// BLCredentials are a workspace's credentials, as bl stores them.
-type BLCredentials struct {
+// Credentials are a workspace's credentials, as bl stores them.
+type Credentials struct {
 	APIKey            string // apiKey
 	AccessToken       string // access_token
 	RefreshToken      string // refresh_token
@@ -97,24 +98,24 @@ type BLCredentials struct {
 	ClientCredentials string // client_credentials (or clientCredentials, as the Python and TypeScript SDKs name it)
 }
 
-// ErrBLConfigEmpty reports a config file that holds nothing but white space. No Blaxel tool writes such a
+// ErrEmpty reports a config file that holds nothing but white space. No Blaxel tool writes such a
 // file, but bl truncates the file before it writes it, so a reader that comes at the wrong moment sees
 // one: callers that hold a previous view should keep it and read again. ParseBLConfig returns an empty
 // config alongside this error for callers that have no previous view.
-var ErrBLConfigEmpty = errors.New("bl config file is empty (bl may be writing it)")
+var ErrEmpty = errors.New("bl config file is empty (bl may be writing it)")
 
-// ErrBLConfigMaybeTorn is matched (through a *BLConfigError with Torn set) by the error for a file
+// ErrMaybeTorn is matched (through a *BLConfigError with Torn set) by the error for a file
 // that is valid YAML and reads as a config, but lacks something every bl writer writes (the final
 // newline, the workspaces key, a workspace's credentials key, the closing tracking line): bl may
 // be in the middle of rewriting it, or a person wrote it by hand. ParseBLConfig returns the config
 // it read alongside this error. A caller reads the file again a moment later and believes it when
 // it has not changed (bl's truncate and write are microseconds apart); a file that changed is a
 // write in progress.
-var ErrBLConfigMaybeTorn = errors.New("the bl config may be cut short by a concurrent write")
+var ErrMaybeTorn = errors.New("the bl config may be cut short by a concurrent write")
 
-// BLConfigError reports why a bl config file was rejected as invalid or cut short. It never quotes the
+// Error reports why a bl config file was rejected as invalid or cut short. It never quotes the
 // file's content, which holds secrets.
-type BLConfigError struct {
+type Error struct {
 	Line   int    // 1-based line the problem was found on; 0 when not tied to a line
 	Reason string // generic reason
 	// Torn is set when the file is valid but looks cut short: the error then matches
@@ -122,7 +123,7 @@ type BLConfigError struct {
 	Torn bool
 }
 
-func (e *BLConfigError) Error() string {
+func (e *Error) Error() string {
 	if e.Line > 0 {
 		return fmt.Sprintf("line %d: %s", e.Line, e.Reason)
 	}
@@ -130,9 +131,9 @@ func (e *BLConfigError) Error() string {
 }
 
 // Unwrap gives ErrBLConfigMaybeTorn for a file that may be cut short.
-func (e *BLConfigError) Unwrap() error {
+func (e *Error) Unwrap() error {
 	if e.Torn {
-		return ErrBLConfigMaybeTorn
+		return ErrMaybeTorn
 	}
 	return nil
 }
@@ -140,7 +141,7 @@ func (e *BLConfigError) Unwrap() error {
 // legacyCredentialKeys are the credential keys that every yaml.v2 writer wrote, empty or not.
 var legacyCredentialKeys = []string{"apiKey", "access_token", "refresh_token", "expires_in", "device_code"}
 
-// ParseBLConfig parses a bl CLI config file, in the current sdk-go writer's format or the older yaml.v2
+// Parse parses a bl CLI config file, in the current sdk-go writer's format or the older yaml.v2
 // writer's. Unknown keys are ignored (BLUnknownKeys lists those of the workspaces' credentials,
 // which are probably misspelt). It is strict where lenience would be dangerous: a file that is not
 // valid YAML or whose top level is not a mapping is an error of type *BLConfigError and a nil config,
@@ -149,15 +150,15 @@ var legacyCredentialKeys = []string{"apiKey", "access_token", "refresh_token", "
 // *BLConfigError matching ErrBLConfigMaybeTorn: the caller decides, by reading again, whether it is
 // a write in progress or a file written by hand. A file of white space gives an empty config and
 // ErrBLConfigEmpty. The rules are listed in docs/SOURCES-FORMATS.md.
-func ParseBLConfig(data []byte) (*BLConfig, error) {
+func Parse(data []byte) (*Config, error) {
 	if len(bytes.Trim(data, " \t\r\n")) == 0 {
-		return &BLConfig{}, ErrBLConfigEmpty
+		return &Config{}, ErrEmpty
 	}
 	// torn is the first sign of a cut: the file is still read, and the sign reported at the end.
-	var torn *BLConfigError
+	var torn *Error
 	cut := func(line int, reason string) {
 		if torn == nil {
-			torn = &BLConfigError{Line: line, Reason: reason, Torn: true}
+			torn = &Error{Line: line, Reason: reason, Torn: true}
 		}
 	}
 	if data[len(data)-1] != '\n' {
@@ -173,21 +174,21 @@ func ParseBLConfig(data []byte) (*BLConfig, error) {
 		return nil, err
 	}
 	if len(doc.Content) == 0 {
-		return &BLConfig{}, nil // comments only: someone wrote it by hand, no writer cuts a file to that
+		return &Config{}, nil // comments only: someone wrote it by hand, no writer cuts a file to that
 	}
-	root := resolveAlias(doc.Content[0])
+	root := sources.YAMLAlias(doc.Content[0])
 	if root.Kind != yaml.MappingNode {
-		return nil, &BLConfigError{Line: root.Line, Reason: "the top level is not a mapping"}
+		return nil, &Error{Line: root.Line, Reason: "the top level is not a mapping"}
 	}
 	top, err := mappingFields(root)
 	if err != nil {
 		return nil, err
 	}
 
-	var c BLConfig
-	if n := top["context"]; n != nil && !isNull(n) {
+	var c Config
+	if n := top["context"]; n != nil && !sources.YAMLNull(n) {
 		if n.Kind != yaml.MappingNode {
-			return nil, &BLConfigError{Line: n.Line, Reason: "context is not a mapping"}
+			return nil, &Error{Line: n.Line, Reason: "context is not a mapping"}
 		}
 		f, err := mappingFields(n)
 		if err != nil {
@@ -199,9 +200,9 @@ func ParseBLConfig(data []byte) (*BLConfig, error) {
 	}
 
 	trackingNode, hasTracking := top["tracking"]
-	if hasTracking && !isNull(trackingNode) {
+	if hasTracking && !sources.YAMLNull(trackingNode) {
 		if trackingNode.Kind != yaml.ScalarNode || trackingNode.Decode(&c.Tracking) != nil {
-			return nil, &BLConfigError{Line: trackingNode.Line, Reason: "tracking is not a boolean"}
+			return nil, &Error{Line: trackingNode.Line, Reason: "tracking is not a boolean"}
 		}
 	}
 
@@ -210,7 +211,7 @@ func ParseBLConfig(data []byte) (*BLConfig, error) {
 	case !hasWorkspaces:
 		cut(root.Line, "there is no workspaces key, which every bl writer writes: the file is probably cut short "+
 			"by a concurrent write")
-	case isNull(wsNode):
+	case sources.YAMLNull(wsNode):
 		if !hasTracking {
 			cut(wsNode.Line, "workspaces is empty and tracking is missing: the file is probably cut short by a "+
 				"concurrent write")
@@ -218,7 +219,7 @@ func ParseBLConfig(data []byte) (*BLConfig, error) {
 	case wsNode.Kind == yaml.SequenceNode:
 		var lastCredKeys map[string]*yaml.Node
 		for _, item := range wsNode.Content {
-			ws, credKeys, noCreds, err := parseBLWorkspace(resolveAlias(item))
+			ws, credKeys, noCreds, err := parseBLWorkspace(sources.YAMLAlias(item))
 			if err != nil {
 				return nil, err
 			}
@@ -237,7 +238,7 @@ func ParseBLConfig(data []byte) (*BLConfig, error) {
 				"probably cut short by a concurrent write (if you wrote it by hand, end it with \"tracking: false\" as bl does)")
 		}
 	default:
-		return nil, &BLConfigError{Line: wsNode.Line, Reason: "workspaces is not a list"}
+		return nil, &Error{Line: wsNode.Line, Reason: "workspaces is not a list"}
 	}
 	if torn != nil {
 		return &c, torn
@@ -247,9 +248,9 @@ func ParseBLConfig(data []byte) (*BLConfig, error) {
 
 // parseBLWorkspace parses one workspaces entry. It also returns the keys its credentials mapping has,
 // and whether it has no credentials key at all.
-func parseBLWorkspace(n *yaml.Node) (ws BLWorkspace, credKeys map[string]*yaml.Node, noCreds bool, err error) {
+func parseBLWorkspace(n *yaml.Node) (ws Workspace, credKeys map[string]*yaml.Node, noCreds bool, err error) {
 	if n.Kind != yaml.MappingNode {
-		return ws, nil, false, &BLConfigError{Line: n.Line, Reason: "a workspaces entry is not a mapping"}
+		return ws, nil, false, &Error{Line: n.Line, Reason: "a workspaces entry is not a mapping"}
 	}
 	f, err := mappingFields(n)
 	if err != nil {
@@ -259,7 +260,7 @@ func parseBLWorkspace(n *yaml.Node) (ws BLWorkspace, credKeys map[string]*yaml.N
 		return ws, nil, false, err
 	}
 	if ws.Name == "" {
-		return ws, nil, false, &BLConfigError{Line: n.Line, Reason: "a workspaces entry has no name"}
+		return ws, nil, false, &Error{Line: n.Line, Reason: "a workspaces entry has no name"}
 	}
 	if ws.ID, err = stringField(f, "id"); err != nil {
 		return ws, nil, false, err
@@ -271,11 +272,11 @@ func parseBLWorkspace(n *yaml.Node) (ws BLWorkspace, credKeys map[string]*yaml.N
 	if !ok {
 		return ws, nil, true, nil
 	}
-	if isNull(credNode) {
+	if sources.YAMLNull(credNode) {
 		return ws, nil, false, nil
 	}
 	if credNode.Kind != yaml.MappingNode {
-		return ws, nil, false, &BLConfigError{Line: credNode.Line, Reason: "credentials is not a mapping"}
+		return ws, nil, false, &Error{Line: credNode.Line, Reason: "credentials is not a mapping"}
 	}
 	cf, err := mappingFields(credNode)
 	if err != nil {
@@ -303,9 +304,9 @@ func parseBLWorkspace(n *yaml.Node) (ws BLWorkspace, credKeys map[string]*yaml.N
 	if cr.ClientCredentials == "" {
 		cr.ClientCredentials = camel
 	}
-	if n := cf["expires_in"]; n != nil && !isNull(n) {
+	if n := cf["expires_in"]; n != nil && !sources.YAMLNull(n) {
 		if n.Kind != yaml.ScalarNode || n.Decode(&cr.ExpiresIn) != nil {
-			return ws, nil, false, &BLConfigError{Line: n.Line, Reason: "expires_in is not an integer"}
+			return ws, nil, false, &Error{Line: n.Line, Reason: "expires_in is not an integer"}
 		}
 		// The writer leaves out expires_in unless it is positive; a negative one means nothing.
 		cr.ExpiresIn = max(cr.ExpiresIn, 0)
@@ -313,16 +314,16 @@ func parseBLWorkspace(n *yaml.Node) (ws BLWorkspace, credKeys map[string]*yaml.N
 	return ws, cf, false, nil
 }
 
-// BLUnknownKeys lists, by workspace name, the keys of the workspaces' credentials in a bl
+// UnknownKeys lists, by workspace name, the keys of the workspaces' credentials in a bl
 // config file that no Blaxel tool reads (a misspelt apiKey, say), in the file's order; nil when
 // there are none or the file does not parse. It is apart from ParseBLConfig so that a config's
 // value says only what bl reads.
-func BLUnknownKeys(data []byte) map[string][]BLUnknownKey {
+func UnknownKeys(data []byte) map[string][]UnknownKey {
 	var doc yaml.Node
 	if unmarshalYAML(data, &doc) != nil || len(doc.Content) == 0 {
 		return nil
 	}
-	root := resolveAlias(doc.Content[0])
+	root := sources.YAMLAlias(doc.Content[0])
 	if root.Kind != yaml.MappingNode {
 		return nil
 	}
@@ -330,9 +331,9 @@ func BLUnknownKeys(data []byte) map[string][]BLUnknownKey {
 	if err != nil || top["workspaces"] == nil || top["workspaces"].Kind != yaml.SequenceNode {
 		return nil
 	}
-	var out map[string][]BLUnknownKey
+	var out map[string][]UnknownKey
 	for _, item := range top["workspaces"].Content {
-		item = resolveAlias(item)
+		item = sources.YAMLAlias(item)
 		if item.Kind != yaml.MappingNode {
 			continue
 		}
@@ -351,9 +352,9 @@ func BLUnknownKeys(data []byte) map[string][]BLUnknownKey {
 				continue
 			}
 			if out == nil {
-				out = map[string][]BLUnknownKey{}
+				out = map[string][]UnknownKey{}
 			}
-			out[name] = append(out[name], BLUnknownKey{Key: k.Value, Line: k.Line, Want: blCredentialKeyFor(k.Value)})
+			out[name] = append(out[name], UnknownKey{Key: k.Value, Line: k.Line, Want: blCredentialKeyFor(k.Value)})
 		}
 	}
 	return out
@@ -367,11 +368,11 @@ var yamlErrLine = regexp.MustCompile(`line (\d+)`)
 func unmarshalYAML(data []byte, doc *yaml.Node) (err error) {
 	defer func() {
 		if recover() != nil {
-			err = &BLConfigError{Reason: "invalid YAML"}
+			err = &Error{Reason: "invalid YAML"}
 		}
 	}()
 	if err := yaml.Unmarshal(data, doc); err != nil {
-		e := &BLConfigError{Reason: "invalid YAML"}
+		e := &Error{Reason: "invalid YAML"}
 		if m := yamlErrLine.FindStringSubmatch(err.Error()); m != nil {
 			e.Line, _ = strconv.Atoi(m[1])
 		}
@@ -390,9 +391,9 @@ func mappingFields(n *yaml.Node) (map[string]*yaml.Node, error) {
 			continue // not a key any writer produces
 		}
 		if _, dup := f[k.Value]; dup {
-			return nil, &BLConfigError{Line: k.Line, Reason: "a key is repeated"}
+			return nil, &Error{Line: k.Line, Reason: "a key is repeated"}
 		}
-		f[k.Value] = resolveAlias(n.Content[i+1])
+		f[k.Value] = sources.YAMLAlias(n.Content[i+1])
 	}
 	return f, nil
 }
@@ -401,22 +402,13 @@ func mappingFields(n *yaml.Node) (map[string]*yaml.Node, error) {
 // gives its text as written.
 func stringField(f map[string]*yaml.Node, key string) (string, error) {
 	n := f[key]
-	if n == nil || isNull(n) {
+	if n == nil || sources.YAMLNull(n) {
 		return "", nil
 	}
 	if n.Kind != yaml.ScalarNode {
-		return "", &BLConfigError{Line: n.Line, Reason: key + " is not a string"}
+		return "", &Error{Line: n.Line, Reason: key + " is not a string"}
 	}
 	return n.Value, nil
-}
-
-func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" }
-
-func resolveAlias(n *yaml.Node) *yaml.Node {
-	for n.Kind == yaml.AliasNode && n.Alias != nil {
-		n = n.Alias
-	}
-	return n
 }
 
 func hasAll(f map[string]*yaml.Node, keys []string) bool {
@@ -429,7 +421,7 @@ func hasAll(f map[string]*yaml.Node, keys []string) bool {
 }
 
 // Workspace returns the first workspace named name, as a pointer into c.Workspaces.
-func (c *BLConfig) Workspace(name string) (*BLWorkspace, bool) {
+func (c *Config) Workspace(name string) (*Workspace, bool) {
 	for i := range c.Workspaces {
 		if c.Workspaces[i].Name == name {
 			return &c.Workspaces[i], true
@@ -443,7 +435,7 @@ func (c *BLConfig) Workspace(name string) (*BLWorkspace, bool) {
 // double-quoted), env double-quoted if set. It departs from those bytes only for a value the writer
 // would garble (one yaml would read back as another value or as a non-string): that value is written
 // as an escaped YAML double-quoted string. Invalid UTF-8 cannot be written in YAML and becomes U+FFFD.
-func (c *BLConfig) Marshal() []byte {
+func (c *Config) Marshal() []byte {
 	var b bytes.Buffer
 	b.WriteString("context:\n")
 	fmt.Fprintf(&b, "  workspace: %s\n", plainYAML(c.Context.Workspace))
@@ -543,20 +535,20 @@ func escapeYAML(s string) string {
 	return b.String()
 }
 
-// ReadBLConfig reads and parses the bl CLI config at path. A missing file gives an empty config and an
+// Read reads and parses the bl CLI config at path. A missing file gives an empty config and an
 // error that wraps fs.ErrNotExist; an empty file gives an empty config and an error that wraps
 // ErrBLConfigEmpty; a file that may be cut short gives its config and an error matching
 // ErrBLConfigMaybeTorn; an invalid file gives a nil config and an error that wraps a *BLConfigError. A
-// FIFO, a device or a file over MaxBLConfigBytes is refused (ErrFileRefused) without being read.
-func ReadBLConfig(path string) (*BLConfig, error) {
-	data, _, err := readBoundedFile(path, MaxBLConfigBytes)
+// FIFO, a device or a file over sources.MaxBLConfigBytes is refused (sources.ErrFileRefused) without being read.
+func Read(path string) (*Config, error) {
+	data, _, err := sources.ReadBounded(path, sources.MaxBLConfigBytes)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return &BLConfig{}, fmt.Errorf("read bl config: %w", err)
+			return &Config{}, fmt.Errorf("read bl config: %w", err)
 		}
 		return nil, fmt.Errorf("read bl config: %w", err)
 	}
-	c, err := ParseBLConfig(data)
+	c, err := Parse(data)
 	if err != nil {
 		return c, fmt.Errorf("read bl config %s: %w", path, err)
 	}

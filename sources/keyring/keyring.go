@@ -1,4 +1,4 @@
-package sources
+package keyring
 
 import (
 	"bytes"
@@ -26,10 +26,10 @@ import (
 
 // Keyring defaults and limits.
 const (
-	// DefaultKeyringService is the keyring service name blauth's items are stored under.
-	DefaultKeyringService = "blauth"
-	// DefaultKeyringTimeout is the time box of one Keyring call when Keyring.Timeout is zero.
-	DefaultKeyringTimeout = 3 * time.Second
+	// DefaultService is the keyring service name blauth's items are stored under.
+	DefaultService = "blauth"
+	// DefaultTimeout is the time box of one Keyring call when Keyring.Timeout is zero.
+	DefaultTimeout = 3 * time.Second
 
 	// keyringIndexUser is the user of the item that lists the workspaces, since go-keyring
 	// cannot enumerate items.
@@ -43,18 +43,18 @@ const (
 )
 
 var (
-	// ErrKeyringNotFound means the keyring holds no blauth item for the workspace.
-	ErrKeyringNotFound = errors.New("no secret in the OS keyring")
-	// ErrKeyringUnavailable means the OS keyring could not be used: no D-Bus session bus, no
+	// ErrNotFound means the keyring holds no blauth item for the workspace.
+	ErrNotFound = errors.New("no secret in the OS keyring")
+	// ErrUnavailable means the OS keyring could not be used: no D-Bus session bus, no
 	// Secret Service, a locked collection, a dismissed prompt, or no answer within the time
 	// box (then the error also wraps context.DeadlineExceeded). The error wraps the cause.
-	ErrKeyringUnavailable = errors.New("OS keyring unavailable")
-	// ErrKeyringInvalid means an argument was refused before the keyring was touched: a bad
+	ErrUnavailable = errors.New("OS keyring unavailable")
+	// ErrInvalid means an argument was refused before the keyring was touched: a bad
 	// workspace name, an unknown kind, or an empty, oversized or multi-line secret.
-	ErrKeyringInvalid = errors.New("invalid keyring request")
-	// ErrKeyringCorrupt means a blauth keyring item exists but does not hold blauth's format
+	ErrInvalid = errors.New("invalid keyring request")
+	// ErrCorrupt means a blauth keyring item exists but does not hold blauth's format
 	// (it was edited by hand, or written by a newer blauth).
-	ErrKeyringCorrupt = errors.New("keyring item not in blauth's format")
+	ErrCorrupt = errors.New("keyring item not in blauth's format")
 	// ErrNoSessionBus means there is no D-Bus session bus to reach the Secret Service through:
 	// DBUS_SESSION_BUS_ADDRESS is not set and $XDG_RUNTIME_DIR/bus is not a socket. Errors
 	// matching it also match ErrKeyringUnavailable. blauth never launches a bus itself.
@@ -74,7 +74,7 @@ var sessionBusMu sync.Mutex
 func ensureSessionBus() error {
 	switch runtime.GOOS {
 	case "darwin", "windows":
-		return nil // the Keychain and the Credential Manager need no bus
+		return nil // the Keychain and the sources.Credential Manager need no bus
 	}
 	sessionBusMu.Lock()
 	defer sessionBusMu.Unlock()
@@ -114,9 +114,9 @@ func (k *Keyring) checkBus() error {
 	}
 	if err := ensureSessionBus(); err != nil {
 		if errors.Is(err, ErrNoSessionBus) {
-			return fmt.Errorf("%w: %w", ErrKeyringUnavailable, err)
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
-		return fmt.Errorf("%w: setting DBUS_SESSION_BUS_ADDRESS: %w", ErrKeyringUnavailable, err)
+		return fmt.Errorf("%w: setting DBUS_SESSION_BUS_ADDRESS: %w", ErrUnavailable, err)
 	}
 	return nil
 }
@@ -127,13 +127,13 @@ func keyringHint() string {
 	case "darwin":
 		return "is the login Keychain unlocked?"
 	case "windows":
-		return "is the Credential Manager available in this session?"
+		return "is the sources.Credential Manager available in this session?"
 	}
 	return "is a Secret Service (such as gnome-keyring) running on the session bus, with its collection unlocked?"
 }
 
-// KeyringSecret is what one keyring item holds.
-type KeyringSecret struct {
+// Secret is what one keyring item holds.
+type Secret struct {
 	// Kind is ipc.KindAPIKey or ipc.KindClientCredentials.
 	Kind string `json:"kind"`
 	// Value is the API key, or BL_CLIENT_CREDENTIALS as given (base64 of "id:secret").
@@ -141,10 +141,10 @@ type KeyringSecret struct {
 }
 
 // String describes s without its value, so that printing a KeyringSecret cannot leak it.
-func (s KeyringSecret) String() string { return s.Kind + " secret" }
+func (s Secret) String() string { return s.Kind + " secret" }
 
 // GoString shows the kind only, for %#v.
-func (s KeyringSecret) GoString() string {
+func (s Secret) GoString() string {
 	return fmt.Sprintf("sources.KeyringSecret{Kind:%q, Value:<redacted>}", s.Kind)
 }
 
@@ -164,7 +164,7 @@ type keyringBackend interface {
 }
 
 // goKeyring is the real backend: the Secret Service on Linux and BSD, the Keychain on macOS,
-// the Credential Manager on Windows.
+// the sources.Credential Manager on Windows.
 type goKeyring struct{}
 
 func (goKeyring) Get(service, user string) (string, error) { return gokeyring.Get(service, user) }
@@ -205,14 +205,14 @@ type Keyring struct {
 
 func (k *Keyring) service() string {
 	if k.Service == "" {
-		return DefaultKeyringService
+		return DefaultService
 	}
 	return k.Service
 }
 
 func (k *Keyring) timeout() time.Duration {
 	if k.Timeout <= 0 {
-		return DefaultKeyringTimeout
+		return DefaultTimeout
 	}
 	return k.Timeout
 }
@@ -227,27 +227,27 @@ func (k *Keyring) impl() keyringBackend {
 // Get returns the secret stored for workspace. It returns an error matching ErrKeyringNotFound
 // when there is none, ErrKeyringUnavailable when the keyring cannot be used, ErrKeyringCorrupt
 // when the item is not in blauth's format.
-func (k *Keyring) Get(ctx context.Context, workspace string) (KeyringSecret, error) {
+func (k *Keyring) Get(ctx context.Context, workspace string) (Secret, error) {
 	op := fmt.Sprintf("keyring: reading the secret of workspace %q", workspace)
 	if err := validKeyringWorkspace(workspace); err != nil {
-		return KeyringSecret{}, fmt.Errorf("%s: %w", op, err)
+		return Secret{}, fmt.Errorf("%s: %w", op, err)
 	}
 	raw, err := keyringCall(ctx, k, op, func(b keyringBackend) (string, error) {
 		return b.Get(k.service(), workspace)
 	})
 	if err != nil {
-		return KeyringSecret{}, k.classify(op, err)
+		return Secret{}, k.classify(op, err)
 	}
 	s, err := decodeKeyringItem(raw)
 	if err != nil {
-		return KeyringSecret{}, fmt.Errorf("%s: %w: %s; save it again with `blauth-helper login %s`", op, ErrKeyringCorrupt, err, workspace)
+		return Secret{}, fmt.Errorf("%s: %w: %s; save it again with `blauth-helper login %s`", op, ErrCorrupt, err, workspace)
 	}
 	return s, nil
 }
 
 // Set stores s for workspace, replacing any earlier secret, and adds workspace to the index. If
 // the item is written but the index is not, the error says so; calling Set again repairs it.
-func (k *Keyring) Set(ctx context.Context, workspace string, s KeyringSecret) error {
+func (k *Keyring) Set(ctx context.Context, workspace string, s Secret) error {
 	op := fmt.Sprintf("keyring: saving the secret of workspace %q", workspace)
 	if err := validKeyringWorkspace(workspace); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
@@ -341,15 +341,15 @@ func (k *Keyring) Probe(ctx context.Context) error {
 // one (time box, corrupt index) pass through with op prepended.
 func (k *Keyring) classify(op string, err error) error {
 	switch {
-	case errors.Is(err, ErrKeyringUnavailable), errors.Is(err, ErrKeyringCorrupt),
-		errors.Is(err, ErrKeyringInvalid), errors.Is(err, context.Canceled):
+	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrCorrupt),
+		errors.Is(err, ErrInvalid), errors.Is(err, context.Canceled):
 		return fmt.Errorf("%s: %w", op, err)
 	case errors.Is(err, gokeyring.ErrNotFound):
-		return fmt.Errorf("%s: %w", op, ErrKeyringNotFound)
+		return fmt.Errorf("%s: %w", op, ErrNotFound)
 	case errors.Is(err, gokeyring.ErrSetDataTooBig):
-		return fmt.Errorf("%s: %w: the keyring refused the secret as too large", op, ErrKeyringInvalid)
+		return fmt.Errorf("%s: %w: the keyring refused the secret as too large", op, ErrInvalid)
 	default:
-		return fmt.Errorf("%s: %w: %w; %s", op, ErrKeyringUnavailable, err, keyringHint())
+		return fmt.Errorf("%s: %w: %w; %s", op, ErrUnavailable, err, keyringHint())
 	}
 }
 
@@ -364,11 +364,11 @@ func (k *Keyring) readIndex(b keyringBackend) ([]string, error) {
 	}
 	var names []string
 	if err := json.Unmarshal([]byte(raw), &names); err != nil {
-		return nil, fmt.Errorf("%w: the index item (user %q) is not a JSON array of names", ErrKeyringCorrupt, keyringIndexUser)
+		return nil, fmt.Errorf("%w: the index item (user %q) is not a JSON array of names", ErrCorrupt, keyringIndexUser)
 	}
 	for _, n := range names {
 		if validKeyringWorkspace(n) != nil {
-			return nil, fmt.Errorf("%w: the index item (user %q) holds an invalid workspace name", ErrKeyringCorrupt, keyringIndexUser)
+			return nil, fmt.Errorf("%w: the index item (user %q) holds an invalid workspace name", ErrCorrupt, keyringIndexUser)
 		}
 	}
 	if names == nil {
@@ -383,7 +383,7 @@ func (k *Keyring) readIndex(b keyringBackend) ([]string, error) {
 // warning.
 func (k *Keyring) updateIndex(b keyringBackend, edit func([]string) []string) error {
 	names, err := k.readIndex(b)
-	corrupt := errors.Is(err, ErrKeyringCorrupt)
+	corrupt := errors.Is(err, ErrCorrupt)
 	switch {
 	case corrupt:
 		k.Log.Warn().Str("service", k.service()).Err(err).Msg("keyring index unreadable; replacing it, workspaces saved earlier are no longer listed until saved again")
@@ -531,49 +531,49 @@ func (k *Keyring) doneError(ctx context.Context, what string) error {
 	if errors.Is(cause, context.Canceled) {
 		return cause
 	}
-	return fmt.Errorf("%w: %w; %s", ErrKeyringUnavailable, cause, keyringHint())
+	return fmt.Errorf("%w: %w; %s", ErrUnavailable, cause, keyringHint())
 }
 
 // hungError is the fail-fast error while a timed-out call is still stuck. k.mu is held.
 func (k *Keyring) hungError() error {
 	return fmt.Errorf("%w: a keyring call has been stuck for %s (no answer within %s); %s",
-		ErrKeyringUnavailable, time.Since(k.hungSince).Round(time.Millisecond), k.timeout(), keyringHint())
+		ErrUnavailable, time.Since(k.hungSince).Round(time.Millisecond), k.timeout(), keyringHint())
 }
 
 // validKeyringWorkspace checks a workspace name used as a keyring user.
 func validKeyringWorkspace(w string) error {
 	switch {
 	case w == "":
-		return fmt.Errorf("%w: empty workspace name", ErrKeyringInvalid)
+		return fmt.Errorf("%w: empty workspace name", ErrInvalid)
 	case w == keyringIndexUser:
-		return fmt.Errorf("%w: workspace name %q is reserved", ErrKeyringInvalid, w)
+		return fmt.Errorf("%w: workspace name %q is reserved", ErrInvalid, w)
 	case len(w) > maxKeyringWorkspace:
-		return fmt.Errorf("%w: workspace name longer than %d bytes", ErrKeyringInvalid, maxKeyringWorkspace)
+		return fmt.Errorf("%w: workspace name longer than %d bytes", ErrInvalid, maxKeyringWorkspace)
 	case !utf8.ValidString(w):
-		return fmt.Errorf("%w: workspace name %q is not valid UTF-8", ErrKeyringInvalid, w)
+		return fmt.Errorf("%w: workspace name %q is not valid UTF-8", ErrInvalid, w)
 	case strings.IndexFunc(w, unicode.IsControl) >= 0:
-		return fmt.Errorf("%w: workspace name %q contains a control character", ErrKeyringInvalid, w)
+		return fmt.Errorf("%w: workspace name %q contains a control character", ErrInvalid, w)
 	}
 	return nil
 }
 
 // validKeyringSecret checks a secret before it is stored or after it is read. Its errors never
 // quote the value.
-func validKeyringSecret(s KeyringSecret) error {
+func validKeyringSecret(s Secret) error {
 	switch {
 	case s.Kind != ipc.KindAPIKey && s.Kind != ipc.KindClientCredentials:
-		return fmt.Errorf("%w: kind must be %q or %q", ErrKeyringInvalid, ipc.KindAPIKey, ipc.KindClientCredentials)
+		return fmt.Errorf("%w: kind must be %q or %q", ErrInvalid, ipc.KindAPIKey, ipc.KindClientCredentials)
 	case s.Value == "":
-		return fmt.Errorf("%w: empty %s", ErrKeyringInvalid, s.Kind)
+		return fmt.Errorf("%w: empty %s", ErrInvalid, s.Kind)
 	case len(s.Value) > maxKeyringValue:
-		return fmt.Errorf("%w: %s longer than %d bytes", ErrKeyringInvalid, s.Kind, maxKeyringValue)
+		return fmt.Errorf("%w: %s longer than %d bytes", ErrInvalid, s.Kind, maxKeyringValue)
 	case strings.ContainsAny(s.Value, "\r\n\x00"):
-		return fmt.Errorf("%w: %s contains CR, LF or NUL", ErrKeyringInvalid, s.Kind)
+		return fmt.Errorf("%w: %s contains CR, LF or NUL", ErrInvalid, s.Kind)
 	}
 	return nil
 }
 
-func encodeKeyringItem(s KeyringSecret) string {
+func encodeKeyringItem(s Secret) string {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
@@ -582,17 +582,17 @@ func encodeKeyringItem(s KeyringSecret) string {
 }
 
 // decodeKeyringItem parses a stored item. Its errors never quote the item.
-func decodeKeyringItem(raw string) (KeyringSecret, error) {
+func decodeKeyringItem(raw string) (Secret, error) {
 	var it keyringItem
 	if err := json.Unmarshal([]byte(raw), &it); err != nil {
-		return KeyringSecret{}, errors.New("not a JSON object")
+		return Secret{}, errors.New("not a JSON object")
 	}
 	if it.V != keyringItemVersion {
-		return KeyringSecret{}, fmt.Errorf("format version %d, this blauth reads version %d", it.V, keyringItemVersion)
+		return Secret{}, fmt.Errorf("format version %d, this blauth reads version %d", it.V, keyringItemVersion)
 	}
-	s := KeyringSecret{Kind: it.Kind, Value: it.Value}
+	s := Secret{Kind: it.Kind, Value: it.Value}
 	if err := validKeyringSecret(s); err != nil {
-		return KeyringSecret{}, errors.New("unknown kind, or an empty, oversized or multi-line value")
+		return Secret{}, errors.New("unknown kind, or an empty, oversized or multi-line value")
 	}
 	return s, nil
 }

@@ -1,4 +1,4 @@
-package sources
+package blconfig
 
 import (
 	"bytes"
@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/blauth/blauth/sources"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -31,7 +33,7 @@ func TestBLConfigGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c, err := ParseBLConfig(data)
+			c, err := Parse(data)
 			if err != nil {
 				t.Fatalf("ParseBLConfig: %v", err)
 			}
@@ -52,7 +54,7 @@ func TestBLConfigGolden(t *testing.T) {
 			if strings.HasPrefix(name, "current") && !bytes.Equal(got, data) {
 				t.Errorf("Marshal of a current-format file is not the file itself:\n--- got\n%s--- want\n%s", got, data)
 			}
-			again, err := ParseBLConfig(got)
+			again, err := Parse(got)
 			if err != nil {
 				t.Fatalf("ParseBLConfig(Marshal()): %v", err)
 			}
@@ -66,37 +68,37 @@ func TestBLConfigGolden(t *testing.T) {
 func TestParseBLConfigValues(t *testing.T) {
 	tests := []struct {
 		file string
-		want *BLConfig
+		want *Config
 	}{
-		{"current.yaml", &BLConfig{
-			Context: BLContext{Workspace: "acme-prod"},
-			Workspaces: []BLWorkspace{
-				{Name: "acme-prod", ID: "8b1d6c1e-0000-4000-8000-00000000abcd", Credentials: BLCredentials{
+		{"current.yaml", &Config{
+			Context: Context{Workspace: "acme-prod"},
+			Workspaces: []Workspace{
+				{Name: "acme-prod", ID: "8b1d6c1e-0000-4000-8000-00000000abcd", Credentials: Credentials{
 					AccessToken: "eyJhbGciOi…", RefreshToken: "FAKE-refresh", ExpiresIn: 7200, DeviceCode: "FAKE-device"}},
-				{Name: "acme-ci", Credentials: BLCredentials{APIKey: "bl_FAKEKEY"}},
-				{Name: "acme-sa", Credentials: BLCredentials{ClientCredentials: "Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ="}, Env: "dev"},
+				{Name: "acme-ci", Credentials: Credentials{APIKey: "bl_FAKEKEY"}},
+				{Name: "acme-sa", Credentials: Credentials{ClientCredentials: "Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ="}, Env: "dev"},
 			},
 		}},
-		{"legacy-v2.yaml", &BLConfig{
-			Context: BLContext{Workspace: "acme-prod"},
-			Workspaces: []BLWorkspace{
-				{Name: "acme-prod", Credentials: BLCredentials{
+		{"legacy-v2.yaml", &Config{
+			Context: Context{Workspace: "acme-prod"},
+			Workspaces: []Workspace{
+				{Name: "acme-prod", Credentials: Credentials{
 					AccessToken: "eyJhbGciOiJIUzI1NiJ9.e30.FAKE", RefreshToken: "FAKE-refresh", ExpiresIn: 7200, DeviceCode: "FAKE-device"}},
-				{Name: "acme-sa", Credentials: BLCredentials{ClientCredentials: "Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ="}, Env: "dev"},
+				{Name: "acme-sa", Credentials: Credentials{ClientCredentials: "Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ="}, Env: "dev"},
 			},
 			Tracking: true,
 		}},
-		{"legacy-v2-no-tracking.yaml", &BLConfig{
-			Context:    BLContext{Workspace: "acme-ci"},
-			Workspaces: []BLWorkspace{{Name: "acme-ci", Credentials: BLCredentials{APIKey: "bl_FAKEKEY"}}},
+		{"legacy-v2-no-tracking.yaml", &Config{
+			Context:    Context{Workspace: "acme-ci"},
+			Workspaces: []Workspace{{Name: "acme-ci", Credentials: Credentials{APIKey: "bl_FAKEKEY"}}},
 		}},
-		{"legacy-v2-no-workspaces.yaml", &BLConfig{}},
-		{"current-empty.yaml", &BLConfig{Tracking: true}},
-		{"sdk-camelcase.yaml", &BLConfig{
-			Context: BLContext{Workspace: "acme-sa"},
-			Workspaces: []BLWorkspace{
-				{Name: "acme-sa", Credentials: BLCredentials{ClientCredentials: "Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ="}, Env: "dev"},
-				{Name: "acme-both", Credentials: BLCredentials{ClientCredentials: "from-snake"}},
+		{"legacy-v2-no-workspaces.yaml", &Config{}},
+		{"current-empty.yaml", &Config{Tracking: true}},
+		{"sdk-camelcase.yaml", &Config{
+			Context: Context{Workspace: "acme-sa"},
+			Workspaces: []Workspace{
+				{Name: "acme-sa", Credentials: Credentials{ClientCredentials: "Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ="}, Env: "dev"},
+				{Name: "acme-both", Credentials: Credentials{ClientCredentials: "from-snake"}},
 			},
 		}},
 	}
@@ -106,7 +108,7 @@ func TestParseBLConfigValues(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := ParseBLConfig(data)
+			got, err := Parse(data)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -121,25 +123,25 @@ func TestParseBLConfigAccepts(t *testing.T) {
 	tests := []struct {
 		name string
 		in   string
-		want *BLConfig
+		want *Config
 	}{
-		{"comments only", "# nothing yet\n", &BLConfig{}},
+		{"comments only", "# nothing yet\n", &Config{}},
 		{"CRLF line ends", "context:\r\n  workspace: a\r\nworkspaces:\r\n- name: a\r\n  credentials:\r\n    apiKey: \"k\"\r\ntracking: false\r\n",
-			&BLConfig{Context: BLContext{Workspace: "a"}, Workspaces: []BLWorkspace{{Name: "a", Credentials: BLCredentials{APIKey: "k"}}}}},
-		{"null context and tracking", "context:\nworkspaces: []\ntracking:\n", &BLConfig{}},
-		{"no context", "workspaces: []\ntracking: true\n", &BLConfig{Tracking: true}},
+			&Config{Context: Context{Workspace: "a"}, Workspaces: []Workspace{{Name: "a", Credentials: Credentials{APIKey: "k"}}}}},
+		{"null context and tracking", "context:\nworkspaces: []\ntracking:\n", &Config{}},
+		{"no context", "workspaces: []\ntracking: true\n", &Config{Tracking: true}},
 		{"numbers and booleans read as text", "workspaces:\n- name: 42\n  id: 7\n  credentials:\n    apiKey: true\ntracking: false\n",
-			&BLConfig{Workspaces: []BLWorkspace{{Name: "42", ID: "7", Credentials: BLCredentials{APIKey: "true"}}}}},
+			&Config{Workspaces: []Workspace{{Name: "42", ID: "7", Credentials: Credentials{APIKey: "true"}}}}},
 		{"negative expires_in is zero", "workspaces:\n- name: a\n  credentials:\n    expires_in: -5\ntracking: false\n",
-			&BLConfig{Workspaces: []BLWorkspace{{Name: "a"}}}},
+			&Config{Workspaces: []Workspace{{Name: "a"}}}},
 		{"aliases", "x: &k bl_FAKE\nworkspaces:\n- name: a\n  credentials:\n    apiKey: *k\ntracking: false\n",
-			&BLConfig{Workspaces: []BLWorkspace{{Name: "a", Credentials: BLCredentials{APIKey: "bl_FAKE"}}}}},
+			&Config{Workspaces: []Workspace{{Name: "a", Credentials: Credentials{APIKey: "bl_FAKE"}}}}},
 		{"flow style", "{context: {workspace: a}, workspaces: [{name: a, credentials: {apiKey: k}}], tracking: true}\n",
-			&BLConfig{Context: BLContext{Workspace: "a"}, Workspaces: []BLWorkspace{{Name: "a", Credentials: BLCredentials{APIKey: "k"}}}, Tracking: true}},
+			&Config{Context: Context{Workspace: "a"}, Workspaces: []Workspace{{Name: "a", Credentials: Credentials{APIKey: "k"}}}, Tracking: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParseBLConfig([]byte(tt.in))
+			got, err := Parse([]byte(tt.in))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -152,11 +154,11 @@ func TestParseBLConfigAccepts(t *testing.T) {
 
 func TestParseBLConfigEmpty(t *testing.T) {
 	for _, in := range []string{"", "\n", "  \n\t\r\n "} {
-		c, err := ParseBLConfig([]byte(in))
-		if !errors.Is(err, ErrBLConfigEmpty) {
+		c, err := Parse([]byte(in))
+		if !errors.Is(err, ErrEmpty) {
 			t.Errorf("ParseBLConfig(%q) error = %v, want ErrBLConfigEmpty", in, err)
 		}
-		if c == nil || !reflect.DeepEqual(c, &BLConfig{}) {
+		if c == nil || !reflect.DeepEqual(c, &Config{}) {
 			t.Errorf("ParseBLConfig(%q) config = %+v, want an empty config", in, c)
 		}
 	}
@@ -205,12 +207,12 @@ func TestParseBLConfigRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := ParseBLConfig([]byte(tt.in))
-			var ce *BLConfigError
+			c, err := Parse([]byte(tt.in))
+			var ce *Error
 			if !errors.As(err, &ce) {
 				t.Fatalf("error = %v, want a *BLConfigError", err)
 			}
-			if got := errors.Is(err, ErrBLConfigMaybeTorn); got != tt.torn {
+			if got := errors.Is(err, ErrMaybeTorn); got != tt.torn {
 				t.Errorf("errors.Is(%v, ErrBLConfigMaybeTorn) = %v, want %v", err, got, tt.torn)
 			}
 			if tt.torn && c == nil {
@@ -242,7 +244,7 @@ func TestParseBLConfigTornPrefixes(t *testing.T) {
 			}
 			for n := 1; n < len(data); n++ {
 				prefix := data[:n]
-				_, err := ParseBLConfig(prefix)
+				_, err := Parse(prefix)
 				if err != nil {
 					continue
 				}
@@ -261,25 +263,25 @@ func TestParseBLConfigTornPrefixes(t *testing.T) {
 func TestMarshalBLConfig(t *testing.T) {
 	tests := []struct {
 		name string
-		c    BLConfig
+		c    Config
 		want string
 	}{
-		{"zero value", BLConfig{}, "context:\n  workspace: \nworkspaces:\ntracking: false\n"},
-		{"workspace without credentials", BLConfig{Workspaces: []BLWorkspace{{Name: "a"}}},
+		{"zero value", Config{}, "context:\n  workspace: \nworkspaces:\ntracking: false\n"},
+		{"workspace without credentials", Config{Workspaces: []Workspace{{Name: "a"}}},
 			"context:\n  workspace: \nworkspaces:\n- name: a\n  credentials:\ntracking: false\n"},
-		{"field order and quoting", BLConfig{Context: BLContext{Workspace: "a"}, Tracking: true, Workspaces: []BLWorkspace{{
+		{"field order and quoting", Config{Context: Context{Workspace: "a"}, Tracking: true, Workspaces: []Workspace{{
 			Name: "a", ID: "id-1", Env: "dev",
-			Credentials: BLCredentials{APIKey: "k", AccessToken: "at", RefreshToken: "rt", ExpiresIn: 60, DeviceCode: "dc", ClientCredentials: "cc"},
+			Credentials: Credentials{APIKey: "k", AccessToken: "at", RefreshToken: "rt", ExpiresIn: 60, DeviceCode: "dc", ClientCredentials: "cc"},
 		}}}, "context:\n  workspace: a\nworkspaces:\n- name: a\n  id: id-1\n  credentials:\n    apiKey: \"k\"\n" +
 			"    access_token: at\n    refresh_token: rt\n    expires_in: 60\n    device_code: dc\n    client_credentials: \"cc\"\n" +
 			"  env: \"dev\"\ntracking: true\n"},
-		{"non-positive expires_in left out", BLConfig{Workspaces: []BLWorkspace{{Name: "a", Credentials: BLCredentials{ExpiresIn: -1}}}},
+		{"non-positive expires_in left out", Config{Workspaces: []Workspace{{Name: "a", Credentials: Credentials{ExpiresIn: -1}}}},
 			"context:\n  workspace: \nworkspaces:\n- name: a\n  credentials:\ntracking: false\n"},
-		{"values yaml would misread are escaped", BLConfig{Workspaces: []BLWorkspace{{Name: "a: b", Credentials: BLCredentials{
+		{"values yaml would misread are escaped", Config{Workspaces: []Workspace{{Name: "a: b", Credentials: Credentials{
 			APIKey: `k"\`, AccessToken: "123", RefreshToken: "x #y", DeviceCode: "a\nb: c",
 		}}}}, "context:\n  workspace: \nworkspaces:\n- name: \"a: b\"\n  credentials:\n    apiKey: \"k\\\"\\\\\"\n" +
 			"    access_token: \"123\"\n    refresh_token: \"x #y\"\n    device_code: \"a\\nb: c\"\ntracking: false\n"},
-		{"invalid UTF-8 becomes U+FFFD", BLConfig{Workspaces: []BLWorkspace{{Name: "a", Credentials: BLCredentials{AccessToken: "x\xffy"}}}},
+		{"invalid UTF-8 becomes U+FFFD", Config{Workspaces: []Workspace{{Name: "a", Credentials: Credentials{AccessToken: "x\xffy"}}}},
 			"context:\n  workspace: \nworkspaces:\n- name: a\n  credentials:\n    access_token: \"x\uFFFDy\"\ntracking: false\n"},
 	}
 	for _, tt := range tests {
@@ -292,7 +294,7 @@ func TestMarshalBLConfig(t *testing.T) {
 }
 
 func TestBLConfigWorkspace(t *testing.T) {
-	c := &BLConfig{Workspaces: []BLWorkspace{{Name: "a", ID: "1"}, {Name: "b"}, {Name: "a", ID: "2"}}}
+	c := &Config{Workspaces: []Workspace{{Name: "a", ID: "1"}, {Name: "b"}, {Name: "a", ID: "2"}}}
 	ws, ok := c.Workspace("a")
 	if !ok || ws.ID != "1" {
 		t.Fatalf("Workspace(a) = %+v, %v; want the first entry", ws, ok)
@@ -309,45 +311,45 @@ func TestBLConfigWorkspace(t *testing.T) {
 func TestReadBLConfig(t *testing.T) {
 	dir := t.TempDir()
 	t.Run("missing file", func(t *testing.T) {
-		c, err := ReadBLConfig(filepath.Join(dir, "nope", "config.yaml"))
+		c, err := Read(filepath.Join(dir, "nope", "config.yaml"))
 		if !errors.Is(err, fs.ErrNotExist) {
 			t.Fatalf("error = %v, want fs.ErrNotExist", err)
 		}
-		if !reflect.DeepEqual(c, &BLConfig{}) {
+		if !reflect.DeepEqual(c, &Config{}) {
 			t.Errorf("config = %+v, want empty", c)
 		}
 	})
 	t.Run("empty file", func(t *testing.T) {
 		path := writeBLTestFile(t, filepath.Join(dir, "empty.yaml"), "", 0o600)
-		c, err := ReadBLConfig(path)
-		if !errors.Is(err, ErrBLConfigEmpty) || !reflect.DeepEqual(c, &BLConfig{}) {
+		c, err := Read(path)
+		if !errors.Is(err, ErrEmpty) || !reflect.DeepEqual(c, &Config{}) {
 			t.Fatalf("got %+v, %v; want an empty config and ErrBLConfigEmpty", c, err)
 		}
 	})
 	t.Run("torn file", func(t *testing.T) {
 		path := writeBLTestFile(t, filepath.Join(dir, "torn.yaml"), "context:\n  workspace: a\nworkspaces:\n", 0o600)
-		c, err := ReadBLConfig(path)
-		var ce *BLConfigError
-		if !errors.As(err, &ce) || !errors.Is(err, ErrBLConfigMaybeTorn) || c == nil || c.Context.Workspace != "a" {
+		c, err := Read(path)
+		var ce *Error
+		if !errors.As(err, &ce) || !errors.Is(err, ErrMaybeTorn) || c == nil || c.Context.Workspace != "a" {
 			t.Fatalf("got %+v, %v; want the config and a *BLConfigError matching ErrBLConfigMaybeTorn", c, err)
 		}
 	})
 	t.Run("invalid file", func(t *testing.T) {
 		path := writeBLTestFile(t, filepath.Join(dir, "invalid.yaml"), "context: [\n", 0o600)
-		c, err := ReadBLConfig(path)
-		var ce *BLConfigError
-		if !errors.As(err, &ce) || errors.Is(err, ErrBLConfigMaybeTorn) || c != nil {
+		c, err := Read(path)
+		var ce *Error
+		if !errors.As(err, &ce) || errors.Is(err, ErrMaybeTorn) || c != nil {
 			t.Fatalf("got %+v, %v; want nil and a *BLConfigError", c, err)
 		}
 	})
 	t.Run("too large", func(t *testing.T) {
-		path := writeBLTestFile(t, filepath.Join(dir, "big.yaml"), strings.Repeat("#\n", MaxBLConfigBytes), 0o600)
-		if c, err := ReadBLConfig(path); err == nil || c != nil {
+		path := writeBLTestFile(t, filepath.Join(dir, "big.yaml"), strings.Repeat("#\n", sources.MaxBLConfigBytes), 0o600)
+		if c, err := Read(path); err == nil || c != nil {
 			t.Fatalf("got %+v, %v; want an error", c, err)
 		}
 	})
 	t.Run("good file", func(t *testing.T) {
-		c, err := ReadBLConfig(filepath.Join("testdata", "blconfig", "current.yaml"))
+		c, err := Read(filepath.Join("testdata", "blconfig", "current.yaml"))
 		if err != nil || len(c.Workspaces) != 3 {
 			t.Fatalf("got %+v, %v", c, err)
 		}
@@ -392,7 +394,7 @@ func checkOnlyConfigInDir(t *testing.T, path string) {
 func TestUpdateBLCredentials(t *testing.T) {
 	t.Run("updates one workspace, the rest untouched", func(t *testing.T) {
 		path := writeBLTestFile(t, filepath.Join(t.TempDir(), "config.yaml"), readBLTestdata(t, "current.yaml"), 0o644)
-		err := UpdateBLCredentials(path, "acme-prod", func(c *BLCredentials) {
+		err := Update(path, "acme-prod", func(c *Credentials) {
 			c.AccessToken = "eyJnew"
 			c.RefreshToken = "FAKE-rotated"
 		})
@@ -420,7 +422,7 @@ func TestUpdateBLCredentials(t *testing.T) {
 
 	t.Run("adds a missing workspace at the end", func(t *testing.T) {
 		path := writeBLTestFile(t, filepath.Join(t.TempDir(), "config.yaml"), readBLTestdata(t, "current.yaml"), 0o600)
-		if err := UpdateBLCredentials(path, "acme-new", func(c *BLCredentials) { c.APIKey = "bl_NEW" }); err != nil {
+		if err := Update(path, "acme-new", func(c *Credentials) { c.APIKey = "bl_NEW" }); err != nil {
 			t.Fatal(err)
 		}
 		got, _ := os.ReadFile(path)
@@ -436,7 +438,7 @@ func TestUpdateBLCredentials(t *testing.T) {
 		// changed is written, so a file nothing changed in is left alone.
 		path := writeBLTestFile(t, filepath.Join(t.TempDir(), "config.yaml"), readBLTestdata(t, "legacy-v2.yaml"), 0o600)
 		before, _ := os.Stat(path)
-		if err := UpdateBLCredentials(path, "acme-sa", func(*BLCredentials) {}); err != nil {
+		if err := Update(path, "acme-sa", func(*Credentials) {}); err != nil {
 			t.Fatal(err)
 		}
 		got, _ := os.ReadFile(path)
@@ -449,7 +451,7 @@ func TestUpdateBLCredentials(t *testing.T) {
 	t.Run("no write when nothing changes", func(t *testing.T) {
 		path := writeBLTestFile(t, filepath.Join(t.TempDir(), "config.yaml"), readBLTestdata(t, "current.yaml"), 0o600)
 		before, _ := os.Stat(path)
-		if err := UpdateBLCredentials(path, "acme-ci", func(c *BLCredentials) { c.APIKey = "bl_FAKEKEY" }); err != nil {
+		if err := Update(path, "acme-ci", func(c *Credentials) { c.APIKey = "bl_FAKEKEY" }); err != nil {
 			t.Fatal(err)
 		}
 		after, _ := os.Stat(path)
@@ -461,7 +463,7 @@ func TestUpdateBLCredentials(t *testing.T) {
 	t.Run("creates a missing file and its directory", func(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "home", ".blaxel")
 		path := filepath.Join(dir, "config.yaml")
-		if err := UpdateBLCredentials(path, "acme", func(c *BLCredentials) { c.APIKey = "bl_FAKE" }); err != nil {
+		if err := Update(path, "acme", func(c *Credentials) { c.APIKey = "bl_FAKE" }); err != nil {
 			t.Fatal(err)
 		}
 		got, _ := os.ReadFile(path)
@@ -483,7 +485,7 @@ func TestUpdateBLCredentials(t *testing.T) {
 	t.Run("empty file filled by bl meanwhile", func(t *testing.T) {
 		path := writeBLTestFile(t, filepath.Join(t.TempDir(), "config.yaml"), "", 0o600)
 		setRecheckHook(t, func() { writeBLTestFile(t, path, readBLTestdata(t, "current.yaml"), 0o600) })
-		if err := UpdateBLCredentials(path, "acme-ci", func(c *BLCredentials) { c.APIKey = "bl_NEW" }); err != nil {
+		if err := Update(path, "acme-ci", func(c *Credentials) { c.APIKey = "bl_NEW" }); err != nil {
 			t.Fatal(err)
 		}
 		got, _ := os.ReadFile(path)
@@ -496,13 +498,13 @@ func TestUpdateBLCredentials(t *testing.T) {
 		path := writeBLTestFile(t, filepath.Join(t.TempDir(), "config.yaml"), "\n", 0o600)
 		waited := 0
 		setRecheckHook(t, func() { waited++ })
-		if err := UpdateBLCredentials(path, "acme", func(c *BLCredentials) { c.APIKey = "bl_FAKE" }); err != nil {
+		if err := Update(path, "acme", func(c *Credentials) { c.APIKey = "bl_FAKE" }); err != nil {
 			t.Fatal(err)
 		}
 		if waited != 1 {
 			t.Errorf("waited %d times, want 1", waited)
 		}
-		c, err := ReadBLConfig(path)
+		c, err := Read(path)
 		if err != nil || len(c.Workspaces) != 1 || c.Workspaces[0].Credentials.APIKey != "bl_FAKE" {
 			t.Errorf("got %+v, %v", c, err)
 		}
@@ -515,7 +517,7 @@ func TestUpdateBLCredentials(t *testing.T) {
 		if err := os.Symlink(real, link); err != nil {
 			t.Fatal(err)
 		}
-		if err := UpdateBLCredentials(link, "acme-ci", func(c *BLCredentials) { c.APIKey = "bl_NEW" }); err != nil {
+		if err := Update(link, "acme-ci", func(c *Credentials) { c.APIKey = "bl_NEW" }); err != nil {
 			t.Fatal(err)
 		}
 		if st, err := os.Lstat(link); err != nil || st.Mode()&os.ModeSymlink == 0 {
@@ -531,13 +533,13 @@ func TestUpdateBLCredentials(t *testing.T) {
 		var wg sync.WaitGroup
 		for i := range 8 {
 			wg.Go(func() {
-				if err := UpdateBLCredentials(path, fmt.Sprintf("ws-%d", i), func(c *BLCredentials) { c.APIKey = "k" }); err != nil {
+				if err := Update(path, fmt.Sprintf("ws-%d", i), func(c *Credentials) { c.APIKey = "k" }); err != nil {
 					t.Error(err)
 				}
 			})
 		}
 		wg.Wait()
-		c, err := ReadBLConfig(path)
+		c, err := Read(path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -548,7 +550,7 @@ func TestUpdateBLCredentials(t *testing.T) {
 
 	t.Run("refuses an empty workspace name", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "config.yaml")
-		if err := UpdateBLCredentials(path, "", func(*BLCredentials) {}); err == nil {
+		if err := Update(path, "", func(*Credentials) {}); err == nil {
 			t.Fatal("no error")
 		}
 		if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
@@ -558,7 +560,7 @@ func TestUpdateBLCredentials(t *testing.T) {
 
 	t.Run("refuses a credential that is not UTF-8", func(t *testing.T) {
 		path := writeBLTestFile(t, filepath.Join(t.TempDir(), "config.yaml"), readBLTestdata(t, "current.yaml"), 0o600)
-		err := UpdateBLCredentials(path, "acme-ci", func(c *BLCredentials) { c.APIKey = "bl_\xff" })
+		err := Update(path, "acme-ci", func(c *Credentials) { c.APIKey = "bl_\xff" })
 		if err == nil || strings.Contains(err.Error(), "bl_") {
 			t.Fatalf("error = %v, want one that does not quote the value", err)
 		}
@@ -589,16 +591,16 @@ func FuzzParseBLConfig(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := ParseBLConfig(data)
+		c, err := Parse(data)
 		if err != nil {
-			var ce *BLConfigError
-			if !errors.Is(err, ErrBLConfigEmpty) && !errors.As(err, &ce) {
+			var ce *Error
+			if !errors.Is(err, ErrEmpty) && !errors.As(err, &ce) {
 				t.Fatalf("error %v is neither ErrBLConfigEmpty nor a *BLConfigError", err)
 			}
 			return
 		}
 		out := c.Marshal()
-		again, err := ParseBLConfig(out)
+		again, err := Parse(out)
 		if err != nil {
 			t.Fatalf("ParseBLConfig(Marshal()) = %v\n%s", err, out)
 		}
@@ -618,19 +620,19 @@ func FuzzMarshalBLConfig(f *testing.F) {
 	f.Add("a: b", "123", `k"\`, "true", " x", "#c", "a\nb", "\u2028", -1)
 	f.Add("- x", "~", "'q'", "null", "[a]", "{b}", "*a", "&a", 0)
 	f.Fuzz(func(t *testing.T, name, id, apiKey, access, refresh, device, client, env string, expires int) {
-		c := &BLConfig{
-			Context: BLContext{Workspace: name},
-			Workspaces: []BLWorkspace{{Name: name, ID: id, Env: env, Credentials: BLCredentials{
+		c := &Config{
+			Context: Context{Workspace: name},
+			Workspaces: []Workspace{{Name: name, ID: id, Env: env, Credentials: Credentials{
 				APIKey: apiKey, AccessToken: access, RefreshToken: refresh, ExpiresIn: expires, DeviceCode: device, ClientCredentials: client,
 			}}},
 		}
-		want := &BLConfig{Context: BLContext{Workspace: asMarshalled(name)}, Workspaces: []BLWorkspace{{
-			Name: asMarshalled(name), ID: asMarshalled(id), Env: asMarshalled(env), Credentials: BLCredentials{
+		want := &Config{Context: Context{Workspace: asMarshalled(name)}, Workspaces: []Workspace{{
+			Name: asMarshalled(name), ID: asMarshalled(id), Env: asMarshalled(env), Credentials: Credentials{
 				APIKey: asMarshalled(apiKey), AccessToken: asMarshalled(access), RefreshToken: asMarshalled(refresh), ExpiresIn: max(expires, 0),
 				DeviceCode: asMarshalled(device), ClientCredentials: asMarshalled(client),
 			}}}}
 		out := c.Marshal()
-		got, err := ParseBLConfig(out)
+		got, err := Parse(out)
 		if name == "" {
 			if err == nil {
 				t.Fatal("a workspace without a name was accepted")
@@ -653,4 +655,70 @@ func asMarshalled(s string) string {
 		b.WriteRune(r)
 	}
 	return b.String()
+}
+
+func TestBLUnknownKeys(t *testing.T) {
+	data := []byte(`context:
+  workspace: a
+workspaces:
+- name: a
+  credentials:
+    apiKey: "bl_FAKE-A"
+    clientCredentials: "FAKE-A-CC"
+- name: b
+  credentials:
+    api_key: "bl_FAKE-SECRET-B"
+    ApiKey: x
+    clientcredentials: y
+    refreshToken: z
+    accessToken: z
+    expiresIn: 1
+    device-code: z
+    client_credential: z
+    wibble: z
+tracking: false
+`)
+	got := UnknownKeys(data)
+	if len(got["a"]) != 0 {
+		t.Errorf("a: %v; apiKey and clientCredentials are read", got["a"])
+	}
+	want := []struct {
+		key  string
+		line int
+		want string
+	}{
+		{"api_key", 10, "apiKey"}, {"ApiKey", 11, "apiKey"}, {"clientcredentials", 12, "client_credentials"},
+		{"refreshToken", 13, "refresh_token"}, {"accessToken", 14, "access_token"}, {"expiresIn", 15, "expires_in"},
+		{"device-code", 16, "device_code"}, {"client_credential", 17, "client_credentials"}, {"wibble", 18, ""},
+	}
+	if len(got["b"]) != len(want) {
+		t.Fatalf("b: %v", got["b"])
+	}
+	for i, w := range want {
+		u := got["b"][i]
+		if u.Key != w.key || u.Line != w.line || u.Want != w.want {
+			t.Errorf("b[%d] = %+v, want %+v", i, u, w)
+		}
+		if s := u.String(); strings.Contains(s, "FAKE") || !strings.Contains(s, w.key+":") {
+			t.Errorf("%q: names no key, or quotes a value", s)
+		}
+	}
+	if s := got["b"][2].String(); !strings.Contains(s, "client_credentials:") || !strings.Contains(s, "clientCredentials:") {
+		t.Errorf("%q: want both spellings Blaxel's tools read", s)
+	}
+	if s := got["b"][8].String(); !strings.Contains(s, "apiKey, access_token") {
+		t.Errorf("%q: want the keys bl reads listed", s)
+	}
+	for _, bad := range []string{"", "not: [yaml", "- a list\n", "workspaces: 3\n"} {
+		if got := UnknownKeys([]byte(bad)); got != nil {
+			t.Errorf("BLUnknownKeys(%q) = %v", bad, got)
+		}
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
 }

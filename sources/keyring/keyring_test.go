@@ -1,4 +1,4 @@
-package sources
+package keyring
 
 import (
 	"context"
@@ -159,7 +159,7 @@ func TestKeyringRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	k, f, _ := testKeyring(t)
 
-	secrets := map[string]KeyringSecret{
+	secrets := map[string]Secret{
 		"acme-prod":  {Kind: ipc.KindAPIKey, Value: "bl_FAKEKEY-prod"},
 		"acme-sa":    {Kind: ipc.KindClientCredentials, Value: "Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ="},
 		"Ünïcode ws": {Kind: ipc.KindAPIKey, Value: `quote" back\slash <html> & é`},
@@ -195,7 +195,7 @@ func TestKeyringRoundTrip(t *testing.T) {
 	}
 
 	// Overwrite, with the other kind.
-	repl := KeyringSecret{Kind: ipc.KindClientCredentials, Value: "bmV3LWlkOm5ldy1zZWNyZXQ="}
+	repl := Secret{Kind: ipc.KindClientCredentials, Value: "bmV3LWlkOm5ldy1zZWNyZXQ="}
 	if err := k.Set(ctx, "acme-prod", repl); err != nil {
 		t.Fatal(err)
 	}
@@ -210,10 +210,10 @@ func TestKeyringRoundTrip(t *testing.T) {
 		if err := k.Delete(ctx, ws); err != nil {
 			t.Fatalf("Delete(%q): %v", ws, err)
 		}
-		if _, err := k.Get(ctx, ws); !errors.Is(err, ErrKeyringNotFound) {
+		if _, err := k.Get(ctx, ws); !errors.Is(err, ErrNotFound) {
 			t.Errorf("Get(%q) after Delete: %v; want ErrKeyringNotFound", ws, err)
 		}
-		if err := k.Delete(ctx, ws); !errors.Is(err, ErrKeyringNotFound) {
+		if err := k.Delete(ctx, ws); !errors.Is(err, ErrNotFound) {
 			t.Errorf("second Delete(%q): %v; want ErrKeyringNotFound", ws, err)
 		}
 	}
@@ -236,7 +236,7 @@ func TestKeyringDefaultsAndService(t *testing.T) {
 
 	f := newFakeKeyring()
 	k := &Keyring{Service: "blauth-test", backend: f}
-	if err := k.Set(context.Background(), "ws", KeyringSecret{Kind: ipc.KindAPIKey, Value: "v"}); err != nil {
+	if err := k.Set(context.Background(), "ws", Secret{Kind: ipc.KindAPIKey, Value: "v"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := f.raw("blauth-test", "ws"); !ok {
@@ -253,30 +253,30 @@ func TestKeyringValidation(t *testing.T) {
 	tests := []struct {
 		name      string
 		workspace string
-		secret    KeyringSecret
+		secret    Secret
 	}{
-		{"empty workspace", "", KeyringSecret{ipc.KindAPIKey, secret}},
-		{"index workspace", ".index", KeyringSecret{ipc.KindAPIKey, secret}},
-		{"newline in workspace", "acme\nprod", KeyringSecret{ipc.KindAPIKey, secret}},
-		{"NUL in workspace", "acme\x00", KeyringSecret{ipc.KindAPIKey, secret}},
-		{"DEL in workspace", "acme\x7f", KeyringSecret{ipc.KindAPIKey, secret}},
-		{"C1 control in workspace", "acme\u0085", KeyringSecret{ipc.KindAPIKey, secret}},
-		{"invalid UTF-8 workspace", "acme\xff", KeyringSecret{ipc.KindAPIKey, secret}},
-		{"long workspace", strings.Repeat("w", maxKeyringWorkspace+1), KeyringSecret{ipc.KindAPIKey, secret}},
-		{"empty kind", "ws", KeyringSecret{"", secret}},
-		{"login kind", "ws", KeyringSecret{ipc.KindLogin, secret}},
-		{"secret as kind", "ws", KeyringSecret{secret, secret}},
-		{"empty value", "ws", KeyringSecret{ipc.KindAPIKey, ""}},
-		{"LF in value", "ws", KeyringSecret{ipc.KindAPIKey, secret + "\n"}},
-		{"CR in value", "ws", KeyringSecret{ipc.KindClientCredentials, "\r" + secret}},
-		{"NUL in value", "ws", KeyringSecret{ipc.KindAPIKey, secret + "\x00x"}},
-		{"long value", "ws", KeyringSecret{ipc.KindAPIKey, long}},
+		{"empty workspace", "", Secret{ipc.KindAPIKey, secret}},
+		{"index workspace", ".index", Secret{ipc.KindAPIKey, secret}},
+		{"newline in workspace", "acme\nprod", Secret{ipc.KindAPIKey, secret}},
+		{"NUL in workspace", "acme\x00", Secret{ipc.KindAPIKey, secret}},
+		{"DEL in workspace", "acme\x7f", Secret{ipc.KindAPIKey, secret}},
+		{"C1 control in workspace", "acme\u0085", Secret{ipc.KindAPIKey, secret}},
+		{"invalid UTF-8 workspace", "acme\xff", Secret{ipc.KindAPIKey, secret}},
+		{"long workspace", strings.Repeat("w", maxKeyringWorkspace+1), Secret{ipc.KindAPIKey, secret}},
+		{"empty kind", "ws", Secret{"", secret}},
+		{"login kind", "ws", Secret{ipc.KindLogin, secret}},
+		{"secret as kind", "ws", Secret{secret, secret}},
+		{"empty value", "ws", Secret{ipc.KindAPIKey, ""}},
+		{"LF in value", "ws", Secret{ipc.KindAPIKey, secret + "\n"}},
+		{"CR in value", "ws", Secret{ipc.KindClientCredentials, "\r" + secret}},
+		{"NUL in value", "ws", Secret{ipc.KindAPIKey, secret + "\x00x"}},
+		{"long value", "ws", Secret{ipc.KindAPIKey, long}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			k, f, logs := testKeyring(t)
 			err := k.Set(context.Background(), tt.workspace, tt.secret)
-			if !errors.Is(err, ErrKeyringInvalid) {
+			if !errors.Is(err, ErrInvalid) {
 				t.Fatalf("Set: %v; want ErrKeyringInvalid", err)
 			}
 			if strings.Contains(err.Error(), secret) || strings.Contains(err.Error(), long) {
@@ -294,10 +294,10 @@ func TestKeyringValidation(t *testing.T) {
 	// Workspace names are checked the same way by every method.
 	k, f, _ := testKeyring(t)
 	for _, ws := range []string{"", ".index", "a\tb"} {
-		if _, err := k.Get(context.Background(), ws); !errors.Is(err, ErrKeyringInvalid) {
+		if _, err := k.Get(context.Background(), ws); !errors.Is(err, ErrInvalid) {
 			t.Errorf("Get(%q): %v; want ErrKeyringInvalid", ws, err)
 		}
-		if err := k.Delete(context.Background(), ws); !errors.Is(err, ErrKeyringInvalid) {
+		if err := k.Delete(context.Background(), ws); !errors.Is(err, ErrInvalid) {
 			t.Errorf("Delete(%q): %v; want ErrKeyringInvalid", ws, err)
 		}
 	}
@@ -325,7 +325,7 @@ func TestKeyringGetCorruptItem(t *testing.T) {
 			k, f, logs := testKeyring(t)
 			f.put("blauth", "ws", raw)
 			_, err := k.Get(context.Background(), "ws")
-			if !errors.Is(err, ErrKeyringCorrupt) {
+			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("Get: %v; want ErrKeyringCorrupt", err)
 			}
 			assertNoSecret(t, err, logs, secret)
@@ -335,13 +335,13 @@ func TestKeyringGetCorruptItem(t *testing.T) {
 
 func TestKeyringIndexUpkeep(t *testing.T) {
 	ctx := context.Background()
-	api := KeyringSecret{Kind: ipc.KindAPIKey, Value: "k"}
+	api := Secret{Kind: ipc.KindAPIKey, Value: "k"}
 
 	t.Run("stale entry dropped by Delete", func(t *testing.T) {
 		k, f, _ := testKeyring(t)
 		f.put("blauth", ".index", `["gone","kept"]`)
 		f.put("blauth", "kept", `{"v":1,"kind":"api_key","value":"k"}`)
-		if err := k.Delete(ctx, "gone"); !errors.Is(err, ErrKeyringNotFound) {
+		if err := k.Delete(ctx, "gone"); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("Delete of an item removed behind our back: %v; want ErrKeyringNotFound", err)
 		}
 		if index, _ := f.raw("blauth", ".index"); index != `["kept"]` {
@@ -374,7 +374,7 @@ func TestKeyringIndexUpkeep(t *testing.T) {
 		t.Run("corrupt index: "+name, func(t *testing.T) {
 			k, f, logs := testKeyring(t)
 			f.put("blauth", ".index", raw)
-			if _, err := k.List(ctx); !errors.Is(err, ErrKeyringCorrupt) {
+			if _, err := k.List(ctx); !errors.Is(err, ErrCorrupt) {
 				t.Errorf("List: %v; want ErrKeyringCorrupt", err)
 			}
 			// Set repairs it (with what it knows) and says so in the log.
@@ -399,7 +399,7 @@ func TestKeyringIndexUpkeep(t *testing.T) {
 			return nil
 		}
 		err := k.Set(ctx, "ws", api)
-		if !errors.Is(err, ErrKeyringUnavailable) || !strings.Contains(err.Error(), "index") {
+		if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "index") {
 			t.Fatalf("Set: %v; want ErrKeyringUnavailable about the index", err)
 		}
 		// The item itself was saved; a retry once the keyring works repairs the index.
@@ -421,17 +421,17 @@ func TestKeyringBackendErrors(t *testing.T) {
 
 	check := func(what string, err error) {
 		t.Helper()
-		if !errors.Is(err, ErrKeyringUnavailable) || !errors.Is(err, dbusErr) {
+		if !errors.Is(err, ErrUnavailable) || !errors.Is(err, dbusErr) {
 			t.Errorf("%s: %v; want ErrKeyringUnavailable wrapping the cause", what, err)
 		}
-		if errors.Is(err, ErrKeyringNotFound) || errors.Is(err, context.DeadlineExceeded) {
+		if errors.Is(err, ErrNotFound) || errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("%s: %v also matches an unrelated sentinel", what, err)
 		}
 	}
 	_, err := k.Get(ctx, "ws")
 	check("Get", err)
 	// A realistic secret: a short one would be cut out of the message wherever it occurs.
-	check("Set", k.Set(ctx, "ws", KeyringSecret{Kind: ipc.KindAPIKey, Value: "bl_FAKEKEY-backend"}))
+	check("Set", k.Set(ctx, "ws", Secret{Kind: ipc.KindAPIKey, Value: "bl_FAKEKEY-backend"}))
 	check("Delete", k.Delete(ctx, "ws"))
 	_, err = k.List(ctx)
 	check("List", err)
@@ -441,7 +441,7 @@ func TestKeyringBackendErrors(t *testing.T) {
 	}
 
 	f.fail = func(string, string, string, string) error { return gokeyring.ErrSetDataTooBig }
-	if err := k.Set(ctx, "ws", KeyringSecret{Kind: ipc.KindAPIKey, Value: "v"}); !errors.Is(err, ErrKeyringInvalid) {
+	if err := k.Set(ctx, "ws", Secret{Kind: ipc.KindAPIKey, Value: "v"}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("Set refused as too big: %v; want ErrKeyringInvalid", err)
 	}
 
@@ -487,7 +487,7 @@ func TestKeyringSecretsNeverInErrorsOrLogs(t *testing.T) {
 	// Secrets with characters that %q and JSON escape, so that quoted forms are checked too.
 	for _, secret := range []string{"bl_SECRET-plain-0123456789", `bl_SECRET"quote\back`, "bl_SECRET\ttab-é"} {
 		t.Run(secret, func(t *testing.T) {
-			s := KeyringSecret{Kind: ipc.KindAPIKey, Value: secret}
+			s := Secret{Kind: ipc.KindAPIKey, Value: secret}
 			for name, fail := range map[string]func(op, service, user, value string) error{
 				"plain": func(op, _, _, value string) error {
 					return fmt.Errorf("cannot store item %s", value)
@@ -518,9 +518,9 @@ func TestKeyringSecretsNeverInErrorsOrLogs(t *testing.T) {
 						t.Fatal("Set succeeded against a failing backend")
 					}
 					assertNoSecret(t, err, logs, secret)
-					if name == "not found quoting" && !errors.Is(err, ErrKeyringNotFound) ||
-						name == "too big quoting" && !errors.Is(err, ErrKeyringInvalid) ||
-						name == "plain" && !errors.Is(err, ErrKeyringUnavailable) {
+					if name == "not found quoting" && !errors.Is(err, ErrNotFound) ||
+						name == "too big quoting" && !errors.Is(err, ErrInvalid) ||
+						name == "plain" && !errors.Is(err, ErrUnavailable) {
 						t.Errorf("redaction lost the classification: %v", err)
 					}
 				})
@@ -530,7 +530,7 @@ func TestKeyringSecretsNeverInErrorsOrLogs(t *testing.T) {
 				k, f, logs := testKeyring(t)
 				f.panics = true
 				err := k.Set(ctx, "ws", s)
-				if !errors.Is(err, ErrKeyringUnavailable) {
+				if !errors.Is(err, ErrUnavailable) {
 					t.Fatalf("Set with a panicking backend: %v; want ErrKeyringUnavailable", err)
 				}
 				assertNoSecret(t, err, logs, secret)
@@ -573,7 +573,7 @@ func TestKeyringTimeBox(t *testing.T) {
 	ctx := context.Background()
 	k, f, logs := testKeyring(t)
 	k.Timeout = 100 * time.Millisecond
-	if err := k.Set(ctx, "ws", KeyringSecret{Kind: ipc.KindAPIKey, Value: "v"}); err != nil {
+	if err := k.Set(ctx, "ws", Secret{Kind: ipc.KindAPIKey, Value: "v"}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -588,7 +588,7 @@ func TestKeyringTimeBox(t *testing.T) {
 	start := time.Now()
 	_, err := k.Get(ctx, "ws")
 	elapsed := time.Since(start)
-	if !errors.Is(err, ErrKeyringUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Get on a stuck keyring: %v; want ErrKeyringUnavailable and DeadlineExceeded", err)
 	}
 	if elapsed < k.Timeout || elapsed > 10*time.Second {
@@ -600,13 +600,13 @@ func TestKeyringTimeBox(t *testing.T) {
 	// a box of their own (their error is not a timeout).
 	for _, call := range []func() error{
 		func() error { _, err := k.Get(ctx, "ws"); return err },
-		func() error { return k.Set(ctx, "ws", KeyringSecret{Kind: ipc.KindAPIKey, Value: "v2"}) },
+		func() error { return k.Set(ctx, "ws", Secret{Kind: ipc.KindAPIKey, Value: "v2"}) },
 		func() error { return k.Delete(ctx, "ws") },
 		func() error { _, err := k.List(ctx); return err },
 		func() error { return k.Probe(ctx) },
 	} {
 		err := call()
-		if !errors.Is(err, ErrKeyringUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+		if !errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("call while stuck: %v; want a fail-fast ErrKeyringUnavailable", err)
 		}
 		if !strings.Contains(err.Error(), "stuck") {
@@ -667,7 +667,7 @@ func TestKeyringTimeBoxWakesWaiters(t *testing.T) {
 	for range waiters {
 		select {
 		case err := <-errs:
-			if !errors.Is(err, ErrKeyringUnavailable) {
+			if !errors.Is(err, ErrUnavailable) {
 				t.Errorf("waiter: %v; want ErrKeyringUnavailable", err)
 			}
 		case <-time.After(30 * time.Second):
@@ -697,7 +697,7 @@ func TestKeyringCallerContext(t *testing.T) {
 	<-entered
 	cancel()
 	err := <-errc
-	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrKeyringUnavailable) {
+	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrUnavailable) {
 		t.Errorf("cancelled Get: %v; want context.Canceled only", err)
 	}
 
@@ -715,7 +715,7 @@ func TestKeyringCallerContext(t *testing.T) {
 	short, cancel2 := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel2()
 	_, err = k.Get(short, "ws")
-	if !errors.Is(err, ErrKeyringUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Get past the caller's deadline: %v", err)
 	}
 	k.mu.Lock()
@@ -738,7 +738,7 @@ func TestKeyringConcurrent(t *testing.T) {
 			defer wg.Done()
 			ws := fmt.Sprintf("ws-%d", w)
 			for i := range rounds {
-				s := KeyringSecret{Kind: ipc.KindAPIKey, Value: fmt.Sprintf("key-%d-%d", w, i)}
+				s := Secret{Kind: ipc.KindAPIKey, Value: fmt.Sprintf("key-%d-%d", w, i)}
 				if err := k.Set(ctx, ws, s); err != nil {
 					t.Errorf("Set: %v", err)
 					return

@@ -1,4 +1,4 @@
-package sources
+package watch
 
 import (
 	"context"
@@ -32,7 +32,7 @@ func startWatcher(t *testing.T, debounce time.Duration) *Watcher {
 
 func newStoppedWatcher(t *testing.T, debounce time.Duration) *Watcher {
 	t.Helper()
-	w, err := NewWatcher(zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel), debounce)
+	w, err := New(zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel), debounce)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -640,7 +640,7 @@ func TestWatchErrors(t *testing.T) {
 	if _, err := w.Watch("/", func() {}); err == nil {
 		t.Error("Watch(\"/\") succeeded")
 	}
-	if _, err := NewWatcher(zerolog.Nop(), -time.Second); err == nil {
+	if _, err := New(zerolog.Nop(), -time.Second); err == nil {
 		t.Error("NewWatcher with a negative debounce succeeded")
 	}
 

@@ -1,4 +1,4 @@
-package sources
+package keyring
 
 import (
 	"context"
@@ -55,7 +55,7 @@ func CheckSessionBus(timeout time.Duration) error {
 // server's or a container's bus, where the keyring will not appear by itself. A locked
 // collection, a prompt, or a call that timed out is not that.
 func NoSecretService(err error) bool {
-	return errors.Is(err, ErrKeyringUnavailable) && !errors.Is(err, context.DeadlineExceeded) &&
+	return errors.Is(err, ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) &&
 		!errors.Is(err, ErrNoSessionBus) && strings.Contains(err.Error(), "org.freedesktop.secrets")
 }
 

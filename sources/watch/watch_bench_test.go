@@ -1,4 +1,4 @@
-package sources
+package watch
 
 import (
 	"context"
@@ -30,7 +30,7 @@ func BenchmarkWatchLatency(b *testing.B) {
 const watchBenchMaxEdits = 500
 
 func benchmarkWatchLatency(b *testing.B, debounce time.Duration) {
-	w, err := NewWatcher(zerolog.Nop(), debounce)
+	w, err := New(zerolog.Nop(), debounce)
 	if err != nil {
 		b.Fatal(err)
 	}

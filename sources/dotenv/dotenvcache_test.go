@@ -1,6 +1,7 @@
-package sources
+package dotenv
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -14,21 +15,23 @@ import (
 
 	"github.com/blauth/blauth/internal/clock"
 	"github.com/blauth/blauth/internal/testkit"
+	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/watch"
 )
 
 // watchedCache is a DotenvCache of a live watcher, with a short read timeout.
-func watchedCache(t *testing.T, timeout time.Duration) *DotenvCache {
+func watchedCache(t *testing.T, timeout time.Duration) *Cache {
 	t.Helper()
 	wt := startWatcher(t, 10*time.Millisecond)
-	c := NewDotenvCache(DotenvCacheConfig{Watcher: wt, ReadTimeout: timeout, Log: zerolog.New(zerolog.NewTestWriter(t))})
+	c := NewCache(CacheConfig{Watcher: wt, ReadTimeout: timeout, Log: zerolog.New(zerolog.NewTestWriter(t))})
 	t.Cleanup(c.Close)
 	return c
 }
 
 // getWithin runs c.Get(dir) and fails the test if it has not returned within 30s.
-func getWithin(t *testing.T, c *DotenvCache, dir string) DotenvView {
+func getWithin(t *testing.T, c *Cache, dir string) View {
 	t.Helper()
-	done := make(chan DotenvView, 1)
+	done := make(chan View, 1)
 	go func() { done <- c.Get(dir) }()
 	select {
 	case v := <-done:
@@ -36,12 +39,12 @@ func getWithin(t *testing.T, c *DotenvCache, dir string) DotenvView {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("Get(%s) still running after 30s", dir)
 	}
-	return DotenvView{}
+	return View{}
 }
 
 func writeDotenv(t *testing.T, dir, content string) {
 	t.Helper()
-	if err := os.WriteFile(filepath.Join(dir, DotenvName), []byte(content), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, Name), []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -58,15 +61,15 @@ func TestDotenvReadIsBoundedAndShared(t *testing.T) {
 	c.readFile = func(path string, limit int64) ([]byte, os.FileInfo, error) {
 		calls.Add(1)
 		<-release
-		return readBoundedFile(path, limit)
+		return sources.ReadBounded(path, limit)
 	}
-	path := filepath.Join(dir, DotenvName)
+	path := filepath.Join(dir, Name)
 	var wg sync.WaitGroup
 	for range 10 {
 		wg.Go(func() {
 			v := getWithin(t, c, dir)
-			if !errors.Is(v.ReadErr, ErrReadTimeout) || !strings.Contains(v.ReadErr.Error(), "timed out reading "+path) {
-				t.Errorf("Get while the read is stuck: %v; want ErrReadTimeout naming %s", v.ReadErr, path)
+			if !errors.Is(v.ReadErr, sources.ErrReadTimeout) || !strings.Contains(v.ReadErr.Error(), "timed out reading "+path) {
+				t.Errorf("Get while the read is stuck: %v; want sources.ErrReadTimeout naming %s", v.ReadErr, path)
 			}
 		})
 	}
@@ -93,14 +96,14 @@ func TestStaleDotenvReadDoesNotOverwriteANewerOne(t *testing.T) {
 	first := make(chan struct{})
 	var n atomic.Int32
 	c.readFile = func(path string, limit int64) ([]byte, os.FileInfo, error) {
-		data, fi, err := readBoundedFile(path, limit)
+		data, fi, err := sources.ReadBounded(path, limit)
 		if n.Add(1) == 1 {
 			<-first // the first read has the old content and ends last
 		}
 		return data, fi, err
 	}
-	path := filepath.Join(dir, DotenvName)
-	if v := getWithin(t, c, dir); !errors.Is(v.ReadErr, ErrReadTimeout) {
+	path := filepath.Join(dir, Name)
+	if v := getWithin(t, c, dir); !errors.Is(v.ReadErr, sources.ErrReadTimeout) {
 		t.Fatalf("first request: %v; want a timeout", v.ReadErr)
 	}
 	c.mu.RLock()
@@ -129,7 +132,7 @@ func TestIdleDotenvFilesAreSwept(t *testing.T) {
 	writeDotenv(t, dir, "BL_API_KEY=k\n")
 	clk := clock.NewFake(time.Unix(1_900_000_000, 0))
 	wt := startWatcher(t, 10*time.Millisecond)
-	c := NewDotenvCache(DotenvCacheConfig{Watcher: wt, Idle: time.Minute, Clock: clk, Log: zerolog.New(zerolog.NewTestWriter(t))})
+	c := NewCache(CacheConfig{Watcher: wt, Idle: time.Minute, Clock: clk, Log: zerolog.New(zerolog.NewTestWriter(t))})
 	defer c.Close()
 	c.Get(dir)
 	c.Sweep()
@@ -141,4 +144,18 @@ func TestIdleDotenvFilesAreSwept(t *testing.T) {
 	if c.Len() != 0 {
 		t.Fatalf("%d cached after a minute idle, want 0", c.Len())
 	}
+}
+
+// startWatcher runs a watcher until the test ends.
+func startWatcher(t *testing.T, debounce time.Duration) *watch.Watcher {
+	t.Helper()
+	w, err := watch.New(zerolog.New(zerolog.NewTestWriter(t)), debounce)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return w
 }

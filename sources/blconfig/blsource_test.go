@@ -1,4 +1,4 @@
-package sources
+package blconfig
 
 import (
 	"os"
@@ -32,7 +32,7 @@ func TestBLConfigCutShortWhileChangingIsNotBelieved(t *testing.T) {
 		}
 	}
 	write(blTwo)
-	s := NewBLSource(BLSourceConfig{Path: path, Log: zerolog.New(zerolog.NewTestWriter(t))})
+	s := NewSource(SourceConfig{Path: path, Log: zerolog.New(zerolog.NewTestWriter(t))})
 	defer s.Close()
 	cut := blTwo[:strings.Index(blTwo, "- name: ctx-ws")] // valid YAML, cut after acme
 	// bl keeps writing: every second look finds other bytes.

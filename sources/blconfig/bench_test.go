@@ -1,28 +1,8 @@
-package sources
+package blconfig
 
 import (
 	"testing"
 )
-
-// benchDotenv is a project .env as people write them: comments, export prefixes, quotes, an
-// inline comment, blank lines, and the Blaxel variables among others.
-const benchDotenv = `# Project settings
-export NODE_ENV=development
-APP_NAME="my agent"
-APP_PORT=8080 # the dev server
-DATABASE_URL='postgres://app:app@localhost:5432/app?sslmode=disable'
-
-# Blaxel
-BL_WORKSPACE=acme-prod
-BL_API_KEY="bl_aaaabbbbccccddddeeeeffff00001111"
-BL_ENV=prod
-
-OPENAI_API_KEY=sk-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx
-LOG_LEVEL=debug
-FEATURE_FLAGS="a,b,c"
-MULTILINE="line one\nline two"
-EMPTY=
-`
 
 // benchBLConfig is a bl config in the current writer's format with a login session, an API key
 // and a service account, as BLAXEL.md shows it, plus two more workspaces.
@@ -54,24 +34,12 @@ workspaces:
 tracking: false
 `
 
-func BenchmarkParseDotenv(b *testing.B) {
-	data := []byte(benchDotenv)
-	b.SetBytes(int64(len(data)))
-	b.ReportAllocs()
-	for b.Loop() {
-		vars, errs := ParseDotenv(data)
-		if len(errs) != 0 || vars[VarAPIKey] == "" {
-			b.Fatalf("parse: %v %v", vars, errs)
-		}
-	}
-}
-
 func BenchmarkParseBLConfig(b *testing.B) {
 	data := []byte(benchBLConfig)
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	for b.Loop() {
-		c, err := ParseBLConfig(data)
+		c, err := Parse(data)
 		if err != nil || len(c.Workspaces) != 5 {
 			b.Fatalf("parse: %v", err)
 		}
@@ -83,7 +51,7 @@ func BenchmarkParseBLConfig(b *testing.B) {
 // config parses and two generic decodes). The file write itself is not included.
 func BenchmarkEditBLConfig(b *testing.B) {
 	data := []byte(benchBLConfig)
-	old, err := ParseBLConfig(data)
+	old, err := Parse(data)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package sources
+package watch
 
 // FailWatchesForTest makes every directory watch the watcher adds from now on fail with err, as
 // a system out of inotify watches does (ENOSPC); a nil err gives the real watches back. Only

@@ -1,4 +1,4 @@
-package sources
+package blconfig
 
 import (
 	"bytes"
@@ -8,22 +8,23 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
+	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/watch"
 	"github.com/rs/zerolog"
 )
 
-// DefaultBLConfigPath is $HOME/.blaxel/config.yaml, where every Blaxel tool keeps it.
-func DefaultBLConfigPath(home string) string { return filepath.Join(home, ".blaxel", "config.yaml") }
+// DefaultPath is $HOME/.blaxel/config.yaml, where every Blaxel tool keeps it.
+func DefaultPath(home string) string { return filepath.Join(home, ".blaxel", "config.yaml") }
 
-// BLSourceConfig configures a BLSource. Zero fields take the defaults noted.
-type BLSourceConfig struct {
+// SourceConfig configures a BLSource. Zero fields take the defaults noted.
+type SourceConfig struct {
 	// Path is the bl CLI config, normally $HOME/.blaxel/config.yaml.
 	Path string
 	// Watcher reports changes of the file; nil means it is read again only on Reload.
-	Watcher *Watcher
-	// ReadTimeout bounds one read of the file (DefaultFileReadTimeout).
+	Watcher *watch.Watcher
+	// ReadTimeout bounds one read of the file (sources.DefaultFileReadTimeout).
 	ReadTimeout time.Duration
 	// RecheckDelay is how long to wait before reading again a file that parses but looks cut
 	// short, to tell a write in progress from a file written by hand (200ms).
@@ -33,13 +34,13 @@ type BLSourceConfig struct {
 	Log      zerolog.Logger
 }
 
-// BLSource is the bl CLI config as the daemon sees it: the last good view of the file, read
+// Source is the bl CLI config as the daemon sees it: the last good view of the file, read
 // again whenever it changes. A torn or invalid file keeps the last good view and is retried with
 // growing delays (bl rewrites it in place, so a reader may catch it half written); a file that
 // is refused (unsafe permissions, not a regular file, too large) drops the view, so that none of
 // its credentials is served until it is fixed. Safe for concurrent use.
-type BLSource struct {
-	cfg BLSourceConfig
+type Source struct {
+	cfg SourceConfig
 	// waitRecheck waits RecheckDelay. Tests replace it.
 	waitRecheck func()
 
@@ -48,8 +49,8 @@ type BLSource struct {
 	loadMu sync.Mutex
 
 	mu       sync.RWMutex
-	view     *BLConfig                 // last good view; nil when there is none (or it was dropped as unsafe)
-	unknown  map[string][]BLUnknownKey // the view's misspelt credentials keys, by workspace
+	view     *Config                 // last good view; nil when there is none (or it was dropped as unsafe)
+	unknown  map[string][]UnknownKey // the view's misspelt credentials keys, by workspace
 	err      error                     // the last read's error, nil when the view is current
 	retry    *time.Timer
 	tries    int
@@ -58,15 +59,15 @@ type BLSource struct {
 	closed   bool
 }
 
-// NewBLSource watches and reads the bl config once.
-func NewBLSource(cfg BLSourceConfig) *BLSource {
+// NewSource watches and reads the bl config once.
+func NewSource(cfg SourceConfig) *Source {
 	if cfg.ReadTimeout <= 0 {
-		cfg.ReadTimeout = DefaultFileReadTimeout
+		cfg.ReadTimeout = sources.DefaultFileReadTimeout
 	}
 	if cfg.RecheckDelay <= 0 {
 		cfg.RecheckDelay = 200 * time.Millisecond
 	}
-	s := &BLSource{cfg: cfg}
+	s := &Source{cfg: cfg}
 	s.waitRecheck = func() { time.Sleep(s.cfg.RecheckDelay) }
 	s.watch() // first: a change after the watch is set is seen, the read sees what came before
 	s.load()
@@ -74,46 +75,46 @@ func NewBLSource(cfg BLSourceConfig) *BLSource {
 }
 
 // View is the last good view of the file, nil when there is none. It must not be modified.
-func (s *BLSource) View() *BLConfig {
+func (s *Source) View() *Config {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.view
 }
 
 // Path is the file.
-func (s *BLSource) Path() string { return s.cfg.Path }
+func (s *Source) Path() string { return s.cfg.Path }
 
 // UnknownKeys are the keys of workspace's credentials in the last good view that no Blaxel tool
 // reads (BLUnknownKeys), nil when there are none.
-func (s *BLSource) UnknownKeys(workspace string) []BLUnknownKey {
+func (s *Source) UnknownKeys(workspace string) []UnknownKey {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.unknown[workspace]
 }
 
 // Errors says why the view is not the file as it is now, or why the file is not watched.
-func (s *BLSource) Errors() []SourceError {
+func (s *Source) Errors() []sources.SourceError {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	var out []SourceError
-	p := Provenance{SourceBLConfig, s.cfg.Path}
+	var out []sources.SourceError
+	p := sources.Provenance{Kind: sources.SourceBLConfig, Where: s.cfg.Path}
 	if s.err != nil {
-		out = append(out, SourceError{p, s.err.Error()})
+		out = append(out, sources.SourceError{Source: p, Error: s.err.Error()})
 	}
 	if s.watchErr != nil {
-		out = append(out, SourceError{p, s.watchErr.Error()})
+		out = append(out, sources.SourceError{Source: p, Error: s.watchErr.Error()})
 	}
 	return out
 }
 
 // Reload retries a refused watch and reads the file again.
-func (s *BLSource) Reload() {
+func (s *Source) Reload() {
 	s.watch()
 	s.load()
 }
 
 // Close stops watching and retrying.
-func (s *BLSource) Close() {
+func (s *Source) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
@@ -127,7 +128,7 @@ func (s *BLSource) Close() {
 
 // watch starts watching the file if it is not watched yet. A watch refused for want of inotify
 // watches is a source error until a later reload manages it.
-func (s *BLSource) watch() {
+func (s *Source) watch() {
 	if s.cfg.Watcher == nil || s.cfg.Path == "" {
 		return
 	}
@@ -148,26 +149,20 @@ func (s *BLSource) watch() {
 // watchError describes a refused watch; running out of inotify watches or instances is named as
 // such, since only the administrator can fix it.
 func watchError(path string, err error, consequence string) error {
-	if watchesExhausted(err) {
+	if watch.Exhausted(err) {
 		return fmt.Errorf("file watching is exhausted (fs.inotify.max_user_watches): %s %s", path, consequence)
 	}
 	return fmt.Errorf("cannot watch %s, so it %s: %w", path, consequence, err)
 }
 
-// watchesExhausted reports whether a watch was refused for want of inotify watches (ENOSPC) or
-// instances (EMFILE).
-func watchesExhausted(err error) bool {
-	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EMFILE)
-}
-
-func (s *BLSource) loadAndTell() {
+func (s *Source) loadAndTell() {
 	if s.load() && s.cfg.OnChange != nil {
 		s.cfg.OnChange()
 	}
 }
 
 // load reads the file and installs what it read; it reports whether the view changed.
-func (s *BLSource) load() bool {
+func (s *Source) load() bool {
 	path := s.cfg.Path
 	if path == "" {
 		return false
@@ -178,17 +173,17 @@ func (s *BLSource) load() bool {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if errors.Is(err, ErrBLConfigEmpty) && s.tries >= 3 {
+	if errors.Is(err, ErrEmpty) && s.tries >= 3 {
 		// Still empty after the retries (well over a second): not a write in progress but a
 		// file the user emptied. Believe it.
-		c, err = &BLConfig{}, nil
+		c, err = &Config{}, nil
 	}
 	if s.retry != nil {
 		s.retry.Stop()
 		s.retry = nil
 	}
 	switch {
-	case err != nil && (errors.Is(err, ErrUnsafeFile) || errors.Is(err, ErrFileRefused)):
+	case err != nil && (errors.Is(err, ErrUnsafeFile) || errors.Is(err, sources.ErrFileRefused)):
 		// Not a write in progress: nothing to retry, and nothing of it may be served. The
 		// watcher (or a reload) sees the fix.
 		s.err, s.tries = err, 0
@@ -214,34 +209,34 @@ func (s *BLSource) load() bool {
 // read reads, checks and parses the file. A file that parses but looks cut short is read again
 // after RecheckDelay, and believed if nothing about it changed.
 // It also returns the misspelt credentials keys of what it parsed (BLUnknownKeys).
-func (s *BLSource) read(path string) (*BLConfig, map[string][]BLUnknownKey, error) {
+func (s *Source) read(path string) (*Config, map[string][]UnknownKey, error) {
 	data, fi, err := s.readOnce(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return &BLConfig{}, nil, nil
+		return &Config{}, nil, nil
 	case err != nil:
 		return nil, nil, err
 	}
 	if err := checkBLConfigSafe(path, fi); err != nil {
 		return nil, nil, err
 	}
-	c, err := ParseBLConfig(data)
-	if !errors.Is(err, ErrBLConfigMaybeTorn) {
+	c, err := Parse(data)
+	if !errors.Is(err, ErrMaybeTorn) {
 		if err != nil {
 			return c, nil, err
 		}
-		return c, BLUnknownKeys(data), nil
+		return c, UnknownKeys(data), nil
 	}
 	if !sameOnRecheck(data, fi, s.waitRecheck, func() ([]byte, fs.FileInfo, error) { return s.readOnce(path) }) {
 		return nil, nil, err // changing: a write in progress
 	}
 	s.cfg.Log.Info().Str("path", path).Str("note", err.Error()).
 		Msg("the bl config looks cut short but did not change when read again; using it as written by hand")
-	return c, BLUnknownKeys(data), nil
+	return c, UnknownKeys(data), nil
 }
 
-func (s *BLSource) readOnce(path string) ([]byte, fs.FileInfo, error) {
-	return startFileRead(path, MaxBLConfigBytes).wait(path, s.cfg.ReadTimeout)
+func (s *Source) readOnce(path string) ([]byte, fs.FileInfo, error) {
+	return sources.StartRead(path, sources.MaxBLConfigBytes).Wait(path, s.cfg.ReadTimeout)
 }
 
 // sameOnRecheck waits, reads the file again, and reports whether it still holds data and is the

@@ -1,4 +1,4 @@
-package sources
+package blconfig
 
 import (
 	"bytes"
@@ -15,14 +15,15 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/blauth/blauth/sources"
 	"go.yaml.in/yaml/v3"
 )
 
-// ErrBLConfigUneditable is matched by the error of an update that cannot change the file without
+// ErrUneditable is matched by the error of an update that cannot change the file without
 // reformatting parts of it that are not the workspace's changed fields (flow style, a value with an
 // anchor or a tag, a value over several lines): the update writes nothing rather than rewrite
 // what other tools wrote.
-var ErrBLConfigUneditable = errors.New("cannot edit the bl config without reformatting it")
+var ErrUneditable = errors.New("cannot edit the bl config without reformatting it")
 
 // uneditableError says where and why; it never quotes the file.
 type uneditableError struct {
@@ -32,12 +33,12 @@ type uneditableError struct {
 
 func (e *uneditableError) Error() string {
 	if e.line > 0 {
-		return fmt.Sprintf("%s: line %d: %s", ErrBLConfigUneditable, e.line, e.reason)
+		return fmt.Sprintf("%s: line %d: %s", ErrUneditable, e.line, e.reason)
 	}
-	return fmt.Sprintf("%s: %s", ErrBLConfigUneditable, e.reason)
+	return fmt.Sprintf("%s: %s", ErrUneditable, e.reason)
 }
 
-func (e *uneditableError) Unwrap() error { return ErrBLConfigUneditable }
+func (e *uneditableError) Unwrap() error { return ErrUneditable }
 
 func uneditable(line int, format string, args ...any) error {
 	return &uneditableError{line, fmt.Sprintf(format, args...)}
@@ -55,7 +56,7 @@ var waitBeforeRecheck = func() { time.Sleep(200 * time.Millisecond) }
 // maxUpdateReads bounds how often UpdateBLCredentials reads a file that keeps changing.
 const maxUpdateReads = 4
 
-// UpdateBLCredentials applies fn to the named workspace's credentials in a fresh read of the bl config
+// Update applies fn to the named workspace's credentials in a fresh read of the bl config
 // at path and writes the result back, changing nothing else in the file.
 //
 // The edit is surgical: only the values of the credential fields fn changed are replaced (written as
@@ -79,7 +80,7 @@ const maxUpdateReads = 4
 // write (ErrUnsafeFile). A symbolic link at path is followed and its target replaced. Calls are
 // serialised within the process; bl takes no lock, so a bl write that lands between this read and the
 // rename is lost.
-func UpdateBLCredentials(path, workspace string, fn func(*BLCredentials)) error {
+func Update(path, workspace string, fn func(*Credentials)) error {
 	if workspace == "" {
 		return errors.New("update bl config: the workspace name is empty")
 	}
@@ -99,7 +100,7 @@ func UpdateBLCredentials(path, workspace string, fn func(*BLCredentials)) error 
 			return fmt.Errorf("update bl config, nothing written: %w", err)
 		}
 	}
-	var cur BLCredentials
+	var cur Credentials
 	ws, found := c.Workspace(workspace)
 	if found {
 		cur = ws.Credentials
@@ -107,7 +108,7 @@ func UpdateBLCredentials(path, workspace string, fn func(*BLCredentials)) error 
 	next := cur
 	fn(&next)
 	next.ExpiresIn = max(next.ExpiresIn, 0)
-	if !found && next == (BLCredentials{}) {
+	if !found && next == (Credentials{}) {
 		return nil // nothing to store for a workspace the file does not have
 	}
 	for _, s := range []string{next.APIKey, next.AccessToken, next.RefreshToken, next.DeviceCode, next.ClientCredentials} {
@@ -122,7 +123,7 @@ func UpdateBLCredentials(path, workspace string, fn func(*BLCredentials)) error 
 		if found {
 			ws.Credentials = next
 		} else {
-			c.Workspaces = append(c.Workspaces, BLWorkspace{Name: workspace, Credentials: next})
+			c.Workspaces = append(c.Workspaces, Workspace{Name: workspace, Credentials: next})
 		}
 		data = c.Marshal()
 	} else if data, err = editBLConfig(old, c, torn, workspace, next); err != nil {
@@ -139,9 +140,9 @@ func UpdateBLCredentials(path, workspace string, fn func(*BLCredentials)) error 
 
 // readForUpdate reads the config that UpdateBLCredentials starts from: the file's bytes and fstat (nil
 // when it does not exist), its config, and whether it looks cut short (read twice the same, so believed).
-func readForUpdate(path string) (data []byte, fi os.FileInfo, c *BLConfig, torn bool, err error) {
+func readForUpdate(path string) (data []byte, fi os.FileInfo, c *Config, torn bool, err error) {
 	var lastErr error
-	read := func() ([]byte, fs.FileInfo, error) { return readBoundedFile(path, MaxBLConfigBytes) }
+	read := func() ([]byte, fs.FileInfo, error) { return sources.ReadBounded(path, sources.MaxBLConfigBytes) }
 	for attempt := 0; attempt < maxUpdateReads; attempt++ {
 		if attempt > 0 {
 			waitBeforeRecheck()
@@ -151,16 +152,16 @@ func readForUpdate(path string) (data []byte, fi os.FileInfo, c *BLConfig, torn 
 			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 				return nil, nil, nil, false, err
 			}
-			return nil, nil, &BLConfig{}, false, nil
+			return nil, nil, &Config{}, false, nil
 		}
 		if err != nil {
 			return nil, nil, nil, false, err
 		}
-		c, err = ParseBLConfig(data)
+		c, err = Parse(data)
 		switch {
 		case err == nil:
 			return data, fi, c, false, nil
-		case errors.Is(err, ErrBLConfigEmpty):
+		case errors.Is(err, ErrEmpty):
 			if attempt > 0 {
 				return data, fi, c, false, nil // still empty: the user emptied it
 			}
@@ -168,7 +169,7 @@ func readForUpdate(path string) (data []byte, fi os.FileInfo, c *BLConfig, torn 
 			// Invalid or maybe cut short: read again; the same bytes twice are not a write in progress.
 			lastErr = fmt.Errorf("%s: %w", path, err)
 			if sameOnRecheck(data, fi, waitBeforeRecheck, read) {
-				if errors.Is(err, ErrBLConfigMaybeTorn) {
+				if errors.Is(err, ErrMaybeTorn) {
 					return data, fi, c, true, nil // a file written by hand
 				}
 				return nil, nil, nil, false, lastErr // invalid, and staying so
@@ -186,22 +187,22 @@ func readForUpdate(path string) (data []byte, fi os.FileInfo, c *BLConfig, torn 
 type blCredField struct {
 	keys   []string // the keys that hold it in a file; bl writes the first
 	quoted bool     // bl double-quotes its value
-	get    func(BLCredentials) string
+	get    func(Credentials) string
 }
 
 // blCredFields are the credential fields in bl's order.
 var blCredFields = []blCredField{
-	{[]string{"apiKey"}, true, func(c BLCredentials) string { return c.APIKey }},
-	{[]string{"access_token"}, false, func(c BLCredentials) string { return c.AccessToken }},
-	{[]string{"refresh_token"}, false, func(c BLCredentials) string { return c.RefreshToken }},
-	{[]string{"expires_in"}, false, func(c BLCredentials) string {
+	{[]string{"apiKey"}, true, func(c Credentials) string { return c.APIKey }},
+	{[]string{"access_token"}, false, func(c Credentials) string { return c.AccessToken }},
+	{[]string{"refresh_token"}, false, func(c Credentials) string { return c.RefreshToken }},
+	{[]string{"expires_in"}, false, func(c Credentials) string {
 		if c.ExpiresIn > 0 {
 			return strconv.Itoa(c.ExpiresIn)
 		}
 		return ""
 	}},
-	{[]string{"device_code"}, false, func(c BLCredentials) string { return c.DeviceCode }},
-	{[]string{"client_credentials", "clientCredentials"}, true, func(c BLCredentials) string { return c.ClientCredentials }},
+	{[]string{"device_code"}, false, func(c Credentials) string { return c.DeviceCode }},
+	{[]string{"client_credentials", "clientCredentials"}, true, func(c Credentials) string { return c.ClientCredentials }},
 }
 
 // text is v as bl writes the field; an emptied field that keeps its key is "" (0 for expires_in).
@@ -515,7 +516,7 @@ type blPatch struct {
 
 // editBLConfig computes the surgical edit of data (whose config is old) that gives workspace the
 // credentials next, and checks that the result reads as intended.
-func editBLConfig(data []byte, old *BLConfig, oldTorn bool, workspace string, next BLCredentials) ([]byte, error) {
+func editBLConfig(data []byte, old *Config, oldTorn bool, workspace string, next Credentials) ([]byte, error) {
 	var doc yaml.Node
 	if err := unmarshalYAML(data, &doc); err != nil {
 		return nil, err
@@ -527,9 +528,9 @@ func editBLConfig(data []byte, old *BLConfig, oldTorn bool, workspace string, ne
 		if t.lineStarts[len(t.lineStarts)-1] != len(data) {
 			out = append(out, t.eol...) // the comments' last line had no line break
 		}
-		c := &BLConfig{Workspaces: []BLWorkspace{{Name: workspace, Credentials: next}}}
+		c := &Config{Workspaces: []Workspace{{Name: workspace, Credentials: next}}}
 		out = append(out, strings.ReplaceAll(string(c.Marshal()), "\n", t.eol)...)
-		if got, err := ParseBLConfig(out); err != nil || !reflect.DeepEqual(got, c) {
+		if got, err := Parse(out); err != nil || !reflect.DeepEqual(got, c) {
 			return nil, uneditable(0, "the result would not read back as intended")
 		}
 		return out, nil
@@ -553,7 +554,7 @@ func editBLConfig(data []byte, old *BLConfig, oldTorn bool, workspace string, ne
 	idx := -1
 	if wsVal != nil && wsVal.Kind == yaml.SequenceNode {
 		for i, it := range wsVal.Content {
-			item := resolveAlias(it)
+			item := sources.YAMLAlias(it)
 			if item.Kind != yaml.MappingNode {
 				continue
 			}
@@ -596,7 +597,7 @@ func editBLConfig(data []byte, old *BLConfig, oldTorn bool, workspace string, ne
 }
 
 // editWorkspace edits the credentials of one existing workspace entry.
-func (t *blText) editWorkspace(item *yaml.Node, cur, next BLCredentials) ([]blEdit, map[string]any, error) {
+func (t *blText) editWorkspace(item *yaml.Node, cur, next Credentials) ([]blEdit, map[string]any, error) {
 	var changed []int
 	for i, f := range blCredFields {
 		if f.get(cur) != f.get(next) {
@@ -631,7 +632,7 @@ func (t *blText) editWorkspace(item *yaml.Node, cur, next BLCredentials) ([]blEd
 		return ed.addCredentials(item.Content[0], after)
 	case credVal.Kind == yaml.AliasNode:
 		return nil, nil, uneditable(credVal.Line, "credentials is an alias (*) of another node")
-	case isNull(credVal) || credVal.Kind == yaml.MappingNode && credVal.Style&yaml.FlowStyle != 0 && len(credVal.Content) == 0:
+	case sources.YAMLNull(credVal) || credVal.Kind == yaml.MappingNode && credVal.Style&yaml.FlowStyle != 0 && len(credVal.Content) == 0:
 		// No fields yet (credentials:, credentials: ~, credentials: {}): the fields go on the next lines.
 		edits, at, err := t.clearEmpty(credKey, credVal, '{', '}')
 		if err != nil {
@@ -654,7 +655,7 @@ func (t *blText) editWorkspace(item *yaml.Node, cur, next BLCredentials) ([]blEd
 type credEdit struct {
 	t       *blText
 	changed []int         // indexes in blCredFields
-	next    BLCredentials // the new values
+	next    Credentials // the new values
 	set     map[string]any
 }
 
@@ -735,7 +736,7 @@ func (t *blText) clearEmpty(key, val *yaml.Node, open, close byte) ([]blEdit, in
 	switch {
 	case !ok:
 		return nil, 0, uneditable(val.Line, "cannot locate a value")
-	case isNull(val) && val.Value == "":
+	case sources.YAMLNull(val) && val.Value == "":
 	default:
 		if val.Kind != yaml.MappingNode && val.Kind != yaml.SequenceNode {
 			open, close = 0, 0
@@ -780,7 +781,7 @@ func (t *blText) insertionPoint(pairs []*yaml.Node, fi int) (int, error) {
 }
 
 // appendWorkspace adds a workspace entry, in bl's format, at the end of the workspaces list.
-func (t *blText) appendWorkspace(root, wsKey, wsVal, trackingKey *yaml.Node, name string, next BLCredentials) ([]blEdit, map[string]any, error) {
+func (t *blText) appendWorkspace(root, wsKey, wsVal, trackingKey *yaml.Node, name string, next Credentials) ([]blEdit, map[string]any, error) {
 	creds := map[string]any{}
 	entry := func(dash string) string {
 		var b strings.Builder
@@ -812,7 +813,7 @@ func (t *blText) appendWorkspace(root, wsKey, wsVal, trackingKey *yaml.Node, nam
 			}
 		}
 		return []blEdit{{at, at, indent + "workspaces:" + t.eol + entry(indent)}}, generic(), nil
-	case isNull(wsVal) || wsVal.Kind == yaml.SequenceNode && wsVal.Style&yaml.FlowStyle != 0 && len(wsVal.Content) == 0:
+	case sources.YAMLNull(wsVal) || wsVal.Kind == yaml.SequenceNode && wsVal.Style&yaml.FlowStyle != 0 && len(wsVal.Content) == 0:
 		// workspaces:, workspaces: ~ or workspaces: [] (yaml.v2): the entry goes on the next line.
 		edits, at, err := t.clearEmpty(wsKey, wsVal, '[', ']')
 		if err != nil {
@@ -914,19 +915,19 @@ func (t *blText) apply(edits []blEdit) ([]byte, error) {
 // verifyBLEdit checks that out reads as data with exactly the intended change: through ParseBLConfig
 // (every other workspace, the context and tracking the same; the workspace holding next) and through
 // a generic YAML decode (every other value in the file the same, unknown keys included).
-func verifyBLEdit(data, out []byte, old *BLConfig, allowTorn bool, workspace string, next BLCredentials, patch blPatch) error {
+func verifyBLEdit(data, out []byte, old *Config, allowTorn bool, workspace string, next Credentials, patch blPatch) error {
 	fail := func(what string) error {
 		return uneditable(0, "the edited file would not read back as intended (%s)", what)
 	}
-	got, err := ParseBLConfig(out)
-	if err != nil && !(allowTorn && errors.Is(err, ErrBLConfigMaybeTorn)) {
+	got, err := Parse(out)
+	if err != nil && !(allowTorn && errors.Is(err, ErrMaybeTorn)) {
 		return fail("it does not parse")
 	}
-	want := &BLConfig{Context: old.Context, Tracking: old.Tracking, Workspaces: append([]BLWorkspace(nil), old.Workspaces...)}
+	want := &Config{Context: old.Context, Tracking: old.Tracking, Workspaces: append([]Workspace(nil), old.Workspaces...)}
 	if patch.index >= 0 {
 		want.Workspaces[patch.index].Credentials = next
 	} else {
-		want.Workspaces = append(want.Workspaces, BLWorkspace{Name: workspace, Credentials: next})
+		want.Workspaces = append(want.Workspaces, Workspace{Name: workspace, Credentials: next})
 	}
 	if !reflect.DeepEqual(got, want) {
 		return fail("the config differs")

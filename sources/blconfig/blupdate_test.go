@@ -1,4 +1,4 @@
-package sources
+package blconfig
 
 import (
 	"bytes"
@@ -15,28 +15,29 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/blauth/blauth/internal/testkit"
+	"github.com/blauth/blauth/sources"
 )
 
 // The write-backs the daemon does: a refreshed login session, a device login (which replaces
 // whatever the workspace held), a key saved for a workspace.
-func refreshSession(c *BLCredentials) {
+func refreshSession(c *Credentials) {
 	c.AccessToken, c.RefreshToken, c.ExpiresIn = "eyJhbGciOi.new", "FAKE-rotated", 7200
 }
 
-func deviceLogin(c *BLCredentials) {
-	*c = BLCredentials{AccessToken: "eyJhbGciOi.login", RefreshToken: "FAKE-login", ExpiresIn: 7200, DeviceCode: "FAKE-device-2"}
+func deviceLogin(c *Credentials) {
+	*c = Credentials{AccessToken: "eyJhbGciOi.login", RefreshToken: "FAKE-login", ExpiresIn: 7200, DeviceCode: "FAKE-device-2"}
 }
 
-func setAPIKey(c *BLCredentials) { c.APIKey = "bl_NEW" }
+func setAPIKey(c *Credentials) { c.APIKey = "bl_NEW" }
 
-func rotateClientCredentials(c *BLCredentials) { c.ClientCredentials = "bmV3LWlkOm5ldy1zZWNyZXQ=" }
+func rotateClientCredentials(c *Credentials) { c.ClientCredentials = "bmV3LWlkOm5ldy1zZWNyZXQ=" }
 
 // updateGoldenCases are edits of real and hand-written files. Each golden file under
 // testdata/blconfig/update/ holds the file after the edit; go test -run TestUpdateBLConfigGolden
 // -update rewrites them (then read the diff: only the named workspace's changed fields may move).
 var updateGoldenCases = []struct {
 	name, input, workspace string
-	fn                     func(*BLCredentials)
+	fn                     func(*Credentials)
 }{
 	{"current-refresh", "current.yaml", "acme-prod", refreshSession},
 	{"current-new-workspace", "current.yaml", "acme-new", setAPIKey},
@@ -66,7 +67,7 @@ func TestUpdateBLConfigGolden(t *testing.T) {
 			input := readBLTestdata(t, tt.input)
 			path := writeBLTestFile(t, filepath.Join(t.TempDir(), "config.yaml"), input, 0o600)
 			setRecheckHook(t, func() {})
-			if err := UpdateBLCredentials(path, tt.workspace, tt.fn); err != nil {
+			if err := Update(path, tt.workspace, tt.fn); err != nil {
 				t.Fatal(err)
 			}
 			got, err := os.ReadFile(path)
@@ -91,20 +92,20 @@ func TestUpdateBLConfigGolden(t *testing.T) {
 
 // checkUpdateReadsBack parses the file before and after and checks that after = before with fn
 // applied to workspace (appended when it was missing), nothing else changed.
-func checkUpdateReadsBack(t *testing.T, before, after []byte, workspace string, fn func(*BLCredentials)) {
+func checkUpdateReadsBack(t *testing.T, before, after []byte, workspace string, fn func(*Credentials)) {
 	t.Helper()
-	want, err := ParseBLConfig(before)
-	if err != nil && !errors.Is(err, ErrBLConfigMaybeTorn) {
+	want, err := Parse(before)
+	if err != nil && !errors.Is(err, ErrMaybeTorn) {
 		t.Fatalf("the input does not parse: %v", err)
 	}
 	ws, ok := want.Workspace(workspace)
 	if !ok {
-		want.Workspaces = append(want.Workspaces, BLWorkspace{Name: workspace})
+		want.Workspaces = append(want.Workspaces, Workspace{Name: workspace})
 		ws = &want.Workspaces[len(want.Workspaces)-1]
 	}
 	fn(&ws.Credentials)
-	got, err := ParseBLConfig(after)
-	if err != nil && !errors.Is(err, ErrBLConfigMaybeTorn) {
+	got, err := Parse(after)
+	if err != nil && !errors.Is(err, ErrMaybeTorn) {
 		t.Fatalf("the result does not parse: %v\n%s", err, after)
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -118,7 +119,7 @@ func checkUpdateReadsBack(t *testing.T, before, after []byte, workspace string, 
 func TestUpdateBLConfigKeepsTheCamelCaseKey(t *testing.T) {
 	input := readBLTestdata(t, "update/hand-written.yaml")
 	path := writeBLTestFile(t, filepath.Join(t.TempDir(), "config.yaml"), input, 0o600)
-	if err := UpdateBLCredentials(path, "acme-prod", refreshSession); err != nil {
+	if err := Update(path, "acme-prod", refreshSession); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := os.ReadFile(path)
@@ -134,7 +135,7 @@ func TestUpdateBLConfigKeepsTheCamelCaseKey(t *testing.T) {
 func TestUpdateBLConfigRefusesWhatItCannotEditSafely(t *testing.T) {
 	tests := []struct {
 		name, in, workspace string
-		fn                  func(*BLCredentials)
+		fn                  func(*Credentials)
 		want                string
 	}{
 		{"flow-style file", "{context: {workspace: a}, workspaces: [{name: a, credentials: {apiKey: k}}], tracking: true}\n",
@@ -158,8 +159,8 @@ func TestUpdateBLConfigRefusesWhatItCannotEditSafely(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			path := writeBLTestFile(t, filepath.Join(t.TempDir(), "config.yaml"), tt.in, 0o600)
 			before, _ := os.Stat(path)
-			err := UpdateBLCredentials(path, tt.workspace, tt.fn)
-			if !errors.Is(err, ErrBLConfigUneditable) || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "nothing written") {
+			err := Update(path, tt.workspace, tt.fn)
+			if !errors.Is(err, ErrUneditable) || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "nothing written") {
 				t.Fatalf("error = %v; want ErrBLConfigUneditable saying %q and that nothing was written", err, tt.want)
 			}
 			for _, secret := range []string{"abc", "eyJhbGciOi.new", "FAKE-rotated"} {
@@ -182,7 +183,7 @@ func TestUpdateBLConfigRefusesWhatItCannotEditSafely(t *testing.T) {
 func TestUpdateBLConfigUnchangedFieldsAreNotTouched(t *testing.T) {
 	in := "workspaces:\n- name: a\n  credentials:\n    apiKey: |\n      multi\n    access_token: old\n    refresh_token: r\ntracking: false\n"
 	path := writeBLTestFile(t, filepath.Join(t.TempDir(), "config.yaml"), in, 0o600)
-	if err := UpdateBLCredentials(path, "a", func(c *BLCredentials) { c.AccessToken = "new" }); err != nil {
+	if err := Update(path, "a", func(c *Credentials) { c.AccessToken = "new" }); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := os.ReadFile(path); string(got) != strings.Replace(in, "access_token: old", "access_token: new", 1) {
@@ -197,7 +198,7 @@ func TestUpdateBLConfigHandWrittenWithoutTracking(t *testing.T) {
 	path := writeBLTestFile(t, filepath.Join(t.TempDir(), "config.yaml"), in, 0o600)
 	waits := 0
 	setRecheckHook(t, func() { waits++ })
-	if err := UpdateBLCredentials(path, "ci", func(c *BLCredentials) { c.APIKey = "bl_ci2" }); err != nil {
+	if err := Update(path, "ci", func(c *Credentials) { c.APIKey = "bl_ci2" }); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := os.ReadFile(path); string(got) != strings.Replace(in, "bl_ci", "bl_ci2", 1) {
@@ -223,7 +224,7 @@ func TestUpdateBLConfigTornFiles(t *testing.T) {
 		t.Run("completed meanwhile: "+torn.name, func(t *testing.T) {
 			path := writeBLTestFile(t, filepath.Join(t.TempDir(), "config.yaml"), torn.content, 0o600)
 			setRecheckHook(t, func() { writeBLTestFile(t, path, full, 0o600) })
-			if err := UpdateBLCredentials(path, "acme-ci", func(c *BLCredentials) { c.APIKey = "bl_NEW" }); err != nil {
+			if err := Update(path, "acme-ci", func(c *Credentials) { c.APIKey = "bl_NEW" }); err != nil {
 				t.Fatal(err)
 			}
 			if got, _ := os.ReadFile(path); string(got) != strings.Replace(full, "bl_FAKEKEY", "bl_NEW", 1) {
@@ -241,8 +242,8 @@ func TestUpdateBLConfigTornFiles(t *testing.T) {
 				writeBLTestFile(t, path, torn.content+strings.Repeat("#", n)+"\n", 0o600)
 			})
 			called := false
-			err := UpdateBLCredentials(path, "acme-ci", func(*BLCredentials) { called = true })
-			var ce *BLConfigError
+			err := Update(path, "acme-ci", func(*Credentials) { called = true })
+			var ce *Error
 			if !errors.As(err, &ce) || !strings.Contains(err.Error(), "nothing written") {
 				t.Fatalf("error = %v, want a *BLConfigError and nothing written", err)
 			}
@@ -258,8 +259,8 @@ func TestUpdateBLConfigTornFiles(t *testing.T) {
 	t.Run("invalid and staying so", func(t *testing.T) {
 		path := writeBLTestFile(t, filepath.Join(t.TempDir(), "config.yaml"), "context: [\n", 0o600)
 		setRecheckHook(t, func() {})
-		err := UpdateBLCredentials(path, "acme", setAPIKey)
-		var ce *BLConfigError
+		err := Update(path, "acme", setAPIKey)
+		var ce *Error
 		if !errors.As(err, &ce) {
 			t.Fatalf("error = %v, want a *BLConfigError", err)
 		}
@@ -275,7 +276,7 @@ func TestUpdateBLConfigRefusesAnUnsafeFile(t *testing.T) {
 	must(t, os.Mkdir(dir, 0o777))
 	must(t, os.Chmod(dir, 0o777))
 	path := writeBLTestFile(t, filepath.Join(dir, "config.yaml"), readBLTestdata(t, "current.yaml"), 0o600)
-	err := UpdateBLCredentials(path, "acme-ci", setAPIKey)
+	err := Update(path, "acme-ci", setAPIKey)
 	if !errors.Is(err, ErrUnsafeFile) || !strings.Contains(err.Error(), "chmod 700 "+dir) {
 		t.Fatalf("error = %v; want ErrUnsafeFile with the fix", err)
 	}
@@ -289,10 +290,10 @@ func TestUpdateBLConfigRefusesAFIFO(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	testkit.MkFIFO(t, path)
 	done := make(chan error, 1)
-	go func() { done <- UpdateBLCredentials(path, "acme", setAPIKey) }()
+	go func() { done <- Update(path, "acme", setAPIKey) }()
 	select {
 	case err := <-done:
-		if !errors.Is(err, ErrFileRefused) || !strings.Contains(err.Error(), path+" is a FIFO") {
+		if !errors.Is(err, sources.ErrFileRefused) || !strings.Contains(err.Error(), path+" is a FIFO") {
 			t.Fatalf("error = %v", err)
 		}
 	case <-time.After(hostileBound):
@@ -322,8 +323,8 @@ func FuzzUpdateBLConfig(f *testing.F) {
 	f.Add([]byte("# c\nworkspaces:\n  - name: a\n    id: x\n    env: e\n"), uint8(0), "k", "a: b", "#x", "", "", -1, uint8(0xff))
 	f.Add([]byte("workspaces:\n- name: a\n  credentials:\n    access_token: x # c\n    refresh_token: 'y'\ntracking: true"), uint8(1), "", "1", "true", "", "", 5, uint8(0xff))
 	f.Fuzz(func(t *testing.T, data []byte, pick uint8, apiKey, access, refresh, device, client string, expires int, mask uint8) {
-		old, err := ParseBLConfig(data)
-		torn := errors.Is(err, ErrBLConfigMaybeTorn)
+		old, err := Parse(data)
+		torn := errors.Is(err, ErrMaybeTorn)
 		if err != nil && !torn || len(bytes.Trim(data, " \t\r\n")) == 0 {
 			return
 		}
@@ -332,7 +333,7 @@ func FuzzUpdateBLConfig(f *testing.F) {
 			names = append(names, w.Name)
 		}
 		workspace := names[int(pick)%len(names)]
-		var cur BLCredentials
+		var cur Credentials
 		if w, ok := old.Workspace(workspace); ok {
 			cur = w.Credentials
 		}
@@ -352,20 +353,20 @@ func FuzzUpdateBLConfig(f *testing.F) {
 		}
 		out, err := editBLConfig(data, old, torn, workspace, next)
 		if err != nil {
-			if !errors.Is(err, ErrBLConfigUneditable) {
+			if !errors.Is(err, ErrUneditable) {
 				t.Fatalf("edit failed with %v, want ErrBLConfigUneditable", err)
 			}
 			return
 		}
-		targetIdx := slices.IndexFunc(old.Workspaces, func(w BLWorkspace) bool { return w.Name == workspace })
-		if targetIdx < 0 && next == (BLCredentials{}) {
+		targetIdx := slices.IndexFunc(old.Workspaces, func(w Workspace) bool { return w.Name == workspace })
+		if targetIdx < 0 && next == (Credentials{}) {
 			return // UpdateBLCredentials writes nothing for this
 		}
 		if next == cur && !bytes.Equal(out, data) {
 			t.Fatalf("nothing changed, yet the file did:\n%s\n---\n%s", data, out)
 		}
-		got, err := ParseBLConfig(out)
-		if err != nil && !errors.Is(err, ErrBLConfigMaybeTorn) {
+		got, err := Parse(out)
+		if err != nil && !errors.Is(err, ErrMaybeTorn) {
 			t.Fatalf("the result does not parse: %v\n%s", err, out)
 		}
 		if got.Context != old.Context || got.Tracking != old.Tracking {
@@ -397,3 +398,6 @@ func FuzzUpdateBLConfig(f *testing.F) {
 		}
 	})
 }
+
+// hostileBound is how long a test waits for what a hostile file must not block.
+const hostileBound = 30 * time.Second

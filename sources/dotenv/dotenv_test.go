@@ -1,4 +1,4 @@
-package sources
+package dotenv
 
 import (
 	"maps"
@@ -14,7 +14,7 @@ func TestParseDotenv(t *testing.T) {
 		name string
 		in   string
 		want vars
-		errs []DotenvError
+		errs []Error
 	}{
 		{name: "empty input", in: "", want: vars{}},
 		{name: "simple", in: "BL_WORKSPACE=acme\nBL_API_KEY=bl_FAKE\n", want: vars{"BL_WORKSPACE": "acme", "BL_API_KEY": "bl_FAKE"}},
@@ -31,7 +31,7 @@ func TestParseDotenv(t *testing.T) {
 		{name: "key named export", in: "export=1\n", want: vars{"export": "1"}},
 		{name: "key named export with spaces", in: "export = 1\n", want: vars{"export": "1"}},
 		{name: "export-prefixed key name", in: "exportA=1\n", want: vars{"exportA": "1"}},
-		{name: "export without assignment", in: "export A\n", want: vars{}, errs: []DotenvError{{1, dotenvMissingEquals}}},
+		{name: "export without assignment", in: "export A\n", want: vars{}, errs: []Error{{1, dotenvMissingEquals}}},
 		{name: "spaces around equals", in: "A = 1\nB\t=\t2\nC= 3\nD =4\n", want: vars{"A": "1", "B": "2", "C": "3", "D": "4"}},
 		{name: "unquoted value trimmed", in: "A=   spaced out \t \n", want: vars{"A": "spaced out"}},
 		{name: "unquoted inner spaces kept", in: "A=a  b\n", want: vars{"A": "a  b"}},
@@ -59,31 +59,31 @@ func TestParseDotenv(t *testing.T) {
 		{name: "later duplicate wins", in: "A=1\nA=2\n", want: vars{"A": "2"}},
 		{name: "key characters", in: "_A.b-c9=1\na=2\n", want: vars{"_A.b-c9": "1", "a": "2"}},
 		{name: "utf-8 value", in: "A=héllo wörld ✓\n", want: vars{"A": "héllo wörld ✓"}},
-		{name: "missing equals", in: "JUSTAKEY\nB=2\n", want: vars{"B": "2"}, errs: []DotenvError{{1, dotenvMissingEquals}}},
-		{name: "secret pasted alone", in: "A=1\nbl_secret_key_without_name\n", want: vars{"A": "1"}, errs: []DotenvError{{2, dotenvMissingEquals}}},
-		{name: "space inside key", in: "MY KEY=1\n", want: vars{}, errs: []DotenvError{{1, dotenvMissingEquals}}},
-		{name: "empty key", in: "=1\n", want: vars{}, errs: []DotenvError{{1, dotenvBadKey}}},
-		{name: "key starting with digit", in: "1A=1\n", want: vars{}, errs: []DotenvError{{1, dotenvBadKey}}},
-		{name: "key with bad character", in: "A$B=1\nA/B=2\n", want: vars{}, errs: []DotenvError{{1, dotenvBadKey}, {2, dotenvBadKey}}},
-		{name: "colon separator not accepted", in: "A: 1\n", want: vars{}, errs: []DotenvError{{1, dotenvMissingEquals}}},
-		{name: "unterminated single quote", in: "A='abc\nB=2\n", want: vars{"B": "2"}, errs: []DotenvError{{1, dotenvUnterminatedSingle}}},
-		{name: "single quotes are one line", in: "A='a\nb'\n", want: vars{}, errs: []DotenvError{{1, dotenvUnterminatedSingle}, {2, dotenvMissingEquals}}},
-		{name: "unterminated backtick", in: "A=`abc\nB=2\n", want: vars{"B": "2"}, errs: []DotenvError{{1, dotenvUnterminatedBack}}},
-		{name: "unterminated double quote resumes after opening line", in: "A=1\nB=\"abc\nC=3\nD=4\n", want: vars{"A": "1", "C": "3", "D": "4"}, errs: []DotenvError{{2, dotenvUnterminatedDouble}}},
-		{name: "unterminated double quote at end", in: "A=\"abc\\\"", want: vars{}, errs: []DotenvError{{1, dotenvUnterminatedDouble}}},
-		{name: "stray double quote met later", in: "A=\"abc\nB=\"x\"\nC=3\n", want: vars{"B": "x", "C": "3"}, errs: []DotenvError{{1, dotenvTextAfterQuote}}},
-		{name: "text after closing quote", in: "A=\"x\"y\nB='x' y\nC=2\n", want: vars{"C": "2"}, errs: []DotenvError{{1, dotenvTextAfterQuote}, {2, dotenvTextAfterQuote}}},
-		{name: "broken line keeps earlier value", in: "A=1\nA='x\n", want: vars{"A": "1"}, errs: []DotenvError{{2, dotenvUnterminatedSingle}}},
-		{name: "NUL in unquoted value", in: "A=a\x00b\nB=2\n", want: vars{"B": "2"}, errs: []DotenvError{{1, dotenvNUL}}},
-		{name: "NUL in multi-line value resumes after it", in: "A=\"a\n\x00\"\nB=2\n", want: vars{"B": "2"}, errs: []DotenvError{{1, dotenvNUL}}},
+		{name: "missing equals", in: "JUSTAKEY\nB=2\n", want: vars{"B": "2"}, errs: []Error{{1, dotenvMissingEquals}}},
+		{name: "secret pasted alone", in: "A=1\nbl_secret_key_without_name\n", want: vars{"A": "1"}, errs: []Error{{2, dotenvMissingEquals}}},
+		{name: "space inside key", in: "MY KEY=1\n", want: vars{}, errs: []Error{{1, dotenvMissingEquals}}},
+		{name: "empty key", in: "=1\n", want: vars{}, errs: []Error{{1, dotenvBadKey}}},
+		{name: "key starting with digit", in: "1A=1\n", want: vars{}, errs: []Error{{1, dotenvBadKey}}},
+		{name: "key with bad character", in: "A$B=1\nA/B=2\n", want: vars{}, errs: []Error{{1, dotenvBadKey}, {2, dotenvBadKey}}},
+		{name: "colon separator not accepted", in: "A: 1\n", want: vars{}, errs: []Error{{1, dotenvMissingEquals}}},
+		{name: "unterminated single quote", in: "A='abc\nB=2\n", want: vars{"B": "2"}, errs: []Error{{1, dotenvUnterminatedSingle}}},
+		{name: "single quotes are one line", in: "A='a\nb'\n", want: vars{}, errs: []Error{{1, dotenvUnterminatedSingle}, {2, dotenvMissingEquals}}},
+		{name: "unterminated backtick", in: "A=`abc\nB=2\n", want: vars{"B": "2"}, errs: []Error{{1, dotenvUnterminatedBack}}},
+		{name: "unterminated double quote resumes after opening line", in: "A=1\nB=\"abc\nC=3\nD=4\n", want: vars{"A": "1", "C": "3", "D": "4"}, errs: []Error{{2, dotenvUnterminatedDouble}}},
+		{name: "unterminated double quote at end", in: "A=\"abc\\\"", want: vars{}, errs: []Error{{1, dotenvUnterminatedDouble}}},
+		{name: "stray double quote met later", in: "A=\"abc\nB=\"x\"\nC=3\n", want: vars{"B": "x", "C": "3"}, errs: []Error{{1, dotenvTextAfterQuote}}},
+		{name: "text after closing quote", in: "A=\"x\"y\nB='x' y\nC=2\n", want: vars{"C": "2"}, errs: []Error{{1, dotenvTextAfterQuote}, {2, dotenvTextAfterQuote}}},
+		{name: "broken line keeps earlier value", in: "A=1\nA='x\n", want: vars{"A": "1"}, errs: []Error{{2, dotenvUnterminatedSingle}}},
+		{name: "NUL in unquoted value", in: "A=a\x00b\nB=2\n", want: vars{"B": "2"}, errs: []Error{{1, dotenvNUL}}},
+		{name: "NUL in multi-line value resumes after it", in: "A=\"a\n\x00\"\nB=2\n", want: vars{"B": "2"}, errs: []Error{{1, dotenvNUL}}},
 		{name: "NUL in comment ignored", in: "# \x00\nA=1 # \x00\n", want: vars{"A": "1"}},
-		{name: "NUL in key", in: "A\x00=1\n", want: vars{}, errs: []DotenvError{{1, dotenvBadKey}}},
-		{name: "line numbers count CRLF once", in: "A=1\r\n\r\nbad\r\n", want: vars{"A": "1"}, errs: []DotenvError{{3, dotenvMissingEquals}}},
-		{name: "line number after multi-line value", in: "A=\"x\ny\"\nbad\n", want: vars{"A": "x\ny"}, errs: []DotenvError{{3, dotenvMissingEquals}}},
+		{name: "NUL in key", in: "A\x00=1\n", want: vars{}, errs: []Error{{1, dotenvBadKey}}},
+		{name: "line numbers count CRLF once", in: "A=1\r\n\r\nbad\r\n", want: vars{"A": "1"}, errs: []Error{{3, dotenvMissingEquals}}},
+		{name: "line number after multi-line value", in: "A=\"x\ny\"\nbad\n", want: vars{"A": "x\ny"}, errs: []Error{{3, dotenvMissingEquals}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, errs := ParseDotenv([]byte(tt.in))
+			got, errs := Parse([]byte(tt.in))
 			if !maps.Equal(got, tt.want) {
 				t.Errorf("vars = %q, want %q", got, tt.want)
 			}
@@ -104,7 +104,7 @@ func TestDotenvErrorNeverQuotesTheLine(t *testing.T) {
 		"C=" + secret + "\x00",
 		"D=\"" + secret,
 	}, "\n")
-	_, errs := ParseDotenv([]byte(in))
+	_, errs := Parse([]byte(in))
 	if len(errs) != 6 {
 		t.Fatalf("got %d errors, want 6: %v", len(errs), errs)
 	}
@@ -113,7 +113,7 @@ func TestDotenvErrorNeverQuotesTheLine(t *testing.T) {
 			t.Errorf("error %q quotes the secret", e.Error())
 		}
 	}
-	if got, want := (DotenvError{Line: 7, Msg: "x"}).Error(), "line 7: x"; got != want {
+	if got, want := (Error{Line: 7, Msg: "x"}).Error(), "line 7: x"; got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
 	}
 }
@@ -160,7 +160,7 @@ func FuzzParseDotenv(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		vars, errs := ParseDotenv(data)
+		vars, errs := Parse(data)
 		if vars == nil {
 			t.Fatal("nil map")
 		}
@@ -179,7 +179,7 @@ func FuzzParseDotenv(f *testing.F) {
 				t.Errorf("value of %q holds a NUL", k)
 			}
 		}
-		again, errs := ParseDotenv(formatDotenv(vars))
+		again, errs := Parse(formatDotenv(vars))
 		if len(errs) != 0 {
 			t.Fatalf("re-serialised output has errors: %v", errs)
 		}

@@ -1,4 +1,4 @@
-package sources
+package watch
 
 import (
 	"context"
@@ -83,9 +83,9 @@ type watchReg struct {
 	due     time.Time // when onChange is to be called (while pending)
 }
 
-// NewWatcher returns a watcher whose onChange calls wait for debounce of quiet after the last
+// New returns a watcher whose onChange calls wait for debounce of quiet after the last
 // event (50ms when debounce is 0). Nothing is reported until Run is called.
-func NewWatcher(log zerolog.Logger, debounce time.Duration) (*Watcher, error) {
+func New(log zerolog.Logger, debounce time.Duration) (*Watcher, error) {
 	if debounce < 0 {
 		return nil, fmt.Errorf("creating the file watcher: negative debounce %v", debounce)
 	}
@@ -523,4 +523,10 @@ func nextPathComponent(path string) (first, rest string) {
 	path = strings.TrimLeft(path, string(filepath.Separator))
 	first, rest, _ = strings.Cut(path, string(filepath.Separator))
 	return first, rest
+}
+
+// Exhausted reports whether a watch was refused for want of inotify watches (ENOSPC) or
+// instances (EMFILE).
+func Exhausted(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EMFILE)
 }

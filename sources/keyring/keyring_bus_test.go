@@ -1,10 +1,11 @@
-package sources
+package keyring
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -148,13 +149,13 @@ func busAbsentChild(t *testing.T) {
 	calls := map[string]func() error{
 		"Probe":  func() error { return k.Probe(ctx) },
 		"Get":    func() error { _, err := k.Get(ctx, "acme"); return err },
-		"Set":    func() error { return k.Set(ctx, "acme", KeyringSecret{Kind: ipc.KindAPIKey, Value: "bl_FAKE"}) },
+		"Set":    func() error { return k.Set(ctx, "acme", Secret{Kind: ipc.KindAPIKey, Value: "bl_FAKE"}) },
 		"Delete": func() error { return k.Delete(ctx, "acme") },
 		"List":   func() error { _, err := k.List(ctx); return err },
 	}
 	for name, call := range calls {
 		err := call()
-		if !errors.Is(err, ErrKeyringUnavailable) || !errors.Is(err, ErrNoSessionBus) || !strings.Contains(fmtErr(err), want) {
+		if !errors.Is(err, ErrUnavailable) || !errors.Is(err, ErrNoSessionBus) || !strings.Contains(fmtErr(err), want) {
 			t.Errorf("%s: %v; want ErrKeyringUnavailable saying %q", name, err, want)
 		}
 		if errors.Is(err, context.DeadlineExceeded) {
@@ -200,7 +201,7 @@ func TestKeyringSessionBusFromRuntimeDir(t *testing.T) {
 func busRuntimeDirChild(t *testing.T) {
 	k := &Keyring{Timeout: 10 * time.Second}
 	err := k.Probe(context.Background())
-	if !errors.Is(err, ErrKeyringUnavailable) || errors.Is(err, ErrNoSessionBus) || errors.Is(err, context.DeadlineExceeded) {
+	if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNoSessionBus) || errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Probe on a bus without a Secret Service: %v; want the bus's own refusal", err)
 	}
 	if !strings.Contains(fmtErr(err), "org.freedesktop.secrets") {
@@ -279,5 +280,54 @@ func TestBusAddressEscaping(t *testing.T) {
 		if got := escapeBusAddressValue(in); got != want {
 			t.Errorf("escapeBusAddressValue(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestCheckSessionBus(t *testing.T) {
+	dir := shortTempDir(t)
+	t.Setenv("XDG_RUNTIME_DIR", dir)
+	t.Setenv("DBUS_SESSION_BUS_ADDRESS", "unix:path="+filepath.Join(dir, "gone"))
+	err := CheckSessionBus(time.Second)
+	if !errors.Is(err, ErrNoSessionBus) || !strings.Contains(fmtErr(err), "does not answer") || !strings.Contains(err.Error(), filepath.Join(dir, "gone")) {
+		t.Errorf("a bus address that answers nothing: %v", err)
+	}
+
+	t.Setenv("DBUS_SESSION_BUS_ADDRESS", "")
+	err = CheckSessionBus(time.Second)
+	if !errors.Is(err, ErrNoSessionBus) || err.Error() != ErrNoSessionBus.Error() {
+		t.Errorf("no bus at all: %v", err)
+	}
+
+	// Something listening at $XDG_RUNTIME_DIR/bus is a bus: its address is set for the process.
+	ln, err := net.Listen("unix", filepath.Join(dir, "bus"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	if err := CheckSessionBus(time.Second); err != nil {
+		t.Errorf("a listening bus at $XDG_RUNTIME_DIR/bus: %v", err)
+	}
+	if a := os.Getenv("DBUS_SESSION_BUS_ADDRESS"); a != "unix:path="+escapeBusAddressValue(filepath.Join(dir, "bus")) {
+		t.Errorf("DBUS_SESSION_BUS_ADDRESS = %q", a)
+	}
+	t.Setenv("DBUS_SESSION_BUS_ADDRESS", "tcp:host=127.0.0.1,port=1")
+	if err := CheckSessionBus(time.Second); err != nil {
+		t.Errorf("a tcp: address is left to the library: %v", err)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

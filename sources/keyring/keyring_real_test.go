@@ -7,7 +7,7 @@
 //
 // They fail, never skip, when the keyring is missing: a skipped test would hide a broken CI.
 
-package sources
+package keyring
 
 import (
 	"bufio"
@@ -84,9 +84,9 @@ func lines(s string) map[string]int {
 func TestKeyringRealRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	k := realKeyring(t)
-	prod := KeyringSecret{Kind: ipc.KindAPIKey, Value: "bl_FAKEKEY-real-" + time.Now().Format("150405.000000")}
-	sa := KeyringSecret{Kind: ipc.KindClientCredentials, Value: "Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ="}
-	workspaces := map[string]KeyringSecret{"acme-prod": prod, "acme-sa": sa}
+	prod := Secret{Kind: ipc.KindAPIKey, Value: "bl_FAKEKEY-real-" + time.Now().Format("150405.000000")}
+	sa := Secret{Kind: ipc.KindClientCredentials, Value: "Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ="}
+	workspaces := map[string]Secret{"acme-prod": prod, "acme-sa": sa}
 	t.Cleanup(func() {
 		for ws := range workspaces {
 			_ = k.Delete(context.Background(), ws)
@@ -142,7 +142,7 @@ func TestKeyringRealRoundTrip(t *testing.T) {
 	}
 
 	// Overwrite, with the other kind: still one item.
-	repl := KeyringSecret{Kind: ipc.KindClientCredentials, Value: "bmV3LWlkOm5ldy1zZWNyZXQ="}
+	repl := Secret{Kind: ipc.KindClientCredentials, Value: "bmV3LWlkOm5ldy1zZWNyZXQ="}
 	if err := k.Set(ctx, "acme-prod", repl); err != nil {
 		t.Fatal(err)
 	}
@@ -162,11 +162,11 @@ func TestKeyringRealRoundTrip(t *testing.T) {
 		if err := k.Delete(ctx, ws); err != nil {
 			t.Fatalf("Delete(%q): %v", ws, err)
 		}
-		if _, err := k.Get(ctx, ws); !errors.Is(err, ErrKeyringNotFound) {
-			t.Errorf("Get(%q) after Delete: %v; want ErrKeyringNotFound", ws, err)
+		if _, err := k.Get(ctx, ws); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Get(%q) after Delete: %v; want ErrNotFound", ws, err)
 		}
-		if err := k.Delete(ctx, ws); !errors.Is(err, ErrKeyringNotFound) {
-			t.Errorf("second Delete(%q): %v; want ErrKeyringNotFound", ws, err)
+		if err := k.Delete(ctx, ws); !errors.Is(err, ErrNotFound) {
+			t.Errorf("second Delete(%q): %v; want ErrNotFound", ws, err)
 		}
 	}
 	if names, err := k.List(ctx); err != nil || len(names) != 0 {
@@ -295,8 +295,8 @@ func TestKeyringRealUnavailableChild(t *testing.T) {
 		err := call()
 		elapsed := time.Since(start)
 		t.Logf("%s after %s: %v", what, elapsed.Round(time.Millisecond), err)
-		if !errors.Is(err, ErrKeyringUnavailable) {
-			t.Errorf("%s: %v; want ErrKeyringUnavailable", what, err)
+		if !errors.Is(err, ErrUnavailable) {
+			t.Errorf("%s: %v; want ErrUnavailable", what, err)
 		}
 		if elapsed > box+slack {
 			t.Errorf("%s took %s with a %s time box", what, elapsed, box)
@@ -309,7 +309,7 @@ func TestKeyringRealUnavailableChild(t *testing.T) {
 	}
 	check("Get", func() error { _, err := k.Get(ctx, "acme-prod"); return err })
 	check("Set", func() error {
-		return k.Set(ctx, "acme-prod", KeyringSecret{Kind: ipc.KindAPIKey, Value: "bl_FAKEKEY-unavailable"})
+		return k.Set(ctx, "acme-prod", Secret{Kind: ipc.KindAPIKey, Value: "bl_FAKEKEY-unavailable"})
 	})
 	check("List", func() error { _, err := k.List(ctx); return err })
 	if !t.Failed() {
@@ -358,7 +358,7 @@ func TestKeyringRealBusFromRuntimeDirChild(t *testing.T) {
 	if err := k.Probe(ctx); err != nil {
 		t.Fatalf("Probe through $XDG_RUNTIME_DIR/bus: %v", err)
 	}
-	s := KeyringSecret{Kind: ipc.KindAPIKey, Value: "bl_FAKEKEY-runtime-dir"}
+	s := Secret{Kind: ipc.KindAPIKey, Value: "bl_FAKEKEY-runtime-dir"}
 	if err := k.Set(ctx, "acme-runtime-dir", s); err != nil {
 		t.Fatal(err)
 	}

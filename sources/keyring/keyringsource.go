@@ -1,48 +1,49 @@
-package sources
+package keyring
 
 import (
 	"context"
 	"errors"
 	"sync"
 
+	"github.com/blauth/blauth/sources"
 	"github.com/rs/zerolog"
 )
 
-// KeyringStore is the part of *Keyring the daemon uses: the secrets saved with blauth-helper
+// Store is the part of *Keyring the daemon uses: the secrets saved with blauth-helper
 // login, one per workspace.
-type KeyringStore interface {
-	Get(ctx context.Context, workspace string) (KeyringSecret, error)
-	Set(ctx context.Context, workspace string, s KeyringSecret) error
+type Store interface {
+	Get(ctx context.Context, workspace string) (Secret, error)
+	Set(ctx context.Context, workspace string, s Secret) error
 	Delete(ctx context.Context, workspace string) error
 	List(ctx context.Context) ([]string, error)
 }
 
-// KeyringSource is a snapshot of the keyring's secrets, read at start and again on Load (after
+// Source is a snapshot of the keyring's secrets, read at start and again on Load (after
 // blauth-helper login or logout, and on reload): the keyring is never asked on a request's path.
 // When the keyring does not answer, the last good snapshot is kept. Safe for concurrent use.
-type KeyringSource struct {
-	store KeyringStore
+type Source struct {
+	store Store
 	log   zerolog.Logger
 
 	mu   sync.RWMutex
-	ring map[string]KeyringSecret
+	ring map[string]Secret
 	err  error
 }
 
-// NewKeyringSource returns a source of store's secrets; it reads nothing until Load.
-func NewKeyringSource(store KeyringStore, log zerolog.Logger) *KeyringSource {
-	return &KeyringSource{store: store, log: log}
+// NewSource returns a source of store's secrets; it reads nothing until Load.
+func NewSource(store Store, log zerolog.Logger) *Source {
+	return &Source{store: store, log: log}
 }
 
 // Load reads every secret of the store again.
-func (k *KeyringSource) Load(ctx context.Context) {
-	ring := map[string]KeyringSecret{}
+func (k *Source) Load(ctx context.Context) {
+	ring := map[string]Secret{}
 	names, err := k.store.List(ctx)
 	for _, n := range names {
 		s, gerr := k.store.Get(ctx, n)
 		if gerr == nil {
 			ring[n] = s
-		} else if !errors.Is(gerr, ErrKeyringNotFound) {
+		} else if !errors.Is(gerr, ErrNotFound) {
 			err = gerr
 			break
 		}
@@ -60,7 +61,7 @@ func (k *KeyringSource) Load(ctx context.Context) {
 }
 
 // Secret returns the secret saved for workspace.
-func (k *KeyringSource) Secret(workspace string) (KeyringSecret, bool) {
+func (k *Source) Secret(workspace string) (Secret, bool) {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
 	s, ok := k.ring[workspace]
@@ -68,7 +69,7 @@ func (k *KeyringSource) Secret(workspace string) (KeyringSecret, bool) {
 }
 
 // Workspaces lists the workspaces with a secret.
-func (k *KeyringSource) Workspaces() []string {
+func (k *Source) Workspaces() []string {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
 	out := make([]string, 0, len(k.ring))
@@ -79,17 +80,11 @@ func (k *KeyringSource) Workspaces() []string {
 }
 
 // Errors says why the keyring could not be read, once.
-func (k *KeyringSource) Errors() []SourceError {
+func (k *Source) Errors() []sources.SourceError {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
 	if k.err == nil {
 		return nil
 	}
-	return []SourceError{{Provenance{SourceKeyring, DefaultKeyringService}, k.err.Error()}}
-}
-
-// SourceError is a source that cannot be used now, and why. It never holds a secret.
-type SourceError struct {
-	Source Provenance `json:"source"`
-	Error  string     `json:"error"`
+	return []sources.SourceError{{Source: sources.Provenance{Kind: sources.SourceKeyring, Where: DefaultService}, Error: k.err.Error()}}
 }

@@ -1,4 +1,4 @@
-package sources
+package dotenv
 
 import (
 	"errors"
@@ -12,21 +12,23 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/blauth/blauth/internal/clock"
+	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/sources/watch"
 )
 
-// DotenvName is the file read from a caller's directory.
-const DotenvName = ".env"
+// Name is the file read from a caller's directory.
+const Name = ".env"
 
-// DotenvCacheConfig configures a DotenvCache. Zero fields take the defaults noted.
-type DotenvCacheConfig struct {
+// CacheConfig configures a DotenvCache. Zero fields take the defaults noted.
+type CacheConfig struct {
 	// Watcher reports file changes; nil means every Get reads the file.
-	Watcher *Watcher
+	Watcher *watch.Watcher
 	// MaxDirs bounds how many callers' .env files are cached and watched (64); the least
 	// recently used is dropped first.
 	MaxDirs int
 	// Idle drops a cached .env nobody asked for in this long (10m), at Sweep or when room is made.
 	Idle time.Duration
-	// ReadTimeout bounds how long Get waits for one read (DefaultFileReadTimeout). A read that
+	// ReadTimeout bounds how long Get waits for one read (sources.DefaultFileReadTimeout). A read that
 	// takes longer goes on in the background and its outcome is cached when it ends.
 	ReadTimeout time.Duration
 	// Clock tells idle time (the wall clock when nil).
@@ -36,23 +38,23 @@ type DotenvCacheConfig struct {
 	Log      zerolog.Logger
 }
 
-// DotenvView is what a request reads of a caller's .env.
-type DotenvView struct {
+// View is what a request reads of a caller's .env.
+type View struct {
 	Path    string
 	Vars    map[string]string // nil when the file does not exist
-	Errs    []DotenvError     // broken lines; the rest counts
+	Errs    []Error     // broken lines; the rest counts
 	ReadErr error             // why the file exists but cannot be read
 }
 
-// DotenvCache holds the callers' .env files, read once, watched, and dropped when idle. Safe for
+// Cache holds the callers' .env files, read once, watched, and dropped when idle. Safe for
 // concurrent use.
 //
 // No file is read under the cache's lock: a read runs first, in its own goroutine and bounded in
 // time, and its outcome is installed under the lock afterwards, unless a read started later has
 // already installed a newer one (each read has a generation number). Concurrent requests for a
 // .env nobody has read yet share one read.
-type DotenvCache struct {
-	cfg      DotenvCacheConfig
+type Cache struct {
+	cfg      CacheConfig
 	readFile func(path string, limit int64) ([]byte, fs.FileInfo, error) // tests replace it
 
 	mu       sync.RWMutex
@@ -69,7 +71,7 @@ type dotenvFile struct {
 	path     string
 	loaded   bool   // a read has been installed
 	gen      uint64 // generation of the installed read; reads older than the watch are not installed
-	view     DotenvView
+	view     View
 	lastUsed atomic.Int64 // UnixNano
 	cancel   func()
 }
@@ -82,11 +84,11 @@ func (f *dotenvFile) idle(now time.Time, d time.Duration) bool {
 type dotenvRead struct {
 	gen  uint64
 	done chan struct{} // closed once view is set
-	view DotenvView
+	view View
 }
 
-// NewDotenvCache returns an empty cache.
-func NewDotenvCache(cfg DotenvCacheConfig) *DotenvCache {
+// NewCache returns an empty cache.
+func NewCache(cfg CacheConfig) *Cache {
 	if cfg.MaxDirs <= 0 {
 		cfg.MaxDirs = 64
 	}
@@ -94,20 +96,20 @@ func NewDotenvCache(cfg DotenvCacheConfig) *DotenvCache {
 		cfg.Idle = 10 * time.Minute
 	}
 	if cfg.ReadTimeout <= 0 {
-		cfg.ReadTimeout = DefaultFileReadTimeout
+		cfg.ReadTimeout = sources.DefaultFileReadTimeout
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.Wall{}
 	}
-	return &DotenvCache{cfg: cfg, readFile: readBoundedFile, files: map[string]*dotenvFile{}, reads: map[string]*dotenvRead{}}
+	return &Cache{cfg: cfg, readFile: sources.ReadBounded, files: map[string]*dotenvFile{}, reads: map[string]*dotenvRead{}}
 }
 
 // Get returns the view of the .env in dir: from the cache when it is watched and was read
 // already (a hit takes only the read lock: every request that sends its directory passes here),
 // else from a read shared with every other request for the same path. It waits for the read at
 // most ReadTimeout.
-func (c *DotenvCache) Get(dir string) DotenvView {
-	path := filepath.Join(filepath.Clean(dir), DotenvName)
+func (c *Cache) Get(dir string) View {
+	path := filepath.Join(filepath.Clean(dir), Name)
 	dir = filepath.Dir(path)
 	now := c.cfg.Clock.Now()
 	if c.cfg.Watcher != nil {
@@ -139,7 +141,7 @@ func (c *DotenvCache) Get(dir string) DotenvView {
 	case <-rd.done:
 		return rd.view
 	case <-t.C:
-		return DotenvView{Path: path, ReadErr: &readTimeoutError{path, c.cfg.ReadTimeout}}
+		return View{Path: path, ReadErr: sources.ReadTimeout(path, c.cfg.ReadTimeout)}
 	}
 }
 
@@ -147,7 +149,7 @@ func (c *DotenvCache) Get(dir string) DotenvView {
 // the watch is set is seen, and the read that follows sees everything before it. It returns nil
 // when nothing is cached (no watcher, or the watch was refused), and the generation a read must
 // have to serve the entry. c.mu is held.
-func (c *DotenvCache) cachedLocked(dir, path string, now time.Time) (*dotenvFile, uint64) {
+func (c *Cache) cachedLocked(dir, path string, now time.Time) (*dotenvFile, uint64) {
 	if c.cfg.Watcher == nil || c.closed {
 		return nil, 0
 	}
@@ -169,8 +171,8 @@ func (c *DotenvCache) cachedLocked(dir, path string, now time.Time) (*dotenvFile
 
 // noteWatchErrLocked records a watch refused for want of inotify watches (the file is then read
 // on every request instead of being cached), to be shown once among the source errors.
-func (c *DotenvCache) noteWatchErrLocked(path string, err error) {
-	if watchesExhausted(err) {
+func (c *Cache) noteWatchErrLocked(path string, err error) {
+	if watch.Exhausted(err) {
 		if c.watchErr == nil {
 			c.cfg.Log.Warn().Err(err).Str("path", path).Msg("file watching is exhausted; .env files are read on every request")
 		}
@@ -183,21 +185,21 @@ func (c *DotenvCache) noteWatchErrLocked(path string, err error) {
 // startReadLocked starts a read of the .env at path with a new generation and makes it the one
 // later requests for path share. When it ends, its outcome is installed in the cached entry for
 // path, unless a read started later has installed its own already. c.mu is held.
-func (c *DotenvCache) startReadLocked(path string) *dotenvRead {
+func (c *Cache) startReadLocked(path string) *dotenvRead {
 	c.readGen++
 	rd := &dotenvRead{gen: c.readGen, done: make(chan struct{})}
 	c.reads[path] = rd
 	read := c.readFile
 	go func() {
-		data, _, err := read(path, MaxDotenvBytes)
-		v := DotenvView{Path: path}
+		data, _, err := read(path, sources.MaxDotenvBytes)
+		v := View{Path: path}
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			// No .env: nothing to read, not an error.
 		case err != nil:
 			v.ReadErr = err
 		default:
-			v.Vars, v.Errs = ParseDotenv(data)
+			v.Vars, v.Errs = Parse(data)
 		}
 		c.mu.Lock()
 		if c.reads[path] == rd {
@@ -215,7 +217,7 @@ func (c *DotenvCache) startReadLocked(path string) *dotenvRead {
 
 // changed is the watcher's call for a cached .env: read it again, in the background (the
 // watcher's goroutine must not wait on a file), and report the change once the read is in.
-func (c *DotenvCache) changed(dir string, f *dotenvFile) {
+func (c *Cache) changed(dir string, f *dotenvFile) {
 	c.mu.Lock()
 	if c.files[dir] != f {
 		c.mu.Unlock()
@@ -233,7 +235,7 @@ func (c *DotenvCache) changed(dir string, f *dotenvFile) {
 
 // Reload reads every cached .env again, waiting for them at most ReadTimeout in all, and forgets
 // a watch refused for want of inotify watches (the next refusal records it again).
-func (c *DotenvCache) Reload() {
+func (c *Cache) Reload() {
 	c.mu.Lock()
 	c.watchErr = nil
 	var started []*dotenvRead
@@ -253,7 +255,7 @@ func (c *DotenvCache) Reload() {
 }
 
 // evictLocked makes room for one more .env: idle ones go, then the least recently used.
-func (c *DotenvCache) evictLocked(now time.Time) {
+func (c *Cache) evictLocked(now time.Time) {
 	c.dropIdleLocked(now)
 	for len(c.files) >= c.cfg.MaxDirs {
 		var oldest string
@@ -267,7 +269,7 @@ func (c *DotenvCache) evictLocked(now time.Time) {
 	}
 }
 
-func (c *DotenvCache) dropIdleLocked(now time.Time) {
+func (c *Cache) dropIdleLocked(now time.Time) {
 	for dir, f := range c.files {
 		if f.idle(now, c.cfg.Idle) {
 			c.dropLocked(dir)
@@ -275,7 +277,7 @@ func (c *DotenvCache) dropIdleLocked(now time.Time) {
 	}
 }
 
-func (c *DotenvCache) dropLocked(dir string) {
+func (c *Cache) dropLocked(dir string) {
 	if f := c.files[dir]; f != nil && f.cancel != nil {
 		f.cancel()
 	}
@@ -283,28 +285,28 @@ func (c *DotenvCache) dropLocked(dir string) {
 }
 
 // Sweep drops the .env files nobody asked for within Idle.
-func (c *DotenvCache) Sweep() {
+func (c *Cache) Sweep() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.dropIdleLocked(c.cfg.Clock.Now())
 }
 
 // Len returns how many .env files are cached and watched.
-func (c *DotenvCache) Len() int {
+func (c *Cache) Len() int {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return len(c.files)
 }
 
 // Err is why .env files are not all watched (inotify exhausted), or nil.
-func (c *DotenvCache) Err() error {
+func (c *Cache) Err() error {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.watchErr
 }
 
 // Close stops watching and empties the cache.
-func (c *DotenvCache) Close() {
+func (c *Cache) Close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closed = true
