@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/blauth/blauth/e2e/internal/e2etest"
+	"github.com/blauth/blauth/internal/testkit/e2etest"
 )
 
 var (

@@ -18,9 +18,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blauth/blauth/e2e/internal/e2etest"
 	"github.com/blauth/blauth/internal/testkit"
 	"github.com/blauth/blauth/internal/testkit/blaxeltest"
+	"github.com/blauth/blauth/internal/testkit/e2etest"
 	"github.com/blauth/blauth/ipc"
 )
 

@@ -6,7 +6,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/blauth/blauth/e2e/internal/e2etest"
+	"github.com/blauth/blauth/internal/testkit/e2etest"
 )
 
 var (

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blauth/blauth/e2e/internal/e2etest"
 	"github.com/blauth/blauth/internal/testkit/blaxeltest"
+	"github.com/blauth/blauth/internal/testkit/e2etest"
 )
 
 // tapSummary is the count lines that end the TAP output of `node --test`.

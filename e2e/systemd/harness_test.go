@@ -30,8 +30,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blauth/blauth/e2e/internal/e2etest"
 	"github.com/blauth/blauth/internal/testkit/blaxeltest"
+	"github.com/blauth/blauth/internal/testkit/e2etest"
 )
 
 // Versions of the two packages built for the run; dpkg sorts "~e2e1" before "~e2e2".
