@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 PREFIX  ?= /usr/local
 BIN     := bin
 
-.PHONY: help build run test test-real test-sdk test-systemd test-remote reliability bench fmt vet lint fuzz package install uninstall release clean
+.PHONY: help build run test test-real test-sdk test-systemd test-remote reliability soak bench fmt vet lint fuzz package install uninstall release clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -23,9 +23,15 @@ run: build ## run the daemon in the foreground with the default socket and sourc
 test: vet ## vet, then every fast test under the race detector
 	$(GO) test -race -count=1 ./...
 
-test-real: ## the real-component suites (one package at a time: they share one keyring): Secret Service, Ory Hydra, systemd tools
+# The real-component tests: the packages with `real`-tagged test files, and only the tests in
+# those files (the rest of each package already ran in `make test`).
+REAL_FILES := $(shell git ls-files '*_test.go' | xargs grep -l '^//go:build real' 2>/dev/null)
+REAL_PKGS  := $(sort $(addprefix ./,$(dir $(REAL_FILES))))
+REAL_RUN   := ^($(shell grep -ohE '^func Test[A-Za-z0-9_]+' $(REAL_FILES) /dev/null | cut -c6- | paste -sd'|'))$$
+
+test-real: ## the real-component tests (Secret Service, Ory Hydra, systemd tools), one package at a time: they share one keyring
 	.ci/hydra-build.sh
-	.ci/with-keyring.sh $(GO) test -tags real -p 1 -count=1 -timeout 20m ./...
+	.ci/with-keyring.sh $(GO) test -tags real -p 1 -count=1 -timeout 20m -run '$(REAL_RUN)' $(REAL_PKGS)
 
 test-sdk: ## end to end with the real Blaxel TypeScript SDK and MCP SDK (e2e/node, installed by .ci/install-deps.sh), the client libraries (clients/) and blauth-proxy, one suite at a time
 	$(GO) test -tags sdk -p 1 -count=1 -timeout 25m -v ./e2e/sdk/ ./e2e/clients/ ./e2e/proxy/
@@ -36,8 +42,11 @@ test-systemd: ## the .deb under a real systemd user manager in a container (root
 test-remote: ## beyond one machine: a real sshd forwarding the scoped socket, the image FROM scratch as a sidecar on a private dockerd, deploy/ run as written (root, openssh-server, docker.io)
 	$(GO) test -tags remote -count=1 -timeout 20m -v ./e2e/remote/
 
-reliability: ## the reliability suite: load, faults, attacks, soak (bounded)
+reliability: ## the reliability suite: load, faults, attacks, a 2-minute soak (bounded)
 	$(GO) test -tags reliability -count=1 -timeout 30m -run Reliability -v ./reliability/
+
+soak: ## the soak alone, for 10 minutes (BLAUTH_SOAK=30m for longer)
+	BLAUTH_SOAK=$${BLAUTH_SOAK:-10m} $(GO) test -tags reliability -count=1 -timeout 2h -run TestReliabilitySoak -v ./reliability/
 
 bench: build ## run the benchmarks and write docs/BENCHMARKS.md
 	$(GO) run ./internal/benchreport -out docs/BENCHMARKS.md

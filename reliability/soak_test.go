@@ -18,7 +18,7 @@ import (
 	"github.com/blauth/blauth/sources/blconfig"
 )
 
-// soakDuration is BLAUTH_SOAK, else 10 minutes in CI (CI set), else 1 minute.
+// soakDuration is BLAUTH_SOAK, else 2 minutes: the gate's soak (`make soak` runs the long one).
 func soakDuration(t *testing.T) time.Duration {
 	if v := os.Getenv("BLAUTH_SOAK"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -27,10 +27,7 @@ func soakDuration(t *testing.T) time.Duration {
 		}
 		return d
 	}
-	if os.Getenv("CI") != "" {
-		return 10 * time.Minute
-	}
-	return time.Minute
+	return 2 * time.Minute
 }
 
 // keySet is a set of API keys a workspace may be served.
