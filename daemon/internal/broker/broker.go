@@ -68,7 +68,6 @@ type Broker struct {
 	mu      sync.Mutex
 	entries map[string]*entry
 	wg      sync.WaitGroup
-	changed notify.Broadcast // a token was replaced or dropped, or a credential failed
 	refused notify.Broadcast // a credential was refused for good
 	counts  Counters         // guarded by mu
 }
@@ -97,7 +96,10 @@ type flight struct {
 }
 
 type entry struct {
-	key  string
+	key string
+	// changed is announced when the entry's token is replaced or dropped or its exchange
+	// failed: the watchers of this credential wait on it, and nobody else is woken.
+	changed notify.Broadcast
 	cred *sources.Credential // what exchanges use: the source's, plus rotated tokens
 	seen *sources.Credential // the source's version as last seen
 	// onDisk is the session as its source holds it, as far as the daemon knows: the last view
@@ -616,7 +618,7 @@ func (b *Broker) finishLocked(e *entry, c *sources.Credential, f *flight, tok *c
 	e.flight = nil
 	e.exchanges++
 	f.tok, f.err = tok, err
-	defer b.changed.Notify()
+	defer e.changed.Notify()
 	log := b.cfg.Log.With().Str("workspace", c.Workspace).Str("kind", c.Kind).Str("source", c.Source.String()).Logger()
 	if err == nil {
 		b.countLocked(c.Kind, "ok", e.tok != nil)
@@ -771,7 +773,7 @@ func (b *Broker) Tick() {
 		}
 		if e.tok != nil && !e.tok.expiry.After(now) {
 			e.tok = nil // never serve it again
-			b.changed.Notify()
+			e.changed.Notify()
 			// The tries made while it lived were spaced by its remaining life; without a token
 			// the no-token cap applies from now on.
 			if e.nextTry.Sub(now) > noTokenMaxWait {
@@ -823,7 +825,7 @@ func (b *Broker) Erase(c *sources.Credential, value string) bool {
 	}
 	e.tok = nil
 	e.nextTry = time.Time{}
-	b.changed.Notify()
+	e.changed.Notify()
 	return true
 }
 
@@ -932,29 +934,48 @@ func (b *Broker) Refused() <-chan struct{} { return b.refused.Wait() }
 // MinTTL is the least life a token the broker serves has left.
 func (b *Broker) MinTTL() time.Duration { return b.cfg.MinTTL }
 
-// Changed returns a channel closed at the next change of any token the broker holds: a refresh,
-// a dropped or erased token, a failed exchange. Watchers take it before they look.
-func (b *Broker) Changed() <-chan struct{} { return b.changed.Wait() }
+// A Hold keeps a credential's token fresh while a watcher follows it, even when nobody asks
+// with a get, keeps its entry from being dropped as idle, and tells its watcher when the token
+// changes. The zero Hold (of an API key, or of a credential no Get has made an entry for)
+// holds nothing and never announces.
+type Hold struct {
+	b    *Broker
+	e    *entry
+	once sync.Once
+}
 
-// Hold keeps c's token fresh while a watcher follows it, even when nobody asks with a get, and
-// keeps the entry from being dropped as idle; release undoes it. The entry must exist (a Get
-// made it); Hold of an unknown credential is a no-op.
-func (b *Broker) Hold(c *sources.Credential) (release func()) {
+// Hold starts holding c's entry; Release ends it.
+func (b *Broker) Hold(c *sources.Credential) *Hold {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	e := b.entries[c.Key()]
 	if e == nil || c.Kind == ipc.KindAPIKey {
-		return func() {}
+		return &Hold{}
 	}
 	e.holds++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			b.mu.Lock()
-			e.holds--
-			b.mu.Unlock()
-		})
+	return &Hold{b: b, e: e}
+}
+
+// Changed returns a channel closed at the next change of the held token: a refresh, a dropped
+// or erased token, a failed exchange. Watchers take it before they look. A zero Hold's channel
+// is never closed.
+func (h *Hold) Changed() <-chan struct{} {
+	if h == nil || h.e == nil {
+		return nil
 	}
+	return h.e.changed.Wait()
+}
+
+// Release ends the hold; later calls do nothing.
+func (h *Hold) Release() {
+	if h == nil || h.e == nil {
+		return
+	}
+	h.once.Do(func() {
+		h.b.mu.Lock()
+		h.e.holds--
+		h.b.mu.Unlock()
+	})
 }
 
 // Wait waits for exchanges in flight to finish (after the daemon's context is cancelled they

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/blauth/blauth/daemon/internal/broker"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
 )
@@ -42,19 +43,23 @@ func (s *Server) watch(ctx, work context.Context, c net.Conn, r *bufio.Reader, r
 	var (
 		last    string
 		seq     int
-		release = func() {}
+		hold    *broker.Hold
 		heldKey string
 	)
-	defer func() { release() }()
+	defer func() { hold.Release() }()
 	s.cfg.Stats.add(func(st *Stats) { st.watchers++ })
 	defer s.cfg.Stats.add(func(st *Stats) { st.watchers-- })
 	for {
-		// Take the broadcasts before looking, so no change between the look and the wait is lost.
-		brokerChanged, sourcesChanged := s.cfg.Broker.Changed(), s.cfg.Resolver.Changed()
+		// Take the broadcasts before looking, so no change between the look and the wait is
+		// lost: the held credential's (a refresh of another credential wakes nobody here) and
+		// the sources' (which may pick another credential).
+		brokerChanged, sourcesChanged := hold.Changed(), s.cfg.Resolver.Changed()
 		resp, cred, until := s.watchAnswer(work, req.Message)
 		if cred != nil && cred.Key() != heldKey {
-			release()
-			release, heldKey = s.cfg.Broker.Hold(cred), cred.Key()
+			// A new credential: hold it, then look again with its broadcast taken first.
+			hold.Release()
+			hold, heldKey = s.cfg.Broker.Hold(cred), cred.Key()
+			continue
 		}
 		if key := answerKey(resp); key != last {
 			last = key

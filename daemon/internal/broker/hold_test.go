@@ -1,0 +1,61 @@
+package broker
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/blauth/blauth/ipc"
+	"github.com/blauth/blauth/sources"
+)
+
+// TestRefreshWakesOnlyThatCredentialsWatchers: two service accounts, each held by a watcher;
+// a refresh of one closes its holder's channel and leaves the other's open.
+func TestRefreshWakesOnlyThatCredentialsWatchers(t *testing.T) {
+	f := newBrokerFixture(t, nil)
+	other := &sources.Credential{Workspace: "other", Kind: ipc.KindClientCredentials, ClientCredentials: f.api.AddClient("sa2", "secret2"),
+		BaseURL: f.api.Base, Source: sources.Provenance{Kind: sources.SourceDaemonEnv, Where: "BL_CLIENT_CREDENTIALS"}}
+	first := f.mustGet(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// The second credential's token is a minute younger, so that the first is due alone.
+	f.clock.Add(time.Minute)
+	if _, err := f.b.Get(ctx, other, 0, true); err != nil {
+		t.Fatal(err)
+	}
+	h1, h2 := f.b.Hold(f.cred), f.b.Hold(other)
+	defer h1.Release()
+	defer h2.Release()
+	c1, c2 := h1.Changed(), h2.Changed()
+
+	// Step to just past the first token's refresh point (at most 65 % of its life left).
+	for i := 0; i < 200; i++ {
+		f.clock.Add(30 * time.Second)
+		f.tick()
+		select {
+		case <-c1:
+			select {
+			case <-c2:
+				t.Fatal("the refresh of one credential woke the watcher of another")
+			default:
+			}
+			if got := f.mustGet(t); got.Token == first.Token {
+				t.Fatal("woken, but the token is the old one")
+			}
+			return
+		default:
+		}
+	}
+	t.Fatal("the held credential's watcher was never woken by its refresh")
+}
+
+// TestZeroHoldNeverAnnounces: an API key (never refreshed) gets a hold that holds nothing.
+func TestZeroHoldNeverAnnounces(t *testing.T) {
+	f := newBrokerFixture(t, nil)
+	h := f.b.Hold(&sources.Credential{Workspace: "k", Kind: ipc.KindAPIKey, APIKey: "bl_x"})
+	if h.Changed() != nil {
+		t.Fatal("an API key's hold has a change channel")
+	}
+	h.Release()
+	h.Release()
+}
