@@ -51,7 +51,7 @@ type Source struct {
 	mu       sync.RWMutex
 	view     *Config                 // last good view; nil when there is none (or it was dropped as unsafe)
 	unknown  map[string][]UnknownKey // the view's misspelt credentials keys, by workspace
-	err      error                     // the last read's error, nil when the view is current
+	err      error                   // the last read's error, nil when the view is current
 	retry    *time.Timer
 	tries    int
 	cancel   func()

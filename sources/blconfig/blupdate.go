@@ -654,7 +654,7 @@ func (t *blText) editWorkspace(item *yaml.Node, cur, next Credentials) ([]blEdit
 // credEdit is one edit of a workspace's credentials: the fields that change, and their new values.
 type credEdit struct {
 	t       *blText
-	changed []int         // indexes in blCredFields
+	changed []int       // indexes in blCredFields
 	next    Credentials // the new values
 	set     map[string]any
 }

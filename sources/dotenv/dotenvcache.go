@@ -42,7 +42,7 @@ type CacheConfig struct {
 type View struct {
 	Path    string
 	Vars    map[string]string // nil when the file does not exist
-	Errs    []Error     // broken lines; the rest counts
+	Errs    []Error           // broken lines; the rest counts
 	ReadErr error             // why the file exists but cannot be read
 }
 

@@ -100,8 +100,8 @@ type entry struct {
 	// changed is announced when the entry's token is replaced or dropped or its exchange
 	// failed: the watchers of this credential wait on it, and nobody else is woken.
 	changed notify.Broadcast
-	cred *sources.Credential // what exchanges use: the source's, plus rotated tokens
-	seen *sources.Credential // the source's version as last seen
+	cred    *sources.Credential // what exchanges use: the source's, plus rotated tokens
+	seen    *sources.Credential // the source's version as last seen
 	// onDisk is the session as its source holds it, as far as the daemon knows: the last view
 	// adopted, or the last session it wrote back. A write-back must find its refresh token there.
 	onDisk *sources.Credential

@@ -52,8 +52,8 @@ type Resolver struct {
 	cfg       Config
 	daemonEnv map[string]string
 	dotenvs   *dotenv.Cache
-	bl        *blconfig.Source     // nil without a bl config
-	ring      *keyring.Source // nil without a keyring
+	bl        *blconfig.Source // nil without a bl config
+	ring      *keyring.Source  // nil without a keyring
 	changed   notify.Broadcast
 }
 
