@@ -24,6 +24,11 @@ type Config struct {
 	Tracking   bool
 }
 
+// Equal reports whether c and o hold the same context, workspaces (in order) and tracking.
+func (c *Config) Equal(o *Config) bool {
+	return c.Context == o.Context && c.Tracking == o.Tracking && slices.Equal(c.Workspaces, o.Workspaces)
+}
+
 // Context is the config's current context.
 type Context struct {
 	Workspace string // the current workspace; "" if none

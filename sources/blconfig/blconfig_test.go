@@ -722,3 +722,30 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestConfigEqual: a change of any field is a change; the same content written another way is
+// not (the source then tells nobody).
+func TestConfigEqual(t *testing.T) {
+	base := "context:\n  workspace: a\nworkspaces:\n- name: a\n  credentials:\n    apiKey: k1\n  env: dev\ntracking: false\n"
+	same := "context: {workspace: a}\nworkspaces:\n  - name: a\n    env: dev\n    credentials: {apiKey: \"k1\"}\ntracking: false\n"
+	a, err := Parse([]byte(base))
+	must(t, err)
+	b, err := Parse([]byte(same))
+	must(t, err)
+	if !a.Equal(b) {
+		t.Fatalf("the same config written another way is not Equal:\n%+v\n%+v", a, b)
+	}
+	for _, changed := range []string{
+		strings.Replace(base, "workspace: a", "workspace: b", 1),
+		strings.Replace(base, "apiKey: k1", "apiKey: k2", 1),
+		strings.Replace(base, "env: dev", "env: prod", 1),
+		strings.Replace(base, "tracking: false", "tracking: true", 1),
+		strings.Replace(base, "tracking: false", "- name: b\n  credentials:\n    apiKey: k3\ntracking: false", 1),
+	} {
+		c, err := Parse([]byte(changed))
+		must(t, err)
+		if a.Equal(c) {
+			t.Errorf("a changed config is Equal to the old one:\n%s", changed)
+		}
+	}
+}

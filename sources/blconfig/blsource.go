@@ -201,7 +201,7 @@ func (s *Source) load() bool {
 		return false
 	}
 	s.tries, s.err = 0, nil
-	same := s.view != nil && string(s.view.Marshal()) == string(c.Marshal())
+	same := s.view != nil && s.view.Equal(c)
 	s.view, s.unknown = c, unknown
 	return !same
 }
