@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/blauth/blauth/ipc"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -177,7 +178,7 @@ func didYouMean(key string) string {
 	for i, k := range blauthConfigKeys {
 		names[i] = k.name
 	}
-	if s := Nearest(key, names); len(s) > 0 {
+	if s := ipc.Nearest(key, names); len(s) > 0 {
 		return fmt.Sprintf(" (did you mean %q?)", s[0])
 	}
 	return ""

@@ -263,39 +263,12 @@ func unknownFlag(arg string, known []string) string {
 	return msg
 }
 
-// nearest returns the candidate closest to s by edit distance, if it is close enough to be a
-// typo of it.
+// nearest is the candidate s is probably a typo of (ipc.Nearest, the daemon's rule too), or "".
 func nearest(s string, candidates []string) string {
-	best, bestD := "", 0
-	for _, c := range candidates {
-		if d := editDistance(s, c); best == "" || d < bestD {
-			best, bestD = c, d
-		}
+	if near := ipc.Nearest(s, candidates); len(near) > 0 {
+		return near[0]
 	}
-	if best == "" || bestD > max(1, len(best)/3) {
-		return ""
-	}
-	return best
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
+	return ""
 }
 
 func (a *app) usageError(msg string) int {

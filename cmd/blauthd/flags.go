@@ -118,7 +118,7 @@ func flagError(fs *flag.FlagSet, err error) error {
 
 // nearest is the flag name s is probably a typo of, or "".
 func nearest(s string, names []string) string {
-	if near := sources.Nearest(s, names); len(near) > 0 {
+	if near := ipc.Nearest(s, names); len(near) > 0 {
 		return near[0]
 	}
 	return ""

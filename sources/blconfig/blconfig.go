@@ -83,7 +83,7 @@ func blCredentialKeyFor(key string) string {
 	for i, k := range blCredentialKeys[:6] {
 		normed[i] = norm(k)
 	}
-	if near := sources.Nearest(norm(key), normed); len(near) > 0 {
+	if near := ipc.Nearest(norm(key), normed); len(near) > 0 {
 		for i, n := range normed {
 			if n == near[0] {
 				return blCredentialKeys[i]

@@ -12,7 +12,6 @@ import (
 	"github.com/blauth/blauth/daemon/internal/resolver"
 	"github.com/blauth/blauth/daemon/internal/token"
 	"github.com/blauth/blauth/ipc"
-	"github.com/blauth/blauth/sources"
 	"github.com/blauth/blauth/sources/keyring"
 )
 
@@ -149,6 +148,6 @@ func (s *Server) nearWorkspaces(res *resolver.Resolution) []string {
 	if res.Workspace == "" || slices.Contains(known, res.Workspace) {
 		return nil // a workspace the sources know, without a credential: not a typo
 	}
-	near := sources.Nearest(res.Workspace, known)
+	near := ipc.Nearest(res.Workspace, known)
 	return near[:min(len(near), 3)]
 }
