@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,9 +82,9 @@ type child struct {
 	stopped bool          // stop ran: its group is gone, its id may be another's
 }
 
-// startChild starts path with argv and env, sharing the helper's streams.
-func (a *app) startChild(path string, argv, env []string) (*child, error) {
-	cmd := &exec.Cmd{Path: path, Args: argv, Env: env, Stdin: a.stdin, Stdout: a.stdout, Stderr: a.stderr,
+// startChild starts path with argv and env, stdin (nil: none), and the helper's stdout and stderr.
+func (a *app) startChild(path string, argv, env []string, stdin io.Reader) (*child, error) {
+	cmd := &exec.Cmd{Path: path, Args: argv, Env: env, Stdin: stdin, Stdout: a.stdout, Stderr: a.stderr,
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true}}
 	if err := cmd.Start(); err != nil {
 		return nil, err

@@ -155,7 +155,7 @@ func (a *app) cmdExecFollow(args []string) int {
 		}
 		return withEnv(a.environ(), "BL_WORKSPACE", t.Workspace, "BL_API_KEY", t.Token)
 	}
-	c, err := a.startChild(path, fe.argv, envFor(t))
+	c, err := a.startChild(path, fe.argv, envFor(t), a.stdin)
 	if err != nil {
 		a.printError(fmt.Sprintf("exec %s: %v", fe.argv[0], err), "")
 		return 126
@@ -205,7 +205,7 @@ func (a *app) cmdExecFollow(args []string) int {
 				continue
 			}
 			c.stop(fe.grace)
-			nc, err := a.startChild(path, fe.argv, envFor(t))
+			nc, err := a.startChild(path, fe.argv, envFor(t), a.stdin)
 			if err != nil {
 				a.printError(fmt.Sprintf("exec %s: %v", fe.argv[0], err), "")
 				return 126
