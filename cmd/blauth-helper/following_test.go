@@ -148,12 +148,12 @@ func TestExecRestartRunsOncePerToken(t *testing.T) {
 	runs := filepath.Join(dir, "runs")
 	script := `printf '%s %s %s\n' "$(date +%s)" "$$" "$BL_API_KEY" >> runs; exec sleep 600`
 	h := startBG(t, td.SocketEnv(), dir, "exec", "--restart", "--", "sh", "-c", script)
-	lines := waitLines(t, h, runs, 3)
+	waitLines(t, h, runs, 3)
 	if code := h.stop(t, syscall.SIGTERM); code != 128+int(syscall.SIGTERM) {
 		t.Errorf("the helper exited %d after SIGTERM, want %d (the command's status); output %q", code, 128+int(syscall.SIGTERM), h.stderr.String())
 	}
 	b, _ := os.ReadFile(runs)
-	lines = strings.Split(strings.TrimSpace(string(b)), "\n")
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	seen := map[string]bool{}
 	var lastIssued time.Time
 	for i, l := range lines {
