@@ -71,6 +71,34 @@ func (a *app) followTokens(ctx context.Context, workspace, last string, latest c
 	return f.Run(ctx)
 }
 
+// following is a followTokens run in the background, until stop.
+type following struct {
+	latest chan *ipc.Token // the newest token not taken yet
+	done   chan struct{}   // closed when followTokens has returned
+	err    error           // what it returned, once done is closed
+	cancel context.CancelFunc
+}
+
+// startFollowing follows workspace's token from last (the value already in hand) on.
+func (a *app) startFollowing(workspace, last string) *following {
+	ctx, cancel := context.WithCancel(a.ctx)
+	f := &following{latest: make(chan *ipc.Token, 1), done: make(chan struct{}), cancel: cancel}
+	go func() {
+		defer close(f.done)
+		f.err = a.followTokens(ctx, workspace, last, f.latest)
+	}()
+	return f
+}
+
+// stop ends the following and waits until it has ended.
+func (f *following) stop() {
+	f.cancel()
+	<-f.done
+}
+
+// oldDaemonHint is the hint for a daemon too old to follow.
+const oldDaemonHint = "restart it with 'blauth-helper stop': the next command starts the installed version"
+
 // defaultGrace is how long a child has to end after SIGTERM before it gets SIGKILL.
 const defaultGrace = 10 * time.Second
 
@@ -104,9 +132,10 @@ func (c *child) signal(sig syscall.Signal) { _ = c.cmd.Process.Signal(sig) }
 func (c *child) signalGroup(sig syscall.Signal) { _ = syscall.Kill(-c.cmd.Process.Pid, sig) }
 
 // stop ends the child: SIGTERM to its group, SIGKILL to the group if it has not ended after
-// grace; then SIGKILL to whatever of the group is left, so that nothing outlives it.
+// grace; then SIGKILL to whatever of the group is left, so that nothing outlives it. A nil
+// child, or one stopped already, is left alone.
 func (c *child) stop(grace time.Duration) {
-	if c.stopped {
+	if c == nil || c.stopped {
 		return
 	}
 	c.stopped = true

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -127,54 +126,34 @@ func (a *app) cmdExecFollow(args []string) int {
 	defer signal.Stop(sigs)
 
 	t, err := a.token(a.workspace)
-	if err != nil {
-		return a.fail(err)
+	if err == nil {
+		err = dotenvConflict(t)
 	}
-	if err := dotenvConflict(t); err != nil {
+	if err != nil {
 		return a.fail(err)
 	}
 	a.warn(t.Hint)
 
 	var tokenFile string
 	if fe.sig != 0 {
-		dir, err := a.privateDir()
-		if err != nil {
-			a.printError(fmt.Sprintf("cannot make a private directory for the token file: %v", err), "set XDG_RUNTIME_DIR to a directory of yours (0700)")
-			return exitError
+		dir, code := a.tokenFile(t)
+		if code != exitOK {
+			return code
 		}
 		defer os.RemoveAll(dir)
 		tokenFile = filepath.Join(dir, "token")
-		if err := writeFileAtomic(tokenFile, []byte(t.Token+"\n")); err != nil {
-			a.printError(fmt.Sprintf("write the token file: %v", err), "")
-			return exitError
-		}
 	}
-	envFor := func(t *ipc.Token) []string {
-		if fe.sig != 0 {
-			return withEnv(a.environ(), "BL_WORKSPACE", t.Workspace, tokenFileEnv, tokenFile)
-		}
-		return withEnv(a.environ(), "BL_WORKSPACE", t.Workspace, "BL_API_KEY", t.Token)
-	}
+	envFor := func(t *ipc.Token) []string { return fe.env(a.environ(), t, tokenFile) }
 	c, err := a.startChild(path, fe.argv, envFor(t), a.stdin)
 	if err != nil {
 		a.printError(fmt.Sprintf("exec %s: %v", fe.argv[0], err), "")
 		return 126
 	}
-	defer func() { c.stop(fe.grace) }()
+	defer func() { c.stop(fe.grace) }() // c may be nil: stop skips it
 
-	ctx, cancel := context.WithCancel(a.ctx)
-	latest := make(chan *ipc.Token, 1)
-	followDone := make(chan struct{})
-	var followErr error
-	go func() {
-		defer close(followDone)
-		followErr = a.followTokens(ctx, t.Workspace, t.Token, latest)
-	}()
-	defer func() {
-		cancel()
-		<-followDone
-	}()
-	followed := followDone // nil once the follower has ended
+	f := a.startFollowing(t.Workspace, t.Token)
+	defer f.stop()
+	followed := f.done // nil once the follower has ended
 	expiry := expiryTimer(t)
 	for {
 		select {
@@ -184,8 +163,8 @@ func (a *app) cmdExecFollow(args []string) int {
 			return c.status()
 		case <-followed:
 			followed = nil
-			if followErr != nil {
-				a.printError(followErr.Error(), "restart it with 'blauth-helper stop': the next command starts the installed version")
+			if f.err != nil {
+				a.printError(f.err.Error(), oldDaemonHint)
 				return exitError
 			}
 		case <-expiry.C:
@@ -193,26 +172,55 @@ func (a *app) cmdExecFollow(args []string) int {
 			if fe.sig != 0 {
 				_ = writeFileAtomic(tokenFile, nil)
 			}
-		case nt := <-latest:
+		case nt := <-f.latest:
 			expiry.Stop()
 			t, expiry = nt, expiryTimer(nt)
 			if fe.sig != 0 {
-				if err := writeFileAtomic(tokenFile, []byte(t.Token+"\n")); err != nil {
-					a.printError(fmt.Sprintf("write the token file: %v", err), "the command keeps the token it has")
-					continue
+				if a.rewriteTokenFile(tokenFile, t) {
+					c.signal(fe.sig)
 				}
-				c.signal(fe.sig)
 				continue
 			}
 			c.stop(fe.grace)
-			nc, err := a.startChild(path, fe.argv, envFor(t), a.stdin)
-			if err != nil {
+			if c, err = a.startChild(path, fe.argv, envFor(t), a.stdin); err != nil {
 				a.printError(fmt.Sprintf("exec %s: %v", fe.argv[0], err), "")
 				return 126
 			}
-			c = nc
 		}
 	}
+}
+
+// env is the command's environment with t: BL_API_KEY under --restart, BLAUTH_TOKEN_FILE
+// under --signal; BL_WORKSPACE in both.
+func (fe *followedExec) env(environ []string, t *ipc.Token, tokenFile string) []string {
+	if fe.sig != 0 {
+		return withEnv(environ, "BL_WORKSPACE", t.Workspace, tokenFileEnv, tokenFile)
+	}
+	return withEnv(environ, "BL_WORKSPACE", t.Workspace, "BL_API_KEY", t.Token)
+}
+
+// rewriteTokenFile replaces the token file's content with t, and reports whether it did.
+func (a *app) rewriteTokenFile(path string, t *ipc.Token) bool {
+	if err := writeFileAtomic(path, []byte(t.Token+"\n")); err != nil {
+		a.printError(fmt.Sprintf("write the token file: %v", err), "the command keeps the token it has")
+		return false
+	}
+	return true
+}
+
+// tokenFile makes exec --signal's private directory and writes t into its file "token".
+func (a *app) tokenFile(t *ipc.Token) (dir string, code int) {
+	dir, err := a.privateDir()
+	if err != nil {
+		a.printError(fmt.Sprintf("cannot make a private directory for the token file: %v", err), "set XDG_RUNTIME_DIR to a directory of yours (0700)")
+		return "", exitError
+	}
+	if err := writeFileAtomic(filepath.Join(dir, "token"), []byte(t.Token+"\n")); err != nil {
+		os.RemoveAll(dir)
+		a.printError(fmt.Sprintf("write the token file: %v", err), "")
+		return "", exitError
+	}
+	return dir, exitOK
 }
 
 // expiryTimer fires when t expires; never for a token without an expiry (an API key).

@@ -133,16 +133,8 @@ func (a *app) cmdSink(args []string) int {
 	if err != nil {
 		return a.usageError(err.Error())
 	}
-	if !filepath.IsAbs(o.path) {
-		wd, err := a.getwd()
-		if err != nil {
-			return a.fail(&requestError{fmt.Sprintf("cannot tell the working directory (%v) to place %s in", err, o.path), "give PATH as an absolute path"})
-		}
-		o.path = filepath.Join(wd, o.path)
-	}
-	if err := checkSinkPath(o.path); err != nil {
-		a.printError(err.Error(), "put the sink in a directory only you can write, such as $XDG_RUNTIME_DIR or ~/.config/blauth (mode 0700), and never at a symlink")
-		return exitUsage
+	if code := a.placeSink(o); code != exitOK {
+		return code
 	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -168,54 +160,27 @@ func (a *app) cmdSink(args []string) int {
 		defer removeSink(o.path)
 	}
 
-	ctx, cancel := context.WithCancel(a.ctx)
-	defer cancel()
-	kick := make(chan struct{}, 1) // a run of --exec is due; one at most waits
-	runnerDone := make(chan struct{})
-	go func() {
-		defer close(runnerDone)
-		if o.exec != "" {
-			a.runSinkExec(ctx, o, kick)
-		}
-	}()
-	defer func() {
-		cancel()
-		<-runnerDone
-	}()
-	due := func() {
-		select {
-		case kick <- struct{}{}:
-		default: // a run is already due: it will see this write
-		}
-	}
+	due, stopExec := a.startSinkExec(o)
+	defer stopExec()
 	due()
 
-	latest := make(chan *ipc.Token, 1)
-	followDone := make(chan struct{})
-	var followErr error
-	go func() {
-		defer close(followDone)
-		followErr = a.followTokens(ctx, t.Workspace, t.Token, latest)
-	}()
-	defer func() {
-		cancel()
-		<-followDone
-	}()
+	f := a.startFollowing(t.Workspace, t.Token)
+	defer f.stop()
 	expiry := expiryTimer(t)
 	for {
 		select {
 		case <-sigs:
 			return exitOK
-		case <-followDone:
-			if followErr != nil {
-				a.printError(followErr.Error(), "restart it with 'blauth-helper stop': the next command starts the installed version")
+		case <-f.done:
+			if f.err != nil {
+				a.printError(f.err.Error(), oldDaemonHint)
 				return exitError
 			}
 			return exitOK
 		case <-expiry.C:
 			// No new token came before this one expired: the sink must not hold it.
 			removeSink(o.path)
-		case nt := <-latest:
+		case nt := <-f.latest:
 			expiry.Stop()
 			t, expiry = nt, expiryTimer(nt)
 			if err := write(t); err != nil {
@@ -225,6 +190,43 @@ func (a *app) cmdSink(args []string) int {
 			due()
 		}
 	}
+}
+
+// placeSink makes o.path absolute and checks it (exit 2 when it is refused).
+func (a *app) placeSink(o *sinkOptions) int {
+	if !filepath.IsAbs(o.path) {
+		wd, err := a.getwd()
+		if err != nil {
+			return a.fail(&requestError{fmt.Sprintf("cannot tell the working directory (%v) to place %s in", err, o.path), "give PATH as an absolute path"})
+		}
+		o.path = filepath.Join(wd, o.path)
+	}
+	if err := checkSinkPath(o.path); err != nil {
+		a.printError(err.Error(), "put the sink in a directory only you can write, such as $XDG_RUNTIME_DIR or ~/.config/blauth (mode 0700), and never at a symlink")
+		return exitUsage
+	}
+	return exitOK
+}
+
+// startSinkExec starts the runner of --exec (none without it). due asks for a run: one at most
+// waits, and it sees the latest write. stop ends the runner, and a run still going.
+func (a *app) startSinkExec(o *sinkOptions) (due, stop func()) {
+	ctx, cancel := context.WithCancel(a.ctx)
+	kick := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if o.exec != "" {
+			a.runSinkExec(ctx, o, kick)
+		}
+	}()
+	due = func() {
+		select {
+		case kick <- struct{}{}:
+		default: // a run is already due: it will see this write
+		}
+	}
+	return due, func() { cancel(); <-done }
 }
 
 // runSinkExec runs --exec after each write, one run at a time, until ctx ends; a run still
