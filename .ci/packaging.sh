@@ -111,6 +111,7 @@ dpkg -s blauth | grep -q '^Status: install ok installed' || fail "dpkg does not 
 listed=$(dpkg -L blauth)
 for f in /usr/bin/blauthd /usr/bin/blauth-helper /usr/bin/blauth-proxy \
          /usr/lib/systemd/user/blauthd.socket /usr/lib/systemd/user/blauthd.service \
+         /usr/lib/systemd/user/blauth-sink@.service \
          /usr/share/doc/blauth/README.md /usr/share/doc/blauth/copyright; do
   grep -qx "$f" <<<"$listed" || fail "dpkg -L blauth does not list $f"
   [ -f "$f" ] || fail "$f is not on disk"
@@ -119,7 +120,7 @@ for f in /usr/bin/blauthd /usr/bin/blauth-helper /usr/bin/blauth-proxy; do
   [ -x "$f" ] || fail "$f is not executable"
   [ "$(stat -c '%U:%G %a' "$f")" = "root:root 755" ] || fail "$f is $(stat -c '%U:%G %a' "$f"), want root:root 755"
 done
-for f in /usr/lib/systemd/user/blauthd.socket /usr/lib/systemd/user/blauthd.service; do
+for f in /usr/lib/systemd/user/blauthd.socket /usr/lib/systemd/user/blauthd.service /usr/lib/systemd/user/blauth-sink@.service; do
   [ "$(stat -c '%a' "$f")" = 644 ] || fail "$f has mode $(stat -c '%a' "$f"), want 644"
 done
 out=$(timeout 10 /usr/bin/blauthd --version) || fail "blauthd --version failed"
@@ -130,8 +131,11 @@ echo "packaging: installed: $out"
 step "(d) systemd-analyze: verify and security of the installed units"
 rt="$work/runtime"
 install -d -m 0700 "$rt"
+# A template is verified through an instance of it, as systemd would load one.
+cp /usr/lib/systemd/user/blauth-sink@.service "$work/blauth-sink@check.token.service"
 XDG_RUNTIME_DIR="$rt" timeout 60 systemd-analyze verify --user \
-  /usr/lib/systemd/user/blauthd.socket /usr/lib/systemd/user/blauthd.service ||
+  /usr/lib/systemd/user/blauthd.socket /usr/lib/systemd/user/blauthd.service \
+  "$work/blauth-sink@check.token.service" ||
   fail "systemd-analyze verify --user rejects the installed units"
 echo "packaging: systemd-analyze verify --user: clean"
 XDG_RUNTIME_DIR="$rt" timeout 60 systemd-analyze security --offline=true --user \
@@ -208,7 +212,12 @@ install -d "$check"
 cp "$stage/usr/local/lib/systemd/user/blauthd.socket" "$check/"
 sed -e "s|^ExecStart=/usr/local/bin/blauthd|ExecStart=$stage/usr/local/bin/blauthd|" \
     -e "s|^ExecReload=/usr/local/bin/blauth-helper|ExecReload=$stage/usr/local/bin/blauth-helper|" "$unit" > "$check/blauthd.service"
-XDG_RUNTIME_DIR="$rt" timeout 60 systemd-analyze verify --user "$check/blauthd.socket" "$check/blauthd.service" ||
+grep -q '^ExecStart=/usr/local/bin/blauth-helper sink ' "$stage/usr/local/lib/systemd/user/blauth-sink@.service" ||
+  fail "make install did not point the sink unit's ExecStart= at /usr/local/bin"
+sed -e "s|^ExecStart=/usr/local/bin/blauth-helper|ExecStart=$stage/usr/local/bin/blauth-helper|" \
+  "$stage/usr/local/lib/systemd/user/blauth-sink@.service" > "$check/blauth-sink@check.token.service"
+XDG_RUNTIME_DIR="$rt" timeout 60 systemd-analyze verify --user "$check/blauthd.socket" "$check/blauthd.service" \
+  "$check/blauth-sink@check.token.service" ||
   fail "systemd-analyze verify rejects the units that make install wrote"
 echo "packaging: make install PREFIX=/usr/local: binaries, docs, units with ExecStart=/usr/local/bin/blauthd"
 # A prefix systemd does not search: the output says how to link the units, lists every file

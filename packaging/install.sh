@@ -72,13 +72,18 @@ case "$(uname -s)" in
       { echo "install: error: could not point ExecStart= at $prefix/bin/blauthd" >&2; exit 1; }
     grep -q "^ExecReload=$prefix/bin/blauth-helper " "$tmp/blauthd.service" ||
       { echo "install: error: could not point ExecReload= at $prefix/bin/blauth-helper" >&2; exit 1; }
+    sed -e "s|^ExecStart=/usr/bin/blauth-helper|ExecStart=$esc_prefix/bin/blauth-helper|" \
+        "systemd/blauth-sink@.service" > "$tmp/blauth-sink@.service"
+    grep -q "^ExecStart=$prefix/bin/blauth-helper sink " "$tmp/blauth-sink@.service" ||
+      { echo "install: error: could not point the sink unit's ExecStart= at $prefix/bin/blauth-helper" >&2; exit 1; }
     put 0644 systemd/blauthd.socket "$UNITDIR/blauthd.socket"
     put 0644 "$tmp/blauthd.service" "$UNITDIR/blauthd.service"
+    put 0644 "$tmp/blauth-sink@.service" "$UNITDIR/blauth-sink@.service"
     if [ "$searched" = yes ]; then
       next+=("systemctl --user daemon-reload && systemctl --user enable --now blauthd.socket")
     else
       # systemd does not look in this directory: link the units where it does.
-      next+=("systemctl --user link $UNITDIR/blauthd.socket $UNITDIR/blauthd.service"
+      next+=("systemctl --user link $UNITDIR/blauthd.socket $UNITDIR/blauthd.service $UNITDIR/blauth-sink@.service"
         "systemctl --user daemon-reload && systemctl --user enable --now blauthd.socket")
     fi
     ;;

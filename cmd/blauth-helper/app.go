@@ -38,9 +38,10 @@ func init() {
 		{"token", "[WORKSPACE]", "print the token (a drop-in for 'bl token')", (*app).cmdToken},
 		{"header", "[--json] [WORKSPACE]", "print X-Blaxel-Authorization and X-Blaxel-Workspace header lines (--json: one JSON object, with Authorization too)", (*app).cmdToken},
 		{"env", "[WORKSPACE]", "print 'export BL_WORKSPACE=… BL_API_KEY=…' lines for eval", (*app).cmdToken},
-		{"exec", "[--proxy] -- CMD [ARGS]", "run CMD with BL_WORKSPACE and BL_API_KEY set (--proxy: through a local proxy that sends a fresh token with every request)", (*app).cmdExec},
+		{"exec", "[--proxy | --restart [--grace DURATION] | --signal SIG] -- CMD [ARGS]", "run CMD with BL_WORKSPACE and BL_API_KEY set (--proxy: through a local proxy that sends a fresh token with every request; --restart: restart CMD with each new token; --signal: keep the token in the file BLAUTH_TOKEN_FILE names and send SIG on each new one)", (*app).cmdExec},
 		{"mcp", "URL", "bridge an MCP client's stdio to the MCP server at URL, with a fresh token on every request", (*app).cmdMCP},
 		{"watch", "[--json]", "print the token, then every new one, until interrupted; it waits for a daemon, never starts one", (*app).cmdWatch},
+		{"sink", "[--format token|header|env|json] [--exec CMD] [--keep] PATH", "keep PATH holding the token (0600, replaced atomically), run CMD after each write, remove PATH on exit unless --keep; it starts a daemon only for the first token", (*app).cmdSink},
 		{"status", "[--json]", "show each workspace, its credential, source and token state", (*app).cmdStatus},
 		{"login", "WORKSPACE [--api-key | --client-credentials]", "store a secret read from stdin in the OS keyring or, with no flag, log in through the browser (device flow) as 'bl login' does", (*app).cmdLogin},
 		{"logout", "WORKSPACE", "remove the workspace's secret from the OS keyring", (*app).cmdLogout},
@@ -68,7 +69,8 @@ Flags (anywhere before "--", and for exec before its command):
                              minimum, 30 s)
   -h, --help                 print this help
       --version              print the version
-Flags of one command: --json (header, watch, status), --proxy (exec), --api-key and
+Flags of one command: --json (header, watch, status), --proxy, --restart, --grace (default
+10s) and --signal (exec), --format, --exec and --keep (sink), --api-key and
 --client-credentials (login), as listed above.
 
 Environment:
@@ -88,8 +90,9 @@ Files:
                              sends its working directory)
   SOCKET's directory/blauthd.log
                              where a daemon the helper starts logs (appended; created 0600)
-  The helper itself writes no file: login saves through blauthd (the OS keyring, or
-  ~/.blaxel/config.yaml for a device login).
+  sink's PATH, and exec --signal's token file (in a 0700 directory under XDG_RUNTIME_DIR,
+  removed on exit): the only files the helper writes. login saves through blauthd (the OS
+  keyring, or ~/.blaxel/config.yaml for a device login).
 
 Exit status:
   0    success
@@ -101,7 +104,8 @@ Exit status:
   6    no valid token now, the token endpoint cannot be reached (blauthd retries)
   7    the OS keyring is off or does not answer (login, logout)
   126, 127   exec: the command could not be run, or was not found
-  exec otherwise exits with its command's status.
+  exec otherwise exits with its command's status (128+N when signal N ended it); sink exits 0
+  when interrupted.
 
 Docs: docs/HELPER.md (every command, git and curl set-ups), docs/TROUBLESHOOTING.md; installed
 in /usr/share/doc/blauth (or PREFIX/share/doc/blauth).

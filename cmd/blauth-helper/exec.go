@@ -10,6 +10,9 @@ import (
 // cmdExec runs a command with BL_WORKSPACE and BL_API_KEY set to the daemon's answer, in place
 // of the helper's process; with --proxy, behind blauth-proxy (proxy.go).
 func (a *app) cmdExec(args []string) int {
+	if len(args) > 0 && isExecFollowFlag(args[0]) {
+		return a.cmdExecFollow(args) // restart.go
+	}
 	viaProxy := false
 	if len(args) > 0 && args[0] == "--proxy" {
 		viaProxy, args = true, args[1:]
@@ -17,7 +20,7 @@ func (a *app) cmdExec(args []string) int {
 	if len(args) > 0 && args[0] == "--" {
 		args = args[1:]
 	} else if len(args) > 0 && strings.HasPrefix(args[0], "-") {
-		return a.usageError(unknownFlag(args[0], append([]string{"--proxy"}, globalOptions...)))
+		return a.usageError(unknownFlag(args[0], append([]string{"--proxy"}, append(execFollowFlags, globalOptions...)...)))
 	}
 	if len(args) == 0 {
 		return a.usageError("exec needs a command: blauth-helper exec [--proxy] -- CMD [ARGS]")

@@ -16,6 +16,7 @@ var notOurFlags = map[string]string{
 	"--socket":     "blauthd's, when the helper starts one",
 	"--log-format": "blauthd's, when the helper starts one",
 	"-echo":        "stty's",
+	"-c":           "sh's, running sink --exec",
 }
 
 // helperFlags are the flag-like string literals of the helper's own code ("-w", "--json"...):

@@ -104,18 +104,7 @@ func printWatched(out *bufio.Writer, t *ipc.Token, asJSON bool) error {
 		return errors.New("the daemon sent a token holding CR, LF or NUL; refusing to print it")
 	}
 	if asJSON {
-		v := struct {
-			Workspace string `json:"workspace"`
-			Token     string `json:"token"`
-			Kind      string `json:"kind"`
-			Source    string `json:"source"`
-			Expiry    *int64 `json:"expiry"`
-		}{Workspace: t.Workspace, Token: t.Token, Kind: t.Kind, Source: t.Source}
-		if !t.Expiry.IsZero() {
-			exp := t.Expiry.Unix()
-			v.Expiry = &exp
-		}
-		if err := json.NewEncoder(out).Encode(v); err != nil {
+		if err := json.NewEncoder(out).Encode(tokenJSON(t)); err != nil {
 			return errOutputGone
 		}
 	} else if _, err := io.WriteString(out, t.Token+"\n"); err != nil {
@@ -125,4 +114,22 @@ func printWatched(out *bufio.Writer, t *ipc.Token, asJSON bool) error {
 		return errOutputGone
 	}
 	return nil
+}
+
+// watchedToken is the JSON object of watch --json and sink --format json.
+type watchedToken struct {
+	Workspace string `json:"workspace"`
+	Token     string `json:"token"`
+	Kind      string `json:"kind"`
+	Source    string `json:"source"`
+	Expiry    *int64 `json:"expiry"` // Unix seconds; null for a token without an expiry
+}
+
+func tokenJSON(t *ipc.Token) watchedToken {
+	v := watchedToken{Workspace: t.Workspace, Token: t.Token, Kind: t.Kind, Source: t.Source}
+	if !t.Expiry.IsZero() {
+		exp := t.Expiry.Unix()
+		v.Expiry = &exp
+	}
+	return v
 }
