@@ -944,8 +944,14 @@ type Hold struct {
 	once sync.Once
 }
 
+// Holder is what Hold returns: a hold's change announcements, and its end.
+type Holder interface {
+	Changed() <-chan struct{}
+	Release()
+}
+
 // Hold starts holding c's entry; Release ends it.
-func (b *Broker) Hold(c *sources.Credential) *Hold {
+func (b *Broker) Hold(c *sources.Credential) Holder {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	e := b.entries[c.Key()]

@@ -18,9 +18,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/blauth/blauth/daemon/internal/broker"
-	"github.com/blauth/blauth/daemon/internal/login"
-	"github.com/blauth/blauth/daemon/internal/resolver"
 	"github.com/blauth/blauth/internal/backoff"
 	"github.com/blauth/blauth/internal/clock"
 	"github.com/blauth/blauth/ipc"
@@ -30,14 +27,14 @@ import (
 // Config is what a Server serves, and how.
 type Config struct {
 	Log      zerolog.Logger
-	Resolver *resolver.Resolver
-	Broker   *broker.Broker
+	Resolver Resolver
+	Broker   Broker
 	// Keyring is the store behind blauth-helper login --api-key; nil answers keyring_unavailable.
 	Keyring keyring.Store
 	// KeyringOff is why there is no Keyring, reported by ping, status and keyring_set.
 	KeyringOff string
 	// Logins runs device logins; nil when the daemon has no bl config to save sessions in.
-	Logins       *login.Flows
+	Logins       Logins
 	BLConfigPath string
 	Clock        clock.Clock
 	// Version and Manager are reported by ping and status; Started by status.

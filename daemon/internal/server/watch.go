@@ -43,7 +43,7 @@ func (s *Server) watch(ctx, work context.Context, c net.Conn, r *bufio.Reader, r
 	var (
 		last    string
 		seq     int
-		hold    *broker.Hold
+		hold    broker.Holder = noHold{}
 		heldKey string
 	)
 	defer func() { hold.Release() }()
@@ -139,3 +139,9 @@ func answerKey(m *ipc.Message) string {
 	return "ok\x00" + m.Value(ipc.KeyWorkspace) + "\x00" + m.Value(ipc.KeyToken) + "\x00" + m.Value(ipc.KeyExpiry) + "\x00" +
 		m.Value(ipc.KeyKind) + "\x00" + m.Value(ipc.KeySource) + "\x00" + m.Value(ipc.KeyHint)
 }
+
+// noHold is a watcher's hold before it has a credential: nothing to announce or release.
+type noHold struct{}
+
+func (noHold) Changed() <-chan struct{} { return nil }
+func (noHold) Release()                 {}

@@ -1,0 +1,221 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/blauth/blauth/daemon/internal/broker"
+	"github.com/blauth/blauth/daemon/internal/resolver"
+	"github.com/blauth/blauth/internal/clock"
+	"github.com/blauth/blauth/ipc"
+	"github.com/blauth/blauth/sources"
+)
+
+// fakeResolver answers every request with one workspace's credential, or with err.
+type fakeResolver struct {
+	cred *sources.Credential
+	err  error
+}
+
+func (f *fakeResolver) Resolve(req resolver.Request) (*resolver.Resolution, error) {
+	if f.err != nil {
+		return &resolver.Resolution{Workspace: req.Workspace}, f.err
+	}
+	return &resolver.Resolution{Workspace: f.cred.Workspace, Credential: f.cred}, nil
+}
+func (f *fakeResolver) Changed() <-chan struct{}            { return nil }
+func (f *fakeResolver) Workspaces() []string                { return []string{f.cred.Workspace} }
+func (f *fakeResolver) SourceErrors() []sources.SourceError { return nil }
+func (f *fakeResolver) WatchedDotenvs() int                 { return 0 }
+func (f *fakeResolver) DaemonBaseURL(string) string         { return sources.DefaultBaseURL }
+func (f *fakeResolver) ReloadKeyring(context.Context)       {}
+
+// fakeBroker serves the token it holds; set replaces it and announces the change to the
+// holders of that credential only.
+type fakeBroker struct {
+	mu     sync.Mutex
+	tok    map[string]broker.Served
+	err    error
+	holds  map[string]*fakeHold
+	gets   int
+	erased []string
+}
+
+type fakeHold struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func (h *fakeHold) Changed() <-chan struct{} { h.mu.Lock(); defer h.mu.Unlock(); return h.ch }
+func (h *fakeHold) Release()                 {}
+func (h *fakeHold) announce() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	close(h.ch)
+	h.ch = make(chan struct{})
+}
+
+func newFakeBroker() *fakeBroker {
+	return &fakeBroker{tok: map[string]broker.Served{}, holds: map[string]*fakeHold{}}
+}
+
+func (b *fakeBroker) Get(_ context.Context, c *sources.Credential, _ time.Duration, _ bool) (broker.Served, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.gets++
+	if b.err != nil {
+		return broker.Served{}, b.err
+	}
+	return b.tok[c.Key()], nil
+}
+
+func (b *fakeBroker) hold(c *sources.Credential) *fakeHold {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	h := b.holds[c.Key()]
+	if h == nil {
+		h = &fakeHold{ch: make(chan struct{})}
+		b.holds[c.Key()] = h
+	}
+	return h
+}
+
+func (b *fakeBroker) Hold(c *sources.Credential) broker.Holder { return b.hold(c) }
+func (b *fakeBroker) Erase(c *sources.Credential, value string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.erased = append(b.erased, value)
+	return true
+}
+func (b *fakeBroker) Lookup(*sources.Credential) (ipc.CachedStatus, bool) {
+	return ipc.CachedStatus{}, false
+}
+func (b *fakeBroker) Status() []ipc.CachedStatus { return nil }
+func (b *fakeBroker) MinTTL() time.Duration      { return 0 }
+
+func (b *fakeBroker) set(c *sources.Credential, tok string, exp time.Time) {
+	b.mu.Lock()
+	b.tok[c.Key()] = broker.Served{Token: tok, Expiry: exp}
+	b.mu.Unlock()
+	b.hold(c).announce()
+}
+
+// serve runs a Server with res and br on a real socket until the test ends.
+func serve(t *testing.T, res Resolver, br Broker) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(ln, Config{Log: zerolog.New(zerolog.NewTestWriter(t)), Resolver: res, Broker: br, Clock: clock.Wall{},
+		RequestTimeout: 30 * time.Second, IdleTimeout: time.Minute, WatchWriteTimeout: 30 * time.Second, MaxConns: 64})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ctx, 5*time.Second) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return path
+}
+
+func sa(ws string) *sources.Credential {
+	return &sources.Credential{Workspace: ws, Kind: ipc.KindClientCredentials, ClientCredentials: "cc-" + ws,
+		Source: sources.Provenance{Kind: sources.SourceDaemonEnv, Where: "BL_CLIENT_CREDENTIALS"}}
+}
+
+func get(t *testing.T, path string) *ipc.Message {
+	t.Helper()
+	c, err := ipc.Dial(path, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	resp, err := c.Do(ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionGet, ipc.KeyDir, "/"))
+	if err != nil && ipc.AsError(resp) == nil {
+		t.Fatal(err) // not an answer
+	}
+	return resp
+}
+
+// TestGetAnswersTheBrokersTokenWithItsProvenance: the token, its workspace, kind and source as
+// the resolver and broker gave them.
+func TestGetAnswersTheBrokersTokenWithItsProvenance(t *testing.T) {
+	cred, br := sa("acme"), newFakeBroker()
+	exp := time.Now().Add(time.Hour).Truncate(time.Second)
+	br.set(cred, "tok-1", exp)
+	resp := get(t, serve(t, &fakeResolver{cred: cred}, br))
+	if err := ipc.AsError(resp); err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]string{ipc.KeyToken: "tok-1", ipc.KeyWorkspace: "acme", ipc.KeyKind: ipc.KindClientCredentials,
+		ipc.KeySource: "daemon_env:BL_CLIENT_CREDENTIALS"} {
+		if got := resp.Value(k); got != want {
+			t.Errorf("%s = %q, want %q", k, got, want)
+		}
+	}
+}
+
+// TestErrorsBecomeCodes: a resolver that finds nothing and a broker refused for good each get
+// their code, not an internal error.
+func TestErrorsBecomeCodes(t *testing.T) {
+	cred := sa("acme")
+	res := &fakeResolver{cred: cred, err: resolver.ErrNoCredentials}
+	if code := ipc.ErrorCode(ipc.AsError(get(t, serve(t, res, newFakeBroker())))); code != ipc.CodeNoCredentials {
+		t.Errorf("no credentials answered %q", code)
+	}
+	br := newFakeBroker()
+	br.err = &broker.Error{Reason: broker.Refused, Workspace: "acme", Kind: cred.Kind}
+	if code := ipc.ErrorCode(ipc.AsError(get(t, serve(t, &fakeResolver{cred: cred}, br)))); code != ipc.CodeAuthFailed {
+		t.Errorf("a refused credential answered %q", code)
+	}
+}
+
+// TestWatchSendsEachNewTokenOfItsCredentialOnly: a watcher gets its first answer, then one new
+// message per new token of its own credential; a refresh of another credential sends nothing.
+func TestWatchSendsEachNewTokenOfItsCredentialOnly(t *testing.T) {
+	cred, other, br := sa("acme"), sa("other"), newFakeBroker()
+	exp := time.Now().Add(time.Hour).Truncate(time.Second)
+	br.set(cred, "tok-1", exp)
+	path := serve(t, &fakeResolver{cred: cred}, br)
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := ipc.WriteMessage(c, ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionWatch, ipc.KeyDir, "/")); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(c)
+	read := func() *ipc.Message {
+		t.Helper()
+		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		m, err := ipc.ReadMessage(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	if m := read(); m.Value(ipc.KeyToken) != "tok-1" || m.Value(ipc.KeySeq) != "1" {
+		t.Fatalf("first message %v", m.Fields)
+	}
+	br.mu.Lock()
+	getsBefore := br.gets
+	br.mu.Unlock()
+	br.set(other, "other-2", exp) // another credential's refresh: nothing for this watcher
+	br.set(cred, "tok-2", exp.Add(time.Hour))
+	m := read()
+	if m.Value(ipc.KeyToken) != "tok-2" || m.Value(ipc.KeySeq) != "2" {
+		t.Fatalf("after the refresh: %v", m.Fields)
+	}
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	if n := br.gets - getsBefore; n != 1 {
+		t.Errorf("the watcher looked %d times for one refresh of its own credential (another's woke it?)", n)
+	}
+}
