@@ -46,9 +46,10 @@ type WorkspaceStatus struct {
 	Refused bool `json:"refused,omitempty"`
 	// WriteBackError is why the last refreshed session is not saved in its source yet.
 	WriteBackError string `json:"write_back_error,omitempty"`
-	// Lifetime and ClockSkew are those of the cached token (CachedStatus).
-	Lifetime  int64 `json:"lifetime_seconds,omitempty"`
-	ClockSkew int64 `json:"clock_skew_seconds,omitempty"`
+	// Lifetime, ClockSkew and RefreshTokenRotates are those of the cached token (CachedStatus).
+	Lifetime            int64 `json:"lifetime_seconds,omitempty"`
+	ClockSkew           int64 `json:"clock_skew_seconds,omitempty"`
+	RefreshTokenRotates *bool `json:"refresh_token_rotates,omitempty"`
 	// Error is why the workspace cannot be served at all.
 	Error string `json:"error,omitempty"`
 	// Warnings are mistakes in the workspace's sources that may be why it is not served as
@@ -79,6 +80,11 @@ type CachedStatus struct {
 	// last exchange (negative: behind), when that is more than 30: expiry and refresh_at are
 	// on the daemon's clock, corrected for it.
 	ClockSkew int64 `json:"clock_skew_seconds,omitempty"`
+	// RefreshTokenRotates says, for a bl login session once the daemon has refreshed it,
+	// whether the endpoint's last refresh issued a new refresh token. When it does, a
+	// long-running process that read the session once fails at its own first refresh: the
+	// daemon has used up the refresh token it holds (docs/CLIENTS.md).
+	RefreshTokenRotates *bool `json:"refresh_token_rotates,omitempty"`
 }
 
 // SourceError is a source that could not be used, and why.

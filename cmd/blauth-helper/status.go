@@ -90,6 +90,9 @@ func printStatus(w io.Writer, st *ipc.Status, now time.Time) {
 			}
 			fmt.Fprintf(w, "%s: this machine's clock is %s %s the token endpoint's; expiry times are on this machine's clock, corrected for it (fix the clock: bl and the SDKs reading the bl config judge expiry on their own)\n", ws.Workspace, span(d), side)
 		}
+		if ws.RefreshTokenRotates != nil && *ws.RefreshTokenRotates {
+			fmt.Fprintf(w, "%s: the session's refresh token rotates at each refresh: a long-running process that read the session once fails at its own refresh (use a client library, exec --proxy or exec --restart)\n", ws.Workspace)
+		}
 		for _, s := range ws.Shadows {
 			fmt.Fprintf(w, "%s: also has %s (shadowed)\n", ws.Workspace, s)
 		}

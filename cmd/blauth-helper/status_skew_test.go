@@ -38,3 +38,22 @@ func TestStatusShowsLifetimeAndClockSkew(t *testing.T) {
 		}
 	}
 }
+
+// status names a session whose refresh token rotates, and only that one.
+func TestStatusNamesARotatingSession(t *testing.T) {
+	now := time.Unix(1_900_000_000, 0)
+	yes, no := true, false
+	st := &ipc.Status{Version: "test", Workspaces: []ipc.WorkspaceStatus{
+		{Workspace: "rotating", Kind: ipc.KindLogin, Source: "bl_config", Expiry: now.Add(time.Hour), RefreshTokenRotates: &yes},
+		{Workspace: "steady", Kind: ipc.KindLogin, Source: "bl_config", Expiry: now.Add(time.Hour), RefreshTokenRotates: &no},
+	}}
+	var b strings.Builder
+	printStatus(&b, st, now)
+	out := b.String()
+	if !strings.Contains(out, "rotating: the session's refresh token rotates") {
+		t.Errorf("status does not name the rotating session:\n%s", out)
+	}
+	if strings.Contains(out, "steady: the session's refresh token rotates") {
+		t.Errorf("status names a session that does not rotate:\n%s", out)
+	}
+}

@@ -87,6 +87,8 @@ type cached struct {
 	grant   *token.Token
 	// forced is set on a token that an erase brought forward, ahead of its period.
 	forced bool
+	// rotated is set on a session's token whose refresh issued a new refresh token.
+	rotated bool
 }
 
 type flight struct {
@@ -119,6 +121,10 @@ type entry struct {
 	notBefore time.Time
 	// eraseForward is set while the next exchange is one an erase brought forward.
 	eraseForward bool
+	// rotates is whether the endpoint's last refresh of this session issued a new refresh token
+	// (nil before the first refresh): a process holding the old one then fails on its own
+	// refresh.
+	rotates *bool
 	// skew is how far the daemon's clock was ahead of the token endpoint's at the last
 	// exchange (negative: behind), when skewKnown; skewWarned once it was logged.
 	skew       time.Duration
@@ -602,6 +608,7 @@ func (b *Broker) exchange(c, saved *sources.Credential) (*cached, error) {
 	}
 	t := b.fromGrant(g)
 	t.refresh = g.RefreshToken
+	t.rotated = c.Kind == ipc.KindLogin && g.RefreshToken != c.RefreshToken
 	if c.Kind == ipc.KindLogin && b.cfg.Persist != nil {
 		// Persist first: the old refresh token may already be dead on the server, so the new one
 		// must reach disk before anyone can act on the new access token.
@@ -628,6 +635,9 @@ func (b *Broker) finishLocked(e *entry, c *sources.Credential, f *flight, tok *c
 			nc.AccessToken, nc.RefreshToken = tok.value, tok.refresh
 			e.cred = &nc
 			e.hold(tok.refresh)
+		}
+		if c.Kind == ipc.KindLogin {
+			e.rotates = &tok.rotated
 		}
 		e.tok = tok
 		e.lifetime = tok.grant.Lifetime()
@@ -886,6 +896,9 @@ func (e *entry) status() ipc.CachedStatus {
 	}
 	if e.saveErr != nil {
 		s.WriteBackError = e.saveErr.Error()
+	}
+	if e.rotates != nil {
+		s.RefreshTokenRotates = new(*e.rotates)
 	}
 	return s
 }

@@ -59,3 +59,30 @@ func TestZeroHoldNeverAnnounces(t *testing.T) {
 	h.Release()
 	h.Release()
 }
+
+// TestStatusSaysWhetherTheSessionRotates: after a refresh, a session's status says whether the
+// endpoint issued a new refresh token; before any refresh it says nothing.
+func TestStatusSaysWhetherTheSessionRotates(t *testing.T) {
+	for _, rotate := range []bool{true, false} {
+		f := newBrokerFixture(t, nil)
+		f.api.SetRotate(rotate)
+		access, refresh := f.api.NewSession("alice", "dc")
+		cred := &sources.Credential{Workspace: "acme", Kind: ipc.KindLogin, AccessToken: access, RefreshToken: refresh, DeviceCode: "dc",
+			BaseURL: f.api.Base, Source: sources.Provenance{Kind: sources.SourceBLConfig, Where: "config.yaml"}}
+		ctx := context.Background()
+		if _, err := f.b.Get(ctx, cred, 0, true); err != nil {
+			t.Fatal(err)
+		}
+		if st, _ := f.b.Lookup(cred); st.RefreshTokenRotates != nil {
+			t.Fatalf("rotation reported before any refresh: %v", *st.RefreshTokenRotates)
+		}
+		for i := 0; i < 400 && f.api.Count("refresh_token") == 0; i++ {
+			f.clock.Add(30 * time.Second)
+			f.tick()
+		}
+		st, _ := f.b.Lookup(cred)
+		if st.RefreshTokenRotates == nil || *st.RefreshTokenRotates != rotate {
+			t.Errorf("endpoint rotating %v: status says %v", rotate, st.RefreshTokenRotates)
+		}
+	}
+}
