@@ -18,8 +18,9 @@ func TestRefreshWakesOnlyThatCredentialsWatchers(t *testing.T) {
 	first := f.mustGet(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	// The second credential's token is a minute younger, so that the first is due alone.
-	f.clock.Add(time.Minute)
+	// The second credential's token is half an hour younger, so that the first is due alone
+	// (the refresh point is drawn between 35 % and 40 % of the 2-hour life).
+	f.clock.Add(30 * time.Minute)
 	if _, err := f.b.Get(ctx, other, 0, true); err != nil {
 		t.Fatal(err)
 	}
