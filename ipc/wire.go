@@ -7,10 +7,12 @@ package ipc
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -52,7 +54,7 @@ type Message struct {
 
 // NewMessage returns a message holding the given key, value pairs.
 func NewMessage(kv ...string) *Message {
-	m := &Message{}
+	m := &Message{Fields: make([]Field, 0, len(kv)/2+4)}
 	for i := 0; i+1 < len(kv); i += 2 {
 		m.Add(kv[i], kv[i+1])
 	}
@@ -146,8 +148,10 @@ var (
 
 // ValidKey reports whether k may be used as a key: non-empty, at most 128 bytes of printable ASCII
 // without '=' or spaces.
-func ValidKey(k string) bool {
-	if k == "" || len(k) > 128 {
+func ValidKey(k string) bool { return validKey(k) }
+
+func validKey[S ~string | ~[]byte](k S) bool {
+	if len(k) == 0 || len(k) > 128 {
 		return false
 	}
 	for i := 0; i < len(k); i++ {
@@ -175,63 +179,85 @@ func ReadAnswer(r *bufio.Reader) (*Message, error) {
 	return readMessage(r, MaxAnswerSize, MaxAnswerFields)
 }
 
+// readMessage reads the message's lines into one buffer and makes one string of it, which its
+// keys and values are cut from: a message costs a few allocations, however many lines it has.
 func readMessage(r *bufio.Reader, maxSize, maxFields int) (*Message, error) {
-	m := &Message{}
-	total := 0
+	var (
+		stack [1024]byte
+		buf   = stack[:0]
+		spans [32]lineSpan
+		lines = spans[:0]
+	)
 	for {
-		line, err := readLine(r)
+		start := len(buf)
+		var err error
+		buf, err = appendLine(r, buf)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				if total == 0 {
+				if len(buf) == 0 {
 					return nil, io.EOF
 				}
 				return nil, io.ErrUnexpectedEOF
 			}
 			return nil, err
 		}
-		total += len(line) + 1
-		if total > maxSize {
+		if len(buf) > maxSize {
 			return nil, fmt.Errorf("%w: over %d bytes", ErrTooLarge, maxSize)
 		}
-		if line == "" {
-			return m, nil
+		line := buf[start : len(buf)-1]
+		if len(line) == 0 {
+			return lineSpans(lines).message(string(buf)), nil
 		}
-		if len(m.Fields) >= maxFields {
+		if len(lines) >= maxFields {
 			return nil, fmt.Errorf("%w: over %d fields", ErrTooLarge, maxFields)
 		}
-		k, v, ok := strings.Cut(line, "=")
-		if !ok {
-			return nil, fmt.Errorf("%w: line %d has no '='", ErrMalformed, len(m.Fields)+1)
+		eq := bytes.IndexByte(line, '=')
+		if eq < 0 {
+			return nil, fmt.Errorf("%w: line %d has no '='", ErrMalformed, len(lines)+1)
 		}
-		if !ValidKey(k) {
-			return nil, fmt.Errorf("%w: line %d has an invalid key", ErrMalformed, len(m.Fields)+1)
+		if !validKey(line[:eq]) {
+			return nil, fmt.Errorf("%w: line %d has an invalid key", ErrMalformed, len(lines)+1)
 		}
-		if !ValidValue(v) {
-			return nil, fmt.Errorf("%w: line %d holds CR or NUL", ErrMalformed, len(m.Fields)+1)
+		if bytes.ContainsAny(line[eq+1:], "\r\x00") {
+			return nil, fmt.Errorf("%w: line %d holds CR or NUL", ErrMalformed, len(lines)+1)
 		}
-		m.Add(k, v)
+		lines = append(lines, lineSpan{start, start + eq, len(buf) - 1})
 	}
 }
 
-// readLine reads up to '\n' without ever buffering more than MaxLineSize bytes.
-func readLine(r *bufio.Reader) (string, error) {
-	var sb strings.Builder
+// lineSpan is where a line's key ends and its value lies in a message's buffer.
+type lineSpan struct{ start, eq, end int }
+
+type lineSpans []lineSpan
+
+// message cuts the fields out of s, the message's text.
+func (ls lineSpans) message(s string) *Message {
+	m := &Message{Fields: make([]Field, len(ls))}
+	for i, l := range ls {
+		m.Fields[i] = Field{s[l.start:l.eq], s[l.eq+1 : l.end]}
+	}
+	return m
+}
+
+// appendLine appends the next line of r, with its '\n', to buf, without ever buffering more
+// than MaxLineSize bytes of it.
+func appendLine(r *bufio.Reader, buf []byte) ([]byte, error) {
+	n := 0
 	for {
 		chunk, err := r.ReadSlice('\n')
-		if sb.Len()+len(chunk) > MaxLineSize+1 {
-			return "", fmt.Errorf("%w: line over %d bytes", ErrTooLarge, MaxLineSize)
+		if n += len(chunk); n > MaxLineSize+1 {
+			return buf, fmt.Errorf("%w: line over %d bytes", ErrTooLarge, MaxLineSize)
 		}
-		sb.Write(chunk)
+		buf = append(buf, chunk...)
 		switch {
 		case err == nil:
-			s := sb.String()
-			return s[:len(s)-1], nil
+			return buf, nil
 		case errors.Is(err, bufio.ErrBufferFull):
 			continue
-		case errors.Is(err, io.EOF) && sb.Len() > 0:
-			return "", io.ErrUnexpectedEOF
+		case errors.Is(err, io.EOF) && n > 0:
+			return buf, io.ErrUnexpectedEOF
 		default:
-			return "", err
+			return buf, err
 		}
 	}
 }
@@ -242,20 +268,28 @@ func readLine(r *bufio.Reader) (string, error) {
 func (m *Message) Encode() ([]byte, error) { return m.encode(MaxMessageSize, MaxFields) }
 
 func (m *Message) encode(maxSize, maxFields int) ([]byte, error) {
-	if len(m.Fields) > maxFields {
-		return nil, fmt.Errorf("%w: over %d fields", ErrTooLarge, maxFields)
+	b, err := m.appendEncoded(nil, maxSize, maxFields)
+	if err != nil {
+		return nil, err
 	}
-	var b []byte
+	return b, nil
+}
+
+func (m *Message) appendEncoded(b []byte, maxSize, maxFields int) ([]byte, error) {
+	if len(m.Fields) > maxFields {
+		return b, fmt.Errorf("%w: over %d fields", ErrTooLarge, maxFields)
+	}
+	start := len(b)
 	for _, f := range m.Fields {
 		if !ValidKey(f.Key) {
-			return nil, fmt.Errorf("%w: invalid key %q", ErrMalformed, f.Key)
+			return b, fmt.Errorf("%w: invalid key %q", ErrMalformed, f.Key)
 		}
 		if !ValidValue(f.Value) {
 			// The value may be a secret: never quote it.
-			return nil, fmt.Errorf("%w: value of %s holds CR, LF or NUL", ErrMalformed, f.Key)
+			return b, fmt.Errorf("%w: value of %s holds CR, LF or NUL", ErrMalformed, f.Key)
 		}
 		if len(f.Key)+1+len(f.Value) > MaxLineSize {
-			return nil, fmt.Errorf("%w: the line of %s is over %d bytes", ErrTooLarge, f.Key, MaxLineSize)
+			return b, fmt.Errorf("%w: the line of %s is over %d bytes", ErrTooLarge, f.Key, MaxLineSize)
 		}
 		b = append(b, f.Key...)
 		b = append(b, '=')
@@ -263,8 +297,8 @@ func (m *Message) encode(maxSize, maxFields int) ([]byte, error) {
 		b = append(b, '\n')
 	}
 	b = append(b, '\n')
-	if len(b) > maxSize {
-		return nil, fmt.Errorf("%w: over %d bytes", ErrTooLarge, maxSize)
+	if len(b)-start > maxSize {
+		return b, fmt.Errorf("%w: over %d bytes", ErrTooLarge, maxSize)
 	}
 	return b, nil
 }
@@ -275,11 +309,19 @@ func WriteMessage(w io.Writer, m *Message) error { return m.write(w, MaxMessageS
 // WriteAnswer writes m, an answer, in one write, with the limits of an answer.
 func WriteAnswer(w io.Writer, m *Message) error { return m.write(w, MaxAnswerSize, MaxAnswerFields) }
 
+// writeBufs are the buffers messages are encoded into to be written; one over 64 KiB (a long
+// status) is not kept.
+var writeBufs = sync.Pool{New: func() any { return new([]byte) }}
+
 func (m *Message) write(w io.Writer, maxSize, maxFields int) error {
-	b, err := m.encode(maxSize, maxFields)
-	if err != nil {
-		return err
+	bp := writeBufs.Get().(*[]byte)
+	b, err := m.appendEncoded((*bp)[:0], maxSize, maxFields)
+	if err == nil {
+		_, err = w.Write(b)
 	}
-	_, err = w.Write(b)
+	if cap(b) <= 64<<10 {
+		*bp = b
+		writeBufs.Put(bp)
+	}
 	return err
 }

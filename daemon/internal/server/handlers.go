@@ -124,12 +124,24 @@ func sourceRequest(req *ipc.Message) resolver.Request {
 }
 
 func parseSeconds(s string) (time.Duration, error) {
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 || n > 1<<31 || strconv.FormatInt(n, 10) != s {
-		return 0, errors.New("bad number")
+	// Digits only, no sign, no leading zero: the one way to write each number.
+	if s == "" || len(s) > 10 || s[0] == '0' && len(s) > 1 {
+		return 0, errBadNumber
+	}
+	var n int64
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, errBadNumber
+		}
+		n = n*10 + int64(s[i]-'0')
+	}
+	if n > 1<<31 {
+		return 0, errBadNumber
 	}
 	return time.Duration(n) * time.Second, nil
 }
+
+var errBadNumber = errors.New("bad number")
 
 func (s *Server) serveGet(ctx context.Context, req request) *ipc.Message {
 	resp, _ := s.get(ctx, req.Message)
