@@ -20,8 +20,9 @@ build: ## build bin/blauthd, bin/blauth-helper and bin/blauth-proxy
 run: build ## run the daemon in the foreground with the default socket and sources
 	./$(BIN)/blauthd --log-format console
 
-test: vet ## vet, then every fast test under the race detector
+test: vet ## vet, then every fast test under the race detector (the Go client, clients/go, is a module of its own)
 	$(GO) test -race -count=1 ./...
+	cd clients/go && $(GO) test -race -count=1 ./...
 
 # The real-component tests: the packages with `real`-tagged test files, and only the tests in
 # those files (the rest of each package already ran in `make test`).
@@ -66,6 +67,8 @@ vet: ## go vet, and fail on unformatted files
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'run make fmt'; exit 1; }
 	$(GO) vet ./...
 	$(GO) vet -tags real,reliability,sdk,systemd,remote ./...
+	cd clients/go && $(GO) vet ./...
+	cd e2e/gosdk && $(GO) vet ./... 2>/dev/null || echo 'e2e/gosdk: not vetted: github.com/blaxel-ai/sdk-go cannot be downloaded here (docs/CLIENTS.md)'
 
 lint: vet ## no build output tracked, staticcheck (pinned) on the tagged suites too, and govulncheck
 	.ci/tracked.sh
