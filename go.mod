@@ -20,3 +20,9 @@ require (
 	github.com/mattn/go-colorable v0.1.14 // indirect
 	github.com/mattn/go-isatty v0.0.20 // indirect
 )
+
+// The Go client is a module of its own (clients/go); e2e/clients and reliability use it from
+// this checkout.
+require github.com/blauth/blauth/clients/go v0.0.0
+
+replace github.com/blauth/blauth/clients/go => ./clients/go

@@ -70,7 +70,9 @@ func listPackages(t *testing.T) []pkg {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "list", "-json", "./...")
+	// The Go client is a module of its own (clients/go) that this one requires from the
+	// checkout: its packages are named by import path, as ./... stops at its go.mod.
+	cmd := exec.CommandContext(ctx, "go", "list", "-json", "./...", module+"/clients/go/...")
 	cmd.Dir = filepath.Join("..", "..")
 	out, err := cmd.Output()
 	if err != nil {

@@ -30,7 +30,21 @@ type Transport struct {
 // RoundTrip authenticates a copy of req and sends it with Base. When Source fails, it returns
 // that error and closes req's body, as a RoundTripper must.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	tok, err := t.Source.Token()
+	r, err := authorize(req, t.Source)
+	if err != nil {
+		return nil, err
+	}
+	base := t.Base
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	return base.RoundTrip(r)
+}
+
+// authorize returns a copy of req with Blaxel's two headers from src's current token. When src
+// fails, it closes req's body and returns the error.
+func authorize(req *http.Request, src oauth2.TokenSource) (*http.Request, error) {
+	tok, err := src.Token()
 	if err != nil {
 		if req.Body != nil {
 			req.Body.Close()
@@ -44,11 +58,29 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	} else {
 		r.Header.Del(HeaderWorkspace)
 	}
-	base := t.Base
-	if base == nil {
-		base = http.DefaultTransport
+	return r, nil
+}
+
+// Middleware returns a request middleware of the shape the Blaxel Go SDK's
+// option.WithMiddleware takes (its option.Middleware, func(*http.Request,
+// option.MiddlewareNext) (*http.Response, error), where option.MiddlewareNext is
+// func(*http.Request) (*http.Response, error)), without this package importing the SDK:
+//
+//	client := blaxel.NewClient(option.WithMiddleware(blauth.Middleware(ts)))
+//
+// Each request gets X-Blaxel-Authorization and X-Blaxel-Workspace from src as with Transport,
+// on a copy, before next sends it. The SDK runs its middlewares after its own authentication, so
+// these headers replace the ones of a token it fetched itself; they do not stop it fetching one
+// when BL_API_KEY or BL_CLIENT_CREDENTIALS is in its environment (docs/CLIENTS.md). When src
+// fails, the middleware returns that error and next is not called.
+func Middleware(src oauth2.TokenSource) func(*http.Request, func(*http.Request) (*http.Response, error)) (*http.Response, error) {
+	return func(req *http.Request, next func(*http.Request) (*http.Response, error)) (*http.Response, error) {
+		r, err := authorize(req, src)
+		if err != nil {
+			return nil, err
+		}
+		return next(r)
 	}
-	return base.RoundTrip(r)
 }
 
 // NewClient returns an HTTP client whose requests carry Blaxel's two headers from src (see
