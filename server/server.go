@@ -50,7 +50,9 @@ type Config struct {
 	Scope *Scope
 	// Timeouts and bounds: see daemon.Config.
 	RequestTimeout, IdleTimeout, WatchWriteTimeout time.Duration
-	MaxConns                                       int
+	// MaxConns bounds this socket's open connections, its watchers included; MaxWatchers bounds
+	// its watch streams. Past either, a new one is answered code=busy. Both must be positive.
+	MaxConns, MaxWatchers int
 }
 
 // Stats count what servers did. The zero value is ready; safe for concurrent use.
@@ -92,14 +94,18 @@ type Server struct {
 	socket string
 	uid    int
 
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	active sync.WaitGroup
+	mu       sync.Mutex
+	conns    map[net.Conn]struct{}
+	watchers map[*watcher]struct{}
+	refusing int      // refusals being written (each drains its peer for up to a second)
+	refusals refusals // refusals not yet logged
+	active   sync.WaitGroup
 }
 
 // New returns a server for ln.
 func New(ln net.Listener, cfg Config) *Server {
-	return &Server{cfg: cfg, log: cfg.Log, ln: ln, socket: ln.Addr().String(), uid: os.Getuid(), conns: map[net.Conn]struct{}{}}
+	return &Server{cfg: cfg, log: cfg.Log, ln: ln, socket: ln.Addr().String(), uid: os.Getuid(),
+		conns: map[net.Conn]struct{}{}, watchers: map[*watcher]struct{}{}}
 }
 
 // Serve accepts connections until ctx ends, then closes the listener, wakes the connections
@@ -108,6 +114,9 @@ func New(ln net.Listener, cfg Config) *Server {
 func (s *Server) Serve(ctx, work context.Context, drain time.Duration) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.accept(ctx, work) }()
+	wakerDone := make(chan struct{})
+	go func() { defer close(wakerDone); s.wakeWatchers(ctx) }()
+	defer func() { <-wakerDone }()
 	var err error
 	select {
 	case <-ctx.Done():
@@ -149,17 +158,34 @@ func (s *Server) accept(ctx, work context.Context) error {
 		failures = 0
 		s.mu.Lock()
 		full := len(s.conns) >= s.cfg.MaxConns
-		if !full {
+		drain := full && s.refusing < maxDraining
+		switch {
+		case !full:
 			s.conns[c] = struct{}{}
+		case drain:
+			s.refusing++
 		}
 		s.active.Add(1) // a refusal too, so that Serve does not return before it is written
 		s.mu.Unlock()
 		if full {
-			s.log.Warn().Int("max", s.cfg.MaxConns).Msg("too many connections; refusing a new one")
-			s.cfg.Stats.add(func(st *Stats) { st.refused++ })
+			s.refused("connections", s.cfg.MaxConns)
+			answer := fail(ipc.CodeBusy, fmt.Sprintf("this socket already serves %d connections, its limit", s.cfg.MaxConns), "retry in a moment; close connections you no longer use")
+			if !drain {
+				// A flood: answer without waiting for the peer, so that refusing costs nothing.
+				_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+				_ = ipc.WriteAnswer(c, answer)
+				c.Close()
+				s.active.Done()
+				continue
+			}
 			go func() {
-				defer s.active.Done()
-				refuse(c, fail(ipc.CodeBusy, fmt.Sprintf("blauthd already serves %d connections", s.cfg.MaxConns), "retry in a moment; close connections you no longer use"))
+				defer func() {
+					s.mu.Lock()
+					s.refusing--
+					s.mu.Unlock()
+					s.active.Done()
+				}()
+				refuse(c, answer)
 			}()
 			continue
 		}
@@ -194,17 +220,29 @@ func (s *Server) serveConn(ctx, work context.Context, c net.Conn) {
 		refuse(c, fail(ipc.CodeForbidden, "this daemon serves only its own user: "+why, ""))
 		return
 	}
-	r := bufio.NewReaderSize(c, 4096)
+	// Between requests the connection holds no buffer: one is taken from a pool when a
+	// request's first byte comes, and given back once it is answered.
+	cr := &connReader{c: c}
+	var r *bufio.Reader
+	defer func() {
+		if r != nil {
+			giveBack(r)
+		}
+	}()
 	for ctx.Err() == nil {
-		_ = c.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
-		if _, err := r.Peek(1); err != nil {
-			return
+		if r == nil {
+			_ = c.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+			if err := cr.wait(); err != nil {
+				return
+			}
+			r = takeReader(cr)
 		}
 		// One deadline bounds reading the rest of the request, handling it, and writing the
 		// answer: the read must finish within RequestTimeout, and a get waits at most
 		// ipc.GetBudget for an exchange.
 		_ = c.SetDeadline(time.Now().Add(s.cfg.RequestTimeout + ipc.GetBudget + 5*time.Second))
 		_ = c.SetReadDeadline(time.Now().Add(s.cfg.RequestTimeout))
+		cr.left = s.maxRequest()
 		req, err := ipc.ReadMessage(r)
 		if err != nil {
 			s.badRequest(c, err)
@@ -215,11 +253,20 @@ func (s *Server) serveConn(ctx, work context.Context, c net.Conn) {
 				if err := ipc.WriteAnswer(c, refusal); err != nil {
 					return
 				}
+				if giveBack(r) {
+					r = nil
+				}
 				continue
 			}
 		}
 		if req.Value(ipc.KeyAction) == ipc.ActionWatch {
-			s.serveWatch(ctx, work, c, r, req)
+			// The watch reads nothing more but the end of the stream: a byte sent already ends
+			// it after its first answer.
+			sentMore := !giveBack(r)
+			if !sentMore {
+				r = nil
+			}
+			s.serveWatch(ctx, work, c, req, sentMore)
 			return
 		}
 		resp := s.handle(work, req)
@@ -232,6 +279,9 @@ func (s *Server) serveConn(ctx, work context.Context, c net.Conn) {
 			s.cfg.Stop()
 			return
 		}
+		if giveBack(r) {
+			r = nil
+		}
 	}
 }
 
@@ -242,6 +292,8 @@ func (s *Server) badRequest(c net.Conn, err error) {
 	switch {
 	case errors.Is(err, ipc.ErrTooLarge) || errors.Is(err, ipc.ErrMalformed):
 		msg = err.Error()
+	case errors.Is(err, errRequestTooLarge):
+		msg = fmt.Sprintf("%s: over the %d bytes this socket reads for one", ipc.ErrTooLarge, s.maxRequest())
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		msg = "the request ended before its empty line"
 	case errors.Is(err, os.ErrDeadlineExceeded):

@@ -30,7 +30,11 @@ type options struct {
 	scoped                                []daemon.ScopedSocket
 	metricsListen                         string
 	metricsWorkspaces                     bool
+	caps                                  socketCaps
 }
+
+// socketCaps are the connection and watcher caps of the daemon's socket and of each scoped one.
+type socketCaps struct{ conns, watchers, scopedConns, scopedWatchers int }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	var o options
@@ -60,6 +64,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	})
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus metrics at GET /metrics on this `HOST:PORT` (e.g. 127.0.0.1:9464)")
 	fs.BoolVar(&o.metricsWorkspaces, "metrics-workspaces", false, "label per-token metrics with workspace names")
+	fs.IntVar(&o.caps.conns, "max-conns", daemon.DefaultMaxConns, "most connections open at once on the daemon's socket, watchers included; more are answered code=busy")
+	fs.IntVar(&o.caps.watchers, "max-watchers", daemon.DefaultMaxWatchers, "most watch streams open at once on the daemon's socket")
+	fs.IntVar(&o.caps.scopedConns, "scoped-max-conns", daemon.DefaultScopedMaxConns, "most connections open at once on each scoped socket")
+	fs.IntVar(&o.caps.scopedWatchers, "scoped-max-watchers", daemon.DefaultScopedMaxWatchers, "most watch streams open at once on each scoped socket")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -84,6 +92,10 @@ func (o *options) config(log zerolog.Logger) daemon.Config {
 		MetricsListen:     o.metricsListen,
 		MetricsWorkspaces: o.metricsWorkspaces,
 		KeyringTimeout:    o.keyringTimeout,
+		MaxConns:          o.caps.conns,
+		MaxWatchers:       o.caps.watchers,
+		ScopedMaxConns:    o.caps.scopedConns,
+		ScopedMaxWatchers: o.caps.scopedWatchers,
 		Version:           version,
 		Manager:           os.Getenv("BLAUTH_MANAGER"),
 		OAuth: daemon.OAuthSettings{
