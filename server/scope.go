@@ -9,6 +9,7 @@ import (
 
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
+	"github.com/blauth/blauth/token"
 )
 
 // Scope restricts a socket forwarded to a less trusted place (an SSH session, a container): it
@@ -81,6 +82,31 @@ func (s *Scope) admit(req *ipc.Message) *ipc.Message {
 	}
 	req.Fields = append(out, ipc.Field{Key: ipc.KeyWorkspace, Value: ws})
 	return nil
+}
+
+// redact makes an answer fit for the scope's peer, which is on another machine or in a
+// container: it learns nothing of the daemon's machine but the token and its workspace. A
+// source is named by its kind only (bl_config, daemon_env, keyring), what a .env sets is
+// dropped, the API base loses any user info, and a hint on a token (a bl config that could not
+// be written, which names its path) becomes a pointer to the daemon's own user.
+func (s *Scope) redact(m *ipc.Message) {
+	out := m.Fields[:0]
+	for _, f := range m.Fields {
+		switch f.Key {
+		case ipc.KeyDotenv, ipc.KeyDotenvWorkspace, ipc.KeyDotenvSets:
+			continue
+		case ipc.KeySource:
+			f.Value, _, _ = strings.Cut(f.Value, ":")
+		case ipc.KeyAPIURL:
+			f.Value = token.RedactURL(f.Value)
+		case ipc.KeyHint:
+			if ipc.AsError(m) == nil {
+				f.Value = "blauthd reports a problem with this credential's source on its own machine; its user sees it with blauth-helper status there"
+			}
+		}
+		out = append(out, f)
+	}
+	m.Fields = out
 }
 
 // peerRefusal says why a peer is not the daemon's user, in the terms of where it most likely

@@ -270,6 +270,9 @@ func (s *Server) serveConn(ctx, work context.Context, c net.Conn) {
 			return
 		}
 		resp := s.handle(work, req)
+		if s.cfg.Scope != nil {
+			s.cfg.Scope.redact(resp)
+		}
 		if err := ipc.WriteAnswer(c, resp); err != nil {
 			s.log.Debug().Err(err).Msg("write answer")
 			return

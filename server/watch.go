@@ -112,6 +112,9 @@ func (s *Server) watch(ctx, work context.Context, w *watcher, req request, sentM
 		var cred *sources.Credential
 		var until time.Time
 		onFreshStack(func() { resp, cred, until = s.watchAnswer(work, req.Message) })
+		if s.cfg.Scope != nil {
+			s.cfg.Scope.redact(resp)
+		}
 		if cred != nil && cred.Key() != heldKey {
 			release()
 			release, heldKey = s.cfg.Broker.Hold(cred), cred.Key()

@@ -15,7 +15,7 @@ import (
 const (
 	exitOK          = 0
 	exitError       = 1 // anything not listed below
-	exitUsage       = 2 // bad command line
+	exitUsage       = 2 // bad command line, or a request or setting the daemon answers bad_request
 	exitUnreachable = 3 // no daemon answers (and none could be started)
 	exitNoCreds     = 4 // no workspace or no credential for it, or the caller's .env cannot be read
 	exitAuthFailed  = 5 // the credential was refused: log in again
@@ -264,6 +264,8 @@ func (a *app) fail(err error) int {
 			code = exitUnavailable
 		case ipc.CodeKeyringUnavailable:
 			code = exitKeyring
+		case ipc.CodeBadRequest:
+			code = exitUsage // what was sent, or a setting it came from, is wrong
 		}
 	case errors.Is(err, ipc.ErrUnreachable):
 		code = exitUnreachable

@@ -180,6 +180,8 @@ func fail(e env, err error) int {
 			code = exitUnavailable
 		case ipc.CodeKeyringUnavailable:
 			code = exitKeyring
+		case ipc.CodeBadRequest:
+			code = exitUsage
 		}
 	case errors.Is(err, ipc.ErrUnreachable):
 		code, hint = exitUnreachable, "start it with 'systemctl --user start blauthd.socket' or 'blauthd &', or run this through blauth-helper, which starts one"
