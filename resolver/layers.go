@@ -81,10 +81,11 @@ func blLayer(bl *sources.BLConfig, path string) layer {
 
 // summarize says what a .env sets, without its secrets.
 func summarize(v sources.DotenvView) DotenvSummary {
-	s := DotenvSummary{Path: v.Path, Workspace: v.Vars[sources.VarWorkspace]}
+	s := DotenvSummary{Path: v.Path, Workspace: v.Vars[sources.VarWorkspace], Lines: map[string]int{}}
 	for k := range v.Vars {
 		if strings.HasPrefix(k, "BL_") {
 			s.Names = append(s.Names, k)
+			s.Lines[k] = v.Lines[k]
 		}
 	}
 	sort.Strings(s.Names)

@@ -162,7 +162,7 @@ func (s *Server) get(ctx context.Context, req *ipc.Message) (*ipc.Message, *sour
 		return withIgnoredBase(errorAnswer(err), res.IgnoredCallerBase(res.DaemonHeld()), res.DaemonBase), c
 	}
 	tok := ipc.Token{Workspace: res.Workspace, Token: t.Token, Kind: c.Kind, Source: c.Source.String(), Expiry: t.Expiry, Hint: t.Warning, APIURL: c.BaseURL,
-		Dotenv: res.Dotenv.Path, DotenvWorkspace: res.Dotenv.Workspace, DotenvSets: res.Dotenv.Names}
+		Dotenv: res.Dotenv.Path, DotenvWorkspace: res.Dotenv.Workspace, DotenvSets: res.Dotenv.Names, DotenvLines: res.Dotenv.Lines}
 	return tok.Message(), c
 }
 

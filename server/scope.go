@@ -93,7 +93,7 @@ func (s *Scope) redact(m *ipc.Message) {
 	out := m.Fields[:0]
 	for _, f := range m.Fields {
 		switch f.Key {
-		case ipc.KeyDotenv, ipc.KeyDotenvWorkspace, ipc.KeyDotenvSets:
+		case ipc.KeyDotenv, ipc.KeyDotenvWorkspace, ipc.KeyDotenvSets, ipc.KeyDotenvLines:
 			continue
 		case ipc.KeySource:
 			f.Value, _, _ = strings.Cut(f.Value, ":")

@@ -230,22 +230,8 @@ func (s *Server) serveConn(ctx, work context.Context, c net.Conn) {
 		}
 	}()
 	for ctx.Err() == nil {
-		if r == nil {
-			_ = c.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
-			if err := cr.wait(); err != nil {
-				return
-			}
-			r = takeReader(cr)
-		}
-		// One deadline bounds reading the rest of the request, handling it, and writing the
-		// answer: the read must finish within RequestTimeout, and a get waits at most
-		// ipc.GetBudget for an exchange.
-		_ = c.SetDeadline(time.Now().Add(s.cfg.RequestTimeout + ipc.GetBudget + 5*time.Second))
-		_ = c.SetReadDeadline(time.Now().Add(s.cfg.RequestTimeout))
-		cr.left = s.maxRequest()
-		req, err := ipc.ReadMessage(r)
-		if err != nil {
-			s.badRequest(c, err)
+		req := s.readRequest(c, cr, &r)
+		if req == nil {
 			return
 		}
 		if s.cfg.Scope != nil {
@@ -286,6 +272,31 @@ func (s *Server) serveConn(ctx, work context.Context, c net.Conn) {
 			r = nil
 		}
 	}
+}
+
+// readRequest waits for the connection's next request (taking a buffer for it into *r when
+// *r is nil) and reads it; nil means the connection is done: the peer closed it or stayed idle
+// too long, or the request could not be read (and was answered so).
+func (s *Server) readRequest(c net.Conn, cr *connReader, r **bufio.Reader) *ipc.Message {
+	if *r == nil {
+		_ = c.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		if err := cr.wait(); err != nil {
+			return nil
+		}
+		*r = takeReader(cr)
+	}
+	// One deadline bounds reading the rest of the request, handling it, and writing the
+	// answer: the read must finish within RequestTimeout, and a get waits at most
+	// ipc.GetBudget for an exchange.
+	_ = c.SetDeadline(time.Now().Add(s.cfg.RequestTimeout + ipc.GetBudget + 5*time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(s.cfg.RequestTimeout))
+	cr.left = s.maxRequest()
+	req, err := ipc.ReadMessage(*r)
+	if err != nil {
+		s.badRequest(c, err)
+		return nil
+	}
+	return req
 }
 
 // badRequest answers a request that could not be read, if it began: every request gets an

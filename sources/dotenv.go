@@ -33,25 +33,31 @@ const (
 //
 // The accepted syntax is specified in docs/SOURCES-FORMATS.md.
 func ParseDotenv(data []byte) (map[string]string, []DotenvError) {
+	vars, _, errs := ParseDotenvLines(data)
+	return vars, errs
+}
+
+// ParseDotenvLines is ParseDotenv, and also returns, for each key, the 1-based line on which
+// the assignment that counts (the last) starts.
+func ParseDotenvLines(data []byte) (vars map[string]string, lines map[string]int, errs []DotenvError) {
 	text := strings.TrimPrefix(string(data), "\uFEFF")
 	// CRLF, LF and a lone CR each end one line, as in python-dotenv and motdotla/dotenv.
 	text = strings.ReplaceAll(text, "\r\n", "\n")
 	text = strings.ReplaceAll(text, "\r", "\n")
-	lines := strings.Split(text, "\n")
+	rows := strings.Split(text, "\n")
 
-	vars := make(map[string]string)
-	var errs []DotenvError
-	for i := 0; i < len(lines); {
-		e := parseDotenvEntry(lines, i)
+	vars, lines = make(map[string]string), make(map[string]int)
+	for i := 0; i < len(rows); {
+		e := parseDotenvEntry(rows, i)
 		switch {
 		case e.msg != "":
 			errs = append(errs, DotenvError{Line: i + 1, Msg: e.msg})
 		case e.key != "":
-			vars[e.key] = e.value
+			vars[e.key], lines[e.key] = e.value, i+1
 		}
 		i = e.next
 	}
-	return vars, errs
+	return vars, lines, errs
 }
 
 // dotenvEntry is the outcome of parsing the entry that starts on one line: a key and value, an error

@@ -40,6 +40,7 @@ type DotenvCacheConfig struct {
 type DotenvView struct {
 	Path    string
 	Vars    map[string]string // nil when the file does not exist
+	Lines   map[string]int    // the line of each variable's assignment
 	Errs    []DotenvError     // broken lines; the rest counts
 	ReadErr error             // why the file exists but cannot be read
 }
@@ -197,7 +198,7 @@ func (c *DotenvCache) startReadLocked(path string) *dotenvRead {
 		case err != nil:
 			v.ReadErr = err
 		default:
-			v.Vars, v.Errs = ParseDotenv(data)
+			v.Vars, v.Lines, v.Errs = ParseDotenvLines(data)
 		}
 		c.mu.Lock()
 		if c.reads[path] == rd {
