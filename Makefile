@@ -42,12 +42,13 @@ reliability: ## the reliability suite: load, faults, attacks, soak (bounded)
 bench: build ## run the benchmarks and write docs/BENCHMARKS.md
 	$(GO) run ./internal/benchreport -out docs/BENCHMARKS.md
 
-fuzz: ## fuzz the protocol decoder, the parsers and the config writer (bounded execution counts)
+fuzz: ## fuzz the protocol decoder, the parsers, the config writer and the proxy's routing (bounded execution counts)
 	$(GO) test ./ipc/ -run '^$$' -fuzz FuzzReadMessage -fuzztime 500000x
 	$(GO) test ./sources/ -run '^$$' -fuzz FuzzParseDotenv -fuzztime 500000x
 	$(GO) test ./sources/ -run '^$$' -fuzz FuzzParseBLConfig -fuzztime 300000x
 	$(GO) test ./sources/ -run '^$$' -fuzz FuzzMarshalBLConfig -fuzztime 300000x
 	$(GO) test ./sources/ -run '^$$' -fuzz FuzzUpdateBLConfig -fuzztime 300000x
+	$(GO) test ./proxy/ -run '^$$' -fuzz FuzzUpstream -fuzztime 200000x
 
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go')

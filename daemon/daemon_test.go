@@ -342,7 +342,7 @@ func TestShutdownRemovesSocketAndFinishesInFlight(t *testing.T) {
 		got <- err
 	}()
 	// Wait until the request is in flight: the exchange it caused has reached the API.
-	testkit.WaitFor(t, 10*time.Second, "the request to reach the token endpoint", func() bool { return api.Count("client_credentials") > 0 })
+	testkit.WaitFor(t, 30*time.Second, "the request to reach the token endpoint", func() bool { return api.Count("client_credentials") > 0 })
 	stopped := make(chan error, 1)
 	go func() { stopped <- td.Stop() }()
 	if err := <-got; err != nil {
@@ -353,7 +353,7 @@ func TestShutdownRemovesSocketAndFinishesInFlight(t *testing.T) {
 		if err != nil {
 			t.Fatalf("daemon.Run returned %v", err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("daemon did not stop")
 	}
 	if _, err := os.Lstat(td.Socket); !os.IsNotExist(err) {
@@ -475,11 +475,11 @@ func TestDaemonKeepsBLSessionsFreshUnasked(t *testing.T) {
 	cfg := sessionConfig(access, rt)
 	td := daemontest.Start(t, daemontest.Options{API: api, BLConfig: cfg, Clock: clock, Mutate: func(c *daemon.Config) { c.Tick = 20 * time.Millisecond }})
 	clock.Add(90 * time.Minute) // past the refresh point; nobody has asked blauthd for anything
-	testkit.Eventually(5*time.Second, func() bool { return api.Count("refresh_token") > 0 })
+	testkit.Eventually(30*time.Second, func() bool { return api.Count("refresh_token") > 0 })
 	if api.Count("refresh_token") != 1 {
 		t.Fatalf("the bl session was not refreshed in the background (%d refreshes)", api.Count("refresh_token"))
 	}
-	testkit.WaitFor(t, 5*time.Second, "the refreshed session in the bl config", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "the refreshed session in the bl config", func() bool {
 		c, err := sources.ReadBLConfig(filepath.Join(td.Home, ".blaxel", "config.yaml"))
 		if err != nil {
 			return false
@@ -498,7 +498,7 @@ func TestReloadRereadsSources(t *testing.T) {
 	}
 	_ = ring.Set(context.Background(), "w", sources.KeyringSecret{Kind: ipc.KindAPIKey, Value: "added-elsewhere"})
 	reload <- struct{}{} // what SIGHUP does
-	testkit.WaitFor(t, 5*time.Second, "the keyring's new secret after a reload", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "the keyring's new secret after a reload", func() bool {
 		resp, err := td.Do(t, ipc.KeyAction, ipc.ActionGet, ipc.KeyWorkspace, "w")
 		return err == nil && resp.Value(ipc.KeyToken) == "added-elsewhere"
 	})
@@ -557,7 +557,7 @@ func TestLoggedOutCredentialIsNoLongerKeptFresh(t *testing.T) {
 		}
 		return false
 	}
-	testkit.WaitFor(t, 5*time.Second, "the logged-out credential to stop being kept fresh", func() bool { return !keptFresh() })
+	testkit.WaitFor(t, 30*time.Second, "the logged-out credential to stop being kept fresh", func() bool { return !keptFresh() })
 }
 
 // sessionConfig is a bl config, in the current writer's format, holding one bl login session for

@@ -17,7 +17,7 @@ import (
 // waitLogin polls login_wait the way the helper does, until it stops answering login_pending.
 func waitLogin(t *testing.T, td *daemontest.Daemon, flow string) (*ipc.Message, error) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		resp, err := td.Do(t, ipc.KeyAction, ipc.ActionLoginWait, "flow", flow, "wait", "1")
 		if ipc.ErrorCode(err) == ipc.CodeLoginPending {
@@ -47,7 +47,7 @@ func TestDeviceLoginSavesTheSessionWhereBLWould(t *testing.T) {
 		t.Fatalf("login_start answer: %v", start.Fields)
 	}
 	// The user has not approved yet: pending, more than once (and one slow_down on the way).
-	testkit.WaitFor(t, 15*time.Second, "three polls at an interval of 1s", func() bool { return api.Count("device_code") >= 3 })
+	testkit.WaitFor(t, 30*time.Second, "three polls at an interval of 1s", func() bool { return api.Count("device_code") >= 3 })
 	if _, err := td.Do(t, ipc.KeyAction, ipc.ActionLoginWait, "flow", start.Value("flow"), "wait", "0"); ipc.ErrorCode(err) != ipc.CodeLoginPending {
 		t.Fatalf("before approval: %v, want login_pending", err)
 	}

@@ -108,7 +108,7 @@ func TestWatchEndsWithTheDaemonAndWithTheClient(t *testing.T) {
 	if ipc.ErrorCode(ipc.AsError(m)) != ipc.CodeShuttingDown {
 		t.Fatalf("watcher at shutdown: %v", m.Fields)
 	}
-	if !td.Stopped(10 * time.Second) {
+	if !td.Stopped(30 * time.Second) {
 		t.Fatal("the daemon did not stop with a watcher connected")
 	}
 }
@@ -153,10 +153,10 @@ func TestStalledWatcherDelaysNobody(t *testing.T) {
 		t.Fatalf("%d exchanges for 2000 refreshes", n)
 	}
 	// The stalled watcher was dropped: once it reads what the socket held, its stream ends.
-	_ = stalled.C.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_ = stalled.C.SetReadDeadline(time.Now().Add(30 * time.Second))
 	n := 0
 	for {
-		if _, err := stalled.Read(10 * time.Second); err != nil {
+		if _, err := stalled.Read(30 * time.Second); err != nil {
 			if ne, ok := err.(net.Error); ok && ne.Timeout() {
 				t.Fatalf("the stalled watcher's connection was never closed (%d messages read)", n)
 			}

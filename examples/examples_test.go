@@ -84,7 +84,7 @@ func runClient(t *testing.T, c client, env []string, dir string, args ...string)
 
 func runInterp(t *testing.T, c client, env []string, dir, stdin string, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, c.interp, args...)
 	// PYTHONDONTWRITEBYTECODE: importing the example must not leave __pycache__ in the tree.

@@ -7,8 +7,9 @@
 // Three parts:
 //
 //   - Tokens follows one blauthd watch (ipc protocol version 2) for a selection (workspace, the
-//     caller's directory and BL_* variables, min_ttl), reconnecting with backoff when the stream
-//     ends, and hands out the latest token that still has enough life left.
+//     caller's directory and BL_* variables, min_ttl) with ipc.Follower, which never starts a
+//     daemon and reconnects with backoff when the stream ends, and hands out the latest token
+//     that still has enough life left.
 //   - Server is an injecting reverse proxy on 127.0.0.1: /api/… goes to the workspace's Blaxel
 //     API base (the daemon's api_url) and /run/… to its run base (RunBase). It admits a request
 //     only when it carries the run's Secret as its bearer credential, and replaces that secret

@@ -31,7 +31,7 @@ func RunBase(apiURL, runURL string) (string, error) {
 	if base, ok := runBases[strings.TrimRight(apiURL, "/")]; ok {
 		return base, nil
 	}
-	return "", fmt.Errorf("no run base is known for the API base %s: set BL_RUN_URL in the environment of blauth-helper", apiURL)
+	return "", fmt.Errorf("no run base is known for the API base %s: set BL_RUN_URL in the environment of blauth-helper", quoteURL(apiURL))
 }
 
 // checkURL accepts an absolute http(s) URL without user info or fragment (and, for a base that
@@ -56,6 +56,16 @@ func checkURL(raw string, query bool) error {
 // password or a key in a query must not reach the terminal or a log.
 func withoutSecrets(u *url.URL) string {
 	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}).String()
+}
+
+// quoteURL is raw as it may be named in an error or a log: without user info, query and
+// fragment, or not at all when it does not parse.
+func quoteURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(a URL that does not parse, not quoted here: it may hold a password)"
+	}
+	return withoutSecrets(u)
 }
 
 // CheckMCPURL checks the URL of an MCP endpoint given to the bridge: absolute http(s), https

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/blauth/blauth/ipc"
@@ -37,18 +38,53 @@ type Config struct {
 	// Transport sends requests upstream; nil is a clone of http.DefaultTransport (TLS verified,
 	// HTTPS_PROXY honoured) that keeps up to 64 idle connections per host.
 	Transport http.RoundTripper
-	// Logf receives one line per refused request and per upstream failure; nil discards them.
+	// Logf receives the proxy's lines: a summary of refused requests and connections at most
+	// once per 5 s, one line per upstream failure; nil discards them. None holds a token, the
+	// secret or a credential header.
 	Logf func(format string, a ...any)
 }
 
-// Server is the injecting reverse proxy. It is an http.Handler, safe for concurrent use.
+// The bounds on what a local process, with or without the secret, can make the proxy hold or
+// write (docs/IDE.md, "Security model of the proxy", states each).
+const (
+	// maxHeaderBytes bounds a request's line and headers (Go reads up to 4 KiB more before it
+	// answers 431 and closes).
+	maxHeaderBytes = 64 << 10
+	// maxHeaderCount bounds its header lines: one more is answered 431 (net/http parses at
+	// most 500 and answers 400 past them).
+	maxHeaderCount = 100
+	// headerTimeout bounds the time from a connection's start, or from the first byte of a
+	// kept-alive connection's next request, to the end of the request's headers.
+	headerTimeout = 5 * time.Second
+	// idleTimeout closes a kept-alive connection that sends no next request.
+	idleTimeout = 2 * time.Minute
+	// maxWaiting is how many connections that have not yet shown the secret the proxy holds at
+	// once; one more closes the oldest of them.
+	maxWaiting = 128
+	// summaryEvery is the period of the log line that counts refusals.
+	summaryEvery = 5 * time.Second
+)
+
+// limits are the bounds a Server applies: the constants above, smaller in tests.
+type limits struct {
+	headerTimeout, idleTimeout, summaryEvery time.Duration
+	maxWaiting                               int
+}
+
+// Server is the injecting reverse proxy. It is an http.Handler, safe for concurrent use; Serve
+// adds the bounds on connections.
 type Server struct {
 	tokens    *Tokens
 	secret    Secret
-	runBase   string // the run base BL_RUN_URL names, checked once; "" to follow each token's API base
+	runBase   *upstream // BL_RUN_URL, checked once; nil to follow each token's API base
+	apiBases  atomic.Pointer[apiBases]
 	transport http.RoundTripper
+	proxy     *httputil.ReverseProxy // one for every request: the route travels in the context
 	logf      func(format string, a ...any)
-	errLog    *log.Logger
+	errLog    *log.Logger // the reverse proxy's: one line per failed copy, as logf
+	serverLog *log.Logger // http.Server's: counted in the summary
+	refusals  *tally
+	limits    limits
 }
 
 // NewServer checks cfg and returns the proxy.
@@ -59,13 +95,16 @@ func NewServer(cfg Config) (*Server, error) {
 	if len(cfg.Secret.b) == 0 {
 		return nil, errors.New("proxy: no secret")
 	}
-	s := &Server{tokens: cfg.Tokens, secret: cfg.Secret, transport: cfg.Transport, logf: cfg.Logf}
+	s := &Server{tokens: cfg.Tokens, secret: cfg.Secret, transport: cfg.Transport, logf: cfg.Logf,
+		limits: limits{headerTimeout: headerTimeout, idleTimeout: idleTimeout, summaryEvery: summaryEvery, maxWaiting: maxWaiting}}
 	if cfg.RunURL != "" {
 		base, err := RunBase("", cfg.RunURL)
 		if err != nil {
 			return nil, err
 		}
-		s.runBase = base
+		if s.runBase, err = parseBase(base); err != nil {
+			return nil, fmt.Errorf("BL_RUN_URL: %w", err)
+		}
 	}
 	if s.transport == nil {
 		s.transport = DefaultTransport()
@@ -73,7 +112,18 @@ func NewServer(cfg Config) (*Server, error) {
 	if s.logf == nil {
 		s.logf = func(string, ...any) {}
 	}
+	s.refusals = newTally(s.logf, &s.limits)
 	s.errLog = log.New(logfWriter(s.logf), "", 0)
+	s.serverLog = log.New(logfWriter(s.serverError), "", 0)
+	s.proxy = &httputil.ReverseProxy{
+		Rewrite:        s.rewrite,
+		ModifyResponse: s.modifyResponse,
+		Transport:      roundTripFunc(s.send),
+		BufferPool:     copyBuffers,
+		FlushInterval:  -1, // every write of the upstream reaches the client at once (SSE, logs)
+		ErrorLog:       s.errLog,
+		ErrorHandler:   s.upstreamError,
+	}
 	return s, nil
 }
 
@@ -89,39 +139,70 @@ func DefaultTransport() *http.Transport {
 func Listen() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
 
 // Serve answers requests on ln until ctx ends, then closes ln and every connection, streams in
-// flight included.
+// flight included, and writes the last summary of refusals. A connection that has not shown
+// the secret yet is bounded in header size, header count and time, and at most limits.maxWaiting
+// of them are held: a new one closes the oldest, so that a process without the secret cannot
+// keep the child's new connections out.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	hs := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: s.errLog}
+	defer s.refusals.flush()
+	g := &gate{max: s.limits.maxWaiting, evicted: func() { s.refusals.add(closedWaiting, "") }}
+	hs := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: s.limits.headerTimeout,
+		IdleTimeout:       s.limits.idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          s.serverLog,
+		ConnContext:       withConn,
+	}
 	stop := context.AfterFunc(ctx, func() { hs.Close() })
 	defer stop()
-	if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+	if err := hs.Serve(&gateListener{Listener: ln, g: g}); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
 }
 
+// forward is one request's route: what Rewrite, the last check before sending and
+// ModifyResponse need, carried in the request's context.
+type forward struct {
+	target url.URL   // the upstream URL, built from base's fields
+	base   *upstream // the base target must stay under
+	prefix string
+	forms  []string // the credential header forms the client used
+	cred   Credential
+}
+
+type forwardKey struct{}
+
+func forwardOf(ctx context.Context) *forward {
+	fw, _ := ctx.Value(forwardKey{}).(*forward)
+	return fw
+}
+
 // ServeHTTP admits a request that carries the secret, picks its upstream by prefix, and
 // forwards it with the current token in place of the secret.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if n := headerLines(r.Header); n > maxHeaderCount {
+		s.refusals.add(tooManyHeaders, "")
+		w.Header().Set("Connection", "close")
+		plain(w, http.StatusRequestHeaderFieldsTooLarge, fmt.Sprintf("blauth-proxy: refused: %d header lines, more than %d", n, maxHeaderCount))
+		return
+	}
 	forms, problem := s.admit(r.Header)
 	if problem != "" {
-		s.logf("refused %s %s from %s: %s", r.Method, ipc.Clip(r.URL.Path, 200), r.RemoteAddr, problem)
+		s.refusals.add(noSecret, "")
 		w.Header().Set("WWW-Authenticate", `Bearer realm="blauth-proxy"`)
+		w.Header().Set("Connection", "close") // a connection without the secret is not kept open
 		plain(w, http.StatusUnauthorized, "blauth-proxy: refused: "+problem)
 		return
 	}
-	var prefix string
-	switch p := r.URL.Path; {
-	case p == APIPrefix || strings.HasPrefix(p, APIPrefix+"/"):
-		prefix = APIPrefix
-	case p == RunPrefix || strings.HasPrefix(p, RunPrefix+"/"):
-		prefix = RunPrefix
-	default:
-		plain(w, http.StatusNotFound, "blauth-proxy: no such path: it forwards "+APIPrefix+"/… to the Blaxel API ($BL_API_URL) and "+RunPrefix+"/… to run hosts ($BL_RUN_URL)")
-		return
+	if c := connOf(r.Context()); c != nil {
+		c.showed()
 	}
-	if hasDotSegment(r.URL.Path) {
-		plain(w, http.StatusBadRequest, "blauth-proxy: a path with . or .. segments is not forwarded")
+	prefix, rest, rawRest, status, problem := splitTarget(r)
+	if problem != "" {
+		s.refusals.add(badTarget, r.Method+" "+s.redact(r.RequestURI, true))
+		plain(w, status, "blauth-proxy: "+problem)
 		return
 	}
 	cred, err := s.tokens.Current(r.Context())
@@ -138,69 +219,126 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		plain(w, http.StatusServiceUnavailable, msg)
 		return
 	}
-	base := cred.APIURL
-	if prefix == RunPrefix {
-		base = s.runBase
-		if base == "" {
-			base, err = RunBase(cred.APIURL, "")
-		}
-	} else if base == "" {
-		err = errors.New("blauthd named no API base (api_url) for the token: it is older than this proxy; restart it")
-	}
+	base, err := s.upstreamFor(prefix, cred.APIURL)
 	if err != nil {
 		plain(w, http.StatusBadGateway, "blauth-proxy: "+err.Error())
 		return
 	}
-	target, err := url.Parse(strings.TrimRight(base, "/") + strings.TrimPrefix(r.URL.EscapedPath(), prefix))
-	if err != nil {
-		plain(w, http.StatusBadRequest, "blauth-proxy: cannot form the upstream URL: "+err.Error())
-		return
-	}
-	target.RawQuery = r.URL.RawQuery
+	fw := &forward{target: base.join(rest, rawRest, r.URL.RawQuery), base: base, prefix: prefix, forms: forms, cred: cred}
 	// An HTTP/1 handler otherwise reads the rest of the request body before answering: a client
 	// that streams its request while reading the answer would wait for ever.
 	_ = http.NewResponseController(w).EnableFullDuplex()
-	s.reverseProxy(target, base, prefix, forms, cred).ServeHTTP(w, r)
+	s.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
 }
 
-// reverseProxy forwards to target with cred's token in every credential header form the client
-// used (forms) and the workspace named.
-func (s *Server) reverseProxy(target *url.URL, base, prefix string, forms []string, cred Credential) *httputil.ReverseProxy {
-	return &httputil.ReverseProxy{
-		// Rewrite (not Director): the hop-by-hop and X-Forwarded-* headers are gone before it
-		// runs, and none is added: the upstream learns nothing about the local client.
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL = target
-			pr.Out.Host = ""
-			for _, h := range credHeaders {
-				pr.Out.Header.Del(h)
-			}
-			for _, h := range forms {
-				pr.Out.Header.Set(h, "Bearer "+cred.Token)
-			}
-			pr.Out.Header.Set("X-Blaxel-Workspace", cred.Workspace)
-		},
-		// A redirect within the upstream base is pointed back at the proxy, so that a client that
-		// follows it stays on the proxy.
-		ModifyResponse: func(resp *http.Response) error {
-			if loc := resp.Header.Get("Location"); loc != "" {
-				resp.Header.Set("Location", rewriteLocation(loc, target, base, prefix))
-			}
-			return nil
-		},
-		Transport:     s.transport,
-		BufferPool:    copyBuffers,
-		FlushInterval: -1, // every write of the upstream reaches the client at once (SSE, logs)
-		ErrorLog:      s.errLog,
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			if r.Context().Err() != nil {
-				return // the client went away; nothing to tell it
-			}
-			s.logf("%s %s%s: the upstream %s did not answer: %v", r.Method, prefix, ipc.Clip(r.URL.Path, 200), target.Host, err)
-			plain(w, http.StatusBadGateway, fmt.Sprintf("blauth-proxy: the upstream %s did not answer: %v", target.Host, err))
-		},
+func headerLines(h http.Header) int {
+	n := 0
+	for _, vs := range h {
+		n += len(vs)
 	}
+	return n
 }
+
+// rewrite points the outgoing request at its route's target with the token in every credential
+// header form the client used and the workspace named. It is Rewrite (not Director): the
+// hop-by-hop and X-Forwarded-* headers are gone before it runs, and none is added, so the
+// upstream learns nothing about the local client.
+func (s *Server) rewrite(pr *httputil.ProxyRequest) {
+	fw := forwardOf(pr.In.Context())
+	if fw == nil {
+		return // send refuses it
+	}
+	pr.Out.URL = &fw.target
+	pr.Out.Host = ""
+	for _, h := range credHeaders {
+		pr.Out.Header.Del(h)
+	}
+	for _, h := range fw.forms {
+		pr.Out.Header.Set(h, "Bearer "+fw.cred.Token)
+	}
+	pr.Out.Header.Set("X-Blaxel-Workspace", fw.cred.Workspace)
+}
+
+// errNotSent is the answer of send to a request whose URL left its upstream base.
+var errNotSent = errors.New("blauth-proxy refused to send a request outside its upstream base")
+
+// send is the last check before a request leaves: it goes only to the scheme and host of the
+// base its route chose, under that base's path. Anything else is a bug of the proxy: it is
+// logged and refused, never sent.
+func (s *Server) send(req *http.Request) (*http.Response, error) {
+	fw := forwardOf(req.Context())
+	if fw == nil || !fw.base.holds(req.URL) {
+		base := "no route"
+		if fw != nil {
+			base = fw.base.String()
+		}
+		s.logf("blauth-proxy bug: refusing to send to %s (the upstream base is %s)", s.redact(withoutSecrets(req.URL), false), base)
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, errNotSent
+	}
+	return s.transport.RoundTrip(req)
+}
+
+// modifyResponse points a redirect within the upstream base back at the proxy, so that a client
+// that follows it stays on the proxy.
+func (s *Server) modifyResponse(resp *http.Response) error {
+	if loc := resp.Header.Get("Location"); loc != "" {
+		if fw := forwardOf(resp.Request.Context()); fw != nil {
+			resp.Header.Set("Location", rewriteLocation(loc, &fw.target, fw.base.raw, fw.prefix))
+		}
+	}
+	return nil
+}
+
+// upstreamError answers a request that got no answer upstream (or that send refused) with 502.
+func (s *Server) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, errNotSent) {
+		plain(w, http.StatusBadGateway, "blauth-proxy: refused to send the request: its upstream URL left the upstream base (a bug of blauth-proxy, logged)")
+		return
+	}
+	if r.Context().Err() != nil {
+		return // the client went away; nothing to tell it
+	}
+	host := ""
+	if fw := forwardOf(r.Context()); fw != nil {
+		host = fw.target.Host
+	}
+	s.logf("%s %s: the upstream %s did not answer: %v", r.Method, s.redact(r.URL.EscapedPath(), false), host, err)
+	plain(w, http.StatusBadGateway, fmt.Sprintf("blauth-proxy: the upstream %s did not answer: %v", host, err))
+}
+
+// serverError counts a line of http.Server's error log in the summary: a peer without the
+// secret can cause one per connection. A panic is written at once.
+func (s *Server) serverError(format string, a ...any) {
+	msg := fmt.Sprintf(format, a...)
+	if strings.HasPrefix(msg, "http: panic serving") {
+		s.logf("%s", msg)
+		return
+	}
+	s.refusals.add(serverError, msg)
+}
+
+// redact makes what a client sent fit for the log: the secret, if the client put it there,
+// replaced (escaped or not); the query dropped when noQuery; at most 200 characters, no
+// control characters.
+func (s *Server) redact(v string, noQuery bool) string {
+	if noQuery {
+		v, _, _ = strings.Cut(v, "?")
+	}
+	sec := s.secret.Value()
+	v = strings.ReplaceAll(v, sec, "[secret]")
+	if dec, err := url.PathUnescape(v); err == nil && strings.Contains(dec, sec) {
+		return "[a path that holds the secret, escaped]"
+	}
+	return ipc.Clip(v, 200)
+}
+
+// roundTripFunc is a function as an http.RoundTripper.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // copyBuffers are the buffers answers are copied through, shared by every request.
 var copyBuffers = &bufferPool{sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
@@ -258,15 +396,6 @@ func rewriteLocation(loc string, sent *url.URL, base, prefix string) string {
 		out += "#" + abs.EscapedFragment()
 	}
 	return out
-}
-
-func hasDotSegment(p string) bool {
-	for _, seg := range strings.Split(p, "/") {
-		if seg == "." || seg == ".." {
-			return true
-		}
-	}
-	return false
 }
 
 func plain(w http.ResponseWriter, status int, msg string) {

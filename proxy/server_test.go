@@ -67,6 +67,8 @@ func TestRunBase(t *testing.T) {
 		{"https://api.blaxel.dev/v0", "", "https://run.blaxel.dev", ""},
 		{"http://127.0.0.1:9/v0", "", "", "set BL_RUN_URL"},
 		{"http://localhost:8080/v0", "", "", "set BL_RUN_URL"},
+		{"https://user:secret-pw@api.example.test/v0?key=secret-q", "", "", "https://api.example.test/v0: set BL_RUN_URL"},
+		{"https://user:secret-pw@api.example.test:port/v0", "", "", "(a URL that does not parse, not quoted here: it may hold a password): set BL_RUN_URL"},
 		{"https://api.blaxel.ai/v0", "https://run.example.test/", "https://run.example.test", ""},
 		{"http://127.0.0.1:9/v0", "http://127.0.0.1:10", "http://127.0.0.1:10", ""},
 		{"http://127.0.0.1:9/v0", "http://[::1]:10", "http://[::1]:10", ""},
@@ -120,17 +122,11 @@ func (r *recorder) lastRequest() *http.Request {
 	return r.last
 }
 
-// newProxy serves a proxy for e's tokens with run base runURL, on an httptest server.
-func newProxy(t *testing.T, e *testEnv, runURL string) (*httptest.Server, Secret) {
+// newProxy serves a proxy for e's tokens with run base runURL, on a real loopback listener.
+func newProxy(t *testing.T, e *testEnv, runURL string) (*served, Secret) {
 	t.Helper()
 	secret := NewSecret()
-	srv, err := NewServer(Config{Tokens: e.tokens, Secret: secret, RunURL: runURL, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv)
-	t.Cleanup(hs.Close)
-	return hs, secret
+	return startProxy(t, Config{Tokens: e.tokens, Secret: secret, RunURL: runURL}, nil), secret
 }
 
 func do(t *testing.T, method, url string, headers map[string][]string, body io.Reader) (int, string, http.Header) {
@@ -352,13 +348,13 @@ func TestServerStreamsBothWays(t *testing.T) {
 		if line != "first part\n" {
 			t.Fatalf("the upstream read %q", line)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("the upstream did not get the first part of the body while the client was still sending: the request is buffered")
 	}
 	var r result
 	select {
 	case r = <-done:
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("no answer headers while the upstream holds its stream open")
 	}
 	if r.err != nil {
@@ -375,7 +371,7 @@ func TestServerStreamsBothWays(t *testing.T) {
 		if string(ev.data) != "one" {
 			t.Fatalf("first event %q", ev.data)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("the first event did not arrive while the upstream holds the rest: the answer is buffered")
 	}
 	free()
@@ -419,6 +415,7 @@ func TestCurrentNeverServesAStaleToken(t *testing.T) {
 	if c, err := tokens.Current(context.Background()); !errors.Is(err, ErrStale) {
 		t.Errorf("a token with 30 s left, min_ttl 60 s: got %q, %v; want ErrStale", c.Token, err)
 	}
+	tokens.wait = 30 * time.Second // only a bound: the token comes long before
 	go func() {
 		time.Sleep(50 * time.Millisecond)
 		tokens.update(func() { tokens.cred = &Credential{Token: "new", Workspace: "acme", Expiry: time.Now().Add(time.Hour)} })
@@ -453,7 +450,7 @@ func TestTokensFollowChangesAndReconnect(t *testing.T) {
 
 	waitFor := func(want string) {
 		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
+		deadline := time.Now().Add(30 * time.Second)
 		for {
 			c, err := tokens.Current(context.Background())
 			if err == nil && c.Token == want {
@@ -463,7 +460,7 @@ func TestTokensFollowChangesAndReconnect(t *testing.T) {
 				return
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("Current is %q, %v; want %q within 15 s", c.Token, err, want)
+				t.Fatalf("Current is %q, %v; want %q within 30 s", c.Token, err, want)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
@@ -16,13 +15,13 @@ import (
 // min_ttl: a request that takes a few seconds still arrives before the token expires.
 const DefaultGuard = 10 * time.Second
 
+// reconnect is the delay policy after the MCP server's notification stream ends: 250 ms
+// doubling to 10 s. (Tokens follows blauthd with ipc.Follower, which has its own.)
+var reconnect = backoff.Policy{Base: 250 * time.Millisecond, Max: 10 * time.Second, Factor: 2, Jitter: 0.2}
+
 // DefaultWait is how long Current waits for a token with enough life left (the next message of
 // the watch, or a reconnection) before it gives up.
 const DefaultWait = 10 * time.Second
-
-// reconnect is the delay policy after a watch ends: 250 ms doubling to 10 s, as docs/PROTOCOL.md
-// advises watchers.
-var reconnect = backoff.Policy{Base: 250 * time.Millisecond, Max: 10 * time.Second, Factor: 2, Jitter: 0.2}
 
 // Selection is what the proxy asks blauthd for: the same keys blauth-helper sends, so that the
 // daemon resolves the credential this caller would get from `blauth-helper token`.
@@ -36,28 +35,7 @@ type Selection struct {
 
 // request is the watch request for s, naming workspace when it is not empty.
 func (s Selection) request(workspace string) (*ipc.Message, error) {
-	m := ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionWatch)
-	if workspace != "" {
-		if !ipc.ValidValue(workspace) {
-			return nil, errors.New("the workspace name holds a line break")
-		}
-		m.Add(ipc.KeyWorkspace, workspace)
-	}
-	if s.Dir != "" {
-		if !ipc.ValidValue(s.Dir) {
-			return nil, fmt.Errorf("the working directory %q holds a line break", s.Dir)
-		}
-		m.Add(ipc.KeyDir, s.Dir)
-	}
-	env, err := ipc.CallerEnv(s.Environ)
-	if err != nil {
-		return nil, fmt.Errorf("%w; set it again without that, or unset it", err)
-	}
-	m.Fields = append(m.Fields, env...)
-	if s.MinTTL > 0 {
-		m.Add(ipc.KeyMinTTL, strconv.Itoa(int(s.MinTTL.Round(time.Second)/time.Second)))
-	}
-	return m, nil
+	return ipc.Caller{Workspace: workspace, Dir: s.Dir, Environ: s.Environ, MinTTL: s.MinTTL}.Request(ipc.ActionWatch)
 }
 
 // Credential is what a request is sent with: a token, the workspace it belongs to, and the API
@@ -133,102 +111,62 @@ func (t *Tokens) update(f func()) {
 	t.mu.Unlock()
 }
 
-// Run follows the watch until ctx ends, reconnecting with backoff whenever the stream ends (the
-// daemon restarted, or is not there yet). It returns nil when ctx ends, and an error only when
-// the daemon cannot serve a watch at all (it is older than protocol version 2).
+// Run follows the watch until ctx ends (ipc.Follower): it never starts a daemon, and waits for
+// one, reconnecting with backoff, whenever the stream ends (the daemon stopped or restarted,
+// or is not there yet). It returns nil when ctx ends, and an error only when the daemon cannot
+// serve a watch at all (it is older than protocol version 2).
 func (t *Tokens) Run(ctx context.Context) error {
-	said := ""
-	for attempt := 0; ; {
-		got, err := t.follow(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if got {
-			attempt = 0
-		}
-		var e *ipc.Error
-		if errors.As(err, &e) && (e.Code == ipc.CodeUnknownAction || e.Code == ipc.CodeUnsupportedVersion) {
-			err = fmt.Errorf("this blauthd is older than watch (protocol version 2): restart it ('blauth-helper stop'): %w", err)
-			t.update(func() { t.fatal = err })
+	for {
+		req, err := t.sel.request(t.Workspace())
+		if err != nil {
 			return err
 		}
-		if errors.Is(err, errReselect) {
+		f := &ipc.Follower{Socket: t.sel.Socket, Request: req, Answer: t.answer, Lost: func(err error) {
+			t.update(func() { t.connErr = err })
+			t.logf("no token from blauthd for now: %v; waiting for it (blauth-proxy never starts one)", err)
+		}}
+		err = f.Run(ctx)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, errReselect):
 			continue
 		}
-		t.update(func() { t.connErr = err })
-		if err.Error() != said {
-			said = err.Error()
-			t.logf("watch of blauthd's token ended: %v; reconnecting", err)
-		}
-		attempt++
-		timer := time.NewTimer(reconnect.Delay(attempt))
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return nil
-		case <-timer.C:
-		}
+		err = fmt.Errorf("%w: restart it ('blauth-helper stop')", err)
+		t.update(func() { t.fatal = err })
+		return err
 	}
 }
 
-// follow reads one watch stream until it ends. got reports whether any answer came.
-func (t *Tokens) follow(ctx context.Context) (got bool, err error) {
-	pinned := t.Workspace()
-	req, err := t.sel.request(pinned)
+// answer makes m, the watch's latest answer, the current state. A token for another workspace
+// than the pinned one ends the stream (errReselect).
+func (t *Tokens) answer(m *ipc.Message) error {
+	if e := ipc.AsError(m); e != nil {
+		t.update(func() { t.cred, t.answerErr, t.connErr = nil, e, nil })
+		return nil
+	}
+	tok, err := ipc.ParseToken(m)
+	if err == nil && (!ipc.ValidValue(tok.Token) || !ipc.ValidValue(tok.Workspace)) {
+		err = errors.New("a token or workspace holding CR, LF or NUL")
+	}
 	if err != nil {
-		return false, err
+		t.logf("blauthd sent a malformed answer: %v", err)
+		e := &ipc.Error{Code: ipc.CodeInternal, Message: "blauthd sent a malformed answer: " + err.Error()}
+		t.update(func() { t.cred, t.answerErr, t.connErr = nil, e, nil })
+		return nil
 	}
-	c, err := ipc.Dial(t.sel.Socket, 5*time.Second)
-	if err != nil {
-		return false, err
+	if pinned := t.Workspace(); pinned != "" && tok.Workspace != pinned {
+		return errReselect
 	}
-	s, err := c.Watch(req)
-	if err != nil {
-		c.Close()
-		return false, err
-	}
-	stop := context.AfterFunc(ctx, func() { s.Close() })
-	defer func() {
-		stop()
-		s.Close()
-	}()
-	for first := true; ; first = false {
-		m, err := s.Next()
-		if err != nil {
-			return got, err
+	cred := &Credential{Token: tok.Token, Workspace: tok.Workspace, APIURL: tok.APIURL, Expiry: tok.Expiry,
+		DotenvConflict: ipc.DotenvConflict(tok, true)}
+	t.update(func() {
+		t.cred, t.answerErr, t.connErr = cred, nil, nil
+		if t.workspace == "" {
+			t.workspace = tok.Workspace
 		}
-		got = true
-		if e := ipc.AsError(m); e != nil {
-			code := ipc.ErrorCode(e)
-			switch {
-			case first && (code == ipc.CodeUnknownAction || code == ipc.CodeUnsupportedVersion):
-				return got, e
-			case code == ipc.CodeShuttingDown:
-				return got, errors.New("blauthd is stopping")
-			}
-			t.update(func() { t.cred, t.answerErr, t.connErr = nil, e, nil })
-			continue
-		}
-		tok, err := ipc.ParseToken(m)
-		if err != nil {
-			return got, err
-		}
-		if !ipc.ValidValue(tok.Token) || !ipc.ValidValue(tok.Workspace) {
-			return got, errors.New("blauthd sent a token or workspace holding CR, LF or NUL")
-		}
-		if pinned != "" && tok.Workspace != pinned {
-			return got, errReselect
-		}
-		cred := &Credential{Token: tok.Token, Workspace: tok.Workspace, APIURL: tok.APIURL, Expiry: tok.Expiry,
-			DotenvConflict: ipc.DotenvConflict(tok, true)}
-		t.update(func() {
-			t.cred, t.answerErr, t.connErr = cred, nil, nil
-			if t.workspace == "" {
-				t.workspace = tok.Workspace
-			}
-		})
-		pinned = tok.Workspace
-	}
+	})
+	return nil
 }
 
 // Current returns the latest token if it has more than the guard left (the selection's

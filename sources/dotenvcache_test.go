@@ -25,7 +25,7 @@ func watchedCache(t *testing.T, timeout time.Duration) *DotenvCache {
 	return c
 }
 
-// getWithin runs c.Get(dir) and fails the test if it has not returned within 5s.
+// getWithin runs c.Get(dir) and fails the test if it has not returned within 30s.
 func getWithin(t *testing.T, c *DotenvCache, dir string) DotenvView {
 	t.Helper()
 	done := make(chan DotenvView, 1)
@@ -33,8 +33,8 @@ func getWithin(t *testing.T, c *DotenvCache, dir string) DotenvView {
 	select {
 	case v := <-done:
 		return v
-	case <-time.After(5 * time.Second):
-		t.Fatalf("Get(%s) still running after 5s", dir)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("Get(%s) still running after 30s", dir)
 	}
 	return DotenvView{}
 }
@@ -75,7 +75,7 @@ func TestDotenvReadIsBoundedAndShared(t *testing.T) {
 		t.Errorf("%d reads for 10 concurrent first requests, want 1", n)
 	}
 	close(release)
-	testkit.WaitFor(t, 5*time.Second, "the late read to be installed", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "the late read to be installed", func() bool {
 		v := getWithin(t, c, dir)
 		return v.ReadErr == nil && v.Vars["BL_API_KEY"] == "slow"
 	})
@@ -108,14 +108,14 @@ func TestStaleDotenvReadDoesNotOverwriteANewerOne(t *testing.T) {
 	c.mu.RUnlock()
 
 	writeDotenv(t, dir, "BL_WORKSPACE=acme\nBL_API_KEY=new\n")
-	testkit.WaitFor(t, 5*time.Second, "the edit to be served", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "the edit to be served", func() bool {
 		v := getWithin(t, c, dir)
 		return v.ReadErr == nil && v.Vars["BL_API_KEY"] == "new"
 	})
 	close(first)
 	select {
 	case <-stale.done:
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("the stale read did not end")
 	}
 	if v := getWithin(t, c, dir); v.ReadErr != nil || v.Vars["BL_API_KEY"] != "new" {

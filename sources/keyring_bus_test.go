@@ -254,12 +254,12 @@ func startPrivateBus(t *testing.T, socket string) (pid int, marker string) {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	})
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if fi, err := os.Stat(socket); err == nil && fi.Mode()&os.ModeSocket != 0 {
 			return cmd.Process.Pid, marker
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("dbus-daemon did not listen on %s within 10s", socket)
+			t.Fatalf("dbus-daemon did not listen on %s within 30s", socket)
 		}
 	}
 }

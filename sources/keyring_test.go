@@ -140,7 +140,7 @@ func unblock(t *testing.T, k *Keyring, f *fakeKeyring, release chan struct{}) {
 	f.block, f.entered = nil, nil
 	f.mu.Unlock()
 	close(release)
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		k.mu.Lock()
 		idle := !k.hung && len(k.sem) == 0
@@ -149,7 +149,7 @@ func unblock(t *testing.T, k *Keyring, f *fakeKeyring, release chan struct{}) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("a stuck keyring call did not return 10s after it was released")
+			t.Fatal("a stuck keyring call did not return 30s after it was released")
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
@@ -622,7 +622,7 @@ func TestKeyringTimeBox(t *testing.T) {
 
 	// Once the stuck call returns, calls go through again.
 	unblock(t, k, f, release)
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		got, err := k.Get(ctx, "ws")
 		if err == nil {
@@ -632,7 +632,7 @@ func TestKeyringTimeBox(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("keyring still failing 10s after the stuck call returned: %v", err)
+			t.Fatalf("keyring still failing 30s after the stuck call returned: %v", err)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -670,8 +670,8 @@ func TestKeyringTimeBoxWakesWaiters(t *testing.T) {
 			if !errors.Is(err, ErrKeyringUnavailable) {
 				t.Errorf("waiter: %v; want ErrKeyringUnavailable", err)
 			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("a waiter is still blocked 10s after the time box")
+		case <-time.After(30 * time.Second):
+			t.Fatal("a waiter is still blocked 30s after the time box")
 		}
 	}
 	if err := <-first; !errors.Is(err, context.DeadlineExceeded) {

@@ -18,7 +18,7 @@ import (
 // watchTestDebounce keeps the tests quick; the default is exercised by the benchmark.
 const (
 	watchTestDebounce = 20 * time.Millisecond
-	watchTestTimeout  = 5 * time.Second
+	watchTestTimeout  = 30 * time.Second
 )
 
 // startWatcher returns a running watcher that stops, and is checked to have stopped cleanly,

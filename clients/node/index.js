@@ -27,7 +27,7 @@ const WAIT_TIMEOUT_MS = 30000;
 // The daemon's default --min-ttl: it never serves a token with less life left.
 const DEFAULT_MIN_TTL = 30;
 const BACKOFF_FIRST_MS = 250;
-const BACKOFF_MAX_MS = 10000;
+const BACKOFF_MAX_MS = 4000;
 
 // Codes after which waiting for a token is pointless until something changes (the user logs in,
 // fixes a secret, upgrades): ready() and an SDK request fail at once on them.
@@ -541,8 +541,10 @@ class Watch extends EventEmitter {
 
 // watch starts following the token for this process (the same selection as token(opts)) and
 // returns a Watch: an EventEmitter ('token', 'error', 'close') and an async iterator of tokens,
-// with current(), ready(), fresh() and close(). It reconnects by itself (250 ms doubling to
-// 10 s) when the daemon restarts. It keeps the process alive until close().
+// with current(), ready(), fresh() and close(). It never starts a daemon: it reconnects by
+// itself (250 ms doubling to 4 s) when the daemon restarts, or once one is back after a stop
+// (socket activation, or the user's next blauth-helper command). It keeps the process alive
+// until close().
 function watch(opts = {}) {
   return new Watch(opts);
 }

@@ -58,7 +58,7 @@ DEFAULT_MIN_TTL = 30  # seconds: the daemon's own default minimum life of a serv
 DEFAULT_WAIT = 5.0  # seconds a Watcher waits for a newer token when the latest is too old
 DEFAULT_TIMEOUT = 30.0  # a get may wait about 25 s for the token endpoint
 DIAL_TIMEOUT = 2.0
-RECONNECT_FIRST, RECONNECT_MAX = 0.25, 10.0  # seconds between reconnections, doubling
+RECONNECT_FIRST, RECONNECT_MAX = 0.25, 4.0  # seconds between reconnections, doubling
 
 MAX_REQUEST = 64 << 10  # the daemon's limits (ipc/wire.go)
 MAX_ANSWER = 16 << 20
@@ -361,8 +361,9 @@ class Watch:
     next() raises BlauthError for an error answer of the daemon (no_credentials after a logout,
     auth_failed, unavailable, ...); the watch goes on: iterate again to wait for the next token.
     When no daemon answers at the first connection it raises DaemonUnreachable. Once connected,
-    a stream that ends (a daemon restart) is reconnected on its own, 250 ms then doubling to
-    10 s. After close() iteration stops.
+    a stream that ends (a daemon restart, a 'blauth-helper stop') is reconnected on its own,
+    250 ms then doubling to 4 s; it never starts a daemon, it waits for one (socket activation
+    or the user's next blauth-helper command). After close() iteration stops.
 
     close() may be called from another thread (it wakes a blocked next()); iterate from one
     thread at a time."""

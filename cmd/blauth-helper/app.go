@@ -11,16 +11,16 @@ import (
 	"github.com/blauth/blauth/ipc"
 )
 
-// Exit statuses. docs/HELPER.md lists them; scripts may branch on them.
+// Exit statuses: ipc's, which blauth-proxy shares (docs/HELPER.md lists them).
 const (
-	exitOK          = 0
-	exitError       = 1 // anything not listed below
-	exitUsage       = 2 // bad command line, or a request or setting the daemon answers bad_request
-	exitUnreachable = 3 // no daemon answers (and none could be started)
-	exitNoCreds     = 4 // no workspace or no credential for it, or the caller's .env cannot be read
-	exitAuthFailed  = 5 // the credential was refused: log in again
-	exitUnavailable = 6 // no valid token now; the token endpoint cannot be reached
-	exitKeyring     = 7 // the OS keyring is unavailable
+	exitOK          = ipc.ExitOK
+	exitError       = ipc.ExitError
+	exitUsage       = ipc.ExitUsage
+	exitUnreachable = ipc.ExitUnreachable
+	exitNoCreds     = ipc.ExitNoCreds
+	exitAuthFailed  = ipc.ExitAuthFailed
+	exitUnavailable = ipc.ExitUnavailable
+	exitKeyring     = ipc.ExitKeyring
 )
 
 // command is one subcommand: its name, its line in the usage, and what runs it.
@@ -245,30 +245,17 @@ func (a *app) warn(msg string) {
 	}
 }
 
-// fail prints err with its hint and returns the exit status it maps to: the one place errors
-// become exit codes.
+// fail prints err with its hint and returns the exit status it maps to (ipc.ExitStatus, and
+// exitUsage for a request the helper will not send): the one place errors become exit codes.
 func (a *app) fail(err error) int {
 	var e *ipc.Error
 	var re *requestError
-	code := exitError
+	code := ipc.ExitStatus(err)
 	hint := ""
 	switch {
 	case errors.As(err, &e):
 		hint = e.Hint
-		switch e.Code {
-		case ipc.CodeNoWorkspace, ipc.CodeNoCredentials, ipc.CodeBadSource:
-			code = exitNoCreds
-		case ipc.CodeAuthFailed:
-			code = exitAuthFailed
-		case ipc.CodeUnavailable, ipc.CodeBusy:
-			code = exitUnavailable
-		case ipc.CodeKeyringUnavailable:
-			code = exitKeyring
-		case ipc.CodeBadRequest:
-			code = exitUsage // what was sent, or a setting it came from, is wrong
-		}
 	case errors.Is(err, ipc.ErrUnreachable):
-		code = exitUnreachable
 		switch {
 		case a.noSpawn():
 			hint = "start it with 'systemctl --user start blauthd.socket' or 'blauthd &', or unset BLAUTH_NO_SPAWN"

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,46 +25,25 @@ type requestError struct{ msg, hint string }
 
 func (e *requestError) Error() string { return e.msg }
 
-// request builds a request that resolves a credential: it carries the caller's directory and
-// BL_* variables, which the daemon reads as the caller's .env and environment sources.
+// request builds a request that resolves a credential (ipc.Caller): it carries the caller's
+// directory and BL_* variables, which the daemon reads as the caller's .env and environment
+// sources.
 func (a *app) request(action, workspace string) (*ipc.Message, error) {
-	m := ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, action)
-	if workspace != "" {
-		m.Add(ipc.KeyWorkspace, workspace)
-	}
 	wd, err := a.getwd()
-	switch {
-	case err != nil:
-		return nil, &requestError{fmt.Sprintf("cannot tell the working directory (%v), where a project's .env would be read", err), "cd to an existing directory"}
-	case !ipc.ValidValue(wd):
-		return nil, &requestError{fmt.Sprintf("the working directory %q holds a line break", wd), "run from a directory whose path has no line break"}
-	case len(wd) > ipc.MaxCwd:
-		return nil, &requestError{fmt.Sprintf("the working directory is %d bytes long, over the %d blauthd accepts", len(wd), ipc.MaxCwd), "run from a directory with a shorter path"}
-	}
-	m.Add(ipc.KeyDir, wd)
-	env, err := callerEnv(a.environ())
 	if err != nil {
-		return nil, err
+		return nil, &requestError{fmt.Sprintf("cannot tell the working directory (%v), where a project's .env would be read", err), "cd to an existing directory"}
 	}
-	m.Fields = append(m.Fields, env...)
+	c := ipc.Caller{Workspace: workspace, Dir: wd, Environ: a.environ()}
 	if a.minTTL != "" {
-		m.Add(ipc.KeyMinTTL, a.minTTL)
+		n, _ := strconv.Atoi(a.minTTL) // globalFlags checked it
+		c.MinTTL = time.Duration(n) * time.Second
 	}
-	return m, nil
-}
-
-// callerEnv is ipc.CallerEnv, with the way out for a variable that cannot be sent.
-func callerEnv(environ []string) ([]ipc.Field, error) {
-	fs, err := ipc.CallerEnv(environ)
-	var ee *ipc.EnvError
-	if errors.As(err, &ee) {
-		msg := err.Error()
-		if ee.Reason == "a trailing carriage return" {
-			msg += " (was it read from a file with CRLF line ends?)"
-		}
-		return nil, &requestError{msg, "set " + ee.Name + " again without it, or unset it"}
+	m, err := c.Request(action)
+	var re *ipc.RequestError
+	if errors.As(err, &re) {
+		return nil, &requestError{re.Message, re.Hint}
 	}
-	return fs, err
+	return m, err
 }
 
 // call sends one request on a new connection, starting a daemon first if none answers.

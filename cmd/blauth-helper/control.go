@@ -66,9 +66,11 @@ func (a *app) cmdReload(args []string) int {
 	return exitOK
 }
 
-// cmdStop stops the daemon on the helper's socket and waits until it is gone. A daemon that
-// systemd's socket unit started is stopped too, and started again by the next request: the
-// message says how to stop it for good.
+// cmdStop stops the daemon on the helper's socket and waits until it is gone. Nothing that
+// follows a daemon (watch, the client libraries, blauth-proxy) starts one: the stop holds until
+// a command needs a daemon, and the message says so. A daemon that systemd's socket unit
+// started is started again by the next connection, a follower's included: the message says how
+// to stop that.
 func (a *app) cmdStop(args []string) int {
 	if code := a.noArgs(args); code != exitOK {
 		return code
@@ -92,7 +94,7 @@ func (a *app) cmdStop(args []string) int {
 	}
 	pid, _ := strconv.Atoi(resp.Value(ipc.KeyPID))
 	if resp.Value(ipc.KeyManager) == ipc.ManagerSystemd {
-		fmt.Fprintf(a.stderr, "blauth: stopped blauthd (pid %d); its systemd socket starts it again on the next request: 'systemctl --user stop blauthd.socket blauthd.service' stops it for good\n", pid)
+		fmt.Fprintf(a.stderr, "blauth: stopped blauthd (pid %d); its systemd socket unit starts it again on the next connection, a waiting watch's or client's included: 'systemctl --user stop blauthd.socket' stops that\n", pid)
 		return exitOK
 	}
 	// Done when the process is gone, not merely its socket: it finishes requests in flight
@@ -102,7 +104,7 @@ func (a *app) cmdStop(args []string) int {
 			return a.fail(fmt.Errorf("blauthd (pid %d) still runs 15s after it was asked to stop", pid))
 		}
 	}
-	fmt.Fprintf(a.stderr, "blauth: stopped blauthd (pid %d)\n", pid)
+	fmt.Fprintf(a.stderr, "blauth: stopped blauthd (pid %d); it will not start again until a command needs it (the next 'blauth-helper token', or socket activation); watches and clients wait for it\n", pid)
 	return exitOK
 }
 

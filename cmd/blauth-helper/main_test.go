@@ -126,7 +126,7 @@ func testSystem(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) 
 // runHelper runs the helper in this process, as main does, with the process environment.
 func runHelper(t *testing.T, stdin string, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var out, errb bytes.Buffer
 	code := run(ctx, args, testSystem(ctx, strings.NewReader(stdin), &out, &errb))
@@ -149,7 +149,7 @@ func baseEnv(t *testing.T) []string {
 // runProc runs name with args, bounded in time, and returns what it printed.
 func runProc(t *testing.T, p proc, name string, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(baseEnv(t), p.env...)

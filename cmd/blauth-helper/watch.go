@@ -8,7 +8,6 @@ import (
 	"io"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/blauth/blauth/ipc"
 )
@@ -18,8 +17,9 @@ var errOutputGone = errors.New("the output was closed")
 
 // cmdWatch prints a line for the current token and one for each new token, until interrupted:
 // the token alone, or with --json a JSON object per line. An error the daemon reports (a
-// refused credential, no token for now) goes to stderr and the watch goes on; when the daemon
-// goes away, the helper reconnects with backoff, as a long-running client should.
+// refused credential, no token for now) goes to stderr and the watch goes on. It never starts
+// a daemon: when none answers, or the one it follows stops, it says so once on stderr and waits
+// for one to come back (socket activation, or the user's next command), as every follower does.
 func (a *app) cmdWatch(args []string) int {
 	asJSON, code := a.jsonFlag(args)
 	if code != exitOK {
@@ -32,78 +32,61 @@ func (a *app) cmdWatch(args []string) int {
 	ctx, stop := signal.NotifyContext(a.ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	out := bufio.NewWriter(a.stdout)
-	said := "" // the last problem reported, so that a reconnect loop does not repeat it
-	for wait := time.Duration(0); ; {
-		err := a.watchOnce(req, func(m *ipc.Message) error {
-			if e := ipc.AsError(m); e != nil {
-				if e.Error() != said {
-					said = e.Error()
-					a.printError(e.Error(), hintOf(e))
+	said := ""       // the last problem reported, so that it is not repeated
+	waiting := false // the follower lost its daemon and no answer came since
+	f := &ipc.Follower{Socket: a.socket, Request: req,
+		Answer: func(m *ipc.Message) error {
+			if waiting {
+				waiting = false
+				fmt.Fprintf(a.stderr, "blauth: blauthd answers again on %s\n", a.socket)
+			}
+			err := ipc.AsError(m)
+			if err == nil {
+				var t *ipc.Token
+				if t, err = ipc.ParseToken(m); err == nil {
+					err = printWatched(out, t, asJSON)
 				}
-				return nil
 			}
-			said = ""
-			wait = 0
-			t, err := ipc.ParseToken(m)
-			if err != nil {
+			switch {
+			case err == nil:
+				said = ""
+			case errors.Is(err, errOutputGone):
 				return err
+			case err.Error() != said:
+				said = err.Error()
+				a.printError(err.Error(), hintOf(err))
 			}
-			return printWatched(out, t, asJSON)
-		}, ctx.Done())
-		switch {
-		case ctx.Err() != nil, errors.Is(err, errOutputGone):
-			return exitOK
-		case ipc.ErrorCode(err) == ipc.CodeUnknownAction:
-			return a.fail(errors.New("this blauthd is older than watch (protocol version 2): restart it, e.g. 'blauth-helper stop'"))
-		case err != nil && err.Error() != said:
-			said = err.Error()
-			fmt.Fprintf(a.stderr, "blauth: %v; reconnecting\n", err)
-		}
-		wait = min(max(2*wait, 250*time.Millisecond), 10*time.Second)
-		select {
-		case <-ctx.Done():
-			return exitOK
-		case <-time.After(wait):
-		}
+			return nil
+		},
+		Lost: func(err error) {
+			if !waiting {
+				waiting = true
+				fmt.Fprintf(a.stderr, "blauth: %s; waiting for a daemon (watch never starts one: socket activation or the next blauth-helper command does)\n", a.lostReason(err))
+			}
+		},
+	}
+	switch err := f.Run(ctx); {
+	case err == nil, errors.Is(err, errOutputGone):
+		return exitOK
+	case errors.Is(err, ipc.ErrOldDaemon):
+		a.printError(err.Error(), "restart it with 'blauth-helper stop': the next command starts the installed version")
+		return exitError
+	default:
+		return a.fail(err)
 	}
 }
 
-// watchOnce follows one watch stream, handing each message to each, until the stream ends,
-// each fails, or done is closed.
-func (a *app) watchOnce(req *ipc.Message, each func(*ipc.Message) error, done <-chan struct{}) error {
-	c, err := a.dial(true)
-	if err != nil {
-		return err
+// lostReason says, in words, why a watch has no daemon to follow.
+func (a *app) lostReason(err error) string {
+	switch {
+	case ipc.ErrorCode(err) == ipc.CodeShuttingDown:
+		return "blauthd stopped"
+	case ipc.ErrorCode(err) == ipc.CodeBusy:
+		return "blauthd is at its connection limit"
+	case errors.Is(err, ipc.ErrUnreachable):
+		return "no blauthd answers on " + a.socket
 	}
-	s, err := c.Watch(req)
-	if err != nil {
-		c.Close()
-		return err
-	}
-	stopped := make(chan struct{})
-	defer close(stopped)
-	go func() {
-		select {
-		case <-done:
-		case <-stopped:
-		}
-		s.Close()
-	}()
-	for first := true; ; first = false {
-		m, err := s.Next()
-		if err != nil {
-			return err
-		}
-		switch code := ipc.ErrorCode(ipc.AsError(m)); {
-		case first && (code == ipc.CodeUnknownAction || code == ipc.CodeUnsupportedVersion):
-			return ipc.AsError(m)
-		case code == ipc.CodeShuttingDown:
-			return errors.New("blauthd is stopping")
-		}
-		if err := each(m); err != nil {
-			return err
-		}
-	}
+	return err.Error()
 }
 
 // hintOf is the daemon's hint that err carries, if any.

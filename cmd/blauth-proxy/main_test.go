@@ -102,7 +102,7 @@ func TestExecForwardsSignals(t *testing.T) {
 	env := proxyEnv(t)
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGHUP, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			cmd := exec.CommandContext(ctx, bin, "exec", "--", "sh", "-c",
 				`trap 'echo got; exit 42' TERM HUP INT; echo ready; while :; do sleep 0.05; done`)

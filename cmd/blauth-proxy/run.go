@@ -15,18 +15,13 @@ import (
 	"github.com/blauth/blauth/proxy"
 )
 
-// Exit statuses, the same as blauth-helper's (docs/HELPER.md).
+// Exit statuses: blauth-helper's (ipc's, docs/HELPER.md), and a shell's for a command that
+// cannot be run.
 const (
-	exitOK          = 0
-	exitError       = 1
-	exitUsage       = 2
-	exitUnreachable = 3
-	exitNoCreds     = 4
-	exitAuthFailed  = 5
-	exitUnavailable = 6
-	exitKeyring     = 7
-	exitCannotRun   = 126
-	exitNotFound    = 127
+	exitOK        = ipc.ExitOK
+	exitUsage     = ipc.ExitUsage
+	exitCannotRun = 126
+	exitNotFound  = 127
 )
 
 const usage = `usage: blauth-proxy [-w WORKSPACE] [--min-ttl SECONDS] exec [--] CMD [ARGS]
@@ -69,6 +64,13 @@ func run(ctx context.Context, args []string, e env) int {
 		}
 		if len(rest) == 0 {
 			return usageError(e, "exec needs a command: blauth-proxy exec -- CMD [ARGS]")
+		}
+		// A bad BL_RUN_URL is a configuration error, told before any token is waited for.
+		if runURL := e.getenv("BL_RUN_URL"); runURL != "" {
+			if _, err := proxy.RunBase("", runURL); err != nil {
+				fmt.Fprintf(e.stderr, "blauth: error: %v\nblauth: hint: set BL_RUN_URL to the run base (https://…, or http:// to a loopback address), or unset it\n", err)
+				return exitUsage
+			}
 		}
 		if sel.Dir, err = e.getwd(); err != nil {
 			return fail(e, fmt.Errorf("cannot tell the working directory (%v), where a project's .env would be read", err))
@@ -165,28 +167,19 @@ func usageError(e env, msg string) int {
 // fail prints err and its hint and returns the exit status it maps to: blauth-helper's for the
 // daemon's error codes (docs/HELPER.md), 126 and 127 for a command that cannot be run.
 func fail(e env, err error) int {
-	code, hint := exitError, ""
+	code, hint := ipc.ExitStatus(err), ""
 	var ie *ipc.Error
+	var re *ipc.RequestError
 	var ce *proxy.CommandError
 	switch {
 	case errors.As(err, &ie):
 		hint = ie.Hint
-		switch ie.Code {
-		case ipc.CodeNoWorkspace, ipc.CodeNoCredentials, ipc.CodeBadSource:
-			code = exitNoCreds
-		case ipc.CodeAuthFailed:
-			code = exitAuthFailed
-		case ipc.CodeUnavailable, ipc.CodeBusy:
-			code = exitUnavailable
-		case ipc.CodeKeyringUnavailable:
-			code = exitKeyring
-		case ipc.CodeBadRequest:
-			code = exitUsage
-		}
+	case errors.As(err, &re):
+		hint = re.Hint
 	case errors.Is(err, ipc.ErrUnreachable):
-		code, hint = exitUnreachable, "start it with 'systemctl --user start blauthd.socket' or 'blauthd &', or run this through blauth-helper, which starts one"
+		hint = "start it with 'systemctl --user start blauthd.socket' or 'blauthd &', or run this through blauth-helper, which starts one"
 	case errors.Is(err, proxy.ErrStale):
-		code = exitUnavailable
+		code = ipc.ExitUnavailable
 	case errors.As(err, &ce):
 		code = exitCannotRun
 		if ce.NotFound {

@@ -104,7 +104,8 @@ func (b *bench) goBenchmarks() error {
 	s.printf("`FaultHang`, token past its refresh point on an injected clock; the benchmark checks the refresh was in flight throughout), ")
 	s.printf("and with none; `BenchmarkManyClientsOneDay`, 24 simulated hours (injected clock, a step a minute) of 200 clients each asking ")
 	s.printf("every minute, counting the fake's token requests through one broker (`requests/day`) and with each client refreshing ")
-	s.printf("on its own as the Go SDK does, at 20%% of the lifetime left (`requests-without/day`).\n\n")
+	s.printf("on its own as the Go SDK does, at 20%% of the lifetime left (`requests-without/day`); `BenchmarkStatusOfTenThousandWorkspaces`, ")
+	s.printf("one status request on a new connection to a daemon whose bl config holds 10,000 workspaces, with the client's JSON decoding.\n\n")
 	s.printf("```\n%s\n```\n", strings.Join(keep, "\n"))
 	return nil
 }

@@ -33,7 +33,7 @@ func listenJournal(t *testing.T) (*net.UnixConn, string) {
 func readEntry(t *testing.T, conn *net.UnixConn) map[string]string {
 	t.Helper()
 	buf := make([]byte, 1<<20)
-	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
 	n, err := conn.Read(buf)
 	if err != nil {
 		t.Fatalf("no journal entry arrived: %v", err)

@@ -157,8 +157,8 @@ func readLine(t *testing.T, r *bufio.Reader) string {
 			t.Fatalf("read child output: %v", res.err)
 		}
 		return res.line
-	case <-time.After(10 * time.Second):
-		t.Fatal("child wrote nothing within 10 s")
+	case <-time.After(30 * time.Second):
+		t.Fatal("child wrote nothing within 30 s")
 		return ""
 	}
 }
@@ -189,7 +189,7 @@ func dialRead(t *testing.T, network, addr string) string {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
 	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	b, err := io.ReadAll(c)
 	if err != nil {
 		t.Fatalf("read from %s: %v", addr, err)
@@ -206,8 +206,8 @@ func waitChild(t *testing.T, cmd *exec.Cmd) {
 		if err != nil {
 			t.Fatalf("child: %v", err)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("child did not exit within 10 s")
+	case <-time.After(30 * time.Second):
+		t.Fatal("child did not exit within 30 s")
 	}
 }
 
@@ -378,13 +378,13 @@ func TestListenersUnderSystemdSocketActivate(t *testing.T) {
 		cmd.Wait()
 	})
 	// Wait, bounded, for the socket to exist.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if _, err := os.Stat(sock); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("systemd-socket-activate did not create the socket within 10 s")
+			t.Fatal("systemd-socket-activate did not create the socket within 30 s")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

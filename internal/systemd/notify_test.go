@@ -30,7 +30,7 @@ func listenNotify(t *testing.T, name string) *net.UnixConn {
 func receive(t *testing.T, conn *net.UnixConn) string {
 	t.Helper()
 	buf := make([]byte, 4096)
-	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
 	n, err := conn.Read(buf)
 	if err != nil {
 		t.Fatalf("read notification: %v", err)
@@ -219,7 +219,7 @@ func TestRunWatchdogPings(t *testing.T) {
 		if err != nil {
 			t.Errorf("RunWatchdog after cancel = %v, want nil", err)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("RunWatchdog did not return after its context was cancelled")
 	}
 }
@@ -247,7 +247,7 @@ func TestRunWatchdogOff(t *testing.T) {
 				if err != nil {
 					t.Errorf("RunWatchdog = %v, want nil", err)
 				}
-			case <-time.After(5 * time.Second):
+			case <-time.After(30 * time.Second):
 				t.Fatal("RunWatchdog ran although the watchdog is off")
 			}
 		})
@@ -258,7 +258,7 @@ func TestRunWatchdogReportsFailure(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", filepath.Join(t.TempDir(), "gone"))
 	t.Setenv("WATCHDOG_USEC", "1000000")
 	t.Setenv("WATCHDOG_PID", "")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := RunWatchdog(ctx); err == nil || ctx.Err() != nil {
 		t.Fatalf("RunWatchdog with a missing socket = %v, want an error at once", err)

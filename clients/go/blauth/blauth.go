@@ -17,9 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"os"
-	"path/filepath"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -130,8 +128,6 @@ func (o Options) resolve(action string) (*settings, *ipc.Message, error) {
 		return nil, nil, bad("Wait is %s; it must not be negative", o.Wait)
 	case o.Timeout < 0:
 		return nil, nil, bad("Timeout is %s; it must not be negative", o.Timeout)
-	case !ipc.ValidValue(o.Workspace):
-		return nil, nil, bad("the workspace name holds CR, LF or NUL")
 	}
 	if s.socket == "" {
 		s.socket = ipc.DefaultSocketPath()
@@ -153,30 +149,17 @@ func (o Options) resolve(action string) (*settings, *ipc.Message, error) {
 		}
 		dir = wd
 	}
-	switch {
-	case !filepath.IsAbs(dir):
-		return nil, nil, bad("the directory %q is relative; the daemon needs an absolute path", dir)
-	case !ipc.ValidValue(dir):
-		return nil, nil, bad("the directory %q holds a line break", dir)
-	case len(dir) > ipc.MaxCwd:
-		return nil, nil, bad("the directory is %d bytes long, over the %d blauthd accepts", len(dir), ipc.MaxCwd)
-	}
 	environ := o.Env
 	if environ == nil {
 		environ = os.Environ()
 	}
-	env, err := ipc.CallerEnv(environ)
+	req, err := ipc.Caller{Workspace: o.Workspace, Dir: dir, Environ: environ, MinTTL: o.MinTTL}.Request(action)
+	var re *ipc.RequestError
+	if errors.As(err, &re) {
+		return nil, nil, fmt.Errorf("blauth: %w", &Error{Code: CodeBadRequest, Message: re.Message, Hint: re.Hint})
+	}
 	if err != nil {
-		return nil, nil, bad("%v: set it again without it, or unset it", err)
-	}
-	req := ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, action)
-	if o.Workspace != "" {
-		req.Add(ipc.KeyWorkspace, o.Workspace)
-	}
-	req.Add(ipc.KeyDir, dir)
-	req.Fields = append(req.Fields, env...)
-	if o.MinTTL > 0 {
-		req.Add(ipc.KeyMinTTL, fmt.Sprint(int64(math.Ceil(o.MinTTL.Seconds()))))
+		return nil, nil, err
 	}
 	return s, req, nil
 }

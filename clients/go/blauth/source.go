@@ -11,23 +11,17 @@ import (
 	"github.com/blauth/blauth/ipc"
 )
 
-// Reconnection delays after a watch stream ends: 250 ms, doubling to 10 s while the daemon
-// stays away, back to 250 ms once a stream delivered a message.
-const (
-	reconnectFirst = 250 * time.Millisecond
-	reconnectMax   = 10 * time.Second
-)
-
 // TokenSource is an oauth2.TokenSource backed by a watch on blauthd: one connection that the
 // daemon sends a complete answer on at every change (a refresh, a source change, a logout), so
-// that Token returns the daemon's latest token without a round trip. It reconnects with backoff
-// when the daemon goes away (a restart; socket activation brings it back), keeping the last
-// token while that token has enough life left.
+// that Token returns the daemon's latest token without a round trip. It never starts a daemon:
+// when the daemon goes away (a restart, a 'blauth-helper stop') it waits for one and reconnects
+// with backoff (ipc.Follower: 250 ms doubling to 4 s), keeping the last token while that token
+// has enough life left; socket activation or the user's next blauth-helper command brings a
+// daemon back.
 //
 // It is safe for concurrent use. Create it with NewTokenSource; the zero value is not usable.
 type TokenSource struct {
 	s      *settings
-	req    *ipc.Message
 	ctx    context.Context // ends the watch goroutine
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the watch goroutine has returned
@@ -52,120 +46,50 @@ func NewTokenSource(ctx context.Context, opts Options) (*TokenSource, error) {
 	if err != nil {
 		return nil, err
 	}
-	ts := &TokenSource{s: s, req: req, done: make(chan struct{}), now: time.Now, changed: make(chan struct{})}
+	ts := &TokenSource{s: s, done: make(chan struct{}), now: time.Now, changed: make(chan struct{})}
 	ts.ctx, ts.cancel = context.WithCancel(ctx)
-	st, first, err := ts.open(ts.ctx)
-	if err != nil {
+	first := make(chan error, 1) // how the watch started: nil once a token came
+	started := false             // first was sent; read and written by the watch goroutine only
+	start := func(err error) {
+		if !started {
+			started = true
+			first <- err
+		}
+	}
+	f := &ipc.Follower{Socket: s.socket, Request: req, Timeout: s.timeout,
+		Answer: func(m *ipc.Message) error {
+			if e := ipc.AsError(m); e != nil && !started {
+				start(e)
+				return e
+			}
+			ts.update(m)
+			start(nil)
+			return nil
+		},
+		Lost: func(err error) {
+			start(err)
+			ts.setDown(err)
+		},
+	}
+	go func() {
+		defer close(ts.done)
+		err := f.Run(ts.ctx)
+		if err != nil {
+			ts.setDown(err)
+		} else {
+			err = ErrClosed // the context ended
+		}
+		start(err)
+	}()
+	if err := <-first; err != nil {
 		ts.cancel()
+		<-ts.done
+		if ctx.Err() != nil {
+			err = context.Cause(ctx)
+		}
 		return nil, fmt.Errorf("blauth: watch %s: %w", s.what(), err)
 	}
-	if e := ipc.AsError(first); e != nil {
-		st.Close()
-		ts.cancel()
-		return nil, fmt.Errorf("blauth: watch %s: %w", s.what(), e)
-	}
-	ts.update(first)
-	go ts.run(st)
 	return ts, nil
-}
-
-// open connects, sends the watch request and reads the first answer within the timeout.
-func (ts *TokenSource) open(ctx context.Context) (*ipc.Stream, *ipc.Message, error) {
-	c, err := ipc.Dial(ts.s.socket, min(dialTimeout, ts.s.timeout))
-	if err != nil {
-		return nil, nil, err
-	}
-	st, err := c.Watch(ts.req)
-	if err != nil {
-		c.Close()
-		return nil, nil, err
-	}
-	ctx, cancel := context.WithTimeoutCause(ctx, ts.s.timeout,
-		fmt.Errorf("blauthd did not answer within %s", ts.s.timeout))
-	defer cancel()
-	stop := context.AfterFunc(ctx, func() { st.Close() })
-	m, err := st.Next()
-	if !stop() {
-		// The deadline or the caller's cancellation closed the stream, maybe after Next read
-		// an answer: it is unusable either way.
-		st.Close()
-		return nil, nil, context.Cause(ctx)
-	}
-	if err != nil {
-		st.Close()
-		return nil, nil, err
-	}
-	return st, m, nil
-}
-
-// run follows the stream until it ends, then reconnects with backoff, until ts.ctx is done.
-func (ts *TokenSource) run(st *ipc.Stream) {
-	defer close(ts.done)
-	wait := time.Duration(0)
-	for {
-		if st != nil {
-			err := ts.follow(st)
-			if ts.ctx.Err() != nil {
-				return
-			}
-			ts.setDown(err)
-			wait = 0
-			st = nil
-		}
-		wait = min(max(2*wait, reconnectFirst), reconnectMax)
-		t := time.NewTimer(wait)
-		select {
-		case <-ts.ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		next, first, err := ts.open(ts.ctx)
-		if ts.ctx.Err() != nil {
-			if next != nil {
-				next.Close()
-			}
-			return
-		}
-		if err != nil {
-			ts.setDown(err)
-			continue
-		}
-		if e := connectionError(first); e != nil {
-			next.Close()
-			ts.setDown(e)
-			continue
-		}
-		ts.update(first)
-		st = next
-	}
-}
-
-// connectionError returns the error of an answer that speaks of the connection rather than of
-// the token asked for (the daemon stops, or has no room for us): the last token stays good.
-func connectionError(m *ipc.Message) error {
-	switch e := ipc.AsError(m); ipc.ErrorCode(e) {
-	case ipc.CodeShuttingDown, ipc.CodeBusy:
-		return e
-	}
-	return nil
-}
-
-// follow hands each message of st to update until the stream ends, and returns why.
-func (ts *TokenSource) follow(st *ipc.Stream) error {
-	defer st.Close()
-	stop := context.AfterFunc(ts.ctx, func() { st.Close() })
-	defer stop()
-	for {
-		m, err := st.Next()
-		if err != nil {
-			return err
-		}
-		if e := connectionError(m); e != nil {
-			return e
-		}
-		ts.update(m)
-	}
 }
 
 // update makes m, a complete answer for our selection, the current state.

@@ -39,11 +39,21 @@ func TestProcsNamingFindsAChildByItsCommandLineUntilItEnds(t *testing.T) {
 		t.Skip("ProcsNaming reads /proc")
 	}
 	marker := "e2etest-marker-" + strconv.Itoa(os.Getpid())
-	cmd := exec.Command("sh", "-c", "sleep 30", marker) // marker is sh's $0: on its command line
+	// marker is sh's $0, on its command line. The script is a builtin waiting on a pipe that
+	// never delivers: sh forks no child, which would carry the same command line between its
+	// fork and its exec (a loaded machine shows it).
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	cmd := exec.Command("sh", "-c", "read line", marker)
+	cmd.Stdin = r
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	want := fmt.Sprintf("%d sh -c sleep 30 %s", cmd.Process.Pid, marker)
+	want := fmt.Sprintf("%d sh -c read line %s", cmd.Process.Pid, marker)
 	if got := ProcsNaming(marker); !slices.Equal(got, []string{want}) {
 		t.Errorf("ProcsNaming(%q) = %q while the child runs, want [%q]", marker, got, want)
 	}

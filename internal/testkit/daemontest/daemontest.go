@@ -57,7 +57,7 @@ type Daemon struct {
 }
 
 // Start runs a daemon until the test ends. It logs to the test; a zero Version is "test". It
-// fails the test if the daemon cannot start, and at the end if it does not stop within 15s.
+// fails the test if the daemon cannot start, and at the end if it does not stop within 30s.
 func Start(t testing.TB, o Options) *Daemon {
 	t.Helper()
 	dir := testkit.ShortTempDir(t, "bd")
@@ -105,9 +105,9 @@ func Start(t testing.TB, o Options) *Daemon {
 // Stop stops the daemon and returns what Run returned; it may be called more than once.
 func (td *Daemon) Stop() error {
 	td.cancel()
-	stopped, err := td.wait(15 * time.Second)
+	stopped, err := td.wait(30 * time.Second)
 	if !stopped {
-		panic("daemontest: the daemon did not stop within 15s")
+		panic("daemontest: the daemon did not stop within 30s")
 	}
 	return err
 }
@@ -134,10 +134,11 @@ func (td *Daemon) wait(timeout time.Duration) (bool, error) {
 	return td.stopped, td.err
 }
 
-// Do sends one request (version=ipc.Version and kv) on a new connection.
+// Do sends one request (version=ipc.Version and kv) on a new connection, and waits at most 60s
+// for the answer: a bound for a broken daemon, far past what a loaded machine takes.
 func (td *Daemon) Do(t testing.TB, kv ...string) (*ipc.Message, error) {
 	t.Helper()
-	c, err := ipc.Dial(td.Socket, 5*time.Second)
+	c, err := ipc.Dial(td.Socket, 60*time.Second)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
@@ -190,10 +191,10 @@ func (td *Daemon) Watch(t testing.TB, kv ...string) *Watcher {
 	return &Watcher{C: c, r: bufio.NewReader(c)}
 }
 
-// Next reads the watcher's next message, waiting at most 10s.
+// Next reads the watcher's next message, waiting at most 30s.
 func (w *Watcher) Next(t testing.TB) *ipc.Message {
 	t.Helper()
-	_ = w.C.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_ = w.C.SetReadDeadline(time.Now().Add(30 * time.Second))
 	m, err := ipc.ReadAnswer(w.r)
 	if err != nil {
 		t.Fatalf("watch: no message: %v", err)

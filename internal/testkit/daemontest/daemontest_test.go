@@ -17,8 +17,8 @@ func TestStoppedOnARunningDaemonCanBeAskedAgain(t *testing.T) {
 	if _, err := td.Do(t, ipc.KeyAction, ipc.ActionStop); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
-	if !td.Stopped(10 * time.Second) {
-		t.Fatal("the daemon still runs 10s after stop")
+	if !td.Stopped(30 * time.Second) {
+		t.Fatal("the daemon still runs 30s after stop")
 	}
 	if !td.Stopped(0) {
 		t.Fatal("Stopped forgot that the daemon had stopped")
