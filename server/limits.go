@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/blauth/blauth/ipc"
@@ -51,13 +52,51 @@ func (s *Server) refused(what string, limit int) {
 // request's first byte comes, and gives it back once the answer is written.
 var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
 
+// freeRequestBytes is what a request may hold without taking from its socket's request budget:
+// every get or watch a client sends fits, so small requests are never refused for the budget.
+// It is counted in each connection's own cost (docs/OPERATIONS.md).
+const freeRequestBytes = 4 << 10
+
+// Request budgets: what the requests of one socket may hold at once past their first
+// freeRequestBytes each, while they are read and answered, and for a watch's whole life. A
+// peer sending large unfinished requests on every connection of a socket would otherwise hold
+// its cap times the largest request (2,048 × 64 KiB on the daemon's socket).
+const (
+	mainRequestBudget   = 8 << 20
+	scopedRequestBudget = 256 << 10
+)
+
+// budget is a socket's request budget. Safe for concurrent use.
+type budget struct {
+	held atomic.Int64
+	max  int64
+}
+
+// take reserves n bytes, and reports whether they fitted.
+func (b *budget) take(n int) bool {
+	if b.held.Add(int64(n)) > b.max {
+		b.held.Add(-int64(n))
+		return false
+	}
+	return true
+}
+
+func (b *budget) give(n int) { b.held.Add(-int64(n)) }
+
+// errBudget is a request that would take its socket past its request budget.
+var errBudget = errors.New("over the request budget")
+
 // connReader reads a connection whose first byte, read while waiting for a request without a
-// buffer, is held back for the buffer that reads the request.
+// buffer, is held back for the buffer that reads the request. What a request reads past
+// freeRequestBytes is taken from the socket's budget before it is read, until done.
 type connReader struct {
-	c    net.Conn
-	b    [1]byte
-	held bool
-	left int // bytes the request being read may still take from the connection
+	c      net.Conn
+	b      [1]byte
+	held   bool
+	left   int // bytes the request being read may still take from the connection
+	read   int // bytes the request being read took from it
+	taken  int // bytes of the budget it holds
+	budget *budget
 }
 
 // errRequestTooLarge is a request over the bytes its socket reads for one.
@@ -101,9 +140,28 @@ func (r *connReader) Read(p []byte) (int, error) {
 	if len(p) > r.left {
 		p = p[:r.left]
 	}
+	// Reserve what this read may take past the free allowance, and give back what it did not.
+	if need := r.read + len(p) - freeRequestBytes - r.taken; need > 0 {
+		if !r.budget.take(need) {
+			return 0, errBudget
+		}
+		r.taken += need
+	}
 	n, err := r.c.Read(p)
 	r.left -= n
+	r.read += n
+	if unused := r.taken - max(0, r.read-freeRequestBytes); unused > 0 {
+		r.budget.give(unused)
+		r.taken -= unused
+	}
 	return n, err
+}
+
+// done gives back what the last request took from the budget: it was answered, or its watch
+// or its connection ended.
+func (r *connReader) done() {
+	r.budget.give(r.taken)
+	r.taken, r.read = 0, 0
 }
 
 // takeReader returns a pooled buffer reading from cr.

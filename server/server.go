@@ -99,13 +99,19 @@ type Server struct {
 	watchers map[*watcher]struct{}
 	refusing int      // refusals being written (each drains its peer for up to a second)
 	refusals refusals // refusals not yet logged
+	requests budget   // what large requests hold (limits.go)
 	active   sync.WaitGroup
 }
 
 // New returns a server for ln.
 func New(ln net.Listener, cfg Config) *Server {
-	return &Server{cfg: cfg, log: cfg.Log, ln: ln, socket: ln.Addr().String(), uid: os.Getuid(),
+	s := &Server{cfg: cfg, log: cfg.Log, ln: ln, socket: ln.Addr().String(), uid: os.Getuid(),
 		conns: map[net.Conn]struct{}{}, watchers: map[*watcher]struct{}{}}
+	s.requests.max = mainRequestBudget
+	if cfg.Scope != nil {
+		s.requests.max = scopedRequestBudget
+	}
+	return s
 }
 
 // Serve accepts connections until ctx ends, then closes the listener, wakes the connections
@@ -222,9 +228,10 @@ func (s *Server) serveConn(ctx, work context.Context, c net.Conn) {
 	}
 	// Between requests the connection holds no buffer: one is taken from a pool when a
 	// request's first byte comes, and given back once it is answered.
-	cr := &connReader{c: c}
+	cr := &connReader{c: c, budget: &s.requests}
 	var r *bufio.Reader
 	defer func() {
+		cr.done()
 		if r != nil {
 			giveBack(r)
 		}
@@ -239,6 +246,7 @@ func (s *Server) serveConn(ctx, work context.Context, c net.Conn) {
 				if err := ipc.WriteAnswer(c, refusal); err != nil {
 					return
 				}
+				cr.done()
 				if giveBack(r) {
 					r = nil
 				}
@@ -268,6 +276,7 @@ func (s *Server) serveConn(ctx, work context.Context, c net.Conn) {
 			s.cfg.Stop()
 			return
 		}
+		cr.done()
 		if giveBack(r) {
 			r = nil
 		}
@@ -308,6 +317,12 @@ func (s *Server) badRequest(c net.Conn, err error) {
 		msg = err.Error()
 	case errors.Is(err, errRequestTooLarge):
 		msg = fmt.Sprintf("%s: over the %d bytes this socket reads for one", ipc.ErrTooLarge, s.maxRequest())
+	case errors.Is(err, errBudget):
+		s.refused("request bytes", int(s.requests.max))
+		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = ipc.WriteAnswer(c, fail(ipc.CodeBusy, fmt.Sprintf("this socket already holds %d KiB of large requests, its limit", s.requests.max>>10),
+			"retry in a moment; a request under 4 KiB is always read"))
+		return
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		msg = "the request ended before its empty line"
 	case errors.Is(err, os.ErrDeadlineExceeded):
