@@ -57,6 +57,9 @@ var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) 
 // It is counted in each connection's own cost (docs/OPERATIONS.md).
 const freeRequestBytes = 4 << 10
 
+// budgetChunk is the most a read past a request's free allowance takes from the budget.
+const budgetChunk = 1 << 10
+
 // Request budgets: what the requests of one socket may hold at once past their first
 // freeRequestBytes each, while they are read and answered, and for a watch's whole life. A
 // peer sending large unfinished requests on every connection of a socket would otherwise hold
@@ -72,13 +75,18 @@ type budget struct {
 	max  int64
 }
 
-// take reserves n bytes, and reports whether they fitted.
-func (b *budget) take(n int) bool {
-	if b.held.Add(int64(n)) > b.max {
-		b.held.Add(-int64(n))
-		return false
+// take reserves up to n bytes, as many as are left, and returns how many.
+func (b *budget) take(n int) int {
+	for {
+		held := b.held.Load()
+		k := min(int64(n), b.max-held)
+		if k <= 0 {
+			return 0
+		}
+		if b.held.CompareAndSwap(held, held+k) {
+			return int(k)
+		}
 	}
-	return true
 }
 
 func (b *budget) give(n int) { b.held.Add(-int64(n)) }
@@ -95,7 +103,7 @@ type connReader struct {
 	held   bool
 	left   int // bytes the request being read may still take from the connection
 	read   int // bytes the request being read took from it
-	taken  int // bytes of the budget it holds
+	taken  int // bytes of the budget it holds: what it read past freeRequestBytes
 	budget *budget
 }
 
@@ -140,19 +148,24 @@ func (r *connReader) Read(p []byte) (int, error) {
 	if len(p) > r.left {
 		p = p[:r.left]
 	}
-	// Reserve what this read may take past the free allowance, and give back what it did not.
-	if need := r.read + len(p) - freeRequestBytes - r.taken; need > 0 {
-		if !r.budget.take(need) {
+	// Within the free allowance a read takes no more than is left of it; past it, a read takes
+	// at most budgetChunk, reserved first (less if less is left), and gives back what it did not
+	// use: a request waiting for more bytes holds at most budgetChunk more than it sent.
+	reserved := 0
+	if free := freeRequestBytes - r.read; free > 0 {
+		p = p[:min(len(p), free)]
+	} else {
+		if reserved = r.budget.take(min(len(p), budgetChunk)); reserved == 0 {
 			return 0, errBudget
 		}
-		r.taken += need
+		p = p[:reserved]
 	}
 	n, err := r.c.Read(p)
 	r.left -= n
 	r.read += n
-	if unused := r.taken - max(0, r.read-freeRequestBytes); unused > 0 {
-		r.budget.give(unused)
-		r.taken -= unused
+	if reserved > 0 {
+		r.budget.give(reserved - n)
+		r.taken += n
 	}
 	return n, err
 }
