@@ -32,6 +32,17 @@ const (
 	DefaultRefreshLeft = broker.DefaultRefreshLeft // the fraction of a token's life left at its refresh
 )
 
+// Default caps of each socket (docs/OPERATIONS.md shows that with every cap of the daemon's
+// socket and of 16 scoped ones full, blauthd stays under its unit's MemoryMax=128M).
+const (
+	DefaultMaxConns          = 2048 // the daemon's own socket: connections, watchers included
+	DefaultMaxWatchers       = 1024 // the daemon's own socket: watch streams
+	DefaultScopedMaxConns    = 64   // each scoped socket
+	DefaultScopedMaxWatchers = 32
+	// MaxScopedSockets is how many scoped sockets one daemon serves, at most.
+	MaxScopedSockets = 16
+)
+
 // ErrAlreadyRunning reports that another daemon serves the socket.
 var ErrAlreadyRunning = server.ErrAlreadyRunning
 
@@ -85,8 +96,12 @@ type Config struct {
 	RequestTimeout time.Duration
 	// IdleTimeout closes a connection that sends nothing for this long (2m).
 	IdleTimeout time.Duration
-	// MaxConns bounds open connections (8192), watchers included; more are refused with code busy.
-	MaxConns int
+	// MaxConns and MaxWatchers bound the daemon's own socket: its open connections, watchers
+	// included (DefaultMaxConns), and its watch streams (DefaultMaxWatchers). Past either, a new
+	// one is answered code busy. ScopedMaxConns and ScopedMaxWatchers are the same caps for each
+	// scoped socket that sets none of its own (DefaultScopedMaxConns, DefaultScopedMaxWatchers).
+	MaxConns, MaxWatchers             int
+	ScopedMaxConns, ScopedMaxWatchers int
 	// WatchWriteTimeout drops a watcher that does not read a message within it (10s).
 	WatchWriteTimeout time.Duration
 	// Tick is how often expiry and due refreshes are checked on the wall clock (1s).
@@ -107,6 +122,9 @@ type Config struct {
 type ScopedSocket struct {
 	Path       string
 	Workspaces []string
+	// MaxConns and MaxWatchers, when set, are this socket's caps instead of the Config's
+	// ScopedMaxConns and ScopedMaxWatchers.
+	MaxConns, MaxWatchers int
 }
 
 // OAuthSettings select and configure an RFC 6749 token endpoint (form-encoded, through
@@ -140,6 +158,9 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
+	if len(c.ScopedSockets) > MaxScopedSockets {
+		return bad("%d scoped sockets; a daemon serves at most %d (their caps are counted against its memory: docs/OPERATIONS.md)", len(c.ScopedSockets), MaxScopedSockets)
+	}
 	for _, s := range c.ScopedSockets {
 		if err := checkSocketPath("the scoped socket path", s.Path); err != nil {
 			return err
@@ -155,6 +176,12 @@ func (c *Config) Validate() error {
 				return bad("the scoped socket %s names an empty or invalid workspace %q", s.Path, w)
 			}
 		}
+		if s.MaxConns < 0 || s.MaxWatchers < 0 {
+			return bad("the scoped socket %s has a negative cap", s.Path)
+		}
+	}
+	if err := c.checkCaps(); err != nil {
+		return err
 	}
 	if c.MetricsListen != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
@@ -246,9 +273,7 @@ func (c *Config) fill() error {
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 2 * time.Minute
 	}
-	if c.MaxConns <= 0 {
-		c.MaxConns = 8192
-	}
+	c.fillCaps()
 	if c.WatchWriteTimeout <= 0 {
 		c.WatchWriteTimeout = 10 * time.Second
 	}
@@ -285,4 +310,37 @@ func NotifyReload(ctx context.Context) <-chan struct{} {
 		}
 	}()
 	return reload
+}
+
+// checkCaps refuses a negative socket cap (zero means the default).
+func (c *Config) checkCaps() error {
+	for _, v := range []struct {
+		flag string
+		n    int
+	}{{"max-conns", c.MaxConns}, {"max-watchers", c.MaxWatchers}, {"scoped-max-conns", c.ScopedMaxConns}, {"scoped-max-watchers", c.ScopedMaxWatchers}} {
+		if v.n < 0 {
+			return fmt.Errorf("%w: %s is %d; it must be positive (0 means the default)", ErrInvalidConfig, v.flag, v.n)
+		}
+	}
+	return nil
+}
+
+// fillCaps sets the default of every socket cap left at zero.
+func (c *Config) fillCaps() {
+	def := func(n *int, d int) {
+		if *n <= 0 {
+			*n = d
+		}
+	}
+	def(&c.MaxConns, DefaultMaxConns)
+	def(&c.MaxWatchers, DefaultMaxWatchers)
+	def(&c.ScopedMaxConns, DefaultScopedMaxConns)
+	def(&c.ScopedMaxWatchers, DefaultScopedMaxWatchers)
+	scoped := make([]ScopedSocket, len(c.ScopedSockets))
+	for i, s := range c.ScopedSockets {
+		def(&s.MaxConns, c.ScopedMaxConns)
+		def(&s.MaxWatchers, c.ScopedMaxWatchers)
+		scoped[i] = s
+	}
+	c.ScopedSockets = scoped
 }

@@ -104,6 +104,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	for i, s := range cfg.ScopedSockets {
 		scoped := sc
 		scoped.Scope = server.NewScope(s.Workspaces)
+		scoped.MaxConns, scoped.MaxWatchers = s.MaxConns, s.MaxWatchers
 		d.servers = append(d.servers, server.New(d.scoped[i], scoped))
 	}
 	return d, nil
@@ -162,7 +163,8 @@ func (d *Daemon) serverConfig() server.Config {
 		Log: cfg.Log, Resolver: d.resolver, Broker: d.broker, Keyring: cfg.Keyring, KeyringOff: cfg.KeyringOff, BLConfigPath: cfg.BLConfigPath,
 		Clock: cfg.Clock, Version: cfg.Version, Manager: cfg.Manager, Started: cfg.Clock.Now(),
 		Reload: d.reload, Stop: d.stop, Stats: &d.stats,
-		RequestTimeout: cfg.RequestTimeout, IdleTimeout: cfg.IdleTimeout, WatchWriteTimeout: cfg.WatchWriteTimeout, MaxConns: cfg.MaxConns,
+		RequestTimeout: cfg.RequestTimeout, IdleTimeout: cfg.IdleTimeout, WatchWriteTimeout: cfg.WatchWriteTimeout,
+		MaxConns: cfg.MaxConns, MaxWatchers: cfg.MaxWatchers,
 	}
 	if cfg.BLConfigPath != "" {
 		sc.Logins = login.New(d.life, login.Config{Tokens: cfg.Tokens, Save: d.saveLogin, Log: cfg.Log.With().Str("component", "login").Logger()})

@@ -7,7 +7,7 @@ import "errors"
 const (
 	ExitOK          = 0
 	ExitError       = 1 // anything not listed below
-	ExitUsage       = 2 // bad command line
+	ExitUsage       = 2 // bad command line, or a request or setting the daemon answers bad_request
 	ExitUnreachable = 3 // no daemon answers (and none could be started)
 	ExitNoCreds     = 4 // no workspace or no credential for it, or the caller's .env cannot be read
 	ExitAuthFailed  = 5 // the credential was refused: log in again
@@ -45,6 +45,8 @@ func codeStatus(code string) int {
 		return ExitUnavailable
 	case CodeKeyringUnavailable:
 		return ExitKeyring
+	case CodeBadRequest:
+		return ExitUsage // what was sent, or a setting it came from, is wrong
 	}
 	return ExitError
 }

@@ -20,7 +20,7 @@ func TestExitStatus(t *testing.T) {
 		{&Error{Code: CodeUnavailable}, 6},
 		{&Error{Code: CodeBusy}, 6},
 		{&Error{Code: CodeKeyringUnavailable}, 7},
-		{&Error{Code: CodeBadRequest}, 1},
+		{&Error{Code: CodeBadRequest}, 2},
 		{&Error{Code: CodeForbidden}, 1},
 		{&Error{Code: "a code of a later version"}, 1},
 		{fmt.Errorf("%w: /run/blauthd.sock: no such file", ErrUnreachable), 3},

@@ -31,6 +31,7 @@ const (
 	KeyDotenv          = "dotenv"           // its path
 	KeyDotenvWorkspace = "dotenv_workspace" // its BL_WORKSPACE
 	KeyDotenvSets      = "dotenv_sets"      // the BL_* variables it sets, comma-separated
+	KeyDotenvLines     = "dotenv_lines"     // the line setting each: NAME:LINE, comma-separated
 	KeyCode            = "code"
 	KeyMessage         = "message"
 	KeyHint            = "hint"
@@ -199,6 +200,9 @@ type Token struct {
 	Dotenv          string
 	DotenvWorkspace string
 	DotenvSets      []string
+	// DotenvLines is the line of the .env that sets each of DotenvSets (empty from a daemon
+	// older than this field).
+	DotenvLines map[string]int
 }
 
 // ParseToken reads a get answer.
@@ -210,6 +214,15 @@ func ParseToken(m *Message) (*Token, error) {
 		Hint: m.Value(KeyHint), APIURL: m.Value(KeyAPIURL), Dotenv: m.Value(KeyDotenv), DotenvWorkspace: m.Value(KeyDotenvWorkspace)}
 	if s := m.Value(KeyDotenvSets); s != "" {
 		t.DotenvSets = strings.Split(s, ",")
+	}
+	for _, nl := range strings.Split(m.Value(KeyDotenvLines), ",") {
+		name, line, ok := strings.Cut(nl, ":")
+		if n, err := strconv.Atoi(line); ok && err == nil && n > 0 {
+			if t.DotenvLines == nil {
+				t.DotenvLines = map[string]int{}
+			}
+			t.DotenvLines[name] = n
+		}
 	}
 	if t.Token == "" {
 		return nil, fmt.Errorf("%w: answer holds no token", ErrMalformed)
@@ -241,6 +254,15 @@ func (t *Token) Message() *Message {
 			m.Add(KeyDotenvWorkspace, t.DotenvWorkspace)
 		}
 		m.Add(KeyDotenvSets, strings.Join(t.DotenvSets, ","))
+		var lines []string
+		for _, name := range t.DotenvSets {
+			if n := t.DotenvLines[name]; n > 0 {
+				lines = append(lines, name+":"+strconv.Itoa(n))
+			}
+		}
+		if len(lines) > 0 {
+			m.Add(KeyDotenvLines, strings.Join(lines, ","))
+		}
 	}
 	if t.Hint != "" {
 		m.Add(KeyHint, oneLine(t.Hint))

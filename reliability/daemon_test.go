@@ -51,6 +51,9 @@ type daemonOpts struct {
 	socket string   // --socket; a fresh one when empty
 	// asNobody runs the daemon as nobody:nogroup through setpriv.
 	asNobody bool
+	// prefix, when set, is a command that execs the daemon's command line given as its
+	// arguments (it must keep the pid: exec, not fork).
+	prefix []string
 	// noWait returns without waiting for the daemon to answer (it may be meant to fail).
 	noWait bool
 }
@@ -106,9 +109,13 @@ func startDaemon(t testing.TB, o daemonOpts) *daemon {
 	}
 	env = append(env, o.env...)
 	var cmd *exec.Cmd
-	if o.asNobody {
+	switch {
+	case o.asNobody:
 		cmd = exec.Command("setpriv", append([]string{"--reuid=nobody", "--regid=nogroup", "--clear-groups", blauthdBin}, args...)...)
-	} else {
+	case len(o.prefix) > 0:
+		argv := append(append(append([]string{}, o.prefix...), blauthdBin), args...)
+		cmd = exec.Command(argv[0], argv[1:]...)
+	default:
 		cmd = exec.Command(blauthdBin, args...)
 	}
 	cmd.Env = env

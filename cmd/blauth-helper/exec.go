@@ -29,7 +29,7 @@ func (a *app) cmdExec(args []string) int {
 	if err != nil {
 		return a.fail(err)
 	}
-	if err := dotenvConflict(t); err != nil {
+	if err := ipc.DotenvConflict(t, viaProxy); err != nil {
 		return a.fail(err)
 	}
 	if viaProxy {
@@ -48,30 +48,6 @@ func (a *app) cmdExec(args []string) int {
 		return 126
 	}
 	return status
-}
-
-// dotenvConflict refuses to run a command whose directory's .env would undo what exec sets:
-// Blaxel's SDKs read ./.env at start and let it win over the environment, so a .env naming
-// another workspace, or holding a credential of its own, would pair the token exec sets with the
-// wrong workspace (or replace it).
-func dotenvConflict(t *ipc.Token) error {
-	if t.Dotenv == "" {
-		return nil
-	}
-	if t.DotenvWorkspace != "" && t.DotenvWorkspace != t.Workspace {
-		return &requestError{
-			fmt.Sprintf("%s sets BL_WORKSPACE=%s, and Blaxel's SDKs let ./.env win over the environment: the command would send %s's token for workspace %s", t.Dotenv, t.DotenvWorkspace, t.Workspace, t.DotenvWorkspace),
-			"run it from another directory, drop -w to use the .env's workspace, or remove BL_WORKSPACE from " + t.Dotenv}
-	}
-	ownCredential := strings.HasPrefix(t.Source, "dotenv:"+t.Dotenv+"#")
-	for _, name := range t.DotenvSets {
-		if (name == "BL_API_KEY" || name == "BL_CLIENT_CREDENTIALS") && !ownCredential {
-			return &requestError{
-				fmt.Sprintf("%s sets %s, and Blaxel's SDKs let ./.env win over the environment: the command would not use the token for %s that exec gives it", t.Dotenv, name, t.Workspace),
-				"run it from another directory, or remove " + name + " from " + t.Dotenv + " (blauthd then serves it from another source)"}
-		}
-	}
-	return nil
 }
 
 // withEnv returns environ with the given variables set, replacing any earlier value.

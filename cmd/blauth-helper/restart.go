@@ -127,7 +127,7 @@ func (a *app) cmdExecFollow(args []string) int {
 
 	t, err := a.token(a.workspace)
 	if err == nil {
-		err = dotenvConflict(t)
+		err = ipc.DotenvConflict(t, false)
 	}
 	if err != nil {
 		return a.fail(err)

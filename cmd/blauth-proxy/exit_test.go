@@ -19,7 +19,7 @@ func TestDaemonErrorsExitAsTheHelpers(t *testing.T) {
 		ipc.CodeUnavailable:        6,
 		ipc.CodeBusy:               6,
 		ipc.CodeKeyringUnavailable: 7,
-		ipc.CodeBadRequest:         1,
+		ipc.CodeBadRequest:         2,
 	} {
 		var stderr bytes.Buffer
 		err := fmt.Errorf("getting a token: %w", &ipc.Error{Code: code, Message: "what went wrong", Hint: "what to do"})

@@ -35,9 +35,13 @@ type options struct {
 	scoped                                []daemon.ScopedSocket
 	metricsListen                         string
 	metricsWorkspaces                     bool
+	caps                                  socketCaps
 	// set are the flags given on the command line.
 	set map[string]bool
 }
+
+// socketCaps are the connection and watcher caps of the daemon's socket and of each scoped one.
+type socketCaps struct{ conns, watchers, scopedConns, scopedWatchers int }
 
 // errHelp asks for the usage on stdout (--help, -h).
 var errHelp = flag.ErrHelp
@@ -73,6 +77,10 @@ func newFlagSet(o *options) *flag.FlagSet {
 	})
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "")
 	fs.BoolVar(&o.metricsWorkspaces, "metrics-workspaces", false, "")
+	fs.IntVar(&o.caps.conns, "max-conns", daemon.DefaultMaxConns, "")
+	fs.IntVar(&o.caps.watchers, "max-watchers", daemon.DefaultMaxWatchers, "")
+	fs.IntVar(&o.caps.scopedConns, "scoped-max-conns", daemon.DefaultScopedMaxConns, "")
+	fs.IntVar(&o.caps.scopedWatchers, "scoped-max-watchers", daemon.DefaultScopedMaxWatchers, "")
 	return fs
 }
 
@@ -139,6 +147,10 @@ func (o *options) config(log zerolog.Logger) (daemon.Config, error) {
 		MetricsListen:     o.metricsListen,
 		MetricsWorkspaces: o.metricsWorkspaces,
 		KeyringTimeout:    o.keyringTimeout,
+		MaxConns:          o.caps.conns,
+		MaxWatchers:       o.caps.watchers,
+		ScopedMaxConns:    o.caps.scopedConns,
+		ScopedMaxWatchers: o.caps.scopedWatchers,
 		Version:           version,
 		Manager:           os.Getenv("BLAUTH_MANAGER"),
 		OAuth: daemon.OAuthSettings{

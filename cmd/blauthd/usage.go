@@ -23,6 +23,10 @@ var flagDocs = [][]flagDoc{
 		{"no-write-back", "", "do not save refreshed bl login sessions into the bl config"},
 		{"no-keyring", "", "do not use the OS keyring (as BLAUTH_NO_KEYRING=1 or keyring: false in the config file)"},
 		{"keyring-timeout", "DURATION", "time box of each OS keyring call"},
+		{"max-conns", "N", "most connections open at once on the daemon's socket, watchers included; more are answered code=busy"},
+		{"max-watchers", "N", "most watch streams open at once on the daemon's socket"},
+		{"scoped-max-conns", "N", "most connections open at once on each scoped socket"},
+		{"scoped-max-watchers", "N", "most watch streams open at once on each scoped socket"},
 	},
 	{
 		{"refresh-left", "FRACTION", "refresh a token in the background when this fraction of its lifetime is left, 0 < f < 1"},

@@ -21,6 +21,9 @@ const (
 	watchRefreshes = 30
 	shortTokenTTL  = 5 * time.Second
 	watchMemTarget = 64.0 // MiB: the daemon's memory target after 1000 connections
+	// perStreamBudget is what docs/OPERATIONS.md counts for each open connection or watcher when
+	// it shows that every socket's caps full stay under the unit's MemoryMax.
+	perStreamBudget = 16.0 // KiB
 )
 
 // watchBench measures what the watch stream costs: the daemon's memory with 1000 idle watchers
@@ -29,6 +32,9 @@ const (
 // without the daemon.
 func (b *bench) watchBench() error {
 	if err := b.watchMemory(); err != nil {
+		return err
+	}
+	if err := b.watcherCost(); err != nil {
 		return err
 	}
 	if err := b.watchFanout(); err != nil {
@@ -108,6 +114,98 @@ func (b *bench) watchMemory() error {
 		"without a request, measured just before. VmRSS from /proc a second after the last one opened: %s with watchers, %s without.\n\n",
 		watchMemConns, mib(watching.rssMiB()), mib(plain.rssMiB()))
 	return nil
+}
+
+// watcherCost measures what one open watcher and one open connection cost the daemon: each on
+// a fresh bin/blauthd (so no memory freed by earlier steps is reused), the RSS with
+// watchMemConns of them open less the RSS just before they were opened, divided by their number.
+func (b *bench) watcherCost() error {
+	measure := func(name string, req *ipc.Message) (float64, memStatus, error) {
+		cc := b.api.AddClient("cost-"+name, "secret")
+		socket := filepath.Join(b.tmp, "cost-"+name, "blauthd.sock")
+		env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + b.home, "BL_API_URL=" + b.api.Base, "BL_WORKSPACE=cost", "BL_CLIENT_CREDENTIALS=" + cc}
+		p, err := startProc("blauthd-cost-"+name, filepath.Join(b.tmp, "blauthd-cost-"+name+".log"), env, b.work, b.blauthd,
+			"--socket", socket, "--log-format", "json", "--log-level", "warn", "--no-keyring", "--bl-config", filepath.Join(b.tmp, "none.yaml"))
+		if err != nil {
+			return 0, memStatus{}, err
+		}
+		b.procs.add(p)
+		defer p.stop()
+		if err := waitSocket(b.ctx, p, socket, 10*time.Second); err != nil {
+			return 0, memStatus{}, err
+		}
+		first, err := openStreams(socket, 1, req) // the token exchanged once, before the baseline
+		if err != nil {
+			return 0, memStatus{}, err
+		}
+		defer closeAll(first)
+		time.Sleep(time.Second)
+		before, err := readMem(p.pid())
+		if err != nil {
+			return 0, memStatus{}, err
+		}
+		conns, err := openStreams(socket, watchMemConns, req)
+		if err != nil {
+			return 0, memStatus{}, err
+		}
+		defer closeAll(conns)
+		time.Sleep(time.Second)
+		after, err := readMem(p.pid())
+		if err != nil {
+			return 0, memStatus{}, err
+		}
+		return float64(after.RSS-before.RSS) / watchMemConns, after, nil
+	}
+	get := ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionGet)
+	watch := ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionWatch)
+	perConn, connMem, err := measure("conn", get)
+	if err != nil {
+		return err
+	}
+	perWatcher, watchMem, err := measure("watch", watch)
+	if err != nil {
+		return err
+	}
+	kib := func(v float64) string { return fmt.Sprintf("%.1f KiB", v) }
+	b.add(row{What: fmt.Sprintf("Daemon RSS per open watcher (%d watchers, fresh daemon)", watchMemConns), Figure: kib(perWatcher),
+		Ref: "per open connection " + kib(perConn), Ratio: ratio(perWatcher, perConn),
+		Target: fmt.Sprintf("≤ %.0f KiB (OPERATIONS.md's budget)", perStreamBudget), Verdict: verdict(max(perWatcher, perConn) <= perStreamBudget)})
+	s := b.section("Watchers")
+	s.printf("**Cost of one watcher.** A fresh `bin/blauthd` for each figure (its service account's token fetched by a first request, then "+
+		"1 s to settle): VmRSS with %d more connections open, less VmRSS just before, over %d. Watchers (each sent `action=watch` and read "+
+		"its first answer): %s each, %s with all open. Connections (each sent a `get`, read its answer, and stays open): %s each, %s with all open. "+
+		"docs/OPERATIONS.md counts %.0f KiB for either when it adds up every socket's caps.\n\n",
+		watchMemConns, watchMemConns, kib(perWatcher), mib(watchMem.rssMiB()), kib(perConn), mib(connMem.rssMiB()), perStreamBudget)
+	return nil
+}
+
+// openStreams opens n connections to socket, each sending req and reading its first answer,
+// which must be a token; they stay open.
+func openStreams(socket string, n int, req *ipc.Message) ([]net.Conn, error) {
+	var conns []net.Conn
+	for i := 0; i < n; i++ {
+		c, err := net.Dial("unix", socket)
+		if err != nil {
+			closeAll(conns)
+			return nil, fmt.Errorf("dial %d: %w", i+1, err)
+		}
+		conns = append(conns, c)
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		if err := ipc.WriteMessage(c, req); err != nil {
+			closeAll(conns)
+			return nil, err
+		}
+		m, err := ipc.ReadAnswer(bufio.NewReader(c))
+		if err == nil {
+			_, err = ipc.ParseToken(m)
+		}
+		if err != nil {
+			closeAll(conns)
+			return nil, fmt.Errorf("connection %d: %w", i+1, err)
+		}
+		_ = c.SetDeadline(time.Time{})
+	}
+	return conns, nil
 }
 
 // watchFanout runs a second daemon whose service account gets 5 s tokens (refreshed every second

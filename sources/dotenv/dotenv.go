@@ -33,25 +33,31 @@ const (
 //
 // The accepted syntax is specified in docs/SOURCES-FORMATS.md.
 func Parse(data []byte) (map[string]string, []Error) {
+	vars, _, errs := ParseLines(data)
+	return vars, errs
+}
+
+// ParseLines is Parse, and also returns, for each key, the 1-based line on which the
+// assignment that counts (the last) starts.
+func ParseLines(data []byte) (vars map[string]string, lines map[string]int, errs []Error) {
 	text := strings.TrimPrefix(string(data), "\uFEFF")
 	// CRLF, LF and a lone CR each end one line, as in python-dotenv and motdotla/dotenv.
 	text = strings.ReplaceAll(text, "\r\n", "\n")
 	text = strings.ReplaceAll(text, "\r", "\n")
-	lines := strings.Split(text, "\n")
+	rows := strings.Split(text, "\n")
 
-	vars := make(map[string]string)
-	var errs []Error
-	for i := 0; i < len(lines); {
-		e := parseDotenvEntry(lines, i)
+	vars, lines = make(map[string]string), make(map[string]int)
+	for i := 0; i < len(rows); {
+		e := parseDotenvEntry(rows, i)
 		switch {
 		case e.msg != "":
 			errs = append(errs, Error{Line: i + 1, Msg: e.msg})
 		case e.key != "":
-			vars[e.key] = e.value
+			vars[e.key], lines[e.key] = e.value, i+1
 		}
 		i = e.next
 	}
-	return vars, errs
+	return vars, lines, errs
 }
 
 // dotenvEntry is the outcome of parsing the entry that starts on one line: a key and value, an error

@@ -42,6 +42,7 @@ type CacheConfig struct {
 type View struct {
 	Path    string
 	Vars    map[string]string // nil when the file does not exist
+	Lines   map[string]int    // the line of each variable's assignment
 	Errs    []Error           // broken lines; the rest counts
 	ReadErr error             // why the file exists but cannot be read
 }
@@ -199,7 +200,7 @@ func (c *Cache) startReadLocked(path string) *dotenvRead {
 		case err != nil:
 			v.ReadErr = err
 		default:
-			v.Vars, v.Errs = Parse(data)
+			v.Vars, v.Lines, v.Errs = ParseLines(data)
 		}
 		c.mu.Lock()
 		if c.reads[path] == rd {

@@ -99,11 +99,11 @@ type flight struct {
 
 type entry struct {
 	key string
-	// changed is announced when the entry's token is replaced or dropped or its exchange
-	// failed: the watchers of this credential wait on it, and nobody else is woken.
-	changed notify.Broadcast
-	cred    *sources.Credential // what exchanges use: the source's, plus rotated tokens
-	seen    *sources.Credential // the source's version as last seen
+	// wakes are the watchers of this credential, called when its token is replaced or dropped
+	// or its exchange failed: nobody else is woken.
+	wakes map[*Hold]func()
+	cred  *sources.Credential // what exchanges use: the source's, plus rotated tokens
+	seen  *sources.Credential // the source's version as last seen
 	// onDisk is the session as its source holds it, as far as the daemon knows: the last view
 	// adopted, or the last session it wrote back. A write-back must find its refresh token there.
 	onDisk *sources.Credential
@@ -625,7 +625,7 @@ func (b *Broker) finishLocked(e *entry, c *sources.Credential, f *flight, tok *c
 	e.flight = nil
 	e.exchanges++
 	f.tok, f.err = tok, err
-	defer e.changed.Notify()
+	defer e.wake()
 	log := b.cfg.Log.With().Str("workspace", c.Workspace).Str("kind", c.Kind).Str("source", c.Source.String()).Logger()
 	if err == nil {
 		b.countLocked(c.Kind, "ok", e.tok != nil)
@@ -783,7 +783,7 @@ func (b *Broker) Tick() {
 		}
 		if e.tok != nil && !e.tok.expiry.After(now) {
 			e.tok = nil // never serve it again
-			e.changed.Notify()
+			e.wake()
 			// The tries made while it lived were spaced by its remaining life; without a token
 			// the no-token cap applies from now on.
 			if e.nextTry.Sub(now) > noTokenMaxWait {
@@ -835,7 +835,7 @@ func (b *Broker) Erase(c *sources.Credential, value string) bool {
 	}
 	e.tok = nil
 	e.nextTry = time.Time{}
-	e.changed.Notify()
+	e.wake()
 	return true
 }
 
@@ -948,41 +948,41 @@ func (b *Broker) Refused() <-chan struct{} { return b.refused.Wait() }
 func (b *Broker) MinTTL() time.Duration { return b.cfg.MinTTL }
 
 // A Hold keeps a credential's token fresh while a watcher follows it, even when nobody asks
-// with a get, keeps its entry from being dropped as idle, and tells its watcher when the token
+// with a get, keeps its entry from being dropped as idle, and wakes its watcher when the token
 // changes. The zero Hold (of an API key, or of a credential no Get has made an entry for)
-// holds nothing and never announces.
+// holds nothing and never wakes anyone.
 type Hold struct {
 	b    *Broker
 	e    *entry
 	once sync.Once
 }
 
-// Holder is what Hold returns: a hold's change announcements, and its end.
-type Holder interface {
-	Changed() <-chan struct{}
-	Release()
-}
+// Holder is what Hold returns.
+type Holder interface{ Release() }
 
-// Hold starts holding c's entry; Release ends it.
-func (b *Broker) Hold(c *sources.Credential) Holder {
+// Hold starts holding c's entry and calls wake at each change of its token, with the broker's
+// lock held: wake must not block (a watcher moves a read deadline). Release ends it.
+func (b *Broker) Hold(c *sources.Credential, wake func()) Holder {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	e := b.entries[c.Key()]
 	if e == nil || c.Kind == ipc.KindAPIKey {
 		return &Hold{}
 	}
+	h := &Hold{b: b, e: e}
 	e.holds++
-	return &Hold{b: b, e: e}
+	if e.wakes == nil {
+		e.wakes = map[*Hold]func(){}
+	}
+	e.wakes[h] = wake
+	return h
 }
 
-// Changed returns a channel closed at the next change of the held token: a refresh, a dropped
-// or erased token, a failed exchange. Watchers take it before they look. A zero Hold's channel
-// is never closed.
-func (h *Hold) Changed() <-chan struct{} {
-	if h == nil || h.e == nil {
-		return nil
+// wake calls the wakes of e's watchers. b.mu is held.
+func (e *entry) wake() {
+	for _, w := range e.wakes {
+		w()
 	}
-	return h.e.changed.Wait()
 }
 
 // Release ends the hold; later calls do nothing.
@@ -993,6 +993,7 @@ func (h *Hold) Release() {
 	h.once.Do(func() {
 		h.b.mu.Lock()
 		h.e.holds--
+		delete(h.e.wakes, h)
 		h.b.mu.Unlock()
 	})
 }

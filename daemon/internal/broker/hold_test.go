@@ -24,10 +24,11 @@ func TestRefreshWakesOnlyThatCredentialsWatchers(t *testing.T) {
 	if _, err := f.b.Get(ctx, other, 0, true); err != nil {
 		t.Fatal(err)
 	}
-	h1, h2 := f.b.Hold(f.cred), f.b.Hold(other)
+	c1, c2 := make(chan struct{}, 100), make(chan struct{}, 100)
+	h1 := f.b.Hold(f.cred, func() { c1 <- struct{}{} })
+	h2 := f.b.Hold(other, func() { c2 <- struct{}{} })
 	defer h1.Release()
 	defer h2.Release()
-	c1, c2 := h1.Changed(), h2.Changed()
 
 	// Step to just past the first token's refresh point (at most 65 % of its life left).
 	for i := 0; i < 200; i++ {
@@ -50,15 +51,24 @@ func TestRefreshWakesOnlyThatCredentialsWatchers(t *testing.T) {
 	t.Fatal("the held credential's watcher was never woken by its refresh")
 }
 
-// TestZeroHoldNeverAnnounces: an API key (never refreshed) gets a hold that holds nothing.
-func TestZeroHoldNeverAnnounces(t *testing.T) {
+// TestReleasedHoldIsNotWoken: once released, a watcher's wake is not called again.
+func TestReleasedHoldIsNotWoken(t *testing.T) {
 	f := newBrokerFixture(t, nil)
-	h := f.b.Hold(&sources.Credential{Workspace: "k", Kind: ipc.KindAPIKey, APIKey: "bl_x"})
-	if h.Changed() != nil {
-		t.Fatal("an API key's hold has a change channel")
+	f.mustGet(t)
+	woken := make(chan struct{}, 100)
+	h := f.b.Hold(f.cred, func() { woken <- struct{}{} })
+	h.Release()
+	h.Release()
+	if !f.b.Erase(f.cred, "") {
+		t.Fatal("erase did nothing")
 	}
-	h.Release()
-	h.Release()
+	select {
+	case <-woken:
+		t.Fatal("a released hold was woken")
+	default:
+	}
+	api := f.b.Hold(&sources.Credential{Workspace: "k", Kind: ipc.KindAPIKey, APIKey: "bl_x"}, func() {})
+	api.Release() // an API key's hold holds nothing
 }
 
 // TestStatusSaysWhetherTheSessionRotates: after a refresh, a session's status says whether the

@@ -84,10 +84,11 @@ func blLayer(bl *blconfig.Config, path string) layer {
 
 // summarize says what a .env sets, without its secrets.
 func summarize(v dotenv.View) DotenvSummary {
-	s := DotenvSummary{Path: v.Path, Workspace: v.Vars[sources.VarWorkspace]}
+	s := DotenvSummary{Path: v.Path, Workspace: v.Vars[sources.VarWorkspace], Lines: map[string]int{}}
 	for k := range v.Vars {
 		if strings.HasPrefix(k, "BL_") {
 			s.Names = append(s.Names, k)
+			s.Lines[k] = v.Lines[k]
 		}
 	}
 	sort.Strings(s.Names)

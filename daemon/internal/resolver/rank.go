@@ -54,8 +54,9 @@ func (res *Resolution) IgnoredCallerBase(daemonHeld bool) string {
 // DotenvSummary says what a caller's .env sets, without its secrets.
 type DotenvSummary struct {
 	Path      string
-	Workspace string   // its BL_WORKSPACE
-	Names     []string // the BL_* variables it sets, sorted
+	Workspace string         // its BL_WORKSPACE
+	Names     []string       // the BL_* variables it sets, sorted
+	Lines     map[string]int // the line that sets each of them
 }
 
 // DaemonHeld reports whether the winning credential lives in a source the daemon watches itself

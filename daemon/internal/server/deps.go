@@ -29,8 +29,9 @@ type Resolver interface {
 // Broker holds one token per credential.
 type Broker interface {
 	Get(ctx context.Context, c *sources.Credential, minTTL time.Duration, keepFresh bool) (broker.Served, error)
-	// Hold keeps c fresh while a watcher follows it, and tells the watcher when its token changes.
-	Hold(c *sources.Credential) broker.Holder
+	// Hold keeps c fresh while a watcher follows it, and calls wake (without blocking, and
+	// never under the server's locks) when its token changes.
+	Hold(c *sources.Credential, wake func()) broker.Holder
 	Erase(c *sources.Credential, value string) bool
 	Lookup(c *sources.Credential) (ipc.CachedStatus, bool)
 	Status() []ipc.CachedStatus

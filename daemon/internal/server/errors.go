@@ -22,6 +22,10 @@ func errorAnswer(err error) *ipc.Message {
 	var te *token.Error
 	msg := err.Error()
 	switch {
+	case errors.Is(err, token.ErrBadURL):
+		// Before the broker's reasons: a URL that cannot be used is a configuration error, not
+		// a refused credential.
+		return fail(ipc.CodeBadRequest, msg, "fix the URL named (BL_API_URL, --token-url or --oidc-issuer): an absolute http or https URL")
 	case errors.As(err, &be):
 		return brokerError(be)
 	case errors.Is(err, keyring.ErrNotFound):
@@ -113,10 +117,20 @@ func (s *Server) resolutionError(res *resolver.Resolution, err error) *ipc.Messa
 				fmt.Fprintf(&b, "; and %d more (blauth-helper status lists them)", len(problems)-i)
 				break
 			}
+			if s.cfg.Scope != nil {
+				// A scoped socket's peer learns the kind, not the path nor the reason (which
+				// quotes paths): the daemon's own user sees both in blauth-helper status.
+				fmt.Fprintf(&b, "; the %s source could not be used", e.Source.Kind)
+				continue
+			}
 			fmt.Fprintf(&b, "; %s %s could not be used: %s", e.Source.Kind, e.Source.Where, e.Error)
 		}
 		msg += b.String()
-		hint += "; or fix the source named above: it could not be read, and may hold what you expected"
+		if s.cfg.Scope != nil {
+			hint += "; or ask the user of blauthd's machine: the source named above may hold what you expected, and blauth-helper status there says why it could not be used"
+		} else {
+			hint += "; or fix the source named above: it could not be read, and may hold what you expected"
+		}
 	}
 	return fail(code, msg, hint)
 }

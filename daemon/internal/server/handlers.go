@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/blauth/blauth/daemon/internal/resolver"
+	"github.com/blauth/blauth/daemon/internal/token"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
 )
@@ -165,12 +166,15 @@ func (s *Server) get(ctx context.Context, req *ipc.Message) (*ipc.Message, *sour
 	}
 	minTTL, _ := parseSeconds(req.Value(ipc.KeyMinTTL))
 	c := res.Credential
+	if err := token.CheckURL(c.BaseURL); err != nil {
+		return badBaseURL(res, err), c
+	}
 	t, err := s.cfg.Broker.Get(ctx, c, minTTL, res.DaemonHeld())
 	if err != nil {
 		return withIgnoredBase(errorAnswer(err), res.IgnoredCallerBase(res.DaemonHeld()), res.DaemonBase), c
 	}
 	tok := ipc.Token{Workspace: res.Workspace, Token: t.Token, Kind: c.Kind, Source: c.Source.String(), Expiry: t.Expiry, Hint: t.Warning, APIURL: c.BaseURL,
-		Dotenv: res.Dotenv.Path, DotenvWorkspace: res.Dotenv.Workspace, DotenvSets: res.Dotenv.Names}
+		Dotenv: res.Dotenv.Path, DotenvWorkspace: res.Dotenv.Workspace, DotenvSets: res.Dotenv.Names, DotenvLines: res.Dotenv.Lines}
 	return tok.Message(), c
 }
 
@@ -180,6 +184,7 @@ func withIgnoredBase(m *ipc.Message, asked, used string) *ipc.Message {
 	if asked == "" {
 		return m
 	}
+	asked, used = token.RedactURL(asked), token.RedactURL(used)
 	m.Set(ipc.KeyMessage, m.Value(ipc.KeyMessage)+fmt.Sprintf(" (the caller's BL_API_URL / BL_ENV ask for %s; a credential blauthd holds itself goes only to %s)", asked, used))
 	hint := "to use " + asked + " with this workspace, set BL_API_URL or BL_ENV in blauthd's own environment, or the workspace's env: in the bl config"
 	if h := m.Value(ipc.KeyHint); h != "" {
@@ -187,6 +192,18 @@ func withIgnoredBase(m *ipc.Message, asked, used string) *ipc.Message {
 	}
 	m.Set(ipc.KeyHint, hint)
 	return m
+}
+
+// badBaseURL answers a get whose credential goes to an API base that is not a usable URL: a
+// configuration error, named by where BL_API_URL was set and never quoted (it may hold a
+// password).
+func badBaseURL(res *resolver.Resolution, err error) *ipc.Message {
+	where := "the caller's environment or .env"
+	if res.DaemonHeld() {
+		where = "blauthd's own environment"
+	}
+	return fail(ipc.CodeBadRequest, fmt.Sprintf("the API base for workspace %s, BL_API_URL in %s, is %v", res.Workspace, where, err),
+		"fix BL_API_URL there: an absolute https URL such as https://api.blaxel.ai/v0 (blauthd never quotes it, it may hold a password)")
 }
 
 func (s *Server) serveErase(ctx context.Context, req request) *ipc.Message {

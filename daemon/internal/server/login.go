@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/blauth/blauth/daemon/internal/token"
 	"github.com/blauth/blauth/ipc"
 )
 
@@ -35,7 +36,7 @@ func (s *Server) serveLoginStart(ctx context.Context, req request) *ipc.Message 
 		ipc.KeyVerificationURI, da.VerificationURI, ipc.KeyVerificationURIComplete, da.VerificationURIComplete,
 		ipc.KeyInterval, strconv.Itoa(da.Interval), ipc.KeyExpiresIn, strconv.Itoa(da.ExpiresIn), ipc.KeyAPIURL, base)
 	if ignored != "" {
-		m.Add(ipc.KeyHint, fmt.Sprintf("the caller's BL_API_URL / BL_ENV ask for %s, but this login goes to %s, the daemon's base; set the workspace's env: in the bl config, or start blauthd with BL_API_URL set", ignored, base))
+		m.Add(ipc.KeyHint, fmt.Sprintf("the caller's BL_API_URL / BL_ENV ask for %s, but this login goes to %s, the daemon's base; set the workspace's env: in the bl config, or start blauthd with BL_API_URL set", token.RedactURL(ignored), token.RedactURL(base)))
 	}
 	return m
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/blauth/blauth/daemon/internal/token"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
 )
@@ -40,6 +41,13 @@ func (s *Scope) String() string {
 // scopedActions are what a scoped socket answers.
 var scopedActions = map[string]bool{ipc.ActionGet: true, ipc.ActionWatch: true, ipc.ActionPing: true}
 
+// scopedKeys are the keys of a request that a scoped socket uses, besides its workspace.
+var scopedKeys = map[string]bool{ipc.KeyVersion: true, ipc.KeyAction: true, ipc.KeyMinTTL: true}
+
+// scopedMaxRequest bounds a request on a scoped socket: a get or watch needs a few hundred
+// bytes, and a peer's cwd and variables, which the scope drops, fit too.
+const scopedMaxRequest = 16 << 10
+
 // admit checks a request against the scope, and rewrites it to what the scope serves: the
 // peer's working directory and variables name files and secrets of another machine or
 // container, so only its choice of workspace is kept. It returns the refusal, if any.
@@ -64,15 +72,41 @@ func (s *Scope) admit(req *ipc.Message) *ipc.Message {
 	if !s.Workspaces[ws] {
 		return fail(ipc.CodeForbidden, fmt.Sprintf("workspace %s is not served on this socket (it serves %s)", ipc.Clip(ws, 100), s), "add it to the daemon's --scoped-socket, or use a socket that serves it")
 	}
-	out := req.Fields[:0:0]
+	// What the scope serves needs nothing else: a watcher keeps its request for its whole life,
+	// and this keeps it a few bytes whatever the peer sent.
+	out := make([]ipc.Field, 0, len(scopedKeys)+1)
 	for _, f := range req.Fields {
-		if f.Key == ipc.KeyDir || strings.HasPrefix(f.Key, ipc.KeyEnvPrefix) || f.Key == ipc.KeyWorkspace {
-			continue
+		if scopedKeys[f.Key] {
+			out = append(out, f)
 		}
-		out = append(out, f)
 	}
 	req.Fields = append(out, ipc.Field{Key: ipc.KeyWorkspace, Value: ws})
 	return nil
+}
+
+// redact makes an answer fit for the scope's peer, which is on another machine or in a
+// container: it learns nothing of the daemon's machine but the token and its workspace. A
+// source is named by its kind only (bl_config, daemon_env, keyring), what a .env sets is
+// dropped, the API base loses any user info, and a hint on a token (a bl config that could not
+// be written, which names its path) becomes a pointer to the daemon's own user.
+func (s *Scope) redact(m *ipc.Message) {
+	out := m.Fields[:0]
+	for _, f := range m.Fields {
+		switch f.Key {
+		case ipc.KeyDotenv, ipc.KeyDotenvWorkspace, ipc.KeyDotenvSets, ipc.KeyDotenvLines:
+			continue
+		case ipc.KeySource:
+			f.Value, _, _ = strings.Cut(f.Value, ":")
+		case ipc.KeyAPIURL:
+			f.Value = token.RedactURL(f.Value)
+		case ipc.KeyHint:
+			if ipc.AsError(m) == nil {
+				f.Value = "blauthd reports a problem with this credential's source on its own machine; its user sees it with blauth-helper status there"
+			}
+		}
+		out = append(out, f)
+	}
+	m.Fields = out
 }
 
 // peerRefusal says why a peer is not the daemon's user, in the terms of where it most likely

@@ -49,7 +49,9 @@ type Config struct {
 	Scope *Scope
 	// Timeouts and bounds: see daemon.Config.
 	RequestTimeout, IdleTimeout, WatchWriteTimeout time.Duration
-	MaxConns                                       int
+	// MaxConns bounds this socket's open connections, its watchers included; MaxWatchers bounds
+	// its watch streams. Past either, a new one is answered code=busy. Both must be positive.
+	MaxConns, MaxWatchers int
 }
 
 // Stats count what servers did. The zero value is ready; safe for concurrent use.
@@ -91,14 +93,24 @@ type Server struct {
 	socket string
 	uid    int
 
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	active sync.WaitGroup
+	mu       sync.Mutex
+	conns    map[net.Conn]struct{}
+	watchers map[*watcher]struct{}
+	refusing int      // refusals being written (each drains its peer for up to a second)
+	refusals refusals // refusals not yet logged
+	requests budget   // what large requests hold (limits.go)
+	active   sync.WaitGroup
 }
 
 // New returns a server for ln.
 func New(ln net.Listener, cfg Config) *Server {
-	return &Server{cfg: cfg, log: cfg.Log, ln: ln, socket: ln.Addr().String(), uid: os.Getuid(), conns: map[net.Conn]struct{}{}}
+	s := &Server{cfg: cfg, log: cfg.Log, ln: ln, socket: ln.Addr().String(), uid: os.Getuid(),
+		conns: map[net.Conn]struct{}{}, watchers: map[*watcher]struct{}{}}
+	s.requests.max = mainRequestBudget
+	if cfg.Scope != nil {
+		s.requests.max = scopedRequestBudget
+	}
+	return s
 }
 
 // Serve accepts connections until ctx ends, then closes the listener, wakes the connections
@@ -107,6 +119,9 @@ func New(ln net.Listener, cfg Config) *Server {
 func (s *Server) Serve(ctx, work context.Context, drain time.Duration) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.accept(ctx, work) }()
+	wakerDone := make(chan struct{})
+	go func() { defer close(wakerDone); s.wakeWatchers(ctx) }()
+	defer func() { <-wakerDone }()
 	var err error
 	select {
 	case <-ctx.Done():
@@ -148,17 +163,34 @@ func (s *Server) accept(ctx, work context.Context) error {
 		failures = 0
 		s.mu.Lock()
 		full := len(s.conns) >= s.cfg.MaxConns
-		if !full {
+		drain := full && s.refusing < maxDraining
+		switch {
+		case !full:
 			s.conns[c] = struct{}{}
+		case drain:
+			s.refusing++
 		}
 		s.active.Add(1) // a refusal too, so that Serve does not return before it is written
 		s.mu.Unlock()
 		if full {
-			s.log.Warn().Int("max", s.cfg.MaxConns).Msg("too many connections; refusing a new one")
-			s.cfg.Stats.add(func(st *Stats) { st.refused++ })
+			s.refused("connections", s.cfg.MaxConns)
+			answer := fail(ipc.CodeBusy, fmt.Sprintf("this socket already serves %d connections, its limit", s.cfg.MaxConns), "retry in a moment; close connections you no longer use")
+			if !drain {
+				// A flood: answer without waiting for the peer, so that refusing costs nothing.
+				_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+				_ = ipc.WriteAnswer(c, answer)
+				c.Close()
+				s.active.Done()
+				continue
+			}
 			go func() {
-				defer s.active.Done()
-				refuse(c, fail(ipc.CodeBusy, fmt.Sprintf("blauthd already serves %d connections", s.cfg.MaxConns), "retry in a moment; close connections you no longer use"))
+				defer func() {
+					s.mu.Lock()
+					s.refusing--
+					s.mu.Unlock()
+					s.active.Done()
+				}()
+				refuse(c, answer)
 			}()
 			continue
 		}
@@ -193,20 +225,19 @@ func (s *Server) serveConn(ctx, work context.Context, c net.Conn) {
 		refuse(c, fail(ipc.CodeForbidden, "this daemon serves only its own user: "+why, ""))
 		return
 	}
-	r := bufio.NewReaderSize(c, 4096)
-	for ctx.Err() == nil {
-		_ = c.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
-		if _, err := r.Peek(1); err != nil {
-			return
+	// Between requests the connection holds no buffer: one is taken from a pool when a
+	// request's first byte comes, and given back once it is answered.
+	cr := &connReader{c: c, budget: &s.requests}
+	var r *bufio.Reader
+	defer func() {
+		cr.done()
+		if r != nil {
+			giveBack(r)
 		}
-		// One deadline bounds reading the rest of the request, handling it, and writing the
-		// answer: the read must finish within RequestTimeout, and a get waits at most
-		// ipc.GetBudget for an exchange.
-		_ = c.SetDeadline(time.Now().Add(s.cfg.RequestTimeout + ipc.GetBudget + 5*time.Second))
-		_ = c.SetReadDeadline(time.Now().Add(s.cfg.RequestTimeout))
-		req, err := ipc.ReadMessage(r)
-		if err != nil {
-			s.badRequest(c, err)
+	}()
+	for ctx.Err() == nil {
+		req := s.readRequest(c, cr, &r)
+		if req == nil {
 			return
 		}
 		if s.cfg.Scope != nil {
@@ -214,14 +245,27 @@ func (s *Server) serveConn(ctx, work context.Context, c net.Conn) {
 				if err := ipc.WriteAnswer(c, refusal); err != nil {
 					return
 				}
+				cr.done()
+				if giveBack(r) {
+					r = nil
+				}
 				continue
 			}
 		}
 		if req.Value(ipc.KeyAction) == ipc.ActionWatch {
-			s.serveWatch(ctx, work, c, r, req)
+			// The watch reads nothing more but the end of the stream: a byte sent already ends
+			// it after its first answer.
+			sentMore := !giveBack(r)
+			if !sentMore {
+				r = nil
+			}
+			s.serveWatch(ctx, work, c, req, sentMore)
 			return
 		}
 		resp := s.handle(work, req)
+		if s.cfg.Scope != nil {
+			s.cfg.Scope.redact(resp)
+		}
 		if err := ipc.WriteAnswer(c, resp); err != nil {
 			s.log.Debug().Err(err).Msg("write answer")
 			return
@@ -231,7 +275,36 @@ func (s *Server) serveConn(ctx, work context.Context, c net.Conn) {
 			s.cfg.Stop()
 			return
 		}
+		cr.done()
+		if giveBack(r) {
+			r = nil
+		}
 	}
+}
+
+// readRequest waits for the connection's next request (taking a buffer for it into *r when
+// *r is nil) and reads it; nil means the connection is done: the peer closed it or stayed idle
+// too long, or the request could not be read (and was answered so).
+func (s *Server) readRequest(c net.Conn, cr *connReader, r **bufio.Reader) *ipc.Message {
+	if *r == nil {
+		_ = c.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		if err := cr.wait(); err != nil {
+			return nil
+		}
+		*r = takeReader(cr)
+	}
+	// One deadline bounds reading the rest of the request, handling it, and writing the
+	// answer: the read must finish within RequestTimeout, and a get waits at most
+	// ipc.GetBudget for an exchange.
+	_ = c.SetDeadline(time.Now().Add(s.cfg.RequestTimeout + ipc.GetBudget + 5*time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(s.cfg.RequestTimeout))
+	cr.left = s.maxRequest()
+	req, err := ipc.ReadMessage(*r)
+	if err != nil {
+		s.badRequest(c, err)
+		return nil
+	}
+	return req
 }
 
 // badRequest answers a request that could not be read, if it began: every request gets an
@@ -241,6 +314,14 @@ func (s *Server) badRequest(c net.Conn, err error) {
 	switch {
 	case errors.Is(err, ipc.ErrTooLarge) || errors.Is(err, ipc.ErrMalformed):
 		msg = err.Error()
+	case errors.Is(err, errRequestTooLarge):
+		msg = fmt.Sprintf("%s: over the %d bytes this socket reads for one", ipc.ErrTooLarge, s.maxRequest())
+	case errors.Is(err, errBudget):
+		s.refused("request bytes", int(s.requests.max))
+		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = ipc.WriteAnswer(c, fail(ipc.CodeBusy, fmt.Sprintf("this socket already holds %d KiB of large requests, its limit", s.requests.max>>10),
+			"retry in a moment; a request under 4 KiB is always read"))
+		return
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		msg = "the request ended before its empty line"
 	case errors.Is(err, os.ErrDeadlineExceeded):

@@ -48,18 +48,19 @@ type fakeBroker struct {
 	erased []string
 }
 
+// fakeHold is the watchers of one credential.
 type fakeHold struct {
-	mu sync.Mutex
-	ch chan struct{}
+	mu    sync.Mutex
+	wakes []func()
 }
 
-func (h *fakeHold) Changed() <-chan struct{} { h.mu.Lock(); defer h.mu.Unlock(); return h.ch }
-func (h *fakeHold) Release()                 {}
+func (h *fakeHold) Release() {}
 func (h *fakeHold) announce() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	close(h.ch)
-	h.ch = make(chan struct{})
+	for _, w := range h.wakes {
+		w()
+	}
 }
 
 func newFakeBroker() *fakeBroker {
@@ -81,13 +82,19 @@ func (b *fakeBroker) hold(c *sources.Credential) *fakeHold {
 	defer b.mu.Unlock()
 	h := b.holds[c.Key()]
 	if h == nil {
-		h = &fakeHold{ch: make(chan struct{})}
+		h = &fakeHold{}
 		b.holds[c.Key()] = h
 	}
 	return h
 }
 
-func (b *fakeBroker) Hold(c *sources.Credential) broker.Holder { return b.hold(c) }
+func (b *fakeBroker) Hold(c *sources.Credential, wake func()) broker.Holder {
+	h := b.hold(c)
+	h.mu.Lock()
+	h.wakes = append(h.wakes, wake)
+	h.mu.Unlock()
+	return h
+}
 func (b *fakeBroker) Erase(c *sources.Credential, value string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -116,7 +123,7 @@ func serve(t *testing.T, res Resolver, br Broker) string {
 		t.Fatal(err)
 	}
 	s := New(ln, Config{Log: zerolog.New(zerolog.NewTestWriter(t)), Resolver: res, Broker: br, Clock: clock.Wall{},
-		RequestTimeout: 30 * time.Second, IdleTimeout: time.Minute, WatchWriteTimeout: 30 * time.Second, MaxConns: 64})
+		RequestTimeout: 30 * time.Second, IdleTimeout: time.Minute, WatchWriteTimeout: 30 * time.Second, MaxConns: 64, MaxWatchers: 64})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, ctx, 5*time.Second) }()
@@ -125,7 +132,7 @@ func serve(t *testing.T, res Resolver, br Broker) string {
 }
 
 func sa(ws string) *sources.Credential {
-	return &sources.Credential{Workspace: ws, Kind: ipc.KindClientCredentials, ClientCredentials: "cc-" + ws,
+	return &sources.Credential{Workspace: ws, Kind: ipc.KindClientCredentials, ClientCredentials: "cc-" + ws, BaseURL: sources.DefaultBaseURL,
 		Source: sources.Provenance{Kind: sources.SourceDaemonEnv, Where: "BL_CLIENT_CREDENTIALS"}}
 }
 

@@ -1,10 +1,14 @@
 package server
 
 import (
-	"bufio"
 	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
 	"net"
+	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/blauth/blauth/daemon/internal/broker"
@@ -12,36 +16,90 @@ import (
 	"github.com/blauth/blauth/sources"
 )
 
-// serveWatch checks a watch request as handle checks every other, then watches.
-func (s *Server) serveWatch(ctx, work context.Context, c net.Conn, r *bufio.Reader, m *ipc.Message) {
+// serveWatch checks a watch request as handle checks every other, and that the socket has room
+// for one more watcher, then watches. sentMore says the client sent bytes after its request.
+func (s *Server) serveWatch(ctx, work context.Context, c net.Conn, m *ipc.Message, sentMore bool) {
 	req, refusal := checkRequest(m)
 	if refusal == nil && req.version < 2 {
 		refusal = fail(ipc.CodeUnknownAction, "watch needs protocol version 2", "send version=2")
+	}
+	w := &watcher{c: c}
+	if refusal == nil && !s.addWatcher(w) {
+		s.refused("watchers", s.cfg.MaxWatchers)
+		refusal = fail(ipc.CodeBusy, fmt.Sprintf("this socket already serves %d watchers, its limit", s.cfg.MaxWatchers), "retry in a moment; close watchers you no longer use")
 	}
 	if refusal != nil {
 		req.stamp(refusal)
 		_ = ipc.WriteAnswer(c, refusal)
 		return
 	}
-	s.watch(ctx, work, c, r, req)
+	defer s.removeWatcher(w)
+	s.watch(ctx, work, w, req, sentMore)
+}
+
+// watcher is one watch stream. While it waits for a change it is one goroutine parked in a read
+// of its connection, which ends at the client's next byte or end of stream, at the deadline of
+// its token's min_ttl, or when wakeWatchers announces a change by moving the deadline to now.
+type watcher struct {
+	c     net.Conn
+	dirty atomic.Bool // a change was announced since the watcher last looked
+	b     [1]byte
+}
+
+// wake tells w that the answer may have changed, and ends the read it waits in.
+func (w *watcher) wake() {
+	w.dirty.Store(true)
+	_ = w.c.SetReadDeadline(time.Now())
+}
+
+func (s *Server) addWatcher(w *watcher) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.watchers) >= s.cfg.MaxWatchers {
+		return false
+	}
+	s.watchers[w] = struct{}{}
+	return true
+}
+
+func (s *Server) removeWatcher(w *watcher) {
+	s.mu.Lock()
+	delete(s.watchers, w)
+	s.mu.Unlock()
+}
+
+// wakeWatchers wakes every watcher of this socket at each change the sources announce (which
+// may pick another credential), until ctx ends: one goroutine for all of them, which never
+// waits for a watcher. It takes the next broadcast before waking anyone, so a change while they
+// look is not lost. A token's own changes wake only its watchers: the broker calls their wake
+// through the hold each has on its credential.
+func (s *Server) wakeWatchers(ctx context.Context) {
+	sourcesChanged := s.cfg.Resolver.Changed()
+	for {
+		select {
+		case <-sourcesChanged:
+		case <-ctx.Done():
+			return
+		}
+		sourcesChanged = s.cfg.Resolver.Changed()
+		s.mu.Lock()
+		for w := range s.watchers {
+			w.wake()
+		}
+		s.mu.Unlock()
+	}
 }
 
 // watch serves action=watch: it answers at once as get would, then sends a new complete
 // message each time the answer for the same selection changes (a refresh, a source change that
 // picks another credential, a logout, a failure), until the client closes the connection or the
-// daemon stops. Each watcher has its own goroutine and waits on the broker's and the sources'
-// change broadcasts: a slow or stalled watcher delays nobody else, and a refresh never waits for
-// a watcher.
-func (s *Server) watch(ctx, work context.Context, c net.Conn, r *bufio.Reader, req request) {
-	// The client sends nothing more: a byte or the end of its stream ends the watch.
-	gone := make(chan struct{})
+// daemon stops. A slow or stalled watcher delays nobody else, and a refresh never waits for a
+// watcher: wakeWatchers only moves read deadlines.
+func (s *Server) watch(ctx, work context.Context, w *watcher, req request, sentMore bool) {
+	c := w.c
 	_ = c.SetDeadline(time.Time{})
-	go func() {
-		_, _ = r.ReadByte()
-		close(gone)
-	}()
 	var (
-		last    string
+		last    [sha256.Size]byte
 		seq     int
 		hold    broker.Holder = noHold{}
 		heldKey string
@@ -50,18 +108,22 @@ func (s *Server) watch(ctx, work context.Context, c net.Conn, r *bufio.Reader, r
 	s.cfg.Stats.add(func(st *Stats) { st.watchers++ })
 	defer s.cfg.Stats.add(func(st *Stats) { st.watchers-- })
 	for {
-		// Take the broadcasts before looking, so no change between the look and the wait is
-		// lost: the held credential's (a refresh of another credential wakes nobody here) and
-		// the sources' (which may pick another credential).
-		brokerChanged, sourcesChanged := hold.Changed(), s.cfg.Resolver.Changed()
-		resp, cred, until := s.watchAnswer(work, req.Message)
+		// Cleared before looking: a change announced while we look sets it again.
+		w.dirty.Store(false)
+		var resp *ipc.Message
+		var cred *sources.Credential
+		var until time.Time
+		onFreshStack(func() { resp, cred, until = s.watchAnswer(work, req.Message) })
+		if s.cfg.Scope != nil {
+			s.cfg.Scope.redact(resp)
+		}
 		if cred != nil && cred.Key() != heldKey {
 			// A new credential: hold it, then look again with its broadcast taken first.
 			hold.Release()
-			hold, heldKey = s.cfg.Broker.Hold(cred), cred.Key()
+			hold, heldKey = s.cfg.Broker.Hold(cred, w.wake), cred.Key()
 			continue
 		}
-		if key := answerKey(resp); key != last {
+		if key := answerKey(resp); seq == 0 || key != last {
 			last = key
 			seq++
 			req.stamp(resp)
@@ -77,34 +139,25 @@ func (s *Server) watch(ctx, work context.Context, c net.Conn, r *bufio.Reader, r
 				return
 			}
 		}
+		if sentMore {
+			return // the client sent a byte after its request: that ends the watch
+		}
 		// Look again when the token falls under min_ttl, on the daemon's clock; never sooner than
 		// half a second, so that a token at its limit costs no busy loop.
-		var timer <-chan time.Time
-		var t *time.Timer
+		var deadline time.Time
 		if !until.IsZero() {
-			t = time.NewTimer(max(until.Sub(s.cfg.Clock.Now()), 500*time.Millisecond))
-			timer = t.C
+			deadline = time.Now().Add(max(until.Sub(s.cfg.Clock.Now()), 500*time.Millisecond))
 		}
-		stop := func() {
-			if t != nil {
-				t.Stop()
+		_ = c.SetReadDeadline(deadline)
+		// Checked after the deadline is set: a wake or a stop from now on moves it again.
+		if !w.dirty.Load() && ctx.Err() == nil {
+			n, err := c.Read(w.b[:])
+			if (n > 0 || err != nil && !errors.Is(err, os.ErrDeadlineExceeded)) && ctx.Err() == nil {
+				return // the client sent a byte or closed
 			}
-		}
-		select {
-		case <-brokerChanged:
-			stop()
-		case <-sourcesChanged:
-			stop()
-		case <-timer:
-		case <-gone:
-			stop()
-			if ctx.Err() == nil {
-				return // the client closed
-			}
-			// The daemon is stopping and woke every reader: say so, as below.
-		case <-ctx.Done():
 		}
 		if ctx.Err() != nil {
+			// The daemon is stopping (and moved every read deadline to now): say so.
 			_ = c.SetWriteDeadline(time.Now().Add(time.Second))
 			_ = ipc.WriteAnswer(c, fail(ipc.CodeShuttingDown, "blauthd is stopping", "reconnect: a daemon started by systemd or on demand will answer"))
 			return
@@ -132,16 +185,20 @@ func (s *Server) watchAnswer(ctx context.Context, req *ipc.Message) (*ipc.Messag
 
 // answerKey is what makes two answers to a watcher different: the token and where it came
 // from, or the error code and message. A hint alone (a retry countdown) is not a change.
-func answerKey(m *ipc.Message) string {
+// It is a digest, so that a watcher keeps 32 bytes between messages rather than a copy of its
+// token.
+func answerKey(m *ipc.Message) [sha256.Size]byte {
+	var s string
 	if ipc.AsError(m) != nil {
-		return "error\x00" + m.Value(ipc.KeyCode) + "\x00" + m.Value(ipc.KeyMessage)
+		s = "error\x00" + m.Value(ipc.KeyCode) + "\x00" + m.Value(ipc.KeyMessage)
+	} else {
+		s = "ok\x00" + m.Value(ipc.KeyWorkspace) + "\x00" + m.Value(ipc.KeyToken) + "\x00" + m.Value(ipc.KeyExpiry) + "\x00" +
+			m.Value(ipc.KeyKind) + "\x00" + m.Value(ipc.KeySource) + "\x00" + m.Value(ipc.KeyHint)
 	}
-	return "ok\x00" + m.Value(ipc.KeyWorkspace) + "\x00" + m.Value(ipc.KeyToken) + "\x00" + m.Value(ipc.KeyExpiry) + "\x00" +
-		m.Value(ipc.KeyKind) + "\x00" + m.Value(ipc.KeySource) + "\x00" + m.Value(ipc.KeyHint)
+	return sha256.Sum256([]byte(s))
 }
 
-// noHold is a watcher's hold before it has a credential: nothing to announce or release.
+// noHold is a watcher's hold before it has a credential: nothing to release.
 type noHold struct{}
 
-func (noHold) Changed() <-chan struct{} { return nil }
-func (noHold) Release()                 {}
+func (noHold) Release() {}

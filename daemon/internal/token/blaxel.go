@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -107,10 +108,14 @@ type answer struct {
 // classified *Error. At most MaxBody bytes of the answer are read.
 func (x *Blaxel) post(ctx context.Context, op, url, auth string, body any, out any) (answer, error) {
 	var a answer
+	if err := CheckURL(url); err != nil {
+		return a, &Error{Op: op, Permanent: true, Err: fmt.Errorf("the API base URL (BL_API_URL) is %w", err)}
+	}
 	b, _ := json.Marshal(body)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b))
 	if err != nil {
-		return a, &Error{Op: op, Permanent: true, Description: "bad API base URL", Err: err}
+		// Not the parse error: it quotes the URL.
+		return a, &Error{Op: op, Permanent: true, Err: fmt.Errorf("the API base URL (BL_API_URL) is %w", ErrBadURL)}
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")

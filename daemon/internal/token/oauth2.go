@@ -104,9 +104,12 @@ func (x *OAuth2) discover(ctx context.Context) (*providerMetadata, error) {
 	}
 	const op = "discovery"
 	u := strings.TrimRight(x.Issuer, "/") + "/.well-known/openid-configuration"
+	if err := CheckURL(u); err != nil {
+		return nil, &Error{Op: op, Permanent: true, Err: fmt.Errorf("the OIDC issuer is %w", err)}
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, &Error{Op: op, Permanent: true, Err: err}
+		return nil, &Error{Op: op, Permanent: true, Err: fmt.Errorf("the OIDC issuer is %w", ErrBadURL)}
 	}
 	hc := x.HTTP
 	if hc == nil {
@@ -120,7 +123,7 @@ func (x *OAuth2) discover(ctx context.Context) (*providerMetadata, error) {
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	var meta providerMetadata
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(data, &meta) != nil || meta.TokenEndpoint == "" {
-		return nil, &Error{Op: op, Status: resp.StatusCode, Description: "no token_endpoint in " + u}
+		return nil, &Error{Op: op, Status: resp.StatusCode, Description: "no token_endpoint in " + RedactURL(u)}
 	}
 	x.meta = &meta
 	return x.meta, nil
@@ -138,8 +141,12 @@ func (x *OAuth2) endpoint(ctx context.Context, base string) (oauth2.Endpoint, er
 			ep.TokenURL = meta.TokenEndpoint
 		}
 	}
+	what := "the token endpoint (--token-url, or the issuer's)"
 	if ep.TokenURL == "" {
-		ep.TokenURL = endpoint(base, "/oauth/token")
+		ep.TokenURL, what = endpoint(base, "/oauth/token"), "the API base URL (BL_API_URL)"
+	}
+	if err := CheckURL(ep.TokenURL); err != nil {
+		return ep, &Error{Op: "token endpoint", Permanent: true, Err: fmt.Errorf("%s is %w", what, err)}
 	}
 	return ep, nil
 }

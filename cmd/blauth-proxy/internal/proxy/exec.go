@@ -47,7 +47,8 @@ func (e *CommandError) Unwrap() error { return e.Err }
 // typed at the terminal, which the child got too, is not sent twice). When the child ends, the
 // proxy stops and Exec returns the child's exit status (128+N when signal N killed it).
 //
-// A failure before the child runs is an error: the daemon's answer (an *ipc.Error), an error
+// A failure before the child runs is an error: the daemon's answer (an *ipc.Error), a .env in
+// the directory that would undo the proxy (an *ipc.Error, see ipc.DotenvConflict), an error
 // wrapping ipc.ErrUnreachable, or a *CommandError.
 func Exec(ctx context.Context, cfg ExecConfig) (int, error) {
 	if len(cfg.Argv) == 0 {
@@ -78,6 +79,10 @@ func Exec(ctx context.Context, cfg ExecConfig) (int, error) {
 	cred, status, err := firstCredential(ctx, tokens, cfg.FirstWait, sigs)
 	if err != nil || status != 0 {
 		return status, err
+	}
+	if cred.DotenvConflict != nil {
+		// The child would read its directory's .env and go around the proxy.
+		return 0, cred.DotenvConflict
 	}
 
 	path, err := exec.LookPath(cfg.Argv[0])

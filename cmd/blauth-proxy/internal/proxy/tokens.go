@@ -45,6 +45,9 @@ type Credential struct {
 	Workspace string
 	APIURL    string    // the Blaxel API base (…/v0) blauthd named for this token
 	Expiry    time.Time // zero for a token that does not expire (an API key)
+	// DotenvConflict is why the caller's .env would undo a command run behind the proxy
+	// (ipc.DotenvConflict), nil when it would not.
+	DotenvConflict error
 }
 
 // ErrStale reports that the latest token has less life left than the guard and no newer one
@@ -155,7 +158,8 @@ func (t *Tokens) answer(m *ipc.Message) error {
 	if pinned := t.Workspace(); pinned != "" && tok.Workspace != pinned {
 		return errReselect
 	}
-	cred := &Credential{Token: tok.Token, Workspace: tok.Workspace, APIURL: tok.APIURL, Expiry: tok.Expiry}
+	cred := &Credential{Token: tok.Token, Workspace: tok.Workspace, APIURL: tok.APIURL, Expiry: tok.Expiry,
+		DotenvConflict: ipc.DotenvConflict(tok, true)}
 	t.update(func() {
 		t.cred, t.answerErr, t.connErr = cred, nil, nil
 		if t.workspace == "" {
