@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-const throughputTarget = 0.5 // of the bare server, at 64 connections
+const throughputTarget = 0.8 // of the bare server, for plain and helper-shaped gets at 8 and 64 connections
 
 // counter is a per-connection request count on its own cache line.
 type counter struct {
@@ -139,6 +139,13 @@ func (b *bench) throughput() error {
 	s.printf("and `bareserver` (`internal/benchreport/bareserver`: reads each request to its empty line, answers a fixed block of the same %d bytes). ", b.answerSize)
 	s.printf("Load and server share the machine's %d cores, the same way for both. Server CPU is the process's user+system time over the window ", numCPU())
 	s.printf("(from `/proc/PID/stat`, 10 ms resolution).\n\n")
+	s.printf("What profiles of the get path found (BenchmarkGetCached with `-cpuprofile` and `-memprofile`, both ends in one process), and what ")
+	s.printf("each fix gained there: 47 allocations per request, most in the wire code (a string per line read, the field slice growing, a new ")
+	s.printf("buffer per answer) and one error value per request without `min_ttl`; reading a message into one buffer cut into one string, ")
+	s.printf("answers written from a pooled buffer and a parse that allocates nothing took it to 22 and 7.7 to 6.2 µs per request. ")
+	s.printf("A get then took two reads (the byte that ends the idle wait, then the rest); the wait now reads up to 512 bytes, so a ")
+	s.printf("helper's get comes in one (6.5-8.0 against 8.5-11.7 µs on a loaded machine). What is left is the resolver's per-request ")
+	s.printf("work (the caller's `.env` and variables build their candidate credentials on every request) and three deadline updates per request.\n\n")
 	s.printf("| Connections | Request | blauthd req/s | bare req/s | ratio | blauthd CPU µs/req | bare CPU µs/req |\n|---|---|---|---|---|---|---|\n")
 	cases := []struct {
 		conns int
@@ -172,12 +179,11 @@ func (b *bench) throughput() error {
 			perReq(d), perReq(bare))
 		rw := row{What: fmt.Sprintf("Daemon throughput, %d connection(s)", c.conns), Figure: thousands(d.rps) + " req/s",
 			Ref: "bare server " + thousands(bare.rps) + " req/s", Ratio: ratio(d.rps, bare.rps)}
-		switch {
-		case c.conns == 64 && string(c.req) == string(plainGet):
-			rw.Target, rw.Verdict = "≥ 0.5×", verdict(r >= throughputTarget)
-		case c.conns == 64:
+		if string(c.req) != string(plainGet) {
 			rw.What += ", helper-shaped request"
-			rw.Target = "(information)"
+		}
+		if c.conns >= 8 {
+			rw.Target, rw.Verdict = "≥ 0.8×", verdict(r >= throughputTarget)
 		}
 		b.add(rw)
 	}
