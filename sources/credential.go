@@ -9,11 +9,19 @@ import (
 
 // Source kinds, highest precedence first.
 const (
-	SourceDotenv    = "dotenv"     // the caller's .env, in the directory it sent
-	SourceCallerEnv = "caller_env" // BL_* variables the caller sent
-	SourceDaemonEnv = "daemon_env" // blauthd's own environment
-	SourceKeyring   = "keyring"    // the OS keyring (blauth-helper login)
-	SourceBLConfig  = "bl_config"  // $HOME/.blaxel/config.yaml
+	SourceDotenv     = "dotenv"      // the caller's .env, in the directory it sent
+	SourceBlaxelTOML = "blaxel_toml" // the caller's blaxel.toml: its workspace, its [env] table
+	SourceCallerEnv  = "caller_env"  // BL_* variables the caller sent
+	SourceDaemonEnv  = "daemon_env"  // blauthd's own environment
+	SourceKeyring    = "keyring"     // the OS keyring (blauth-helper login)
+	SourceBLConfig   = "bl_config"   // $HOME/.blaxel/config.yaml
+)
+
+// Kinds that choose a workspace without holding a credential.
+const (
+	SourceRequest      = "request"       // the request's workspace= (blauth-helper -w)
+	SourceRoute        = "route"         // a routes: entry of blauth's config file
+	SourceBlauthConfig = "blauth_config" // blauth's config file, when it cannot be read again
 )
 
 // Provenance says where a credential was found.

@@ -387,7 +387,7 @@ func (p *parser) str() (string, *Error) {
 	return "", p.fail("unterminated string")
 }
 
-// multiline reads a """ or ''' string, which may span lines.
+// multiline reads a multi-line string (three quotes, double or single), which may span lines.
 func (p *parser) multiline(q string) (string, *Error) {
 	startLine := p.line
 	p.i += 3
