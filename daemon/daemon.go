@@ -93,11 +93,12 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	d.resolver = resolver.New(d.life, resolver.Config{
 		Environ:      cfg.Environ,
 		BLConfigPath: cfg.BLConfigPath,
-		ConfigFile:   cfg.ConfigFile, ConfigFileOptional: cfg.ConfigFileOptional,
 		Keyring:      cfg.Keyring,
 		Watcher:      w,
 		Clock:        cfg.Clock,
 		Log:          cfg.Log.With().Str("component", "sources").Logger(),
+
+		ConfigFile: cfg.ConfigFile, ConfigFileOptional: cfg.ConfigFileOptional,
 	})
 	d.prime()
 	sc := d.serverConfig()
