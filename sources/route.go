@@ -168,11 +168,11 @@ func parseRoute(item *yaml.Node, home string) (Route, int, error) {
 		case "workspace":
 			r.Workspace = v.Value
 		default:
-			return r, k.Line, fmt.Errorf("unknown key %q in a route; a route has dir: and workspace:", k.Value)
+			return r, k.Line, fmt.Errorf("unknown key %q in a route; a route has the keys dir and workspace", k.Value)
 		}
 	}
 	if r.Dir == "" || r.Workspace == "" {
-		return r, item.Line, errors.New("a route needs both dir: and workspace:")
+		return r, item.Line, errors.New("a route needs both dir and workspace")
 	}
 	if strings.ContainsAny(r.Workspace, "\r\n\x00") {
 		return r, item.Line, errors.New("a route's workspace cannot hold a line break")

@@ -69,7 +69,7 @@ func TestRoutePatternErrorsNameTheLine(t *testing.T) {
 		{"bad class", "routes:\n  - dir: ~/work/[acme\n    workspace: a\n", []string{"line 2", "not a valid pattern"}},
 		{"partial **", "routes:\n- dir: ~/work/a**\n  workspace: a\n", []string{"line 2", "whole path element"}},
 		{"~user", "routes:\n- dir: ~bob/x\n  workspace: a\n", []string{"line 2", "~user"}},
-		{"no workspace", "routes:\n- dir: ~/x\n", []string{"line 2", "both dir: and workspace:"}},
+		{"no workspace", "routes:\n- dir: ~/x\n", []string{"line 2", "both dir and workspace"}},
 		{"unknown key", "routes:\n- dir: ~/x\n  workpace: a\n", []string{"line 3", `unknown key "workpace"`}},
 		{"not a list", "routes: ~/x\n", []string{"line 1", "must be a list"}},
 		{"not a string", "routes:\n- dir: [a]\n  workspace: a\n", []string{"line 2", "non-empty string"}},
