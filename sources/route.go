@@ -174,8 +174,8 @@ func parseRoute(item *yaml.Node, home string) (Route, int, error) {
 	if r.Dir == "" || r.Workspace == "" {
 		return r, item.Line, errors.New("a route needs both dir and workspace")
 	}
-	if strings.ContainsAny(r.Workspace, "\r\n\x00") {
-		return r, item.Line, errors.New("a route's workspace cannot hold a line break")
+	if strings.ContainsAny(r.Workspace+r.Dir, "\r\n\x00") {
+		return r, item.Line, errors.New("a route's dir and workspace cannot hold a line break or a NUL")
 	}
 	elems, err := compileRoute(r.Dir, home)
 	if err != nil {

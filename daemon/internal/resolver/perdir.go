@@ -50,6 +50,8 @@ func (r *Resolver) tomlLayers(dir string, res *Resolution) (top, env []layer, er
 		return nil, nil, nil
 	}
 	switch ws := blaxeltoml.Workspace(v.Vars); {
+	case strings.ContainsAny(ws, "\r\n\x00"):
+		res.Errors = append(res.Errors, sources.SourceError{Source: prov, Error: "its workspace holds a line break or a NUL, which no workspace name does: it is ignored"})
 	case strings.HasPrefix(ws, "$"):
 		res.Errors = append(res.Errors, sources.SourceError{Source: prov,
 			Error: "workspace = \"" + ws + "\" asks bl to expand a variable, which blauthd does not do: the line is ignored; name the workspace, or set BL_WORKSPACE in the .env"})

@@ -104,8 +104,9 @@ func (r *Resolver) Close() {
 	}
 }
 
-// Reload re-reads every source: the bl config, the keyring, and the cached .env files (each
-// waited for at most FileReadTimeout). It also retries a watch of the bl config that was refused.
+// Reload re-reads every source: the bl config, the keyring, and the cached .env and blaxel.toml
+// files (each waited for at most FileReadTimeout), and the routes of blauth's config file (in the
+// background). It also retries a watch of the bl config that was refused.
 func (r *Resolver) Reload(ctx context.Context) {
 	if r.bl != nil {
 		r.bl.Reload()
@@ -114,7 +115,7 @@ func (r *Resolver) Reload(ctx context.Context) {
 	r.dotenvs.Reload()
 	r.tomls.Reload()
 	if r.routes != nil {
-		r.routes.read()
+		r.routes.changed() // in the background: a reload never waits on the file
 	}
 	r.changed.Notify()
 }
