@@ -9,16 +9,17 @@ import (
 
 // Source kinds, highest precedence first.
 const (
-	SourceDotenv     = "dotenv"      // the caller's .env, in the directory it sent
-	SourceBlaxelTOML = "blaxel_toml" // the caller's blaxel.toml: its workspace, its [env] table
-	SourceCallerEnv  = "caller_env"  // BL_* variables the caller sent
-	SourceDaemonEnv  = "daemon_env"  // blauthd's own environment
-	SourceKeyring    = "keyring"     // the OS keyring (blauth-helper login)
-	SourceBLConfig   = "bl_config"   // $HOME/.blaxel/config.yaml
+	SourceDotenv    = "dotenv"     // the caller's .env, in the directory it sent
+	SourceCallerEnv = "caller_env" // BL_* variables the caller sent
+	SourceDaemonEnv = "daemon_env" // blauthd's own environment
+	SourceKeyring   = "keyring"    // the OS keyring (blauth-helper login)
+	SourceBLConfig  = "bl_config"  // $HOME/.blaxel/config.yaml
 )
 
-// Kinds that choose a workspace without holding a credential.
+// Kinds of the per-directory places (docs/SOURCES.md ranks them among those above), and of
+// blauth's own config file.
 const (
+	SourceBlaxelTOML   = "blaxel_toml"   // the caller's blaxel.toml: its workspace, its [env] table
 	SourceRequest      = "request"       // the request's workspace= (blauth-helper -w)
 	SourceRoute        = "route"         // a routes: entry of blauth's config file
 	SourceBlauthConfig = "blauth_config" // blauth's config file, when it cannot be read again
