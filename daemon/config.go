@@ -69,6 +69,11 @@ type Config struct {
 	Environ []string
 	// BLConfigPath is the bl CLI config ($HOME/.blaxel/config.yaml); empty disables it.
 	BLConfigPath string
+	// ConfigFile is blauth's own config file, whose routes: the daemon reads again whenever it
+	// changes (its other keys are read once, at start, by whoever builds the Config); "" means
+	// no routes. ConfigFileOptional: a missing file means no routes (the default path).
+	ConfigFile         string
+	ConfigFileOptional bool
 	// WriteBack saves refreshed bl login sessions into BLConfigPath, as bl would.
 	WriteBack bool
 	// Keyring, when set, is a source and the store behind blauth-helper login. OSKeyring asks

@@ -97,6 +97,8 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		Watcher:      w,
 		Clock:        cfg.Clock,
 		Log:          cfg.Log.With().Str("component", "sources").Logger(),
+
+		ConfigFile: cfg.ConfigFile, ConfigFileOptional: cfg.ConfigFileOptional,
 	})
 	d.prime()
 	sc := d.serverConfig()

@@ -25,6 +25,9 @@ const (
 	KeyExpiry = "expiry" // Unix seconds; 0 when the token does not expire
 	KeySource = "source"
 	KeyAPIURL = "api_url" // the API base the token is for (…/v0), version 2
+	// KeyWorkspaceSource is what chose the workspace, KIND:WHERE (request:workspace,
+	// dotenv:/p/.env#BL_WORKSPACE, blaxel_toml:/p/blaxel.toml#workspace, route:PATTERN (FILE line N)…).
+	KeyWorkspaceSource = "workspace_source"
 
 	// What the caller's .env sets (version 2), so that a client about to run a command with
 	// another workspace's variables can tell that Blaxel's SDKs would read the .env instead.
@@ -190,6 +193,8 @@ type Token struct {
 	Kind      string
 	Source    string
 	Expiry    time.Time // zero when the token does not expire
+	// WorkspaceSource is what chose the workspace (KeyWorkspaceSource), "" from an older daemon.
+	WorkspaceSource string
 	// Hint, when set, is something the user should know although the token is good (version 2).
 	Hint string
 	// APIURL is the Blaxel API base the token was issued for and must be sent to (version 2):
@@ -210,7 +215,7 @@ func ParseToken(m *Message) (*Token, error) {
 	if err := AsError(m); err != nil {
 		return nil, err
 	}
-	t := &Token{Workspace: m.Value(KeyWorkspace), Token: m.Value(KeyToken), Kind: m.Value(KeyKind), Source: m.Value(KeySource),
+	t := &Token{Workspace: m.Value(KeyWorkspace), Token: m.Value(KeyToken), Kind: m.Value(KeyKind), Source: m.Value(KeySource), WorkspaceSource: m.Value(KeyWorkspaceSource),
 		Hint: m.Value(KeyHint), APIURL: m.Value(KeyAPIURL), Dotenv: m.Value(KeyDotenv), DotenvWorkspace: m.Value(KeyDotenvWorkspace)}
 	if s := m.Value(KeyDotenvSets); s != "" {
 		t.DotenvSets = strings.Split(s, ",")
@@ -247,6 +252,9 @@ func (t *Token) Message() *Message {
 		KeyToken, t.Token, KeyExpiry, exp, KeyKind, t.Kind, KeySource, t.Source)
 	if t.APIURL != "" {
 		m.Add(KeyAPIURL, t.APIURL)
+	}
+	if t.WorkspaceSource != "" && ValidValue(t.WorkspaceSource) {
+		m.Add(KeyWorkspaceSource, t.WorkspaceSource)
 	}
 	if t.Dotenv != "" {
 		m.Add(KeyDotenv, t.Dotenv)

@@ -21,6 +21,8 @@ type Status struct {
 	SourceErrors []SourceError `json:"source_errors,omitempty"`
 	// Keyring says whether the daemon uses the OS keyring (nil from a daemon too old to say).
 	Keyring *KeyringStatus `json:"keyring,omitempty"`
+	// DefaultSource is what chose Default, KIND:WHERE (as KeyWorkspaceSource).
+	DefaultSource string `json:"default_workspace_source,omitempty"`
 }
 
 // KeyringStatus says whether the daemon uses the OS keyring, and why not: it decides at start

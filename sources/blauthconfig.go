@@ -29,6 +29,8 @@ type BlauthConfig struct {
 	// Keyring is the keyring: key, nil when the file does not set it. false turns the OS
 	// keyring off.
 	Keyring *bool
+	// Routes bind directories to workspaces, in the file's order (MatchRoute picks one).
+	Routes []Route
 }
 
 // blauthConfigKey is one key of the file: its name, what it does (for errors and docs), and how
@@ -36,19 +38,29 @@ type BlauthConfig struct {
 type blauthConfigKey struct {
 	name  string
 	usage string
-	set   func(c *BlauthConfig, v *yaml.Node) error
+	set   func(c *BlauthConfig, v *yaml.Node) (line int, err error) // line 0: v's own
 }
 
 // blauthConfigKeys are the keys the file may hold, in the order docs/CONFIG.md lists them.
 var blauthConfigKeys = []blauthConfigKey{
 	{"keyring", "true or false: whether blauthd uses the OS keyring (default true, when a session bus is there)",
-		func(c *BlauthConfig, v *yaml.Node) error {
+		func(c *BlauthConfig, v *yaml.Node) (int, error) {
 			var b bool
 			if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!bool" || v.Decode(&b) != nil {
-				return errors.New("keyring must be true or false")
+				return 0, errors.New("keyring must be true or false")
 			}
 			c.Keyring = &b
-			return nil
+			return 0, nil
+		}},
+	{"routes", "a list of {dir: PATTERN, workspace: NAME}: the workspace of a caller in a directory the pattern matches, when nothing closer names one",
+		func(c *BlauthConfig, v *yaml.Node) (int, error) {
+			home, _ := os.UserHomeDir()
+			var (
+				line int
+				err  error
+			)
+			c.Routes, line, err = parseRoutes(v, home)
+			return line, err
 		}},
 }
 
@@ -147,8 +159,11 @@ func parseBlauthConfig(data []byte, bad func(int, string, ...any) error) (*Blaut
 		if def == nil {
 			return nil, bad(k.Line, "unknown key %q%s; the keys blauthd reads are: %s (docs/CONFIG.md)", key, didYouMean(key), knownBlauthConfigKeys())
 		}
-		if err := def.set(c, v); err != nil {
-			return nil, bad(v.Line, "%v", err)
+		if line, err := def.set(c, v); err != nil {
+			if line == 0 {
+				line = v.Line
+			}
+			return nil, bad(line, "%v", err)
 		}
 	}
 	return c, nil

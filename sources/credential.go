@@ -16,6 +16,15 @@ const (
 	SourceBLConfig  = "bl_config"  // $HOME/.blaxel/config.yaml
 )
 
+// Kinds of the per-directory places (docs/SOURCES.md ranks them among those above), and of
+// blauth's own config file.
+const (
+	SourceBlaxelTOML   = "blaxel_toml"   // the caller's blaxel.toml: its workspace, its [env] table
+	SourceRequest      = "request"       // the request's workspace= (blauth-helper -w)
+	SourceRoute        = "route"         // a routes: entry of blauth's config file
+	SourceBlauthConfig = "blauth_config" // blauth's config file, when it cannot be read again
+)
+
 // Provenance says where a credential was found.
 type Provenance struct {
 	Kind string `json:"kind"`

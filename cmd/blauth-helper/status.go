@@ -44,7 +44,11 @@ func printStatus(w io.Writer, st *ipc.Status, now time.Time) {
 	}
 	fmt.Fprintln(w)
 	if st.Default != "" {
-		fmt.Fprintf(w, "default workspace: %s\n", st.Default)
+		fmt.Fprintf(w, "default workspace: %s", st.Default)
+		if st.DefaultSource != "" {
+			fmt.Fprintf(w, " (chosen by %s)", st.DefaultSource)
+		}
+		fmt.Fprintln(w)
 	}
 	if k := st.Keyring; k != nil {
 		if k.On {

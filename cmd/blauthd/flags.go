@@ -168,6 +168,10 @@ func (o *options) config(log zerolog.Logger) (daemon.Config, error) {
 	if err != nil {
 		return cfg, err
 	}
+	cfg.ConfigFile, cfg.ConfigFileOptional = o.configFile, false
+	if o.configFile == "" && xdg.ConfigHome != "" {
+		cfg.ConfigFile, cfg.ConfigFileOptional = sources.DefaultBlauthConfigPath(xdg.ConfigHome), true
+	}
 	off, err := keyringOff(o.noKeyring, os.Getenv(noKeyringEnv), file)
 	if err != nil {
 		return cfg, err

@@ -21,6 +21,12 @@ const Name = ".env"
 
 // CacheConfig configures a DotenvCache. Zero fields take the defaults noted.
 type CacheConfig struct {
+	// Name is the file read in each directory (Name, .env). The same cache holds another
+	// per-directory file (blaxel.toml) with its own Parse.
+	Name string
+	// Parse reads the file's variables and the line of each (the .env parser, ParseLines).
+	// Another file maps what it holds onto names and values, and its errors onto lines.
+	Parse func(data []byte) (vars map[string]string, lines map[string]int, errs []Error)
 	// Watcher reports file changes; nil means every Get reads the file.
 	Watcher *watch.Watcher
 	// MaxDirs bounds how many callers' .env files are cached and watched (64); the least
@@ -90,6 +96,12 @@ type dotenvRead struct {
 
 // NewCache returns an empty cache.
 func NewCache(cfg CacheConfig) *Cache {
+	if cfg.Name == "" {
+		cfg.Name = Name
+	}
+	if cfg.Parse == nil {
+		cfg.Parse = ParseLines
+	}
 	if cfg.MaxDirs <= 0 {
 		cfg.MaxDirs = 64
 	}
@@ -110,7 +122,7 @@ func NewCache(cfg CacheConfig) *Cache {
 // else from a read shared with every other request for the same path. It waits for the read at
 // most ReadTimeout.
 func (c *Cache) Get(dir string) View {
-	path := filepath.Join(filepath.Clean(dir), Name)
+	path := filepath.Join(filepath.Clean(dir), c.cfg.Name)
 	dir = filepath.Dir(path)
 	now := c.cfg.Clock.Now()
 	if c.cfg.Watcher != nil {
@@ -175,12 +187,12 @@ func (c *Cache) cachedLocked(dir, path string, now time.Time) (*dotenvFile, uint
 func (c *Cache) noteWatchErrLocked(path string, err error) {
 	if watch.Exhausted(err) {
 		if c.watchErr == nil {
-			c.cfg.Log.Warn().Err(err).Str("path", path).Msg("file watching is exhausted; .env files are read on every request")
+			c.cfg.Log.Warn().Err(err).Str("path", path).Str("file", c.cfg.Name).Msg("file watching is exhausted; these files are read on every request")
 		}
-		c.watchErr = fmt.Errorf("file watching is exhausted (fs.inotify.max_user_watches): .env files such as %s are read on every request instead of being cached", path)
+		c.watchErr = fmt.Errorf("file watching is exhausted (fs.inotify.max_user_watches): %s files such as %s are read on every request instead of being cached", c.cfg.Name, path)
 		return
 	}
-	c.cfg.Log.Debug().Err(err).Str("path", path).Msg("cannot watch a .env; it is read on every request")
+	c.cfg.Log.Debug().Err(err).Str("path", path).Msg("cannot watch a per-directory file; it is read on every request")
 }
 
 // startReadLocked starts a read of the .env at path with a new generation and makes it the one
@@ -190,7 +202,7 @@ func (c *Cache) startReadLocked(path string) *dotenvRead {
 	c.readGen++
 	rd := &dotenvRead{gen: c.readGen, done: make(chan struct{})}
 	c.reads[path] = rd
-	read := c.readFile
+	read, parse := c.readFile, c.cfg.Parse
 	go func() {
 		data, _, err := read(path, sources.MaxDotenvBytes)
 		v := View{Path: path}
@@ -200,7 +212,7 @@ func (c *Cache) startReadLocked(path string) *dotenvRead {
 		case err != nil:
 			v.ReadErr = err
 		default:
-			v.Vars, v.Lines, v.Errs = ParseLines(data)
+			v.Vars, v.Lines, v.Errs = parse(data)
 		}
 		c.mu.Lock()
 		if c.reads[path] == rd {

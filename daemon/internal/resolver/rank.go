@@ -39,6 +39,8 @@ type Resolution struct {
 	// .env) ask for, "" when they ask for none; DaemonBase is the one the daemon's own
 	// credentials go to. A caller's choice never applies to a credential the daemon holds.
 	CallerBase, DaemonBase string
+	// WorkspaceSource is what chose Workspace: the request, a variable, a blaxel.toml, a route.
+	WorkspaceSource sources.Provenance
 }
 
 // IgnoredCallerBase is the API base the caller asked for but does not get, because what serves
@@ -95,7 +97,8 @@ type layer struct {
 }
 
 // Resolve decides which credential serves req. It walks the ranked sources, highest first: the
-// caller's .env, the caller's environment, the daemon's environment, the keyring, the bl config.
+// caller's blaxel.toml workspace, its .env, its blaxel.toml [env], its environment, the route of
+// its directory, the daemon's environment, the keyring, the bl config (docs/SOURCES.md).
 //  1. The workspace is the request's, else the first that a source names.
 //  2. The credentials that belong to it are gathered in rank order: a .env or environment
 //     credential belongs to the BL_WORKSPACE beside it, or to the chosen workspace when its
@@ -111,15 +114,7 @@ func (r *Resolver) Resolve(req Request) (*Resolution, error) {
 	if err != nil {
 		return res, err
 	}
-	res.Workspace = req.Workspace
-	for _, l := range layers {
-		if l.workspace != "" {
-			res.Named = append(res.Named, l.workspace)
-		}
-	}
-	if res.Workspace == "" && len(res.Named) > 0 {
-		res.Workspace = res.Named[0]
-	}
+	chooseWorkspace(req, layers, res)
 	if res.Workspace == "" {
 		return res, fmt.Errorf("%w: none was asked for, and no BL_WORKSPACE nor bl context names one", ErrNoWorkspace)
 	}
@@ -148,7 +143,13 @@ func (r *Resolver) Resolve(req Request) (*Resolution, error) {
 // (nil when there is none), read after the caller's .env.
 func (r *Resolver) layers(req Request, res *Resolution) ([]layer, *blconfig.Config, error) {
 	var ls []layer
+	var tomlEnv []layer
 	if req.Dir != "" {
+		top, env, err := r.tomlLayers(req.Dir, res)
+		if err != nil {
+			return nil, nil, err
+		}
+		ls, tomlEnv = append(ls, top...), env
 		v := r.dotenvs.Get(req.Dir)
 		prov := sources.Provenance{Kind: sources.SourceDotenv, Where: v.Path}
 		for _, e := range v.Errs {
@@ -163,9 +164,11 @@ func (r *Resolver) layers(req Request, res *Resolution) ([]layer, *blconfig.Conf
 			res.Dotenv = summarize(v)
 		}
 	}
+	ls = append(ls, tomlEnv...)
 	if len(req.Env) > 0 {
 		ls = append(ls, envLayer(sources.Provenance{Kind: sources.SourceCallerEnv}, true, req.Env))
 	}
+	ls = append(ls, r.routeLayers(req.Dir)...)
 	ls = append(ls, envLayer(sources.Provenance{Kind: sources.SourceDaemonEnv}, false, r.daemonEnv))
 	if r.ring != nil {
 		ls = append(ls, keyringLayer(r.ring))

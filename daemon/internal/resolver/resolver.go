@@ -42,6 +42,11 @@ type Config struct {
 	// RecheckDelay is how long to wait before reading again a bl config that looks cut short
 	// (200ms).
 	RecheckDelay time.Duration
+	// ConfigFile is blauth's own config file, whose routes: are read at New and again whenever
+	// it changes; "" means no routes. ConfigFileOptional makes a missing file no routes rather
+	// than an error (the default path).
+	ConfigFile         string
+	ConfigFileOptional bool
 	// Clock tells the time for idle .env files (the wall clock when nil).
 	Clock clock.Clock
 	Log   zerolog.Logger
@@ -52,6 +57,8 @@ type Resolver struct {
 	cfg       Config
 	daemonEnv map[string]string
 	dotenvs   *dotenv.Cache
+	tomls     *dotenv.Cache    // the callers' blaxel.toml
+	routes    *routeSource     // nil without a config file
 	bl        *blconfig.Source // nil without a bl config
 	ring      *keyring.Source  // nil without a keyring
 	changed   notify.Broadcast
@@ -64,6 +71,10 @@ func New(ctx context.Context, cfg Config) *Resolver {
 		Watcher: cfg.Watcher, MaxDirs: cfg.MaxDotenvDirs, Idle: cfg.DotenvIdle, ReadTimeout: cfg.FileReadTimeout,
 		Clock: cfg.Clock, OnChange: r.changed.Notify, Log: cfg.Log,
 	})
+	r.tomls = newTOMLCache(cfg, r.changed.Notify)
+	if cfg.ConfigFile != "" {
+		r.routes = newRouteSource(cfg.ConfigFile, cfg.ConfigFileOptional, cfg.Watcher, r.changed.Notify, cfg.Log)
+	}
 	if cfg.BLConfigPath != "" {
 		r.bl = blconfig.NewSource(blconfig.SourceConfig{
 			Path: cfg.BLConfigPath, Watcher: cfg.Watcher, ReadTimeout: cfg.FileReadTimeout, RecheckDelay: cfg.RecheckDelay,
@@ -87,16 +98,25 @@ func (r *Resolver) Close() {
 		r.bl.Close()
 	}
 	r.dotenvs.Close()
+	r.tomls.Close()
+	if r.routes != nil {
+		r.routes.close()
+	}
 }
 
-// Reload re-reads every source: the bl config, the keyring, and the cached .env files (each
-// waited for at most FileReadTimeout). It also retries a watch of the bl config that was refused.
+// Reload re-reads every source: the bl config, the keyring, and the cached .env and blaxel.toml
+// files (each waited for at most FileReadTimeout), and the routes of blauth's config file (in the
+// background). It also retries a watch of the bl config that was refused.
 func (r *Resolver) Reload(ctx context.Context) {
 	if r.bl != nil {
 		r.bl.Reload()
 	}
 	r.ReloadKeyring(ctx)
 	r.dotenvs.Reload()
+	r.tomls.Reload()
+	if r.routes != nil {
+		r.routes.changed() // in the background: a reload never waits on the file
+	}
 	r.changed.Notify()
 }
 
@@ -123,11 +143,17 @@ func (r *Resolver) SourceErrors() []sources.SourceError {
 	if err := r.dotenvs.Err(); err != nil {
 		out = append(out, sources.SourceError{Source: sources.Provenance{Kind: sources.SourceDotenv}, Error: err.Error()})
 	}
+	if err := r.tomls.Err(); err != nil && r.dotenvs.Err() == nil { // one exhaustion, said once
+		out = append(out, sources.SourceError{Source: sources.Provenance{Kind: sources.SourceBlaxelTOML}, Error: err.Error()})
+	}
+	if r.routes != nil {
+		out = append(out, r.routes.errors()...)
+	}
 	return out
 }
 
 // Sweep drops .env files nobody asked for within DotenvIdle.
-func (r *Resolver) Sweep() { r.dotenvs.Sweep() }
+func (r *Resolver) Sweep() { r.dotenvs.Sweep(); r.tomls.Sweep() }
 
 // WatchedDotenvs returns how many .env files are cached and watched.
 func (r *Resolver) WatchedDotenvs() int { return r.dotenvs.Len() }

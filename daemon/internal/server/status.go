@@ -23,7 +23,7 @@ func (s *Server) StatusFor(sr resolver.Request) ipc.Status {
 	// A resolution error still names the workspace it chose (a workspace without credentials).
 	res, _ := s.cfg.Resolver.Resolve(def)
 	if res != nil && res.Workspace != "" {
-		st.Default = res.Workspace
+		st.Default, st.DefaultSource = res.Workspace, res.WorkspaceSource.String()
 		names = appendUnique(names, res.Workspace)
 	}
 	st.SourceErrors = sourceErrors(s.cfg.Resolver.SourceErrors())
