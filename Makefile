@@ -27,8 +27,8 @@ test-real: ## the real-component suites (one package at a time: they share one k
 	.ci/hydra-build.sh
 	.ci/with-keyring.sh $(GO) test -tags real -p 1 -count=1 -timeout 20m ./...
 
-test-sdk: ## end to end with the real Blaxel TypeScript SDK and MCP SDK (e2e/node, installed by .ci/install-deps.sh), the client libraries (clients/) and blauth-proxy, one suite at a time
-	$(GO) test -tags sdk -p 1 -count=1 -timeout 25m -v ./e2e/sdk/ ./e2e/clients/ ./e2e/proxy/
+test-sdk: ## end to end with the real Blaxel TypeScript SDK and MCP SDK (e2e/node, installed by .ci/install-deps.sh), the client libraries (clients/) and blauth-proxy; the three suites and their tests in parallel (each test its own daemons, temp dirs and ports; they wait on token lifetimes, not the CPU)
+	$(GO) test -tags sdk -p 3 -parallel 8 -count=1 -timeout 10m -v ./e2e/sdk/ ./e2e/clients/ ./e2e/proxy/
 
 test-systemd: ## the .deb under a real systemd user manager in a container (root, docker.io, debootstrap; about 5 min)
 	$(GO) test -tags systemd -count=1 -timeout 20m -v ./e2e/systemd/
