@@ -16,7 +16,6 @@
 //   - TestSDKNeighbourWorkspaceSurvivesWriteBack: blauthd's write-back of a refreshed login
 //     session leaves a neighbouring workspace's clientCredentials line as written, and the SDK
 //     still authenticates that workspace.
-//
 //   - TestLongRunningSDK: ten long-running SDK processes on useBlauth() for three token lifetimes
 //     all succeed on one daemon refreshing about once per refresh period; the same ten under
 //     blauth-helper exec fail once their token expires.
