@@ -3,7 +3,7 @@
 // These tests talk to a real Secret Service (gnome-keyring) through go-keyring. Run them in a
 // throwaway keyring:
 //
-//	.ci/with-keyring.sh go test -tags real ./sources/ -run Keyring -v
+//	.ci/with-keyring.sh go test -tags real ./sources/keyring/ -run Keyring -v
 //
 // They fail, never skip, when the keyring is missing: a skipped test would hide a broken CI.
 
@@ -27,7 +27,7 @@ import (
 )
 
 const runUnderScript = "run the real keyring tests under .ci/with-keyring.sh, which starts a private, unlocked gnome-keyring: " +
-	".ci/with-keyring.sh go test -tags real ./sources/ -run Keyring -v"
+	".ci/with-keyring.sh go test -tags real ./sources/keyring/ -run Keyring -v"
 
 // realKeyring returns a Keyring on the real Secret Service, after checking that it is the
 // throwaway one .ci/with-keyring.sh sets up (these tests write and delete items under service
@@ -241,7 +241,7 @@ func TestKeyringRealUnavailable(t *testing.T) {
 			args := []string{"-test.run=^TestKeyringRealUnavailableChild$", "-test.v", "-test.count=1"}
 			var cmd *exec.Cmd
 			if tt.script {
-				script, err := filepath.Abs(filepath.Join("..", ".ci", "with-keyring.sh"))
+				script, err := filepath.Abs(filepath.Join("..", "..", ".ci", "with-keyring.sh"))
 				if err != nil {
 					t.Fatal(err)
 				}
