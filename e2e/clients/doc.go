@@ -8,8 +8,9 @@
 //
 //   - TestGoFleet, TestPythonFleet: 10 long-running client processes per language, holding no
 //     secret, follow the daemon's watch and call the API every 1–2 s for three token lifetimes
-//     (60 s tokens), across one daemon restart: every call succeeds, the processes make no token
-//     request, and the daemon about one per refresh period. Each logs a FIGURES line.
+//     (20 s tokens, e2etest.TokenTTL, the daemon at --min-ttl 10s), across one daemon restart:
+//     every call succeeds, the processes make no token request, and the daemon about one per
+//     refresh period. Each logs a FIGURES line.
 //   - TestPythonClient: the unit tests of blauth.py (clients/python/tests) against the real
 //     daemon, and its adapter inside the real httpx.
 //   - TestPythonSocketPath: blauth.py finds the socket where ipc.SocketPath says.

@@ -16,21 +16,29 @@ import (
 	"time"
 
 	"github.com/blauth/blauth/internal/testkit/blaxeltest"
+	"github.com/blauth/blauth/internal/testkit/e2etest"
 )
 
 const (
-	// fleetTTL is the life of every token the fake API issues. The daemon refreshes a 60 s
-	// token when 60–65 % of its life is left and no later than when 60 % of its servable life
-	// (life less the 30 s min_ttl) is left: 10.5–12 s after it is issued.
-	fleetTTL = 60 * time.Second
+	// fleetTTL is the life of every token the fake API issues, and fleetMinTTL the daemon's
+	// --min-ttl and the min_ttl the clients ask for (E2E_MIN_TTL; their libraries' default,
+	// 30 s, is more than such tokens have). The daemon refreshes a token when 60–65 % of its
+	// life is left and no later than when 60 % of its servable life (life less the min_ttl) is
+	// left: e2etest.RefreshPeriod after it is issued, 3.5–4 s.
+	fleetTTL    = e2etest.TokenTTL
+	fleetMinTTL = e2etest.MinTTL
 	// fleetLife is how long each client process runs: three token lifetimes.
 	fleetLife = 3 * fleetTTL
 	// fleetSize client processes per language.
 	fleetSize = 10
-	// The refresh period the daemon may show, with the JWT's whole-second iat and the daemon's
-	// 1 s tick around the nominal 10.5–12 s.
-	periodMin, periodMax = 9.5, 13.0
 )
+
+// fleetPeriods are the refresh periods the daemon may show: with the JWT's whole-second iat
+// and the daemon's 1 s tick, a second either side of the nominal ones.
+func fleetPeriods() (periodMin, periodMax float64) {
+	shortest, longest := e2etest.RefreshPeriod(fleetTTL, fleetMinTTL)
+	return shortest.Seconds() - 1, longest.Seconds() + 1
+}
 
 // callerResult is the JSON line a caller (gocaller, pycaller.py) prints.
 type callerResult struct {
@@ -45,7 +53,7 @@ func TestGoFleet(t *testing.T) {
 	t.Parallel()
 	runFleet(t, "go", func(ctx context.Context) *exec.Cmd {
 		return exec.CommandContext(ctx, goCaller)
-	}, fmt.Sprintf("E2E_DURATION=%s", fleetLife))
+	}, fmt.Sprintf("E2E_DURATION=%s", fleetLife), fmt.Sprintf("E2E_MIN_TTL=%s", fleetMinTTL))
 }
 
 func TestPythonFleet(t *testing.T) {
@@ -54,7 +62,7 @@ func TestPythonFleet(t *testing.T) {
 	script := filepath.Join(moduleRoot, "e2e", "clients", "pycaller.py")
 	runFleet(t, "python", func(ctx context.Context) *exec.Cmd {
 		return exec.CommandContext(ctx, py, script)
-	}, fmt.Sprintf("E2E_DURATION=%g", fleetLife.Seconds()))
+	}, fmt.Sprintf("E2E_DURATION=%g", fleetLife.Seconds()), fmt.Sprintf("E2E_MIN_TTL=%g", fleetMinTTL.Seconds()))
 }
 
 // runFleet runs fleetSize long-running client processes for fleetLife beside one
@@ -62,7 +70,7 @@ func TestPythonFleet(t *testing.T) {
 // clients' reconnection), and checks what a user would: every API call succeeded, the clients
 // made no token request, and the daemon about one per refresh period.
 func runFleet(t *testing.T, lang string, command func(context.Context) *exec.Cmd, env ...string) {
-	w := newWorld(t, fleetTTL)
+	w := newWorld(t, fleetTTL, fleetMinTTL)
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), fleetLife+2*time.Minute)
 	defer cancel()
@@ -126,6 +134,7 @@ func runFleet(t *testing.T, lang string, command func(context.Context) *exec.Cmd
 	// opens a period. A daemon stopped mid-period leaves one short period.
 	refreshes := daemonTokenRequests - daemons
 	period := elapsed.Seconds() / float64(max(daemonTokenRequests, 1))
+	periodMin, periodMax := fleetPeriods()
 	lo := int(elapsed.Seconds() / periodMax)
 	hi := int(math.Ceil(elapsed.Seconds()/periodMin)) + daemons
 	slices.Sort(walls)
@@ -149,10 +158,13 @@ func runFleet(t *testing.T, lang string, command func(context.Context) *exec.Cmd
 		t.Errorf("%d daemons were started, want 2: one at the first connection, one after the stop", daemons)
 	}
 	if daemonTokenRequests < lo || daemonTokenRequests > hi {
-		t.Errorf("blauthd made %d token requests in %s, want %d–%d: about one per refresh period (10.5–12 s), whatever the number of clients",
-			daemonTokenRequests, elapsed.Round(time.Second), lo, hi)
+		t.Errorf("blauthd made %d token requests in %s, want %d–%d: about one per refresh period (%.1f–%.1f s), whatever the number of clients",
+			daemonTokenRequests, elapsed.Round(time.Second), lo, hi, periodMin+1, periodMax-1)
 	}
-	if minTokens < int(fleetLife/(15*time.Second)) {
-		t.Errorf("a client carried only %d distinct tokens in %s; it must take every refresh (about %d)", minTokens, fleetLife, int(fleetLife/(11*time.Second)))
+	// A client sees every token the daemon holds while it runs: one per period, less those it
+	// missed around the daemon's restart.
+	if want := int(fleetLife.Seconds() / (periodMax + 2)); minTokens < want {
+		t.Errorf("a client carried only %d distinct tokens in %s, fewer than %d; it must take every refresh (about %d)",
+			minTokens, fleetLife, want, int(fleetLife.Seconds()/(periodMax-1)))
 	}
 }

@@ -1,8 +1,9 @@
 """One long-running Blaxel client of the end-to-end suite e2e/clients, in Python: it holds no
 secret, follows blauthd's watch through clients/python/blauth.py (a Watcher and its urllib
 handler), and calls GET $BL_API_URL/models every 1 to 2 s for $E2E_DURATION seconds with the
-daemon's latest token. It prints one JSON line of counts (never a token) and exits 0 when every
-call succeeded."""
+daemon's latest token, one with at least $E2E_MIN_TTL seconds left (the client's default when
+unset). It prints one JSON line of counts (never a token) and exits 0 when every call
+succeeded."""
 
 import hashlib
 import json
@@ -26,9 +27,10 @@ def call(opener, base):
 def main():
     base = os.environ["BL_API_URL"]
     duration = float(os.environ["E2E_DURATION"])
+    min_ttl = float(os.environ["E2E_MIN_TTL"]) if os.environ.get("E2E_MIN_TTL") else None
     r = {"calls": 0, "ok": 0, "failed": 0, "tokens": 0, "errors": []}
     seen = set()
-    with blauth.Watcher() as watcher:
+    with blauth.Watcher(min_ttl=min_ttl) as watcher:
         opener = urllib.request.build_opener(blauth.BlauthAuth(watcher))
         end = time.monotonic() + duration
         while time.monotonic() < end:

@@ -26,7 +26,7 @@ const debianPython = "/usr/bin/python3"
 func TestPythonClient(t *testing.T) {
 	t.Parallel()
 	py := python3(t)
-	w := newWorld(t, 40*time.Second)
+	w := newWorld(t, 40*time.Second, 30*time.Second) // the client's default min_ttl, which its tests use
 	tests := filepath.Join(moduleRoot, "clients", "python", "tests")
 	env := w.clientEnv("BLAUTH_TEST_API_URL="+w.api.Base, "BLAUTH_TEST_WORKSPACE="+workspace)
 

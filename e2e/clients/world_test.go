@@ -30,14 +30,16 @@ type world struct {
 	secret string // the service account's BL_CLIENT_CREDENTIALS value
 }
 
-func newWorld(t *testing.T, ttl time.Duration) *world {
+// newWorld starts the world with tokens living ttl and a daemon whose --min-ttl is minTTL.
+func newWorld(t *testing.T, ttl, minTTL time.Duration) *world {
 	t.Helper()
 	w := &world{api: e2etest.StartAPI(t, ttl), home: e2etest.NewHome(t)}
 	e2etest.CheckNothingLeft(t, w.home)
 	w.secret = w.api.AddClient("clients-sa", "clients-sa-secret-0001")
 	w.api.BindClient("clients-sa", workspace)
 	w.d = e2etest.StartActivated(t, e2etest.DaemonOptions{Bin: bins.Blauthd, Home: w.home, APIURL: w.api.Base,
-		Env: []string{"BL_WORKSPACE=" + workspace, "BL_CLIENT_CREDENTIALS=" + w.secret}})
+		Args: []string{"--min-ttl", minTTL.String()},
+		Env:  []string{"BL_WORKSPACE=" + workspace, "BL_CLIENT_CREDENTIALS=" + w.secret}})
 	return w
 }
 

@@ -8,6 +8,8 @@
 //           `handle.close()` at the end, after which the process must end by itself;
 //   env     nothing: the SDK reads BL_WORKSPACE and BL_API_KEY from its environment, which
 //           is how `blauth-helper exec -- node …` hands a process its token today.
+// E2E_MIN_TTL (seconds, optional) is useBlauth's minTTL: the least life a token it lets a request
+// go with has left (the library's default, 30 s, when unset).
 //
 // Output, one line: {"mode","workspace","calls","ok","failed","reasons":{reason: n},
 //   "expiries":[Unix seconds of each token sent, ascending],"minLeftMs":<least life left on a
@@ -59,7 +61,8 @@ let handle = null;
 let current;
 if (mode === "blauth") {
   try {
-    handle = await useBlauth();
+    const minTTL = process.env.E2E_MIN_TTL ? Number(process.env.E2E_MIN_TTL) : undefined;
+    handle = await useBlauth({ minTTL });
   } catch (e) {
     out.fatal = `useBlauth: ${e.code}: ${e.message}`;
   }

@@ -1,9 +1,10 @@
 // Package proxy is blauth's end-to-end suite for the tools that cannot ask blauthd for a token:
 // `blauth-helper exec --proxy` (blauth-proxy's injecting reverse proxy) and `blauth-helper mcp`
 // (its MCP bridge). It runs the real blauthd, blauth-helper and blauth-proxy binaries against the
-// fake Blaxel API of internal/testkit/blaxeltest (60-second tokens, rotating refresh tokens, every API
-// call's token checked, token requests counted by caller), with the real Blaxel TypeScript SDK
-// and the real MCP SDK, both pinned in e2e/node.
+// fake Blaxel API of internal/testkit/blaxeltest (20-second tokens, e2etest.TokenTTL, beside a
+// daemon with --min-ttl 10s; rotating refresh tokens, every API call's token checked, token
+// requests counted by caller), with the real Blaxel TypeScript SDK and the real MCP SDK, both
+// pinned in e2e/node.
 //
 // Its tests carry the sdk build tag: run them with make test-sdk, after `npm ci` in e2e/node
 // (.ci/install-deps.sh does it). Without node or the packages they are skipped, and in CI
@@ -16,7 +17,7 @@
 //     form the client used, with X-Blaxel-Workspace, and never the secret; an SSE response
 //     reaches the client event by event, before the upstream has finished.
 //   - TestSDKThroughProxyOutlivesTokens: long-running @blaxel/core processes under `exec
-//     --proxy` call listModels every second for about three token lifetimes: every call
+//     --proxy` call listModels every second for three token lifetimes: every call
 //     succeeds and the SDK makes no token request; the same process under plain `exec` fails
 //     once its token expires (the reference).
 //   - TestMCPClientThroughBridgeAcrossRefreshes: a real MCP client launches `blauth-helper mcp

@@ -23,8 +23,9 @@ import (
 
 const (
 	// tokenTTL is the life of every access token the fake API issues: short, so that several
-	// lifetimes (and the daemon's refreshes, at 60 % left) pass in a few minutes.
-	tokenTTL = 60 * time.Second
+	// lifetimes (and the daemon's refreshes, with 80 % left under its min_ttl of half the life)
+	// pass in a minute; the daemon gets e2etest.MinTTL, which such tokens can meet.
+	tokenTTL = e2etest.TokenTTL
 	// workspace holds a bl login session in the bl config every test writes.
 	workspace = "acme"
 )
@@ -54,7 +55,7 @@ func newFixture(t *testing.T) *fixture {
 		fmt.Sprintf("    expires_in: %d\n", int(tokenTTL.Seconds()))+
 		"    device_code: "+deviceCode+"\n"+
 		"tracking: false\n")
-	f.d = e2etest.StartDaemon(t, e2etest.DaemonOptions{Bin: bins.Blauthd, Home: f.home, APIURL: f.api.Base})
+	f.d = e2etest.StartDaemon(t, e2etest.DaemonOptions{Bin: bins.Blauthd, Home: f.home, APIURL: f.api.Base, Args: e2etest.DaemonMinTTLArgs()})
 	return f
 }
 

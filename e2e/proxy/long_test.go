@@ -29,8 +29,8 @@ type sdkLoop struct {
 const (
 	// sdkProcs long-running SDK processes run under exec --proxy at once, each its own proxy.
 	sdkProcs = 3
-	// sdkDuration is each one's life: close to three token lifetimes.
-	sdkDuration = 170 * time.Second
+	// sdkDuration is each one's life: three token lifetimes.
+	sdkDuration = 3 * tokenTTL
 	sdkEvery    = time.Second
 )
 
@@ -38,7 +38,7 @@ const (
 // Under `exec --proxy` that key is the proxy's secret and every call leaves with a fresh token:
 // about three token lifetimes of calls every second all succeed, and the SDK never asks the
 // token endpoint for anything. The reference, the same process under plain `exec` (BL_API_KEY
-// is a 60-second JWT), fails once that token expires.
+// is a JWT living tokenTTL), fails once that token expires.
 func TestSDKThroughProxyOutlivesTokens(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
@@ -128,7 +128,7 @@ func TestSDKThroughProxyOutlivesTokens(t *testing.T) {
 		t.Errorf("the SDK made %d token requests (callers %q); under exec --proxy it must make none", sdkTokens, f.api.TokenCallers())
 	}
 	if daemonTokens < 2 {
-		t.Errorf("blauthd made %d token requests during %s of 60-second tokens; the run did not span the refreshes it should", daemonTokens, sdkDuration)
+		t.Errorf("blauthd made %d token requests during %s of %s tokens; the run did not span the refreshes it should", daemonTokens, sdkDuration, tokenTTL)
 	}
 	if api.OK != okTotal {
 		t.Errorf("the API counted %d good calls, the processes %d", api.OK, okTotal)
@@ -138,7 +138,7 @@ func TestSDKThroughProxyOutlivesTokens(t *testing.T) {
 	}
 	// The reference shows what the proxy prevents: a test that cannot fail would pass here too.
 	if reference.result.Failed == 0 || reference.result.Errors == nil || !strings.Contains(reference.result.Errors[0], "401") {
-		t.Errorf("the reference (BL_API_KEY = a 60-second JWT, read once) did not fail with 401 over %s: %+v", sdkDuration, reference.result)
+		t.Errorf("the reference (BL_API_KEY = a JWT living %s, read once) did not fail with 401 over %s: %+v", tokenTTL, sdkDuration, reference.result)
 	}
 }
 
@@ -168,7 +168,9 @@ type mcpServer struct {
 }
 
 const (
-	mcpDuration = 75 * time.Second // past two refreshes (at 24 s and 48 s of each 60-second token)
+	// mcpDuration is a token lifetime and a quarter: past the expiry of the first token, and
+	// across several of the daemon's refreshes (one every RefreshPeriod).
+	mcpDuration = tokenTTL + tokenTTL/4
 	mcpEvery    = time.Second
 )
 

@@ -9,12 +9,17 @@
 // (CI=true) they fail.
 //
 //   - TestSDKBesideDaemonNeverRefreshes: 30 one-call SDK processes over two token lifetimes
-//     (60 s each) beside blauthd make no token request of their own, and every call succeeds.
+//     (20 s each, e2etest.TokenTTL, the daemon at --min-ttl 10s) beside blauthd make no token
+//     request of their own, and every call succeeds.
 //   - TestSDKWithoutDaemon: the same processes without blauthd, for reference; it logs how many
 //     token requests they made and how many calls failed.
 //   - TestSDKNeighbourWorkspaceSurvivesWriteBack: blauthd's write-back of a refreshed login
 //     session leaves a neighbouring workspace's clientCredentials line as written, and the SDK
 //     still authenticates that workspace.
+//   - TestLongRunningSDK: ten long-running SDK processes on useBlauth() for three token lifetimes
+//     all succeed on one daemon refreshing about once per refresh period; the same ten under
+//     blauth-helper exec fail once their token expires.
+//   - TestNodeClient: the Node client library's own suite against the real daemon (60 s tokens).
 //
 // Each test logs a line starting with FIGURES with its counts. BLAUTH_E2E_DAEMON_ARGS adds flags
 // to every daemon the suite starts, e.g. BLAUTH_E2E_DAEMON_ARGS='--refresh-left 0.6'.

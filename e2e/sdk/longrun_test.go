@@ -27,10 +27,11 @@ const (
 	// contrastFor is how long each process of the contrast calls: past the one token it is given
 	// (at most tokenTTL) by half a lifetime.
 	contrastFor = tokenTTL + tokenTTL/2
-	// daemonMinTTL is blauthd's --min-ttl default: it never serves less, and useBlauth's
-	// authenticate() never lets a request go with less.
-	daemonMinTTL = 30 * time.Second
 )
+
+// The daemon never serves a token with less than daemonMinTTL left, and useBlauth's
+// authenticate() never lets a request go with less: long-running.mjs passes it as minTTL
+// (E2E_MIN_TTL), for the library's default (30 s) is more than tokenTTL tokens ever have.
 
 // longRun is the JSON line e2e/node/long-running.mjs prints.
 type longRun struct {
@@ -98,6 +99,7 @@ func runLongProcs(t *testing.T, sdkHome *e2etest.Home, o e2etest.NodeOptions, n 
 // token through useBlauth() for three token lifetimes, and the same ten started today's way
 // (blauth-helper exec, the token in BL_API_KEY) for contrast. The two run side by side.
 func TestLongRunningSDK(t *testing.T) {
+	t.Parallel()
 	script := filepath.Join(e2etest.NodeDir(t, moduleRoot), "long-running.mjs")
 	t.Run("useBlauth", func(t *testing.T) {
 		t.Parallel()
@@ -125,6 +127,7 @@ func testLongRunningUseBlauth(t *testing.T, script string) {
 		"BLAUTH_SOCKET=" + d.Socket,
 		"BL_API_URL=" + f.api.Base,
 		"E2E_AUTH=blauth",
+		"E2E_MIN_TTL=" + strconv.Itoa(int(daemonMinTTL.Seconds())),
 		"E2E_DURATION_MS=" + strconv.FormatInt(longRunFor.Milliseconds(), 10),
 	}}
 	start := time.Now()
@@ -138,14 +141,16 @@ func testLongRunningUseBlauth(t *testing.T, script string) {
 	sdkReqs := f.api.TokenRequestsBy(blaxeltest.NotDaemon)
 	api := f.api.APICalls()
 
-	// The daemon refreshes a 60 s token when 60-65 % of its servable life (60 s less the 30 s
-	// min_ttl) is left, i.e. with 48-49.5 s left: 10.5-12 s after its iat. iat and exp are whole
-	// seconds (a refresh may come up to 1 s early), the daemon looks once a second (up to 1 s
-	// late), and the exchange and the write-back to the bl config take their time on a loaded
-	// machine: one refresh every 9.5 to 14 s at the extremes.
-	const nominalMin, nominalMax = 10.5, 12.0
-	lo := int(math.Floor(window.Seconds() / 14))
-	hi := int(math.Floor(window.Seconds() / 9.5))
+	// The daemon refreshes a token when 60-65 % of its servable life (its life less the
+	// min_ttl) is left: RefreshPeriod after its iat (3.5-4 s for 20 s tokens and a 10 s
+	// min_ttl). iat and exp are whole seconds (a refresh may come up to 1 s early), the daemon
+	// looks once a second (up to 1 s late), and the exchange and the write-back to the bl config
+	// take their time on a loaded machine: one refresh every period less 1 s to period plus 2 s
+	// at the extremes.
+	shortest, longest := e2etest.RefreshPeriod(tokenTTL, daemonMinTTL)
+	nominalMin, nominalMax := shortest.Seconds(), longest.Seconds()
+	lo := int(math.Floor(window.Seconds() / (nominalMax + 2)))
+	hi := int(math.Floor(window.Seconds() / (nominalMin - 1)))
 	sessionRefreshes := f.api.Count("refresh_token")
 
 	calls, ok, failed := 0, 0, 0

@@ -39,12 +39,14 @@ const minNodeClientTests = 36
 
 // TestNodeClient runs the Node client library's own suite (clients/node/test, Node's built-in
 // runner) against the real blauthd binary and the fake Blaxel API: a bl login session for acme
-// and a service account for acme-sa in the daemon's bl config, 60-second tokens. The client
-// processes get an empty HOME of their own; some tests start and restart their own daemons
-// (with that HOME, so that the check for processes left running sees them too).
+// and a service account for acme-sa in the daemon's bl config, 60-second tokens (nodeClientTTL:
+// the suite runs on the library's defaults). The client processes get an empty HOME of their
+// own; some tests start and restart their own daemons (with that HOME, so that the check for
+// processes left running sees them too).
 func TestNodeClient(t *testing.T) {
+	t.Parallel()
 	nodeDir := e2etest.NodeDir(t, moduleRoot)
-	f := newFixture(t, nil)
+	f := newFixtureTTL(t, nodeClientTTL, nodeClientTTL/2, nil)
 	d := f.startDaemon(t)
 	client := e2etest.NewHome(t)
 	e2etest.CheckNothingLeft(t, client)

@@ -17,15 +17,23 @@ import (
 
 const (
 	// tokenTTL is the life of every access token the fake API issues: short, so that two
-	// lifetimes pass in two minutes; Blaxel's own are two hours, and the SDK's rule is a fraction.
-	tokenTTL = 60 * time.Second
+	// lifetimes pass in 40 s; Blaxel's own are two hours, and the SDK's rule is a fraction (of
+	// exp-iat). daemonMinTTL is blauthd's --min-ttl beside them: half the life, as its default
+	// 30 s is of a 60 s token, so the daemon refreshes with 80 % of the life left.
+	tokenTTL     = e2etest.TokenTTL
+	daemonMinTTL = e2etest.MinTTL
+	// nodeClientTTL is the token life of TestNodeClient: the Node client library's own suite
+	// runs on its defaults (a 30 s min_ttl) and starts daemons of its own with theirs.
+	nodeClientTTL = 60 * time.Second
 	// sdkCalls one-call SDK processes are spread evenly over two token lifetimes.
 	sdkCalls = 30
-	// firstCall is when the first call is made, after the first token was issued. With calls every
-	// 2*tokenTTL/sdkCalls (4 s), call 7 falls 250 ms past half the first token's life: the first
-	// moment the TypeScript SDK refreshes on its own (it refreshes when less than 50 % is left).
-	// A daemon that has not refreshed by then loses the race in every run, not by chance.
-	firstCall = 2250 * time.Millisecond
+	// callEvery is the step between their calls.
+	callEvery = 2 * tokenTTL / sdkCalls
+	// firstCall is when the first call is made, after the first token was issued: call 7 falls
+	// 250 ms past half the first token's life, the first moment the TypeScript SDK refreshes on
+	// its own (it refreshes when less than 50 % is left). A daemon that has not refreshed by then
+	// loses the race in every run, not by chance.
+	firstCall = tokenTTL/2 - 7*callEvery + 250*time.Millisecond
 	// nodeLead starts each process this long before its call: loading the SDK takes 1-2 s alone, more with a busy CPU.
 	nodeLead = 5 * time.Second
 )
@@ -39,6 +47,8 @@ const (
 // fixture is one test's world: the fake API, a private HOME whose bl config holds a login
 // session for acme and a service account for acme-sa, and the SDK script.
 type fixture struct {
+	ttl     time.Duration // the life of the fake API's tokens
+	minTTL  time.Duration // blauthd's --min-ttl
 	api     *blaxeltest.Server
 	home    *e2etest.Home
 	script  string    // e2e/node/list-models.mjs
@@ -48,12 +58,19 @@ type fixture struct {
 	config  string    // the file as written
 }
 
-// newFixture builds the fixture. access, when not nil, replaces the session's access token in the
-// file (for a token already part-way through its life).
+// newFixture builds the fixture with tokenTTL tokens and a daemon min_ttl of daemonMinTTL.
+// access, when not nil, replaces the session's access token in the file (for a token already
+// part-way through its life).
 func newFixture(t *testing.T, access func(api *blaxeltest.Server, subject string) string) *fixture {
 	t.Helper()
+	return newFixtureTTL(t, tokenTTL, daemonMinTTL, access)
+}
+
+// newFixtureTTL is newFixture with tokens living ttl, beside a daemon whose --min-ttl is minTTL.
+func newFixtureTTL(t *testing.T, ttl, minTTL time.Duration, access func(api *blaxeltest.Server, subject string) string) *fixture {
+	t.Helper()
 	script := filepath.Join(e2etest.NodeDir(t, moduleRoot), "list-models.mjs")
-	f := &fixture{api: e2etest.StartAPI(t, tokenTTL), home: e2etest.NewHome(t), script: script}
+	f := &fixture{ttl: ttl, minTTL: minTTL, api: e2etest.StartAPI(t, ttl), home: e2etest.NewHome(t), script: script}
 	e2etest.CheckNothingLeft(t, f.home)
 
 	const subject, deviceCode = "user-acme", "dc-acme-0001"
@@ -76,7 +93,7 @@ func newFixture(t *testing.T, access func(api *blaxeltest.Server, subject string
 		"  credentials:\n" +
 		"    access_token: " + tok + "\n" +
 		"    refresh_token: " + refresh + "\n" +
-		fmt.Sprintf("    expires_in: %d\n", int(tokenTTL.Seconds())) +
+		fmt.Sprintf("    expires_in: %d\n", int(ttl.Seconds())) +
 		"    device_code: " + deviceCode + "\n" +
 		"- name: " + wsSA + "\n" +
 		"  credentials:\n" +
@@ -86,9 +103,10 @@ func newFixture(t *testing.T, access func(api *blaxeltest.Server, subject string
 	return f
 }
 
-// startDaemon runs the real blauthd binary with f's HOME against f's API.
+// startDaemon runs the real blauthd binary with f's HOME against f's API, with f's --min-ttl.
 func (f *fixture) startDaemon(t *testing.T) *e2etest.Daemon {
-	return e2etest.StartDaemon(t, e2etest.DaemonOptions{Bin: bins.Blauthd, Home: f.home, APIURL: f.api.Base})
+	return e2etest.StartDaemon(t, e2etest.DaemonOptions{Bin: bins.Blauthd, Home: f.home, APIURL: f.api.Base,
+		Args: []string{"--min-ttl", f.minTTL.String()}})
 }
 
 // sdkEnv is what a user's shell gives an SDK process besides HOME and PATH.
@@ -112,10 +130,9 @@ func (f *fixture) runOne(t *testing.T, workspace string) e2etest.NodeRun {
 // callSchedule is sdkCalls call times spread evenly over two token lifetimes from f.issued,
 // the first at firstCall+shift.
 func (f *fixture) callSchedule(shift time.Duration) []time.Time {
-	every := 2 * tokenTTL / sdkCalls
 	at := make([]time.Time, sdkCalls)
 	for k := range at {
-		at[k] = f.issued.Add(firstCall + shift + time.Duration(k)*every)
+		at[k] = f.issued.Add(firstCall + shift + time.Duration(k)*callEvery)
 	}
 	return at
 }
@@ -206,12 +223,12 @@ func TestSDKBesideDaemonNeverRefreshes(t *testing.T) {
 
 // TestSDKWithoutDaemon is the reference for TestSDKBesideDaemonNeverRefreshes: the same SDK
 // processes on the same schedule, with no daemon. Its figures are the "without blauthd" ones.
-// The two run in parallel; this one's calls come 2 s later in each 4 s step (call 7 still past
-// half the first token's life), so that the two suites' SDK processes do not load at once.
+// The two run in parallel; this one's calls come half a step later (call 7 still past half the
+// first token's life), so that the two suites' SDK processes do not load at once.
 func TestSDKWithoutDaemon(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil)
-	runs := f.runSchedule(t, f.callSchedule(2*time.Second))
+	runs := f.runSchedule(t, f.callSchedule(callEvery/2))
 	f.figures(t, "without blauthd", runs)
 
 	if n := f.api.TokenRequestsBy(blaxeltest.NotDaemon); n < 1 {
@@ -228,10 +245,10 @@ func TestSDKWithoutDaemon(t *testing.T) {
 // (camelCase clientCredentials, the only key the TypeScript SDK reads), and the SDK still
 // authenticates that workspace.
 func TestSDKNeighbourWorkspaceSurvivesWriteBack(t *testing.T) {
-	// The session's access token in the file is past blauthd's refresh point (20 s of 60 left):
-	// the daemon refreshes and writes back at once.
+	// The session's access token in the file is past blauthd's refresh point (a third of its
+	// life left; the daemon refreshes with 80 %): the daemon refreshes and writes back at once.
 	f := newFixture(t, func(api *blaxeltest.Server, subject string) string {
-		return api.TokenExpiring(subject, time.Now().Add(20*time.Second), tokenTTL)
+		return api.TokenExpiring(subject, time.Now().Add(tokenTTL/3), tokenTTL)
 	})
 	f.startDaemon(t)
 

@@ -1,7 +1,8 @@
 // Command gocaller is one long-running Blaxel client of the end-to-end suite e2e/clients: it
 // holds no secret, follows blauthd's watch through package blauth (clients/go/blauth), and calls
-// GET $BL_API_URL/models every 1 to 2 s for $E2E_DURATION with the daemon's latest token. It
-// prints one JSON line of counts (never a token) and exits 0 when every call succeeded.
+// GET $BL_API_URL/models every 1 to 2 s for $E2E_DURATION with the daemon's latest token, one
+// with at least $E2E_MIN_TTL left (a duration; the package's default when unset). It prints one
+// JSON line of counts (never a token) and exits 0 when every call succeeded.
 package main
 
 import (
@@ -45,9 +46,15 @@ func run() (result, error) {
 	if base == "" || err != nil {
 		return r, fmt.Errorf("set BL_API_URL and E2E_DURATION (%v)", err)
 	}
+	var minTTL time.Duration
+	if v := os.Getenv("E2E_MIN_TTL"); v != "" {
+		if minTTL, err = time.ParseDuration(v); err != nil {
+			return r, fmt.Errorf("E2E_MIN_TTL: %w", err)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), d+time.Minute)
 	defer cancel()
-	ts, err := blauth.NewTokenSource(ctx, blauth.Options{})
+	ts, err := blauth.NewTokenSource(ctx, blauth.Options{MinTTL: minTTL})
 	if err != nil {
 		return r, err
 	}
