@@ -18,8 +18,21 @@ import (
 	"github.com/blauth/blauth/ipc"
 )
 
-// DefaultMaxMessage is the largest JSON-RPC message the bridge carries either way.
-const DefaultMaxMessage = 64 << 20
+// DefaultMaxMessage is the largest JSON-RPC message the bridge carries either way: a line on
+// stdin, an upstream JSON answer, one event of an upstream stream. Past it the message is
+// dropped unread (never buffered whole) and the client gets a JSON-RPC error for it.
+const DefaultMaxMessage = 4 << 20
+
+// Shutdown bounds: the bridge ends within about ShutdownBound of the end of its input or of a
+// signal, whatever the MCP server does. Answers in flight get grace; ending the session gets
+// deleteTimeout; what is still running after that (a request, a write to a stdout nobody
+// reads) is left to the process's exit.
+const (
+	ShutdownBound = 2 * time.Second
+	defaultGrace  = 1 * time.Second
+	deleteTimeout = 500 * time.Millisecond
+	finalWait     = 300 * time.Millisecond
+)
 
 // maxInFlight bounds the requests the bridge sends at once; past it, it reads no more input
 // until one ends.
@@ -37,7 +50,7 @@ type BridgeConfig struct {
 	UserAgent  string
 	MaxMessage int                           // DefaultMaxMessage when zero
 	Logf       func(format string, a ...any) // every problem, for stderr; nil discards them
-	// Grace is how long the bridge lets answers in flight finish once its input ends (5 s when
+	// Grace is how long the bridge lets answers in flight finish once its input ends (1 s when
 	// zero).
 	Grace time.Duration
 }
@@ -55,8 +68,8 @@ type BridgeConfig struct {
 //     server that offers none answers 405);
 //   - when a request cannot be sent or is refused, the client gets a JSON-RPC error for it, and
 //     the reason goes to Logf;
-//   - at the end of In (or of ctx), answers in flight get Grace to finish, then the session is
-//     ended with DELETE.
+//   - at the end of In, answers in flight get Grace to finish, then the session is ended with
+//     DELETE; at the end of ctx (a signal) at once: either way within ShutdownBound.
 //
 // It returns nil at the end of In or ctx, or an error when Out cannot be written or In cannot
 // be read.
@@ -81,7 +94,7 @@ func Bridge(ctx context.Context, cfg BridgeConfig) error {
 		b.max = DefaultMaxMessage
 	}
 	if b.grace <= 0 {
-		b.grace = 5 * time.Second
+		b.grace = defaultGrace
 	}
 	return b.run(ctx)
 }
@@ -132,34 +145,42 @@ func (b *bridge) run(ctx context.Context) error {
 	lines := make(chan []byte)
 	readErr := make(chan error, 1)
 	go func() {
-		sc := bufio.NewScanner(b.cfg.In)
-		sc.Buffer(make([]byte, 64<<10), b.max+1)
-		for sc.Scan() {
+		readErr <- readLines(b.cfg.In, b.max, func(line []byte) bool {
 			select {
-			case lines <- bytes.Clone(sc.Bytes()):
+			case lines <- line:
+				return true
 			case <-b.streams.Done():
-				return
+				return false
 			}
-		}
-		err := sc.Err()
-		if errors.Is(err, bufio.ErrTooLong) {
-			err = fmt.Errorf("a message on stdin is longer than %d bytes", b.max)
-		}
-		readErr <- err
+		}, func() {
+			b.failID(json.RawMessage("null"), fmt.Sprintf("a message on stdin is over the %d-byte limit of a message; dropped", b.max))
+		})
 	}()
 
 	var inErr error
+	var initDone chan struct{} // an initialize in flight: nothing more is read until it ends
 loop:
 	for {
+		var next chan []byte
+		if initDone == nil {
+			next = lines
+		}
 		select {
 		case <-ctx.Done():
 			break loop
 		case inErr = <-readErr:
 			break loop
-		case line := <-lines:
-			if err := b.dispatch(ctx, line); err != nil {
+		case <-initDone:
+			initDone = nil
+			if b.writeErr() != nil {
 				break loop
 			}
+		case line := <-next:
+			done, err := b.dispatch(ctx, line)
+			if err != nil {
+				break loop
+			}
+			initDone = done
 		}
 	}
 	// The input ended: no more notifications; let answers in flight finish for a while, then
@@ -175,8 +196,7 @@ loop:
 		}
 	}
 	b.stopStreams()
-	b.inflight.Wait()
-	b.listening.Wait()
+	waitAtMost(finalWait, b.inflight.Wait, b.listening.Wait)
 	b.endSession()
 	if err := b.writeErr(); err != nil {
 		return err
@@ -187,45 +207,103 @@ loop:
 	return nil
 }
 
-// dispatch sends one input line. initialize is sent and answered before anything else is read:
-// its answer carries the session and the protocol version every later request needs. It
-// returns an error only when the output is gone.
-func (b *bridge) dispatch(ctx context.Context, line []byte) error {
+// dispatch sends one input line. An initialize is sent before anything else is read: its answer
+// carries the session and the protocol version every later request needs; dispatch returns a
+// channel closed when it has ended (the caller reads no more until then, but still hears the
+// end of its input and signals). It returns an error only when the output is gone.
+func (b *bridge) dispatch(ctx context.Context, line []byte) (chan struct{}, error) {
 	line = bytes.TrimSpace(line)
 	if len(line) == 0 {
-		return nil
+		return nil, nil
 	}
 	if !json.Valid(line) {
 		b.logf("a line on stdin is not JSON; it was not sent")
-		return nil
+		b.failIDCode(json.RawMessage("null"), -32700, "a line on stdin is not JSON; it was not sent")
+		return nil, b.writeErr()
 	}
 	var env envelope
 	_ = json.Unmarshal(line, &env) // a batch (an array) has no envelope: it is passed on as is
 	if env.Method == "initialize" {
-		b.post(ctx, line, env, true)
-		if !b.isInitialized() {
-			return b.writeErr()
-		}
-		b.startListen.Do(func() {
-			b.listening.Add(1)
-			go func() {
-				defer b.listening.Done()
-				b.listen()
-			}()
-		})
-		return b.writeErr()
+		done := make(chan struct{})
+		b.inflight.Add(1)
+		go func() {
+			defer func() { b.inflight.Done(); close(done) }()
+			b.post(ctx, line, env, true)
+			if b.isInitialized() {
+				b.startListen.Do(func() {
+					b.listening.Add(1)
+					go func() {
+						defer b.listening.Done()
+						b.listen()
+					}()
+				})
+			}
+		}()
+		return done, b.writeErr()
 	}
 	select {
 	case b.slots <- struct{}{}:
 	case <-ctx.Done():
-		return nil
+		return nil, nil
 	}
 	b.inflight.Add(1)
 	go func() {
 		defer func() { <-b.slots; b.inflight.Done() }()
 		b.post(ctx, line, env, false)
 	}()
-	return b.writeErr()
+	return nil, b.writeErr()
+}
+
+// readLines calls each for every line of r (without its end) until r ends (nil) or fails, or
+// each returns false. A line over max bytes is never held whole: it is skipped to its end and
+// tooLong is called instead.
+func readLines(r io.Reader, max int, each func([]byte) bool, tooLong func()) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	var line []byte
+	skipping := false
+	for {
+		part, err := br.ReadSlice('\n')
+		if !skipping {
+			line = append(line, part...)
+			if len(line) > max+1 {
+				skipping, line = true, nil
+			}
+		}
+		switch {
+		case err == nil:
+			if skipping {
+				tooLong()
+			} else if !each(bytes.TrimSuffix(bytes.Clone(line), []byte("\n"))) {
+				return nil
+			}
+			line, skipping = line[:0], false
+		case errors.Is(err, bufio.ErrBufferFull):
+		case errors.Is(err, io.EOF):
+			if skipping {
+				tooLong()
+			} else if len(bytes.TrimSpace(line)) > 0 {
+				each(bytes.Clone(line))
+			}
+			return nil
+		default:
+			return err
+		}
+	}
+}
+
+// waitAtMost runs each wait in turn until all have returned or d has passed.
+func waitAtMost(d time.Duration, waits ...func()) {
+	done := make(chan struct{})
+	go func() {
+		for _, w := range waits {
+			w()
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(d):
+	}
 }
 
 // headers sets the auth, session and protocol headers on req.
@@ -313,7 +391,11 @@ func (b *bridge) answer(resp *http.Response, env envelope, initialize bool) {
 			}
 			return deliver(ev.data)
 		})
-		if err != nil && b.streams.Err() == nil && b.writeErr() == nil {
+		switch {
+		case errors.Is(err, errTooLong) && b.streams.Err() == nil && !answered:
+			answered = true
+			b.fail(env, fmt.Sprintf("an event of the MCP server's answer is over the %d-byte limit of a message; the rest of the stream is dropped", b.max))
+		case err != nil && b.streams.Err() == nil && b.writeErr() == nil:
 			b.logf("the MCP server's event stream broke: %v", err)
 		}
 	case "application/json":
@@ -322,7 +404,8 @@ func (b *bridge) answer(resp *http.Response, env envelope, initialize bool) {
 		case err != nil:
 			b.logf("reading the MCP server's answer: %v", err)
 		case len(body) > b.max:
-			b.logf("the MCP server's answer is longer than %d bytes; dropped", b.max)
+			answered = true
+			b.fail(env, fmt.Sprintf("the MCP server's answer is over the %d-byte limit of a message; dropped", b.max))
 		case len(bytes.TrimSpace(body)) > 0:
 			_ = deliver(body)
 		}
@@ -388,20 +471,25 @@ func (b *bridge) writeErr() error {
 // error when it was a request, so that the client does not wait for ever.
 func (b *bridge) fail(env envelope, reason string) {
 	b.logf("%s", reason)
-	if !env.isRequest() {
-		return
+	if env.isRequest() {
+		b.failID(env.ID, reason)
+	}
+}
+
+// failID writes a JSON-RPC error for id (code -32000; "null" when the request's id is unknown).
+func (b *bridge) failID(id json.RawMessage, reason string) { b.failIDCode(id, -32000, reason) }
+
+// failIDCode is failID with its own code (-32700 for a line that does not parse).
+func (b *bridge) failIDCode(id json.RawMessage, code int, reason string) {
+	type rpcError struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
 	}
 	msg, _ := json.Marshal(struct {
 		JSONRPC string          `json:"jsonrpc"`
 		ID      json.RawMessage `json:"id"`
-		Error   struct {
-			Code    int    `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}{JSONRPC: "2.0", ID: env.ID, Error: struct {
-		Code    int    `json:"code"`
-		Message string `json:"message"`
-	}{-32000, "blauth mcp bridge: " + reason}})
+		Error   rpcError        `json:"error"`
+	}{JSONRPC: "2.0", ID: id, Error: rpcError{code, "blauth mcp bridge: " + reason}})
 	_ = b.write(append(msg, '\n'))
 }
 
@@ -491,7 +579,7 @@ func (b *bridge) endSession() {
 	if !b.hasSession() {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), deleteTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, b.cfg.URL, nil)
 	if err != nil {

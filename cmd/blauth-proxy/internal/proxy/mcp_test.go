@@ -135,8 +135,11 @@ func TestBridge(t *testing.T) {
 			t.Errorf("request %s: %v, want a JSON-RPC error saying %q", id, msgs, want)
 		}
 	}
-	if len(byID) != 5 {
-		t.Errorf("stdout holds answers for %d ids, want 5 (the notification got none): %s", len(byID), out.String())
+	if msgs := byID["<nil>"]; len(msgs) != 1 || !strings.Contains(fmt.Sprint(msgs[0]["error"]), "not JSON") {
+		t.Errorf("the line that is not JSON: %v, want one JSON-RPC error with id null", msgs)
+	}
+	if len(byID) != 6 {
+		t.Errorf("stdout holds answers for %d ids, want 6 (the notification got none): %s", len(byID), out.String())
 	}
 	if n := elsewhere.hits.Load(); n != 0 {
 		t.Errorf("the bridge followed a redirect to another server (%d requests): the token would go there", n)
