@@ -261,6 +261,14 @@ tracking: false
 			t.Fatalf("writing the bl config: %v\n%s", err, out)
 		}
 		refreshes := h.api.Count("refresh_token")
+		// The daemon sees the new file through its watcher, a moment after it is written (on a
+		// loaded machine, more than the time the next command takes to start): wait for it.
+		if !waitFor(15*time.Second, func() bool {
+			out, _, _ := h.userRun(10*time.Second, "", "blauth-helper", "status")
+			return strings.Contains(out, "ws-bl")
+		}) {
+			h.fatalf(t, "blauthd never saw the bl config written after its start")
+		}
 		tok := h.helperToken(t, "ws-bl")
 		h.remember(tok)
 		if tok == access || jwtSubject(tok) != "user" {
