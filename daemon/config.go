@@ -74,6 +74,9 @@ type Config struct {
 	// no routes. ConfigFileOptional: a missing file means no routes (the default path).
 	ConfigFile         string
 	ConfigFileOptional bool
+	// NotifyCommand is run with /bin/sh -c, once per alert, when a credential can no longer be
+	// refreshed (notify_command: in blauth's config file); "" runs nothing.
+	NotifyCommand string
 	// WriteBack saves refreshed bl login sessions into BLConfigPath, as bl would.
 	WriteBack bool
 	// Keyring, when set, is a source and the store behind blauth-helper login. OSKeyring asks

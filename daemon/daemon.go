@@ -89,6 +89,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		RefreshLeft: cfg.RefreshLeft,
 		MinTTL:      cfg.MinTTL,
 		Persist:     d.persist,
+		OnAlert:     d.alerts(),
 	})
 	d.resolver = resolver.New(d.life, resolver.Config{
 		Environ:      cfg.Environ,

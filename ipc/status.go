@@ -49,9 +49,10 @@ type WorkspaceStatus struct {
 	// WriteBackError is why the last refreshed session is not saved in its source yet.
 	WriteBackError string `json:"write_back_error,omitempty"`
 	// Lifetime, ClockSkew and RefreshTokenRotates are those of the cached token (CachedStatus).
-	Lifetime            int64 `json:"lifetime_seconds,omitempty"`
-	ClockSkew           int64 `json:"clock_skew_seconds,omitempty"`
-	RefreshTokenRotates *bool `json:"refresh_token_rotates,omitempty"`
+	Lifetime            int64  `json:"lifetime_seconds,omitempty"`
+	ClockSkew           int64  `json:"clock_skew_seconds,omitempty"`
+	RefreshTokenRotates *bool  `json:"refresh_token_rotates,omitempty"`
+	Alert               string `json:"alert,omitempty"`
 	// Error is why the workspace cannot be served at all.
 	Error string `json:"error,omitempty"`
 	// Warnings are mistakes in the workspace's sources that may be why it is not served as
@@ -87,6 +88,9 @@ type CachedStatus struct {
 	// long-running process that read the session once fails at its own first refresh: the
 	// daemon has used up the refresh token it holds (docs/CLIENTS.md).
 	RefreshTokenRotates *bool `json:"refresh_token_rotates,omitempty"`
+	// Alert, when set, says the credential can no longer be refreshed, and what to run. It is
+	// cleared by the next refresh that works.
+	Alert string `json:"alert,omitempty"`
 }
 
 // SourceError is a source that could not be used, and why.

@@ -31,6 +31,9 @@ type BlauthConfig struct {
 	Keyring *bool
 	// Routes bind directories to workspaces, in the file's order (MatchRoute picks one).
 	Routes []Route
+	// NotifyCommand is run (with /bin/sh -c) when a credential can no longer be refreshed;
+	// "" runs nothing.
+	NotifyCommand string
 }
 
 // blauthConfigKey is one key of the file: its name, what it does (for errors and docs), and how
@@ -61,6 +64,14 @@ var blauthConfigKeys = []blauthConfigKey{
 			)
 			c.Routes, line, err = parseRoutes(v, home)
 			return line, err
+		}},
+	{"notify_command", "a shell command blauthd runs when a credential can no longer be refreshed, with BLAUTH_WORKSPACE, BLAUTH_REASON and BLAUTH_EXPIRES set",
+		func(c *BlauthConfig, v *yaml.Node) (int, error) {
+			if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!str" || strings.TrimSpace(v.Value) == "" || strings.ContainsAny(v.Value, "\x00") {
+				return 0, errors.New("notify_command must be a command line, as a string")
+			}
+			c.NotifyCommand = v.Value
+			return 0, nil
 		}},
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -93,6 +94,9 @@ func printStatus(w io.Writer, st *ipc.Status, now time.Time) {
 				d = d.Round(time.Minute) // span shows no seconds past the hour
 			}
 			fmt.Fprintf(w, "%s: this machine's clock is %s %s the token endpoint's; expiry times are on this machine's clock, corrected for it (fix the clock: bl and the SDKs reading the bl config judge expiry on their own)\n", ws.Workspace, span(d), side)
+		}
+		if ws.Alert != "" {
+			fmt.Fprintf(w, "%s: %s\n", ws.Workspace, strings.TrimPrefix(ws.Alert, "workspace "+ws.Workspace+": "))
 		}
 		if ws.RefreshTokenRotates != nil && *ws.RefreshTokenRotates {
 			fmt.Fprintf(w, "%s: the session's refresh token rotates at each refresh: a long-running process that read the session once fails at its own refresh (use a client library, exec --proxy or exec --restart)\n", ws.Workspace)

@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,6 +51,10 @@ type Config struct {
 	ExchangeTimeout time.Duration
 	// Backoff spaces retries after transient failures (1s doubling to 5m, half jitter).
 	Backoff backoff.Policy
+	// OnAlert, when set, is called (in a goroutine of its own) once each time a credential
+	// can no longer be refreshed: refused for good, or failing with no servable token left.
+	// It is called again only after the credential has been refreshed since.
+	OnAlert func(Alert)
 	// RetryFraction caps each wait to this fraction of the current token's remaining life (0.1).
 	RetryFraction float64
 	// Persist writes a refreshed login session back to its source; nil disables write-back.
@@ -132,6 +137,8 @@ type entry struct {
 	skewWarned bool
 	// unsaved is a refreshed session that could not be written back to its source; saveErr says
 	// why. Tick retries the write until it lands or a newer session replaces it.
+	// alert is the message of the alert raised for this credential, until its next success.
+	alert       string
 	unsaved     *token.Token
 	saveErr     error
 	saving      bool
@@ -253,6 +260,46 @@ func describeKind(k string) string {
 		return "service account credential"
 	}
 	return "API key"
+}
+
+// Alert says a credential can no longer be refreshed, and what to do.
+type Alert struct {
+	Workspace, Kind string
+	// Reason is "refused" (for good) or "failing" (with no servable token left).
+	Reason string
+	// Expires is when the last token served expires (zero when none is held).
+	Expires time.Time
+	// Message is one line for the user: what happened and what to run. It holds no secret.
+	Message string
+}
+
+// alertLocked raises e's alert once until its next success. b.mu is held.
+func (b *Broker) alertLocked(e *entry, c *sources.Credential, reason string) {
+	if e.alert != "" {
+		return
+	}
+	a := Alert{Workspace: c.Workspace, Kind: c.Kind, Reason: reason}
+	if e.tok != nil {
+		a.Expires = e.tok.expiry
+	}
+	what := "the service account's client credentials"
+	fix := "check its client credentials (BL_CLIENT_CREDENTIALS or the bl config) and restore them"
+	if c.Kind == ipc.KindLogin {
+		what, fix = "the bl login session", "run `bl login "+c.Workspace+"`"
+	}
+	if reason == "refused" {
+		a.Message = fmt.Sprintf("workspace %s: %s were refused for good by the token endpoint: %s", c.Workspace, what, fix)
+	} else {
+		a.Message = fmt.Sprintf("workspace %s: %s cannot be refreshed and no valid token is left: %s", c.Workspace, what, fix)
+	}
+	if c.Kind == ipc.KindLogin {
+		a.Message = strings.Replace(a.Message, "were refused", "was refused", 1)
+	}
+	e.alert = a.Message
+	b.cfg.Log.Warn().Str("workspace", c.Workspace).Str("kind", c.Kind).Str("reason", reason).Msg(a.Message)
+	if b.cfg.OnAlert != nil {
+		go b.cfg.OnAlert(a)
+	}
 }
 
 // Served is a token handed to a caller.
@@ -647,6 +694,10 @@ func (b *Broker) finishLocked(e *entry, c *sources.Credential, f *flight, tok *c
 		e.lastErr = nil
 		e.failures = 0
 		e.nextTry = time.Time{}
+		if e.alert != "" {
+			log.Info().Msg("the credential can be refreshed again")
+			e.alert = ""
+		}
 		if c.Kind == ipc.KindLogin && b.cfg.Persist != nil {
 			b.recordSaveLocked(e, tok.grant, tok.saved, tok.saveErr, now)
 		}
@@ -663,6 +714,9 @@ func (b *Broker) finishLocked(e *entry, c *sources.Credential, f *flight, tok *c
 		log.Error().Err(err).Msg("credential refused; not retrying until its source changes")
 		if first {
 			b.refused.Notify()
+		}
+		if c.Kind != ipc.KindAPIKey {
+			b.alertLocked(e, c, "refused")
 		}
 		return
 	}
@@ -687,6 +741,9 @@ func (b *Broker) finishLocked(e *entry, c *sources.Credential, f *flight, tok *c
 	}
 	e.nextTry = now.Add(d)
 	log.Warn().Err(err).Int("failures", e.failures).Dur("retry_in", d).Msg("token exchange failed")
+	if e.tok == nil || !e.tok.expiry.After(now.Add(b.cfg.MinTTL)) {
+		b.alertLocked(e, c, "failing")
+	}
 }
 
 // recordSkewLocked notes how far the daemon's clock is off the endpoint's, as g's answer
@@ -900,6 +957,7 @@ func (e *entry) status() ipc.CachedStatus {
 	if e.rotates != nil {
 		s.RefreshTokenRotates = new(*e.rotates)
 	}
+	s.Alert = e.alert
 	return s
 }
 

@@ -52,7 +52,7 @@ func (s *Server) StatusFor(sr resolver.Request) ipc.Status {
 			if e, ok := s.cfg.Broker.Lookup(c); ok {
 				ws.Expiry, ws.RefreshAt, ws.LastRefresh, ws.LastError, ws.Refused = e.Expiry, e.RefreshAt, e.LastRefresh, e.LastError, e.Refused
 				ws.WriteBackError = e.WriteBackError
-				ws.Lifetime, ws.ClockSkew, ws.RefreshTokenRotates = e.Lifetime, e.ClockSkew, e.RefreshTokenRotates
+				ws.Lifetime, ws.ClockSkew, ws.RefreshTokenRotates, ws.Alert = e.Lifetime, e.ClockSkew, e.RefreshTokenRotates, e.Alert
 			}
 		}
 		st.Workspaces = append(st.Workspaces, ws)
