@@ -35,7 +35,8 @@ const (
 )
 
 // maxInFlight bounds the requests the bridge sends at once; past it, it reads no more input
-// until one ends.
+// until one ends (or its input ends: then a message still waiting for a slot is dropped, a
+// request answered with a JSON-RPC error).
 const maxInFlight = 64
 
 // BridgeConfig describes one MCP bridge.
@@ -106,8 +107,16 @@ type bridge struct {
 	max    int
 	grace  time.Duration
 
-	outMu  sync.Mutex
-	outErr error
+	// Out is written by one goroutine (writeLoop) alone, so that a client that stops reading
+	// stdout holds that goroutine only: write gives up once outQuit is closed at the end.
+	outq     chan outMsg
+	outQuit  chan struct{}
+	outMu    sync.Mutex
+	outErr   error
+	outSince time.Time // when writeLoop's Write in progress began; zero between writes
+	outStuck bool      // a Write had been blocked since before the end when the bridge ended
+
+	inEnded chan struct{} // closed when stdin has ended or failed
 
 	mu          sync.Mutex
 	session     string
@@ -141,10 +150,14 @@ func (b *bridge) run(ctx context.Context) error {
 	defer b.stopStreams()
 	b.listenCtx, b.stopListen = context.WithCancel(b.streams)
 	b.slots = make(chan struct{}, maxInFlight)
+	b.outq, b.outQuit = make(chan outMsg), make(chan struct{})
+	go b.writeLoop()
+	b.inEnded = make(chan struct{})
 
 	lines := make(chan []byte)
 	readErr := make(chan error, 1)
 	go func() {
+		defer close(b.inEnded)
 		readErr <- readLines(b.cfg.In, b.max, func(line []byte) bool {
 			select {
 			case lines <- line:
@@ -197,9 +210,16 @@ loop:
 	}
 	b.stopStreams()
 	waitAtMost(finalWait, b.inflight.Wait, b.listening.Wait)
+	b.outMu.Lock()
+	b.outStuck = !b.outSince.IsZero() && time.Since(b.outSince) >= finalWait
+	close(b.outQuit) // a write still waiting for stdout gives up
+	b.outMu.Unlock()
 	b.endSession()
 	if err := b.writeErr(); err != nil {
 		return err
+	}
+	if b.isOutStuck() {
+		return errors.New("write stdout: the MCP client stopped reading it; messages were left undelivered")
 	}
 	if inErr != nil {
 		return fmt.Errorf("read stdin: %w", inErr)
@@ -245,6 +265,17 @@ func (b *bridge) dispatch(ctx context.Context, line []byte) (chan struct{}, erro
 	case b.slots <- struct{}{}:
 	case <-ctx.Done():
 		return nil, nil
+	case <-b.inEnded:
+		// No more input: this message waits for a slot at most as long as answers in flight
+		// are given to finish.
+		select {
+		case b.slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, nil
+		case <-time.After(b.grace):
+			b.fail(env, fmt.Sprintf("not sent: stdin ended with %d requests still waiting for the MCP server", maxInFlight))
+			return nil, b.writeErr()
+		}
 	}
 	b.inflight.Add(1)
 	go func() {
@@ -447,18 +478,67 @@ func (b *bridge) deliver(msg []byte, initialize bool) (envelope, error) {
 	return env, b.write(line.Bytes())
 }
 
+// outMsg is one line for stdout, and where its write's result goes.
+type outMsg struct {
+	p    []byte
+	done chan error // buffered: writeLoop never waits on it
+}
+
+// errOutAbandoned is what a write returns once the bridge has ended without it.
+var errOutAbandoned = errors.New("write stdout: the bridge ended before the MCP client read this")
+
+// writeLoop writes every line to Out, one at a time, until the bridge ends. A Write that never
+// returns (a client that stopped reading) holds this goroutine only; the process's exit ends it.
+func (b *bridge) writeLoop() {
+	for {
+		select {
+		case m := <-b.outq:
+			b.outMu.Lock()
+			b.outSince = time.Now()
+			b.outMu.Unlock()
+			_, err := b.cfg.Out.Write(m.p)
+			b.outMu.Lock()
+			b.outSince = time.Time{}
+			if err != nil && b.outErr == nil {
+				b.outErr = fmt.Errorf("write stdout: %w", err)
+			}
+			b.outMu.Unlock()
+			if err != nil {
+				b.stopStreams() // nobody reads any more
+			}
+			m.done <- err
+		case <-b.outQuit:
+			return
+		}
+	}
+}
+
+// write hands p to writeLoop and waits for it to be written, or for the bridge to end.
 func (b *bridge) write(p []byte) error {
+	if err := b.writeErr(); err != nil {
+		return err
+	}
+	m := outMsg{p: p, done: make(chan error, 1)}
+	select {
+	case b.outq <- m:
+	case <-b.outQuit:
+		return errOutAbandoned
+	}
+	select {
+	case err := <-m.done:
+		if err != nil {
+			return b.writeErr()
+		}
+		return nil
+	case <-b.outQuit:
+		return errOutAbandoned
+	}
+}
+
+func (b *bridge) isOutStuck() bool {
 	b.outMu.Lock()
 	defer b.outMu.Unlock()
-	if b.outErr != nil {
-		return b.outErr
-	}
-	if _, err := b.cfg.Out.Write(p); err != nil {
-		b.outErr = fmt.Errorf("write stdout: %w", err)
-		b.stopStreams() // nobody reads any more
-		return b.outErr
-	}
-	return nil
+	return b.outStuck
 }
 
 func (b *bridge) writeErr() error {
