@@ -116,7 +116,8 @@ type bridge struct {
 	outSince time.Time // when writeLoop's Write in progress began; zero between writes
 	outStuck bool      // a Write had been blocked since before the end when the bridge ended
 
-	inEnded chan struct{} // closed when stdin has ended or failed
+	inEnded  chan struct{} // closed when stdin has ended or failed
+	graceEnd time.Time     // set before inEnded is closed: the end of the grace after it
 
 	mu          sync.Mutex
 	session     string
@@ -157,8 +158,7 @@ func (b *bridge) run(ctx context.Context) error {
 	lines := make(chan []byte)
 	readErr := make(chan error, 1)
 	go func() {
-		defer close(b.inEnded)
-		readErr <- readLines(b.cfg.In, b.max, func(line []byte) bool {
+		err := readLines(b.cfg.In, b.max, func(line []byte) bool {
 			select {
 			case lines <- line:
 				return true
@@ -168,6 +168,9 @@ func (b *bridge) run(ctx context.Context) error {
 		}, func() {
 			b.failID(json.RawMessage("null"), fmt.Sprintf("a message on stdin is over the %d-byte limit of a message; dropped", b.max))
 		})
+		b.graceEnd = time.Now().Add(b.grace) // read by others after inEnded is closed
+		close(b.inEnded)
+		readErr <- err
 	}()
 
 	var inErr error
@@ -202,10 +205,16 @@ loop:
 	if ctx.Err() == nil && b.writeErr() == nil {
 		done := make(chan struct{})
 		go func() { b.inflight.Wait(); close(done) }()
+		grace := b.grace
+		select {
+		case <-b.inEnded:
+			grace = time.Until(b.graceEnd) // a line that waited for a slot used some of it
+		default:
+		}
 		select {
 		case <-done:
 		case <-ctx.Done():
-		case <-time.After(b.grace):
+		case <-time.After(grace):
 		}
 	}
 	b.stopStreams()
@@ -266,13 +275,13 @@ func (b *bridge) dispatch(ctx context.Context, line []byte) (chan struct{}, erro
 	case <-ctx.Done():
 		return nil, nil
 	case <-b.inEnded:
-		// No more input: this message waits for a slot at most as long as answers in flight
-		// are given to finish.
+		// No more input: this message waits for a slot only within the grace that answers in
+		// flight are given to finish.
 		select {
 		case b.slots <- struct{}{}:
 		case <-ctx.Done():
 			return nil, nil
-		case <-time.After(b.grace):
+		case <-time.After(time.Until(b.graceEnd)):
 			b.fail(env, fmt.Sprintf("not sent: stdin ended with %d requests still waiting for the MCP server", maxInFlight))
 			return nil, b.writeErr()
 		}

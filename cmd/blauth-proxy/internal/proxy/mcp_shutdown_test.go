@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // The bridge's shutdown against a client that stopped reading its stdout, and against a
@@ -122,8 +123,10 @@ func TestBridgeEndsWhileStdoutIsNotRead(t *testing.T) {
 				inW.Close()
 			}
 			var err error
+			start := time.Now()
 			select {
 			case err = <-done:
+				t.Logf("ended %s after %s", time.Since(start).Round(time.Millisecond), how)
 			case <-ctxTimeout(t):
 				t.Fatalf("the bridge did not end after %s with stdout not read", how)
 			}
@@ -160,8 +163,10 @@ func TestBridgeEndsAtEOFWithEverySlotHeld(t *testing.T) {
 	}
 	fmt.Fprintln(inW, `{"jsonrpc":"2.0","id":"last","method":"tools/call","params":{"name":"x"}}`)
 	inW.Close()
+	start := time.Now()
 	select {
 	case err := <-done:
+		t.Logf("ended %s after the end of stdin", time.Since(start).Round(time.Millisecond))
 		if err != nil {
 			t.Errorf("Bridge: %v", err)
 		}
