@@ -199,8 +199,13 @@ loop:
 			initDone = done
 		}
 	}
-	// The input ended: no more notifications; let answers in flight finish for a while, then
-	// cut them.
+	return b.finish(ctx, inErr)
+}
+
+// finish ends the bridge once its input or ctx has ended: no more notifications; answers in
+// flight get what is left of the grace (none after a signal), then every request is cut, a
+// write still waiting for stdout is given up, and the session is ended.
+func (b *bridge) finish(ctx context.Context, inErr error) error {
 	b.stopListen()
 	if ctx.Err() == nil && b.writeErr() == nil {
 		done := make(chan struct{})
