@@ -2,8 +2,8 @@ package daemon
 
 import (
 	"context"
-	"os"
 	"os/exec"
+	"strings"
 	"time"
 
 	"github.com/blauth/blauth/daemon/internal/broker"
@@ -52,7 +52,7 @@ func (d *Daemon) notify(a broker.Alert) {
 	if !a.Expires.IsZero() {
 		expires = a.Expires.UTC().Format(time.RFC3339)
 	}
-	cmd.Env = append(os.Environ(), "BLAUTH_WORKSPACE="+a.Workspace, "BLAUTH_REASON="+a.Reason, "BLAUTH_EXPIRES="+expires,
+	cmd.Env = append(notifyEnv(d.cfg.Environ), "BLAUTH_WORKSPACE="+a.Workspace, "BLAUTH_REASON="+a.Reason, "BLAUTH_EXPIRES="+expires,
 		"BLAUTH_MESSAGE="+a.Message)
 	cmd.WaitDelay = time.Second
 	out, err := cmd.CombinedOutput()
@@ -62,6 +62,32 @@ func (d *Daemon) notify(a broker.Alert) {
 		return
 	}
 	log.Debug().Bytes("output", clipOutput(out)).Msg("notify_command ran")
+}
+
+// notifyEnv is the daemon's environment without what could be a secret: every BL_ and BLAUTH_
+// variable (credentials, and the OAuth client's secret) and any other whose name says it holds a
+// key, a token, a secret, a password or credentials. The notify command is told what happened, not
+// handed what the daemon holds.
+func notifyEnv(environ []string) []string {
+	env := make([]string, 0, len(environ))
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		upper := strings.ToUpper(name)
+		if strings.HasPrefix(upper, "BL_") || strings.HasPrefix(upper, "BLAUTH_") || secretName(upper) {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+func secretName(upper string) bool {
+	for _, w := range []string{"KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL"} {
+		if strings.Contains(upper, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // clipOutput keeps the log line of a command's output short.

@@ -21,9 +21,9 @@ func TestRefusedCredentialRunsTheNotifyCommandOnce(t *testing.T) {
 	bad := api.AddClient("sa-2", "x")
 	api.AddClient("sa-2", "rotated") // the secret we hold is now wrong
 	out := filepath.Join(t.TempDir(), "notified")
-	td := daemontest.Start(t, daemontest.Options{API: api, Env: []string{"BL_WORKSPACE=acme", "BL_CLIENT_CREDENTIALS=" + bad},
+	td := daemontest.Start(t, daemontest.Options{API: api, Env: []string{"BL_WORKSPACE=acme", "BL_CLIENT_CREDENTIALS=" + bad, "GITHUB_TOKEN=ghp-secret", "LANG=C.UTF-8"},
 		Mutate: func(c *daemon.Config) {
-			c.NotifyCommand = `{ env | grep '^BLAUTH_' | sort; echo ---; } >> ` + out
+			c.NotifyCommand = `{ env | sort; echo ---; } >> ` + out
 		}})
 	if _, err := td.Do(t, ipc.KeyAction, ipc.ActionGet); ipc.ErrorCode(err) != ipc.CodeAuthFailed {
 		t.Fatalf("err = %v, want auth_failed", err)
@@ -43,8 +43,13 @@ func TestRefusedCredentialRunsTheNotifyCommandOnce(t *testing.T) {
 			t.Errorf("notify_command's environment lacks %q:\n%s", want, got)
 		}
 	}
-	if strings.Contains(got, bad) {
-		t.Errorf("notify_command's environment holds the secret")
+	for _, secret := range []string{bad, "BL_CLIENT_CREDENTIALS=", "ghp-secret"} {
+		if strings.Contains(got, secret) {
+			t.Errorf("notify_command's environment holds %q", secret)
+		}
+	}
+	if !strings.Contains(got, "LANG=C.UTF-8") {
+		t.Errorf("notify_command's environment lost the daemon's LANG:\n%s", got)
 	}
 	for i := 0; i < 5; i++ {
 		_, _ = td.Do(t, ipc.KeyAction, ipc.ActionGet)
