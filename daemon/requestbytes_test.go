@@ -67,19 +67,18 @@ func TestLargeRequestsInFlightAreBounded(t *testing.T) {
 					}
 				}()
 			}
-			// Each held request takes its size less 4 KiB from the budget.
+			// Each held request takes its size less 4 KiB from the budget, so at most held of
+			// them are held and every other one is answered busy. (Fewer may be held: a request
+			// refused half-read gives back what it held when no other is left to take it, so a
+			// large get sent now may fit; the bound is on what is held, not on that moment.)
 			held := tc.budget / (tc.size - 4<<10)
-			want := int32(tc.n - held - 1)
 			testkit.WaitFor(t, 30*time.Second, "the requests past the budget answered busy", func() bool {
-				return busy.Load() >= want
+				return busy.Load() >= int32(tc.n-held)
 			})
-			// Small requests are answered meanwhile; a large one is refused until room comes.
+			// Small requests are answered meanwhile.
 			sd := rawSocket(tc.socket)
 			if tok, err := ipc.ParseToken(mustDo(t, sd, "")); err != nil || tok.Token != "key-a" {
 				t.Fatalf("a small get with the budget held: %v %v", tok, err)
-			}
-			if _, err := sd.raw(t, largeRequest(tc.size, true)); ipc.ErrorCode(err) != ipc.CodeBusy {
-				t.Fatalf("a large get with the budget held: %v, want busy", err)
 			}
 			if n := other.Load(); n > 0 {
 				t.Fatalf("%d unfinished requests were answered other than busy", n)
