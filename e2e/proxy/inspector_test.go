@@ -31,7 +31,7 @@ type inspectorRun struct {
 }
 
 // inspect runs the MCP Inspector's CLI (the pinned @modelcontextprotocol/inspector-cli, in CLI
-// mode: no web client, no browser, no listening socket) with `blauth-helper mcp URL` as its
+// mode; the package holds no web client, no server and no browser launcher) with `blauth-helper mcp URL` as its
 // stdio server, as its README says to run a local server: the command after --cli, then the
 // Inspector's own options. The Inspector hands its whole environment to the server it starts.
 // It runs in dir.
