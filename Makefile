@@ -34,7 +34,7 @@ test-real: ## the real-component tests (Secret Service, Ory Hydra, systemd tools
 	.ci/hydra-build.sh
 	.ci/with-keyring.sh $(GO) test -tags real -p 1 -count=1 -timeout 20m -run '$(REAL_RUN)' $(REAL_PKGS)
 
-test-sdk: ## end to end with the real Blaxel TypeScript SDK and MCP SDK (e2e/node, installed by .ci/install-deps.sh), the client libraries (clients/) and blauth-proxy; the three suites and their tests in parallel (each test its own daemons, temp dirs and ports; they wait on token lifetimes, not the CPU)
+test-sdk: ## end to end with the real Blaxel TypeScript SDK, MCP SDK and MCP Inspector CLI (e2e/node, installed by .ci/install-deps.sh), the client libraries (clients/) and blauth-proxy; the three suites and their tests in parallel (each test its own daemons, temp dirs and ports; they wait on token lifetimes, not the CPU)
 	$(GO) test -tags sdk -p 3 -parallel 8 -count=1 -timeout 10m -v ./e2e/sdk/ ./e2e/clients/ ./e2e/proxy/
 
 test-gosdk: ## the real Blaxel Go SDK with the Go client (e2e/gosdk, a module of its own); fails where the SDK cannot be downloaded (not in CI: the module proxy here refuses it)

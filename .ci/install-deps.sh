@@ -45,8 +45,9 @@ done
 /usr/bin/python3 -c 'import prometheus_client.parser' || { echo "install-deps: python3-prometheus-client is still missing" >&2; exit 1; }
 /usr/bin/python3 -c 'import httpx' >/dev/null 2>&1 || { echo "install-deps: httpx for /usr/bin/python3 is still missing" >&2; exit 1; }
 
-# The real Blaxel TypeScript SDK and the MCP SDK, exactly as locked. npm ci replaces
-# node_modules; it runs only when node_modules is missing or was installed from another lock.
+# The real Blaxel TypeScript SDK, the MCP SDK and the MCP Inspector's CLI, exactly as locked.
+# npm ci replaces node_modules; it runs only when node_modules is missing or was installed from
+# another lock.
 # No package's install scripts run (--ignore-scripts): none of these needs one.
 node_dir="$(cd "$(dirname "$0")/.." && pwd)/e2e/node"
 stamp="$node_dir/node_modules/.blauth-lock.sha256"

@@ -2,7 +2,8 @@
 // (clients/go/blauth) against the fake Blaxel API and a real built blauthd, over several token
 // lifetimes. It is a module of its own so that blauth's go.mod never requires the SDK; it uses
 // the main module's test harness (internal/testkit/e2etest), which Go allows a module under
-// github.com/blauth/blauth to import. Run it with make test-sdk.
+// github.com/blauth/blauth to import. Run it with make test-gosdk (not in CI: the module proxy
+// there refuses the SDK).
 package gosdk
 
 import (

@@ -6,20 +6,26 @@
 //
 // Tools: "count" answers the number of calls so far, and sends a logging notification on the
 // call's own stream first; "announce" makes the server send notifications/tools/list_changed,
-// which travels on the session's GET stream.
+// which travels on the session's GET stream; "echo" answers "echo: " and its argument "text".
 //
-// Output: first {"url": "http://127.0.0.1:PORT/mcp"}; at the end of stdin, one line
-//   {"requests","rejected","reasons":{…},"distinctTokens","sessions","deletes","gets","posts","toolCalls"}
+// Output: first {"url": "http://127.0.0.1:PORT/mcp"}; for each line on stdin, one line
+//   {"tokens":[fingerprints]}
+// of the tokens accepted since the last such line (a fingerprint is the first 16 hex digits of
+// the SHA-256 of the token, never the token); at the end of stdin, one line
+//   {"requests","rejected","reasons":{…},"distinctTokens","sessions","deletes","gets","posts","toolCalls","echoes"}
 // then it exits. Tokens are kept in memory only, to count them; never printed.
 import http from "node:http";
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import { isInitializeRequest } from "@modelcontextprotocol/sdk/types.js";
+import { z } from "zod";
 
 const api = process.env.E2E_API_URL;
-const stats = { requests: 0, rejected: 0, reasons: {}, distinctTokens: 0, sessions: 0, deletes: 0, gets: 0, posts: 0, toolCalls: 0 };
+const stats = { requests: 0, rejected: 0, reasons: {}, distinctTokens: 0, sessions: 0, deletes: 0, gets: 0, posts: 0, toolCalls: 0, echoes: 0 };
 const tokens = new Set();
+let recent = new Set(); // fingerprints of the tokens accepted since the last report
+const fingerprint = (auth) => createHash("sha256").update(auth.replace(/^Bearer\s+/i, "")).digest("hex").slice(0, 16);
 const transports = new Map();
 
 // validate returns "" when the fake Blaxel API accepts the request's bearer token, else why not.
@@ -34,6 +40,7 @@ async function validate(req) {
     return body.error ?? `status_${r.status}`;
   }
   tokens.add(auth);
+  recent.add(fingerprint(auth));
   return "";
 }
 
@@ -47,6 +54,10 @@ function newServer() {
   mcp.registerTool("announce", { description: "sends notifications/tools/list_changed" }, async () => {
     mcp.sendToolListChanged();
     return { content: [{ type: "text", text: "announced" }] };
+  });
+  mcp.registerTool("echo", { description: "answers its argument", inputSchema: { text: z.string().max(1000) } }, async ({ text }) => {
+    stats.echoes++;
+    return { content: [{ type: "text", text: `echo: ${text}` }] };
   });
   return mcp;
 }
@@ -114,7 +125,16 @@ const server = http.createServer(async (req, res) => {
 server.listen(0, "127.0.0.1", () => {
   process.stdout.write(JSON.stringify({ url: `http://127.0.0.1:${server.address().port}/mcp` }) + "\n");
 });
-process.stdin.resume();
+let pending = "";
+process.stdin.setEncoding("utf8");
+process.stdin.on("data", (chunk) => {
+  pending = (pending + chunk).slice(-1000); // only the test writes here: short lines
+  for (let i = pending.indexOf("\n"); i >= 0; i = pending.indexOf("\n")) {
+    pending = pending.slice(i + 1);
+    process.stdout.write(JSON.stringify({ tokens: [...recent] }) + "\n");
+    recent = new Set();
+  }
+});
 process.stdin.on("end", async () => {
   stats.distinctTokens = tokens.size;
   for (const t of transports.values()) await t.close().catch(() => {});

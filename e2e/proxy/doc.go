@@ -3,8 +3,8 @@
 // (its MCP bridge). It runs the real blauthd, blauth-helper and blauth-proxy binaries against the
 // fake Blaxel API of internal/testkit/blaxeltest (20-second tokens, e2etest.TokenTTL, beside a
 // daemon with --min-ttl 10s; rotating refresh tokens, every API call's token checked, token
-// requests counted by caller), with the real Blaxel TypeScript SDK and the real MCP SDK, both
-// pinned in e2e/node.
+// requests counted by caller), with the real Blaxel TypeScript SDK, the real MCP SDK and the MCP
+// Inspector's CLI, all pinned in e2e/node.
 //
 // Its tests carry the sdk build tag: run them with make test-sdk, after `npm ci` in e2e/node
 // (.ci/install-deps.sh does it). Without node or the packages they are skipped, and in CI
@@ -24,6 +24,11 @@
 //     URL` and calls a tool of a real MCP server, which accepts only valid, unexpired tokens,
 //     every second across at least two token refreshes: every call succeeds; sessions,
 //     notifications on the call's stream and on the GET stream all pass through.
+//   - TestMCPInspectorCLIThroughBridge: the MCP Inspector's CLI (pinned in e2e/node), a client
+//     nobody here wrote, runs `blauth-helper mcp URL` as its stdio server for tools/list and
+//     tools/call (with an argument), one Inspector per call, across a refresh: every run exits 0
+//     with the tools or the answer, every request upstream carried the daemon's token of the
+//     moment, every session is deleted, and no bridge outlives its Inspector.
 //
 // Each long test logs a line starting with FIGURES with its counts.
 package proxy

@@ -165,6 +165,7 @@ type mcpServer struct {
 	Gets           int            `json:"gets"`
 	Posts          int            `json:"posts"`
 	ToolCalls      int            `json:"toolCalls"`
+	Echoes         int            `json:"echoes"`
 }
 
 const (
@@ -241,7 +242,7 @@ func TestMCPClientThroughBridgeAcrossRefreshes(t *testing.T) {
 		// Every "count" call sends one logging notification on its own stream; "announce" sends none.
 		t.Errorf("the client got %d logging notifications for %d count calls (%d served)", client.Logs, client.Calls, server.ToolCalls)
 	}
-	if !slices.Equal(client.Tools, []string{"announce", "count"}) {
+	if !slices.Equal(client.Tools, []string{"announce", "count", "echo"}) {
 		t.Errorf("tools listed: %q", client.Tools)
 	}
 	if len(client.Answers) != 2 || client.Answers[0] != "1" {

@@ -22,7 +22,7 @@ func NodeDir(t testing.TB, moduleRoot string) string {
 		Missing(t, "node", "install Node.js 18 or later, or run .ci/install-deps.sh")
 	}
 	dir := filepath.Join(moduleRoot, "e2e", "node")
-	for _, pkg := range []string{"@blaxel/core", "@modelcontextprotocol/sdk"} {
+	for _, pkg := range []string{"@blaxel/core", "@modelcontextprotocol/sdk", "@modelcontextprotocol/inspector-cli"} {
 		if _, err := os.Stat(filepath.Join(dir, "node_modules", pkg, "package.json")); err != nil {
 			Missing(t, "e2e/node/node_modules/"+pkg, "run `npm ci` in e2e/node, or .ci/install-deps.sh")
 		}
