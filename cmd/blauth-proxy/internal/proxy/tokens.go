@@ -65,6 +65,8 @@ type Tokens struct {
 	guard time.Duration
 	wait  time.Duration
 	logf  func(format string, a ...any)
+	// healWait and healQuick bound Heal's wait (the constants, shorter in tests).
+	healWait, healQuick time.Duration
 
 	mu        sync.Mutex
 	workspace string      // the selection's workspace, pinned after the first answer
@@ -73,6 +75,7 @@ type Tokens struct {
 	connErr   error       // why the watch is not connected now, nil while it is
 	fatal     error       // set when Run gave up for good
 	changed   chan struct{}
+	healing   *healing // the latest erase of a refused token
 }
 
 // NewTokens checks sel and returns its Tokens. logf receives one line per problem worth
@@ -91,7 +94,7 @@ func NewTokens(sel Selection, logf func(format string, a ...any)) (*Tokens, erro
 	if sel.MinTTL > 0 {
 		guard = sel.MinTTL
 	}
-	return &Tokens{sel: sel, guard: guard, wait: DefaultWait, logf: logf, workspace: sel.Workspace,
+	return &Tokens{sel: sel, guard: guard, wait: DefaultWait, logf: logf, workspace: sel.Workspace, healWait: healWait, healQuick: healQuick,
 		connErr: fmt.Errorf("%w: not connected yet", ipc.ErrUnreachable), changed: make(chan struct{})}, nil
 }
 
