@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"time"
@@ -49,13 +50,22 @@ func (t *Tokens) refuse(cred Credential) *healing {
 	}
 	t.mu.Unlock()
 	if first {
-		h.until = time.Now().Add(t.erase(cred))
+		wait := t.erase(cred)
+		h.until = time.Now().Add(wait)
 		close(h.done)
+		if wait == 0 { // blauthd did not answer: the next 401 asks again
+			t.mu.Lock()
+			if t.healing == h {
+				t.healing = nil
+			}
+			t.mu.Unlock()
+		}
 	}
 	return h
 }
 
-// erase asks blauthd to drop cred's token, and returns how long to wait for a new one.
+// erase asks blauthd to drop cred's token, and returns how long to wait for a new one: 0 when
+// blauthd could not be asked.
 func (t *Tokens) erase(cred Credential) time.Duration {
 	req, err := ipc.Caller{Workspace: cred.Workspace, Dir: t.sel.Dir, Environ: t.sel.Environ}.Request(ipc.ActionErase)
 	if err != nil {
@@ -106,7 +116,7 @@ func (t *Tokens) Heal(ctx context.Context, cred Credential) (Credential, bool) {
 		cur, fatal, answerErr, changed := t.cred, t.fatal, t.answerErr, t.changed
 		t.mu.Unlock()
 		switch {
-		case cur != nil && cur.Token != cred.Token && time.Until(cur.Expiry) > t.guard:
+		case cur != nil && cur.Token != cred.Token && (cur.Expiry.IsZero() || time.Until(cur.Expiry) > t.guard):
 			return *cur, true
 		case fatal != nil, answerErr != nil, !time.Now().Before(h.until):
 			return Credential{}, false
@@ -169,7 +179,7 @@ func holdBody(req *http.Request) error {
 	_, err := io.ReadFull(req.Body, buf)
 	req.Body.Close()
 	if err != nil {
-		return err
+		return fmt.Errorf("reading the request's body: %w", err)
 	}
 	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
 	req.Body, _ = req.GetBody()

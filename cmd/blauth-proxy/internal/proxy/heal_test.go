@@ -302,3 +302,36 @@ func TestBridgeHealsAcrossRotations(t *testing.T) {
 		t.Errorf("%d erases at the daemon (%d dropped a token), want 2 and 2: one per refused token", erases, drops)
 	}
 }
+
+// Without a daemon to ask, a refused token is not healed, and the next 401 asks again rather
+// than taking the first attempt for an answer. A token that does not expire is never erased.
+func TestHealWithoutADaemon(t *testing.T) {
+	logs := &logLines{}
+	tokens, err := NewTokens(Selection{Socket: "/nonexistent/blauthd.sock"}, logs.logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cred := Credential{Token: "tok-refused-1", Workspace: "acme", Expiry: time.Now().Add(time.Hour)}
+	tokens.update(func() { tokens.cred, tokens.connErr = &cred, nil })
+	for range 2 {
+		if c, ok := tokens.Heal(context.Background(), cred); ok {
+			t.Fatalf("healed to %q with no daemon", c.Token)
+		}
+	}
+	key := Credential{Token: "bl-key", Workspace: "acme"}
+	if _, ok := tokens.Heal(context.Background(), key); ok {
+		t.Error("an API key was healed")
+	}
+	asked := 0
+	for _, l := range logs.all() {
+		if strings.Contains(l, "cannot ask blauthd") {
+			asked++
+		}
+		if strings.Contains(l, "tok-refused-1") || strings.Contains(l, "bl-key") {
+			t.Errorf("a log line holds a token: %q", l)
+		}
+	}
+	if asked != 2 {
+		t.Errorf("blauthd was tried %d times for two 401s and an API key; want 2: %q", asked, logs.all())
+	}
+}
