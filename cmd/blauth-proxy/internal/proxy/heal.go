@@ -38,9 +38,8 @@ type healing struct {
 
 // refuse tells blauthd that the upstream refused cred's token: once per token value, however
 // many requests were refused with it, whether at once or later. It returns that erase; its done
-// is closed when blauthd has answered. A token that does not expire (an API key) is not erased:
-// blauthd has nothing to exchange for it.
-func (t *Tokens) refuse(cred Credential) *healing {
+// is closed when blauthd has answered.
+func (t *Tokens) refuse(ctx context.Context, cred Credential) *healing {
 	t.mu.Lock()
 	h := t.healing
 	first := h == nil || h.token != cred.Token
@@ -50,7 +49,7 @@ func (t *Tokens) refuse(cred Credential) *healing {
 	}
 	t.mu.Unlock()
 	if first {
-		wait := t.erase(cred)
+		wait := t.erase(ctx, cred)
 		h.until = time.Now().Add(wait)
 		close(h.done)
 		if wait == 0 { // blauthd did not answer: the next 401 asks again
@@ -64,16 +63,23 @@ func (t *Tokens) refuse(cred Credential) *healing {
 	return h
 }
 
-// erase asks blauthd to drop cred's token, and returns how long to wait for a new one: 0 when
-// blauthd could not be asked.
-func (t *Tokens) erase(cred Credential) time.Duration {
+// erase asks blauthd to drop cred's token, within eraseTimeout and ctx's deadline, and returns
+// how long to wait for a new one: 0 when blauthd could not be asked.
+func (t *Tokens) erase(ctx context.Context, cred Credential) time.Duration {
+	timeout := eraseTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl))
+	}
+	if timeout <= 0 {
+		return 0
+	}
 	req, err := ipc.Caller{Workspace: cred.Workspace, Dir: t.sel.Dir, Environ: t.sel.Environ}.Request(ipc.ActionErase)
 	if err != nil {
 		t.logf("the upstream refused the token of workspace %s (401); cannot ask blauthd for another: %v", cred.Workspace, err)
 		return 0
 	}
 	req.Add(ipc.KeyToken, cred.Token)
-	c, err := ipc.Dial(t.sel.Socket, eraseTimeout)
+	c, err := ipc.Dial(t.sel.Socket, timeout)
 	if err != nil {
 		t.logf("the upstream refused the token of workspace %s (401); cannot ask blauthd for another: %v", cred.Workspace, err)
 		return 0
@@ -86,43 +92,38 @@ func (t *Tokens) erase(cred Credential) time.Duration {
 		return 0
 	case resp.Value(ipc.KeyDropped) != "true":
 		t.logf("the upstream refused the token of workspace %s (401); blauthd kept it (it holds a newer one, or already replaced one in this refresh period)", cred.Workspace)
-		return t.healQuick
+		return healQuick
 	}
 	t.logf("the upstream refused the token of workspace %s (401); blauthd dropped it, waiting for a new one", cred.Workspace)
-	return t.healWait
+	return healWait
 }
 
-// Heal is called when the upstream refused cred (a 401): it erases its token (refuse) and
-// waits, within the erase's bound and ctx, for a usable token other than that one. It returns
-// false when none came, or when cred's token does not expire.
+// Heal is called when the upstream refused cred (a 401): unless a newer token came meanwhile, it
+// erases cred's token (refuse) and waits, within the erase's bound and ctx, for a usable token
+// other than that one. It returns false when none came, or when cred's token does not expire
+// (an API key: blauthd has nothing to exchange for it).
 func (t *Tokens) Heal(ctx context.Context, cred Credential) (Credential, bool) {
 	if cred.Expiry.IsZero() {
 		return Credential{}, false
 	}
-	h := t.refuse(cred)
+	if c, _, _ := t.replacement(cred.Token); c != nil {
+		return *c, true
+	}
+	h := t.refuse(ctx, cred)
 	select {
 	case <-h.done: // the erase of another request refused with it, maybe
 	case <-ctx.Done():
 		return Credential{}, false
 	}
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
+	timer := time.NewTimer(time.Until(h.until))
+	defer timer.Stop()
 	for {
-		t.mu.Lock()
-		cur, fatal, answerErr, changed := t.cred, t.fatal, t.answerErr, t.changed
-		t.mu.Unlock()
+		c, over, changed := t.replacement(cred.Token)
 		switch {
-		case cur != nil && cur.Token != cred.Token && (cur.Expiry.IsZero() || time.Until(cur.Expiry) > t.guard):
-			return *cur, true
-		case fatal != nil, answerErr != nil, !time.Now().Before(h.until):
+		case c != nil:
+			return *c, true
+		case over || !time.Now().Before(h.until):
 			return Credential{}, false
-		}
-		if timer == nil {
-			timer = time.NewTimer(time.Until(h.until))
 		}
 		select {
 		case <-changed:
@@ -131,6 +132,18 @@ func (t *Tokens) Heal(ctx context.Context, cred Credential) (Credential, bool) {
 			return Credential{}, false
 		}
 	}
+}
+
+// replacement returns the latest token if it is usable and not old; else whether no token will
+// come (blauthd answered an error, or the watch gave up), and the channel closed at the next
+// change.
+func (t *Tokens) replacement(old string) (c *Credential, over bool, changed chan struct{}) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if cur := t.cred; cur != nil && cur.Token != old && (cur.Expiry.IsZero() || time.Until(cur.Expiry) > t.guard) {
+		return cur, false, nil
+	}
+	return nil, t.fatal != nil || t.answerErr != nil, t.changed
 }
 
 // retryRefused heals one request: when resp, the answer to req sent with *cred, is a 401 and
@@ -146,7 +159,9 @@ func retryRefused(t *Tokens, cred *Credential, req *http.Request, resp *http.Res
 		return resp, nil
 	}
 	if req.Body != nil && req.Body != http.NoBody && req.GetBody == nil {
-		t.refuse(*cred)
+		if c, _, _ := t.replacement(cred.Token); c == nil {
+			t.refuse(req.Context(), *cred)
+		}
 		return resp, nil
 	}
 	fresh, ok := t.Heal(req.Context(), *cred)

@@ -65,8 +65,6 @@ type Tokens struct {
 	guard time.Duration
 	wait  time.Duration
 	logf  func(format string, a ...any)
-	// healWait and healQuick bound Heal's wait (the constants, shorter in tests).
-	healWait, healQuick time.Duration
 
 	mu        sync.Mutex
 	workspace string      // the selection's workspace, pinned after the first answer
@@ -94,7 +92,7 @@ func NewTokens(sel Selection, logf func(format string, a ...any)) (*Tokens, erro
 	if sel.MinTTL > 0 {
 		guard = sel.MinTTL
 	}
-	return &Tokens{sel: sel, guard: guard, wait: DefaultWait, logf: logf, workspace: sel.Workspace, healWait: healWait, healQuick: healQuick,
+	return &Tokens{sel: sel, guard: guard, wait: DefaultWait, logf: logf, workspace: sel.Workspace,
 		connErr: fmt.Errorf("%w: not connected yet", ipc.ErrUnreachable), changed: make(chan struct{})}, nil
 }
 
