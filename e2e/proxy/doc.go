@@ -24,6 +24,11 @@
 //     URL` and calls a tool of a real MCP server, which accepts only valid, unexpired tokens,
 //     every second across at least two token refreshes: every call succeeds; sessions,
 //     notifications on the call's stream and on the GET stream all pass through.
+//   - TestSDKThroughProxyHealsARevokedToken, TestMCPBridgeHealsARevokedToken: the daemon's token
+//     is revoked at the fake API in the middle of a run of @blaxel/core under `exec --proxy`, and
+//     of an MCP session through `blauth-helper mcp`: every call succeeds (the proxy and the bridge
+//     have blauthd drop the refused token and send the call again with the next one), in the one
+//     MCP session, and the SDK makes no token request.
 //
 // Each long test logs a line starting with FIGURES with its counts.
 package proxy
