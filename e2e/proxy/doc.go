@@ -29,6 +29,11 @@
 //     tools/call (with an argument), one Inspector per call, across a refresh: every run exits 0
 //     with the tools or the answer, every request upstream carried the daemon's token of the
 //     moment, every session is deleted, and no bridge outlives its Inspector.
+//   - TestSDKThroughProxyHealsARevokedToken, TestMCPBridgeHealsARevokedToken: the daemon's token
+//     is revoked at the fake API in the middle of a run of @blaxel/core under `exec --proxy`, and
+//     of an MCP session through `blauth-helper mcp`: every call succeeds (the proxy and the bridge
+//     have blauthd drop the refused token and send the call again with the next one), in the one
+//     MCP session, and the SDK makes no token request.
 //
 // Each long test logs a line starting with FIGURES with its counts.
 package proxy

@@ -20,6 +20,7 @@ const (
 	RejectExpired        = "token_expired"     // a JWT of this server whose exp has passed
 	RejectNoWorkspace    = "missing_workspace" // no X-Blaxel-Workspace header
 	RejectWrongWorkspace = "wrong_workspace"   // the credential is bound to another workspace
+	RejectRevoked        = "token_revoked"     // a token Revoke named, before its expiry
 )
 
 // APIStats counts the calls made to the API side (every GET under /v0 other than the discovery
@@ -47,6 +48,14 @@ func (s *Server) SetClientIDOptional(on bool) { s.mu.Lock(); s.clientIDOptional 
 func (s *Server) AddAPIKey(key, workspace string) {
 	s.mu.Lock()
 	s.apiKeys[key] = workspace
+	s.mu.Unlock()
+}
+
+// Revoke makes the API refuse token from now on, as Blaxel's does with a token revoked or
+// replaced before its expiry.
+func (s *Server) Revoke(token string) {
+	s.mu.Lock()
+	s.revoked[token] = true
 	s.mu.Unlock()
 }
 
@@ -240,8 +249,11 @@ func (s *Server) authorize(token, workspace string) (reason, desc string) {
 	}
 	s.mu.Lock()
 	keyWS, isKey := s.apiKeys[token]
-	now := s.now()
+	now, revoked := s.now(), s.revoked[token]
 	s.mu.Unlock()
+	if revoked {
+		return RejectRevoked, "the token was revoked"
+	}
 	var boundTo string
 	if isKey {
 		boundTo = keyWS

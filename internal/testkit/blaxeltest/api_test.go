@@ -44,6 +44,8 @@ func TestAPIChecksEveryCall(t *testing.T) {
 	other := New(time.Minute)
 	defer other.Close()
 	foreign := other.Token("alice")
+	revoked := s.Token("alice")
+	s.Revoke(revoked)
 
 	cases := []struct {
 		name    string
@@ -63,6 +65,7 @@ func TestAPIChecksEveryCall(t *testing.T) {
 		{"foreign JWT", map[string]string{"X-Blaxel-Authorization": "Bearer " + foreign, "X-Blaxel-Workspace": "acme"}, RejectBadToken},
 		{"tampered JWT", map[string]string{"X-Blaxel-Authorization": "Bearer " + tampered(access), "X-Blaxel-Workspace": "acme"}, RejectBadToken},
 		{"expired JWT", map[string]string{"X-Blaxel-Authorization": "Bearer " + expired, "X-Blaxel-Workspace": "acme"}, RejectExpired},
+		{"revoked JWT", map[string]string{"X-Blaxel-Authorization": "Bearer " + revoked, "X-Blaxel-Workspace": "acme"}, RejectRevoked},
 		{"no workspace", map[string]string{"X-Blaxel-Authorization": "Bearer " + access}, RejectNoWorkspace},
 		{"session token, other workspace", map[string]string{"X-Blaxel-Authorization": "Bearer " + access, "X-Blaxel-Workspace": "acme-sa"}, RejectWrongWorkspace},
 		{"bound API key, other workspace", map[string]string{"X-Blaxel-Authorization": "Bearer bl_key_acme", "X-Blaxel-Workspace": "zeta"}, RejectWrongWorkspace},

@@ -70,6 +70,7 @@ type Server struct {
 	// The API side (api.go).
 	apiKeys    map[string]string // API key → workspace ("" any)
 	bound      map[string]string // token subject → workspace
+	revoked    map[string]bool   // tokens Revoke named
 	apiOK      int
 	apiRejects map[string]int // reason → count
 	tokenUA    map[string]int // User-Agent → token requests
@@ -97,7 +98,7 @@ func New(ttl time.Duration) *Server {
 	s := &Server{now: func() time.Time { return time.Now() }, ttl: ttl, key: randomBytes(32),
 		clients: map[string]string{}, refresh: map[string]session{}, used: map[string]bool{},
 		devices: map[string]*device{}, counts: map[string]int{}, rotate: true, faultLeft: -1,
-		apiKeys: map[string]string{}, bound: map[string]string{}, apiRejects: map[string]int{},
+		apiKeys: map[string]string{}, bound: map[string]string{}, revoked: map[string]bool{}, apiRejects: map[string]int{},
 		tokenUA: map[string]int{}, tokenUAErr: map[string]int{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v0/oauth/token", s.countByCaller(s.token))

@@ -67,6 +67,8 @@ type BridgeConfig struct {
 //     MCP-Protocol-Version, the version the server chose;
 //   - after initialize, a GET stream carries the server's own requests and notifications (a
 //     server that offers none answers 405);
+//   - a 401 heals once (retryRefused): the bridge asks blauthd to drop the refused token, waits
+//     for a new one and sends the request again with it; a second 401 is an error;
 //   - when a request cannot be sent or is refused, the client gets a JSON-RPC error for it, and
 //     the reason goes to Logf;
 //   - at the end of In, answers in flight get Grace to finish, then the session is ended with
@@ -351,15 +353,15 @@ func waitAtMost(d time.Duration, waits ...func()) {
 	}
 }
 
-// headers sets the auth, session and protocol headers on req.
-func (b *bridge) headers(ctx context.Context, req *http.Request) error {
+// send sends req with the current token and the session and protocol headers; a 401 heals
+// once (retryRefused). Its error leaves out the URL (net/http's *url.Error names it, query
+// included), which may hold a key: the user knows which server it is.
+func (b *bridge) send(ctx context.Context, req *http.Request) (*http.Response, error) {
 	cred, err := b.cfg.Tokens.Current(ctx)
 	if err != nil {
-		return fmt.Errorf("no token to send: %w", err)
+		return nil, &noTokenError{err}
 	}
-	req.Header.Set("Authorization", "Bearer "+cred.Token)
-	req.Header.Set("X-Blaxel-Authorization", "Bearer "+cred.Token)
-	req.Header.Set("X-Blaxel-Workspace", cred.Workspace)
+	setCred(req.Header, credHeaders, cred)
 	if b.cfg.UserAgent != "" {
 		req.Header.Set("User-Agent", b.cfg.UserAgent)
 	}
@@ -372,7 +374,11 @@ func (b *bridge) headers(ctx context.Context, req *http.Request) error {
 	if protocol != "" {
 		req.Header.Set("Mcp-Protocol-Version", protocol)
 	}
-	return nil
+	resp, err := b.do(req)
+	if err != nil {
+		return nil, err
+	}
+	return retryRefused(b.cfg.Tokens, &cred, req, resp, func(h http.Header, c Credential) { setCred(h, credHeaders, c) }, b.do)
 }
 
 // post sends one message and carries its answer back.
@@ -382,14 +388,15 @@ func (b *bridge) post(ctx context.Context, msg []byte, env envelope, initialize 
 		b.fail(env, err.Error())
 		return
 	}
-	if err := b.headers(ctx, req); err != nil {
-		b.fail(env, err.Error())
-		return
-	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
-	resp, err := b.do(req)
-	if err != nil {
+	resp, err := b.send(ctx, req)
+	var noToken *noTokenError
+	switch {
+	case errors.As(err, &noToken):
+		b.fail(env, err.Error())
+		return
+	case err != nil:
 		if b.streams.Err() == nil {
 			b.fail(env, "the MCP server did not answer: "+err.Error())
 		}
@@ -637,14 +644,11 @@ func (b *bridge) listenOnce(lastID *string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if err := b.headers(b.listenCtx, req); err != nil {
-		return 0, err
-	}
 	req.Header.Set("Accept", "text/event-stream")
 	if *lastID != "" {
 		req.Header.Set("Last-Event-ID", *lastID)
 	}
-	resp, err := b.do(req)
+	resp, err := b.send(b.listenCtx, req)
 	if err != nil {
 		return 0, err
 	}
@@ -679,11 +683,7 @@ func (b *bridge) endSession() {
 	if err != nil {
 		return
 	}
-	if err := b.headers(ctx, req); err != nil {
-		b.logf("the session was not ended on the server: %v", err)
-		return
-	}
-	resp, err := b.do(req)
+	resp, err := b.send(ctx, req)
 	if err != nil {
 		b.logf("the session was not ended on the server: %v", err)
 		return
@@ -694,8 +694,13 @@ func (b *bridge) endSession() {
 	}
 }
 
-// do sends req. Its error leaves out the URL (net/http's *url.Error names it, query included),
-// which may hold a key: the user knows which server it is.
+// noTokenError is send's error when there is no token to send: nothing was sent.
+type noTokenError struct{ err error }
+
+func (e *noTokenError) Error() string { return "no token to send: " + e.err.Error() }
+func (e *noTokenError) Unwrap() error { return e.err }
+
+// do sends req, its error without the URL (see send).
 func (b *bridge) do(req *http.Request) (*http.Response, error) {
 	resp, err := b.client.Do(req)
 	var ue *url.Error

@@ -18,13 +18,18 @@ import (
 // a request answers an event stream holding a notification and then the response
 // (pretty-printed, over several data lines); a notification is accepted (202); "refuse" is
 // answered 401 and "move" 307 to elsewhere; GET is not offered (405); DELETE ends the session.
+// It expects testKey, unless accept is set: then it is a server that speaks OAuth, which
+// answers a token accept refuses with 401 and WWW-Authenticate naming its protected resource
+// metadata (served at /.well-known/oauth-protected-resource), as Blaxel's hosted MCP server does.
 type fakeMCP struct {
 	*httptest.Server
 	elsewhere string
+	accept    func(token string) bool
 	mu        sync.Mutex
 	problems  []string // requests that lacked a header they needed
 	deleted   []string // session ids deleted
 	posts     int
+	refused   []string // the tokens accept refused, one per request
 }
 
 func newFakeMCP(t *testing.T, elsewhere string) *fakeMCP {
@@ -40,11 +45,40 @@ func (f *fakeMCP) problem(format string, a ...any) {
 	f.mu.Unlock()
 }
 
-func (f *fakeMCP) serve(w http.ResponseWriter, r *http.Request) {
-	for h, want := range map[string]string{"Authorization": "Bearer " + testKey, "X-Blaxel-Authorization": "Bearer " + testKey, "X-Blaxel-Workspace": "acme"} {
+// authorized checks a request's headers; false when it was answered (refused, or metadata).
+func (f *fakeMCP) authorized(w http.ResponseWriter, r *http.Request) bool {
+	const metadata = "/.well-known/oauth-protected-resource"
+	if f.accept != nil && r.URL.Path == metadata { // public, as RFC 9728 has it
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"resource":%q,"authorization_servers":[%q],"bearer_methods_supported":["header"]}`, f.URL, f.URL+"/oauth")
+		return false
+	}
+	auth := r.Header.Get("Authorization")
+	for h, want := range map[string]string{"X-Blaxel-Authorization": auth, "X-Blaxel-Workspace": "acme"} {
 		if got := r.Header.Get(h); got != want {
 			f.problem("%s %s without the right %s", r.Method, r.URL.Path, h)
 		}
+	}
+	if f.accept == nil {
+		if auth != "Bearer "+testKey {
+			f.problem("%s %s without the right Authorization", r.Method, r.URL.Path)
+		}
+		return true
+	}
+	if tok, ok := strings.CutPrefix(auth, "Bearer "); !ok || !f.accept(tok) {
+		f.mu.Lock()
+		f.refused = append(f.refused, tok)
+		f.mu.Unlock()
+		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer error="invalid_token", resource_metadata=%q`, f.URL+metadata))
+		http.Error(w, `{"error":"invalid_token"}`, http.StatusUnauthorized)
+		return false
+	}
+	return true
+}
+
+func (f *fakeMCP) serve(w http.ResponseWriter, r *http.Request) {
+	if !f.authorized(w, r) {
+		return
 	}
 	switch r.Method {
 	case http.MethodGet:

@@ -180,7 +180,7 @@ func forwardOf(ctx context.Context) *forward {
 }
 
 // ServeHTTP admits a request that carries the secret, picks its upstream by prefix, and
-// forwards it with the current token in place of the secret.
+// forwards it with the current token in place of the secret (a 401 heals once: heal.go).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if n := headerLines(r.Header); n > maxHeaderCount {
 		s.refusals.add(tooManyHeaders, "")
@@ -253,10 +253,7 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	for _, h := range credHeaders {
 		pr.Out.Header.Del(h)
 	}
-	for _, h := range fw.forms {
-		pr.Out.Header.Set(h, "Bearer "+fw.cred.Token)
-	}
-	pr.Out.Header.Set("X-Blaxel-Workspace", fw.cred.Workspace)
+	setCred(pr.Out.Header, fw.forms, fw.cred)
 }
 
 // errNotSent is the answer of send to a request whose URL left its upstream base.
@@ -278,7 +275,7 @@ func (s *Server) send(req *http.Request) (*http.Response, error) {
 		}
 		return nil, errNotSent
 	}
-	return s.transport.RoundTrip(req)
+	return s.roundTrip(req, fw)
 }
 
 // modifyResponse points a redirect within the upstream base back at the proxy, so that a client

@@ -73,6 +73,7 @@ type Tokens struct {
 	connErr   error       // why the watch is not connected now, nil while it is
 	fatal     error       // set when Run gave up for good
 	changed   chan struct{}
+	healing   *healing // the latest erase of a refused token
 }
 
 // NewTokens checks sel and returns its Tokens. logf receives one line per problem worth
