@@ -82,8 +82,13 @@ func TestExecStatusesAndEnvironment(t *testing.T) {
 			// The proxy ends with its child.
 			host := strings.TrimSuffix(strings.TrimPrefix(f[2], "http://"), "/api")
 			if c, err := net.DialTimeout("tcp", host, time.Second); err == nil {
+				// A connect to a loopback port nobody listens on can meet itself (the kernel
+				// picks that port as the source): that is no listener.
+				self := c.LocalAddr().String() == c.RemoteAddr().String()
 				c.Close()
-				t.Errorf("the proxy still listens on %s after its child ended", host)
+				if !self {
+					t.Errorf("the proxy still listens on %s after its child ended", host)
+				}
 			}
 		})
 	}
