@@ -24,6 +24,12 @@
 //     URL` and calls a tool of a real MCP server, which accepts only valid, unexpired tokens,
 //     every second across at least two token refreshes: every call succeeds; sessions,
 //     notifications on the call's stream and on the GET stream all pass through.
+//   - TestSandboxThroughTheProxy: @blaxel/core's sandbox client (SandboxInstance.get, then
+//     fs.write, fs.read, process.exec, and a fetch of a preview's spec.url) under `exec
+//     --proxy`, for one and a half token lifetimes, against sandbox and preview hosts that are
+//     second loopback servers checking every token: every call reaches them through the
+//     proxy's /host route with the daemon's current token, and a sandbox whose host is outside
+//     the run domains (BLAUTH_RUN_DOMAINS) is refused without a request reaching it.
 //
 // Each long test logs a line starting with FIGURES with its counts.
 package proxy
