@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -190,7 +191,7 @@ func (s *Server) route(prefix, rest, rawRest, query string, cred Credential) (*f
 	switch prefix {
 	case HostPrefix:
 		status := 0
-		if fw.base, rest, rawRest, status, err = hostRoute(rest, rawRest, bases.domains); err != nil {
+		if fw.base, rest, rawRest, status, err = hostRoute(rest, rawRest, runDomainsOf(bases, cred)); err != nil {
 			return nil, status, err
 		}
 		fw.prefix = HostPrefix + "/" + fw.base.host
@@ -199,11 +200,20 @@ func (s *Server) route(prefix, rest, rawRest, query string, cred Credential) (*f
 	}
 	fw.target = fw.base.join(rest, rawRest, query)
 	if prefix == HostPrefix {
-		if err := checkRunHostURL(&fw.target, bases.domains); err != nil { // cannot happen: hostRoute checked the base
+		if err := checkRunHostURL(&fw.target, runDomainsOf(bases, cred)); err != nil { // cannot happen: hostRoute checked the base
 			return nil, http.StatusForbidden, err
 		}
 	}
 	return fw, 0, nil
+}
+
+// runDomainsOf are the run domains of a request for cred: its API base's (implied, and
+// BLAUTH_RUN_DOMAINS), then those of blauth's config file that came with the token.
+func runDomainsOf(b *apiBases, cred Credential) []string {
+	if len(cred.RunDomains) == 0 {
+		return b.domains
+	}
+	return slices.Concat(b.domains, cred.RunDomains)
 }
 
 // upstreamFor is the base a request under prefix goes to, for a token issued for apiURL, and

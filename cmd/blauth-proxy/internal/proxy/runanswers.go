@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/blauth/blauth/ipc"
 )
 
 // The TypeScript SDK calls a sandbox at the URL the API names in its answer (metadata.url), not
@@ -166,7 +168,7 @@ func proxiedURL(raw, proxy string) (string, bool) {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		name = h
 	}
-	if !validHostname(name) || strings.ContainsAny(host, "[]%@") {
+	if !ipc.ValidHostname(name) || strings.ContainsAny(host, "[]%@") {
 		return "", false
 	}
 	out := proxy + HostPrefix + "/" + host + u.EscapedPath()

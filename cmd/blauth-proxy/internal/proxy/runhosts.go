@@ -36,51 +36,8 @@ func RunDomains(apiURL string, extra []string) []string {
 	return append(append(make([]string, 0, len(implied)+len(extra)), implied...), extra...)
 }
 
-// ParseRunDomains reads a comma-separated list of run domains (empty entries are skipped): each
-// a host name of two labels or more, or an IPv4 address, or localhost, in any case.
-func ParseRunDomains(list string) ([]string, error) {
-	var out []string
-	for d := range strings.SplitSeq(list, ",") {
-		d = strings.ToLower(strings.TrimSpace(d))
-		if d == "" {
-			continue
-		}
-		if err := checkRunDomain(d); err != nil {
-			return nil, err
-		}
-		out = append(out, d)
-	}
-	return out, nil
-}
-
-func checkRunDomain(d string) error {
-	switch {
-	case !validHostname(d):
-		return fmt.Errorf("the run domain %q is not a host name (letters, digits, '-' and '.'; no port, no scheme)", ipc.Clip(d, 80))
-	case !strings.Contains(d, ".") && d != "localhost":
-		return fmt.Errorf("the run domain %q is a single label: it would admit a whole top-level domain", d)
-	}
-	return nil
-}
-
-// validHostname reports whether h (lower case) is a DNS name: labels of 1 to 63 letters,
-// digits and '-', not starting or ending with '-', 253 characters at most, no trailing dot.
-func validHostname(h string) bool {
-	if h == "" || len(h) > 253 {
-		return false
-	}
-	for label := range strings.SplitSeq(h, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			if c := label[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	return true
-}
+// ParseRunDomains reads a comma-separated list of run domains: see ipc.ParseRunDomains.
+func ParseRunDomains(list string) ([]string, error) { return ipc.ParseRunDomains(list) }
 
 // underRunDomain reports whether host (lower case, without port) is one of domains or a name
 // under one of them, on a label boundary. An IP address matches only itself.
@@ -105,7 +62,7 @@ func checkRunHostURL(u *url.URL, domains []string) error {
 		return fmt.Errorf("%s holds user info", withoutSecrets(u))
 	case u.Scheme != "https" && !(u.Scheme == "http" && loop):
 		return fmt.Errorf("%s is neither https nor http to a loopback host", withoutSecrets(u))
-	case host != strings.ToLower(host) || !validHostname(host):
+	case host != strings.ToLower(host) || !ipc.ValidHostname(host):
 		return fmt.Errorf("%q is not a host name", ipc.Clip(host, 80))
 	case !underRunDomain(host, domains):
 		return fmt.Errorf("%s is not under Blaxel's run domains (%s): name its domain in %s or run_domains: of blauth's config to reach it", host, domainList(domains), RunDomainsEnv)

@@ -12,7 +12,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/blauth/blauth/daemon"
 	"github.com/blauth/blauth/internal/testkit/blaxeltest"
+	"github.com/blauth/blauth/internal/testkit/daemontest"
 )
 
 func TestParseRunDomains(t *testing.T) {
@@ -291,5 +293,31 @@ func TestRewriteAnswerIsBounded(t *testing.T) {
 	body := resp.Body
 	if err := rewriteAnswer(resp, metadataURL); err != nil || resp.Body != body {
 		t.Errorf("a text answer was read (%v): it must stream", err)
+	}
+}
+
+// The run_domains: of blauth's config file come with the daemon's token: a daemon that has
+// them opens the /host route to their hosts, as BLAUTH_RUN_DOMAINS does; one without, not.
+func TestRunDomainsFromTheDaemon(t *testing.T) {
+	up := newRecorder(t, nil)
+	upHost := strings.TrimPrefix(up.URL, "http://")
+	for _, tc := range []struct {
+		name    string
+		domains []string
+		want    int
+	}{{"run_domains set", []string{"127.0.0.1"}, http.StatusOK}, {"none", nil, http.StatusForbidden}} {
+		t.Run(tc.name, func(t *testing.T) {
+			api := blaxeltest.New(0)
+			t.Cleanup(api.Close)
+			api.AddAPIKey(testKey, "acme")
+			socket := daemontest.Start(t, daemontest.Options{API: api, Env: []string{"BL_WORKSPACE=acme", "BL_API_KEY=" + testKey},
+				Mutate: func(c *daemon.Config) { c.RunDomains = tc.domains }}).Socket
+			secret := NewSecret()
+			hs := startProxy(t, Config{Tokens: followTokens(t, Selection{Socket: socket}), Secret: secret, RunURL: up.URL}, nil)
+			status, body, _ := do(t, http.MethodGet, hs.URL+"/host/"+upHost+"/x", map[string][]string{"Authorization": {"Bearer " + secret.Value()}}, nil)
+			if status != tc.want {
+				t.Errorf("GET /host/%s/x: %d %q; want %d", upHost, status, body, tc.want)
+			}
+		})
 	}
 }
