@@ -29,7 +29,8 @@
 //     --proxy`, for one and a half token lifetimes, against sandbox and preview hosts that are
 //     second loopback servers checking every token: every call reaches them through the
 //     proxy's /host route with the daemon's current token, and a sandbox whose host is outside
-//     the run domains (BLAUTH_RUN_DOMAINS) is refused without a request reaching it.
+//     the run domains is refused without a request reaching it; the run domain named in
+//     BLAUTH_RUN_DOMAINS, or (a shorter run) in run_domains: of blauth's config file.
 //
 // Each long test logs a line starting with FIGURES with its counts.
 package proxy
