@@ -5,7 +5,8 @@
 // Date header and the API side's expiry check all follow it, as a real issuer's would when the
 // client's clock is skewed.
 // Its API side (api.go) answers authenticated GETs such as the SDKs' listModels, checking every
-// call's token and workspace the way Blaxel's API does.
+// call's token and workspace the way Blaxel's API does; sandbox.go adds sandboxes and previews
+// whose URLs name a SandboxHost, a second loopback server that checks tokens the same way.
 package blaxeltest
 
 import (

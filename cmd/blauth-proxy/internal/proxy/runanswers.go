@@ -55,7 +55,8 @@ func runURLFields(rest string) answerFields {
 func rewriteAnswer(resp *http.Response, fields answerFields) error {
 	local, _ := resp.Request.Context().Value(http.LocalAddrContextKey).(net.Addr)
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	if local == nil || resp.StatusCode/100 != 2 || mt != "application/json" || resp.Header.Get("Content-Encoding") != "" {
+	if local == nil || resp.StatusCode/100 != 2 || resp.StatusCode == http.StatusNoContent || resp.Request.Method == http.MethodHead ||
+		mt != "application/json" || resp.Header.Get("Content-Encoding") != "" {
 		return nil
 	}
 	if resp.ContentLength > maxAnswerBytes {
@@ -69,12 +70,14 @@ func rewriteAnswer(resp *http.Response, fields answerFields) error {
 	if len(body) > maxAnswerBytes {
 		return errAnswerTooLong
 	}
-	if out, changed := rewriteValue(body, fields, "http://"+local.String(), true); changed {
-		body = out
-		resp.Header.Del("Etag")
+	out, changed := rewriteValue(body, fields, "http://"+local.String(), true)
+	if !changed {
+		resp.Body = io.NopCloser(bytes.NewReader(body)) // the same bytes: the same headers
+		return nil
 	}
-	resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
-	resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(out)), int64(len(out))
+	resp.Header.Set("Content-Length", strconv.Itoa(len(out)))
+	resp.Header.Del("Etag")
 	return nil
 }
 

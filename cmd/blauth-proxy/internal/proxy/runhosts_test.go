@@ -133,7 +133,13 @@ func TestHostRules(t *testing.T) {
 // the daemon's token; a host outside the run domains is refused and nothing is sent.
 func TestHostRouteForwardsWithTheToken(t *testing.T) {
 	e := newTestEnv(t)
-	up := newRecorder(t, nil)
+	up := newRecorder(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/moved" {
+			http.Redirect(w, r, "/elsewhere?a=1", http.StatusFound)
+			return
+		}
+		_, _ = io.WriteString(w, "upstream ok\n")
+	})
 	upHost := strings.TrimPrefix(up.URL, "http://")
 	secret := NewSecret()
 	hs := startProxy(t, Config{Tokens: e.tokens, Secret: secret, RunURL: up.URL, RunDomains: []string{"127.0.0.1"}}, nil)
@@ -145,6 +151,13 @@ func TestHostRouteForwardsWithTheToken(t *testing.T) {
 	r := up.lastRequest()
 	if r.URL.EscapedPath() != "/filesystem/tmp%2Fa.txt" || r.URL.RawQuery != "x=1" || r.Header.Get("X-Blaxel-Authorization") != "Bearer "+testKey {
 		t.Errorf("the host got %s?%s with X-Blaxel-Authorization %q", r.URL.EscapedPath(), r.URL.RawQuery, strings.ReplaceAll(r.Header.Get("X-Blaxel-Authorization"), secret.Value(), "<secret>"))
+	}
+	// A redirect on the host is pointed back at the same /host route, which the client follows.
+	if status, body, _ := do(t, http.MethodGet, hs.URL+"/host/"+upHost+"/moved", h, nil); status != http.StatusOK || body != "upstream ok\n" {
+		t.Errorf("GET a redirect: %d %q", status, body)
+	}
+	if r := up.lastRequest(); r.URL.Path != "/elsewhere" || r.URL.RawQuery != "a=1" || r.Header.Get("X-Blaxel-Authorization") != "Bearer "+testKey {
+		t.Errorf("the redirect led the client to %s?%s on the host, not through the /host route with the token", r.URL.Path, r.URL.RawQuery)
 	}
 	before := up.hits.Load()
 	for _, target := range []string{"/host/evil.example/x", "/host/localhost:" + up.URL[strings.LastIndexByte(up.URL, ':')+1:] + "/x", "/host/127.0.0.1.nip.io/x", "/host/" + upHost + "%2F..%2F/x", "/host%2F" + upHost + "/x", "/host//x"} {
@@ -319,5 +332,23 @@ func TestRunDomainsFromTheDaemon(t *testing.T) {
 				t.Errorf("GET /host/%s/x: %d %q; want %d", upHost, status, body, tc.want)
 			}
 		})
+	}
+}
+
+// The command runs with HTTP/2 off in the TypeScript SDK, whatever the caller had: with it on,
+// the SDK sends sandbox calls over a session of its own to its region's edge, around the proxy.
+func TestChildEnvTurnsHTTP2Off(t *testing.T) {
+	env := childEnv([]string{"BL_DISABLE_H2=false", "PATH=/bin"}, "http://127.0.0.1:7", "acme", "s3cret")
+	n := 0
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "BL_DISABLE_H2=") {
+			n++
+			if kv != "BL_DISABLE_H2=true" {
+				t.Errorf("the command gets %s", kv)
+			}
+		}
+	}
+	if n != 1 {
+		t.Errorf("BL_DISABLE_H2 set %d times in %q", n, env)
 	}
 }
