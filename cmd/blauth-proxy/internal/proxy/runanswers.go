@@ -82,54 +82,53 @@ func rewriteAnswer(resp *http.Response, fields answerFields) error {
 }
 
 // rewriteValue rewrites the fields in raw: a resource, a list of them, or (at the top) a list
-// wrapped in {data, …} (API version 2026-04-28). Values other than the URLs are kept as sent
-// (keys in sorted order); raw that is not such JSON is left alone.
+// wrapped in {data, …} (API version 2026-04-28); nothing deeper. Values other than the URLs
+// are kept as sent (keys in sorted order); raw that is not such JSON is left alone.
 func rewriteValue(raw json.RawMessage, fields answerFields, proxy string, top bool) (json.RawMessage, bool) {
 	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 {
+	if len(raw) > 0 && raw[0] == '{' {
+		return rewriteObject(raw, fields, proxy, top)
+	}
+	var items []json.RawMessage
+	if len(raw) == 0 || raw[0] != '[' || json.Unmarshal(raw, &items) != nil {
 		return raw, false
 	}
-	switch raw[0] {
-	case '[':
-		var items []json.RawMessage
-		if json.Unmarshal(raw, &items) != nil {
-			return raw, false
+	changed := false
+	for i, it := range items {
+		var c bool
+		if items[i], c = rewriteObject(bytes.TrimSpace(it), fields, proxy, false); c {
+			changed = true
 		}
-		changed := false
-		for i, it := range items {
-			var c bool
-			if items[i], c = rewriteValue(it, fields, proxy, false); c {
-				changed = true
-			}
-		}
-		if out, ok := marshalRaw(items); ok && changed {
-			return out, true
-		}
+	}
+	if out, ok := marshalRaw(items); ok && changed {
+		return out, true
+	}
+	return raw, false
+}
+
+// rewriteObject rewrites one resource, or at the top the list in its data.
+func rewriteObject(raw json.RawMessage, fields answerFields, proxy string, top bool) (json.RawMessage, bool) {
+	var obj map[string]json.RawMessage
+	if len(raw) == 0 || raw[0] != '{' || json.Unmarshal(raw, &obj) != nil {
 		return raw, false
-	case '{':
-		var obj map[string]json.RawMessage
-		if json.Unmarshal(raw, &obj) != nil {
-			return raw, false
+	}
+	changed := false
+	if data, ok := obj["data"]; ok && top && bytes.HasPrefix(bytes.TrimSpace(data), []byte("[")) {
+		var c bool
+		if obj["data"], c = rewriteValue(data, fields, proxy, false); c {
+			changed = true
 		}
-		changed := false
-		if data, ok := obj["data"]; ok && top {
-			var c bool
-			if obj["data"], c = rewriteValue(data, fields, proxy, false); c {
-				changed = true
-			}
+	}
+	for _, f := range []struct {
+		bit  answerFields
+		name string
+	}{{metadataURL, "metadata"}, {specURL, "spec"}} {
+		if fields&f.bit != 0 && rewriteURLIn(obj, f.name, proxy) {
+			changed = true
 		}
-		for _, f := range []struct {
-			bit  answerFields
-			name string
-		}{{metadataURL, "metadata"}, {specURL, "spec"}} {
-			if fields&f.bit != 0 && rewriteURLIn(obj, f.name, proxy) {
-				changed = true
-			}
-		}
-		if out, ok := marshalRaw(obj); ok && changed {
-			return out, true
-		}
-		return raw, false
+	}
+	if out, ok := marshalRaw(obj); ok && changed {
+		return out, true
 	}
 	return raw, false
 }

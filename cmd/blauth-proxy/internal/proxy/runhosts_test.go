@@ -253,6 +253,8 @@ func TestRewriteRunURLs(t *testing.T) {
 		{"not JSON", metadataURL, `{"metadata":`, ""},
 		{"a string", metadataURL, `"https://x.bl.run"`, ""},
 		{"data deeper is data", metadataURL, `{"data":{"data":[{"metadata":{"url":"https://x.bl.run"}}]}}`, ""},
+		{"a list in a list", metadataURL, `[[{"metadata":{"url":"https://x.bl.run"}}]]`, ""},
+		{"data not at the top", metadataURL, `[{"data":[{"metadata":{"url":"https://x.bl.run"}}]}]`, ""},
 	} {
 		out, changed := rewriteValue([]byte(tc.in), tc.fields, proxy, true)
 		if tc.want == "" {
