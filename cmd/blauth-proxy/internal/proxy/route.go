@@ -39,7 +39,7 @@ func splitTarget(r *http.Request) (prefix, rest, rawRest string, status int, pro
 		prefix = HostPrefix
 	case underPrefix(path, APIPrefix), underPrefix(path, RunPrefix), underPrefix(path, HostPrefix),
 		strings.HasPrefix(raw, APIPrefix+"%"), strings.HasPrefix(raw, RunPrefix+"%"), strings.HasPrefix(raw, HostPrefix+"%"):
-		return "", "", "", http.StatusBadRequest, "the path's prefix or the separator after it is percent-encoded: send " + APIPrefix + "/… or " + RunPrefix + "/… as such"
+		return "", "", "", http.StatusBadRequest, "the path's prefix or the separator after it is percent-encoded: send " + APIPrefix + "/…, " + RunPrefix + "/… or " + HostPrefix + "/HOST/… as such"
 	default:
 		return "", "", "", http.StatusNotFound, noSuchPath
 	}

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -32,8 +33,7 @@ var impliedRunDomains = map[string][]string{
 // RunDomains are the domains whose hosts the /host route forwards to for a token of apiURL:
 // those the API base implies, then extra (BLAUTH_RUN_DOMAINS, run_domains: of the config).
 func RunDomains(apiURL string, extra []string) []string {
-	implied := impliedRunDomains[strings.TrimRight(apiURL, "/")]
-	return append(append(make([]string, 0, len(implied)+len(extra)), implied...), extra...)
+	return slices.Concat(impliedRunDomains[strings.TrimRight(apiURL, "/")], extra)
 }
 
 // ParseRunDomains reads a comma-separated list of run domains: see ipc.ParseRunDomains.
