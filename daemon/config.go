@@ -77,6 +77,9 @@ type Config struct {
 	// NotifyCommand is run with /bin/sh -c, once per alert, when a credential can no longer be
 	// refreshed (notify_command: in blauth's config file); "" runs nothing.
 	NotifyCommand string
+	// RunDomains are the run_domains: of blauth's config file, sent with every token
+	// (ipc.KeyRunDomains) for blauth-proxy.
+	RunDomains []string
 	// WriteBack saves refreshed bl login sessions into BLConfigPath, as bl would.
 	WriteBack bool
 	// Keyring, when set, is a source and the store behind blauth-helper login. OSKeyring asks

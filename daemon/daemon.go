@@ -167,7 +167,7 @@ func (d *Daemon) serverConfig() server.Config {
 		Clock: cfg.Clock, Version: cfg.Version, Manager: cfg.Manager, Started: cfg.Clock.Now(),
 		Reload: d.reload, Stop: d.stop, Stats: &d.stats,
 		RequestTimeout: cfg.RequestTimeout, IdleTimeout: cfg.IdleTimeout, WatchWriteTimeout: cfg.WatchWriteTimeout,
-		MaxConns: cfg.MaxConns, MaxWatchers: cfg.MaxWatchers,
+		MaxConns: cfg.MaxConns, MaxWatchers: cfg.MaxWatchers, RunDomains: cfg.RunDomains,
 	}
 	if cfg.BLConfigPath != "" {
 		sc.Logins = login.New(d.life, login.Config{Tokens: cfg.Tokens, Save: d.saveLogin, Log: cfg.Log.With().Str("component", "login").Logger()})

@@ -23,3 +23,16 @@ func TestDotenvLinesOnTheWire(t *testing.T) {
 		t.Fatalf("conflict without lines: %v", err)
 	}
 }
+
+// The run domains of blauth's config file survive the wire, and a token without them has none.
+func TestRunDomainsOnTheWire(t *testing.T) {
+	tok := Token{Workspace: "a", Token: "t", Kind: KindAPIKey, Source: "bl_config", RunDomains: []string{"x.example.com", "127.0.0.1"}}
+	got, err := ParseToken(tok.Message())
+	if err != nil || !reflect.DeepEqual(got.RunDomains, tok.RunDomains) {
+		t.Fatalf("round trip: %+v %v", got, err)
+	}
+	tok.RunDomains = nil
+	if got, err := ParseToken(tok.Message()); err != nil || got.RunDomains != nil || got.Message().Value(KeyRunDomains) != "" {
+		t.Fatalf("without run domains: %+v %v", got, err)
+	}
+}

@@ -208,6 +208,9 @@ type Token struct {
 	// DotenvLines is the line of the .env that sets each of DotenvSets (empty from a daemon
 	// older than this field).
 	DotenvLines map[string]int
+	// RunDomains are the run_domains: of blauth's config file (KeyRunDomains), as the daemon
+	// read them; a client checks them with ParseRunDomains before it uses them.
+	RunDomains []string
 }
 
 // ParseToken reads a get answer.
@@ -219,6 +222,9 @@ func ParseToken(m *Message) (*Token, error) {
 		Hint: m.Value(KeyHint), APIURL: m.Value(KeyAPIURL), Dotenv: m.Value(KeyDotenv), DotenvWorkspace: m.Value(KeyDotenvWorkspace)}
 	if s := m.Value(KeyDotenvSets); s != "" {
 		t.DotenvSets = strings.Split(s, ",")
+	}
+	if s := m.Value(KeyRunDomains); s != "" {
+		t.RunDomains = strings.Split(s, ",")
 	}
 	for _, nl := range strings.Split(m.Value(KeyDotenvLines), ",") {
 		name, line, ok := strings.Cut(nl, ":")
@@ -252,6 +258,9 @@ func (t *Token) Message() *Message {
 		KeyToken, t.Token, KeyExpiry, exp, KeyKind, t.Kind, KeySource, t.Source)
 	if t.APIURL != "" {
 		m.Add(KeyAPIURL, t.APIURL)
+	}
+	if len(t.RunDomains) > 0 {
+		m.Add(KeyRunDomains, strings.Join(t.RunDomains, ","))
 	}
 	if t.WorkspaceSource != "" && ValidValue(t.WorkspaceSource) {
 		m.Add(KeyWorkspaceSource, t.WorkspaceSource)

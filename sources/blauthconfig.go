@@ -34,6 +34,9 @@ type BlauthConfig struct {
 	// NotifyCommand is run (with /bin/sh -c) when a credential can no longer be refreshed;
 	// "" runs nothing.
 	NotifyCommand string
+	// RunDomains are the domains of sandbox and preview hosts that blauth-proxy may send a
+	// token to besides Blaxel's own, in lower case (ipc.ParseRunDomains).
+	RunDomains []string
 }
 
 // blauthConfigKey is one key of the file: its name, what it does (for errors and docs), and how
@@ -71,6 +74,27 @@ var blauthConfigKeys = []blauthConfigKey{
 				return 0, errors.New("notify_command must be a command line, as a string")
 			}
 			c.NotifyCommand = v.Value
+			return 0, nil
+		}},
+	{"run_domains", "a list of host names: domains of sandbox and preview hosts (a private deployment's) that blauth-helper exec --proxy may send the token to, besides bl.run",
+		func(c *BlauthConfig, v *yaml.Node) (int, error) {
+			if v.Kind != yaml.SequenceNode {
+				return 0, errors.New("run_domains must be a list of host names")
+			}
+			for _, item := range v.Content {
+				item = YAMLAlias(item)
+				if item.Kind != yaml.ScalarNode || item.ShortTag() != "!!str" || strings.Contains(item.Value, ",") {
+					return item.Line, errors.New("each of run_domains must be one host name, as a string")
+				}
+				d, err := ipc.ParseRunDomains(item.Value)
+				if err != nil || len(d) != 1 {
+					if err == nil {
+						err = errors.New("an empty run domain")
+					}
+					return item.Line, err
+				}
+				c.RunDomains = append(c.RunDomains, d[0])
+			}
 			return 0, nil
 		}},
 }

@@ -92,3 +92,36 @@ func ptr[T any](v T) *T { return &v }
 
 // A DBUS_SESSION_BUS_ADDRESS naming a bus that is not there (a stale address in a container,
 // a session that ended) is no session bus: the daemon runs without the keyring and says so.
+
+// run_domains: is a list of host names, kept in lower case; anything else names its line.
+func TestReadBlauthConfigRunDomains(t *testing.T) {
+	for _, tc := range []struct {
+		content string
+		want    []string
+		err     string
+	}{
+		{"run_domains:\n  - Sandboxes.Example.COM\n  - 127.0.0.1\n", []string{"sandboxes.example.com", "127.0.0.1"}, ""},
+		{"run_domains: []\n", nil, ""},
+		{"run_domains: sandboxes.example.com\n", nil, "line 1: run_domains must be a list of host names"},
+		{"run_domains:\n  - a.example.com,b.example.com\n", nil, "line 2: each of run_domains must be one host name"},
+		{"run_domains:\n  - ok.example.com\n  - com\n", nil, "line 3: the run domain \"com\" is a single label"},
+		{"run_domains:\n  - https://x.example.com\n", nil, "line 2: the run domain"},
+		{"run_domains:\n  - 443\n", nil, "line 2: each of run_domains must be one host name, as a string"},
+		{"run_domains:\n  - \"\"\n", nil, "line 2: an empty run domain"},
+	} {
+		path := filepath.Join(t.TempDir(), "config.yaml")
+		if err := os.WriteFile(path, []byte(tc.content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := ReadBlauthConfig(path, false)
+		if tc.err != "" {
+			if !errors.Is(err, ErrBlauthConfig) || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: %v; want an error saying %q", tc.content, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || strings.Join(c.RunDomains, ",") != strings.Join(tc.want, ",") {
+			t.Errorf("%q: %q, %v; want %q", tc.content, c.RunDomains, err, tc.want)
+		}
+	}
+}

@@ -81,6 +81,8 @@ Environment:
   BLAUTH_DAEMON              the blauthd to start (default: beside blauth-helper, else on PATH)
   BLAUTH_PROXY               the blauth-proxy exec --proxy and mcp run (default: beside it, else
                              on PATH)
+  BLAUTH_RUN_DOMAINS         exec --proxy: more domains of sandbox hosts the token may go to,
+                             comma-separated, besides bl.run (docs/IDE.md)
   BL_*                       sent with every request as the caller's own (BL_WORKSPACE,
                              BL_API_KEY, BL_CLIENT_CREDENTIALS, BL_API_URL, BL_ENV, BL_RUN_URL)
   GIT_EXEC_PATH              set by git: an unknown command is then ignored, as git asks

@@ -49,7 +49,8 @@ Flags (before the command):
       --version           print the version
 
 Environment: BLAUTH_SOCKET, XDG_RUNTIME_DIR, TMPDIR (where blauthd's socket is, as for
-blauth-helper), BL_RUN_URL (the run base, docs/IDE.md), BL_* (sent as the caller's own).
+blauth-helper), BL_RUN_URL (the run base, docs/IDE.md), BLAUTH_RUN_DOMAINS (run domains of
+sandbox and preview hosts besides bl.run, comma-separated), BL_* (sent as the caller's own).
 It writes no file.
 
 Exit status: as blauth-helper's (2 bad command line, 3 no daemon, 4 no credential, 5 refused,
@@ -93,10 +94,15 @@ func run(ctx context.Context, args []string, e env) int {
 				return exitUsage
 			}
 		}
+		domains, err := proxy.ParseRunDomains(e.getenv(proxy.RunDomainsEnv))
+		if err != nil {
+			fmt.Fprintf(e.stderr, "blauth: error: %s: %v\nblauth: hint: set it to host names separated by commas (sandbox.example.com,preview.example.com), or unset it\n", proxy.RunDomainsEnv, err)
+			return exitUsage
+		}
 		if sel.Dir, err = e.getwd(); err != nil {
 			return fail(e, fmt.Errorf("cannot tell the working directory (%v), where a project's .env would be read", err))
 		}
-		status, err := proxy.Exec(ctx, proxy.ExecConfig{Selection: sel, RunURL: e.getenv("BL_RUN_URL"), Argv: rest,
+		status, err := proxy.Exec(ctx, proxy.ExecConfig{Selection: sel, RunURL: e.getenv("BL_RUN_URL"), RunDomains: domains, Argv: rest,
 			Stdin: e.stdin, Stdout: e.stdout, Stderr: e.stderr, Logf: logf})
 		if err != nil {
 			return fail(e, err)

@@ -168,7 +168,7 @@ func (o *options) config(log zerolog.Logger) (daemon.Config, error) {
 	if err != nil {
 		return cfg, err
 	}
-	cfg.NotifyCommand = file.NotifyCommand
+	cfg.NotifyCommand, cfg.RunDomains = file.NotifyCommand, file.RunDomains
 	cfg.ConfigFile, cfg.ConfigFileOptional = o.configFile, false
 	if o.configFile == "" && xdg.ConfigHome != "" {
 		cfg.ConfigFile, cfg.ConfigFileOptional = sources.DefaultBlauthConfigPath(xdg.ConfigHome), true

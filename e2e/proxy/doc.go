@@ -34,6 +34,13 @@
 //     of an MCP session through `blauth-helper mcp`: every call succeeds (the proxy and the bridge
 //     have blauthd drop the refused token and send the call again with the next one), in the one
 //     MCP session, and the SDK makes no token request.
+//   - TestSandboxThroughTheProxy: @blaxel/core's sandbox client (SandboxInstance.get, then
+//     fs.write, fs.read, process.exec, and a fetch of a preview's spec.url) under `exec
+//     --proxy`, for one and a half token lifetimes, against sandbox and preview hosts that are
+//     second loopback servers checking every token: every call reaches them through the
+//     proxy's /host route with the daemon's current token, and a sandbox whose host is outside
+//     the run domains is refused without a request reaching it; the run domain named in
+//     BLAUTH_RUN_DOMAINS, or (a shorter run) in run_domains: of blauth's config file.
 //
 // Each long test logs a line starting with FIGURES with its counts.
 package proxy

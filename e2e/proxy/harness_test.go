@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -41,6 +42,13 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	return newFixtureConfig(t, "")
+}
+
+// newFixtureConfig is newFixture with blauth's config file holding config, given to the
+// daemon with --config ("" none).
+func newFixtureConfig(t *testing.T, config string) *fixture {
+	t.Helper()
 	f := &fixture{node: e2etest.NodeDir(t, moduleRoot), api: e2etest.StartAPI(t, tokenTTL), home: e2etest.NewHome(t)}
 	e2etest.CheckNothingLeft(t, f.home)
 	const subject, deviceCode = "user-acme", "dc-acme-0001"
@@ -55,7 +63,15 @@ func newFixture(t *testing.T) *fixture {
 		fmt.Sprintf("    expires_in: %d\n", int(tokenTTL.Seconds()))+
 		"    device_code: "+deviceCode+"\n"+
 		"tracking: false\n")
-	f.d = e2etest.StartDaemon(t, e2etest.DaemonOptions{Bin: bins.Blauthd, Home: f.home, APIURL: f.api.Base, Args: e2etest.DaemonMinTTLArgs()})
+	args := e2etest.DaemonMinTTLArgs()
+	if config != "" {
+		path := filepath.Join(f.home.Dir, "blauth.yaml")
+		if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--config", path)
+	}
+	f.d = e2etest.StartDaemon(t, e2etest.DaemonOptions{Bin: bins.Blauthd, Home: f.home, APIURL: f.api.Base, Args: args})
 	return f
 }
 

@@ -174,7 +174,7 @@ func (s *Server) get(ctx context.Context, req *ipc.Message) (*ipc.Message, *sour
 		return withIgnoredBase(errorAnswer(err), res.IgnoredCallerBase(res.DaemonHeld()), res.DaemonBase), c
 	}
 	tok := ipc.Token{Workspace: res.Workspace, Token: t.Token, Kind: c.Kind, Source: c.Source.String(), WorkspaceSource: res.WorkspaceSource.String(), Expiry: t.Expiry, Hint: t.Warning, APIURL: c.BaseURL,
-		Dotenv: res.Dotenv.Path, DotenvWorkspace: res.Dotenv.Workspace, DotenvSets: res.Dotenv.Names, DotenvLines: res.Dotenv.Lines}
+		Dotenv: res.Dotenv.Path, DotenvWorkspace: res.Dotenv.Workspace, DotenvSets: res.Dotenv.Names, DotenvLines: res.Dotenv.Lines, RunDomains: s.cfg.RunDomains}
 	return tok.Message(), c
 }
 

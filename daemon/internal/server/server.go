@@ -52,6 +52,8 @@ type Config struct {
 	// MaxConns bounds this socket's open connections, its watchers included; MaxWatchers bounds
 	// its watch streams. Past either, a new one is answered code=busy. Both must be positive.
 	MaxConns, MaxWatchers int
+	// RunDomains go with every token answer (ipc.KeyRunDomains): see daemon.Config.
+	RunDomains []string
 }
 
 // Stats count what servers did. The zero value is ready; safe for concurrent use.

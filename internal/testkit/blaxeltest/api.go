@@ -191,7 +191,8 @@ func (w hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return w.hj.Hijack()
 }
 
-// api answers an authenticated GET {base}/…: /models lists two models; any other path an empty
+// api answers an authenticated GET {base}/…: /models lists two models; /sandboxes/NAME and its
+// previews those added (sandbox.go), 404 for others under /sandboxes/; any other path an empty
 // list, wrapped in {data, meta} when the request names an API version (Blaxel-Version). Every call must carry a bearer token (X-Blaxel-Authorization, or Authorization as the
 // API also accepts) that is a registered API key or an unexpired JWT signed by this server, and
 // an X-Blaxel-Workspace header matching the workspace the credential is bound to, if any.
@@ -208,6 +209,14 @@ func (s *Server) api(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	if reason != "" {
 		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": reason, "error_description": desc})
+		return
+	}
+	if v, ok := s.sandboxAnswer(r.URL.Path, workspace); ok {
+		writeJSON(w, http.StatusOK, v)
+		return
+	}
+	if strings.HasPrefix(r.URL.Path, "/v0/sandboxes/") {
+		writeJSON(w, http.StatusNotFound, map[string]any{"code": 404, "error": "no such sandbox or preview"})
 		return
 	}
 	items := []any{}

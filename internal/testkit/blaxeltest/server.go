@@ -5,7 +5,8 @@
 // Date header and the API side's expiry check all follow it, as a real issuer's would when the
 // client's clock is skewed.
 // Its API side (api.go) answers authenticated GETs such as the SDKs' listModels, checking every
-// call's token and workspace the way Blaxel's API does.
+// call's token and workspace the way Blaxel's API does; sandbox.go adds sandboxes and previews
+// whose URLs name a SandboxHost, a second loopback server that checks tokens the same way.
 package blaxeltest
 
 import (
@@ -75,6 +76,10 @@ type Server struct {
 	apiRejects map[string]int // reason → count
 	tokenUA    map[string]int // User-Agent → token requests
 	tokenUAErr map[string]int // User-Agent → token requests answered with an error status
+
+	// Sandboxes and previews (sandbox.go).
+	sandboxes map[string]string // sandbox name → metadata.url
+	previews  map[string]string // "sandbox/preview" → spec.url
 }
 
 type session struct {
@@ -99,7 +104,7 @@ func New(ttl time.Duration) *Server {
 		clients: map[string]string{}, refresh: map[string]session{}, used: map[string]bool{},
 		devices: map[string]*device{}, counts: map[string]int{}, rotate: true, faultLeft: -1,
 		apiKeys: map[string]string{}, bound: map[string]string{}, revoked: map[string]bool{}, apiRejects: map[string]int{},
-		tokenUA: map[string]int{}, tokenUAErr: map[string]int{}}
+		tokenUA: map[string]int{}, tokenUAErr: map[string]int{}, sandboxes: map[string]string{}, previews: map[string]string{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v0/oauth/token", s.countByCaller(s.token))
 	mux.HandleFunc("POST /v0/login/device", s.deviceStart)

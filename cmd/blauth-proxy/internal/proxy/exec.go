@@ -18,11 +18,13 @@ type ExecConfig struct {
 	// Selection is the token to send. Its Environ is also the command's environment, before
 	// Exec sets the BL_* variables that point it at the proxy.
 	Selection
-	RunURL string   // BL_RUN_URL of the caller, "" when unset (see RunBase)
-	Argv   []string // the command and its arguments
-	Stdin  io.Reader
-	Stdout io.Writer
-	Stderr io.Writer
+	RunURL string // BL_RUN_URL of the caller, "" when unset (see RunBase)
+	// RunDomains are the run domains of BLAUTH_RUN_DOMAINS (see Config.RunDomains).
+	RunDomains []string
+	Argv       []string // the command and its arguments
+	Stdin      io.Reader
+	Stdout     io.Writer
+	Stderr     io.Writer
 	// FirstWait bounds the wait for the first token, which gives the command its BL_WORKSPACE
 	// (30 s when zero: a daemon may have to exchange a credential first).
 	FirstWait time.Duration
@@ -90,7 +92,7 @@ func Exec(ctx context.Context, cfg ExecConfig) (int, error) {
 		return 0, &CommandError{Name: cfg.Argv[0], NotFound: errors.Is(err, exec.ErrNotFound), Err: err}
 	}
 	secret := NewSecret()
-	srv, err := NewServer(Config{Tokens: tokens, Secret: secret, RunURL: cfg.RunURL, Logf: logf})
+	srv, err := NewServer(Config{Tokens: tokens, Secret: secret, RunURL: cfg.RunURL, RunDomains: cfg.RunDomains, Logf: logf})
 	if err != nil {
 		return 0, err
 	}
@@ -156,12 +158,15 @@ func waitChild(cmd *exec.Cmd, sigs <-chan os.Signal) (int, error) {
 }
 
 // childEnv is environ with the proxy's variables set and BL_CLIENT_CREDENTIALS removed.
+// BL_DISABLE_H2 keeps the TypeScript SDK on the URLs it is given: with HTTP/2 it sends a
+// sandbox's requests over a session of its own to its region's edge host, around the proxy.
 func childEnv(environ []string, base, workspace, secret string) []string {
 	set := map[string]string{
-		"BL_API_URL":   base + APIPrefix,
-		"BL_RUN_URL":   base + RunPrefix,
-		"BL_WORKSPACE": workspace,
-		"BL_API_KEY":   secret,
+		"BL_API_URL":    base + APIPrefix,
+		"BL_RUN_URL":    base + RunPrefix,
+		"BL_WORKSPACE":  workspace,
+		"BL_API_KEY":    secret,
+		"BL_DISABLE_H2": "true",
 	}
 	out := make([]string, 0, len(environ)+len(set))
 	for _, kv := range environ {
@@ -171,7 +176,7 @@ func childEnv(environ []string, base, workspace, secret string) []string {
 		}
 		out = append(out, kv)
 	}
-	for _, k := range []string{"BL_API_URL", "BL_RUN_URL", "BL_WORKSPACE", "BL_API_KEY"} {
+	for _, k := range []string{"BL_API_URL", "BL_RUN_URL", "BL_WORKSPACE", "BL_API_KEY", "BL_DISABLE_H2"} {
 		out = append(out, k+"="+set[k])
 	}
 	return out

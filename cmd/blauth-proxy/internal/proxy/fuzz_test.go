@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -44,9 +45,11 @@ func (rt *recordingTransport) take() *http.Request {
 }
 
 // FuzzUpstream sends raw request targets (paths, absolute URIs, odd escapes), parsed as the
-// HTTP server parses a request line, with the secret: each is refused with 400 or 404, or the
-// request that reaches the transport goes to exactly the configured scheme and host, without
-// user info, under the base's path, with the token. The seeds (testdata/fuzz/FuzzUpstream) are
+// HTTP server parses a request line, with the secret: each is refused with 400, 403 or 404, or
+// the request that reaches the transport goes to exactly the configured scheme and host,
+// without user info, under the base's path, with the token. Under /host/ the host is the
+// path's first segment and must be under a run domain (bl.run, 127.0.0.1) on a label
+// boundary, https (http to loopback), on port 443 (any on loopback). The seeds (testdata/fuzz/FuzzUpstream) are
 // the known attacks; plain go test replays them.
 func FuzzUpstream(f *testing.F) {
 	// The daemon and the token follower write nothing: a log line written to f while the
@@ -72,7 +75,7 @@ func FuzzUpstream(f *testing.F) {
 	rt := &recordingTransport{}
 	logs := &logLines{}
 	secret := NewSecret()
-	srv, err := NewServer(Config{Tokens: tokens, Secret: secret, RunURL: runBase, Transport: rt, Logf: logs.logf})
+	srv, err := NewServer(Config{Tokens: tokens, Secret: secret, RunURL: runBase, RunDomains: []string{"bl.run", "127.0.0.1"}, Transport: rt, Logf: logs.logf})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -104,14 +107,17 @@ func FuzzUpstream(f *testing.F) {
 			}
 		}
 		if sent == nil {
-			if w.Code != http.StatusBadRequest && w.Code != http.StatusNotFound {
+			if w.Code != http.StatusBadRequest && w.Code != http.StatusNotFound && w.Code != http.StatusForbidden {
 				t.Fatalf("%q: not sent, answered %d %q", target, w.Code, w.Body.String())
 			}
 			return
 		}
 		want := apiBase
-		if underPrefix(req.URL.Path, RunPrefix) {
+		switch {
+		case underPrefix(req.URL.Path, RunPrefix):
 			want = runURL
+		case underPrefix(req.URL.Path, HostPrefix):
+			want = wantRunHost(t, target, sent.URL)
 		}
 		u := sent.URL
 		basePath := strings.TrimRight(want.Path, "/")
@@ -128,4 +134,38 @@ func FuzzUpstream(f *testing.F) {
 			t.Fatalf("%q: sent without the token", target)
 		}
 	})
+}
+
+// wantRunHost checks the host a /host/ target was sent to by the rules, written out again here:
+// the target's first segment after /host/, in lower case, names it (":443" dropped); the host
+// is bl.run or ends in ".bl.run" (https, port 443), or is 127.0.0.1 (http, any port).
+func wantRunHost(t *testing.T, target string, sent *url.URL) *url.URL {
+	t.Helper()
+	seg, _, _ := strings.Cut(strings.TrimPrefix(target, HostPrefix+"/"), "/")
+	seg, _, _ = strings.Cut(seg, "?")
+	seg = strings.ToLower(seg)
+	host, port, _ := strings.Cut(seg, ":")
+	want := &url.URL{Scheme: "https", Host: strings.TrimSuffix(seg, ":443")}
+	switch {
+	case host == "127.0.0.1":
+		want.Scheme = "http"
+		if n, err := strconv.Atoi(port); port != "" && (err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != port) {
+			t.Fatalf("%q: sent to %s, with a port that is not one", target, sent)
+		}
+	case host == "bl.run" || strings.HasSuffix(host, ".bl.run"):
+		if port != "" && port != "443" {
+			t.Fatalf("%q: sent to %s, a run host on port %q", target, sent, port)
+		}
+		for _, label := range strings.Split(host, ".") {
+			if label == "" || strings.Trim(label, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" {
+				t.Fatalf("%q: sent to %s, whose host is not a host name", target, sent)
+			}
+		}
+	default:
+		t.Fatalf("%q: sent to %s, not under a run domain", target, sent)
+	}
+	if sent.Host != want.Host || sent.Scheme != want.Scheme {
+		t.Fatalf("%q: sent to %s://%s, want %s", target, sent.Scheme, sent.Host, want)
+	}
+	return want
 }

@@ -5,11 +5,12 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 )
 
 // noSuchPath is the answer to a path under neither prefix.
-const noSuchPath = "no such path: it forwards " + APIPrefix + "/… to the Blaxel API ($BL_API_URL) and " + RunPrefix + "/… to run hosts ($BL_RUN_URL)"
+const noSuchPath = "no such path: it forwards " + APIPrefix + "/… to the Blaxel API ($BL_API_URL), " + RunPrefix + "/… to run hosts ($BL_RUN_URL) and " + HostPrefix + "/HOST/… to a sandbox or preview host"
 
 // splitTarget decides the route of r from its target as received: the prefix, and the rest of
 // the path after it, decoded once and as sent (with its escapes made canonical). The prefix and
@@ -34,9 +35,11 @@ func splitTarget(r *http.Request) (prefix, rest, rawRest string, status int, pro
 		prefix = APIPrefix
 	case underPrefix(raw, RunPrefix):
 		prefix = RunPrefix
-	case underPrefix(path, APIPrefix), underPrefix(path, RunPrefix),
-		strings.HasPrefix(raw, APIPrefix+"%"), strings.HasPrefix(raw, RunPrefix+"%"):
-		return "", "", "", http.StatusBadRequest, "the path's prefix or the separator after it is percent-encoded: send " + APIPrefix + "/… or " + RunPrefix + "/… as such"
+	case underPrefix(raw, HostPrefix):
+		prefix = HostPrefix
+	case underPrefix(path, APIPrefix), underPrefix(path, RunPrefix), underPrefix(path, HostPrefix),
+		strings.HasPrefix(raw, APIPrefix+"%"), strings.HasPrefix(raw, RunPrefix+"%"), strings.HasPrefix(raw, HostPrefix+"%"):
+		return "", "", "", http.StatusBadRequest, "the path's prefix or the separator after it is percent-encoded: send " + APIPrefix + "/…, " + RunPrefix + "/… or " + HostPrefix + "/HOST/… as such"
 	default:
 		return "", "", "", http.StatusNotFound, noSuchPath
 	}
@@ -167,30 +170,69 @@ func (b *upstream) holds(u *url.URL) bool {
 // String is the base as it may be logged.
 func (b *upstream) String() string { return b.scheme + "://" + b.host + b.rawPath }
 
-// apiBases are the upstreams of one API base: the API itself, and the run base derived from it
-// (or why there is none).
+// apiBases are the upstreams of one API base: the API itself, the run base derived from it
+// (or why there is none), and the run domains of the /host route.
 type apiBases struct {
-	api    *upstream
-	run    *upstream
-	runErr error
+	api     *upstream
+	run     *upstream
+	runErr  error
+	domains []string
 }
 
-// upstreamFor is the base a request under prefix goes to, for a token issued for apiURL. The
-// bases of the last API base seen are kept, so that a request parses nothing.
-func (s *Server) upstreamFor(prefix, apiURL string) (*upstream, error) {
+// route is the forward of a request under prefix (rest decoded, rawRest escaped, after the
+// prefix) for cred, or why there is none and the status to answer. Under HostPrefix the host
+// comes from the path and is checked against the run domains of cred's API base.
+func (s *Server) route(prefix, rest, rawRest, query string, cred Credential) (*forward, int, error) {
+	base, bases, err := s.upstreamFor(prefix, cred.APIURL)
+	if err != nil {
+		return nil, http.StatusBadGateway, err
+	}
+	fw := &forward{base: base, prefix: prefix, cred: cred}
+	switch prefix {
+	case HostPrefix:
+		status := 0
+		if fw.base, rest, rawRest, status, err = hostRoute(rest, rawRest, runDomainsOf(bases, cred)); err != nil {
+			return nil, status, err
+		}
+		fw.prefix = HostPrefix + "/" + fw.base.host
+	case APIPrefix:
+		fw.answers = runURLFields(rest)
+	}
+	fw.target = fw.base.join(rest, rawRest, query)
+	if prefix == HostPrefix {
+		if err := checkRunHostURL(&fw.target, runDomainsOf(bases, cred)); err != nil { // cannot happen: hostRoute checked the base
+			return nil, http.StatusForbidden, err
+		}
+	}
+	return fw, 0, nil
+}
+
+// runDomainsOf are the run domains of a request for cred: its API base's (implied, and
+// BLAUTH_RUN_DOMAINS), then those of blauth's config file that came with the token.
+func runDomainsOf(b *apiBases, cred Credential) []string {
+	if len(cred.RunDomains) == 0 {
+		return b.domains
+	}
+	return slices.Concat(b.domains, cred.RunDomains)
+}
+
+// upstreamFor is the base a request under prefix goes to, for a token issued for apiURL, and
+// the bases of that API base. The bases of the last API base seen are kept, so that a request
+// parses nothing. Under HostPrefix the base is the API's: route replaces it with the host's.
+func (s *Server) upstreamFor(prefix, apiURL string) (*upstream, *apiBases, error) {
 	if prefix == RunPrefix && s.runBase != nil {
-		return s.runBase, nil
+		return s.runBase, nil, nil
 	}
 	b := s.apiBases.Load()
 	if b == nil || b.api.raw != strings.TrimRight(apiURL, "/") {
 		if apiURL == "" {
-			return nil, errors.New("blauthd named no API base (api_url) for the token: it is older than this proxy; restart it")
+			return nil, nil, errors.New("blauthd named no API base (api_url) for the token: it is older than this proxy; restart it")
 		}
 		api, err := parseBase(apiURL)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		b = &apiBases{api: api}
+		b = &apiBases{api: api, domains: RunDomains(apiURL, s.runDomains)}
 		if s.runBase == nil {
 			var run string
 			if run, b.runErr = RunBase(apiURL, ""); b.runErr == nil {
@@ -199,8 +241,8 @@ func (s *Server) upstreamFor(prefix, apiURL string) (*upstream, error) {
 		}
 		s.apiBases.Store(b)
 	}
-	if prefix == APIPrefix {
-		return b.api, nil
+	if prefix == RunPrefix {
+		return b.run, b, b.runErr
 	}
-	return b.run, b.runErr
+	return b.api, b, nil
 }

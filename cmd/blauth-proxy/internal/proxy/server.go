@@ -35,6 +35,9 @@ type Config struct {
 	// RunURL is BL_RUN_URL from the environment blauth-proxy was started with ("" when unset):
 	// see RunBase.
 	RunURL string
+	// RunDomains are the run domains the /host route reaches besides those of the API base
+	// (see RunDomains); each already checked by ParseRunDomains.
+	RunDomains []string
 	// Transport sends requests upstream; nil is a clone of http.DefaultTransport (TLS verified,
 	// HTTPS_PROXY honoured) that keeps up to 64 idle connections per host.
 	Transport http.RoundTripper
@@ -85,6 +88,8 @@ type Server struct {
 	serverLog *log.Logger // http.Server's: counted in the summary
 	refusals  *tally
 	limits    limits
+
+	runDomains []string // Config.RunDomains
 }
 
 // NewServer checks cfg and returns the proxy.
@@ -95,7 +100,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if len(cfg.Secret.b) == 0 {
 		return nil, errors.New("proxy: no secret")
 	}
-	s := &Server{tokens: cfg.Tokens, secret: cfg.Secret, transport: cfg.Transport, logf: cfg.Logf,
+	s := &Server{tokens: cfg.Tokens, secret: cfg.Secret, runDomains: cfg.RunDomains, transport: cfg.Transport, logf: cfg.Logf,
 		limits: limits{headerTimeout: headerTimeout, idleTimeout: idleTimeout, summaryEvery: summaryEvery, maxWaiting: maxWaiting}}
 	if cfg.RunURL != "" {
 		base, err := RunBase("", cfg.RunURL)
@@ -170,6 +175,8 @@ type forward struct {
 	prefix string
 	forms  []string // the credential header forms the client used
 	cred   Credential
+	// answers names the run URLs of the API's answer that are rewritten (runanswers.go).
+	answers answerFields
 }
 
 type forwardKey struct{}
@@ -219,12 +226,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		plain(w, http.StatusServiceUnavailable, msg)
 		return
 	}
-	base, err := s.upstreamFor(prefix, cred.APIURL)
+	fw, status, err := s.route(prefix, rest, rawRest, r.URL.RawQuery, cred)
 	if err != nil {
-		plain(w, http.StatusBadGateway, "blauth-proxy: "+err.Error())
+		plain(w, status, "blauth-proxy: "+err.Error())
 		return
 	}
-	fw := &forward{target: base.join(rest, rawRest, r.URL.RawQuery), base: base, prefix: prefix, forms: forms, cred: cred}
+	fw.forms = forms
 	// An HTTP/1 handler otherwise reads the rest of the request body before answering: a client
 	// that streams its request while reading the answer would wait for ever.
 	_ = http.NewResponseController(w).EnableFullDuplex()
@@ -254,6 +261,9 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.Header.Del(h)
 	}
 	setCred(pr.Out.Header, fw.forms, fw.cred)
+	if fw.answers != 0 {
+		pr.Out.Header.Del("Accept-Encoding") // the transport asks for gzip and decodes it
+	}
 }
 
 // errNotSent is the answer of send to a request whose URL left its upstream base.
@@ -285,6 +295,9 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 		if fw := forwardOf(resp.Request.Context()); fw != nil {
 			resp.Header.Set("Location", rewriteLocation(loc, &fw.target, fw.base.raw, fw.prefix))
 		}
+	}
+	if fw := forwardOf(resp.Request.Context()); fw != nil && fw.answers != 0 {
+		return rewriteAnswer(resp, fw.answers)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,6 +49,9 @@ type Credential struct {
 	// DotenvConflict is why the caller's .env would undo a command run behind the proxy
 	// (ipc.DotenvConflict), nil when it would not.
 	DotenvConflict error
+	// RunDomains are the run_domains: of blauth's config file, as blauthd sent them with the
+	// token: more domains for the /host route (see RunDomains).
+	RunDomains []string
 }
 
 // ErrStale reports that the latest token has less life left than the guard and no newer one
@@ -161,6 +165,9 @@ func (t *Tokens) answer(m *ipc.Message) error {
 	}
 	cred := &Credential{Token: tok.Token, Workspace: tok.Workspace, APIURL: tok.APIURL, Expiry: tok.Expiry,
 		DotenvConflict: ipc.DotenvConflict(tok, true)}
+	if cred.RunDomains, err = ipc.ParseRunDomains(strings.Join(tok.RunDomains, ",")); err != nil {
+		t.logf("blauthd sent run_domains that are not used: %v", err)
+	}
 	t.update(func() {
 		t.cred, t.answerErr, t.connErr = cred, nil, nil
 		if t.workspace == "" {
