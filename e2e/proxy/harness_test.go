@@ -214,3 +214,34 @@ func (f *fixture) runToEnd(ctx context.Context, env []string, name string, args 
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	return lines[len(lines)-1], errb.String(), code, err
 }
+
+// mcpServer starts e2e/node/mcp-server.mjs, which asks the fake API about every request's token,
+// and returns it with its URL.
+func (f *fixture) mcpServer(t *testing.T) (*child, string) {
+	srv := f.start(t, f.env("E2E_API_URL="+f.api.Base), "node", f.script("mcp-server.mjs"))
+	var addr struct {
+		URL string `json:"url"`
+	}
+	srv.next(&addr, 60*time.Second)
+	return srv, addr.URL
+}
+
+// outcome is how a process run by runAsync ended.
+type outcome struct {
+	last, stderr string
+	code         int
+	err          error
+}
+
+// runAsync runs a process to its end in its own goroutine, bounded by timeout, as runToEnd does.
+func (f *fixture) runAsync(timeout time.Duration, env []string, name string, args ...string) <-chan outcome {
+	done := make(chan outcome, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		var o outcome
+		o.last, o.stderr, o.code, o.err = f.runToEnd(ctx, env, name, args...)
+		done <- o
+	}()
+	return done
+}

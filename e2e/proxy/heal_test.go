@@ -3,7 +3,6 @@
 package proxy
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -50,19 +49,7 @@ func TestSDKThroughProxyHealsARevokedToken(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	env := f.env(fmt.Sprintf("E2E_DURATION_MS=%d", healDuration.Milliseconds()), fmt.Sprintf("E2E_EVERY_MS=%d", healEvery.Milliseconds()))
-	type outcome struct {
-		last, stderr string
-		code         int
-		err          error
-	}
-	done := make(chan outcome, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), healDuration+time.Minute)
-		defer cancel()
-		var o outcome
-		o.last, o.stderr, o.code, o.err = f.runToEnd(ctx, env, bins.Helper, "exec", "--proxy", "--", "node", f.script("sdk-loop.mjs"))
-		done <- o
-	}()
+	done := f.runAsync(healDuration+time.Minute, env, bins.Helper, "exec", "--proxy", "--", "node", f.script("sdk-loop.mjs"))
 	revoked := f.revokeUntilRefused(t)
 	o := <-done
 	if o.err != nil {
@@ -99,26 +86,10 @@ func TestSDKThroughProxyHealsARevokedToken(t *testing.T) {
 func TestMCPBridgeHealsARevokedToken(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	srv := f.start(t, f.env("E2E_API_URL="+f.api.Base), "node", f.script("mcp-server.mjs"))
-	var addr struct {
-		URL string `json:"url"`
-	}
-	srv.next(&addr, 60*time.Second)
-	type outcome struct {
-		last, stderr string
-		code         int
-		err          error
-	}
-	done := make(chan outcome, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), healDuration+time.Minute)
-		defer cancel()
-		var o outcome
-		o.last, o.stderr, o.code, o.err = f.runToEnd(ctx, f.env("E2E_HELPER="+bins.Helper, "E2E_MCP_URL="+addr.URL,
-			fmt.Sprintf("E2E_DURATION_MS=%d", healDuration.Milliseconds()), fmt.Sprintf("E2E_EVERY_MS=%d", healEvery.Milliseconds())),
-			"node", f.script("mcp-client.mjs"))
-		done <- o
-	}()
+	srv, mcpURL := f.mcpServer(t)
+	done := f.runAsync(healDuration+time.Minute, f.env("E2E_HELPER="+bins.Helper, "E2E_MCP_URL="+mcpURL,
+		fmt.Sprintf("E2E_DURATION_MS=%d", healDuration.Milliseconds()), fmt.Sprintf("E2E_EVERY_MS=%d", healEvery.Milliseconds())),
+		"node", f.script("mcp-client.mjs"))
 	revoked := f.revokeUntilRefused(t)
 	o := <-done
 	if o.err != nil {

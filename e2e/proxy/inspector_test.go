@@ -71,11 +71,7 @@ func fingerprint(token string) string {
 func TestMCPInspectorCLIThroughBridge(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	srv := f.start(t, f.env("E2E_API_URL="+f.api.Base), "node", f.script("mcp-server.mjs"))
-	var addr struct {
-		URL string `json:"url"`
-	}
-	srv.next(&addr, 60*time.Second)
+	srv, mcpURL := f.mcpServer(t)
 	// The Inspector CLI runs from a subdirectory of a Node project, as users run it: 1.0.3 finds
 	// its own package.json only when ../package.json exists beside the working directory
 	// (modelcontextprotocol/inspector#1503); elsewhere it exits before it starts its server.
@@ -111,7 +107,7 @@ func TestMCPInspectorCLIThroughBridge(t *testing.T) {
 		t.Helper()
 		before := fingerprint(f.daemonToken(t))
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		run, err := f.inspect(ctx, dir, addr.URL, method...)
+		run, err := f.inspect(ctx, dir, mcpURL, method...)
 		cancel()
 		after := fingerprint(f.daemonToken(t))
 		daemonTokens[before], daemonTokens[after] = true, true
@@ -142,8 +138,8 @@ func TestMCPInspectorCLIThroughBridge(t *testing.T) {
 		}
 		// The Inspector waits for its server to close before it exits: the bridge (whose command
 		// line holds the URL) is gone, or going, once the Inspector has ended.
-		left := e2etest.ProcsNaming(addr.URL)
-		for deadline := time.Now().Add(2 * time.Second); len(left) > 0 && time.Now().Before(deadline); left = e2etest.ProcsNaming(addr.URL) {
+		left := e2etest.ProcsNaming(mcpURL)
+		for deadline := time.Now().Add(2 * time.Second); len(left) > 0 && time.Now().Before(deadline); left = e2etest.ProcsNaming(mcpURL) {
 			time.Sleep(50 * time.Millisecond)
 		}
 		if len(left) > 0 {

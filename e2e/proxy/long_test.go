@@ -183,17 +183,13 @@ const (
 func TestMCPClientThroughBridgeAcrossRefreshes(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	srv := f.start(t, f.env("E2E_API_URL="+f.api.Base), "node", f.script("mcp-server.mjs"))
-	var addr struct {
-		URL string `json:"url"`
-	}
-	srv.next(&addr, 60*time.Second)
-	t.Logf("MCP server at %s", addr.URL)
+	srv, mcpURL := f.mcpServer(t)
+	t.Logf("MCP server at %s", mcpURL)
 
 	daemonBefore := f.api.TokenRequestsBy(blaxeltest.IsDaemon)
 	ctx, cancel := context.WithTimeout(context.Background(), mcpDuration+time.Minute)
 	defer cancel()
-	last, stderr, code, err := f.runToEnd(ctx, f.env("E2E_HELPER="+bins.Helper, "E2E_MCP_URL="+addr.URL,
+	last, stderr, code, err := f.runToEnd(ctx, f.env("E2E_HELPER="+bins.Helper, "E2E_MCP_URL="+mcpURL,
 		fmt.Sprintf("E2E_DURATION_MS=%d", mcpDuration.Milliseconds()), fmt.Sprintf("E2E_EVERY_MS=%d", mcpEvery.Milliseconds())),
 		"node", f.script("mcp-client.mjs"))
 	if err != nil {
