@@ -2,7 +2,10 @@
 // one session per client, SSE answers) on 127.0.0.1 that, like a Blaxel-hosted one behind
 // Blaxel's edge, serves only requests carrying a valid, unexpired bearer token: it checks each
 // request's Authorization header by calling the fake Blaxel API (E2E_API_URL, …/v0) with it,
-// which verifies the token's signature, its expiry and its workspace.
+// which verifies the token's signature, its expiry and its workspace. Like Blaxel's hosted MCP
+// server it advertises OAuth 2.1: a refused request is answered 401 with
+// `WWW-Authenticate: Bearer resource_metadata="…"`, whose document it serves under
+// /.well-known/oauth-protected-resource without a token.
 //
 // Tools: "count" answers the number of calls so far, and sends a logging notification on the
 // call's own stream first; "announce" makes the server send notifications/tools/list_changed,
@@ -12,7 +15,7 @@
 //   {"tokens":[fingerprints]}
 // of the tokens accepted since the last such line (a fingerprint is the first 16 hex digits of
 // the SHA-256 of the token, never the token); at the end of stdin, one line
-//   {"requests","rejected","reasons":{…},"distinctTokens","sessions","deletes","gets","posts","toolCalls","echoes"}
+//   {"requests","rejected","reasons":{…},"distinctTokens","sessions","deletes","gets","posts","toolCalls","echoes","metadataFetches"}
 // then it exits. Tokens are kept in memory only, to count them; never printed.
 import http from "node:http";
 import { createHash, randomUUID } from "node:crypto";
@@ -22,7 +25,8 @@ import { isInitializeRequest } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
 
 const api = process.env.E2E_API_URL;
-const stats = { requests: 0, rejected: 0, reasons: {}, distinctTokens: 0, sessions: 0, deletes: 0, gets: 0, posts: 0, toolCalls: 0, echoes: 0 };
+const stats = { requests: 0, rejected: 0, reasons: {}, distinctTokens: 0, sessions: 0, deletes: 0, gets: 0, posts: 0, toolCalls: 0, echoes: 0, metadataFetches: 0 };
+const origin = () => `http://127.0.0.1:${server.address().port}`;
 const tokens = new Set();
 let recent = new Set(); // fingerprints of the tokens accepted since the last report
 const fingerprint = (auth) => createHash("sha256").update(auth.replace(/^Bearer\s+/i, "")).digest("hex").slice(0, 16);
@@ -80,12 +84,24 @@ function readJSON(req) {
 
 const server = http.createServer(async (req, res) => {
   try {
+    if (req.url.startsWith("/.well-known/oauth-protected-resource")) {
+      // Advertised as Blaxel's hosted MCP server does (OAuth 2.1 protected resource metadata);
+      // counted, since a bridge that keeps its client out of OAuth never asks for it.
+      stats.metadataFetches++;
+      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({
+        resource: `${origin()}/mcp`, authorization_servers: [`${origin()}/oauth`], bearer_methods_supported: ["header"],
+      }));
+      return;
+    }
     stats.requests++;
     const problem = await validate(req);
     if (problem) {
       stats.rejected++;
       stats.reasons[problem] = (stats.reasons[problem] ?? 0) + 1;
-      res.writeHead(401, { "content-type": "application/json" }).end(JSON.stringify({ error: problem }));
+      res.writeHead(401, {
+        "content-type": "application/json",
+        "www-authenticate": `Bearer error="invalid_token", resource_metadata="${origin()}/.well-known/oauth-protected-resource/mcp"`,
+      }).end(JSON.stringify({ error: problem }));
       return;
     }
     if (req.method === "GET") stats.gets++;

@@ -81,8 +81,9 @@ func TestSDKThroughProxyHealsARevokedToken(t *testing.T) {
 
 // The same through the MCP bridge: a real MCP client calls a tool of a real MCP server, which
 // asks the fake API about every request's token; the daemon's token is revoked in the middle of
-// the session. Every call succeeds, in the one session, and the server refused the revoked
-// token only.
+// the session. The server advertises OAuth as Blaxel's hosted one does (its 401 points at its
+// protected resource metadata). Every call succeeds, in the one session, the server refused the
+// revoked token only, and nobody asked for its OAuth metadata: the client never left blauth.
 func TestMCPBridgeHealsARevokedToken(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
@@ -115,6 +116,9 @@ func TestMCPBridgeHealsARevokedToken(t *testing.T) {
 	}
 	if server.Sessions != 1 {
 		t.Errorf("the server opened %d sessions; the heal must keep the one session", server.Sessions)
+	}
+	if server.MetadataFetches != 0 {
+		t.Errorf("the OAuth metadata the server's 401 points at was fetched %d times: the bridge must keep its client out of OAuth", server.MetadataFetches)
 	}
 	if !strings.Contains(o.stderr, "(401); blauthd dropped it") {
 		t.Errorf("the bridge did not tell of the heal on stderr:\n%s", o.stderr)

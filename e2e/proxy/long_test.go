@@ -166,6 +166,9 @@ type mcpServer struct {
 	Posts          int            `json:"posts"`
 	ToolCalls      int            `json:"toolCalls"`
 	Echoes         int            `json:"echoes"`
+	// MetadataFetches counts requests for the OAuth protected resource metadata: a client kept
+	// out of OAuth by the bridge never makes one.
+	MetadataFetches int `json:"metadataFetches"`
 }
 
 const (
