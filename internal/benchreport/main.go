@@ -49,7 +49,7 @@ type bench struct {
 	tmp, home, work, proj string
 	helper, blauthd       string // bin/ as make build left them
 	minclient, direct     string // built here with the same flags
-	bareBin               string
+	bareBin, bareProxy    string
 	rusage                string
 
 	api        *blaxeltest.Server
@@ -223,7 +223,7 @@ func (b *bench) setup() error {
 	progress("building the reference programs with make build's flags")
 	build := exec.CommandContext(b.ctx, b.cfg.goTool, "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(b.tmp, "bin")+"/",
 		"./internal/benchreport/minclient", "./internal/benchreport/directclient", "./internal/benchreport/bareserver",
-		"./internal/benchreport/rusage")
+		"./internal/benchreport/bareproxy", "./internal/benchreport/rusage")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("build reference programs: %v\n%s", err, out)
@@ -231,6 +231,7 @@ func (b *bench) setup() error {
 	b.minclient = filepath.Join(b.tmp, "bin", "minclient")
 	b.direct = filepath.Join(b.tmp, "bin", "directclient")
 	b.bareBin = filepath.Join(b.tmp, "bin", "bareserver")
+	b.bareProxy = filepath.Join(b.tmp, "bin", "bareproxy")
 	b.rusage = filepath.Join(b.tmp, "bin", "rusage")
 
 	b.api = blaxeltest.New(2 * time.Hour)
