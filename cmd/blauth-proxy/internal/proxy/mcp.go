@@ -357,8 +357,8 @@ func (b *bridge) headers(ctx context.Context, req *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("no token to send: %w", err)
 	}
-	req.Header.Set("Authorization", "Bearer "+cred.Token)
-	req.Header.Set("X-Blaxel-Authorization", "Bearer "+cred.Token)
+	req.Header.Set("Authorization", cred.Bearer())
+	req.Header.Set("X-Blaxel-Authorization", cred.Bearer())
 	req.Header.Set("X-Blaxel-Workspace", cred.Workspace)
 	if b.cfg.UserAgent != "" {
 		req.Header.Set("User-Agent", b.cfg.UserAgent)

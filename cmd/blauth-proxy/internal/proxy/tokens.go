@@ -48,6 +48,15 @@ type Credential struct {
 	// DotenvConflict is why the caller's .env would undo a command run behind the proxy
 	// (ipc.DotenvConflict), nil when it would not.
 	DotenvConflict error
+	bearer         string // "Bearer " + Token, built once per token rather than per request
+}
+
+// Bearer is the value of a credential header that sends the token.
+func (c *Credential) Bearer() string {
+	if c.bearer != "" {
+		return c.bearer
+	}
+	return "Bearer " + c.Token
 }
 
 // ErrStale reports that the latest token has less life left than the guard and no newer one
@@ -159,7 +168,7 @@ func (t *Tokens) answer(m *ipc.Message) error {
 		return errReselect
 	}
 	cred := &Credential{Token: tok.Token, Workspace: tok.Workspace, APIURL: tok.APIURL, Expiry: tok.Expiry,
-		DotenvConflict: ipc.DotenvConflict(tok, true)}
+		DotenvConflict: ipc.DotenvConflict(tok, true), bearer: "Bearer " + tok.Token}
 	t.update(func() {
 		t.cred, t.answerErr, t.connErr = cred, nil, nil
 		if t.workspace == "" {
