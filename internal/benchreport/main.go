@@ -77,7 +77,7 @@ func run() int {
 	flag.StringVar(&cfg.out, "out", "docs/BENCHMARKS.md", "write the Markdown report here")
 	flag.StringVar(&cfg.bin, "bin", "bin", "directory holding blauthd and blauth-helper, as `make build` leaves them")
 	flag.BoolVar(&cfg.quick, "quick", false, "fewer runs and shorter loads, to check the harness (the report is not written)")
-	only := flag.String("only", "", "run only these parts, comma-separated: memory,helpermem,latency,throughput,tokens,sources,watch,proxy,gotest (the report is not written)")
+	only := flag.String("only", "", "run only these parts, comma-separated: memory,helpermem,latency,throughput,tokens,sources,watch,proxy,coldstart,gotest (the report is not written)")
 	flag.Parse()
 	if *only != "" {
 		cfg.only = map[string]bool{}
@@ -110,6 +110,7 @@ func run() int {
 		{"sources", "source-change latency", b.sourceChange},
 		{"watch", "watchers", b.watchBench},
 		{"proxy", "proxy overhead and throughput", b.proxyBench},
+		{"coldstart", "cold start under socket activation", b.coldStart},
 	}
 	for _, s := range steps {
 		if ctx.Err() != nil {
@@ -331,7 +332,7 @@ func (b *bench) markdown() string {
 	w("## How to reproduce\n\n")
 	w("```sh\n")
 	w("make bench    # = make build, then: go run ./internal/benchreport -out docs/BENCHMARKS.md\n")
-	w("go run ./internal/benchreport -only throughput    # one part (memory, helpermem, latency, throughput, tokens, sources, watch, proxy, gotest); writes no report\n")
+	w("go run ./internal/benchreport -only throughput    # one part (memory, helpermem, latency, throughput, tokens, sources, watch, proxy, coldstart, gotest); writes no report\n")
 	w("```\n\n")
 	w("`make build` is `CGO_ENABLED=0 go build -trimpath -ldflags '-s -w -X main.version=…' -o bin/ ./cmd/blauthd ./cmd/blauth-helper ./cmd/blauth-proxy`; ")
 	w("benchreport builds `internal/benchreport/{minclient,directclient,bareserver}` with `CGO_ENABLED=0 go build -trimpath -ldflags '-s -w'`. ")
