@@ -7,7 +7,7 @@
 // `make bench` runs it after `make build`; it uses bin/blauthd, bin/blauth-helper and
 // bin/blauth-proxy as built,
 // runs the daemon as its own process against a fake Blaxel API served from this process on
-// 127.0.0.1, and builds its reference programs (minclient, directclient, bareserver) with the
+// 127.0.0.1, and builds its reference programs (minclient, directclient, bareserver, bareproxy) with the
 // same flags. Every load is bounded in time and count, every child process is stopped on exit,
 // on error and on SIGINT or SIGTERM, and all files live in one temporary directory.
 package main
@@ -335,7 +335,7 @@ func (b *bench) markdown() string {
 	w("go run ./internal/benchreport -only throughput    # one part (memory, helpermem, latency, throughput, tokens, sources, watch, proxy, coldstart, gotest); writes no report\n")
 	w("```\n\n")
 	w("`make build` is `CGO_ENABLED=0 go build -trimpath -ldflags '-s -w -X main.version=…' -o bin/ ./cmd/blauthd ./cmd/blauth-helper ./cmd/blauth-proxy`; ")
-	w("benchreport builds `internal/benchreport/{minclient,directclient,bareserver}` with `CGO_ENABLED=0 go build -trimpath -ldflags '-s -w'`. ")
+	w("benchreport builds `internal/benchreport/{minclient,directclient,bareserver,bareproxy}` with `CGO_ENABLED=0 go build -trimpath -ldflags '-s -w'`. ")
 	w("It runs `bin/blauthd %s` as a separate process, with `HOME`, `BL_API_URL` (the fake API), `BL_WORKSPACE=bench` and ", strings.Join(b.redactedDaemonArgs(), " "))
 	w("`BL_CLIENT_CREDENTIALS` (a service account of the fake) in its environment; the fake Blaxel API (`internal/testkit/blaxeltest`, issuing 2-hour JWTs) ")
 	w("is an `httptest` server on 127.0.0.1 inside benchreport. Clients run with `BLAUTH_SOCKET` set to the daemon's socket and `BLAUTH_NO_SPAWN=1`. ")
