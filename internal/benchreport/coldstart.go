@@ -85,8 +85,8 @@ func (b *bench) coldStart() error {
 	s.printf("descriptor 3, `LISTEN_FDS=1`, `LISTEN_FDNAMES=blauthd.sock`) to the client's exit after the first answer. The client is the ")
 	s.printf("real `bin/blauth-helper`, run by benchreport; its own start is in every figure. For each run benchreport starts ")
 	s.printf("`systemd-socket-activate -l $TMP/cold/blauthd.sock --fdname=blauthd.sock -E … PROGRAM`, waits until it listens, starts the ")
-	s.printf("helper, waits for it to exit 0, and stops the program (SIGTERM). The programs: `bin/blauthd %s` ", strings.Join(b.redactedDaemonArgs(), " "))
-	s.printf("(with `--socket $TMP/cold/blauthd.sock`) with `HOME`, `BL_API_URL` (the fake API), `BL_WORKSPACE=bench` and `BL_CLIENT_CREDENTIALS` ")
+	s.printf("helper, waits for it to exit 0, and stops the program (SIGTERM). The programs: `bin/blauthd %s` ", strings.ReplaceAll(strings.Join(daemonArgs[1:], " "), b.tmp, "$TMP"))
+	s.printf("with `HOME`, `BL_API_URL` (the fake API), `BL_WORKSPACE=bench` and `BL_CLIENT_CREDENTIALS` ")
 	s.printf("(a service account), and the reference, the bare server (`internal/benchreport/bareserver` without `-socket`: it takes ")
 	s.printf("the passed socket and answers every request at once with a block the size of the daemon's answer, which the helper accepts ")
 	s.printf("as a ping answer and as a token). `blauth-helper ping` asks a daemon for its version; `blauth-helper token` asks for the ")
@@ -126,7 +126,7 @@ const coldStartNote = "**Where blauthd's start goes.** The goal is met, so nothi
 	"for, core dumps disabled; `LISTEN_FDS` taken (descriptor 3 checked to be a listening stream socket); the inotify watcher and the " +
 	"first read of the sources (here a missing bl config: a few `stat`s); then `accept` and the answer. With `--no-keyring`, as " +
 	"everywhere in this report, there is no D-Bus call; under the real unit (no `--no-keyring`) the session bus and Secret Service " +
-	"checks run before the socket is served, which this machine (no session bus) cannot measure. Without strace, the exec-to-exit " +
+	"checks run before the socket is served, which this report does not measure (benchreport runs no session bus). Without strace, the exec-to-exit " +
 	"time of `bin/blauthd --version` against the bare server's exit on its usage error (hyperfine -N, 300 runs, twice) was " +
 	"5.7-6.2 ms against 3.7-4.3 ms at the median: loading and initialising the larger binary (9.3 MB against 2.3 MB) is about the " +
 	"whole of the 1-3 ms by which blauthd's first ping trails the bare program's; the work between `main` and `accept` is a small " +
