@@ -126,7 +126,11 @@ const coldStartNote = "**Where blauthd's start goes.** The goal is met, so nothi
 	"for, core dumps disabled; `LISTEN_FDS` taken (descriptor 3 checked to be a listening stream socket); the inotify watcher and the " +
 	"first read of the sources (here a missing bl config: a few `stat`s); then `accept` and the answer. With `--no-keyring`, as " +
 	"everywhere in this report, there is no D-Bus call; under the real unit (no `--no-keyring`) the session bus and Secret Service " +
-	"checks run before the socket is served, which this report does not measure (benchreport runs no session bus). Without strace, the exec-to-exit " +
+	"checks run before the socket is served, which this report does not measure (benchreport runs no session bus). In a trial by " +
+	"hand beside it (a private `dbus-daemon --session` with `gnome-keyring-daemon` activated on it, its collection locked; the " +
+	"same activation and `blauth-helper ping`; 12 interleaved runs, medians) the bare server took 8.6 ms, blauthd with " +
+	"`--no-keyring` 11.2 ms (1.30×) and blauthd with the keyring 14.5 ms (1.69×): the keyring checks add about 3 ms before the " +
+	"first ping, within the goal but most of what is left of it. Without strace, the exec-to-exit " +
 	"time of `bin/blauthd --version` against the bare server's exit on its usage error (hyperfine -N, 300 runs, twice) was " +
 	"5.7-6.2 ms against 3.7-4.3 ms at the median: loading and initialising the larger binary (9.3 MB against 2.3 MB) is about the " +
 	"whole of the 1-3 ms by which blauthd's first ping trails the bare program's; the work between `main` and `accept` is a small " +
