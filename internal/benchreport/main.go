@@ -7,7 +7,7 @@
 // `make bench` runs it after `make build`; it uses bin/blauthd, bin/blauth-helper and
 // bin/blauth-proxy as built,
 // runs the daemon as its own process against a fake Blaxel API served from this process on
-// 127.0.0.1, and builds its reference programs (minclient, directclient, bareserver) with the
+// 127.0.0.1, and builds its reference programs (minclient, directclient, bareserver, bareproxy) with the
 // same flags. Every load is bounded in time and count, every child process is stopped on exit,
 // on error and on SIGINT or SIGTERM, and all files live in one temporary directory.
 package main
@@ -49,7 +49,7 @@ type bench struct {
 	tmp, home, work, proj string
 	helper, blauthd       string // bin/ as make build left them
 	minclient, direct     string // built here with the same flags
-	bareBin               string
+	bareBin, bareProxy    string
 	rusage                string
 
 	api        *blaxeltest.Server
@@ -77,7 +77,7 @@ func run() int {
 	flag.StringVar(&cfg.out, "out", "docs/BENCHMARKS.md", "write the Markdown report here")
 	flag.StringVar(&cfg.bin, "bin", "bin", "directory holding blauthd and blauth-helper, as `make build` leaves them")
 	flag.BoolVar(&cfg.quick, "quick", false, "fewer runs and shorter loads, to check the harness (the report is not written)")
-	only := flag.String("only", "", "run only these parts, comma-separated: memory,helpermem,latency,throughput,tokens,sources,watch,proxy,gotest (the report is not written)")
+	only := flag.String("only", "", "run only these parts, comma-separated: memory,helpermem,latency,throughput,tokens,sources,watch,proxy,coldstart,gotest (the report is not written)")
 	flag.Parse()
 	if *only != "" {
 		cfg.only = map[string]bool{}
@@ -110,6 +110,7 @@ func run() int {
 		{"sources", "source-change latency", b.sourceChange},
 		{"watch", "watchers", b.watchBench},
 		{"proxy", "proxy overhead and throughput", b.proxyBench},
+		{"coldstart", "cold start under socket activation", b.coldStart},
 	}
 	for _, s := range steps {
 		if ctx.Err() != nil {
@@ -223,7 +224,7 @@ func (b *bench) setup() error {
 	progress("building the reference programs with make build's flags")
 	build := exec.CommandContext(b.ctx, b.cfg.goTool, "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(b.tmp, "bin")+"/",
 		"./internal/benchreport/minclient", "./internal/benchreport/directclient", "./internal/benchreport/bareserver",
-		"./internal/benchreport/rusage")
+		"./internal/benchreport/bareproxy", "./internal/benchreport/rusage")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("build reference programs: %v\n%s", err, out)
@@ -231,6 +232,7 @@ func (b *bench) setup() error {
 	b.minclient = filepath.Join(b.tmp, "bin", "minclient")
 	b.direct = filepath.Join(b.tmp, "bin", "directclient")
 	b.bareBin = filepath.Join(b.tmp, "bin", "bareserver")
+	b.bareProxy = filepath.Join(b.tmp, "bin", "bareproxy")
 	b.rusage = filepath.Join(b.tmp, "bin", "rusage")
 
 	b.api = blaxeltest.New(2 * time.Hour)
@@ -330,10 +332,10 @@ func (b *bench) markdown() string {
 	w("## How to reproduce\n\n")
 	w("```sh\n")
 	w("make bench    # = make build, then: go run ./internal/benchreport -out docs/BENCHMARKS.md\n")
-	w("go run ./internal/benchreport -only throughput    # one part (memory, helpermem, latency, throughput, tokens, sources, watch, proxy, gotest); writes no report\n")
+	w("go run ./internal/benchreport -only throughput    # one part (memory, helpermem, latency, throughput, tokens, sources, watch, proxy, coldstart, gotest); writes no report\n")
 	w("```\n\n")
 	w("`make build` is `CGO_ENABLED=0 go build -trimpath -ldflags '-s -w -X main.version=…' -o bin/ ./cmd/blauthd ./cmd/blauth-helper ./cmd/blauth-proxy`; ")
-	w("benchreport builds `internal/benchreport/{minclient,directclient,bareserver}` with `CGO_ENABLED=0 go build -trimpath -ldflags '-s -w'`. ")
+	w("benchreport builds `internal/benchreport/{minclient,directclient,bareserver,bareproxy}` with `CGO_ENABLED=0 go build -trimpath -ldflags '-s -w'`. ")
 	w("It runs `bin/blauthd %s` as a separate process, with `HOME`, `BL_API_URL` (the fake API), `BL_WORKSPACE=bench` and ", strings.Join(b.redactedDaemonArgs(), " "))
 	w("`BL_CLIENT_CREDENTIALS` (a service account of the fake) in its environment; the fake Blaxel API (`internal/testkit/blaxeltest`, issuing 2-hour JWTs) ")
 	w("is an `httptest` server on 127.0.0.1 inside benchreport. Clients run with `BLAUTH_SOCKET` set to the daemon's socket and `BLAUTH_NO_SPAWN=1`. ")

@@ -218,9 +218,11 @@ func (s *Server) roundTrip(req *http.Request, fw *forward) (*http.Response, erro
 }
 
 // setCred puts cred's token in each of the credential header forms and names its workspace.
-func setCred(h http.Header, forms []string, cred Credential) {
-	for _, name := range forms {
-		h.Set(name, "Bearer "+cred.Token)
+func setCred(h http.Header, forms credForms, cred Credential) {
+	for i, name := range credHeaders {
+		if forms&(1<<i) != 0 {
+			h.Set(name, cred.Bearer())
+		}
 	}
 	h.Set("X-Blaxel-Workspace", cred.Workspace)
 }

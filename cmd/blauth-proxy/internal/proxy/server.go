@@ -26,7 +26,7 @@ const (
 
 // credHeaders are the header forms a Blaxel bearer credential travels in: the TypeScript SDK
 // sends X-Blaxel-Authorization, MCP clients and REST tools Authorization; the API takes both.
-var credHeaders = []string{"Authorization", "X-Blaxel-Authorization"}
+var credHeaders = [...]string{"Authorization", "X-Blaxel-Authorization"}
 
 // Config describes a Server.
 type Config struct {
@@ -125,9 +125,13 @@ func NewServer(cfg Config) (*Server, error) {
 		ModifyResponse: s.modifyResponse,
 		Transport:      roundTripFunc(s.send),
 		BufferPool:     copyBuffers,
-		FlushInterval:  -1, // every write of the upstream reaches the client at once (SSE, logs)
-		ErrorLog:       s.errLog,
-		ErrorHandler:   s.upstreamError,
+		// 0: an answer of unknown length (a stream: logs, chunked output) or an event stream is
+		// flushed on every write of the upstream all the same (ReverseProxy does it for them); an
+		// answer of known length goes out in one write. -1 flushed the headers from a timer
+		// goroutine of each request, then the body: two writes and a goroutine per answer.
+		FlushInterval: 0,
+		ErrorLog:      s.errLog,
+		ErrorHandler:  s.upstreamError,
 	}
 	return s, nil
 }
@@ -173,7 +177,7 @@ type forward struct {
 	target url.URL   // the upstream URL, built from base's fields
 	base   *upstream // the base target must stay under
 	prefix string
-	forms  []string // the credential header forms the client used
+	forms  credForms // the credential header forms the client used
 	cred   Credential
 	// answers names the run URLs of the API's answer that are rewritten (runanswers.go).
 	answers answerFields
@@ -350,32 +354,45 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// copyBuffers are the buffers answers are copied through, shared by every request.
-var copyBuffers = &bufferPool{sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+// copyBuffers are the buffers answers are copied through, shared by every request. The pool
+// holds array pointers, so that putting a buffer back allocates nothing.
+var copyBuffers = &bufferPool{sync.Pool{New: func() any { return new([copyBufferSize]byte) }}}
+
+const copyBufferSize = 32 << 10
 
 type bufferPool struct{ p sync.Pool }
 
-func (b *bufferPool) Get() []byte  { return *b.p.Get().(*[]byte) }
-func (b *bufferPool) Put(s []byte) { b.p.Put(&s) }
+func (b *bufferPool) Get() []byte { return b.p.Get().(*[copyBufferSize]byte)[:] }
+func (b *bufferPool) Put(s []byte) {
+	if cap(s) >= copyBufferSize {
+		b.p.Put((*[copyBufferSize]byte)(s[:copyBufferSize]))
+	}
+}
+
+// credForms are credential header forms, bit i for credHeaders[i].
+type credForms uint8
+
+// allCredForms is every form: what the MCP bridge sends.
+const allCredForms credForms = 1<<len(credHeaders) - 1
 
 // admit checks the request's credentials: every credential header it sends must be exactly one
 // "Bearer <secret>", and at least one must be there. It returns the forms used, or what is
 // wrong, never echoing what was sent.
-func (s *Server) admit(h http.Header) (forms []string, problem string) {
-	for _, name := range credHeaders {
+func (s *Server) admit(h http.Header) (forms credForms, problem string) {
+	for i, name := range credHeaders {
 		vals := h.Values(name)
 		switch {
 		case len(vals) == 0:
 			continue
 		case len(vals) > 1:
-			return nil, name + " is sent more than once"
+			return 0, name + " is sent more than once"
 		case !s.secret.matches(vals[0]):
-			return nil, name + " does not carry this run's secret (the proxy accepts only the BL_API_KEY it gave the command it runs)"
+			return 0, name + " does not carry this run's secret (the proxy accepts only the BL_API_KEY it gave the command it runs)"
 		}
-		forms = append(forms, name)
+		forms |= 1 << i
 	}
-	if len(forms) == 0 {
-		return nil, "no credential: send the BL_API_KEY that blauth-helper exec --proxy gave your command, as Authorization: Bearer … or X-Blaxel-Authorization: Bearer …"
+	if forms == 0 {
+		return 0, "no credential: send the BL_API_KEY that blauth-helper exec --proxy gave your command, as Authorization: Bearer … or X-Blaxel-Authorization: Bearer …"
 	}
 	return forms, ""
 }

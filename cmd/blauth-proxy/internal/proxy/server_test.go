@@ -305,16 +305,23 @@ func TestServerRoutes(t *testing.T) {
 
 // Streaming both ways: the upstream reads the first part of a request body before the client
 // sends the rest, and the client reads the first event of the answer before the upstream
-// sends the rest. Buffering on either side would block the test until its bound.
+// sends the rest. Buffering on either side would block the test until its bound. It holds for
+// an event stream and for any answer of unknown length (logs, a process's output).
 func TestServerStreamsBothWays(t *testing.T) {
 	e := newTestEnv(t)
+	for _, ct := range []string{"text/event-stream", "text/plain; charset=utf-8"} {
+		t.Run(ct, func(t *testing.T) { streamsBothWays(t, e, ct) })
+	}
+}
+
+func streamsBothWays(t *testing.T, e *testEnv, contentType string) {
 	gotPart, release := make(chan string, 1), make(chan struct{})
 	up := newRecorder(t, func(w http.ResponseWriter, r *http.Request) {
 		_ = http.NewResponseController(w).EnableFullDuplex()
 		br := bufio.NewReader(r.Body)
 		line, _ := br.ReadString('\n')
 		gotPart <- line
-		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Content-Type", contentType)
 		_, _ = io.WriteString(w, "data: one\n\n")
 		_ = http.NewResponseController(w).Flush()
 		select {

@@ -52,6 +52,15 @@ type Credential struct {
 	// RunDomains are the run_domains: of blauth's config file, as blauthd sent them with the
 	// token: more domains for the /host route (see RunDomains).
 	RunDomains []string
+	bearer     string // "Bearer " + Token, built once per token rather than per request
+}
+
+// Bearer is the value of a credential header that sends the token.
+func (c *Credential) Bearer() string {
+	if c.bearer != "" {
+		return c.bearer
+	}
+	return "Bearer " + c.Token
 }
 
 // ErrStale reports that the latest token has less life left than the guard and no newer one
@@ -164,7 +173,7 @@ func (t *Tokens) answer(m *ipc.Message) error {
 		return errReselect
 	}
 	cred := &Credential{Token: tok.Token, Workspace: tok.Workspace, APIURL: tok.APIURL, Expiry: tok.Expiry,
-		DotenvConflict: ipc.DotenvConflict(tok, true)}
+		DotenvConflict: ipc.DotenvConflict(tok, true), bearer: "Bearer " + tok.Token}
 	if cred.RunDomains, err = ipc.ParseRunDomains(strings.Join(tok.RunDomains, ",")); err != nil {
 		t.logf("blauthd sent run_domains that are not used: %v", err)
 	}
