@@ -85,12 +85,17 @@ func current(t *testing.T, tokens *Tokens) Credential {
 }
 
 // refusingUpstream answers 401 to a token in its refused set, and otherwise echoes the
-// workspace and the body it got; it counts the requests per token.
+// workspace and the body it got; it counts the requests per token. With gate set, a refusal
+// waits until gate requests with a refused token have come (or 10 s), so that concurrent
+// requests are all refused before any heals, however the machine schedules them.
 type refusingUpstream struct {
 	*recorder
 	mu      sync.Mutex
 	refused map[string]bool
 	seen    map[string]int
+	gate    int
+	gated   int
+	open    chan struct{}
 }
 
 func newRefusingUpstream(t *testing.T, refused ...string) *refusingUpstream {
@@ -102,7 +107,19 @@ func newRefusingUpstream(t *testing.T, refused ...string) *refusingUpstream {
 		u.mu.Lock()
 		u.seen[tok]++
 		no := u.refused[tok] || u.refused["*"]
+		gated := no && u.gate > 0
+		if gated {
+			if u.gated++; u.gated == u.gate {
+				close(u.open)
+			}
+		}
 		u.mu.Unlock()
+		if gated {
+			select {
+			case <-u.open:
+			case <-time.After(10 * time.Second):
+			}
+		}
 		if no {
 			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 			http.Error(w, "upstream: invalid_token", http.StatusUnauthorized)
@@ -135,11 +152,12 @@ func TestProxyHealsARefusedToken(t *testing.T) {
 	tokens := followTokens(t, Selection{Socket: e.socket})
 	first := current(t, tokens).Token
 	up := newRefusingUpstream(t, first)
+	const n = 8
+	up.gate, up.open = n, make(chan struct{})
 	secret := NewSecret()
 	px := startProxy(t, Config{Tokens: tokens, Secret: secret, RunURL: up.URL}, nil)
 	auth := map[string][]string{"Authorization": {"Bearer " + secret.Value()}}
 
-	const n = 8
 	pad := strings.Repeat("b", 64<<10) // over a write buffer: the body is not sent in one piece
 	var wg sync.WaitGroup
 	for i := range n {
@@ -166,6 +184,9 @@ func TestProxyHealsARefusedToken(t *testing.T) {
 
 	// The new token is refused too. A streamed body (no length) is not held: its 401 goes back,
 	// and the token is still named to blauthd, which keeps it: it replaced one in this period.
+	up.mu.Lock()
+	up.gate = 0
+	up.mu.Unlock()
 	up.refuse(second)
 	pr, pw := io.Pipe()
 	go func() { fmt.Fprint(pw, "streamed"); pw.Close() }()
