@@ -14,6 +14,7 @@ import (
 
 	"github.com/blauth/blauth/daemon/internal/notify"
 	"github.com/blauth/blauth/internal/clock"
+	"github.com/blauth/blauth/internal/recent"
 	"github.com/blauth/blauth/sources"
 	"github.com/blauth/blauth/sources/blconfig"
 	"github.com/blauth/blauth/sources/dotenv"
@@ -62,6 +63,7 @@ type Resolver struct {
 	bl        *blconfig.Source // nil without a bl config
 	ring      *keyring.Source  // nil without a keyring
 	changed   notify.Broadcast
+	creds     recent.Cache[sources.Credential, *sources.Credential] // never changed once made
 }
 
 // New builds a resolver and reads the daemon-held sources once.

@@ -166,17 +166,21 @@ func (s *Server) get(ctx context.Context, req *ipc.Message) (*ipc.Message, *sour
 	}
 	minTTL, _ := parseSeconds(req.Value(ipc.KeyMinTTL))
 	c := res.Credential
-	if err := token.CheckURL(c.BaseURL); err != nil {
+	if err := s.checkBase(c.BaseURL); err != nil {
 		return badBaseURL(res, err), c
 	}
 	t, err := s.cfg.Broker.Get(ctx, c, minTTL, res.DaemonHeld())
 	if err != nil {
 		return withIgnoredBase(errorAnswer(err), res.IgnoredCallerBase(res.DaemonHeld()), res.DaemonBase), c
 	}
-	tok := ipc.Token{Workspace: res.Workspace, Token: t.Token, Kind: c.Kind, Source: c.Source.String(), WorkspaceSource: res.WorkspaceSource.String(), Expiry: t.Expiry, Hint: t.Warning, APIURL: c.BaseURL,
+	tok := ipc.Token{Workspace: res.Workspace, Token: t.Token, Kind: c.Kind, Source: s.recent.names.Get(c.Source, sources.Provenance.String), WorkspaceSource: s.recent.names.Get(res.WorkspaceSource, sources.Provenance.String), Expiry: t.Expiry, Hint: t.Warning, APIURL: c.BaseURL,
 		Dotenv: res.Dotenv.Path, DotenvWorkspace: res.Dotenv.Workspace, DotenvSets: res.Dotenv.Names, DotenvLines: res.Dotenv.Lines}
 	return tok.Message(), c
 }
+
+// checkBase is token.CheckURL, remembering the last bases it checked: nearly every get goes to
+// the same one, and parsing it again cost an allocation per request.
+func (s *Server) checkBase(raw string) error { return s.recent.bases.Get(raw, token.CheckURL) }
 
 // withIgnoredBase names, in an error answer, the API base the caller asked for with its
 // BL_API_URL or BL_ENV when it was not used: what the daemon holds goes only to its own base.

@@ -1,0 +1,46 @@
+package recent
+
+import (
+	"strconv"
+	"sync"
+	"testing"
+)
+
+func TestCacheKeepsTheLastValues(t *testing.T) {
+	var c Cache[int, *string]
+	made := 0
+	mk := func(k int) *string { made++; s := strconv.Itoa(k); return &s }
+	first := c.Get(1, mk)
+	if again := c.Get(1, mk); again != first || made != 1 {
+		t.Fatalf("the same key made a new value (%d made)", made)
+	}
+	for k := 2; k <= Size; k++ {
+		c.Get(k, mk)
+	}
+	if c.Get(1, mk) != first || made != Size {
+		t.Fatalf("key 1 was dropped with %d keys kept (%d made)", Size, made)
+	}
+	c.Get(Size+1, mk) // replaces the oldest slot
+	if v := c.Get(1, mk); *v != "1" {
+		t.Fatalf("key 1 gave %q", *v)
+	}
+}
+
+func TestCacheConcurrent(t *testing.T) {
+	var c Cache[int, string]
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 1000 {
+				k := (i + g) % (2 * Size)
+				if v := c.Get(k, strconv.Itoa); v != strconv.Itoa(k) {
+					t.Errorf("key %d gave %q", k, v)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
