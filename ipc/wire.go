@@ -292,6 +292,9 @@ func appendLine(r *bufio.Reader, buf []byte) ([]byte, error) {
 // misread or refuse.
 func (m *Message) Encode() ([]byte, error) { return m.encode(MaxMessageSize, MaxFields) }
 
+// EncodeAnswer is Encode with the limits of an answer: what WriteAnswer writes.
+func (m *Message) EncodeAnswer() ([]byte, error) { return m.encode(MaxAnswerSize, MaxAnswerFields) }
+
 func (m *Message) encode(maxSize, maxFields int) ([]byte, error) {
 	b, err := m.appendEncoded(nil, maxSize, maxFields)
 	if err != nil {

@@ -23,12 +23,32 @@ type entry[K comparable, V any] struct {
 
 // Get returns the value kept for k, or makes it with mk(k) and keeps it.
 func (c *Cache[K, V]) Get(k K, mk func(K) V) V {
+	if v, ok := c.Load(k); ok {
+		return v
+	}
+	v := mk(k)
+	c.Store(k, v)
+	return v
+}
+
+// Load returns the value kept for k, if any.
+func (c *Cache[K, V]) Load(k K) (V, bool) {
 	for i := range c.slots {
 		if e := c.slots[i].Load(); e != nil && e.key == k {
-			return e.val
+			return e.val, true
 		}
 	}
-	e := &entry[K, V]{key: k, val: mk(k)}
+	var zero V
+	return zero, false
+}
+
+// Store keeps v for k: in place of the value kept for k, else in place of the oldest.
+func (c *Cache[K, V]) Store(k K, v V) {
+	e := &entry[K, V]{key: k, val: v}
+	for i := range c.slots {
+		if old := c.slots[i].Load(); old != nil && old.key == k && c.slots[i].CompareAndSwap(old, e) {
+			return
+		}
+	}
 	c.slots[c.next.Add(1)%Size].Store(e)
-	return e.val
 }

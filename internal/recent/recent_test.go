@@ -44,3 +44,19 @@ func TestCacheConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func TestStoreReplacesTheValueOfItsKey(t *testing.T) {
+	var c Cache[string, int]
+	c.Store("a", 1)
+	c.Store("b", 2)
+	c.Store("a", 3)
+	if v, ok := c.Load("a"); !ok || v != 3 {
+		t.Fatalf("Load(a) = %d, %v; want 3", v, ok)
+	}
+	for i := range Size - 2 { // a and b take two slots: a third value of a would have taken a third
+		c.Store(strconv.Itoa(i), i)
+	}
+	if v, ok := c.Load("b"); !ok || v != 2 {
+		t.Fatalf("b was dropped though only %d keys were stored: %d, %v", Size, v, ok)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -106,9 +107,11 @@ type Server struct {
 	// recent keeps what gets made from the same few credentials, so that a get makes none of it
 	// again: the API bases checked (checkBase) and the provenance strings of answers.
 	recent struct {
-		bases recent.Cache[string, error]
-		names recent.Cache[sources.Provenance, string]
+		bases   recent.Cache[string, error]
+		names   recent.Cache[sources.Provenance, string]
+		watches recent.Cache[string, *watchAnswer] // by request (watch.go)
 	}
+	changes atomic.Uint64 // the watchers woken so far (watcher.wake)
 }
 
 // New returns a server for ln.
