@@ -25,7 +25,7 @@ func keyringLayer(ring *keyring.Source) layer {
 
 // blLayer is the bl config: its context names a workspace, and each entry holds its own
 // workspace's credentials, in the SDKs' order: API key, login session, client credentials.
-func blLayer(bl *blconfig.Config, path string) layer {
+func blLayer(bl *blconfig.View, path string) layer {
 	return layer{prov: sources.Provenance{Kind: sources.SourceBLConfig, Where: path}, workspace: bl.Context.Workspace, bl: bl, holds: blCreds}
 }
 

@@ -102,7 +102,7 @@ type layer struct {
 	// bl; noCreds for a source that names a workspace only.
 	holds int
 	ring  *keyring.Source
-	bl    *blconfig.Config
+	bl    *blconfig.View
 }
 
 // Resolve decides which credential serves req. It walks the ranked sources, highest first: the
@@ -151,7 +151,7 @@ func (r *Resolver) Resolve(req Request) (*Resolution, error) {
 
 // layers lists the sources req sees, highest rank first, and the view of the bl config it used
 // (nil when there is none), read after the caller's .env.
-func (r *Resolver) layers(ls []layer, req Request, res *Resolution) ([]layer, *blconfig.Config, error) {
+func (r *Resolver) layers(ls []layer, req Request, res *Resolution) ([]layer, *blconfig.View, error) {
 	var tomlEnv []layer
 	if req.Dir != "" {
 		top, env, err := r.tomlLayers(req.Dir, res)

@@ -161,7 +161,7 @@ func (r *Resolver) Sweep() { r.dotenvs.Sweep(); r.tomls.Sweep() }
 func (r *Resolver) WatchedDotenvs() int { return r.dotenvs.Len() }
 
 // blView is the bl config's last good view, nil when there is none.
-func (r *Resolver) blView() *blconfig.Config {
+func (r *Resolver) blView() *blconfig.View {
 	if r.bl == nil {
 		return nil
 	}
@@ -207,7 +207,7 @@ func (r *Resolver) daemonBase(wsEnv string) string {
 }
 
 // workspaceEnv is the env: the bl config gives workspace ws ("" when none).
-func workspaceEnv(bl *blconfig.Config, ws string) string {
+func workspaceEnv(bl *blconfig.View, ws string) string {
 	if bl != nil {
 		if w, ok := bl.Workspace(ws); ok {
 			return w.Env
