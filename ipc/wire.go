@@ -62,13 +62,21 @@ func NewMessage(kv ...string) *Message {
 }
 
 // newMessage returns an empty message with room for n fields. Up to 16 its fields live in the
-// same allocation as the message: a request or a get answer is then one allocation, not two.
+// same allocation as the message (sized to n): a request or a get answer is then one
+// allocation, not two.
 func newMessage(n int) *Message {
 	switch {
 	case n <= 8:
 		b := new(struct {
 			m Message
 			f [8]Field
+		})
+		b.m.Fields = b.f[:0]
+		return &b.m
+	case n <= 12:
+		b := new(struct {
+			m Message
+			f [12]Field
 		})
 		b.m.Fields = b.f[:0]
 		return &b.m
@@ -196,17 +204,27 @@ func ValidValue(v string) bool {
 // ends inside one, and an error wrapping ErrTooLarge or ErrMalformed for input that breaks the
 // limits or the grammar; after such an error the stream is out of step and must be closed.
 func ReadMessage(r *bufio.Reader) (*Message, error) {
-	return readMessage(r, MaxMessageSize, MaxFields)
+	return readMessage(r, nil, MaxMessageSize, MaxFields)
+}
+
+// ReadMessageInto is ReadMessage into m, whose fields it replaces, reusing their room: a server
+// reading request after request on a connection allocates only each request's text. The
+// fields of the previous message read into m must no longer be in use; their strings stay
+// valid.
+func ReadMessageInto(r *bufio.Reader, m *Message) error {
+	_, err := readMessage(r, m, MaxMessageSize, MaxFields)
+	return err
 }
 
 // ReadAnswer is ReadMessage with the limits of an answer (MaxAnswerSize, MaxAnswerFields).
 func ReadAnswer(r *bufio.Reader) (*Message, error) {
-	return readMessage(r, MaxAnswerSize, MaxAnswerFields)
+	return readMessage(r, nil, MaxAnswerSize, MaxAnswerFields)
 }
 
 // readMessage reads the message's lines into one buffer and makes one string of it, which its
-// keys and values are cut from: a message costs a few allocations, however many lines it has.
-func readMessage(r *bufio.Reader, maxSize, maxFields int) (*Message, error) {
+// keys and values are cut from: a message costs two allocations (one into m, when it is not
+// nil), however many lines it has.
+func readMessage(r *bufio.Reader, m *Message, maxSize, maxFields int) (*Message, error) {
 	var (
 		stack [1024]byte
 		buf   = stack[:0]
@@ -231,7 +249,7 @@ func readMessage(r *bufio.Reader, maxSize, maxFields int) (*Message, error) {
 		}
 		line := buf[start : len(buf)-1]
 		if len(line) == 0 {
-			return lineSpans(lines).message(string(buf)), nil
+			return lineSpans(lines).message(m, string(buf)), nil
 		}
 		if len(lines) >= maxFields {
 			return nil, fmt.Errorf("%w: over %d fields", ErrTooLarge, maxFields)
@@ -255,9 +273,12 @@ type lineSpan struct{ start, eq, end int }
 
 type lineSpans []lineSpan
 
-// message cuts the fields out of s, the message's text.
-func (ls lineSpans) message(s string) *Message {
-	m := newMessage(len(ls))
+// message cuts the fields out of s, the message's text, into m (a new message when nil).
+func (ls lineSpans) message(m *Message, s string) *Message {
+	if m == nil {
+		m = newMessage(len(ls))
+	}
+	m.Fields = m.Fields[:0]
 	for _, l := range ls {
 		m.Fields = append(m.Fields, Field{s[l.start:l.eq], s[l.eq+1 : l.end]})
 	}

@@ -151,7 +151,8 @@ func (b *bench) throughput() error {
 		conns int
 		name  string
 		req   []byte
-	}{{1, "plain get", plainGet}, {8, "plain get", plainGet}, {64, "plain get", plainGet}, {64, "helper-shaped get (cwd=, env.BL_ENV=)", helperGet}}
+	}{{1, "plain get", plainGet}, {8, "plain get", plainGet}, {64, "plain get", plainGet},
+		{8, "helper-shaped get (cwd=, env.BL_ENV=)", helperGet}, {64, "helper-shaped get (cwd=, env.BL_ENV=)", helperGet}}
 	var errs []error
 	for _, c := range cases {
 		var d, bare loadResult

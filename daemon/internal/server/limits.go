@@ -109,6 +109,7 @@ type connReader struct {
 	budget *budget
 	// readBy and writeBy are the connection's deadlines as last set here.
 	readBy, writeBy time.Time
+	req             ipc.Message // the request being read or answered (readRequest)
 }
 
 // keepDeadline makes the connection's write (or read) deadline d from now, unless it is that

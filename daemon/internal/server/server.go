@@ -296,7 +296,8 @@ func (s *Server) serveConn(ctx, work context.Context, c net.Conn) {
 
 // readRequest waits for the connection's next request (taking a buffer for it into *r when
 // *r is nil) and reads it; nil means the connection is done: the peer closed it or stayed idle
-// too long, or the request could not be read (and was answered so).
+// too long, or the request could not be read (and was answered so). The request is read into
+// the same message each time (cr.req): nothing keeps a request once it is answered.
 func (s *Server) readRequest(c net.Conn, cr *connReader, r **bufio.Reader) *ipc.Message {
 	whole := false // the request came whole with the read that ended the wait
 	if *r == nil {
@@ -317,12 +318,11 @@ func (s *Server) readRequest(c net.Conn, cr *connReader, r **bufio.Reader) *ipc.
 		_ = c.SetReadDeadline(cr.readBy)
 	}
 	cr.left = s.maxRequest()
-	req, err := ipc.ReadMessage(*r)
-	if err != nil {
+	if err := ipc.ReadMessageInto(*r, &cr.req); err != nil {
 		s.badRequest(c, err)
 		return nil
 	}
-	return req
+	return &cr.req
 }
 
 // badRequest answers a request that could not be read, if it began: every request gets an
