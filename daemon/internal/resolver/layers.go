@@ -15,8 +15,14 @@ import (
 // credentials belong to the BL_WORKSPACE beside them, or to the chosen workspace when it names
 // none; an API key ranks before client credentials.
 func envLayer(prov sources.Provenance, caller bool, vars map[string]string) layer {
-	return layer{prov: prov, caller: caller, workspace: vars[sources.VarWorkspace], vars: vars, holds: envCreds}
+	return layer{prov: prov, caller: caller, workspace: vars[sources.VarWorkspace], holds: envCreds, env: envVars{
+		apiKey: vars[sources.VarAPIKey], clientCredentials: vars[sources.VarClientCredentials],
+		apiURL: vars[sources.VarAPIURL], blEnv: vars[sources.VarEnv]}}
 }
+
+// envVars are the variables of an environment-like source that resolving reads, read out of
+// it once (the daemon's own environment, once for good).
+type envVars struct{ apiKey, clientCredentials, apiURL, blEnv string }
 
 // keyringLayer holds the secrets saved with blauth-helper login, one per workspace.
 func keyringLayer(ring *keyring.Source) layer {
@@ -45,7 +51,7 @@ func (r *Resolver) appendCreds(cs []*sources.Credential, l *layer, ws, base stri
 	add := func(c sources.Credential) { cs = append(cs, r.creds.Get(c, newCredential)) }
 	switch l.holds {
 	case envCreds:
-		if owner := l.vars[sources.VarWorkspace]; owner != "" && owner != ws {
+		if owner := l.workspace; owner != "" && owner != ws {
 			return cs
 		}
 		where := func(v string) string {
@@ -54,11 +60,11 @@ func (r *Resolver) appendCreds(cs []*sources.Credential, l *layer, ws, base stri
 			}
 			return l.prov.Where + "#" + v
 		}
-		if k := l.vars[sources.VarAPIKey]; k != "" {
+		if k := l.env.apiKey; k != "" {
 			add(sources.Credential{Workspace: ws, Kind: ipc.KindAPIKey, APIKey: k, BaseURL: base,
 				Source: sources.Provenance{Kind: l.prov.Kind, Where: where(sources.VarAPIKey)}})
 		}
-		if cc := l.vars[sources.VarClientCredentials]; cc != "" {
+		if cc := l.env.clientCredentials; cc != "" {
 			add(sources.Credential{Workspace: ws, Kind: ipc.KindClientCredentials, ClientCredentials: cc, BaseURL: base,
 				Source: sources.Provenance{Kind: l.prov.Kind, Where: where(sources.VarClientCredentials)}})
 		}

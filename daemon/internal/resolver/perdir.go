@@ -104,9 +104,9 @@ func (l layer) workspaceSource() sources.Provenance {
 	switch {
 	case p.Kind == sources.SourceBLConfig:
 		p.Where += "#context.workspace"
-	case l.vars != nil && p.Where == "":
+	case l.holds == envCreds && p.Where == "":
 		p.Where = sources.VarWorkspace
-	case l.vars != nil:
+	case l.holds == envCreds:
 		p.Where += "#" + sources.VarWorkspace
 	}
 	return p

@@ -96,11 +96,10 @@ type layer struct {
 	caller bool
 	// workspace is the workspace the source names (BL_WORKSPACE, the bl context), if any.
 	workspace string
-	// vars are an environment-like source's variables (nil for the keyring and the bl config).
-	vars map[string]string
-	// holds says where the source's credentials are (appendCreds reads them): vars, ring or
+	// holds says where the source's credentials are (appendCreds reads them): env, ring or
 	// bl; noCreds for a source that names a workspace only.
 	holds int
+	env   envVars // an environment-like source's
 	ring  *keyring.Source
 	bl    *blconfig.View
 }
@@ -178,7 +177,7 @@ func (r *Resolver) layers(ls []layer, req Request, res *Resolution) ([]layer, *b
 		ls = append(ls, envLayer(sources.Provenance{Kind: sources.SourceCallerEnv}, true, req.Env))
 	}
 	ls = append(ls, r.routeLayers(req.Dir)...)
-	ls = append(ls, envLayer(sources.Provenance{Kind: sources.SourceDaemonEnv}, false, r.daemonEnv))
+	ls = append(ls, r.daemonLayer)
 	if r.ring != nil {
 		ls = append(ls, keyringLayer(r.ring))
 	}
@@ -200,8 +199,8 @@ func (r *Resolver) bases(ls []layer, wsEnv string) (daemonBase, callerBase strin
 		if !l.caller {
 			continue
 		}
-		url = first(url, l.vars[sources.VarAPIURL])
-		env = first(env, l.vars[sources.VarEnv])
+		url = first(url, l.env.apiURL)
+		env = first(env, l.env.blEnv)
 	}
 	if url == "" && env == "" {
 		return daemonBase, daemonBase, false

@@ -55,20 +55,22 @@ type Config struct {
 
 // Resolver merges the sources. Safe for concurrent use.
 type Resolver struct {
-	cfg       Config
-	daemonEnv map[string]string
-	dotenvs   *dotenv.Cache
-	tomls     *dotenv.Cache    // the callers' blaxel.toml
-	routes    *routeSource     // nil without a config file
-	bl        *blconfig.Source // nil without a bl config
-	ring      *keyring.Source  // nil without a keyring
-	changed   notify.Broadcast
-	creds     recent.Cache[sources.Credential, *sources.Credential] // never changed once made
+	cfg         Config
+	daemonEnv   map[string]string
+	daemonLayer layer // daemonEnv as every request sees it
+	dotenvs     *dotenv.Cache
+	tomls       *dotenv.Cache    // the callers' blaxel.toml
+	routes      *routeSource     // nil without a config file
+	bl          *blconfig.Source // nil without a bl config
+	ring        *keyring.Source  // nil without a keyring
+	changed     notify.Broadcast
+	creds       recent.Cache[sources.Credential, *sources.Credential] // never changed once made
 }
 
 // New builds a resolver and reads the daemon-held sources once.
 func New(ctx context.Context, cfg Config) *Resolver {
 	r := &Resolver{cfg: cfg, daemonEnv: sources.EnvVars(cfg.Environ)}
+	r.daemonLayer = envLayer(sources.Provenance{Kind: sources.SourceDaemonEnv}, false, r.daemonEnv)
 	r.dotenvs = dotenv.NewCache(dotenv.CacheConfig{
 		Watcher: cfg.Watcher, MaxDirs: cfg.MaxDotenvDirs, Idle: cfg.DotenvIdle, ReadTimeout: cfg.FileReadTimeout,
 		Clock: cfg.Clock, OnChange: r.changed.Notify, Log: cfg.Log,

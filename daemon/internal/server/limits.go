@@ -112,15 +112,14 @@ type connReader struct {
 	req             ipc.Message // the request being read or answered (readRequest)
 }
 
-// keepDeadline makes the connection's write (or read) deadline d from now, unless it is that
+// keepDeadline makes the connection's write (or read) deadline d after now, unless it is that
 // already, less a slack of d/16 (at most a second): requests back to back then move each
 // deadline about once a second rather than once per request, which cost a timer update each.
-func (r *connReader) keepDeadline(write bool, d time.Duration) {
+func (r *connReader) keepDeadline(write bool, d time.Duration, now time.Time) {
 	at := &r.readBy
 	if write {
 		at = &r.writeBy
 	}
-	now := time.Now()
 	if at.Sub(now) >= d-min(d/16, time.Second) {
 		return
 	}

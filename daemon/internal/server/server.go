@@ -301,7 +301,7 @@ func (s *Server) serveConn(ctx, work context.Context, c net.Conn) {
 func (s *Server) readRequest(c net.Conn, cr *connReader, r **bufio.Reader) *ipc.Message {
 	whole := false // the request came whole with the read that ended the wait
 	if *r == nil {
-		cr.keepDeadline(false, s.cfg.IdleTimeout)
+		cr.keepDeadline(false, s.cfg.IdleTimeout, time.Now())
 		if err := cr.wait(); err != nil {
 			return nil
 		}
@@ -312,9 +312,10 @@ func (s *Server) readRequest(c net.Conn, cr *connReader, r **bufio.Reader) *ipc.
 	// most ipc.GetBudget for an exchange); the rest of the request, if any, must come within
 	// RequestTimeout. A request that came whole needs no more reads, so its read deadline
 	// stays the idle one: most requests move no deadline at all (see keepDeadline).
-	cr.keepDeadline(true, s.cfg.RequestTimeout+ipc.GetBudget+5*time.Second)
+	now := time.Now()
+	cr.keepDeadline(true, s.cfg.RequestTimeout+ipc.GetBudget+5*time.Second, now)
 	if !whole {
-		cr.readBy = time.Now().Add(s.cfg.RequestTimeout)
+		cr.readBy = now.Add(s.cfg.RequestTimeout)
 		_ = c.SetReadDeadline(cr.readBy)
 	}
 	cr.left = s.maxRequest()
