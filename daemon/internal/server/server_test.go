@@ -230,7 +230,8 @@ func TestWatchSendsEachNewTokenOfItsCredentialOnly(t *testing.T) {
 
 // TestWatchersOfOneRequestShareEachAnswer: a refresh wakes every watcher of its credential, and
 // they send one answer, looked up and encoded once, each with its own seq=. With one P, every
-// wake is counted before any watcher looks, so exactly one look goes to the broker.
+// wake is counted before any watcher looks, and the first to look offers its answer before
+// making it: exactly one look goes to the broker.
 func TestWatchersOfOneRequestShareEachAnswer(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	cred, br := sa("acme"), newFakeBroker()

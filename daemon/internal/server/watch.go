@@ -182,26 +182,31 @@ type watchAnswer struct {
 	kind   string              // the token's kind, "" for an error
 	until  time.Time           // when to look again although nothing announced a change
 	seen   uint64              // the count of wakes when it began to be made
+	made   chan struct{}       // closed once the fields above are set
 }
 
 // sharedAnswer is what a get for req answers now, as a watch message. After a counted wake
-// (woken) it is the answer another watcher with the same request made since that wake, if one
-// did: it began after every change counted so far, so it shows them, as one made now would.
-// Any other look (the first, at a deadline, after a new hold) makes its own, and counts itself
-// as a change, so that no answer made before it is taken after it.
+// (woken) it is the answer another watcher with the same request began to make since that
+// wake, if one did (waiting for it to be made): it began after every change counted so far, so
+// it shows them, as one made now would. Any other look (the first, at a deadline, after a new
+// hold) makes its own, and counts itself as a change, so that no answer begun before it is
+// taken after it. An answer is offered before it is made, so that the watchers a refresh woke
+// together wait for the first one's rather than each making its own.
 func (s *Server) sharedAnswer(ctx context.Context, req request, reqKey string, woken bool) *watchAnswer {
 	var seen uint64
 	if woken {
 		seen = s.changes.Load()
 		if a, ok := s.recent.watches.Load(reqKey); ok && a.seen >= seen {
+			<-a.made
 			return a
 		}
 	} else {
 		seen = s.changes.Add(1)
 	}
-	a := &watchAnswer{seen: seen}
-	onFreshStack(func() { s.makeWatchAnswer(ctx, req, a) })
+	a := &watchAnswer{seen: seen, made: make(chan struct{})}
 	s.recent.watches.Store(reqKey, a)
+	onFreshStack(func() { s.makeWatchAnswer(ctx, req, a) })
+	close(a.made)
 	return a
 }
 
