@@ -44,7 +44,7 @@ func manyWorkspaces(n int) string {
 
 // A status too long for one line (300 workspaces) reaches a version 2 client whole, over
 // several lines; a version 1 client, which cannot take it, is told so with the way out. How
-// fast a status of 10,000 workspaces is, is BenchmarkStatusOfTenThousandWorkspaces.
+// fast a status of 1,000 and 20,000 workspaces is, is BenchmarkStatus.
 func TestStatusLongerThanALine(t *testing.T) {
 	td := daemontest.Start(t, daemontest.Options{BLConfig: manyWorkspaces(300)})
 	resp, err := td.Do(t, ipc.KeyAction, ipc.ActionStatus)

@@ -78,12 +78,21 @@ var benchGetRequest = ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction,
 // BenchmarkGetCached is a get of a cached service-account token through the daemon's socket,
 // from several persistent connections at once (client and daemon in this process, so allocs/op
 // counts both sides).
-func BenchmarkGetCached(b *testing.B) {
+func BenchmarkGetCached(b *testing.B) { benchmarkGetCached(b, benchGetRequest) }
+
+// BenchmarkGetCachedHelperShaped is the same get shaped as blauth-helper sends it: the caller's
+// directory (which has no .env, looked up in the daemon's cache) and a BL_* variable.
+func BenchmarkGetCachedHelperShaped(b *testing.B) {
+	benchmarkGetCached(b, ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionGet,
+		ipc.KeyDir, b.TempDir(), ipc.KeyEnvPrefix+"BL_ENV", "prod"))
+}
+
+func benchmarkGetCached(b *testing.B, req *ipc.Message) {
 	api := blaxeltest.New(2 * time.Hour)
 	b.Cleanup(api.Close)
 	cc := api.AddClient("sa", "secret")
 	d := startBenchDaemon(b, []string{"BL_API_URL=" + api.Base, "BL_WORKSPACE=bench", "BL_CLIENT_CREDENTIALS=" + cc}, nil)
-	want := benchGet(b, benchDial(b, d), benchGetRequest)
+	want := benchGet(b, benchDial(b, d), req)
 	b.SetParallelism(4)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -95,7 +104,7 @@ func BenchmarkGetCached(b *testing.B) {
 		}
 		defer c.Close()
 		for pb.Next() {
-			resp, err := c.Do(benchGetRequest)
+			resp, err := c.Do(req)
 			if err != nil || resp.Value(ipc.KeyToken) != want {
 				b.Errorf("get: %v", err)
 				return

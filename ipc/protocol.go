@@ -254,8 +254,18 @@ func (t *Token) Message() *Message {
 	if !t.Expiry.IsZero() {
 		exp = strconv.FormatInt(t.Expiry.Unix(), 10)
 	}
-	m := NewMessage(KeyVersion, Version, KeyStatus, StatusOK, KeyWorkspace, t.Workspace,
-		KeyToken, t.Token, KeyExpiry, exp, KeyKind, t.Kind, KeySource, t.Source)
+	n := 7 // the fields below, and the room for those that follow
+	for _, v := range []string{t.APIURL, t.WorkspaceSource, t.Hint} {
+		if v != "" {
+			n++
+		}
+	}
+	if t.Dotenv != "" {
+		n += 4
+	}
+	m := newMessage(n)
+	m.Fields = append(m.Fields, Field{KeyVersion, Version}, Field{KeyStatus, StatusOK}, Field{KeyWorkspace, t.Workspace},
+		Field{KeyToken, t.Token}, Field{KeyExpiry, exp}, Field{KeyKind, t.Kind}, Field{KeySource, t.Source})
 	if t.APIURL != "" {
 		m.Add(KeyAPIURL, t.APIURL)
 	}

@@ -61,14 +61,27 @@ func (c *Credential) String() string {
 // login session is keyed by where it lives, so that a rotated refresh token written back to the
 // file does not orphan the cached token. The key holds the secret itself (it is compared on every
 // request, so it is not hashed): it lives only in memory and is never logged or sent.
-func (c *Credential) Key() string {
+func (c *Credential) Key() string { return string(c.AppendKey(nil)) }
+
+// AppendKey appends Key to b: a key built in a caller's buffer and looked up in a map costs no
+// allocation.
+func (c *Credential) AppendKey(b []byte) []byte {
+	join := func(parts ...string) []byte {
+		for i, p := range parts {
+			if i > 0 {
+				b = append(b, 0)
+			}
+			b = append(b, p...)
+		}
+		return b
+	}
 	switch c.Kind {
 	case ipc.KindLogin:
-		return "login\x00" + c.Source.Kind + "\x00" + c.Source.Where + "\x00" + c.Workspace + "\x00" + c.BaseURL
+		return join("login", c.Source.Kind, c.Source.Where, c.Workspace, c.BaseURL)
 	case ipc.KindClientCredentials:
-		return "cc\x00" + c.ClientCredentials + "\x00" + c.Workspace + "\x00" + c.BaseURL
+		return join("cc", c.ClientCredentials, c.Workspace, c.BaseURL)
 	default:
-		return "key\x00" + c.APIKey + "\x00" + c.Workspace
+		return join("key", c.APIKey, c.Workspace)
 	}
 }
 

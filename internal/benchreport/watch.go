@@ -24,6 +24,8 @@ const (
 	// perStreamBudget is what docs/OPERATIONS.md counts for each open connection or watcher when
 	// it shows that every socket's caps full stay under the unit's MemoryMax.
 	perStreamBudget = 16.0 // KiB
+	// fanoutTargetMs is the goal for a refresh to reach the last of watchFanout watchers, p99.
+	fanoutTargetMs = 2.0
 )
 
 // watchBench measures what the watch stream costs: the daemon's memory with 1000 idle watchers
@@ -247,20 +249,34 @@ func (b *bench) watchFanout() error {
 		name string
 		p    float64
 	}{{"p50", 0.5}, {"p99", 0.99}} {
-		b.add(row{What: fmt.Sprintf("Refresh to the last of %d watchers holding the new token, %s", watchFanout, q.name),
-			Figure: ms(durationsMs(last)[int(q.p*float64(len(last)-1))]), Ref: "a get's round trip " + ms(getRT),
-			Ratio: ratio(durationsMs(last)[int(q.p*float64(len(last)-1))], getRT), Target: "(information)"})
+		v := durationsMs(last)[int(q.p*float64(len(last)-1))]
+		rw := row{What: fmt.Sprintf("Refresh to the last of %d watchers holding the new token, %s", watchFanout, q.name),
+			Figure: ms(v), Ref: "a get's round trip " + ms(getRT), Ratio: ratio(v, getRT), Target: "(information)"}
+		if q.name == "p99" {
+			rw.Target, rw.Verdict = fmt.Sprintf("≤ %s", ms(fanoutTargetMs)), verdict(v <= fanoutTargetMs)
+		}
+		b.add(rw)
 	}
-	progress("   refresh to every watcher: %d refreshes, one every %.2f s on average; last watcher p50 %s", watchRefreshes, period.Seconds(),
-		ms(durationsMs(last)[len(last)/2]))
+	progress("   refresh to every watcher: %d refreshes, one every %.2f s on average; first watcher p50 %s p99 %s, last watcher p50 %s p99 %s",
+		watchRefreshes, period.Seconds(), ms(durationsMs(first)[len(first)/2]), ms(durationsMs(first)[len(first)*99/100]),
+		ms(durationsMs(last)[len(last)/2]), ms(durationsMs(last)[len(last)*99/100]))
 	s := b.section("Watchers")
 	s.printf("**From a refresh to every watcher.** A second `bin/blauthd` (`--min-ttl 1s`; its service account gets 5 s tokens from the fake API, "+
 		"and it refreshed them every %.2f s on average) with %d watchers of that credential, each read by its own goroutine in benchreport. For %d refreshes, "+
 		"the time from the fake API issuing the token (its handler, in this process) to each watcher reading it: first watcher p50 %s, p99 %s; "+
 		"last watcher p50 %s, p99 %s. It includes the daemon's exchange finishing, one broadcast, %d goroutines re-reading the answer, and %d writes "+
-		"on a %d-core machine. The reference is one `get` round trip on an open connection to the same daemon: %s.\n\n",
+		"on a %d-core machine. The reference is one `get` round trip on an open connection to the same daemon: %s. The goal is the last "+
+		"watcher within %s at p99.\n\n",
 		period.Seconds(), watchFanout, watchRefreshes, ms(durationsMs(first)[len(first)/2]), ms(durationsMs(first)[len(first)*99/100]),
-		ms(durationsMs(last)[len(last)/2]), ms(durationsMs(last)[len(last)*99/100]), watchFanout, watchFanout, numCPU(), ms(getRT))
+		ms(durationsMs(last)[len(last)/2]), ms(durationsMs(last)[len(last)*99/100]), watchFanout, watchFanout, numCPU(), ms(getRT), ms(fanoutTargetMs))
+	s.printf("A refresh wakes only the watchers that hold its credential (the broker calls each one's wake), as before. Each of them "+
+		"then looked its answer up on its own (resolver, broker, a goroutine for a fresh stack), encoded it and hashed it: 100 of each "+
+		"per refresh. Now each wake is counted, and a watcher woken by one takes the answer that another watcher with the same request "+
+		"began making after that count, with only its own `seq=` appended; a look that no wake announced (the first, a `min_ttl` "+
+		"deadline, a new hold) makes its own. In a run with a counter in the daemon, refreshes made one answer each and the other 99 "+
+		"watchers took it. On main the last watcher had it at p50 3.32 ms, p99 7.94 ms; the first and the last figures above show what "+
+		"is left: the exchange finishing and the first wake (the first watcher), then 100 writes and 100 reads scheduled on %d cores "+
+		"shared with the readers in benchreport (the last).\n\n", numCPU())
 	return nil
 }
 

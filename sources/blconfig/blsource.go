@@ -49,7 +49,7 @@ type Source struct {
 	loadMu sync.Mutex
 
 	mu       sync.RWMutex
-	view     *Config                 // last good view; nil when there is none (or it was dropped as unsafe)
+	view     *View                   // last good view; nil when there is none (or it was dropped as unsafe)
 	unknown  map[string][]UnknownKey // the view's misspelt credentials keys, by workspace
 	err      error                   // the last read's error, nil when the view is current
 	retry    *time.Timer
@@ -74,8 +74,35 @@ func NewSource(cfg SourceConfig) *Source {
 	return s
 }
 
+// View is a good read of the bl config: its Config, and its workspaces indexed by name, so
+// that finding one costs the same with 20,000 workspaces as with 10 (status resolves every
+// workspace: with a search through the list, it took time in the square of their number).
+type View struct {
+	*Config
+	byName map[string]int // the first entry of each name, as Config.Workspace finds it
+}
+
+func newView(c *Config) *View {
+	v := &View{Config: c, byName: make(map[string]int, len(c.Workspaces))}
+	for i, w := range c.Workspaces {
+		if _, dup := v.byName[w.Name]; !dup {
+			v.byName[w.Name] = i
+		}
+	}
+	return v
+}
+
+// Workspace is Config.Workspace, from the index.
+func (v *View) Workspace(name string) (*Workspace, bool) {
+	i, ok := v.byName[name]
+	if !ok {
+		return nil, false
+	}
+	return &v.Workspaces[i], true
+}
+
 // View is the last good view of the file, nil when there is none. It must not be modified.
-func (s *Source) View() *Config {
+func (s *Source) View() *View {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.view
@@ -202,7 +229,7 @@ func (s *Source) load() bool {
 	}
 	s.tries, s.err = 0, nil
 	same := s.view != nil && s.view.Equal(c)
-	s.view, s.unknown = c, unknown
+	s.view, s.unknown = newView(c), unknown
 	return !same
 }
 

@@ -63,3 +63,17 @@ func TestBLConfigCutShortWhileChangingIsNotBelieved(t *testing.T) {
 		t.Fatalf("after the write: %+v, %+v", w, s.Errors())
 	}
 }
+
+// TestViewFindsWorkspacesAsTheConfigDoes: the view's index gives the first entry of a name, as
+// Config.Workspace does, and nothing for a name the config lacks.
+func TestViewFindsWorkspacesAsTheConfigDoes(t *testing.T) {
+	c := &Config{Workspaces: []Workspace{{Name: "a", ID: "1"}, {Name: "b"}, {Name: "a", ID: "2"}}}
+	v := newView(c)
+	for _, name := range []string{"a", "b", "missing"} {
+		got, gotOK := v.Workspace(name)
+		want, wantOK := c.Workspace(name)
+		if got != want || gotOK != wantOK {
+			t.Errorf("Workspace(%s) = %p %v, the config's %p %v", name, got, gotOK, want, wantOK)
+		}
+	}
+}

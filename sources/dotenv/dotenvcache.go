@@ -122,12 +122,19 @@ func NewCache(cfg CacheConfig) *Cache {
 // else from a read shared with every other request for the same path. It waits for the read at
 // most ReadTimeout.
 func (c *Cache) Get(dir string) View {
-	path := filepath.Join(filepath.Clean(dir), c.cfg.Name)
-	dir = filepath.Dir(path)
+	// A hit is looked up before the file's path is built, and under dir as sent first: the
+	// entries are under clean directories, which most callers send, so most hits cost neither an
+	// allocation nor a walk of the path.
 	now := c.cfg.Clock.Now()
 	if c.cfg.Watcher != nil {
 		c.mu.RLock()
-		if f := c.files[dir]; f != nil && f.loaded {
+		f := c.files[dir]
+		if f == nil {
+			if clean := filepath.Clean(dir); clean != dir {
+				f = c.files[clean]
+			}
+		}
+		if f != nil && f.loaded {
 			v := f.view
 			f.lastUsed.Store(now.UnixNano())
 			c.mu.RUnlock()
@@ -135,6 +142,8 @@ func (c *Cache) Get(dir string) View {
 		}
 		c.mu.RUnlock()
 	}
+	path := filepath.Join(filepath.Clean(dir), c.cfg.Name)
+	dir = filepath.Dir(path)
 	c.mu.Lock()
 	f, minGen := c.cachedLocked(dir, path, now)
 	if f != nil && f.loaded {

@@ -321,7 +321,8 @@ func (b *Broker) Get(ctx context.Context, c *sources.Credential, minTTL time.Dur
 	if minTTL < b.cfg.MinTTL {
 		minTTL = b.cfg.MinTTL
 	}
-	key := c.Key()
+	var kb [256]byte
+	key := c.AppendKey(kb[:0])
 	b.mu.Lock()
 	e := b.entryLocked(key, c, keepFresh)
 	now := b.cfg.Clock.Now()
@@ -450,9 +451,10 @@ func (b *Broker) warningLocked(e *entry) string {
 }
 
 // entryLocked finds or creates the entry for c, adopting a changed source. b.mu is held.
-func (b *Broker) entryLocked(k string, c *sources.Credential, keepFresh bool) *entry {
-	e := b.entries[k]
+func (b *Broker) entryLocked(key []byte, c *sources.Credential, keepFresh bool) *entry {
+	e := b.entries[string(key)]
 	if e == nil {
+		k := string(key)
 		e = &entry{key: k, cred: c, seen: c, onDisk: c}
 		e.hold(c.RefreshToken)
 		b.entries[k] = e
@@ -863,9 +865,8 @@ func (b *Broker) Track(c *sources.Credential) {
 	if c.Kind == ipc.KindAPIKey {
 		return
 	}
-	key := c.Key()
 	b.mu.Lock()
-	e := b.entryLocked(key, c, true)
+	e := b.entryLocked(c.AppendKey(nil), c, true)
 	e.lastUsed = b.cfg.Clock.Now()
 	b.mu.Unlock()
 }

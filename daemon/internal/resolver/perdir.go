@@ -56,7 +56,7 @@ func (r *Resolver) tomlLayers(dir string, res *Resolution) (top, env []layer, er
 		res.Errors = append(res.Errors, sources.SourceError{Source: prov,
 			Error: "workspace = \"" + ws + "\" asks bl to expand a variable, which blauthd does not do: the line is ignored; name the workspace, or set BL_WORKSPACE in the .env"})
 	case ws != "":
-		top = []layer{{prov: sources.Provenance{Kind: sources.SourceBlaxelTOML, Where: v.Path + "#workspace"}, caller: true, workspace: ws, creds: noCredentials}}
+		top = []layer{{prov: sources.Provenance{Kind: sources.SourceBlaxelTOML, Where: v.Path + "#workspace"}, caller: true, workspace: ws}}
 	}
 	if e := blaxeltoml.Env(v.Vars); e != nil {
 		env = []layer{envLayer(prov, true, e)}
@@ -74,10 +74,8 @@ func (r *Resolver) routeLayers(dir string) []layer {
 	if !ok {
 		return nil
 	}
-	return []layer{{prov: sources.Provenance{Kind: sources.SourceRoute, Where: rt.Where(r.routes.path)}, workspace: rt.Workspace, creds: noCredentials}}
+	return []layer{{prov: sources.Provenance{Kind: sources.SourceRoute, Where: rt.Where(r.routes.path)}, workspace: rt.Workspace}}
 }
-
-func noCredentials(string, string) []*sources.Credential { return nil }
 
 // chooseWorkspace sets res's workspace, what named it, and the workspaces every layer names:
 // the request's own, else the first a layer names.
@@ -89,6 +87,9 @@ func chooseWorkspace(req Request, ls []layer, res *Resolution) {
 	for _, l := range ls {
 		if l.workspace == "" {
 			continue
+		}
+		if res.Named == nil {
+			res.Named = res.named[:0]
 		}
 		res.Named = append(res.Named, l.workspace)
 		if res.Workspace == "" {
@@ -103,9 +104,9 @@ func (l layer) workspaceSource() sources.Provenance {
 	switch {
 	case p.Kind == sources.SourceBLConfig:
 		p.Where += "#context.workspace"
-	case l.vars != nil && p.Where == "":
+	case l.holds == envCreds && p.Where == "":
 		p.Where = sources.VarWorkspace
-	case l.vars != nil:
+	case l.holds == envCreds:
 		p.Where += "#" + sources.VarWorkspace
 	}
 	return p

@@ -6,6 +6,7 @@ import (
 
 	"github.com/blauth/blauth/sources"
 	"github.com/blauth/blauth/sources/blconfig"
+	"github.com/blauth/blauth/sources/keyring"
 )
 
 // Request is what a caller sent: an optional workspace, its directory and its BL_* variables.
@@ -41,6 +42,11 @@ type Resolution struct {
 	CallerBase, DaemonBase string
 	// WorkspaceSource is what chose Workspace: the request, a variable, a blaxel.toml, a route.
 	WorkspaceSource sources.Provenance
+
+	// Room for the usual few candidates and named workspaces, so that a resolution is one
+	// allocation.
+	cands [4]*sources.Credential
+	named [4]string
 }
 
 // IgnoredCallerBase is the API base the caller asked for but does not get, because what serves
@@ -90,10 +96,12 @@ type layer struct {
 	caller bool
 	// workspace is the workspace the source names (BL_WORKSPACE, the bl context), if any.
 	workspace string
-	// vars are an environment-like source's variables (nil for the keyring and the bl config).
-	vars map[string]string
-	// creds are the credentials the source holds for ws, in Blaxel's order within one source.
-	creds func(ws, base string) []*sources.Credential
+	// holds says where the source's credentials are (appendCreds reads them): env, ring or
+	// bl; noCreds for a source that names a workspace only.
+	holds int
+	env   envVars // an environment-like source's
+	ring  *keyring.Source
+	bl    *blconfig.View
 }
 
 // Resolve decides which credential serves req. It walks the ranked sources, highest first: the
@@ -110,7 +118,8 @@ type layer struct {
 // nil.
 func (r *Resolver) Resolve(req Request) (*Resolution, error) {
 	res := &Resolution{}
-	layers, bl, err := r.layers(req, res)
+	var stack [8]layer
+	layers, bl, err := r.layers(stack[:0], req, res)
 	if err != nil {
 		return res, err
 	}
@@ -124,13 +133,13 @@ func (r *Resolver) Resolve(req Request) (*Resolution, error) {
 	if callerAsks {
 		res.CallerBase = callerBase
 	}
-	var cands []*sources.Credential
-	for _, l := range layers {
+	cands := res.cands[:0]
+	for i := range layers {
 		base := daemonBase
-		if l.caller {
+		if layers[i].caller {
 			base = callerBase
 		}
-		cands = append(cands, l.creds(res.Workspace, base)...)
+		cands = r.appendCreds(cands, &layers[i], res.Workspace, base)
 	}
 	if len(cands) == 0 {
 		return res, fmt.Errorf("%w for workspace %s in any source", ErrNoCredentials, res.Workspace)
@@ -141,8 +150,7 @@ func (r *Resolver) Resolve(req Request) (*Resolution, error) {
 
 // layers lists the sources req sees, highest rank first, and the view of the bl config it used
 // (nil when there is none), read after the caller's .env.
-func (r *Resolver) layers(req Request, res *Resolution) ([]layer, *blconfig.Config, error) {
-	var ls []layer
+func (r *Resolver) layers(ls []layer, req Request, res *Resolution) ([]layer, *blconfig.View, error) {
 	var tomlEnv []layer
 	if req.Dir != "" {
 		top, env, err := r.tomlLayers(req.Dir, res)
@@ -169,7 +177,7 @@ func (r *Resolver) layers(req Request, res *Resolution) ([]layer, *blconfig.Conf
 		ls = append(ls, envLayer(sources.Provenance{Kind: sources.SourceCallerEnv}, true, req.Env))
 	}
 	ls = append(ls, r.routeLayers(req.Dir)...)
-	ls = append(ls, envLayer(sources.Provenance{Kind: sources.SourceDaemonEnv}, false, r.daemonEnv))
+	ls = append(ls, r.daemonLayer)
 	if r.ring != nil {
 		ls = append(ls, keyringLayer(r.ring))
 	}
@@ -191,8 +199,8 @@ func (r *Resolver) bases(ls []layer, wsEnv string) (daemonBase, callerBase strin
 		if !l.caller {
 			continue
 		}
-		url = first(url, l.vars[sources.VarAPIURL])
-		env = first(env, l.vars[sources.VarEnv])
+		url = first(url, l.env.apiURL)
+		env = first(env, l.env.blEnv)
 	}
 	if url == "" && env == "" {
 		return daemonBase, daemonBase, false

@@ -14,6 +14,7 @@ import (
 
 	"github.com/blauth/blauth/daemon/internal/notify"
 	"github.com/blauth/blauth/internal/clock"
+	"github.com/blauth/blauth/internal/recent"
 	"github.com/blauth/blauth/sources"
 	"github.com/blauth/blauth/sources/blconfig"
 	"github.com/blauth/blauth/sources/dotenv"
@@ -54,19 +55,22 @@ type Config struct {
 
 // Resolver merges the sources. Safe for concurrent use.
 type Resolver struct {
-	cfg       Config
-	daemonEnv map[string]string
-	dotenvs   *dotenv.Cache
-	tomls     *dotenv.Cache    // the callers' blaxel.toml
-	routes    *routeSource     // nil without a config file
-	bl        *blconfig.Source // nil without a bl config
-	ring      *keyring.Source  // nil without a keyring
-	changed   notify.Broadcast
+	cfg         Config
+	daemonEnv   map[string]string
+	daemonLayer layer // daemonEnv as every request sees it
+	dotenvs     *dotenv.Cache
+	tomls       *dotenv.Cache    // the callers' blaxel.toml
+	routes      *routeSource     // nil without a config file
+	bl          *blconfig.Source // nil without a bl config
+	ring        *keyring.Source  // nil without a keyring
+	changed     notify.Broadcast
+	creds       recent.Cache[sources.Credential, *sources.Credential] // never changed once made
 }
 
 // New builds a resolver and reads the daemon-held sources once.
 func New(ctx context.Context, cfg Config) *Resolver {
 	r := &Resolver{cfg: cfg, daemonEnv: sources.EnvVars(cfg.Environ)}
+	r.daemonLayer = envLayer(sources.Provenance{Kind: sources.SourceDaemonEnv}, false, r.daemonEnv)
 	r.dotenvs = dotenv.NewCache(dotenv.CacheConfig{
 		Watcher: cfg.Watcher, MaxDirs: cfg.MaxDotenvDirs, Idle: cfg.DotenvIdle, ReadTimeout: cfg.FileReadTimeout,
 		Clock: cfg.Clock, OnChange: r.changed.Notify, Log: cfg.Log,
@@ -159,7 +163,7 @@ func (r *Resolver) Sweep() { r.dotenvs.Sweep(); r.tomls.Sweep() }
 func (r *Resolver) WatchedDotenvs() int { return r.dotenvs.Len() }
 
 // blView is the bl config's last good view, nil when there is none.
-func (r *Resolver) blView() *blconfig.Config {
+func (r *Resolver) blView() *blconfig.View {
 	if r.bl == nil {
 		return nil
 	}
@@ -205,7 +209,7 @@ func (r *Resolver) daemonBase(wsEnv string) string {
 }
 
 // workspaceEnv is the env: the bl config gives workspace ws ("" when none).
-func workspaceEnv(bl *blconfig.Config, ws string) string {
+func workspaceEnv(bl *blconfig.View, ws string) string {
 	if bl != nil {
 		if w, ok := bl.Workspace(ws); ok {
 			return w.Env

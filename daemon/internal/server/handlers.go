@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/blauth/blauth/daemon/internal/resolver"
@@ -111,18 +112,28 @@ func checkRequest(m *ipc.Message) (request, *ipc.Message) {
 }
 
 // sourceRequest reads the caller's workspace, directory and BL_* variables.
-func sourceRequest(req *ipc.Message) resolver.Request {
+func sourceRequest(req *ipc.Message) resolver.Request { return sourceRequestIn(req, nil) }
+
+// sourceRequestIn is sourceRequest putting the variables in env, an empty map, when not nil.
+func sourceRequestIn(req *ipc.Message, env map[string]string) resolver.Request {
 	r := resolver.Request{Workspace: req.Value(ipc.KeyWorkspace), Dir: req.Value(ipc.KeyDir)}
 	for _, f := range req.Fields {
 		if name, ok := strings.CutPrefix(f.Key, ipc.KeyEnvPrefix); ok && strings.HasPrefix(name, "BL_") {
-			if r.Env == nil {
-				r.Env = map[string]string{}
+			if env == nil {
+				env = map[string]string{}
 			}
-			r.Env[name] = f.Value
+			env[name] = f.Value
 		}
+	}
+	if len(env) > 0 {
+		r.Env = env
 	}
 	return r
 }
+
+// envMaps hold the BL_* variables of gets while they are resolved: a resolution keeps none
+// of the map, and making one cost a get with variables two allocations.
+var envMaps = sync.Pool{New: func() any { return map[string]string{} }}
 
 func parseSeconds(s string) (time.Duration, error) {
 	// Digits only, no sign, no leading zero: the one way to write each number.
@@ -160,23 +171,30 @@ func (s *Server) countServed(resp *ipc.Message) {
 
 // get answers a get, and says which credential it served (nil when none).
 func (s *Server) get(ctx context.Context, req *ipc.Message) (*ipc.Message, *sources.Credential) {
-	res, err := s.cfg.Resolver.Resolve(sourceRequest(req))
+	env := envMaps.Get().(map[string]string)
+	res, err := s.cfg.Resolver.Resolve(sourceRequestIn(req, env))
+	clear(env)
+	envMaps.Put(env)
 	if err != nil {
 		return s.resolutionError(res, err), nil
 	}
 	minTTL, _ := parseSeconds(req.Value(ipc.KeyMinTTL))
 	c := res.Credential
-	if err := token.CheckURL(c.BaseURL); err != nil {
+	if err := s.checkBase(c.BaseURL); err != nil {
 		return badBaseURL(res, err), c
 	}
 	t, err := s.cfg.Broker.Get(ctx, c, minTTL, res.DaemonHeld())
 	if err != nil {
 		return withIgnoredBase(errorAnswer(err), res.IgnoredCallerBase(res.DaemonHeld()), res.DaemonBase), c
 	}
-	tok := ipc.Token{Workspace: res.Workspace, Token: t.Token, Kind: c.Kind, Source: c.Source.String(), WorkspaceSource: res.WorkspaceSource.String(), Expiry: t.Expiry, Hint: t.Warning, APIURL: c.BaseURL,
+	tok := ipc.Token{Workspace: res.Workspace, Token: t.Token, Kind: c.Kind, Source: s.recent.names.Get(c.Source, sources.Provenance.String), WorkspaceSource: s.recent.names.Get(res.WorkspaceSource, sources.Provenance.String), Expiry: t.Expiry, Hint: t.Warning, APIURL: c.BaseURL,
 		Dotenv: res.Dotenv.Path, DotenvWorkspace: res.Dotenv.Workspace, DotenvSets: res.Dotenv.Names, DotenvLines: res.Dotenv.Lines, RunDomains: s.cfg.RunDomains}
 	return tok.Message(), c
 }
+
+// checkBase is token.CheckURL, remembering the last bases it checked: nearly every get goes to
+// the same one, and parsing it again cost an allocation per request.
+func (s *Server) checkBase(raw string) error { return s.recent.bases.Get(raw, token.CheckURL) }
 
 // withIgnoredBase names, in an error answer, the API base the caller asked for with its
 // BL_API_URL or BL_ENV when it was not used: what the daemon holds goes only to its own base.

@@ -107,6 +107,28 @@ type connReader struct {
 	read   int    // bytes the request being read took from it
 	taken  int    // bytes of the budget it holds: what it read past freeRequestBytes
 	budget *budget
+	// readBy and writeBy are the connection's deadlines as last set here.
+	readBy, writeBy time.Time
+	req             ipc.Message // the request being read or answered (readRequest)
+}
+
+// keepDeadline makes the connection's write (or read) deadline d after now, unless it is that
+// already, less a slack of d/16 (at most a second): requests back to back then move each
+// deadline about once a second rather than once per request, which cost a timer update each.
+func (r *connReader) keepDeadline(write bool, d time.Duration, now time.Time) {
+	at := &r.readBy
+	if write {
+		at = &r.writeBy
+	}
+	if at.Sub(now) >= d-min(d/16, time.Second) {
+		return
+	}
+	*at = now.Add(d)
+	if write {
+		_ = r.c.SetWriteDeadline(*at)
+	} else {
+		_ = r.c.SetReadDeadline(*at)
+	}
 }
 
 // firstRead is the most the wait for a request reads before a buffer is taken for it.

@@ -7,6 +7,7 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,13 +15,16 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/blauth/blauth/internal/backoff"
 	"github.com/blauth/blauth/internal/clock"
+	"github.com/blauth/blauth/internal/recent"
 	"github.com/blauth/blauth/ipc"
+	"github.com/blauth/blauth/sources"
 	"github.com/blauth/blauth/sources/keyring"
 )
 
@@ -102,6 +106,14 @@ type Server struct {
 	refusals refusals // refusals not yet logged
 	requests budget   // what large requests hold (limits.go)
 	active   sync.WaitGroup
+	// recent keeps what gets made from the same few credentials, so that a get makes none of it
+	// again: the API bases checked (checkBase) and the provenance strings of answers.
+	recent struct {
+		bases   recent.Cache[string, error]
+		names   recent.Cache[sources.Provenance, string]
+		watches recent.Cache[string, *watchAnswer] // by request (watch.go)
+	}
+	changes atomic.Uint64 // the watchers woken so far (watcher.wake)
 }
 
 // New returns a server for ln.
@@ -286,27 +298,34 @@ func (s *Server) serveConn(ctx, work context.Context, c net.Conn) {
 
 // readRequest waits for the connection's next request (taking a buffer for it into *r when
 // *r is nil) and reads it; nil means the connection is done: the peer closed it or stayed idle
-// too long, or the request could not be read (and was answered so).
+// too long, or the request could not be read (and was answered so). The request is read into
+// the same message each time (cr.req): nothing keeps a request once it is answered.
 func (s *Server) readRequest(c net.Conn, cr *connReader, r **bufio.Reader) *ipc.Message {
+	whole := false // the request came whole with the read that ended the wait
 	if *r == nil {
-		_ = c.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		cr.keepDeadline(false, s.cfg.IdleTimeout, time.Now())
 		if err := cr.wait(); err != nil {
 			return nil
 		}
+		whole = bytes.HasPrefix(cr.held, []byte("\n")) || bytes.Contains(cr.held, []byte("\n\n"))
 		*r = takeReader(cr)
 	}
-	// One deadline bounds reading the rest of the request, handling it, and writing the
-	// answer: the read must finish within RequestTimeout, and a get waits at most
-	// ipc.GetBudget for an exchange.
-	_ = c.SetDeadline(time.Now().Add(s.cfg.RequestTimeout + ipc.GetBudget + 5*time.Second))
-	_ = c.SetReadDeadline(time.Now().Add(s.cfg.RequestTimeout))
+	// The write deadline bounds handling the request and writing the answer (a get waits at
+	// most ipc.GetBudget for an exchange); the rest of the request, if any, must come within
+	// RequestTimeout. A request that came whole needs no more reads, so its read deadline
+	// stays the idle one: most requests move no deadline at all (see keepDeadline).
+	now := time.Now()
+	cr.keepDeadline(true, s.cfg.RequestTimeout+ipc.GetBudget+5*time.Second, now)
+	if !whole {
+		cr.readBy = now.Add(s.cfg.RequestTimeout)
+		_ = c.SetReadDeadline(cr.readBy)
+	}
 	cr.left = s.maxRequest()
-	req, err := ipc.ReadMessage(*r)
-	if err != nil {
+	if err := ipc.ReadMessageInto(*r, &cr.req); err != nil {
 		s.badRequest(c, err)
 		return nil
 	}
-	return req
+	return &cr.req
 }
 
 // badRequest answers a request that could not be read, if it began: every request gets an

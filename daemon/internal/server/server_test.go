@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -224,5 +225,61 @@ func TestWatchSendsEachNewTokenOfItsCredentialOnly(t *testing.T) {
 	defer br.mu.Unlock()
 	if n := br.gets - getsBefore; n != 1 {
 		t.Errorf("the watcher looked %d times for one refresh of its own credential (another's woke it?)", n)
+	}
+}
+
+// TestWatchersOfOneRequestShareEachAnswer: a refresh wakes every watcher of its credential, and
+// they send one answer, looked up and encoded once, each with its own seq=. With one P, every
+// wake is counted before any watcher looks, and the first to look offers its answer before
+// making it: exactly one look goes to the broker.
+func TestWatchersOfOneRequestShareEachAnswer(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	cred, br := sa("acme"), newFakeBroker()
+	exp := time.Now().Add(time.Hour).Truncate(time.Second)
+	br.set(cred, "tok-1", exp)
+	path := serve(t, &fakeResolver{cred: cred}, br)
+	const watchers = 10
+	var rs []*bufio.Reader
+	var cs []net.Conn
+	for range watchers {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		if err := ipc.WriteMessage(c, ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionWatch, ipc.KeyDir, "/")); err != nil {
+			t.Fatal(err)
+		}
+		r := bufio.NewReader(c)
+		if m, err := ipc.ReadMessage(r); err != nil || m.Value(ipc.KeyToken) != "tok-1" {
+			t.Fatalf("first message: %v %v", m, err)
+		}
+		rs, cs = append(rs, r), append(cs, c)
+	}
+	// Each watcher takes its hold after its first answer, then looks again: two gets each.
+	const getsBefore = 2 * watchers
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		br.mu.Lock()
+		n := br.gets
+		br.mu.Unlock()
+		if n == 2*watchers {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d gets before the refresh, want %d (a first look and a look after the hold, per watcher)", n, 2*watchers)
+		}
+	}
+	br.set(cred, "tok-2", exp.Add(time.Hour))
+	for i, r := range rs {
+		m, err := ipc.ReadMessage(r)
+		if err != nil || m.Value(ipc.KeyToken) != "tok-2" || m.Value(ipc.KeySeq) != "2" || m.Value(ipc.KeyVersion) != ipc.Version {
+			t.Fatalf("watcher %d after the refresh: %v %v", i, m, err)
+		}
+	}
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	if n := br.gets - getsBefore; n != 1 {
+		t.Errorf("%d watchers of one request looked %d times for one refresh, want once", watchers, n)
 	}
 }
