@@ -190,6 +190,9 @@ func (s *Server) route(prefix, rest, rawRest, query string, cred Credential) (*f
 	fw := &forward{base: base, prefix: prefix, cred: cred}
 	switch prefix {
 	case HostPrefix:
+		// hostRoute checks the base it builds (checkRunHostURL reads only its scheme, host and
+		// user info); join takes those from the base's fields, and send checks that the URL
+		// built stays on them.
 		status := 0
 		if fw.base, rest, rawRest, status, err = hostRoute(rest, rawRest, runDomainsOf(bases, cred)); err != nil {
 			return nil, status, err
@@ -199,11 +202,6 @@ func (s *Server) route(prefix, rest, rawRest, query string, cred Credential) (*f
 		fw.answers = runURLFields(rest)
 	}
 	fw.target = fw.base.join(rest, rawRest, query)
-	if prefix == HostPrefix {
-		if err := checkRunHostURL(&fw.target, runDomainsOf(bases, cred)); err != nil { // cannot happen: hostRoute checked the base
-			return nil, http.StatusForbidden, err
-		}
-	}
 	return fw, 0, nil
 }
 
