@@ -50,11 +50,11 @@ func splitTarget(r *http.Request) (prefix, rest, rawRest string, status int, pro
 	switch {
 	case strings.HasPrefix(rawRest, "//"), strings.HasPrefix(rest, "//"):
 		return "", "", "", http.StatusBadRequest, "a path with an empty segment after " + prefix + " is not forwarded"
-	case strings.ContainsAny(raw, `\#`), containsFold(raw, "%5c"):
+	case strings.ContainsAny(raw, `\#`), strings.Contains(raw, "%5c"), strings.Contains(raw, "%5C"):
 		return "", "", "", http.StatusBadRequest, "a path with a backslash or a # is not forwarded"
 	case hasDotSegment(path):
 		return "", "", "", http.StatusBadRequest, "a path with . or .. segments is not forwarded"
-	case hasControl(path):
+	case strings.ContainsFunc(path, func(r rune) bool { return r < 0x20 || r == 0x7f }):
 		return "", "", "", http.StatusBadRequest, "a path with an encoded control character is not forwarded"
 	}
 	return prefix, rest, canonicalEscapes(rawRest), 0, ""
@@ -65,27 +65,9 @@ func underPrefix(p, prefix string) bool {
 	return strings.HasPrefix(p, prefix) && (len(p) == len(prefix) || p[len(prefix)] == '/')
 }
 
-func containsFold(s, sub string) bool {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if strings.EqualFold(s[i:i+len(sub)], sub) {
-			return true
-		}
-	}
-	return false
-}
-
 func hasDotSegment(p string) bool {
 	for seg := range strings.SplitSeq(p, "/") {
 		if seg == "." || seg == ".." {
-			return true
-		}
-	}
-	return false
-}
-
-func hasControl(p string) bool {
-	for i := 0; i < len(p); i++ {
-		if p[i] < 0x20 || p[i] == 0x7f {
 			return true
 		}
 	}
