@@ -217,11 +217,14 @@ func (s *Server) roundTrip(req *http.Request, fw *forward) (*http.Response, erro
 	return retryRefused(s.tokens, &fw.cred, req, resp, func(h http.Header, c Credential) { setCred(h, fw.forms, c) }, s.transport.RoundTrip)
 }
 
-// setCred puts cred's token in each of the credential header forms and names its workspace.
+// setCred puts cred's token in each of the credential header forms, removes the other forms
+// (a request's secret never goes upstream), and names its workspace.
 func setCred(h http.Header, forms credForms, cred Credential) {
 	for i, name := range credHeaders {
 		if forms&(1<<i) != 0 {
 			h.Set(name, cred.Bearer())
+		} else {
+			h.Del(name)
 		}
 	}
 	h.Set("X-Blaxel-Workspace", cred.Workspace)

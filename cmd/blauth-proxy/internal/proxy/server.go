@@ -261,9 +261,6 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	}
 	pr.Out.URL = &fw.target
 	pr.Out.Host = ""
-	for _, h := range credHeaders {
-		pr.Out.Header.Del(h)
-	}
 	setCred(pr.Out.Header, fw.forms, fw.cred)
 	if fw.answers != 0 {
 		pr.Out.Header.Del("Accept-Encoding") // the transport asks for gzip and decodes it
