@@ -148,13 +148,14 @@ func (t *Tokens) replacement(old string) (c *Credential, over bool, changed chan
 
 // retryRefused heals one request: when resp, the answer to req sent with *cred, is a 401 and
 // req's body can be sent again (none, or GetBody), it waits for a new token (Heal) and sends
-// req once more, with the token set by auth, through send; *cred becomes the new credential.
+// req once more, with the token in the credential header forms, through send; *cred becomes
+// the new credential.
 // Otherwise, and when no new token came (for another workspace or API base: not sent there),
 // resp is returned as it is. A 401 that cannot be retried still erases the token, so that the
 // next request gets a new one. Only a request refused with the first token is retried: the
 // second answer goes back as it is.
-func retryRefused(t *Tokens, cred *Credential, req *http.Request, resp *http.Response,
-	auth func(http.Header, Credential), send func(*http.Request) (*http.Response, error)) (*http.Response, error) {
+func retryRefused(t *Tokens, cred *Credential, forms credForms, req *http.Request, resp *http.Response,
+	send func(*http.Request) (*http.Response, error)) (*http.Response, error) {
 	if resp.StatusCode != http.StatusUnauthorized || cred.Expiry.IsZero() {
 		return resp, nil
 	}
@@ -176,7 +177,7 @@ func retryRefused(t *Tokens, cred *Credential, req *http.Request, resp *http.Res
 		}
 		again.Body = body
 	}
-	auth(again.Header, fresh)
+	setCred(again.Header, forms, fresh)
 	*cred = fresh
 	// The refused answer is read a little so that its connection can carry the retry.
 	_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
@@ -199,22 +200,6 @@ func holdBody(req *http.Request) error {
 	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
 	req.Body, _ = req.GetBody()
 	return nil
-}
-
-// roundTrip sends req, which passed send's check, upstream, and heals a 401 once
-// (retryRefused). Only a request whose token can be healed has its body held for that.
-func (s *Server) roundTrip(req *http.Request, fw *forward) (*http.Response, error) {
-	if fw.cred.Expiry.IsZero() {
-		return s.transport.RoundTrip(req)
-	}
-	if err := holdBody(req); err != nil {
-		return nil, err
-	}
-	resp, err := s.transport.RoundTrip(req)
-	if err != nil {
-		return nil, err
-	}
-	return retryRefused(s.tokens, &fw.cred, req, resp, func(h http.Header, c Credential) { setCred(h, fw.forms, c) }, s.transport.RoundTrip)
 }
 
 // setCred puts cred's token in each of the credential header forms, removes the other forms

@@ -378,7 +378,7 @@ func (b *bridge) send(ctx context.Context, req *http.Request) (*http.Response, e
 	if err != nil {
 		return nil, err
 	}
-	return retryRefused(b.cfg.Tokens, &cred, req, resp, func(h http.Header, c Credential) { setCred(h, allCredForms, c) }, b.do)
+	return retryRefused(b.cfg.Tokens, &cred, allCredForms, req, resp, b.do)
 }
 
 // post sends one message and carries its answer back.

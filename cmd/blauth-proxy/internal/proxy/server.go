@@ -272,7 +272,8 @@ var errNotSent = errors.New("blauth-proxy refused to send a request outside its 
 
 // send is the last check before a request leaves: it goes only to the scheme and host of the
 // base its route chose, under that base's path. Anything else is a bug of the proxy: it is
-// logged and refused, never sent.
+// logged and refused, never sent. A 401 heals once (retryRefused); only a request whose token
+// can be healed has its body held for that.
 func (s *Server) send(req *http.Request) (*http.Response, error) {
 	fw := forwardOf(req.Context())
 	if fw == nil || !fw.base.holds(req.URL) {
@@ -286,7 +287,17 @@ func (s *Server) send(req *http.Request) (*http.Response, error) {
 		}
 		return nil, errNotSent
 	}
-	return s.roundTrip(req, fw)
+	if fw.cred.Expiry.IsZero() {
+		return s.transport.RoundTrip(req)
+	}
+	if err := holdBody(req); err != nil {
+		return nil, err
+	}
+	resp, err := s.transport.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	return retryRefused(s.tokens, &fw.cred, fw.forms, req, resp, s.transport.RoundTrip)
 }
 
 // modifyResponse points a redirect within the upstream base back at the proxy, so that a client
