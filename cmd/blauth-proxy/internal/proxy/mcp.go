@@ -116,7 +116,6 @@ type bridge struct {
 	outMu    sync.Mutex
 	outErr   error
 	outSince time.Time // when writeLoop's Write in progress began; zero between writes
-	outStuck bool      // a Write had been blocked since before the end when the bridge ended
 
 	inEnded  chan struct{} // closed when stdin has ended or failed
 	graceEnd time.Time     // set before inEnded is closed: the end of the grace after it
@@ -227,14 +226,15 @@ func (b *bridge) finish(ctx context.Context, inErr error) error {
 	b.stopStreams()
 	waitAtMost(finalWait, b.inflight.Wait, b.listening.Wait)
 	b.outMu.Lock()
-	b.outStuck = !b.outSince.IsZero() && time.Since(b.outSince) >= finalWait
+	// A Write blocked since before the end: the client stopped reading.
+	stuck := !b.outSince.IsZero() && time.Since(b.outSince) >= finalWait
 	close(b.outQuit) // a write still waiting for stdout gives up
 	b.outMu.Unlock()
 	b.endSession()
 	if err := b.writeErr(); err != nil {
 		return err
 	}
-	if b.isOutStuck() {
+	if stuck {
 		return errors.New("write stdout: the MCP client stopped reading it; messages were left undelivered")
 	}
 	if inErr != nil {
@@ -554,12 +554,6 @@ func (b *bridge) write(p []byte) error {
 	case <-b.outQuit:
 		return errOutAbandoned
 	}
-}
-
-func (b *bridge) isOutStuck() bool {
-	b.outMu.Lock()
-	defer b.outMu.Unlock()
-	return b.outStuck
 }
 
 func (b *bridge) writeErr() error {
