@@ -353,13 +353,21 @@ func waitAtMost(d time.Duration, waits ...func()) {
 	}
 }
 
-// send sends req with the current token and the session and protocol headers; a 401 heals
-// once (retryRefused). Its error leaves out the URL (net/http's *url.Error names it, query
-// included), which may hold a key: the user knows which server it is.
-func (b *bridge) send(ctx context.Context, req *http.Request) (*http.Response, error) {
+// send sends a request of method to the MCP server's URL, with body (nil for none) and header,
+// under reqCtx, with the current token (waited for within ctx) and the session and protocol
+// headers; a 401 heals once (retryRefused). Its error leaves out the URL (net/http's
+// *url.Error names it, query included), which may hold a key: the user knows which server it is.
+func (b *bridge) send(ctx, reqCtx context.Context, method string, body io.Reader, header http.Header) (*http.Response, error) {
 	cred, err := b.cfg.Tokens.Current(ctx)
 	if err != nil {
 		return nil, &noTokenError{err}
+	}
+	req, err := http.NewRequestWithContext(reqCtx, method, b.cfg.URL, body) // the URL parses: Bridge checked it
+	if err != nil {
+		return nil, err
+	}
+	if header != nil {
+		req.Header = header
 	}
 	setCred(req.Header, allCredForms, cred)
 	if b.cfg.UserAgent != "" {
@@ -383,14 +391,8 @@ func (b *bridge) send(ctx context.Context, req *http.Request) (*http.Response, e
 
 // post sends one message and carries its answer back.
 func (b *bridge) post(ctx context.Context, msg []byte, env envelope, initialize bool) {
-	req, err := http.NewRequestWithContext(b.streams, http.MethodPost, b.cfg.URL, bytes.NewReader(msg))
-	if err != nil {
-		b.fail(env, err.Error())
-		return
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	resp, err := b.send(ctx, req)
+	resp, err := b.send(ctx, b.streams, http.MethodPost, bytes.NewReader(msg),
+		http.Header{"Content-Type": {"application/json"}, "Accept": {"application/json, text/event-stream"}})
 	var noToken *noTokenError
 	switch {
 	case errors.As(err, &noToken):
@@ -634,15 +636,11 @@ func (b *bridge) listen() {
 }
 
 func (b *bridge) listenOnce(lastID *string) (int, error) {
-	req, err := http.NewRequestWithContext(b.listenCtx, http.MethodGet, b.cfg.URL, nil)
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Accept", "text/event-stream")
+	header := http.Header{"Accept": {"text/event-stream"}}
 	if *lastID != "" {
-		req.Header.Set("Last-Event-ID", *lastID)
+		header.Set("Last-Event-ID", *lastID)
 	}
-	resp, err := b.send(b.listenCtx, req)
+	resp, err := b.send(b.listenCtx, b.listenCtx, http.MethodGet, nil, header)
 	if err != nil {
 		return 0, err
 	}
@@ -673,11 +671,7 @@ func (b *bridge) endSession() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), deleteTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, b.cfg.URL, nil)
-	if err != nil {
-		return
-	}
-	resp, err := b.send(ctx, req)
+	resp, err := b.send(ctx, ctx, http.MethodDelete, nil, nil)
 	if err != nil {
 		b.logf("the session was not ended on the server: %v", err)
 		return
