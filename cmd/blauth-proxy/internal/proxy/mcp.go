@@ -167,7 +167,7 @@ func (b *bridge) run(ctx context.Context) error {
 				return false
 			}
 		}, func() {
-			b.failID(json.RawMessage("null"), fmt.Sprintf("a message on stdin is over the %d-byte limit of a message; dropped", b.max))
+			b.failID(json.RawMessage("null"), -32000, fmt.Sprintf("a message on stdin is over the %d-byte limit of a message; dropped", b.max))
 		})
 		b.graceEnd = time.Now().Add(b.grace) // read by others after inEnded is closed
 		close(b.inEnded)
@@ -254,7 +254,7 @@ func (b *bridge) dispatch(ctx context.Context, line []byte) (chan struct{}, erro
 	}
 	if !json.Valid(line) {
 		b.logf("a line on stdin is not JSON; it was not sent")
-		b.failIDCode(json.RawMessage("null"), -32700, "a line on stdin is not JSON; it was not sent")
+		b.failID(json.RawMessage("null"), -32700, "a line on stdin is not JSON; it was not sent")
 		return nil, b.writeErr()
 	}
 	var env envelope
@@ -569,15 +569,13 @@ func (b *bridge) writeErr() error {
 func (b *bridge) fail(env envelope, reason string) {
 	b.logf("%s", reason)
 	if env.isRequest() {
-		b.failID(env.ID, reason)
+		b.failID(env.ID, -32000, reason)
 	}
 }
 
-// failID writes a JSON-RPC error for id (code -32000; "null" when the request's id is unknown).
-func (b *bridge) failID(id json.RawMessage, reason string) { b.failIDCode(id, -32000, reason) }
-
-// failIDCode is failID with its own code (-32700 for a line that does not parse).
-func (b *bridge) failIDCode(id json.RawMessage, code int, reason string) {
+// failID writes a JSON-RPC error for id ("null" when the request's id is unknown): code -32000,
+// or -32700 for a line that does not parse.
+func (b *bridge) failID(id json.RawMessage, code int, reason string) {
 	type rpcError struct {
 		Code    int    `json:"code"`
 		Message string `json:"message"`
