@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/blauth/blauth/ipc"
@@ -123,7 +124,7 @@ type bridge struct {
 	mu          sync.Mutex
 	session     string
 	protocol    string
-	initialized bool // an initialize got a result
+	initialized atomic.Bool // an initialize got a result
 
 	streams     context.Context // requests and streams in flight; cancelled to end them
 	stopStreams context.CancelFunc
@@ -265,7 +266,7 @@ func (b *bridge) dispatch(ctx context.Context, line []byte) (chan struct{}, erro
 		go func() {
 			defer func() { b.inflight.Done(); close(done) }()
 			b.post(ctx, line, env, true)
-			if b.isInitialized() {
+			if b.initialized.Load() {
 				b.startListen.Do(func() {
 					b.listening.Add(1)
 					go func() {
@@ -485,9 +486,7 @@ func (b *bridge) deliver(msg []byte, initialize bool) (envelope, error) {
 	var env envelope
 	_ = json.Unmarshal(line.Bytes(), &env)
 	if initialize && env.isResponse() && env.Result != nil {
-		b.mu.Lock()
-		b.initialized = true
-		b.mu.Unlock()
+		b.initialized.Store(true)
 		var r struct {
 			ProtocolVersion string `json:"protocolVersion"`
 		}
@@ -586,12 +585,6 @@ func (b *bridge) failID(id json.RawMessage, code int, reason string) {
 		Error   rpcError        `json:"error"`
 	}{JSONRPC: "2.0", ID: id, Error: rpcError{code, "blauth mcp bridge: " + reason}})
 	_ = b.write(append(msg, '\n'))
-}
-
-func (b *bridge) isInitialized() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.initialized
 }
 
 func (b *bridge) hasSession() bool {
