@@ -73,28 +73,28 @@ func (t *Tokens) erase(ctx context.Context, cred Credential) time.Duration {
 	if timeout <= 0 {
 		return 0
 	}
+	refused := "the upstream refused the token of workspace " + cred.Workspace + " (401); "
 	req, err := ipc.Caller{Workspace: cred.Workspace, Dir: t.sel.Dir, Environ: t.sel.Environ}.Request(ipc.ActionErase)
-	if err != nil {
-		t.logf("the upstream refused the token of workspace %s (401); cannot ask blauthd for another: %v", cred.Workspace, err)
-		return 0
+	var c *ipc.Client
+	if err == nil {
+		req.Add(ipc.KeyToken, cred.Token)
+		c, err = ipc.Dial(t.sel.Socket, timeout)
 	}
-	req.Add(ipc.KeyToken, cred.Token)
-	c, err := ipc.Dial(t.sel.Socket, timeout)
 	if err != nil {
-		t.logf("the upstream refused the token of workspace %s (401); cannot ask blauthd for another: %v", cred.Workspace, err)
+		t.logf("%scannot ask blauthd for another: %v", refused, err)
 		return 0
 	}
 	defer c.Close()
 	resp, err := c.Do(req)
 	switch {
 	case err != nil:
-		t.logf("the upstream refused the token of workspace %s (401); blauthd did not drop it: %v", cred.Workspace, err)
+		t.logf("%sblauthd did not drop it: %v", refused, err)
 		return 0
 	case resp.Value(ipc.KeyDropped) != "true":
-		t.logf("the upstream refused the token of workspace %s (401); blauthd kept it (it holds a newer one, or already replaced one in this refresh period)", cred.Workspace)
+		t.logf("%sblauthd kept it (it holds a newer one, or already replaced one in this refresh period)", refused)
 		return healQuick
 	}
-	t.logf("the upstream refused the token of workspace %s (401); blauthd dropped it, waiting for a new one", cred.Workspace)
+	t.logf("%sblauthd dropped it, waiting for a new one", refused)
 	return healWait
 }
 
