@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -161,25 +162,16 @@ func waitChild(cmd *exec.Cmd, sigs <-chan os.Signal) (int, error) {
 // BL_DISABLE_H2 keeps the TypeScript SDK on the URLs it is given: with HTTP/2 it sends a
 // sandbox's requests over a session of its own to its region's edge host, around the proxy.
 func childEnv(environ []string, base, workspace, secret string) []string {
-	set := map[string]string{
-		"BL_API_URL":    base + APIPrefix,
-		"BL_RUN_URL":    base + RunPrefix,
-		"BL_WORKSPACE":  workspace,
-		"BL_API_KEY":    secret,
-		"BL_DISABLE_H2": "true",
-	}
+	set := []string{"BL_API_URL=" + base + APIPrefix, "BL_RUN_URL=" + base + RunPrefix, "BL_WORKSPACE=" + workspace,
+		"BL_API_KEY=" + secret, "BL_DISABLE_H2=true"}
 	out := make([]string, 0, len(environ)+len(set))
 	for _, kv := range environ {
 		k, _, _ := strings.Cut(kv, "=")
-		if _, ok := set[k]; ok || k == "BL_CLIENT_CREDENTIALS" {
-			continue
+		if k != "BL_CLIENT_CREDENTIALS" && !slices.ContainsFunc(set, func(s string) bool { return strings.HasPrefix(s, k+"=") }) {
+			out = append(out, kv)
 		}
-		out = append(out, kv)
 	}
-	for _, k := range []string{"BL_API_URL", "BL_RUN_URL", "BL_WORKSPACE", "BL_API_KEY", "BL_DISABLE_H2"} {
-		out = append(out, k+"="+set[k])
-	}
-	return out
+	return append(out, set...)
 }
 
 // exitStatus is the status a shell reports for the child: its exit code, or 128+N when
