@@ -301,14 +301,13 @@ func (s *Server) send(req *http.Request) (*http.Response, error) {
 }
 
 // modifyResponse points a redirect within the upstream base back at the proxy, so that a client
-// that follows it stays on the proxy.
+// that follows it stays on the proxy, and rewrites the run URLs of an answer about sandboxes.
 func (s *Server) modifyResponse(resp *http.Response) error {
+	fw := forwardOf(resp.Request.Context()) // not nil: send sent the request
 	if loc := resp.Header.Get("Location"); loc != "" {
-		if fw := forwardOf(resp.Request.Context()); fw != nil {
-			resp.Header.Set("Location", rewriteLocation(loc, &fw.target, fw.base.raw, fw.prefix))
-		}
+		resp.Header.Set("Location", rewriteLocation(loc, &fw.target, fw.base.raw, fw.prefix))
 	}
-	if fw := forwardOf(resp.Request.Context()); fw != nil && fw.answers != 0 {
+	if fw.answers != 0 {
 		return rewriteAnswer(resp, fw.answers)
 	}
 	return nil
