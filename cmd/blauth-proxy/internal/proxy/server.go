@@ -84,8 +84,6 @@ type Server struct {
 	transport http.RoundTripper
 	proxy     *httputil.ReverseProxy // one for every request: the route travels in the context
 	logf      func(format string, a ...any)
-	errLog    *log.Logger // the reverse proxy's: one line per failed copy, as logf
-	serverLog *log.Logger // http.Server's: counted in the summary
 	refusals  *tally
 	limits    limits
 
@@ -117,9 +115,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if s.logf == nil {
 		s.logf = func(string, ...any) {}
 	}
-	s.refusals = newTally(s.logf, &s.limits)
-	s.errLog = log.New(logfWriter(s.logf), "", 0)
-	s.serverLog = log.New(logfWriter(s.serverError), "", 0)
+	s.refusals = &tally{logf: s.logf, lim: &s.limits}
 	s.proxy = &httputil.ReverseProxy{
 		Rewrite:        s.rewrite,
 		ModifyResponse: s.modifyResponse,
@@ -130,7 +126,7 @@ func NewServer(cfg Config) (*Server, error) {
 		// answer of known length goes out in one write. -1 flushed the headers from a timer
 		// goroutine of each request, then the body: two writes and a goroutine per answer.
 		FlushInterval: 0,
-		ErrorLog:      s.errLog,
+		ErrorLog:      log.New(logfWriter(s.logf), "", 0), // one line per failed copy
 		ErrorHandler:  s.upstreamError,
 	}
 	return s, nil
@@ -160,7 +156,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ReadHeaderTimeout: s.limits.headerTimeout,
 		IdleTimeout:       s.limits.idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          s.serverLog,
+		ErrorLog:          log.New(logfWriter(s.serverError), "", 0), // counted in the summary
 		ConnContext:       withConn,
 	}
 	stop := context.AfterFunc(ctx, func() { hs.Close() })
