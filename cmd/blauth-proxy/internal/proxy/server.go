@@ -36,7 +36,7 @@ type Config struct {
 	// see RunBase.
 	RunURL string
 	// RunDomains are the run domains the /host route reaches besides those of the API base
-	// (see RunDomains); each already checked by ParseRunDomains.
+	// (see RunDomains); each already checked by ipc.ParseRunDomains.
 	RunDomains []string
 	// Transport sends requests upstream; nil is a clone of http.DefaultTransport (TLS verified,
 	// HTTPS_PROXY honoured) that keeps up to 64 idle connections per host.
