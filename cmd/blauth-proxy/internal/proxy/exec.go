@@ -122,20 +122,15 @@ func firstCredential(ctx context.Context, tokens *Tokens, wait time.Duration, si
 	if wait <= 0 {
 		wait = 30 * time.Second
 	}
-	type answer struct {
-		cred Credential
-		err  error
-	}
-	got := make(chan answer, 1)
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	go func() {
-		c, err := tokens.Current(ctx)
-		got <- answer{c, err}
-	}()
+	var cred Credential
+	var err error
+	got := make(chan struct{})
+	go func() { cred, err = tokens.Current(ctx); close(got) }() // after a signal, read by nobody
 	select {
-	case a := <-got:
-		return a.cred, 0, a.err
+	case <-got:
+		return cred, 0, err
 	case sig := <-sigs:
 		return Credential{}, 128 + signum(sig), nil
 	}
