@@ -172,11 +172,17 @@ func (s *Server) route(prefix, rest, rawRest, query string, cred Credential) (*f
 	fw := &forward{base: base, prefix: prefix, cred: cred}
 	switch prefix {
 	case HostPrefix:
+		// The run domains: the API base's (implied, and BLAUTH_RUN_DOMAINS), then those of
+		// blauth's config file that came with the token (no copy when it names none).
+		domains := bases.domains
+		if len(cred.RunDomains) > 0 {
+			domains = slices.Concat(domains, cred.RunDomains)
+		}
 		// hostRoute checks the base it builds (checkRunHostURL reads only its scheme, host and
 		// user info); join takes those from the base's fields, and send checks that the URL
 		// built stays on them.
 		status := 0
-		if fw.base, rest, rawRest, status, err = hostRoute(rest, rawRest, runDomainsOf(bases, cred)); err != nil {
+		if fw.base, rest, rawRest, status, err = hostRoute(rest, rawRest, domains); err != nil {
 			return nil, status, err
 		}
 		fw.prefix = HostPrefix + "/" + fw.base.host
@@ -185,15 +191,6 @@ func (s *Server) route(prefix, rest, rawRest, query string, cred Credential) (*f
 	}
 	fw.target = fw.base.join(rest, rawRest, query)
 	return fw, 0, nil
-}
-
-// runDomainsOf are the run domains of a request for cred: its API base's (implied, and
-// BLAUTH_RUN_DOMAINS), then those of blauth's config file that came with the token.
-func runDomainsOf(b *apiBases, cred Credential) []string {
-	if len(cred.RunDomains) == 0 {
-		return b.domains
-	}
-	return slices.Concat(b.domains, cred.RunDomains)
 }
 
 // upstreamFor is the base a request under prefix goes to, for a token issued for apiURL, and
