@@ -210,22 +210,12 @@ loop:
 func (b *bridge) finish(ctx context.Context, inErr error) error {
 	b.stopListen()
 	if ctx.Err() == nil && b.writeErr() == nil {
-		done := make(chan struct{})
-		go func() { b.inflight.Wait(); close(done) }()
-		grace := b.grace
-		select {
-		case <-b.inEnded:
-			grace = time.Until(b.graceEnd) // a line that waited for a slot used some of it
-		default:
-		}
-		select {
-		case <-done:
-		case <-ctx.Done():
-		case <-time.After(grace):
-		}
+		// Only the end of stdin ends run with neither, after graceEnd was set (a line that
+		// waited for a slot used some of the grace).
+		waitAtMost(ctx, time.Until(b.graceEnd), b.inflight.Wait)
 	}
 	b.stopStreams()
-	waitAtMost(finalWait, b.inflight.Wait, b.listening.Wait)
+	waitAtMost(context.Background(), finalWait, b.inflight.Wait, b.listening.Wait)
 	b.outMu.Lock()
 	// A Write blocked since before the end: the client stopped reading.
 	stuck := !b.outSince.IsZero() && time.Since(b.outSince) >= finalWait
@@ -339,8 +329,8 @@ func readLines(r io.Reader, max int, each func([]byte) bool, tooLong func()) err
 	}
 }
 
-// waitAtMost runs each wait in turn until all have returned or d has passed.
-func waitAtMost(d time.Duration, waits ...func()) {
+// waitAtMost runs each wait in turn until all have returned, d has passed or ctx has ended.
+func waitAtMost(ctx context.Context, d time.Duration, waits ...func()) {
 	done := make(chan struct{})
 	go func() {
 		for _, w := range waits {
@@ -350,6 +340,7 @@ func waitAtMost(d time.Duration, waits ...func()) {
 	}()
 	select {
 	case <-done:
+	case <-ctx.Done():
 	case <-time.After(d):
 	}
 }
