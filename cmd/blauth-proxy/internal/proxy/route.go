@@ -30,17 +30,15 @@ func splitTarget(r *http.Request) (prefix, rest, rawRest string, status int, pro
 	}
 	raw, _, _ := strings.Cut(target, "?")
 	path := r.URL.Path
-	switch {
-	case underPrefix(raw, APIPrefix):
-		prefix = APIPrefix
-	case underPrefix(raw, RunPrefix):
-		prefix = RunPrefix
-	case underPrefix(raw, HostPrefix):
-		prefix = HostPrefix
-	case underPrefix(path, APIPrefix), underPrefix(path, RunPrefix), underPrefix(path, HostPrefix),
-		strings.HasPrefix(raw, APIPrefix+"%"), strings.HasPrefix(raw, RunPrefix+"%"), strings.HasPrefix(raw, HostPrefix+"%"):
-		return "", "", "", http.StatusBadRequest, "the path's prefix or the separator after it is percent-encoded: send " + APIPrefix + "/…, " + RunPrefix + "/… or " + HostPrefix + "/HOST/… as such"
-	default:
+	for _, p := range [...]string{APIPrefix, RunPrefix, HostPrefix} { // a target is under one at most
+		switch {
+		case underPrefix(raw, p):
+			prefix = p
+		case underPrefix(path, p), strings.HasPrefix(raw, p+"%"):
+			return "", "", "", http.StatusBadRequest, "the path's prefix or the separator after it is percent-encoded: send " + APIPrefix + "/…, " + RunPrefix + "/… or " + HostPrefix + "/HOST/… as such"
+		}
+	}
+	if prefix == "" {
 		return "", "", "", http.StatusNotFound, noSuchPath
 	}
 	if !underPrefix(path, prefix) { // decoding keeps a literal prefix: cannot happen
