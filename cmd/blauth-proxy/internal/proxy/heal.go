@@ -115,19 +115,18 @@ func (t *Tokens) Heal(ctx context.Context, cred Credential) (Credential, bool) {
 	case <-ctx.Done():
 		return Credential{}, false
 	}
-	timer := time.NewTimer(time.Until(h.until))
-	defer timer.Stop()
+	ctx, cancel := context.WithDeadline(ctx, h.until)
+	defer cancel()
 	for {
 		c, over, changed := t.replacement(cred.Token)
 		switch {
 		case c != nil:
 			return *c, true
-		case over || !time.Now().Before(h.until):
+		case over:
 			return Credential{}, false
 		}
 		select {
 		case <-changed:
-		case <-timer.C:
 		case <-ctx.Done():
 			return Credential{}, false
 		}
