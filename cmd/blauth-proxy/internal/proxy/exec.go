@@ -132,7 +132,7 @@ func firstCredential(ctx context.Context, tokens *Tokens, wait time.Duration, si
 	case <-got:
 		return cred, 0, err
 	case sig := <-sigs:
-		return Credential{}, 128 + signum(sig), nil
+		return Credential{}, 128 + int(sig.(syscall.Signal)), nil // what package signal delivers
 	}
 }
 
@@ -180,11 +180,4 @@ func exitStatus(cmd *exec.Cmd, err error) (int, error) {
 		return 128 + int(ws.Signal()), nil
 	}
 	return cmd.ProcessState.ExitCode(), nil
-}
-
-func signum(s os.Signal) int {
-	if n, ok := s.(syscall.Signal); ok {
-		return int(n)
-	}
-	return 1
 }
