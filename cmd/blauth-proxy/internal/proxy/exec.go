@@ -57,11 +57,7 @@ func Exec(ctx context.Context, cfg ExecConfig) (int, error) {
 	if len(cfg.Argv) == 0 {
 		return 0, errors.New("no command to run")
 	}
-	logf := cfg.Logf
-	if logf == nil {
-		logf = func(string, ...any) {}
-	}
-	tokens, err := NewTokens(cfg.Selection, logf)
+	tokens, err := NewTokens(cfg.Selection, cfg.Logf) // it and NewServer take a nil Logf as discard
 	if err != nil {
 		return 0, err
 	}
@@ -93,7 +89,7 @@ func Exec(ctx context.Context, cfg ExecConfig) (int, error) {
 		return 0, &CommandError{Name: cfg.Argv[0], NotFound: errors.Is(err, exec.ErrNotFound), Err: err}
 	}
 	secret := NewSecret()
-	srv, err := NewServer(Config{Tokens: tokens, Secret: secret, RunURL: cfg.RunURL, RunDomains: cfg.RunDomains, Logf: logf})
+	srv, err := NewServer(Config{Tokens: tokens, Secret: secret, RunURL: cfg.RunURL, RunDomains: cfg.RunDomains, Logf: cfg.Logf})
 	if err != nil {
 		return 0, err
 	}
