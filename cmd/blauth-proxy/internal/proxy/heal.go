@@ -148,11 +148,10 @@ func (t *Tokens) replacement(old string) (c *Credential, over bool, changed chan
 // retryRefused heals one request: when resp, the answer to req sent with *cred, is a 401 and
 // req's body can be sent again (none, or GetBody), it waits for a new token (Heal) and sends
 // req once more, with the token in the credential header forms, through send; *cred becomes
-// the new credential.
-// Otherwise, and when no new token came (for another workspace or API base: not sent there),
-// resp is returned as it is. A 401 that cannot be retried still erases the token, so that the
-// next request gets a new one. Only a request refused with the first token is retried: the
-// second answer goes back as it is.
+// the new credential. Otherwise, and when no new token came (for another workspace or API
+// base: not sent there), resp is returned as it is. A 401 that cannot be retried still erases
+// the token, so that the next request gets a new one. Only a request refused with the first
+// token is retried: the second answer goes back as it is.
 func retryRefused(t *Tokens, cred *Credential, forms credForms, req *http.Request, resp *http.Response,
 	send func(*http.Request) (*http.Response, error)) (*http.Response, error) {
 	if resp.StatusCode != http.StatusUnauthorized || cred.Expiry.IsZero() {
