@@ -358,9 +358,7 @@ func (b *bridge) send(ctx, reqCtx context.Context, method string, body io.Reader
 	if err != nil {
 		return nil, err
 	}
-	if header != nil {
-		req.Header = header
-	}
+	req.Header = header
 	setCred(req.Header, allCredForms, cred)
 	if b.cfg.UserAgent != "" {
 		req.Header.Set("User-Agent", b.cfg.UserAgent)
@@ -653,7 +651,7 @@ func (b *bridge) endSession() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), deleteTimeout)
 	defer cancel()
-	resp, err := b.send(ctx, ctx, http.MethodDelete, nil, nil)
+	resp, err := b.send(ctx, ctx, http.MethodDelete, nil, http.Header{})
 	if err != nil {
 		b.logf("the session was not ended on the server: %v", err)
 		return
