@@ -66,12 +66,8 @@ func Exec(ctx context.Context, cfg ExecConfig) (int, error) {
 	defer signal.Stop(sigs)
 
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	watchDone := make(chan struct{})
-	go func() {
-		defer close(watchDone)
-		_ = tokens.Run(ctx)
-	}()
+	go func() { defer close(watchDone); _ = tokens.Run(ctx) }()
 	defer func() { cancel(); <-watchDone }()
 
 	// The first token names the workspace the child is told.
