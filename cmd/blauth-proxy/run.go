@@ -94,7 +94,7 @@ func run(ctx context.Context, args []string, e env) int {
 				return exitUsage
 			}
 		}
-		domains, err := proxy.ParseRunDomains(e.getenv(proxy.RunDomainsEnv))
+		domains, err := ipc.ParseRunDomains(e.getenv(proxy.RunDomainsEnv))
 		if err != nil {
 			fmt.Fprintf(e.stderr, "blauth: error: %s: %v\nblauth: hint: set it to host names separated by commas (sandbox.example.com,preview.example.com), or unset it\n", proxy.RunDomainsEnv, err)
 			return exitUsage

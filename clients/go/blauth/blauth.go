@@ -14,6 +14,7 @@
 package blauth
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -120,7 +121,6 @@ func (o Options) resolve(action string) (*settings, *ipc.Message, error) {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("blauth: %w", &Error{Code: CodeBadRequest, Message: fmt.Sprintf(format, a...)})
 	}
-	s := &settings{socket: o.Socket, minTTL: o.MinTTL, wait: o.Wait, timeout: o.Timeout, workspace: o.Workspace}
 	switch {
 	case o.MinTTL < 0:
 		return nil, nil, bad("MinTTL is %s; it must not be negative", o.MinTTL)
@@ -129,18 +129,8 @@ func (o Options) resolve(action string) (*settings, *ipc.Message, error) {
 	case o.Timeout < 0:
 		return nil, nil, bad("Timeout is %s; it must not be negative", o.Timeout)
 	}
-	if s.socket == "" {
-		s.socket = ipc.DefaultSocketPath()
-	}
-	if s.minTTL == 0 {
-		s.minTTL = DefaultMinTTL
-	}
-	if s.wait == 0 {
-		s.wait = DefaultWait
-	}
-	if s.timeout == 0 {
-		s.timeout = DefaultTimeout
-	}
+	s := &settings{socket: cmp.Or(o.Socket, ipc.DefaultSocketPath()), minTTL: cmp.Or(o.MinTTL, DefaultMinTTL),
+		wait: cmp.Or(o.Wait, DefaultWait), timeout: cmp.Or(o.Timeout, DefaultTimeout), workspace: o.Workspace}
 	dir := o.Dir
 	if dir == "" {
 		wd, err := os.Getwd()

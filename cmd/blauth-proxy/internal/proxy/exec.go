@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -56,11 +57,7 @@ func Exec(ctx context.Context, cfg ExecConfig) (int, error) {
 	if len(cfg.Argv) == 0 {
 		return 0, errors.New("no command to run")
 	}
-	logf := cfg.Logf
-	if logf == nil {
-		logf = func(string, ...any) {}
-	}
-	tokens, err := NewTokens(cfg.Selection, logf)
+	tokens, err := NewTokens(cfg.Selection, cfg.Logf) // it and NewServer take a nil Logf as discard
 	if err != nil {
 		return 0, err
 	}
@@ -69,12 +66,8 @@ func Exec(ctx context.Context, cfg ExecConfig) (int, error) {
 	defer signal.Stop(sigs)
 
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	watchDone := make(chan struct{})
-	go func() {
-		defer close(watchDone)
-		_ = tokens.Run(ctx)
-	}()
+	go func() { defer close(watchDone); _ = tokens.Run(ctx) }()
 	defer func() { cancel(); <-watchDone }()
 
 	// The first token names the workspace the child is told.
@@ -92,7 +85,7 @@ func Exec(ctx context.Context, cfg ExecConfig) (int, error) {
 		return 0, &CommandError{Name: cfg.Argv[0], NotFound: errors.Is(err, exec.ErrNotFound), Err: err}
 	}
 	secret := NewSecret()
-	srv, err := NewServer(Config{Tokens: tokens, Secret: secret, RunURL: cfg.RunURL, RunDomains: cfg.RunDomains, Logf: logf})
+	srv, err := NewServer(Config{Tokens: tokens, Secret: secret, RunURL: cfg.RunURL, RunDomains: cfg.RunDomains, Logf: cfg.Logf})
 	if err != nil {
 		return 0, err
 	}
@@ -121,22 +114,17 @@ func firstCredential(ctx context.Context, tokens *Tokens, wait time.Duration, si
 	if wait <= 0 {
 		wait = 30 * time.Second
 	}
-	type answer struct {
-		cred Credential
-		err  error
-	}
-	got := make(chan answer, 1)
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	go func() {
-		c, err := tokens.Current(ctx)
-		got <- answer{c, err}
-	}()
+	var cred Credential
+	var err error
+	got := make(chan struct{})
+	go func() { cred, err = tokens.Current(ctx); close(got) }() // after a signal, read by nobody
 	select {
-	case a := <-got:
-		return a.cred, 0, a.err
+	case <-got:
+		return cred, 0, err
 	case sig := <-sigs:
-		return Credential{}, 128 + signum(sig), nil
+		return Credential{}, 128 + int(sig.(syscall.Signal)), nil // what package signal delivers
 	}
 }
 
@@ -161,25 +149,16 @@ func waitChild(cmd *exec.Cmd, sigs <-chan os.Signal) (int, error) {
 // BL_DISABLE_H2 keeps the TypeScript SDK on the URLs it is given: with HTTP/2 it sends a
 // sandbox's requests over a session of its own to its region's edge host, around the proxy.
 func childEnv(environ []string, base, workspace, secret string) []string {
-	set := map[string]string{
-		"BL_API_URL":    base + APIPrefix,
-		"BL_RUN_URL":    base + RunPrefix,
-		"BL_WORKSPACE":  workspace,
-		"BL_API_KEY":    secret,
-		"BL_DISABLE_H2": "true",
-	}
+	set := []string{"BL_API_URL=" + base + APIPrefix, "BL_RUN_URL=" + base + RunPrefix, "BL_WORKSPACE=" + workspace,
+		"BL_API_KEY=" + secret, "BL_DISABLE_H2=true"}
 	out := make([]string, 0, len(environ)+len(set))
 	for _, kv := range environ {
 		k, _, _ := strings.Cut(kv, "=")
-		if _, ok := set[k]; ok || k == "BL_CLIENT_CREDENTIALS" {
-			continue
+		if k != "BL_CLIENT_CREDENTIALS" && !slices.ContainsFunc(set, func(s string) bool { return strings.HasPrefix(s, k+"=") }) {
+			out = append(out, kv)
 		}
-		out = append(out, kv)
 	}
-	for _, k := range []string{"BL_API_URL", "BL_RUN_URL", "BL_WORKSPACE", "BL_API_KEY", "BL_DISABLE_H2"} {
-		out = append(out, k+"="+set[k])
-	}
-	return out
+	return append(out, set...)
 }
 
 // exitStatus is the status a shell reports for the child: its exit code, or 128+N when
@@ -193,11 +172,4 @@ func exitStatus(cmd *exec.Cmd, err error) (int, error) {
 		return 128 + int(ws.Signal()), nil
 	}
 	return cmd.ProcessState.ExitCode(), nil
-}
-
-func signum(s os.Signal) int {
-	if n, ok := s.(syscall.Signal); ok {
-		return int(n)
-	}
-	return 1
 }

@@ -73,28 +73,28 @@ func (t *Tokens) erase(ctx context.Context, cred Credential) time.Duration {
 	if timeout <= 0 {
 		return 0
 	}
+	refused := "the upstream refused the token of workspace " + cred.Workspace + " (401); "
 	req, err := ipc.Caller{Workspace: cred.Workspace, Dir: t.sel.Dir, Environ: t.sel.Environ}.Request(ipc.ActionErase)
-	if err != nil {
-		t.logf("the upstream refused the token of workspace %s (401); cannot ask blauthd for another: %v", cred.Workspace, err)
-		return 0
+	var c *ipc.Client
+	if err == nil {
+		req.Add(ipc.KeyToken, cred.Token)
+		c, err = ipc.Dial(t.sel.Socket, timeout)
 	}
-	req.Add(ipc.KeyToken, cred.Token)
-	c, err := ipc.Dial(t.sel.Socket, timeout)
 	if err != nil {
-		t.logf("the upstream refused the token of workspace %s (401); cannot ask blauthd for another: %v", cred.Workspace, err)
+		t.logf("%scannot ask blauthd for another: %v", refused, err)
 		return 0
 	}
 	defer c.Close()
 	resp, err := c.Do(req)
 	switch {
 	case err != nil:
-		t.logf("the upstream refused the token of workspace %s (401); blauthd did not drop it: %v", cred.Workspace, err)
+		t.logf("%sblauthd did not drop it: %v", refused, err)
 		return 0
 	case resp.Value(ipc.KeyDropped) != "true":
-		t.logf("the upstream refused the token of workspace %s (401); blauthd kept it (it holds a newer one, or already replaced one in this refresh period)", cred.Workspace)
+		t.logf("%sblauthd kept it (it holds a newer one, or already replaced one in this refresh period)", refused)
 		return healQuick
 	}
-	t.logf("the upstream refused the token of workspace %s (401); blauthd dropped it, waiting for a new one", cred.Workspace)
+	t.logf("%sblauthd dropped it, waiting for a new one", refused)
 	return healWait
 }
 
@@ -115,19 +115,18 @@ func (t *Tokens) Heal(ctx context.Context, cred Credential) (Credential, bool) {
 	case <-ctx.Done():
 		return Credential{}, false
 	}
-	timer := time.NewTimer(time.Until(h.until))
-	defer timer.Stop()
+	ctx, cancel := context.WithDeadline(ctx, h.until)
+	defer cancel()
 	for {
 		c, over, changed := t.replacement(cred.Token)
 		switch {
 		case c != nil:
 			return *c, true
-		case over || !time.Now().Before(h.until):
+		case over:
 			return Credential{}, false
 		}
 		select {
 		case <-changed:
-		case <-timer.C:
 		case <-ctx.Done():
 			return Credential{}, false
 		}
@@ -148,13 +147,13 @@ func (t *Tokens) replacement(old string) (c *Credential, over bool, changed chan
 
 // retryRefused heals one request: when resp, the answer to req sent with *cred, is a 401 and
 // req's body can be sent again (none, or GetBody), it waits for a new token (Heal) and sends
-// req once more, with the token set by auth, through send; *cred becomes the new credential.
-// Otherwise, and when no new token came (for another workspace or API base: not sent there),
-// resp is returned as it is. A 401 that cannot be retried still erases the token, so that the
-// next request gets a new one. Only a request refused with the first token is retried: the
-// second answer goes back as it is.
-func retryRefused(t *Tokens, cred *Credential, req *http.Request, resp *http.Response,
-	auth func(http.Header, Credential), send func(*http.Request) (*http.Response, error)) (*http.Response, error) {
+// req once more, with the token in the credential header forms, through send; *cred becomes
+// the new credential. Otherwise, and when no new token came (for another workspace or API
+// base: not sent there), resp is returned as it is. A 401 that cannot be retried still erases
+// the token, so that the next request gets a new one. Only a request refused with the first
+// token is retried: the second answer goes back as it is.
+func retryRefused(t *Tokens, cred *Credential, forms credForms, req *http.Request, resp *http.Response,
+	send func(*http.Request) (*http.Response, error)) (*http.Response, error) {
 	if resp.StatusCode != http.StatusUnauthorized || cred.Expiry.IsZero() {
 		return resp, nil
 	}
@@ -176,7 +175,7 @@ func retryRefused(t *Tokens, cred *Credential, req *http.Request, resp *http.Res
 		}
 		again.Body = body
 	}
-	auth(again.Header, fresh)
+	setCred(again.Header, forms, fresh)
 	*cred = fresh
 	// The refused answer is read a little so that its connection can carry the retry.
 	_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
@@ -201,27 +200,14 @@ func holdBody(req *http.Request) error {
 	return nil
 }
 
-// roundTrip sends req, which passed send's check, upstream, and heals a 401 once
-// (retryRefused). Only a request whose token can be healed has its body held for that.
-func (s *Server) roundTrip(req *http.Request, fw *forward) (*http.Response, error) {
-	if fw.cred.Expiry.IsZero() {
-		return s.transport.RoundTrip(req)
-	}
-	if err := holdBody(req); err != nil {
-		return nil, err
-	}
-	resp, err := s.transport.RoundTrip(req)
-	if err != nil {
-		return nil, err
-	}
-	return retryRefused(s.tokens, &fw.cred, req, resp, func(h http.Header, c Credential) { setCred(h, fw.forms, c) }, s.transport.RoundTrip)
-}
-
-// setCred puts cred's token in each of the credential header forms and names its workspace.
+// setCred puts cred's token in each of the credential header forms, removes the other forms
+// (a request's secret never goes upstream), and names its workspace.
 func setCred(h http.Header, forms credForms, cred Credential) {
 	for i, name := range credHeaders {
 		if forms&(1<<i) != 0 {
 			h.Set(name, cred.Bearer())
+		} else {
+			h.Del(name)
 		}
 	}
 	h.Set("X-Blaxel-Workspace", cred.Workspace)

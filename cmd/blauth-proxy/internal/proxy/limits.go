@@ -130,10 +130,6 @@ type tally struct {
 	max    int
 }
 
-func newTally(logf func(string, ...any), lim *limits) *tally {
-	return &tally{logf: logf, lim: lim}
-}
-
 // add counts one refusal of kind k, with an example fit for the log ("" for none).
 func (t *tally) add(k refusal, example string) {
 	t.mu.Lock()

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/blauth/blauth/ipc"
@@ -116,7 +117,6 @@ type bridge struct {
 	outMu    sync.Mutex
 	outErr   error
 	outSince time.Time // when writeLoop's Write in progress began; zero between writes
-	outStuck bool      // a Write had been blocked since before the end when the bridge ended
 
 	inEnded  chan struct{} // closed when stdin has ended or failed
 	graceEnd time.Time     // set before inEnded is closed: the end of the grace after it
@@ -124,7 +124,7 @@ type bridge struct {
 	mu          sync.Mutex
 	session     string
 	protocol    string
-	initialized bool // an initialize got a result
+	initialized atomic.Bool // an initialize got a result
 
 	streams     context.Context // requests and streams in flight; cancelled to end them
 	stopStreams context.CancelFunc
@@ -168,7 +168,7 @@ func (b *bridge) run(ctx context.Context) error {
 				return false
 			}
 		}, func() {
-			b.failID(json.RawMessage("null"), fmt.Sprintf("a message on stdin is over the %d-byte limit of a message; dropped", b.max))
+			b.failID(json.RawMessage("null"), -32000, fmt.Sprintf("a message on stdin is over the %d-byte limit of a message; dropped", b.max))
 		})
 		b.graceEnd = time.Now().Add(b.grace) // read by others after inEnded is closed
 		close(b.inEnded)
@@ -210,31 +210,22 @@ loop:
 func (b *bridge) finish(ctx context.Context, inErr error) error {
 	b.stopListen()
 	if ctx.Err() == nil && b.writeErr() == nil {
-		done := make(chan struct{})
-		go func() { b.inflight.Wait(); close(done) }()
-		grace := b.grace
-		select {
-		case <-b.inEnded:
-			grace = time.Until(b.graceEnd) // a line that waited for a slot used some of it
-		default:
-		}
-		select {
-		case <-done:
-		case <-ctx.Done():
-		case <-time.After(grace):
-		}
+		// Only the end of stdin ends run with neither, after graceEnd was set (a line that
+		// waited for a slot used some of the grace).
+		waitAtMost(ctx, time.Until(b.graceEnd), b.inflight.Wait)
 	}
 	b.stopStreams()
-	waitAtMost(finalWait, b.inflight.Wait, b.listening.Wait)
+	waitAtMost(context.Background(), finalWait, b.inflight.Wait, b.listening.Wait)
 	b.outMu.Lock()
-	b.outStuck = !b.outSince.IsZero() && time.Since(b.outSince) >= finalWait
+	// A Write blocked since before the end: the client stopped reading.
+	stuck := !b.outSince.IsZero() && time.Since(b.outSince) >= finalWait
 	close(b.outQuit) // a write still waiting for stdout gives up
 	b.outMu.Unlock()
 	b.endSession()
 	if err := b.writeErr(); err != nil {
 		return err
 	}
-	if b.isOutStuck() {
+	if stuck {
 		return errors.New("write stdout: the MCP client stopped reading it; messages were left undelivered")
 	}
 	if inErr != nil {
@@ -254,7 +245,7 @@ func (b *bridge) dispatch(ctx context.Context, line []byte) (chan struct{}, erro
 	}
 	if !json.Valid(line) {
 		b.logf("a line on stdin is not JSON; it was not sent")
-		b.failIDCode(json.RawMessage("null"), -32700, "a line on stdin is not JSON; it was not sent")
+		b.failID(json.RawMessage("null"), -32700, "a line on stdin is not JSON; it was not sent")
 		return nil, b.writeErr()
 	}
 	var env envelope
@@ -265,7 +256,7 @@ func (b *bridge) dispatch(ctx context.Context, line []byte) (chan struct{}, erro
 		go func() {
 			defer func() { b.inflight.Done(); close(done) }()
 			b.post(ctx, line, env, true)
-			if b.isInitialized() {
+			if b.initialized.Load() {
 				b.startListen.Do(func() {
 					b.listening.Add(1)
 					go func() {
@@ -338,8 +329,8 @@ func readLines(r io.Reader, max int, each func([]byte) bool, tooLong func()) err
 	}
 }
 
-// waitAtMost runs each wait in turn until all have returned or d has passed.
-func waitAtMost(d time.Duration, waits ...func()) {
+// waitAtMost runs each wait in turn until all have returned, d has passed or ctx has ended.
+func waitAtMost(ctx context.Context, d time.Duration, waits ...func()) {
 	done := make(chan struct{})
 	go func() {
 		for _, w := range waits {
@@ -349,18 +340,25 @@ func waitAtMost(d time.Duration, waits ...func()) {
 	}()
 	select {
 	case <-done:
+	case <-ctx.Done():
 	case <-time.After(d):
 	}
 }
 
-// send sends req with the current token and the session and protocol headers; a 401 heals
-// once (retryRefused). Its error leaves out the URL (net/http's *url.Error names it, query
-// included), which may hold a key: the user knows which server it is.
-func (b *bridge) send(ctx context.Context, req *http.Request) (*http.Response, error) {
+// send sends a request of method to the MCP server's URL, with body (nil for none) and header,
+// under reqCtx, with the current token (waited for within ctx) and the session and protocol
+// headers; a 401 heals once (retryRefused). Its error leaves out the URL (net/http's
+// *url.Error names it, query included), which may hold a key: the user knows which server it is.
+func (b *bridge) send(ctx, reqCtx context.Context, method string, body io.Reader, header http.Header) (*http.Response, error) {
 	cred, err := b.cfg.Tokens.Current(ctx)
 	if err != nil {
 		return nil, &noTokenError{err}
 	}
+	req, err := http.NewRequestWithContext(reqCtx, method, b.cfg.URL, body) // the URL parses: Bridge checked it
+	if err != nil {
+		return nil, err
+	}
+	req.Header = header
 	setCred(req.Header, allCredForms, cred)
 	if b.cfg.UserAgent != "" {
 		req.Header.Set("User-Agent", b.cfg.UserAgent)
@@ -378,19 +376,13 @@ func (b *bridge) send(ctx context.Context, req *http.Request) (*http.Response, e
 	if err != nil {
 		return nil, err
 	}
-	return retryRefused(b.cfg.Tokens, &cred, req, resp, func(h http.Header, c Credential) { setCred(h, allCredForms, c) }, b.do)
+	return retryRefused(b.cfg.Tokens, &cred, allCredForms, req, resp, b.do)
 }
 
 // post sends one message and carries its answer back.
 func (b *bridge) post(ctx context.Context, msg []byte, env envelope, initialize bool) {
-	req, err := http.NewRequestWithContext(b.streams, http.MethodPost, b.cfg.URL, bytes.NewReader(msg))
-	if err != nil {
-		b.fail(env, err.Error())
-		return
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	resp, err := b.send(ctx, req)
+	resp, err := b.send(ctx, b.streams, http.MethodPost, bytes.NewReader(msg),
+		http.Header{"Content-Type": {"application/json"}, "Accept": {"application/json, text/event-stream"}})
 	var noToken *noTokenError
 	switch {
 	case errors.As(err, &noToken):
@@ -483,9 +475,7 @@ func (b *bridge) deliver(msg []byte, initialize bool) (envelope, error) {
 	var env envelope
 	_ = json.Unmarshal(line.Bytes(), &env)
 	if initialize && env.isResponse() && env.Result != nil {
-		b.mu.Lock()
-		b.initialized = true
-		b.mu.Unlock()
+		b.initialized.Store(true)
 		var r struct {
 			ProtocolVersion string `json:"protocolVersion"`
 		}
@@ -556,12 +546,6 @@ func (b *bridge) write(p []byte) error {
 	}
 }
 
-func (b *bridge) isOutStuck() bool {
-	b.outMu.Lock()
-	defer b.outMu.Unlock()
-	return b.outStuck
-}
-
 func (b *bridge) writeErr() error {
 	b.outMu.Lock()
 	defer b.outMu.Unlock()
@@ -573,15 +557,13 @@ func (b *bridge) writeErr() error {
 func (b *bridge) fail(env envelope, reason string) {
 	b.logf("%s", reason)
 	if env.isRequest() {
-		b.failID(env.ID, reason)
+		b.failID(env.ID, -32000, reason)
 	}
 }
 
-// failID writes a JSON-RPC error for id (code -32000; "null" when the request's id is unknown).
-func (b *bridge) failID(id json.RawMessage, reason string) { b.failIDCode(id, -32000, reason) }
-
-// failIDCode is failID with its own code (-32700 for a line that does not parse).
-func (b *bridge) failIDCode(id json.RawMessage, code int, reason string) {
+// failID writes a JSON-RPC error for id ("null" when the request's id is unknown): code -32000,
+// or -32700 for a line that does not parse.
+func (b *bridge) failID(id json.RawMessage, code int, reason string) {
 	type rpcError struct {
 		Code    int    `json:"code"`
 		Message string `json:"message"`
@@ -592,12 +574,6 @@ func (b *bridge) failIDCode(id json.RawMessage, code int, reason string) {
 		Error   rpcError        `json:"error"`
 	}{JSONRPC: "2.0", ID: id, Error: rpcError{code, "blauth mcp bridge: " + reason}})
 	_ = b.write(append(msg, '\n'))
-}
-
-func (b *bridge) isInitialized() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.initialized
 }
 
 func (b *bridge) hasSession() bool {
@@ -640,15 +616,11 @@ func (b *bridge) listen() {
 }
 
 func (b *bridge) listenOnce(lastID *string) (int, error) {
-	req, err := http.NewRequestWithContext(b.listenCtx, http.MethodGet, b.cfg.URL, nil)
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Accept", "text/event-stream")
+	header := http.Header{"Accept": {"text/event-stream"}}
 	if *lastID != "" {
-		req.Header.Set("Last-Event-ID", *lastID)
+		header.Set("Last-Event-ID", *lastID)
 	}
-	resp, err := b.send(b.listenCtx, req)
+	resp, err := b.send(b.listenCtx, b.listenCtx, http.MethodGet, nil, header)
 	if err != nil {
 		return 0, err
 	}
@@ -679,11 +651,7 @@ func (b *bridge) endSession() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), deleteTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, b.cfg.URL, nil)
-	if err != nil {
-		return
-	}
-	resp, err := b.send(ctx, req)
+	resp, err := b.send(ctx, ctx, http.MethodDelete, nil, http.Header{})
 	if err != nil {
 		b.logf("the session was not ended on the server: %v", err)
 		return

@@ -30,17 +30,15 @@ func splitTarget(r *http.Request) (prefix, rest, rawRest string, status int, pro
 	}
 	raw, _, _ := strings.Cut(target, "?")
 	path := r.URL.Path
-	switch {
-	case underPrefix(raw, APIPrefix):
-		prefix = APIPrefix
-	case underPrefix(raw, RunPrefix):
-		prefix = RunPrefix
-	case underPrefix(raw, HostPrefix):
-		prefix = HostPrefix
-	case underPrefix(path, APIPrefix), underPrefix(path, RunPrefix), underPrefix(path, HostPrefix),
-		strings.HasPrefix(raw, APIPrefix+"%"), strings.HasPrefix(raw, RunPrefix+"%"), strings.HasPrefix(raw, HostPrefix+"%"):
-		return "", "", "", http.StatusBadRequest, "the path's prefix or the separator after it is percent-encoded: send " + APIPrefix + "/…, " + RunPrefix + "/… or " + HostPrefix + "/HOST/… as such"
-	default:
+	for _, p := range [...]string{APIPrefix, RunPrefix, HostPrefix} { // a target is under one at most
+		switch {
+		case underPrefix(raw, p):
+			prefix = p
+		case underPrefix(path, p), strings.HasPrefix(raw, p+"%"):
+			return "", "", "", http.StatusBadRequest, "the path's prefix or the separator after it is percent-encoded: send " + APIPrefix + "/…, " + RunPrefix + "/… or " + HostPrefix + "/HOST/… as such"
+		}
+	}
+	if prefix == "" {
 		return "", "", "", http.StatusNotFound, noSuchPath
 	}
 	if !underPrefix(path, prefix) { // decoding keeps a literal prefix: cannot happen
@@ -50,11 +48,11 @@ func splitTarget(r *http.Request) (prefix, rest, rawRest string, status int, pro
 	switch {
 	case strings.HasPrefix(rawRest, "//"), strings.HasPrefix(rest, "//"):
 		return "", "", "", http.StatusBadRequest, "a path with an empty segment after " + prefix + " is not forwarded"
-	case strings.ContainsAny(raw, `\#`), containsFold(raw, "%5c"):
+	case strings.ContainsAny(raw, `\#`), strings.Contains(raw, "%5c"), strings.Contains(raw, "%5C"):
 		return "", "", "", http.StatusBadRequest, "a path with a backslash or a # is not forwarded"
 	case hasDotSegment(path):
 		return "", "", "", http.StatusBadRequest, "a path with . or .. segments is not forwarded"
-	case hasControl(path):
+	case strings.ContainsFunc(path, func(r rune) bool { return r < 0x20 || r == 0x7f }):
 		return "", "", "", http.StatusBadRequest, "a path with an encoded control character is not forwarded"
 	}
 	return prefix, rest, canonicalEscapes(rawRest), 0, ""
@@ -65,27 +63,9 @@ func underPrefix(p, prefix string) bool {
 	return strings.HasPrefix(p, prefix) && (len(p) == len(prefix) || p[len(prefix)] == '/')
 }
 
-func containsFold(s, sub string) bool {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if strings.EqualFold(s[i:i+len(sub)], sub) {
-			return true
-		}
-	}
-	return false
-}
-
 func hasDotSegment(p string) bool {
 	for seg := range strings.SplitSeq(p, "/") {
 		if seg == "." || seg == ".." {
-			return true
-		}
-	}
-	return false
-}
-
-func hasControl(p string) bool {
-	for i := 0; i < len(p); i++ {
-		if p[i] < 0x20 || p[i] == 0x7f {
 			return true
 		}
 	}
@@ -190,8 +170,17 @@ func (s *Server) route(prefix, rest, rawRest, query string, cred Credential) (*f
 	fw := &forward{base: base, prefix: prefix, cred: cred}
 	switch prefix {
 	case HostPrefix:
+		// The run domains: the API base's (implied, and BLAUTH_RUN_DOMAINS), then those of
+		// blauth's config file that came with the token (no copy when it names none).
+		domains := bases.domains
+		if len(cred.RunDomains) > 0 {
+			domains = slices.Concat(domains, cred.RunDomains)
+		}
+		// hostRoute checks the base it builds (checkRunHostURL reads only its scheme, host and
+		// user info); join takes those from the base's fields, and send checks that the URL
+		// built stays on them.
 		status := 0
-		if fw.base, rest, rawRest, status, err = hostRoute(rest, rawRest, runDomainsOf(bases, cred)); err != nil {
+		if fw.base, rest, rawRest, status, err = hostRoute(rest, rawRest, domains); err != nil {
 			return nil, status, err
 		}
 		fw.prefix = HostPrefix + "/" + fw.base.host
@@ -199,21 +188,7 @@ func (s *Server) route(prefix, rest, rawRest, query string, cred Credential) (*f
 		fw.answers = runURLFields(rest)
 	}
 	fw.target = fw.base.join(rest, rawRest, query)
-	if prefix == HostPrefix {
-		if err := checkRunHostURL(&fw.target, runDomainsOf(bases, cred)); err != nil { // cannot happen: hostRoute checked the base
-			return nil, http.StatusForbidden, err
-		}
-	}
 	return fw, 0, nil
-}
-
-// runDomainsOf are the run domains of a request for cred: its API base's (implied, and
-// BLAUTH_RUN_DOMAINS), then those of blauth's config file that came with the token.
-func runDomainsOf(b *apiBases, cred Credential) []string {
-	if len(cred.RunDomains) == 0 {
-		return b.domains
-	}
-	return slices.Concat(b.domains, cred.RunDomains)
 }
 
 // upstreamFor is the base a request under prefix goes to, for a token issued for apiURL, and

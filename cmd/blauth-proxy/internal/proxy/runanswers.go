@@ -100,8 +100,8 @@ func rewriteValue(raw json.RawMessage, fields answerFields, proxy string, top bo
 			changed = true
 		}
 	}
-	if out, ok := marshalRaw(items); ok && changed {
-		return out, true
+	if changed {
+		return marshalRaw(items), true
 	}
 	return raw, false
 }
@@ -127,8 +127,8 @@ func rewriteObject(raw json.RawMessage, fields answerFields, proxy string, top b
 			changed = true
 		}
 	}
-	if out, ok := marshalRaw(obj); ok && changed {
-		return out, true
+	if changed {
+		return marshalRaw(obj), true
 	}
 	return raw, false
 }
@@ -147,14 +147,9 @@ func rewriteURLIn(obj map[string]json.RawMessage, name, proxy string) bool {
 	if !ok {
 		return false
 	}
-	if inner["url"], ok = marshalRaw(nu); !ok {
-		return false
-	}
-	out, ok := marshalRaw(inner)
-	if ok {
-		obj[name] = out
-	}
-	return ok
+	inner["url"] = marshalRaw(nu)
+	obj[name] = marshalRaw(inner)
+	return true
 }
 
 // proxiedURL is the proxy's /host route to the absolute http(s) URL raw: same host (in lower
@@ -180,13 +175,13 @@ func proxiedURL(raw, proxy string) (string, bool) {
 	return out, true
 }
 
-// marshalRaw encodes v without escaping HTML characters, as the API sends them.
-func marshalRaw(v any) (json.RawMessage, bool) {
+// marshalRaw encodes v without escaping HTML characters, as the API sends them. It cannot fail:
+// v is a string, or raw values that json.Unmarshal read or marshalRaw wrote (valid JSON), held
+// in a slice or a map of string keys, encoded into a bytes.Buffer.
+func marshalRaw(v any) json.RawMessage {
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
-	if enc.Encode(v) != nil {
-		return nil, false
-	}
-	return bytes.TrimRight(b.Bytes(), "\n"), true
+	_ = enc.Encode(v)
+	return bytes.TrimRight(b.Bytes(), "\n")
 }

@@ -36,9 +36,6 @@ func RunDomains(apiURL string, extra []string) []string {
 	return slices.Concat(impliedRunDomains[strings.TrimRight(apiURL, "/")], extra)
 }
 
-// ParseRunDomains reads a comma-separated list of run domains: see ipc.ParseRunDomains.
-func ParseRunDomains(list string) ([]string, error) { return ipc.ParseRunDomains(list) }
-
 // underRunDomain reports whether host (lower case, without port) is one of domains or a name
 // under one of them, on a label boundary. An IP address matches only itself.
 func underRunDomain(host string, domains []string) bool {

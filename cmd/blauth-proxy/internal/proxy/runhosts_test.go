@@ -15,6 +15,7 @@ import (
 	"github.com/blauth/blauth/daemon"
 	"github.com/blauth/blauth/internal/testkit/blaxeltest"
 	"github.com/blauth/blauth/internal/testkit/daemontest"
+	"github.com/blauth/blauth/ipc"
 )
 
 func TestParseRunDomains(t *testing.T) {
@@ -36,7 +37,7 @@ func TestParseRunDomains(t *testing.T) {
 		{"user@bl.run", nil, "not a host name"},
 		{"[::1]", nil, "not a host name"},
 	} {
-		got, err := ParseRunDomains(tc.in)
+		got, err := ipc.ParseRunDomains(tc.in)
 		if (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) || strings.Join(got, ",") != strings.Join(tc.want, ",") {
 			t.Errorf("ParseRunDomains(%q) = %q, %v; want %q and an error saying %q", tc.in, got, err, tc.want, tc.err)
 		}

@@ -36,7 +36,7 @@ type Config struct {
 	// see RunBase.
 	RunURL string
 	// RunDomains are the run domains the /host route reaches besides those of the API base
-	// (see RunDomains); each already checked by ParseRunDomains.
+	// (see RunDomains); each already checked by ipc.ParseRunDomains.
 	RunDomains []string
 	// Transport sends requests upstream; nil is a clone of http.DefaultTransport (TLS verified,
 	// HTTPS_PROXY honoured) that keeps up to 64 idle connections per host.
@@ -84,8 +84,6 @@ type Server struct {
 	transport http.RoundTripper
 	proxy     *httputil.ReverseProxy // one for every request: the route travels in the context
 	logf      func(format string, a ...any)
-	errLog    *log.Logger // the reverse proxy's: one line per failed copy, as logf
-	serverLog *log.Logger // http.Server's: counted in the summary
 	refusals  *tally
 	limits    limits
 
@@ -117,9 +115,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if s.logf == nil {
 		s.logf = func(string, ...any) {}
 	}
-	s.refusals = newTally(s.logf, &s.limits)
-	s.errLog = log.New(logfWriter(s.logf), "", 0)
-	s.serverLog = log.New(logfWriter(s.serverError), "", 0)
+	s.refusals = &tally{logf: s.logf, lim: &s.limits}
 	s.proxy = &httputil.ReverseProxy{
 		Rewrite:        s.rewrite,
 		ModifyResponse: s.modifyResponse,
@@ -130,7 +126,7 @@ func NewServer(cfg Config) (*Server, error) {
 		// answer of known length goes out in one write. -1 flushed the headers from a timer
 		// goroutine of each request, then the body: two writes and a goroutine per answer.
 		FlushInterval: 0,
-		ErrorLog:      s.errLog,
+		ErrorLog:      log.New(logfWriter(s.logf), "", 0), // one line per failed copy
 		ErrorHandler:  s.upstreamError,
 	}
 	return s, nil
@@ -160,7 +156,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ReadHeaderTimeout: s.limits.headerTimeout,
 		IdleTimeout:       s.limits.idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          s.serverLog,
+		ErrorLog:          log.New(logfWriter(s.serverError), "", 0), // counted in the summary
 		ConnContext:       withConn,
 	}
 	stop := context.AfterFunc(ctx, func() { hs.Close() })
@@ -261,9 +257,6 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	}
 	pr.Out.URL = &fw.target
 	pr.Out.Host = ""
-	for _, h := range credHeaders {
-		pr.Out.Header.Del(h)
-	}
 	setCred(pr.Out.Header, fw.forms, fw.cred)
 	if fw.answers != 0 {
 		pr.Out.Header.Del("Accept-Encoding") // the transport asks for gzip and decodes it
@@ -275,7 +268,8 @@ var errNotSent = errors.New("blauth-proxy refused to send a request outside its 
 
 // send is the last check before a request leaves: it goes only to the scheme and host of the
 // base its route chose, under that base's path. Anything else is a bug of the proxy: it is
-// logged and refused, never sent.
+// logged and refused, never sent. A 401 heals once (retryRefused); only a request whose token
+// can be healed has its body held for that.
 func (s *Server) send(req *http.Request) (*http.Response, error) {
 	fw := forwardOf(req.Context())
 	if fw == nil || !fw.base.holds(req.URL) {
@@ -289,18 +283,27 @@ func (s *Server) send(req *http.Request) (*http.Response, error) {
 		}
 		return nil, errNotSent
 	}
-	return s.roundTrip(req, fw)
+	if fw.cred.Expiry.IsZero() {
+		return s.transport.RoundTrip(req)
+	}
+	if err := holdBody(req); err != nil {
+		return nil, err
+	}
+	resp, err := s.transport.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	return retryRefused(s.tokens, &fw.cred, fw.forms, req, resp, s.transport.RoundTrip)
 }
 
 // modifyResponse points a redirect within the upstream base back at the proxy, so that a client
-// that follows it stays on the proxy.
+// that follows it stays on the proxy, and rewrites the run URLs of an answer about sandboxes.
 func (s *Server) modifyResponse(resp *http.Response) error {
+	fw := forwardOf(resp.Request.Context()) // not nil: send sent the request
 	if loc := resp.Header.Get("Location"); loc != "" {
-		if fw := forwardOf(resp.Request.Context()); fw != nil {
-			resp.Header.Set("Location", rewriteLocation(loc, &fw.target, fw.base.raw, fw.prefix))
-		}
+		resp.Header.Set("Location", rewriteLocation(loc, &fw.target, fw.base.raw, fw.prefix))
 	}
-	if fw := forwardOf(resp.Request.Context()); fw != nil && fw.answers != 0 {
+	if fw.answers != 0 {
 		return rewriteAnswer(resp, fw.answers)
 	}
 	return nil
