@@ -240,7 +240,6 @@ func TestWatchersOfOneRequestShareEachAnswer(t *testing.T) {
 	path := serve(t, &fakeResolver{cred: cred}, br)
 	const watchers = 10
 	var rs []*bufio.Reader
-	var cs []net.Conn
 	for range watchers {
 		c, err := net.Dial("unix", path)
 		if err != nil {
@@ -255,7 +254,7 @@ func TestWatchersOfOneRequestShareEachAnswer(t *testing.T) {
 		if m, err := ipc.ReadMessage(r); err != nil || m.Value(ipc.KeyToken) != "tok-1" {
 			t.Fatalf("first message: %v %v", m, err)
 		}
-		rs, cs = append(rs, r), append(cs, c)
+		rs = append(rs, r)
 	}
 	// Each watcher takes its hold after its first answer, then looks again: two gets each.
 	const getsBefore = 2 * watchers
