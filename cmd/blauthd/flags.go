@@ -36,8 +36,6 @@ type options struct {
 	metricsListen                         string
 	metricsWorkspaces                     bool
 	caps                                  socketCaps
-	// set are the flags given on the command line.
-	set map[string]bool
 }
 
 // socketCaps are the connection and watcher caps of the daemon's socket and of each scoped one.
@@ -98,8 +96,6 @@ func parseFlags(args []string) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (blauthd takes flags only)", fs.Arg(0))
 	}
-	o.set = map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
 	return &o, nil
 }
 
