@@ -100,21 +100,13 @@ func flagError(fs *flag.FlagSet, err error) error {
 		var names []string
 		fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
 		msg = "unknown flag --" + name
-		if near := nearest(name, names); near != "" {
-			msg += "; did you mean --" + near + "?"
+		if near := ipc.Nearest(name, names); len(near) > 0 {
+			msg += "; did you mean --" + near[0] + "?"
 		}
 		return errors.New(msg)
 	}
 	msg = strings.Replace(msg, "flag needs an argument: -", "a value is missing after --", 1)
 	return errors.New(flagMention.ReplaceAllString(msg, "$1--$2"))
-}
-
-// nearest is the flag name s is probably a typo of, or "".
-func nearest(s string, names []string) string {
-	if near := ipc.Nearest(s, names); len(near) > 0 {
-		return near[0]
-	}
-	return ""
 }
 
 // config turns the options into the daemon's configuration, with the per-user defaults, the
