@@ -149,19 +149,18 @@ Commands:
 
 // wrapText breaks text into lines of at most width bytes, at spaces.
 func wrapText(text string, width int) []string {
-	var lines []string
-	line := ""
+	lines := []string{""}
 	for _, w := range strings.Fields(text) {
-		if line != "" && len(line)+1+len(w) > width {
-			lines = append(lines, line)
-			line = ""
+		switch l := &lines[len(lines)-1]; {
+		case *l == "":
+			*l = w
+		case len(*l)+1+len(w) > width:
+			lines = append(lines, w)
+		default:
+			*l += " " + w
 		}
-		if line != "" {
-			line += " "
-		}
-		line += w
 	}
-	return append(lines, line)
+	return lines
 }
 
 // app is one run of the helper.
