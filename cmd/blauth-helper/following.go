@@ -27,48 +27,20 @@ func (a *app) followTokens(ctx context.Context, workspace, last string, latest c
 	if err != nil {
 		return err
 	}
-	said := ""
-	waiting := false
-	f := &ipc.Follower{Socket: a.socket, Request: req,
-		Answer: func(m *ipc.Message) error {
-			if waiting {
-				waiting = false
-				fmt.Fprintf(a.stderr, "blauth: blauthd answers again on %s\n", a.socket)
-			}
-			err := ipc.AsError(m)
-			var t *ipc.Token
-			if err == nil {
-				if t, err = ipc.ParseToken(m); err == nil && (!ipc.ValidValue(t.Token) || !ipc.ValidValue(t.Workspace)) {
-					err = errors.New("the daemon sent a token or workspace holding CR, LF or NUL; refusing it")
-				}
-			}
-			if err != nil {
-				if err.Error() != said {
-					said = err.Error()
-					a.printError(err.Error(), hintOf(err))
-				}
-				return nil
-			}
-			said = ""
-			if t.Token == last {
-				return nil
-			}
+	return a.follow(ctx, req, "a running "+a.cmd+" never starts one", func(t *ipc.Token) error {
+		if !ipc.ValidValue(t.Token) || !ipc.ValidValue(t.Workspace) {
+			return errors.New("the daemon sent a token or workspace holding CR, LF or NUL; refusing it")
+		}
+		if t.Token != last {
 			last = t.Token
 			select {
 			case <-latest: // drop the older token nobody took yet
 			default:
 			}
 			latest <- t // the one sender: the channel has room now
-			return nil
-		},
-		Lost: func(err error) {
-			if !waiting {
-				waiting = true
-				fmt.Fprintf(a.stderr, "blauth: %s; waiting for a daemon (a running %s never starts one)\n", a.lostReason(err), a.cmd)
-			}
-		},
-	}
-	return f.Run(ctx)
+		}
+		return nil
+	})
 }
 
 // following is a followTokens run in the background, until stop.
