@@ -126,24 +126,18 @@ func RunWatchdog(ctx context.Context) error {
 	if !ok || os.Getenv("NOTIFY_SOCKET") == "" {
 		return nil
 	}
-	period := interval / 2
-	if period <= 0 {
-		period = interval
-	}
-	// Ping once at start: the service manager's timer already runs.
-	if _, err := Notify("WATCHDOG=1"); err != nil {
-		return err
-	}
-	ticker := time.NewTicker(period)
+	// The first ping goes at once (the service manager's timer already runs), then one every
+	// half interval (at least 500ns: the interval is 1µs or more).
+	ticker := time.NewTicker(interval / 2)
 	defer ticker.Stop()
 	for {
+		if _, err := Notify("WATCHDOG=1"); err != nil {
+			return err
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-ticker.C:
-			if _, err := Notify("WATCHDOG=1"); err != nil {
-				return err
-			}
 		}
 	}
 }
