@@ -39,21 +39,15 @@ func Notify(state string) (bool, error) {
 	// On Linux, the net package maps a leading '@' to the abstract
 	// namespace.
 	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
-	if err != nil {
-		return false, fmt.Errorf("systemd: notify %s: %w", firstLine(state), err)
+	if err == nil {
+		_, err = conn.Write([]byte(state))
+		conn.Close()
 	}
-	defer conn.Close()
-	if _, err := conn.Write([]byte(state)); err != nil {
-		return false, fmt.Errorf("systemd: notify %s: %w", firstLine(state), err)
+	if err != nil {
+		first, _, _ := strings.Cut(state, "\n")
+		return false, fmt.Errorf("systemd: notify %s: %w", first, err)
 	}
 	return true, nil
-}
-
-func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
-	}
-	return s
 }
 
 // Ready tells the service manager that start-up is finished: the socket
