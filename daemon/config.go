@@ -149,6 +149,10 @@ type OAuthSettings struct {
 	ClientID, ClientSecret string
 }
 
+// authStyles are the values of token-auth ("" is basic), and what each sends.
+var authStyles = map[string]oauth2.AuthStyle{"": oauth2.AuthStyleInHeader, "basic": oauth2.AuthStyleInHeader,
+	"post": oauth2.AuthStyleInParams, "auto": oauth2.AuthStyleAutoDetect}
+
 // maxSocketPath is the longest path a Unix socket address holds (sun_path less its NUL).
 func maxSocketPath() int {
 	if runtime.GOOS == "linux" {
@@ -208,9 +212,7 @@ func (c *Config) Validate() error {
 	if c.KeyringTimeout < 0 || c.OSKeyring && c.KeyringTimeout == 0 {
 		return bad("keyring-timeout is %s; it must be positive", c.KeyringTimeout)
 	}
-	switch c.OAuth.Auth {
-	case "", "basic", "post", "auto":
-	default:
+	if _, ok := authStyles[c.OAuth.Auth]; !ok {
 		return bad("token-auth is %q; it must be basic, post or auto", c.OAuth.Auth)
 	}
 	switch c.Manager {
@@ -258,16 +260,8 @@ func (c *Config) fill() error {
 	}
 	c.HTTP = token.WithUserAgent(c.HTTP, "blauthd/"+c.Version)
 	if c.Tokens == nil && c.OAuth.Enabled {
-		x := &token.OAuth2{TokenURL: c.OAuth.TokenURL, Issuer: c.OAuth.Issuer, ClientID: c.OAuth.ClientID, ClientSecret: c.OAuth.ClientSecret}
-		switch c.OAuth.Auth {
-		case "", "basic":
-			x.AuthStyle = oauth2.AuthStyleInHeader
-		case "post":
-			x.AuthStyle = oauth2.AuthStyleInParams
-		case "auto":
-			x.AuthStyle = oauth2.AuthStyleAutoDetect
-		}
-		c.Tokens = x
+		c.Tokens = &token.OAuth2{TokenURL: c.OAuth.TokenURL, Issuer: c.OAuth.Issuer, ClientID: c.OAuth.ClientID,
+			ClientSecret: c.OAuth.ClientSecret, AuthStyle: authStyles[c.OAuth.Auth]}
 	}
 	switch x := c.Tokens.(type) {
 	case nil:
@@ -278,19 +272,11 @@ func (c *Config) fill() error {
 		}
 	}
 	c.decideKeyring()
-	if c.RequestTimeout <= 0 {
-		c.RequestTimeout = 5 * time.Second
-	}
-	if c.IdleTimeout <= 0 {
-		c.IdleTimeout = 2 * time.Minute
-	}
+	def(&c.RequestTimeout, 5*time.Second)
+	def(&c.IdleTimeout, 2*time.Minute)
+	def(&c.WatchWriteTimeout, 10*time.Second)
+	def(&c.Tick, time.Second)
 	c.fillCaps()
-	if c.WatchWriteTimeout <= 0 {
-		c.WatchWriteTimeout = 10 * time.Second
-	}
-	if c.Tick <= 0 {
-		c.Tick = time.Second
-	}
 	if c.Manager == "" {
 		c.Manager = ipc.ManagerForeground
 		if c.Listener != nil {
@@ -338,11 +324,6 @@ func (c *Config) checkCaps() error {
 
 // fillCaps sets the default of every socket cap left at zero.
 func (c *Config) fillCaps() {
-	def := func(n *int, d int) {
-		if *n <= 0 {
-			*n = d
-		}
-	}
 	def(&c.MaxConns, DefaultMaxConns)
 	def(&c.MaxWatchers, DefaultMaxWatchers)
 	def(&c.ScopedMaxConns, DefaultScopedMaxConns)
@@ -354,4 +335,11 @@ func (c *Config) fillCaps() {
 		scoped[i] = s
 	}
 	c.ScopedSockets = scoped
+}
+
+// def sets *v to d when it is zero or less: the default of a setting left unset.
+func def[T int | time.Duration](v *T, d T) {
+	if *v <= 0 {
+		*v = d
+	}
 }
