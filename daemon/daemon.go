@@ -198,17 +198,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.mu.Unlock()
 	var bg sync.WaitGroup
 	if d.watcher != nil {
-		bg.Add(1)
-		go func() { defer bg.Done(); _ = d.watcher.Run(ctx) }()
+		bg.Go(func() { _ = d.watcher.Run(ctx) })
 	}
-	bg.Add(1)
-	go func() { defer bg.Done(); d.events(ctx) }()
-	bg.Add(1)
-	go func() { defer bg.Done(); _ = systemd.RunWatchdog(ctx) }()
-
+	bg.Go(func() { d.events(ctx) })
+	bg.Go(func() { _ = systemd.RunWatchdog(ctx) })
 	if d.metrics != nil {
-		bg.Add(1)
-		go func() { defer bg.Done(); d.metrics.serve(ctx) }()
+		bg.Go(func() { d.metrics.serve(ctx) })
 	}
 	d.log.Info().Str("socket", d.socket).Str("version", d.cfg.Version).Int("pid", os.Getpid()).Msg("blauthd serving")
 	for _, s := range d.cfg.ScopedSockets {
