@@ -48,9 +48,10 @@ func (a *app) request(action, workspace string) (*ipc.Message, error) {
 	return m, err
 }
 
-// call sends one request on a new connection, starting a daemon first if none answers.
-func (a *app) call(req *ipc.Message, timeout time.Duration) (*ipc.Message, error) {
-	c, err := a.dial(true)
+// call sends one request on a new connection, starting a daemon first if none answers and spawn
+// allows it (see dial).
+func (a *app) call(req *ipc.Message, timeout time.Duration, spawn bool) (*ipc.Message, error) {
+	c, err := a.dial(spawn)
 	if err != nil {
 		return nil, err
 	}
@@ -184,7 +185,7 @@ func (a *app) token(workspace string) (*ipc.Token, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, err := a.call(req, getTimeout)
+	resp, err := a.call(req, getTimeout, true)
 	if err != nil {
 		return nil, err
 	}

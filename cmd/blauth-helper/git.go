@@ -44,15 +44,8 @@ func (a *app) gitErase(ws string, in *ipc.Message) int {
 		req.Add(ipc.KeyToken, c)
 	}
 	// No daemon means no cached token: there is nothing to erase, and no reason to start one.
-	c, err := a.dial(false)
-	if errors.Is(err, ipc.ErrUnreachable) {
-		return exitOK
-	}
-	if err != nil {
-		return a.fail(err)
-	}
-	defer c.Close()
-	if _, err := do(c, req, simpleTimeout); err != nil {
+	// (Only the dial's error says ErrUnreachable.)
+	if _, err := a.call(req, simpleTimeout, false); err != nil && !errors.Is(err, ipc.ErrUnreachable) {
 		return a.fail(err)
 	}
 	return exitOK

@@ -56,8 +56,8 @@ func (a *app) cmdLogin(args []string) int {
 	if err != nil {
 		return a.fail(err)
 	}
-	req := ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionKeyringSet, ipc.KeyWorkspace, ws, ipc.KeyKind, kind, ipc.KeySecret, secret)
-	if _, err := a.call(req, keyringTimeout); err != nil {
+	req := controlRequest(ipc.ActionKeyringSet, ipc.KeyWorkspace, ws, ipc.KeyKind, kind, ipc.KeySecret, secret)
+	if _, err := a.call(req, keyringTimeout, true); err != nil {
 		return a.fail(err)
 	}
 	fmt.Fprintf(a.stderr, "blauth: saved the %s for %s in the OS keyring\n", what, ws)
@@ -68,12 +68,7 @@ func (a *app) cmdLogin(args []string) int {
 // returns a keyring_unavailable error saying why not when it does not. A daemon too old to say
 // is given the benefit of the doubt: keyring_set answers for it.
 func (a *app) keyringOn(ws string) error {
-	c, err := a.dial(true)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	resp, err := do(c, controlRequest(ipc.ActionPing), simpleTimeout)
+	resp, err := a.call(controlRequest(ipc.ActionPing), simpleTimeout, true)
 	if err != nil {
 		return err
 	}
@@ -121,8 +116,8 @@ func (a *app) cmdLogout(args []string) int {
 	if err != nil || ws == "" {
 		return a.usageError("logout needs a workspace: blauth-helper logout WORKSPACE")
 	}
-	req := ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionKeyringDelete, ipc.KeyWorkspace, ws)
-	if _, err := a.call(req, keyringTimeout); err != nil {
+	req := controlRequest(ipc.ActionKeyringDelete, ipc.KeyWorkspace, ws)
+	if _, err := a.call(req, keyringTimeout, true); err != nil {
 		return a.fail(err)
 	}
 	fmt.Fprintf(a.stderr, "blauth: removed the secret for %s from the OS keyring\n", ws)

@@ -20,7 +20,7 @@ func (a *app) cmdStatus(args []string) int {
 	if err != nil {
 		return a.fail(err)
 	}
-	resp, err := a.call(req, simpleTimeout)
+	resp, err := a.call(req, simpleTimeout, true)
 	if err != nil {
 		return a.fail(err)
 	}
