@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -254,6 +255,39 @@ func (a *app) globalFlags(args []string) ([]string, error) {
 	}
 	if len(rest) > 0 && rest[0] == "--version" {
 		rest[0] = "version"
+	}
+	return rest, nil
+}
+
+// commandFlags reads a command's flags, up to "--" and, unless anywhere, up to its first other
+// argument ("-" is one when anywhere), and returns the other arguments. set gets each flag: a
+// flag of valued has its value after "=" or in the next argument; any other, what follows its
+// "=" if it has one (set refuses what it does not take).
+func commandFlags(args, valued []string, anywhere bool, set func(name, val string, hasVal bool) error) ([]string, error) {
+	var rest []string
+	for i := 0; i < len(args); i++ {
+		arg := args[i]
+		switch {
+		case arg == "--":
+			return append(rest, args[i+1:]...), nil
+		case strings.HasPrefix(arg, "-") && !(anywhere && arg == "-"):
+		case anywhere:
+			rest = append(rest, arg)
+			continue
+		default:
+			return append(rest, args[i:]...), nil
+		}
+		name, val, hasVal := strings.Cut(arg, "=")
+		if slices.Contains(valued, name) && !hasVal {
+			if i+1 >= len(args) {
+				return nil, fmt.Errorf("%s needs a value", name)
+			}
+			i++
+			val, hasVal = args[i], true
+		}
+		if err := set(name, val, hasVal); err != nil {
+			return nil, err
+		}
 	}
 	return rest, nil
 }

@@ -42,64 +42,36 @@ type followedExec struct {
 func parseFollowedExec(args []string) (*followedExec, error) {
 	fe := &followedExec{grace: defaultGrace}
 	graceSet := false
-	for len(args) > 0 {
-		arg := args[0]
-		if arg == "--" {
-			args = args[1:]
-			break
-		}
-		if !strings.HasPrefix(arg, "-") {
-			break
-		}
-		name, val, hasVal := strings.Cut(arg, "=")
-		args = args[1:]
-		value := func() (string, error) {
-			if hasVal {
-				return val, nil
-			}
-			if len(args) == 0 {
-				return "", fmt.Errorf("%s needs a value", name)
-			}
-			v := args[0]
-			args = args[1:]
-			return v, nil
-		}
+	args, err := commandFlags(args, []string{"--grace", "--signal"}, false, func(name, val string, hasVal bool) error {
 		switch name {
 		case "--restart":
 			if hasVal {
-				return nil, errors.New("--restart takes no value")
+				return errors.New("--restart takes no value")
 			}
 			fe.restart = true
 		case "--grace":
-			v, err := value()
-			if err != nil {
-				return nil, err
-			}
-			d, err := time.ParseDuration(v)
+			d, err := time.ParseDuration(val)
 			if err != nil || d <= 0 {
-				return nil, fmt.Errorf("--grace takes a positive duration such as 10s or 500ms, not %q", v)
+				return fmt.Errorf("--grace takes a positive duration such as 10s or 500ms, not %q", val)
 			}
 			fe.grace, graceSet = d, true
 		case "--signal":
-			v, err := value()
-			if err != nil {
-				return nil, err
-			}
-			sig, ok := parseSignal(v)
+			sig, ok := parseSignal(val)
 			if !ok {
-				return nil, fmt.Errorf("unknown signal %q: --signal takes HUP, INT, QUIT, TERM, USR1, USR2, ALRM, WINCH, CONT or a number", v)
+				return fmt.Errorf("unknown signal %q: --signal takes HUP, INT, QUIT, TERM, USR1, USR2, ALRM, WINCH, CONT or a number", val)
 			}
 			fe.sig = sig
 		default:
-			return nil, errors.New(unknownFlag(arg, append([]string{"--proxy"}, execFollowFlags...)))
+			return errors.New(unknownFlag(name, append([]string{"--proxy"}, execFollowFlags...)))
 		}
-	}
+		return nil
+	})
 	switch {
+	case err != nil:
+		return nil, err
 	case fe.restart && fe.sig != 0:
 		return nil, errors.New("--restart and --signal are two ways to give a command a new token: choose one")
-	case !fe.restart && fe.sig == 0:
-		return nil, errors.New("--grace goes with --restart")
-	case graceSet && !fe.restart:
+	case !fe.restart && (fe.sig == 0 || graceSet):
 		return nil, errors.New("--grace goes with --restart")
 	case len(args) == 0:
 		return nil, errors.New("exec needs a command: blauth-helper exec --restart [--grace DURATION] -- CMD [ARGS], or exec --signal SIG -- CMD [ARGS]")
