@@ -77,7 +77,10 @@ func (a *app) dial(spawn bool) (*ipc.Client, error) {
 	if err == nil || !errors.Is(err, ipc.ErrUnreachable) || !spawn || a.noSpawn() {
 		return c, err
 	}
-	logStart := fileSize(a.logPath())
+	var logStart int64 // where the log ends now: the new daemon writes after it
+	if fi, err := os.Stat(a.logPath()); err == nil {
+		logStart = fi.Size()
+	}
 	pid, serr := a.startDaemon(a.socket)
 	if serr != nil {
 		return nil, fmt.Errorf("%w; starting one failed: %v", err, serr)
@@ -112,15 +115,6 @@ type refusedStart struct {
 
 func (e *refusedStart) Error() string {
 	return fmt.Sprintf("the blauthd started for this command (pid %d) refused to run: %s", e.pid, e.why)
-}
-
-// fileSize is the size of the file at path, 0 when it cannot be read.
-func fileSize(path string) int64 {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
 }
 
 // maxRefusalRead bounds what startRefusal reads of the log: a refusal is a few lines.
