@@ -155,16 +155,13 @@ func relative(t, now time.Time) string {
 
 // span says how long d is, as people say it: "5 s", "12m05s", "2h00m", "3 days".
 func span(d time.Duration) string {
-	var s string
 	switch {
 	case d < time.Minute:
-		s = fmt.Sprintf("%d s", int(d/time.Second))
+		return fmt.Sprintf("%d s", int(d/time.Second))
 	case d < time.Hour:
-		s = fmt.Sprintf("%dm%02ds", int(d/time.Minute), int(d%time.Minute/time.Second))
+		return fmt.Sprintf("%dm%02ds", int(d/time.Minute), int(d%time.Minute/time.Second))
 	case d < 48*time.Hour:
-		s = fmt.Sprintf("%dh%02dm", int(d/time.Hour), int(d%time.Hour/time.Minute))
-	default:
-		s = fmt.Sprintf("%d days", int(d/(24*time.Hour)))
+		return fmt.Sprintf("%dh%02dm", int(d/time.Hour), int(d%time.Hour/time.Minute))
 	}
-	return s
+	return fmt.Sprintf("%d days", int(d/(24*time.Hour)))
 }
