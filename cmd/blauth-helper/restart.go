@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -18,17 +17,6 @@ const tokenFileEnv = "BLAUTH_TOKEN_FILE"
 
 // execFollowFlags are the flags of exec that make it follow the token.
 var execFollowFlags = []string{"--restart", "--grace", "--signal"}
-
-// isExecFollowFlag reports whether arg is one of execFollowFlags (with or without "=value").
-func isExecFollowFlag(arg string) bool {
-	name, _, _ := strings.Cut(arg, "=")
-	for _, f := range execFollowFlags {
-		if name == f {
-			return true
-		}
-	}
-	return false
-}
 
 // followedExec is what exec --restart or exec --signal was asked to run.
 type followedExec struct {
