@@ -96,12 +96,23 @@ func (a *app) cmdExecFollow(args []string) int {
 
 	var tokenFile string
 	if fe.sig != 0 {
-		dir, code := a.tokenFile(t)
-		if code != exitOK {
-			return code
+		// A directory only this user can open, under $XDG_RUNTIME_DIR (else the system's
+		// temporary directory), holds the token file.
+		base := ipc.DefaultRuntimeDir(a.getenv)
+		if fi, err := os.Stat(base); base == "" || err != nil || !fi.IsDir() {
+			base = os.TempDir()
+		}
+		dir, err := os.MkdirTemp(base, "blauth-exec-")
+		if err != nil {
+			a.printError(fmt.Sprintf("cannot make a private directory for the token file: %v", err), "set XDG_RUNTIME_DIR to a directory of yours (0700)")
+			return exitError
 		}
 		defer os.RemoveAll(dir)
 		tokenFile = filepath.Join(dir, "token")
+		if err := writeFileAtomic(tokenFile, []byte(t.Token+"\n")); err != nil {
+			a.printError(fmt.Sprintf("write the token file: %v", err), "")
+			return exitError
+		}
 	}
 	envFor := func(t *ipc.Token) []string { return fe.env(a.environ(), t, tokenFile) }
 	c, err := a.startChild(path, fe.argv, envFor(t), a.stdin)
@@ -168,21 +179,6 @@ func (a *app) rewriteTokenFile(path string, t *ipc.Token) bool {
 	return true
 }
 
-// tokenFile makes exec --signal's private directory and writes t into its file "token".
-func (a *app) tokenFile(t *ipc.Token) (dir string, code int) {
-	dir, err := a.privateDir()
-	if err != nil {
-		a.printError(fmt.Sprintf("cannot make a private directory for the token file: %v", err), "set XDG_RUNTIME_DIR to a directory of yours (0700)")
-		return "", exitError
-	}
-	if err := writeFileAtomic(filepath.Join(dir, "token"), []byte(t.Token+"\n")); err != nil {
-		os.RemoveAll(dir)
-		a.printError(fmt.Sprintf("write the token file: %v", err), "")
-		return "", exitError
-	}
-	return dir, exitOK
-}
-
 // expiryTimer fires when t expires; never for a token without an expiry (an API key).
 func expiryTimer(t *ipc.Token) *time.Timer {
 	if t.Expiry.IsZero() {
@@ -191,14 +187,4 @@ func expiryTimer(t *ipc.Token) *time.Timer {
 		return never
 	}
 	return time.NewTimer(time.Until(t.Expiry))
-}
-
-// privateDir makes a directory only this user can open, under $XDG_RUNTIME_DIR (else the
-// system's temporary directory), for exec --signal's token file.
-func (a *app) privateDir() (string, error) {
-	base := ipc.DefaultRuntimeDir(a.getenv)
-	if fi, err := os.Stat(base); base == "" || err != nil || !fi.IsDir() {
-		base = os.TempDir()
-	}
-	return os.MkdirTemp(base, "blauth-exec-")
 }
