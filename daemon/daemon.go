@@ -41,8 +41,8 @@ type Daemon struct {
 	watcher  *watch.Watcher
 	scoped   []net.Listener   // the scoped sockets, in ScopedSockets' order
 	servers  []*server.Server // the daemon's socket first, then the scoped ones
-	metrics  *metrics
-	stats    server.Stats // what the servers did, for metrics
+	metrics  net.Listener     // GET /metrics (metrics.go), when MetricsListen asks for it
+	stats    server.Stats     // what the servers did, for metrics
 
 	// life is the context of work that must outlive a stop signal until in-flight requests are
 	// answered: exchanges, device logins. Run cancels it last.
@@ -136,12 +136,10 @@ func (d *Daemon) listen() error {
 		d.releases = append(d.releases, release)
 	}
 	if d.cfg.MetricsListen != "" {
-		m, err := newMetrics(d)
-		if err != nil {
+		if err := d.listenMetrics(); err != nil {
 			d.closeListeners()
 			return err
 		}
-		d.metrics = m
 	}
 	return nil
 }
@@ -180,7 +178,7 @@ func (d *Daemon) MetricsAddr() string {
 	if d.metrics == nil {
 		return ""
 	}
-	return d.metrics.ln.Addr().String()
+	return d.metrics.Addr().String()
 }
 
 // Socket is the path (or address) the daemon serves.
@@ -203,7 +201,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	bg.Go(func() { d.events(ctx) })
 	bg.Go(func() { _ = systemd.RunWatchdog(ctx) })
 	if d.metrics != nil {
-		bg.Go(func() { d.metrics.serve(ctx) })
+		bg.Go(func() { d.serveMetrics(ctx) })
 	}
 	d.log.Info().Str("socket", d.socket).Str("version", d.cfg.Version).Int("pid", os.Getpid()).Msg("blauthd serving")
 	for _, s := range d.cfg.ScopedSockets {
