@@ -165,9 +165,6 @@ func maxSocketPath() int {
 // error wrapping ErrInvalidConfig that names the setting, rather than replacing a bad value by a
 // default. Zero values are fine (they mean the default).
 func (c *Config) Validate() error {
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
-	}
 	if c.Listener == nil {
 		if err := checkSocketPath("the socket path", c.SocketPath); err != nil {
 			return err
@@ -195,8 +192,13 @@ func (c *Config) Validate() error {
 			return bad("the scoped socket %s has a negative cap", s.Path)
 		}
 	}
-	if err := c.checkCaps(); err != nil {
-		return err
+	for _, v := range []struct {
+		flag string
+		n    int
+	}{{"max-conns", c.MaxConns}, {"max-watchers", c.MaxWatchers}, {"scoped-max-conns", c.ScopedMaxConns}, {"scoped-max-watchers", c.ScopedMaxWatchers}} {
+		if v.n < 0 {
+			return bad("%s is %d; it must be positive (0 means the default)", v.flag, v.n)
+		}
 	}
 	if c.MetricsListen != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
@@ -223,15 +225,20 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// bad is an error wrapping ErrInvalidConfig: a setting the daemon refuses.
+func bad(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
+}
+
 // checkSocketPath refuses a socket path that is empty, relative or too long for a Unix socket.
 func checkSocketPath(what, p string) error {
 	switch {
 	case p == "":
-		return fmt.Errorf("%w: no %s", ErrInvalidConfig, what)
+		return bad("no %s", what)
 	case !filepath.IsAbs(p):
-		return fmt.Errorf("%w: %s %q is relative; give an absolute path", ErrInvalidConfig, what, p)
+		return bad("%s %q is relative; give an absolute path", what, p)
 	case len(p) > maxSocketPath():
-		return fmt.Errorf("%w: %s is %d bytes long; a Unix socket path holds at most %d on %s: %s", ErrInvalidConfig, what, len(p), maxSocketPath(), runtime.GOOS, p)
+		return bad("%s is %d bytes long; a Unix socket path holds at most %d on %s: %s", what, len(p), maxSocketPath(), runtime.GOOS, p)
 	}
 	return nil
 }
@@ -307,19 +314,6 @@ func NotifyReload(ctx context.Context) <-chan struct{} {
 		}
 	}()
 	return reload
-}
-
-// checkCaps refuses a negative socket cap (zero means the default).
-func (c *Config) checkCaps() error {
-	for _, v := range []struct {
-		flag string
-		n    int
-	}{{"max-conns", c.MaxConns}, {"max-watchers", c.MaxWatchers}, {"scoped-max-conns", c.ScopedMaxConns}, {"scoped-max-watchers", c.ScopedMaxWatchers}} {
-		if v.n < 0 {
-			return fmt.Errorf("%w: %s is %d; it must be positive (0 means the default)", ErrInvalidConfig, v.flag, v.n)
-		}
-	}
-	return nil
 }
 
 // fillCaps sets the default of every socket cap left at zero.
