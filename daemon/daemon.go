@@ -75,7 +75,10 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err := d.listen(); err != nil {
 		return nil, err
 	}
-	d.logKeyring()
+	if cfg.KeyringOff != "" { // said once, at start
+		d.log.Info().Str("reason", cfg.KeyringOff).
+			Msg("OS keyring off: secrets saved with blauth-helper login --api-key are not read; every other source is")
+	}
 	d.life, d.stopLife = context.WithCancel(context.WithoutCancel(ctx))
 	w, err := watch.New(cfg.Log.With().Str("component", "watcher").Logger(), 0)
 	if err != nil {
