@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -17,11 +18,7 @@ func (a *app) cmdGit(args []string) int {
 	if err != nil {
 		return a.fail(err)
 	}
-	ws := a.workspace
-	if ws == "" {
-		// https://WORKSPACE@host/… makes git send username=WORKSPACE.
-		ws = in.Value("username")
-	}
+	ws := cmp.Or(a.workspace, in.Value("username")) // https://WORKSPACE@host/… sends username=WORKSPACE
 	switch a.cmd {
 	case "store":
 		// git stores what a helper gave it; the daemon already holds it.

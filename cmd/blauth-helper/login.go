@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -35,10 +36,7 @@ func (a *app) cmdLogin(args []string) int {
 			ws = arg
 		}
 	}
-	if ws == "" {
-		ws = a.workspace
-	}
-	if ws == "" {
+	if ws = cmp.Or(ws, a.workspace); ws == "" {
 		return a.usageError("login needs a workspace: blauth-helper login WORKSPACE [--api-key | --client-credentials]")
 	}
 	if kind == "" {
@@ -143,10 +141,7 @@ func (a *app) deviceLogin(ws string) int {
 		return a.fail(err)
 	}
 	a.warn(start.Value(ipc.KeyHint))
-	uri := start.Value(ipc.KeyVerificationURIComplete)
-	if uri == "" {
-		uri = start.Value(ipc.KeyVerificationURI)
-	}
+	uri := cmp.Or(start.Value(ipc.KeyVerificationURIComplete), start.Value(ipc.KeyVerificationURI))
 	fmt.Fprintf(a.stderr, "To log in to %s, open this address in a browser:\n\n    %s\n\nand check that it shows the code: %s\n\n", ws, uri, start.Value(ipc.KeyUserCode))
 	spin := isTerminal(a.stderr)
 	frames := `|/-\`

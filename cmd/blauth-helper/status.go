@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -80,7 +81,7 @@ func printStatus(w io.Writer, st *ipc.Status, now time.Time) {
 		if ws.Lifetime > 0 {
 			life = span(time.Duration(ws.Lifetime) * time.Second)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ws.Workspace, dash(ws.Kind), dash(ws.Source), expires, life, relative(ws.LastRefresh, now), state(ws))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ws.Workspace, cmp.Or(ws.Kind, "-"), cmp.Or(ws.Source, "-"), expires, life, relative(ws.LastRefresh, now), state(ws))
 	}
 	tw.Flush()
 	for _, ws := range st.Workspaces {
@@ -125,13 +126,6 @@ func state(ws ipc.WorkspaceStatus) string {
 		return "ok, not saved"
 	}
 	return "ok"
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }
 
 // relative says when t is from now, as people say it: "just now", "5 s ago", "in 1h12m".

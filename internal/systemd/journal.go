@@ -2,6 +2,7 @@ package systemd
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -95,11 +96,8 @@ func (w *JournalWriter) Close() error {
 func (w *JournalWriter) sendLocked(entry []byte) error {
 	for attempt := 0; ; attempt++ {
 		if w.conn == nil {
-			addr := w.Socket
-			if addr == "" {
-				addr = JournalSocket
-			}
-			c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+			addr := &net.UnixAddr{Name: cmp.Or(w.Socket, JournalSocket), Net: "unixgram"}
+			c, err := net.DialUnix("unixgram", nil, addr)
 			if err != nil {
 				return err
 			}
