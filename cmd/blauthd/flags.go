@@ -186,27 +186,23 @@ func newLogger(w io.Writer, format, level string) (zerolog.Logger, error) {
 		return zerolog.Nop(), fmt.Errorf("unknown log level %q (debug, info, warn, error)", level)
 	}
 	tty := isTerminal(w)
-	switch format {
-	case "auto":
-		f, isFile := w.(*os.File)
-		switch {
-		case isFile && systemd.IsJournalStream(f):
+	if format == "auto" {
+		format = "json"
+		if f, isFile := w.(*os.File); isFile && systemd.IsJournalStream(f) {
 			format = "journal"
-		case tty:
+		} else if tty {
 			format = "console"
-		default:
-			format = "json"
 		}
-	case "json", "console", "journal":
-	default:
-		return zerolog.Nop(), fmt.Errorf("unknown log format %q (json, console, journal)", format)
 	}
 	switch format {
+	case "json":
 	case "journal":
 		w = &systemd.JournalWriter{Identifier: "blauthd", Fallback: w}
 	case "console":
 		// Colour codes only on a terminal that wants them: a file or the journal gets plain text.
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339, NoColor: !tty || os.Getenv("NO_COLOR") != ""}
+	default:
+		return zerolog.Nop(), fmt.Errorf("unknown log format %q (json, console, journal)", format)
 	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
 }
