@@ -91,8 +91,7 @@ func readSecret(stdin io.Reader, stderr io.Writer, prompt string) (string, error
 	if err != nil && !(errors.Is(err, io.EOF) && line != "") {
 		return "", errors.New("no secret on standard input")
 	}
-	s := strings.TrimRight(line, "\r\n")
-	s = strings.TrimSpace(s)
+	s := strings.TrimSpace(line) // the line break too
 	if s == "" {
 		return "", errors.New("the secret is empty")
 	}
