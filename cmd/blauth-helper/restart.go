@@ -114,7 +114,14 @@ func (a *app) cmdExecFollow(args []string) int {
 			return exitError
 		}
 	}
-	envFor := func(t *ipc.Token) []string { return fe.env(a.environ(), t, tokenFile) }
+	// The command's environment with t: BL_API_KEY under --restart, BLAUTH_TOKEN_FILE under
+	// --signal; BL_WORKSPACE in both.
+	envFor := func(t *ipc.Token) []string {
+		if fe.sig != 0 {
+			return withEnv(a.environ(), "BL_WORKSPACE", t.Workspace, tokenFileEnv, tokenFile)
+		}
+		return withEnv(a.environ(), "BL_WORKSPACE", t.Workspace, "BL_API_KEY", t.Token)
+	}
 	c, err := a.startChild(path, fe.argv, envFor(t), a.stdin)
 	if err != nil {
 		a.printError(fmt.Sprintf("exec %s: %v", fe.argv[0], err), "")
@@ -147,7 +154,9 @@ func (a *app) cmdExecFollow(args []string) int {
 			expiry.Stop()
 			t, expiry = nt, expiryTimer(nt)
 			if fe.sig != 0 {
-				if a.rewriteTokenFile(tokenFile, t) {
+				if err := writeFileAtomic(tokenFile, []byte(t.Token+"\n")); err != nil {
+					a.printError(fmt.Sprintf("write the token file: %v", err), "the command keeps the token it has")
+				} else {
 					c.signal(fe.sig)
 				}
 				continue
@@ -159,24 +168,6 @@ func (a *app) cmdExecFollow(args []string) int {
 			}
 		}
 	}
-}
-
-// env is the command's environment with t: BL_API_KEY under --restart, BLAUTH_TOKEN_FILE
-// under --signal; BL_WORKSPACE in both.
-func (fe *followedExec) env(environ []string, t *ipc.Token, tokenFile string) []string {
-	if fe.sig != 0 {
-		return withEnv(environ, "BL_WORKSPACE", t.Workspace, tokenFileEnv, tokenFile)
-	}
-	return withEnv(environ, "BL_WORKSPACE", t.Workspace, "BL_API_KEY", t.Token)
-}
-
-// rewriteTokenFile replaces the token file's content with t, and reports whether it did.
-func (a *app) rewriteTokenFile(path string, t *ipc.Token) bool {
-	if err := writeFileAtomic(path, []byte(t.Token+"\n")); err != nil {
-		a.printError(fmt.Sprintf("write the token file: %v", err), "the command keeps the token it has")
-		return false
-	}
-	return true
 }
 
 // expiryTimer fires when t expires; never for a token without an expiry (an API key).
