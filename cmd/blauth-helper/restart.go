@@ -96,32 +96,13 @@ func (a *app) cmdExecFollow(args []string) int {
 
 	var tokenFile string
 	if fe.sig != 0 {
-		// A directory only this user can open, under $XDG_RUNTIME_DIR (else the system's
-		// temporary directory), holds the token file.
-		base := ipc.DefaultRuntimeDir(a.getenv)
-		if fi, err := os.Stat(base); base == "" || err != nil || !fi.IsDir() {
-			base = os.TempDir()
+		var code int
+		if tokenFile, code = a.tokenFile(t); code != exitOK {
+			return code
 		}
-		dir, err := os.MkdirTemp(base, "blauth-exec-")
-		if err != nil {
-			a.printError(fmt.Sprintf("cannot make a private directory for the token file: %v", err), "set XDG_RUNTIME_DIR to a directory of yours (0700)")
-			return exitError
-		}
-		defer os.RemoveAll(dir)
-		tokenFile = filepath.Join(dir, "token")
-		if err := writeFileAtomic(tokenFile, []byte(t.Token+"\n")); err != nil {
-			a.printError(fmt.Sprintf("write the token file: %v", err), "")
-			return exitError
-		}
+		defer os.RemoveAll(filepath.Dir(tokenFile))
 	}
-	// The command's environment with t: BL_API_KEY under --restart, BLAUTH_TOKEN_FILE under
-	// --signal; BL_WORKSPACE in both.
-	envFor := func(t *ipc.Token) []string {
-		if fe.sig != 0 {
-			return withEnv(a.environ(), "BL_WORKSPACE", t.Workspace, tokenFileEnv, tokenFile)
-		}
-		return withEnv(a.environ(), "BL_WORKSPACE", t.Workspace, "BL_API_KEY", t.Token)
-	}
+	envFor := func(t *ipc.Token) []string { return fe.env(a.environ(), t, tokenFile) }
 	c, err := a.startChild(path, fe.argv, envFor(t), a.stdin)
 	if err != nil {
 		a.printError(fmt.Sprintf("exec %s: %v", fe.argv[0], err), "")
@@ -168,6 +149,37 @@ func (a *app) cmdExecFollow(args []string) int {
 			}
 		}
 	}
+}
+
+// env is the command's environment with t: BL_API_KEY under --restart, BLAUTH_TOKEN_FILE
+// under --signal; BL_WORKSPACE in both.
+func (fe *followedExec) env(environ []string, t *ipc.Token, tokenFile string) []string {
+	if fe.sig != 0 {
+		return withEnv(environ, "BL_WORKSPACE", t.Workspace, tokenFileEnv, tokenFile)
+	}
+	return withEnv(environ, "BL_WORKSPACE", t.Workspace, "BL_API_KEY", t.Token)
+}
+
+// tokenFile makes exec --signal's directory, which only this user can open, under
+// $XDG_RUNTIME_DIR (else the system's temporary directory), and writes t into its file "token",
+// whose path it returns.
+func (a *app) tokenFile(t *ipc.Token) (path string, code int) {
+	base := ipc.DefaultRuntimeDir(a.getenv)
+	if fi, err := os.Stat(base); base == "" || err != nil || !fi.IsDir() {
+		base = os.TempDir()
+	}
+	dir, err := os.MkdirTemp(base, "blauth-exec-")
+	if err != nil {
+		a.printError(fmt.Sprintf("cannot make a private directory for the token file: %v", err), "set XDG_RUNTIME_DIR to a directory of yours (0700)")
+		return "", exitError
+	}
+	path = filepath.Join(dir, "token")
+	if err := writeFileAtomic(path, []byte(t.Token+"\n")); err != nil {
+		os.RemoveAll(dir)
+		a.printError(fmt.Sprintf("write the token file: %v", err), "")
+		return "", exitError
+	}
+	return path, exitOK
 }
 
 // expiryTimer fires when t expires; never for a token without an expiry (an API key).
