@@ -202,11 +202,7 @@ func run(ctx context.Context, args []string, sys system) int {
 	for i, c := range commands {
 		names[i] = c.name
 	}
-	msg := fmt.Sprintf("unknown command %q", name)
-	if s := nearest(name, names); s != "" {
-		msg += fmt.Sprintf("; did you mean %q?", s)
-	}
-	return a.usageError(msg)
+	return a.usageError(unknown("command", name, names))
 }
 
 // globalFlags takes -w/--workspace and --min-ttl from anywhere before "--", and, for exec,
@@ -295,19 +291,17 @@ func commandFlags(args, valued []string, anywhere bool, set func(name, val strin
 // unknownFlag names a flag nobody takes, and the one it is probably a typo of.
 func unknownFlag(arg string, known []string) string {
 	name, _, _ := strings.Cut(arg, "=")
-	msg := fmt.Sprintf("unknown flag %q", name)
-	if s := nearest(name, known); s != "" {
-		msg += fmt.Sprintf("; did you mean %q?", s)
-	}
-	return msg
+	return unknown("flag", name, known)
 }
 
-// nearest is the candidate s is probably a typo of (ipc.Nearest, the daemon's rule too), or "".
-func nearest(s string, candidates []string) string {
-	if near := ipc.Nearest(s, candidates); len(near) > 0 {
-		return near[0]
+// unknown names a command or flag nobody takes, and the known one it is probably a typo of
+// (ipc.Nearest, the daemon's rule too).
+func unknown(what, name string, known []string) string {
+	msg := fmt.Sprintf("unknown %s %q", what, name)
+	if near := ipc.Nearest(name, known); len(near) > 0 {
+		msg += fmt.Sprintf("; did you mean %q?", near[0])
 	}
-	return ""
+	return msg
 }
 
 func (a *app) usageError(msg string) int {
