@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 
@@ -56,12 +57,13 @@ func (d *Daemon) notify(a broker.Alert) {
 		"BLAUTH_MESSAGE="+a.Message)
 	cmd.WaitDelay = time.Second
 	out, err := cmd.CombinedOutput()
+	out = out[:min(len(out), 2048)] // the log line stays short
 	log := d.log.With().Str("workspace", a.Workspace).Str("reason", a.Reason).Logger()
 	if err != nil {
-		log.Warn().Err(err).Bytes("output", clipOutput(out)).Msg("notify_command failed")
+		log.Warn().Err(err).Bytes("output", out).Msg("notify_command failed")
 		return
 	}
-	log.Debug().Bytes("output", clipOutput(out)).Msg("notify_command ran")
+	log.Debug().Bytes("output", out).Msg("notify_command ran")
 }
 
 // notifyEnv is the daemon's environment without what could be a secret: every BL_ and BLAUTH_
@@ -73,27 +75,13 @@ func notifyEnv(environ []string) []string {
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
 		upper := strings.ToUpper(name)
-		if strings.HasPrefix(upper, "BL_") || strings.HasPrefix(upper, "BLAUTH_") || secretName(upper) {
-			continue
+		secret := func(w string) bool { return strings.Contains(upper, w) }
+		if !strings.HasPrefix(upper, "BL_") && !strings.HasPrefix(upper, "BLAUTH_") && !slices.ContainsFunc(secretWords, secret) {
+			env = append(env, kv)
 		}
-		env = append(env, kv)
 	}
 	return env
 }
 
-func secretName(upper string) bool {
-	for _, w := range []string{"KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL"} {
-		if strings.Contains(upper, w) {
-			return true
-		}
-	}
-	return false
-}
-
-// clipOutput keeps the log line of a command's output short.
-func clipOutput(b []byte) []byte {
-	if len(b) > 2048 {
-		return b[:2048]
-	}
-	return b
-}
+// secretWords are the words of a variable's name that say it may hold a secret.
+var secretWords = []string{"KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL"}

@@ -149,6 +149,10 @@ type OAuthSettings struct {
 	ClientID, ClientSecret string
 }
 
+// authStyles are the values of token-auth ("" is basic), and what each sends.
+var authStyles = map[string]oauth2.AuthStyle{"": oauth2.AuthStyleInHeader, "basic": oauth2.AuthStyleInHeader,
+	"post": oauth2.AuthStyleInParams, "auto": oauth2.AuthStyleAutoDetect}
+
 // maxSocketPath is the longest path a Unix socket address holds (sun_path less its NUL).
 func maxSocketPath() int {
 	if runtime.GOOS == "linux" {
@@ -161,9 +165,6 @@ func maxSocketPath() int {
 // error wrapping ErrInvalidConfig that names the setting, rather than replacing a bad value by a
 // default. Zero values are fine (they mean the default).
 func (c *Config) Validate() error {
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
-	}
 	if c.Listener == nil {
 		if err := checkSocketPath("the socket path", c.SocketPath); err != nil {
 			return err
@@ -191,8 +192,13 @@ func (c *Config) Validate() error {
 			return bad("the scoped socket %s has a negative cap", s.Path)
 		}
 	}
-	if err := c.checkCaps(); err != nil {
-		return err
+	for _, v := range []struct {
+		flag string
+		n    int
+	}{{"max-conns", c.MaxConns}, {"max-watchers", c.MaxWatchers}, {"scoped-max-conns", c.ScopedMaxConns}, {"scoped-max-watchers", c.ScopedMaxWatchers}} {
+		if v.n < 0 {
+			return bad("%s is %d; it must be positive (0 means the default)", v.flag, v.n)
+		}
 	}
 	if c.MetricsListen != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
@@ -208,9 +214,7 @@ func (c *Config) Validate() error {
 	if c.KeyringTimeout < 0 || c.OSKeyring && c.KeyringTimeout == 0 {
 		return bad("keyring-timeout is %s; it must be positive", c.KeyringTimeout)
 	}
-	switch c.OAuth.Auth {
-	case "", "basic", "post", "auto":
-	default:
+	if _, ok := authStyles[c.OAuth.Auth]; !ok {
 		return bad("token-auth is %q; it must be basic, post or auto", c.OAuth.Auth)
 	}
 	switch c.Manager {
@@ -221,15 +225,20 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// bad is an error wrapping ErrInvalidConfig: a setting the daemon refuses.
+func bad(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
+}
+
 // checkSocketPath refuses a socket path that is empty, relative or too long for a Unix socket.
 func checkSocketPath(what, p string) error {
 	switch {
 	case p == "":
-		return fmt.Errorf("%w: no %s", ErrInvalidConfig, what)
+		return bad("no %s", what)
 	case !filepath.IsAbs(p):
-		return fmt.Errorf("%w: %s %q is relative; give an absolute path", ErrInvalidConfig, what, p)
+		return bad("%s %q is relative; give an absolute path", what, p)
 	case len(p) > maxSocketPath():
-		return fmt.Errorf("%w: %s is %d bytes long; a Unix socket path holds at most %d on %s: %s", ErrInvalidConfig, what, len(p), maxSocketPath(), runtime.GOOS, p)
+		return bad("%s is %d bytes long; a Unix socket path holds at most %d on %s: %s", what, len(p), maxSocketPath(), runtime.GOOS, p)
 	}
 	return nil
 }
@@ -258,16 +267,8 @@ func (c *Config) fill() error {
 	}
 	c.HTTP = token.WithUserAgent(c.HTTP, "blauthd/"+c.Version)
 	if c.Tokens == nil && c.OAuth.Enabled {
-		x := &token.OAuth2{TokenURL: c.OAuth.TokenURL, Issuer: c.OAuth.Issuer, ClientID: c.OAuth.ClientID, ClientSecret: c.OAuth.ClientSecret}
-		switch c.OAuth.Auth {
-		case "", "basic":
-			x.AuthStyle = oauth2.AuthStyleInHeader
-		case "post":
-			x.AuthStyle = oauth2.AuthStyleInParams
-		case "auto":
-			x.AuthStyle = oauth2.AuthStyleAutoDetect
-		}
-		c.Tokens = x
+		c.Tokens = &token.OAuth2{TokenURL: c.OAuth.TokenURL, Issuer: c.OAuth.Issuer, ClientID: c.OAuth.ClientID,
+			ClientSecret: c.OAuth.ClientSecret, AuthStyle: authStyles[c.OAuth.Auth]}
 	}
 	switch x := c.Tokens.(type) {
 	case nil:
@@ -278,19 +279,11 @@ func (c *Config) fill() error {
 		}
 	}
 	c.decideKeyring()
-	if c.RequestTimeout <= 0 {
-		c.RequestTimeout = 5 * time.Second
-	}
-	if c.IdleTimeout <= 0 {
-		c.IdleTimeout = 2 * time.Minute
-	}
+	def(&c.RequestTimeout, 5*time.Second)
+	def(&c.IdleTimeout, 2*time.Minute)
+	def(&c.WatchWriteTimeout, 10*time.Second)
+	def(&c.Tick, time.Second)
 	c.fillCaps()
-	if c.WatchWriteTimeout <= 0 {
-		c.WatchWriteTimeout = 10 * time.Second
-	}
-	if c.Tick <= 0 {
-		c.Tick = time.Second
-	}
 	if c.Manager == "" {
 		c.Manager = ipc.ManagerForeground
 		if c.Listener != nil {
@@ -323,26 +316,8 @@ func NotifyReload(ctx context.Context) <-chan struct{} {
 	return reload
 }
 
-// checkCaps refuses a negative socket cap (zero means the default).
-func (c *Config) checkCaps() error {
-	for _, v := range []struct {
-		flag string
-		n    int
-	}{{"max-conns", c.MaxConns}, {"max-watchers", c.MaxWatchers}, {"scoped-max-conns", c.ScopedMaxConns}, {"scoped-max-watchers", c.ScopedMaxWatchers}} {
-		if v.n < 0 {
-			return fmt.Errorf("%w: %s is %d; it must be positive (0 means the default)", ErrInvalidConfig, v.flag, v.n)
-		}
-	}
-	return nil
-}
-
 // fillCaps sets the default of every socket cap left at zero.
 func (c *Config) fillCaps() {
-	def := func(n *int, d int) {
-		if *n <= 0 {
-			*n = d
-		}
-	}
 	def(&c.MaxConns, DefaultMaxConns)
 	def(&c.MaxWatchers, DefaultMaxWatchers)
 	def(&c.ScopedMaxConns, DefaultScopedMaxConns)
@@ -354,4 +329,11 @@ func (c *Config) fillCaps() {
 		scoped[i] = s
 	}
 	c.ScopedSockets = scoped
+}
+
+// def sets *v to d when it is zero or less: the default of a setting left unset.
+func def[T int | time.Duration](v *T, d T) {
+	if *v <= 0 {
+		*v = d
+	}
 }

@@ -41,8 +41,8 @@ type Daemon struct {
 	watcher  *watch.Watcher
 	scoped   []net.Listener   // the scoped sockets, in ScopedSockets' order
 	servers  []*server.Server // the daemon's socket first, then the scoped ones
-	metrics  *metrics
-	stats    server.Stats // what the servers did, for metrics
+	metrics  net.Listener     // GET /metrics (metrics.go), when MetricsListen asks for it
+	stats    server.Stats     // what the servers did, for metrics
 
 	// life is the context of work that must outlive a stop signal until in-flight requests are
 	// answered: exchanges, device logins. Run cancels it last.
@@ -75,7 +75,10 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err := d.listen(); err != nil {
 		return nil, err
 	}
-	d.logKeyring()
+	if cfg.KeyringOff != "" { // said once, at start
+		d.log.Info().Str("reason", cfg.KeyringOff).
+			Msg("OS keyring off: secrets saved with blauth-helper login --api-key are not read; every other source is")
+	}
 	d.life, d.stopLife = context.WithCancel(context.WithoutCancel(ctx))
 	w, err := watch.New(cfg.Log.With().Str("component", "watcher").Logger(), 0)
 	if err != nil {
@@ -136,12 +139,10 @@ func (d *Daemon) listen() error {
 		d.releases = append(d.releases, release)
 	}
 	if d.cfg.MetricsListen != "" {
-		m, err := newMetrics(d)
-		if err != nil {
+		if err := d.listenMetrics(); err != nil {
 			d.closeListeners()
 			return err
 		}
-		d.metrics = m
 	}
 	return nil
 }
@@ -180,7 +181,7 @@ func (d *Daemon) MetricsAddr() string {
 	if d.metrics == nil {
 		return ""
 	}
-	return d.metrics.ln.Addr().String()
+	return d.metrics.Addr().String()
 }
 
 // Socket is the path (or address) the daemon serves.
@@ -198,17 +199,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.mu.Unlock()
 	var bg sync.WaitGroup
 	if d.watcher != nil {
-		bg.Add(1)
-		go func() { defer bg.Done(); _ = d.watcher.Run(ctx) }()
+		bg.Go(func() { _ = d.watcher.Run(ctx) })
 	}
-	bg.Add(1)
-	go func() { defer bg.Done(); d.events(ctx) }()
-	bg.Add(1)
-	go func() { defer bg.Done(); _ = systemd.RunWatchdog(ctx) }()
-
+	bg.Go(func() { d.events(ctx) })
+	bg.Go(func() { _ = systemd.RunWatchdog(ctx) })
 	if d.metrics != nil {
-		bg.Add(1)
-		go func() { defer bg.Done(); d.metrics.serve(ctx) }()
+		bg.Go(func() { d.serveMetrics(ctx) })
 	}
 	d.log.Info().Str("socket", d.socket).Str("version", d.cfg.Version).Int("pid", os.Getpid()).Msg("blauthd serving")
 	for _, s := range d.cfg.ScopedSockets {

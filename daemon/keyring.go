@@ -43,11 +43,3 @@ func osKeyring(c *Config) (keyring.Store, string) {
 	}
 	return k, ""
 }
-
-// logKeyring says at start, in one line, that the keyring is off and why.
-func (d *Daemon) logKeyring() {
-	if d.cfg.KeyringOff != "" {
-		d.log.Info().Str("reason", d.cfg.KeyringOff).
-			Msg("OS keyring off: secrets saved with blauth-helper login --api-key are not read; every other source is")
-	}
-}

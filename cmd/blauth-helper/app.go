@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -149,19 +150,18 @@ Commands:
 
 // wrapText breaks text into lines of at most width bytes, at spaces.
 func wrapText(text string, width int) []string {
-	var lines []string
-	line := ""
+	lines := []string{""}
 	for _, w := range strings.Fields(text) {
-		if line != "" && len(line)+1+len(w) > width {
-			lines = append(lines, line)
-			line = ""
+		switch l := &lines[len(lines)-1]; {
+		case *l == "":
+			*l = w
+		case len(*l)+1+len(w) > width:
+			lines = append(lines, w)
+		default:
+			*l += " " + w
 		}
-		if line != "" {
-			line += " "
-		}
-		line += w
 	}
-	return append(lines, line)
+	return lines
 }
 
 // app is one run of the helper.
@@ -202,11 +202,7 @@ func run(ctx context.Context, args []string, sys system) int {
 	for i, c := range commands {
 		names[i] = c.name
 	}
-	msg := fmt.Sprintf("unknown command %q", name)
-	if s := nearest(name, names); s != "" {
-		msg += fmt.Sprintf("; did you mean %q?", s)
-	}
-	return a.usageError(msg)
+	return a.usageError(unknown("command", name, names))
 }
 
 // globalFlags takes -w/--workspace and --min-ttl from anywhere before "--", and, for exec,
@@ -259,22 +255,53 @@ func (a *app) globalFlags(args []string) ([]string, error) {
 	return rest, nil
 }
 
+// commandFlags reads a command's flags, up to "--" and, unless anywhere, up to its first other
+// argument ("-" is one when anywhere), and returns the other arguments. set gets each flag: a
+// flag of valued has its value after "=" or in the next argument; any other, what follows its
+// "=" if it has one (set refuses what it does not take).
+func commandFlags(args, valued []string, anywhere bool, set func(name, val string, hasVal bool) error) ([]string, error) {
+	var rest []string
+	for i := 0; i < len(args); i++ {
+		arg := args[i]
+		switch {
+		case arg == "--":
+			return append(rest, args[i+1:]...), nil
+		case strings.HasPrefix(arg, "-") && !(anywhere && arg == "-"):
+		case anywhere:
+			rest = append(rest, arg)
+			continue
+		default:
+			return append(rest, args[i:]...), nil
+		}
+		name, val, hasVal := strings.Cut(arg, "=")
+		if slices.Contains(valued, name) && !hasVal {
+			if i+1 >= len(args) {
+				return nil, fmt.Errorf("%s needs a value", name)
+			}
+			i++
+			val, hasVal = args[i], true
+		}
+		if err := set(name, val, hasVal); err != nil {
+			return nil, err
+		}
+	}
+	return rest, nil
+}
+
 // unknownFlag names a flag nobody takes, and the one it is probably a typo of.
 func unknownFlag(arg string, known []string) string {
 	name, _, _ := strings.Cut(arg, "=")
-	msg := fmt.Sprintf("unknown flag %q", name)
-	if s := nearest(name, known); s != "" {
-		msg += fmt.Sprintf("; did you mean %q?", s)
-	}
-	return msg
+	return unknown("flag", name, known)
 }
 
-// nearest is the candidate s is probably a typo of (ipc.Nearest, the daemon's rule too), or "".
-func nearest(s string, candidates []string) string {
-	if near := ipc.Nearest(s, candidates); len(near) > 0 {
-		return near[0]
+// unknown names a command or flag nobody takes, and the known one it is probably a typo of
+// (ipc.Nearest, the daemon's rule too).
+func unknown(what, name string, known []string) string {
+	msg := fmt.Sprintf("unknown %s %q", what, name)
+	if near := ipc.Nearest(name, known); len(near) > 0 {
+		msg += fmt.Sprintf("; did you mean %q?", near[0])
 	}
-	return ""
+	return msg
 }
 
 func (a *app) usageError(msg string) int {

@@ -48,9 +48,10 @@ func (a *app) request(action, workspace string) (*ipc.Message, error) {
 	return m, err
 }
 
-// call sends one request on a new connection, starting a daemon first if none answers.
-func (a *app) call(req *ipc.Message, timeout time.Duration) (*ipc.Message, error) {
-	c, err := a.dial(true)
+// call sends one request on a new connection, starting a daemon first if none answers and spawn
+// allows it (see dial).
+func (a *app) call(req *ipc.Message, timeout time.Duration, spawn bool) (*ipc.Message, error) {
+	c, err := a.dial(spawn)
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +77,10 @@ func (a *app) dial(spawn bool) (*ipc.Client, error) {
 	if err == nil || !errors.Is(err, ipc.ErrUnreachable) || !spawn || a.noSpawn() {
 		return c, err
 	}
-	logStart := fileSize(a.logPath())
+	var logStart int64 // where the log ends now: the new daemon writes after it
+	if fi, err := os.Stat(a.logPath()); err == nil {
+		logStart = fi.Size()
+	}
 	pid, serr := a.startDaemon(a.socket)
 	if serr != nil {
 		return nil, fmt.Errorf("%w; starting one failed: %v", err, serr)
@@ -111,15 +115,6 @@ type refusedStart struct {
 
 func (e *refusedStart) Error() string {
 	return fmt.Sprintf("the blauthd started for this command (pid %d) refused to run: %s", e.pid, e.why)
-}
-
-// fileSize is the size of the file at path, 0 when it cannot be read.
-func fileSize(path string) int64 {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
 }
 
 // maxRefusalRead bounds what startRefusal reads of the log: a refusal is a few lines.
@@ -184,7 +179,7 @@ func (a *app) token(workspace string) (*ipc.Token, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, err := a.call(req, getTimeout)
+	resp, err := a.call(req, getTimeout, true)
 	if err != nil {
 		return nil, err
 	}

@@ -12,8 +12,9 @@ import (
 	"github.com/blauth/blauth/ipc"
 )
 
-func controlRequest(action string) *ipc.Message {
-	return ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, action)
+// controlRequest is a request of action with the keys and values kv, carrying no caller.
+func controlRequest(action string, kv ...string) *ipc.Message {
+	return ipc.NewMessage(append([]string{ipc.KeyVersion, ipc.Version, ipc.KeyAction, action}, kv...)...)
 }
 
 func (a *app) noArgs(args []string) int {
@@ -43,12 +44,7 @@ func (a *app) cmdPing(args []string) int {
 	if code := a.noArgs(args); code != exitOK {
 		return code
 	}
-	c, err := a.dial(false)
-	if err != nil {
-		return a.fail(err)
-	}
-	defer c.Close()
-	resp, err := do(c, controlRequest(ipc.ActionPing), simpleTimeout)
+	resp, err := a.call(controlRequest(ipc.ActionPing), simpleTimeout, false)
 	if err != nil {
 		return a.fail(err)
 	}
@@ -60,7 +56,7 @@ func (a *app) cmdReload(args []string) int {
 	if code := a.noArgs(args); code != exitOK {
 		return code
 	}
-	if _, err := a.call(controlRequest(ipc.ActionReload), simpleTimeout); err != nil {
+	if _, err := a.call(controlRequest(ipc.ActionReload), simpleTimeout, true); err != nil {
 		return a.fail(err)
 	}
 	return exitOK

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/blauth/blauth/ipc"
@@ -10,8 +11,10 @@ import (
 // cmdExec runs a command with BL_WORKSPACE and BL_API_KEY set to the daemon's answer, in place
 // of the helper's process; with --proxy, behind blauth-proxy (proxy.go).
 func (a *app) cmdExec(args []string) int {
-	if len(args) > 0 && isExecFollowFlag(args[0]) {
-		return a.cmdExecFollow(args) // restart.go
+	if len(args) > 0 {
+		if name, _, _ := strings.Cut(args[0], "="); slices.Contains(execFollowFlags, name) {
+			return a.cmdExecFollow(args) // restart.go
+		}
 	}
 	viaProxy := false
 	if len(args) > 0 && args[0] == "--proxy" {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -27,48 +26,20 @@ func (a *app) followTokens(ctx context.Context, workspace, last string, latest c
 	if err != nil {
 		return err
 	}
-	said := ""
-	waiting := false
-	f := &ipc.Follower{Socket: a.socket, Request: req,
-		Answer: func(m *ipc.Message) error {
-			if waiting {
-				waiting = false
-				fmt.Fprintf(a.stderr, "blauth: blauthd answers again on %s\n", a.socket)
-			}
-			err := ipc.AsError(m)
-			var t *ipc.Token
-			if err == nil {
-				if t, err = ipc.ParseToken(m); err == nil && (!ipc.ValidValue(t.Token) || !ipc.ValidValue(t.Workspace)) {
-					err = errors.New("the daemon sent a token or workspace holding CR, LF or NUL; refusing it")
-				}
-			}
-			if err != nil {
-				if err.Error() != said {
-					said = err.Error()
-					a.printError(err.Error(), hintOf(err))
-				}
-				return nil
-			}
-			said = ""
-			if t.Token == last {
-				return nil
-			}
+	return a.follow(ctx, req, "a running "+a.cmd+" never starts one", func(t *ipc.Token) error {
+		if !ipc.ValidValue(t.Token) || !ipc.ValidValue(t.Workspace) {
+			return errors.New("the daemon sent a token or workspace holding CR, LF or NUL; refusing it")
+		}
+		if t.Token != last {
 			last = t.Token
 			select {
 			case <-latest: // drop the older token nobody took yet
 			default:
 			}
 			latest <- t // the one sender: the channel has room now
-			return nil
-		},
-		Lost: func(err error) {
-			if !waiting {
-				waiting = true
-				fmt.Fprintf(a.stderr, "blauth: %s; waiting for a daemon (a running %s never starts one)\n", a.lostReason(err), a.cmd)
-			}
-		},
-	}
-	return f.Run(ctx)
+		}
+		return nil
+	})
 }
 
 // following is a followTokens run in the background, until stop.
@@ -189,25 +160,15 @@ var namedSignals = []struct {
 	{"USR1", syscall.SIGUSR1}, {"USR2", syscall.SIGUSR2}, {"ALRM", syscall.SIGALRM}, {"WINCH", syscall.SIGWINCH},
 	{"CONT", syscall.SIGCONT}}
 
-// writeFileAtomic replaces path with data, mode 0600: a new file made with O_EXCL beside it,
-// synced, then renamed over path, so that a reader sees the old content or the new, whole, and
-// a symlink at path is replaced, never followed.
+// writeFileAtomic replaces path with data, mode 0600: a new file beside it (os.CreateTemp: 0600,
+// O_EXCL, which never follows a symlink), synced, then renamed over path, so that a reader sees
+// the old content or the new, whole, and a symlink at path is replaced, never followed.
 func writeFileAtomic(path string, data []byte) error {
-	dir, base := filepath.Dir(path), filepath.Base(path)
-	var f *os.File
-	var tmp string
-	for i := 0; ; i++ {
-		tmp = fmt.Sprintf("%s/.%s.%d.%d.tmp", dir, base, os.Getpid(), time.Now().UnixNano()+int64(i))
-		var err error
-		f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, os.ErrExist) || i > 100 {
-			return err
-		}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
 	}
-	_, err := f.Write(data)
+	_, err = f.Write(data)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -215,10 +176,10 @@ func writeFileAtomic(path string, data []byte) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, path)
+		err = os.Rename(f.Name(), path)
 	}
 	if err != nil {
-		os.Remove(tmp)
+		os.Remove(f.Name())
 	}
 	return err
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -17,11 +18,7 @@ func (a *app) cmdGit(args []string) int {
 	if err != nil {
 		return a.fail(err)
 	}
-	ws := a.workspace
-	if ws == "" {
-		// https://WORKSPACE@host/… makes git send username=WORKSPACE.
-		ws = in.Value("username")
-	}
+	ws := cmp.Or(a.workspace, in.Value("username")) // https://WORKSPACE@host/… sends username=WORKSPACE
 	switch a.cmd {
 	case "store":
 		// git stores what a helper gave it; the daemon already holds it.
@@ -44,15 +41,8 @@ func (a *app) gitErase(ws string, in *ipc.Message) int {
 		req.Add(ipc.KeyToken, c)
 	}
 	// No daemon means no cached token: there is nothing to erase, and no reason to start one.
-	c, err := a.dial(false)
-	if errors.Is(err, ipc.ErrUnreachable) {
-		return exitOK
-	}
-	if err != nil {
-		return a.fail(err)
-	}
-	defer c.Close()
-	if _, err := do(c, req, simpleTimeout); err != nil {
+	// (Only the dial's error says ErrUnreachable.)
+	if _, err := a.call(req, simpleTimeout, false); err != nil && !errors.Is(err, ipc.ErrUnreachable) {
 		return a.fail(err)
 	}
 	return exitOK

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -35,10 +36,7 @@ func (a *app) cmdLogin(args []string) int {
 			ws = arg
 		}
 	}
-	if ws == "" {
-		ws = a.workspace
-	}
-	if ws == "" {
+	if ws = cmp.Or(ws, a.workspace); ws == "" {
 		return a.usageError("login needs a workspace: blauth-helper login WORKSPACE [--api-key | --client-credentials]")
 	}
 	if kind == "" {
@@ -56,8 +54,8 @@ func (a *app) cmdLogin(args []string) int {
 	if err != nil {
 		return a.fail(err)
 	}
-	req := ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionKeyringSet, ipc.KeyWorkspace, ws, ipc.KeyKind, kind, ipc.KeySecret, secret)
-	if _, err := a.call(req, keyringTimeout); err != nil {
+	req := controlRequest(ipc.ActionKeyringSet, ipc.KeyWorkspace, ws, ipc.KeyKind, kind, ipc.KeySecret, secret)
+	if _, err := a.call(req, keyringTimeout, true); err != nil {
 		return a.fail(err)
 	}
 	fmt.Fprintf(a.stderr, "blauth: saved the %s for %s in the OS keyring\n", what, ws)
@@ -68,12 +66,7 @@ func (a *app) cmdLogin(args []string) int {
 // returns a keyring_unavailable error saying why not when it does not. A daemon too old to say
 // is given the benefit of the doubt: keyring_set answers for it.
 func (a *app) keyringOn(ws string) error {
-	c, err := a.dial(true)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	resp, err := do(c, controlRequest(ipc.ActionPing), simpleTimeout)
+	resp, err := a.call(controlRequest(ipc.ActionPing), simpleTimeout, true)
 	if err != nil {
 		return err
 	}
@@ -98,8 +91,7 @@ func readSecret(stdin io.Reader, stderr io.Writer, prompt string) (string, error
 	if err != nil && !(errors.Is(err, io.EOF) && line != "") {
 		return "", errors.New("no secret on standard input")
 	}
-	s := strings.TrimRight(line, "\r\n")
-	s = strings.TrimSpace(s)
+	s := strings.TrimSpace(line) // the line break too
 	if s == "" {
 		return "", errors.New("the secret is empty")
 	}
@@ -121,8 +113,8 @@ func (a *app) cmdLogout(args []string) int {
 	if err != nil || ws == "" {
 		return a.usageError("logout needs a workspace: blauth-helper logout WORKSPACE")
 	}
-	req := ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionKeyringDelete, ipc.KeyWorkspace, ws)
-	if _, err := a.call(req, keyringTimeout); err != nil {
+	req := controlRequest(ipc.ActionKeyringDelete, ipc.KeyWorkspace, ws)
+	if _, err := a.call(req, keyringTimeout, true); err != nil {
 		return a.fail(err)
 	}
 	fmt.Fprintf(a.stderr, "blauth: removed the secret for %s from the OS keyring\n", ws)
@@ -148,10 +140,7 @@ func (a *app) deviceLogin(ws string) int {
 		return a.fail(err)
 	}
 	a.warn(start.Value(ipc.KeyHint))
-	uri := start.Value(ipc.KeyVerificationURIComplete)
-	if uri == "" {
-		uri = start.Value(ipc.KeyVerificationURI)
-	}
+	uri := cmp.Or(start.Value(ipc.KeyVerificationURIComplete), start.Value(ipc.KeyVerificationURI))
 	fmt.Fprintf(a.stderr, "To log in to %s, open this address in a browser:\n\n    %s\n\nand check that it shows the code: %s\n\n", ws, uri, start.Value(ipc.KeyUserCode))
 	spin := isTerminal(a.stderr)
 	frames := `|/-\`

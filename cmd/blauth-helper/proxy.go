@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 
@@ -59,12 +58,5 @@ func (a *app) proxyPath() (string, error) {
 		}
 		return p, nil
 	}
-	if p := besideHelper("blauth-proxy"); p != "" {
-		return p, nil
-	}
-	p, err := a.lookPath("blauth-proxy")
-	if err != nil {
-		return "", errors.New("blauth-proxy is not installed next to blauth-helper nor on PATH")
-	}
-	return p, nil
+	return installed("blauth-proxy", a.lookPath)
 }

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -18,17 +17,6 @@ const tokenFileEnv = "BLAUTH_TOKEN_FILE"
 
 // execFollowFlags are the flags of exec that make it follow the token.
 var execFollowFlags = []string{"--restart", "--grace", "--signal"}
-
-// isExecFollowFlag reports whether arg is one of execFollowFlags (with or without "=value").
-func isExecFollowFlag(arg string) bool {
-	name, _, _ := strings.Cut(arg, "=")
-	for _, f := range execFollowFlags {
-		if name == f {
-			return true
-		}
-	}
-	return false
-}
 
 // followedExec is what exec --restart or exec --signal was asked to run.
 type followedExec struct {
@@ -42,64 +30,36 @@ type followedExec struct {
 func parseFollowedExec(args []string) (*followedExec, error) {
 	fe := &followedExec{grace: defaultGrace}
 	graceSet := false
-	for len(args) > 0 {
-		arg := args[0]
-		if arg == "--" {
-			args = args[1:]
-			break
-		}
-		if !strings.HasPrefix(arg, "-") {
-			break
-		}
-		name, val, hasVal := strings.Cut(arg, "=")
-		args = args[1:]
-		value := func() (string, error) {
-			if hasVal {
-				return val, nil
-			}
-			if len(args) == 0 {
-				return "", fmt.Errorf("%s needs a value", name)
-			}
-			v := args[0]
-			args = args[1:]
-			return v, nil
-		}
+	args, err := commandFlags(args, []string{"--grace", "--signal"}, false, func(name, val string, hasVal bool) error {
 		switch name {
 		case "--restart":
 			if hasVal {
-				return nil, errors.New("--restart takes no value")
+				return errors.New("--restart takes no value")
 			}
 			fe.restart = true
 		case "--grace":
-			v, err := value()
-			if err != nil {
-				return nil, err
-			}
-			d, err := time.ParseDuration(v)
+			d, err := time.ParseDuration(val)
 			if err != nil || d <= 0 {
-				return nil, fmt.Errorf("--grace takes a positive duration such as 10s or 500ms, not %q", v)
+				return fmt.Errorf("--grace takes a positive duration such as 10s or 500ms, not %q", val)
 			}
 			fe.grace, graceSet = d, true
 		case "--signal":
-			v, err := value()
-			if err != nil {
-				return nil, err
-			}
-			sig, ok := parseSignal(v)
+			sig, ok := parseSignal(val)
 			if !ok {
-				return nil, fmt.Errorf("unknown signal %q: --signal takes HUP, INT, QUIT, TERM, USR1, USR2, ALRM, WINCH, CONT or a number", v)
+				return fmt.Errorf("unknown signal %q: --signal takes HUP, INT, QUIT, TERM, USR1, USR2, ALRM, WINCH, CONT or a number", val)
 			}
 			fe.sig = sig
 		default:
-			return nil, errors.New(unknownFlag(arg, append([]string{"--proxy"}, execFollowFlags...)))
+			return errors.New(unknownFlag(name, append([]string{"--proxy"}, execFollowFlags...)))
 		}
-	}
+		return nil
+	})
 	switch {
+	case err != nil:
+		return nil, err
 	case fe.restart && fe.sig != 0:
 		return nil, errors.New("--restart and --signal are two ways to give a command a new token: choose one")
-	case !fe.restart && fe.sig == 0:
-		return nil, errors.New("--grace goes with --restart")
-	case graceSet && !fe.restart:
+	case !fe.restart && (fe.sig == 0 || graceSet):
 		return nil, errors.New("--grace goes with --restart")
 	case len(args) == 0:
 		return nil, errors.New("exec needs a command: blauth-helper exec --restart [--grace DURATION] -- CMD [ARGS], or exec --signal SIG -- CMD [ARGS]")
@@ -136,12 +96,11 @@ func (a *app) cmdExecFollow(args []string) int {
 
 	var tokenFile string
 	if fe.sig != 0 {
-		dir, code := a.tokenFile(t)
-		if code != exitOK {
+		var code int
+		if tokenFile, code = a.tokenFile(t); code != exitOK {
 			return code
 		}
-		defer os.RemoveAll(dir)
-		tokenFile = filepath.Join(dir, "token")
+		defer os.RemoveAll(filepath.Dir(tokenFile))
 	}
 	envFor := func(t *ipc.Token) []string { return fe.env(a.environ(), t, tokenFile) }
 	c, err := a.startChild(path, fe.argv, envFor(t), a.stdin)
@@ -176,7 +135,9 @@ func (a *app) cmdExecFollow(args []string) int {
 			expiry.Stop()
 			t, expiry = nt, expiryTimer(nt)
 			if fe.sig != 0 {
-				if a.rewriteTokenFile(tokenFile, t) {
+				if err := writeFileAtomic(tokenFile, []byte(t.Token+"\n")); err != nil {
+					a.printError(fmt.Sprintf("write the token file: %v", err), "the command keeps the token it has")
+				} else {
 					c.signal(fe.sig)
 				}
 				continue
@@ -199,28 +160,26 @@ func (fe *followedExec) env(environ []string, t *ipc.Token, tokenFile string) []
 	return withEnv(environ, "BL_WORKSPACE", t.Workspace, "BL_API_KEY", t.Token)
 }
 
-// rewriteTokenFile replaces the token file's content with t, and reports whether it did.
-func (a *app) rewriteTokenFile(path string, t *ipc.Token) bool {
-	if err := writeFileAtomic(path, []byte(t.Token+"\n")); err != nil {
-		a.printError(fmt.Sprintf("write the token file: %v", err), "the command keeps the token it has")
-		return false
+// tokenFile makes exec --signal's directory, which only this user can open, under
+// $XDG_RUNTIME_DIR (else the system's temporary directory), and writes t into its file "token",
+// whose path it returns.
+func (a *app) tokenFile(t *ipc.Token) (path string, code int) {
+	base := ipc.DefaultRuntimeDir(a.getenv)
+	if fi, err := os.Stat(base); base == "" || err != nil || !fi.IsDir() {
+		base = os.TempDir()
 	}
-	return true
-}
-
-// tokenFile makes exec --signal's private directory and writes t into its file "token".
-func (a *app) tokenFile(t *ipc.Token) (dir string, code int) {
-	dir, err := a.privateDir()
+	dir, err := os.MkdirTemp(base, "blauth-exec-")
 	if err != nil {
 		a.printError(fmt.Sprintf("cannot make a private directory for the token file: %v", err), "set XDG_RUNTIME_DIR to a directory of yours (0700)")
 		return "", exitError
 	}
-	if err := writeFileAtomic(filepath.Join(dir, "token"), []byte(t.Token+"\n")); err != nil {
+	path = filepath.Join(dir, "token")
+	if err := writeFileAtomic(path, []byte(t.Token+"\n")); err != nil {
 		os.RemoveAll(dir)
 		a.printError(fmt.Sprintf("write the token file: %v", err), "")
 		return "", exitError
 	}
-	return dir, exitOK
+	return path, exitOK
 }
 
 // expiryTimer fires when t expires; never for a token without an expiry (an API key).
@@ -231,14 +190,4 @@ func expiryTimer(t *ipc.Token) *time.Timer {
 		return never
 	}
 	return time.NewTimer(time.Until(t.Expiry))
-}
-
-// privateDir makes a directory only this user can open, under $XDG_RUNTIME_DIR (else the
-// system's temporary directory), for exec --signal's token file.
-func (a *app) privateDir() (string, error) {
-	base := ipc.DefaultRuntimeDir(a.getenv)
-	if fi, err := os.Stat(base); base == "" || err != nil || !fi.IsDir() {
-		base = os.TempDir()
-	}
-	return os.MkdirTemp(base, "blauth-exec-")
 }

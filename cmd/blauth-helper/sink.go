@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -27,50 +28,27 @@ type sinkOptions struct {
 
 func parseSink(args []string) (*sinkOptions, error) {
 	o := &sinkOptions{format: "token"}
-	var rest []string
-	for i := 0; i < len(args); i++ {
-		arg := args[i]
-		if arg == "--" {
-			rest = append(rest, args[i+1:]...)
-			break
-		}
-		if !strings.HasPrefix(arg, "-") || arg == "-" {
-			rest = append(rest, arg)
-			continue
-		}
-		name, val, hasVal := strings.Cut(arg, "=")
-		switch name {
-		case "--keep":
-			if hasVal {
-				return nil, errors.New("--keep takes no value")
-			}
+	rest, err := commandFlags(args, []string{"--format", "--exec"}, true, func(name, val string, hasVal bool) error {
+		switch {
+		case name == "--keep" && hasVal:
+			return errors.New("--keep takes no value")
+		case name == "--keep":
 			o.keep = true
-		case "--format", "--exec":
-			if !hasVal {
-				if i+1 >= len(args) {
-					return nil, fmt.Errorf("%s needs a value", name)
-				}
-				i++
-				val = args[i]
-			}
-			if name == "--exec" {
-				if strings.TrimSpace(val) == "" {
-					return nil, errors.New("--exec needs a command")
-				}
-				o.exec = val
-				continue
-			}
-			ok := false
-			for _, f := range sinkFormats {
-				ok = ok || f == val
-			}
-			if !ok {
-				return nil, fmt.Errorf("unknown format %q: --format takes %s", val, strings.Join(sinkFormats, ", "))
-			}
+		case name == "--exec" && strings.TrimSpace(val) == "":
+			return errors.New("--exec needs a command")
+		case name == "--exec":
+			o.exec = val
+		case name == "--format" && !slices.Contains(sinkFormats, val):
+			return fmt.Errorf("unknown format %q: --format takes %s", val, strings.Join(sinkFormats, ", "))
+		case name == "--format":
 			o.format = val
 		default:
-			return nil, errors.New(unknownFlag(arg, []string{"--format", "--exec", "--keep"}))
+			return errors.New(unknownFlag(name, []string{"--format", "--exec", "--keep"}))
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(rest) != 1 {
 		return nil, errors.New("sink takes one PATH: blauth-helper sink [--format token|header|env|json] [--exec CMD] [--keep] PATH")

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,14 +25,9 @@ func spawnDaemon(socket string) (int, error) {
 	}
 	bin := os.Getenv("BLAUTH_DAEMON")
 	if bin == "" {
-		bin = besideHelper("blauthd")
-	}
-	if bin == "" {
-		p, err := exec.LookPath("blauthd")
-		if err != nil {
-			return 0, errors.New("blauthd is not installed next to blauth-helper nor on PATH")
+		if bin, err = installed("blauthd", exec.LookPath); err != nil {
+			return 0, err
 		}
-		bin = p
 	}
 	dir := filepath.Dir(socket)
 	if err := ipc.PrepareSocketDir(dir); err != nil {
@@ -67,16 +62,19 @@ func daemonEnv(environ []string) []string {
 	return out
 }
 
-// besideHelper returns the executable file called name in the helper's own directory, or "".
-func besideHelper(name string) string {
-	self, err := os.Executable()
-	if err != nil {
-		return ""
+// installed finds the program name as the helper finds blauthd and blauth-proxy when no
+// variable names it: the executable file of that name in the helper's own directory, else
+// lookPath's on PATH.
+func installed(name string, lookPath func(string) (string, error)) (string, error) {
+	if self, err := os.Executable(); err == nil {
+		if p := filepath.Join(filepath.Dir(self), name); isExecutable(p) {
+			return p, nil
+		}
 	}
-	if p := filepath.Join(filepath.Dir(self), name); isExecutable(p) {
-		return p
+	if p, err := lookPath(name); err == nil {
+		return p, nil
 	}
-	return ""
+	return "", fmt.Errorf("%s is not installed next to blauth-helper nor on PATH", name)
 }
 
 func isExecutable(p string) bool {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,7 +21,7 @@ func (a *app) cmdStatus(args []string) int {
 	if err != nil {
 		return a.fail(err)
 	}
-	resp, err := a.call(req, simpleTimeout)
+	resp, err := a.call(req, simpleTimeout, true)
 	if err != nil {
 		return a.fail(err)
 	}
@@ -80,7 +81,7 @@ func printStatus(w io.Writer, st *ipc.Status, now time.Time) {
 		if ws.Lifetime > 0 {
 			life = span(time.Duration(ws.Lifetime) * time.Second)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ws.Workspace, dash(ws.Kind), dash(ws.Source), expires, life, relative(ws.LastRefresh, now), state(ws))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ws.Workspace, cmp.Or(ws.Kind, "-"), cmp.Or(ws.Source, "-"), expires, life, relative(ws.LastRefresh, now), state(ws))
 	}
 	tw.Flush()
 	for _, ws := range st.Workspaces {
@@ -127,13 +128,6 @@ func state(ws ipc.WorkspaceStatus) string {
 	return "ok"
 }
 
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
 // relative says when t is from now, as people say it: "just now", "5 s ago", "in 1h12m".
 func relative(t, now time.Time) string {
 	if t.IsZero() {
@@ -155,16 +149,13 @@ func relative(t, now time.Time) string {
 
 // span says how long d is, as people say it: "5 s", "12m05s", "2h00m", "3 days".
 func span(d time.Duration) string {
-	var s string
 	switch {
 	case d < time.Minute:
-		s = fmt.Sprintf("%d s", int(d/time.Second))
+		return fmt.Sprintf("%d s", int(d/time.Second))
 	case d < time.Hour:
-		s = fmt.Sprintf("%dm%02ds", int(d/time.Minute), int(d%time.Minute/time.Second))
+		return fmt.Sprintf("%dm%02ds", int(d/time.Minute), int(d%time.Minute/time.Second))
 	case d < 48*time.Hour:
-		s = fmt.Sprintf("%dh%02dm", int(d/time.Hour), int(d%time.Hour/time.Minute))
-	default:
-		s = fmt.Sprintf("%d days", int(d/(24*time.Hour)))
+		return fmt.Sprintf("%dh%02dm", int(d/time.Hour), int(d%time.Hour/time.Minute))
 	}
-	return s
+	return fmt.Sprintf("%d days", int(d/(24*time.Hour)))
 }

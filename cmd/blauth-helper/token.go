@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/blauth/blauth/ipc"
@@ -12,16 +13,9 @@ import (
 // cmdToken prints the token as the token, header or env command formats it.
 func (a *app) cmdToken(args []string) int {
 	format := a.cmd
-	if a.cmd == "header" {
-		var rest []string
-		for _, arg := range args {
-			if arg == "--json" {
-				format = "header-json"
-			} else {
-				rest = append(rest, arg)
-			}
-		}
-		args = rest
+	if a.cmd == "header" && slices.Contains(args, "--json") {
+		format = "header-json"
+		args = slices.DeleteFunc(args, func(arg string) bool { return arg == "--json" })
 	}
 	ws, err := a.positionalWorkspace(args)
 	if err != nil {

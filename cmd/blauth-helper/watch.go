@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,6 +33,22 @@ func (a *app) cmdWatch(args []string) int {
 	ctx, stop := signal.NotifyContext(a.ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	out := bufio.NewWriter(a.stdout)
+	printEach := func(t *ipc.Token) error { return printWatched(out, t, asJSON) }
+	switch err := a.follow(ctx, req, "watch never starts one: socket activation or the next blauth-helper command does", printEach); {
+	case err == nil, errors.Is(err, errOutputGone):
+		return exitOK
+	case errors.Is(err, ipc.ErrOldDaemon):
+		a.printError(err.Error(), oldDaemonHint)
+		return exitError
+	default:
+		return a.fail(err)
+	}
+}
+
+// follow runs a follower of req until ctx ends or took returns errOutputGone. It hands took
+// each token; an error the daemon reports, or took's, is said once on stderr and the following
+// goes on; a lost daemon is said once, with how the command waits for one.
+func (a *app) follow(ctx context.Context, req *ipc.Message, waits string, took func(*ipc.Token) error) error {
 	said := ""       // the last problem reported, so that it is not repeated
 	waiting := false // the follower lost its daemon and no answer came since
 	f := &ipc.Follower{Socket: a.socket, Request: req,
@@ -44,7 +61,7 @@ func (a *app) cmdWatch(args []string) int {
 			if err == nil {
 				var t *ipc.Token
 				if t, err = ipc.ParseToken(m); err == nil {
-					err = printWatched(out, t, asJSON)
+					err = took(t)
 				}
 			}
 			switch {
@@ -61,19 +78,11 @@ func (a *app) cmdWatch(args []string) int {
 		Lost: func(err error) {
 			if !waiting {
 				waiting = true
-				fmt.Fprintf(a.stderr, "blauth: %s; waiting for a daemon (watch never starts one: socket activation or the next blauth-helper command does)\n", a.lostReason(err))
+				fmt.Fprintf(a.stderr, "blauth: %s; waiting for a daemon (%s)\n", a.lostReason(err), waits)
 			}
 		},
 	}
-	switch err := f.Run(ctx); {
-	case err == nil, errors.Is(err, errOutputGone):
-		return exitOK
-	case errors.Is(err, ipc.ErrOldDaemon):
-		a.printError(err.Error(), "restart it with 'blauth-helper stop': the next command starts the installed version")
-		return exitError
-	default:
-		return a.fail(err)
-	}
+	return f.Run(ctx)
 }
 
 // lostReason says, in words, why a watch has no daemon to follow.

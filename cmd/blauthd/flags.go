@@ -22,26 +22,13 @@ import (
 	"github.com/blauth/blauth/sources/keyring"
 )
 
-// options are blauthd's command line. Turning them into a daemon.Config is mechanical; the
-// daemon validates the result (daemon.Config.Validate), so every rule lives in one place.
+// options are blauthd's command line: most flags set the daemon.Config directly; the daemon
+// validates the result (daemon.Config.Validate), so every rule lives in one place.
 type options struct {
-	socket, logFormat, logLevel, blConfig string
-	configFile                            string
-	showVersion, noKeyring, noWriteBack   bool
-	refreshLeft                           float64
-	minTTL, keyringTimeout                time.Duration
-	tokenURL, issuer, tokenAuth           string
-	formGrant                             bool
-	scoped                                []daemon.ScopedSocket
-	metricsListen                         string
-	metricsWorkspaces                     bool
-	caps                                  socketCaps
-	// set are the flags given on the command line.
-	set map[string]bool
+	cfg                                            daemon.Config
+	logFormat, logLevel                            string
+	showVersion, noKeyring, noWriteBack, formGrant bool
 }
-
-// socketCaps are the connection and watcher caps of the daemon's socket and of each scoped one.
-type socketCaps struct{ conns, watchers, scopedConns, scopedWatchers int }
 
 // errHelp asks for the usage on stdout (--help, -h).
 var errHelp = flag.ErrHelp
@@ -52,35 +39,35 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("blauthd", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	fs.StringVar(&o.socket, "socket", "", "")
-	fs.StringVar(&o.configFile, "config", "", "")
+	fs.StringVar(&o.cfg.SocketPath, "socket", "", "")
+	fs.StringVar(&o.cfg.ConfigFile, "config", "", "")
 	fs.StringVar(&o.logFormat, "log-format", "auto", "")
 	fs.StringVar(&o.logLevel, "log-level", "info", "")
 	fs.BoolVar(&o.showVersion, "version", false, "")
-	fs.StringVar(&o.blConfig, "bl-config", "", "")
+	fs.StringVar(&o.cfg.BLConfigPath, "bl-config", "", "")
 	fs.BoolVar(&o.noKeyring, "no-keyring", false, "")
 	fs.BoolVar(&o.noWriteBack, "no-write-back", false, "")
-	fs.Float64Var(&o.refreshLeft, "refresh-left", daemon.DefaultRefreshLeft, "")
-	fs.DurationVar(&o.minTTL, "min-ttl", daemon.DefaultMinTTL, "")
-	fs.DurationVar(&o.keyringTimeout, "keyring-timeout", keyring.DefaultTimeout, "")
-	fs.StringVar(&o.tokenURL, "token-url", "", "")
-	fs.StringVar(&o.issuer, "oidc-issuer", "", "")
-	fs.StringVar(&o.tokenAuth, "token-auth", "basic", "")
+	fs.Float64Var(&o.cfg.RefreshLeft, "refresh-left", daemon.DefaultRefreshLeft, "")
+	fs.DurationVar(&o.cfg.MinTTL, "min-ttl", daemon.DefaultMinTTL, "")
+	fs.DurationVar(&o.cfg.KeyringTimeout, "keyring-timeout", keyring.DefaultTimeout, "")
+	fs.StringVar(&o.cfg.OAuth.TokenURL, "token-url", "", "")
+	fs.StringVar(&o.cfg.OAuth.Issuer, "oidc-issuer", "", "")
+	fs.StringVar(&o.cfg.OAuth.Auth, "token-auth", "basic", "")
 	fs.BoolVar(&o.formGrant, "oauth2", false, "")
 	fs.Func("scoped-socket", "", func(v string) error {
 		path, list, ok := strings.Cut(v, "=")
 		if !ok || path == "" || list == "" {
 			return fmt.Errorf("want PATH=WORKSPACE[,WORKSPACE…], got %q", v)
 		}
-		o.scoped = append(o.scoped, daemon.ScopedSocket{Path: path, Workspaces: strings.Split(list, ",")})
+		o.cfg.ScopedSockets = append(o.cfg.ScopedSockets, daemon.ScopedSocket{Path: path, Workspaces: strings.Split(list, ",")})
 		return nil
 	})
-	fs.StringVar(&o.metricsListen, "metrics-listen", "", "")
-	fs.BoolVar(&o.metricsWorkspaces, "metrics-workspaces", false, "")
-	fs.IntVar(&o.caps.conns, "max-conns", daemon.DefaultMaxConns, "")
-	fs.IntVar(&o.caps.watchers, "max-watchers", daemon.DefaultMaxWatchers, "")
-	fs.IntVar(&o.caps.scopedConns, "scoped-max-conns", daemon.DefaultScopedMaxConns, "")
-	fs.IntVar(&o.caps.scopedWatchers, "scoped-max-watchers", daemon.DefaultScopedMaxWatchers, "")
+	fs.StringVar(&o.cfg.MetricsListen, "metrics-listen", "", "")
+	fs.BoolVar(&o.cfg.MetricsWorkspaces, "metrics-workspaces", false, "")
+	fs.IntVar(&o.cfg.MaxConns, "max-conns", daemon.DefaultMaxConns, "")
+	fs.IntVar(&o.cfg.MaxWatchers, "max-watchers", daemon.DefaultMaxWatchers, "")
+	fs.IntVar(&o.cfg.ScopedMaxConns, "scoped-max-conns", daemon.DefaultScopedMaxConns, "")
+	fs.IntVar(&o.cfg.ScopedMaxWatchers, "scoped-max-watchers", daemon.DefaultScopedMaxWatchers, "")
 	return fs
 }
 
@@ -98,8 +85,6 @@ func parseFlags(args []string) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (blauthd takes flags only)", fs.Arg(0))
 	}
-	o.set = map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
 	return &o, nil
 }
 
@@ -115,8 +100,8 @@ func flagError(fs *flag.FlagSet, err error) error {
 		var names []string
 		fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
 		msg = "unknown flag --" + name
-		if near := nearest(name, names); near != "" {
-			msg += "; did you mean --" + near + "?"
+		if near := ipc.Nearest(name, names); len(near) > 0 {
+			msg += "; did you mean --" + near[0] + "?"
 		}
 		return errors.New(msg)
 	}
@@ -124,55 +109,33 @@ func flagError(fs *flag.FlagSet, err error) error {
 	return errors.New(flagMention.ReplaceAllString(msg, "$1--$2"))
 }
 
-// nearest is the flag name s is probably a typo of, or "".
-func nearest(s string, names []string) string {
-	if near := ipc.Nearest(s, names); len(near) > 0 {
-		return near[0]
-	}
-	return ""
-}
-
 // config turns the options into the daemon's configuration, with the per-user defaults, the
 // environment and blauth's config file. Its error is a setting blauthd refuses to start with.
 func (o *options) config(log zerolog.Logger) (daemon.Config, error) {
-	cfg := daemon.Config{
-		SocketPath:        o.socket,
-		Log:               log,
-		Environ:           os.Environ(),
-		BLConfigPath:      o.blConfig,
-		WriteBack:         !o.noWriteBack,
-		RefreshLeft:       o.refreshLeft,
-		MinTTL:            o.minTTL,
-		ScopedSockets:     o.scoped,
-		MetricsListen:     o.metricsListen,
-		MetricsWorkspaces: o.metricsWorkspaces,
-		KeyringTimeout:    o.keyringTimeout,
-		MaxConns:          o.caps.conns,
-		MaxWatchers:       o.caps.watchers,
-		ScopedMaxConns:    o.caps.scopedConns,
-		ScopedMaxWatchers: o.caps.scopedWatchers,
-		Version:           version,
-		Manager:           os.Getenv("BLAUTH_MANAGER"),
-		OAuth: daemon.OAuthSettings{
-			TokenURL: o.tokenURL, Issuer: o.issuer, Auth: o.tokenAuth, Enabled: o.tokenURL != "" || o.issuer != "" || o.formGrant,
-			ClientID: os.Getenv("BLAUTH_OAUTH_CLIENT_ID"), ClientSecret: os.Getenv("BLAUTH_OAUTH_CLIENT_SECRET"),
-		},
-	}
+	cfg := o.cfg
+	cfg.Log, cfg.Environ, cfg.WriteBack, cfg.Version = log, os.Environ(), !o.noWriteBack, version
+	cfg.Manager = os.Getenv("BLAUTH_MANAGER")
+	cfg.OAuth.Enabled = cfg.OAuth.TokenURL != "" || cfg.OAuth.Issuer != "" || o.formGrant
+	cfg.OAuth.ClientID, cfg.OAuth.ClientSecret = os.Getenv("BLAUTH_OAUTH_CLIENT_ID"), os.Getenv("BLAUTH_OAUTH_CLIENT_SECRET")
 	if cfg.SocketPath == "" {
 		cfg.SocketPath = ipc.SocketPath(os.Getenv, runtimeDir())
 	}
 	if cfg.BLConfigPath == "" && xdg.Home != "" {
 		cfg.BLConfigPath = blconfig.DefaultPath(xdg.Home)
 	}
-	file, err := o.readConfigFile()
-	if err != nil {
-		return cfg, err
-	}
-	cfg.NotifyCommand, cfg.RunDomains = file.NotifyCommand, file.RunDomains
-	cfg.ConfigFile, cfg.ConfigFileOptional = o.configFile, false
-	if o.configFile == "" && xdg.ConfigHome != "" {
+	if cfg.ConfigFile == "" && xdg.ConfigHome != "" {
 		cfg.ConfigFile, cfg.ConfigFileOptional = sources.DefaultBlauthConfigPath(xdg.ConfigHome), true
 	}
+	// blauth's config file: --config's (which must exist), else the default one under the XDG
+	// config directory (which need not).
+	file := &sources.BlauthConfig{}
+	if cfg.ConfigFile != "" {
+		var err error
+		if file, err = sources.ReadBlauthConfig(cfg.ConfigFile, cfg.ConfigFileOptional); err != nil {
+			return cfg, err
+		}
+	}
+	cfg.NotifyCommand, cfg.RunDomains = file.NotifyCommand, file.RunDomains
 	off, err := keyringOff(o.noKeyring, os.Getenv(noKeyringEnv), file)
 	if err != nil {
 		return cfg, err
@@ -184,18 +147,6 @@ func (o *options) config(log zerolog.Logger) (daemon.Config, error) {
 // noKeyringEnv turns the keyring off from the environment, which a daemon started by the helper
 // or by socket activation inherits where no flag reaches.
 const noKeyringEnv = "BLAUTH_NO_KEYRING"
-
-// readConfigFile reads blauth's config file: --config's (which must exist), else the default
-// one under the XDG config directory (which need not).
-func (o *options) readConfigFile() (*sources.BlauthConfig, error) {
-	if o.configFile != "" {
-		return sources.ReadBlauthConfig(o.configFile, false)
-	}
-	if xdg.ConfigHome == "" {
-		return &sources.BlauthConfig{}, nil
-	}
-	return sources.ReadBlauthConfig(sources.DefaultBlauthConfigPath(xdg.ConfigHome), true)
-}
 
 // keyringOff says why the OS keyring is turned off, "" when nothing turns it off: the flag,
 // BLAUTH_NO_KEYRING (1/true/yes; 0/false/no or empty leave it on), or keyring: false in the
@@ -235,27 +186,23 @@ func newLogger(w io.Writer, format, level string) (zerolog.Logger, error) {
 		return zerolog.Nop(), fmt.Errorf("unknown log level %q (debug, info, warn, error)", level)
 	}
 	tty := isTerminal(w)
-	switch format {
-	case "auto":
-		f, isFile := w.(*os.File)
-		switch {
-		case isFile && systemd.IsJournalStream(f):
+	if format == "auto" {
+		format = "json"
+		if f, isFile := w.(*os.File); isFile && systemd.IsJournalStream(f) {
 			format = "journal"
-		case tty:
+		} else if tty {
 			format = "console"
-		default:
-			format = "json"
 		}
-	case "json", "console", "journal":
-	default:
-		return zerolog.Nop(), fmt.Errorf("unknown log format %q (json, console, journal)", format)
 	}
 	switch format {
+	case "json":
 	case "journal":
 		w = &systemd.JournalWriter{Identifier: "blauthd", Fallback: w}
 	case "console":
 		// Colour codes only on a terminal that wants them: a file or the journal gets plain text.
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339, NoColor: !tty || os.Getenv("NO_COLOR") != ""}
+	default:
+		return zerolog.Nop(), fmt.Errorf("unknown log format %q (json, console, journal)", format)
 	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
 }

@@ -38,11 +38,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	log, err := newLogger(stderr, o.logFormat, o.logLevel)
-	if err != nil {
-		fmt.Fprintf(stderr, "blauthd: error: %v\n", err)
-		return 2
+	var cfg daemon.Config
+	if err == nil {
+		cfg, err = o.config(log)
 	}
-	cfg, err := o.config(log)
 	if err == nil {
 		err = cfg.Validate()
 	}

@@ -148,19 +148,18 @@ func writeItem(b *strings.Builder, name, text string) {
 
 // wrap breaks text into lines of at most width bytes, at spaces.
 func wrap(text string, width int) []string {
-	var lines []string
-	line := ""
+	lines := []string{""}
 	for _, w := range strings.Fields(text) {
-		if line != "" && len(line)+1+len(w) > width {
-			lines = append(lines, line)
-			line = ""
+		switch l := &lines[len(lines)-1]; {
+		case *l == "":
+			*l = w
+		case len(*l)+1+len(w) > width:
+			lines = append(lines, w)
+		default:
+			*l += " " + w
 		}
-		if line != "" {
-			line += " "
-		}
-		line += w
 	}
-	return append(lines, line)
+	return lines
 }
 
 // definedFlags lists the names of every flag blauthd defines, for the test that --help shows

@@ -12,9 +12,3 @@ func Process() error {
 	}
 	return unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 }
-
-// Dumpable reports whether the process is dumpable (for tests and status).
-func Dumpable() (bool, error) {
-	r, err := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0)
-	return r != 0, err
-}

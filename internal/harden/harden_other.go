@@ -11,6 +11,3 @@ import "golang.org/x/sys/unix"
 func Process() error {
 	return unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{Cur: 0, Max: 0})
 }
-
-// Dumpable reports whether the process is dumpable; unknown here.
-func Dumpable() (bool, error) { return true, nil }

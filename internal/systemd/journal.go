@@ -2,6 +2,7 @@ package systemd
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -74,10 +75,7 @@ func (w *JournalWriter) Write(p []byte) (int, error) {
 		err = w.sendLocked(w.encode(p, maxJournalValue))
 	}
 	w.mu.Unlock()
-	if err == nil {
-		return len(p), nil
-	}
-	if w.Fallback == nil {
+	if err == nil || w.Fallback == nil {
 		return len(p), nil
 	}
 	return w.Fallback.Write(p)
@@ -98,11 +96,8 @@ func (w *JournalWriter) Close() error {
 func (w *JournalWriter) sendLocked(entry []byte) error {
 	for attempt := 0; ; attempt++ {
 		if w.conn == nil {
-			addr := w.Socket
-			if addr == "" {
-				addr = JournalSocket
-			}
-			c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+			addr := &net.UnixAddr{Name: cmp.Or(w.Socket, JournalSocket), Net: "unixgram"}
+			c, err := net.DialUnix("unixgram", nil, addr)
 			if err != nil {
 				return err
 			}
@@ -150,20 +145,14 @@ func (w *JournalWriter) encode(p []byte, max int) []byte {
 	}
 	if !hasMessage {
 		message = strings.TrimRight(string(p), "\n") // the event as it came
-	} else if len(rest) > 0 {
-		var b strings.Builder
-		b.WriteString(message)
+	} else {
 		for _, f := range rest {
-			b.WriteByte(' ')
-			b.WriteString(f.name)
-			b.WriteByte('=')
-			if f.raw || (f.value != "" && !strings.ContainsAny(f.value, " \"=\n\t\\")) {
-				b.WriteString(f.value)
-			} else {
-				b.WriteString(strconv.Quote(f.value))
+			v := f.value
+			if !f.raw && (v == "" || strings.ContainsAny(v, " \"=\n\t\\")) {
+				v = strconv.Quote(v)
 			}
+			message += " " + f.name + "=" + v
 		}
-		message = b.String()
 	}
 	appendJournalField(&buf, "MESSAGE", message, max)
 	appendJournalField(&buf, "PRIORITY", strconv.Itoa(priority(level)), 0)
@@ -221,18 +210,10 @@ func parseEvent(p []byte) []journalField {
 
 // priority maps a zerolog level name to a syslog priority.
 func priority(level string) int {
-	switch level {
-	case "trace", "debug":
-		return 7
-	case "warn":
-		return 4
-	case "error":
-		return 3
-	case "fatal", "panic":
-		return 2
-	default: // info, or no level
-		return 6
+	if p, ok := map[string]int{"trace": 7, "debug": 7, "warn": 4, "error": 3, "fatal": 2, "panic": 2}[level]; ok {
+		return p
 	}
+	return 6 // info, or no level
 }
 
 // reservedJournalNames are the fields that the writer sets itself.
@@ -242,16 +223,12 @@ var reservedJournalNames = map[string]bool{"MESSAGE": true, "PRIORITY": true, "S
 // name: upper-case letters, digits and '_', not starting with a digit or
 // '_' (the journal's own trusted fields), at most 64 bytes.
 func journalFieldName(name string) string {
-	b := make([]byte, 0, len(name))
-	for _, r := range strings.ToUpper(name) {
-		switch {
-		case r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_':
-			b = append(b, byte(r))
-		default:
-			b = append(b, '_')
+	s := strings.Map(func(r rune) rune {
+		if r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' {
+			return r
 		}
-	}
-	s := string(b)
+		return '_'
+	}, strings.ToUpper(name))
 	if s == "" || s[0] == '_' || (s[0] >= '0' && s[0] <= '9') || reservedJournalNames[s] {
 		s = "F_" + s
 	}
@@ -272,20 +249,13 @@ func appendJournalField(buf *bytes.Buffer, name, value string, max int) {
 		}
 		value = value[:cut] + "…(cut)"
 	}
+	buf.WriteString(name)
 	if !strings.Contains(value, "\n") {
-		buf.WriteString(name)
-		buf.WriteByte('=')
-		buf.WriteString(value)
-		buf.WriteByte('\n')
+		buf.WriteString("=" + value + "\n")
 		return
 	}
-	buf.WriteString(name)
-	buf.WriteByte('\n')
-	var n [8]byte
-	binary.LittleEndian.PutUint64(n[:], uint64(len(value)))
-	buf.Write(n[:])
-	buf.WriteString(value)
-	buf.WriteByte('\n')
+	buf.Write(binary.LittleEndian.AppendUint64([]byte{'\n'}, uint64(len(value))))
+	buf.WriteString(value + "\n")
 }
 
 // IsJournalStream reports whether f, normally os.Stderr, is the stream that

@@ -59,11 +59,7 @@ func Listeners() ([]net.Listener, error) {
 	if n == 0 {
 		return nil, nil
 	}
-	var nameList []string
-	if names != "" {
-		nameList = strings.Split(names, ":")
-	}
-	return takeListeners(n, nameList)
+	return takeListeners(n, strings.Split(names, ":")) // "" splits to [""]: fdName's default
 }
 
 // fdName returns the name systemd gave to the i-th passed descriptor, or a

@@ -39,21 +39,15 @@ func Notify(state string) (bool, error) {
 	// On Linux, the net package maps a leading '@' to the abstract
 	// namespace.
 	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
-	if err != nil {
-		return false, fmt.Errorf("systemd: notify %s: %w", firstLine(state), err)
+	if err == nil {
+		_, err = conn.Write([]byte(state))
+		conn.Close()
 	}
-	defer conn.Close()
-	if _, err := conn.Write([]byte(state)); err != nil {
-		return false, fmt.Errorf("systemd: notify %s: %w", firstLine(state), err)
+	if err != nil {
+		first, _, _ := strings.Cut(state, "\n")
+		return false, fmt.Errorf("systemd: notify %s: %w", first, err)
 	}
 	return true, nil
-}
-
-func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
-	}
-	return s
 }
 
 // Ready tells the service manager that start-up is finished: the socket
@@ -126,24 +120,18 @@ func RunWatchdog(ctx context.Context) error {
 	if !ok || os.Getenv("NOTIFY_SOCKET") == "" {
 		return nil
 	}
-	period := interval / 2
-	if period <= 0 {
-		period = interval
-	}
-	// Ping once at start: the service manager's timer already runs.
-	if _, err := Notify("WATCHDOG=1"); err != nil {
-		return err
-	}
-	ticker := time.NewTicker(period)
+	// The first ping goes at once (the service manager's timer already runs), then one every
+	// half interval (at least 500ns: the interval is 1µs or more).
+	ticker := time.NewTicker(interval / 2)
 	defer ticker.Stop()
 	for {
+		if _, err := Notify("WATCHDOG=1"); err != nil {
+			return err
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-ticker.C:
-			if _, err := Notify("WATCHDOG=1"); err != nil {
-				return err
-			}
 		}
 	}
 }
