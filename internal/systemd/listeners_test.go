@@ -377,19 +377,27 @@ func TestListenersUnderSystemdSocketActivate(t *testing.T) {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	// Wait, bounded, for the socket to exist.
+	// Wait, bounded, for the socket to take connections: the file exists once it is bound,
+	// a moment before it listens (a connect in between is refused).
 	deadline := time.Now().Add(30 * time.Second)
+	var c net.Conn
 	for {
-		if _, err := os.Stat(sock); err == nil {
+		if c, err = net.Dial("unix", sock); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("systemd-socket-activate did not create the socket within 30 s")
+			t.Fatalf("systemd-socket-activate did not listen on the socket within 30 s: %v", err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read from %s: %v", sock, err)
+	}
 	want := "listener 0 on " + sock + " cloexec=true"
-	if got := dialRead(t, "unix", sock); got != want {
+	if got := strings.TrimSuffix(string(b), "\n"); got != want {
 		t.Errorf("served %q, want %q", got, want)
 	}
 	if got := readLine(t, bufio.NewReader(out)); got != "listeners 1" {
