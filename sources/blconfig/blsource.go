@@ -236,7 +236,7 @@ func (s *Source) read(path string) (*Config, map[string][]UnknownKey, error) {
 }
 
 func (s *Source) readOnce(path string) ([]byte, fs.FileInfo, error) {
-	return sources.StartRead(path, sources.MaxBLConfigBytes).Wait(path, s.cfg.ReadTimeout)
+	return sources.ReadWithin(path, sources.MaxBLConfigBytes, s.cfg.ReadTimeout)
 }
 
 // sameOnRecheck waits, reads the file again, and reports whether it still holds data and is the
