@@ -74,21 +74,14 @@ func blCredentialKeyFor(key string) string {
 	norm := func(s string) string {
 		return strings.NewReplacer("_", "", "-", "").Replace(strings.ToLower(s))
 	}
-	for _, k := range blCredentialKeys[:6] { // bl's own spellings first
-		if norm(k) == norm(key) {
+	normed := make([]string, 6) // bl's own spellings
+	for i, k := range blCredentialKeys[:6] {
+		if normed[i] = norm(k); normed[i] == norm(key) {
 			return k
 		}
 	}
-	normed := make([]string, 6)
-	for i, k := range blCredentialKeys[:6] {
-		normed[i] = norm(k)
-	}
 	if near := ipc.Nearest(norm(key), normed); len(near) > 0 {
-		for i, n := range normed {
-			if n == near[0] {
-				return blCredentialKeys[i]
-			}
-		}
+		return blCredentialKeys[slices.Index(normed, near[0])]
 	}
 	return ""
 }
@@ -451,24 +444,10 @@ func (c *Config) Marshal() []byte {
 			fmt.Fprintf(&b, "  id: %s\n", plainYAML(ws.ID))
 		}
 		b.WriteString("  credentials:\n")
-		cr := ws.Credentials
-		if cr.APIKey != "" {
-			fmt.Fprintf(&b, "    apiKey: %s\n", quotedYAML(cr.APIKey))
-		}
-		if cr.AccessToken != "" {
-			fmt.Fprintf(&b, "    access_token: %s\n", plainYAML(cr.AccessToken))
-		}
-		if cr.RefreshToken != "" {
-			fmt.Fprintf(&b, "    refresh_token: %s\n", plainYAML(cr.RefreshToken))
-		}
-		if cr.ExpiresIn > 0 {
-			fmt.Fprintf(&b, "    expires_in: %d\n", cr.ExpiresIn)
-		}
-		if cr.DeviceCode != "" {
-			fmt.Fprintf(&b, "    device_code: %s\n", plainYAML(cr.DeviceCode))
-		}
-		if cr.ClientCredentials != "" {
-			fmt.Fprintf(&b, "    client_credentials: %s\n", quotedYAML(cr.ClientCredentials))
+		for _, f := range blCredFields {
+			if v := f.get(ws.Credentials); v != "" {
+				fmt.Fprintf(&b, "    %s: %s\n", f.keys[0], f.text(v))
+			}
 		}
 		if ws.Env != "" {
 			fmt.Fprintf(&b, "  env: %s\n", quotedYAML(ws.Env))
