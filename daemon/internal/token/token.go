@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -183,7 +184,7 @@ func classify(op string, status int, header http.Header, body []byte, now time.T
 		Error       string `json:"error"`
 		Description string `json:"error_description"`
 	}
-	if json.Unmarshal(body, &oe) == nil && isCode(oe.Error) {
+	if json.Unmarshal(body, &oe) == nil && rfc6749Code.MatchString(oe.Error) {
 		e.Code = oe.Error
 		e.Description = ipc.Clip(oe.Description, 200)
 	}
@@ -205,17 +206,8 @@ func classify(op string, status int, header http.Header, body []byte, now time.T
 	return e
 }
 
-func isCode(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, c := range s {
-		if !(c == '_' || c == '-' || c == '.' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
-			return false
-		}
-	}
-	return true
-}
+// rfc6749Code is the shape of an RFC 6749 error code, and bounds its length.
+var rfc6749Code = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
 func retryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
