@@ -448,28 +448,19 @@ func (p *parser) multilineEscape(b *strings.Builder) *Error {
 	return nil
 }
 
+// tomlEscapes decode the one-character escapes of a basic string.
+var tomlEscapes = map[byte]string{'b': "\b", 't': "\t", 'n': "\n", 'f': "\f", 'r': "\r", 'e': "\x1b", '"': `"`, '\\': `\`}
+
 // escape decodes the escape at p.s[j] (a backslash); it returns the text and its length.
 func (p *parser) escape(j int) (string, int, *Error) {
 	if j+1 >= len(p.s) {
 		return "", 0, p.fail("unterminated string")
 	}
-	switch c := p.s[j+1]; c {
-	case 'b':
-		return "\b", 2, nil
-	case 't':
-		return "\t", 2, nil
-	case 'n':
-		return "\n", 2, nil
-	case 'f':
-		return "\f", 2, nil
-	case 'r':
-		return "\r", 2, nil
-	case 'e':
-		return "\x1b", 2, nil
-	case '"', '\\':
-		return string(c), 2, nil
-	case 'u', 'U', 'x':
-		n := map[byte]int{'x': 2, 'u': 4, 'U': 8}[c]
+	c := p.s[j+1]
+	if r, ok := tomlEscapes[c]; ok {
+		return r, 2, nil
+	}
+	if n, ok := map[byte]int{'x': 2, 'u': 4, 'U': 8}[c]; ok {
 		if j+2+n > len(p.s) {
 			return "", 0, p.fail("a \\%c escape needs %d hexadecimal digits", c, n)
 		}
