@@ -136,9 +136,6 @@ func (e *Error) Unwrap() error {
 	return nil
 }
 
-// legacyCredentialKeys are the credential keys that every yaml.v2 writer wrote, empty or not.
-var legacyCredentialKeys = []string{"apiKey", "access_token", "refresh_token", "expires_in", "device_code"}
-
 // Parse parses a bl CLI config file, in the current sdk-go writer's format or the older yaml.v2
 // writer's. Unknown keys are ignored (BLUnknownKeys lists those of the workspaces' credentials,
 // which are probably misspelt). It is strict where lenience would be dangerous: a file that is not
@@ -230,8 +227,8 @@ func Parse(data []byte) (*Config, error) {
 			lastCredKeys = credKeys
 		}
 		// The current writer always ends the file with tracking; only the yaml.v2 writer leaves it out,
-		// and it writes every credential key. A file without tracking whose last entry lacks one was cut.
-		if n := len(wsNode.Content); n > 0 && !hasTracking && !hasAll(lastCredKeys, legacyCredentialKeys) {
+		// and it writes every credential key it knew (the first five), empty or not. A file without tracking whose last entry lacks one was cut.
+		if n := len(wsNode.Content); n > 0 && !hasTracking && !hasAll(lastCredKeys, blCredentialKeys[:5]) {
 			cut(wsNode.Content[n-1].Line, "the last workspace is incomplete and tracking is missing: the file is "+
 				"probably cut short by a concurrent write (if you wrote it by hand, end it with \"tracking: false\" as bl does)")
 		}
@@ -361,15 +358,16 @@ func UnknownKeys(data []byte) map[string][]UnknownKey {
 // yamlErrLine finds the line number in a yaml.v3 error message.
 var yamlErrLine = regexp.MustCompile(`line (\d+)`)
 
-// unmarshalYAML parses data into a node tree. Its errors keep only a line number: yaml.v3 messages
-// may quote the content (an anchor's name, a value), and the content holds secrets.
-func unmarshalYAML(data []byte, doc *yaml.Node) (err error) {
+// unmarshalYAML parses data into v (a node tree, or generic values), turning a panic of the
+// decoder into an error. Its errors keep only a line number: yaml.v3 messages may quote the
+// content (an anchor's name, a value), and the content holds secrets.
+func unmarshalYAML(data []byte, v any) (err error) {
 	defer func() {
 		if recover() != nil {
 			err = &Error{Reason: "invalid YAML"}
 		}
 	}()
-	if err := yaml.Unmarshal(data, doc); err != nil {
+	if err := yaml.Unmarshal(data, v); err != nil {
 		e := &Error{Reason: "invalid YAML"}
 		if m := yamlErrLine.FindStringSubmatch(err.Error()); m != nil {
 			e.Line, _ = strconv.Atoi(m[1])

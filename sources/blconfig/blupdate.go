@@ -934,7 +934,7 @@ func verifyBLEdit(data, out []byte, old *Config, allowTorn bool, workspace strin
 	}
 
 	var before, after any
-	if decodeGeneric(data, &before) != nil || decodeGeneric(out, &after) != nil {
+	if unmarshalYAML(data, &before) != nil || unmarshalYAML(out, &after) != nil {
 		return fail("it does not decode")
 	}
 	list, _ := mapGet(before, "workspaces").([]any)
@@ -959,16 +959,6 @@ func verifyBLEdit(data, out []byte, old *Config, allowTorn bool, workspace strin
 		return fail("other content differs")
 	}
 	return nil
-}
-
-// decodeGeneric decodes YAML into interface{} values, turning a panic of the decoder into an error.
-func decodeGeneric(data []byte, v *any) (err error) {
-	defer func() {
-		if recover() != nil {
-			err = errors.New("yaml decoder panicked")
-		}
-	}()
-	return yaml.Unmarshal(data, v)
 }
 
 // mapGet and mapSet read and write a key of a decoded mapping, whichever map type it decoded to.
