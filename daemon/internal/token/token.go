@@ -135,26 +135,20 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	var b strings.Builder
-	b.WriteString(e.Op)
-	b.WriteString(" exchange failed")
+	s := e.Op + " exchange failed"
 	if e.Status != 0 {
-		fmt.Fprintf(&b, ": HTTP %d", e.Status)
+		s += ": HTTP " + strconv.Itoa(e.Status)
 	}
 	if e.Code != "" {
-		b.WriteString(": ")
-		b.WriteString(e.Code)
+		s += ": " + e.Code
 	}
 	if e.Description != "" {
-		b.WriteString(" (")
-		b.WriteString(e.Description)
-		b.WriteString(")")
+		s += " (" + e.Description + ")"
 	}
 	if e.Err != nil {
-		b.WriteString(": ")
-		b.WriteString(e.Err.Error())
+		s += ": " + e.Err.Error()
 	}
-	return b.String()
+	return s
 }
 
 func (e *Error) Unwrap() error { return e.Err }
