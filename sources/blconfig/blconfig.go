@@ -2,6 +2,7 @@ package blconfig
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -296,9 +297,7 @@ func parseBLWorkspace(n *yaml.Node) (ws Workspace, credKeys map[string]*yaml.Nod
 	if err != nil {
 		return ws, nil, false, err
 	}
-	if cr.ClientCredentials == "" {
-		cr.ClientCredentials = camel
-	}
+	cr.ClientCredentials = cmp.Or(cr.ClientCredentials, camel)
 	if n := cf["expires_in"]; n != nil && !sources.YAMLNull(n) {
 		if n.Kind != yaml.ScalarNode || n.Decode(&cr.ExpiresIn) != nil {
 			return ws, nil, false, &Error{Line: n.Line, Reason: "expires_in is not an integer"}

@@ -2,6 +2,7 @@ package blconfig
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -177,10 +178,7 @@ func readForUpdate(path string) (data []byte, fi os.FileInfo, c *Config, torn bo
 			attempt++ // the read after the wait counts
 		}
 	}
-	if lastErr == nil {
-		lastErr = fmt.Errorf("%s keeps changing", path)
-	}
-	return nil, nil, nil, false, fmt.Errorf("%w (it kept changing while being read)", lastErr)
+	return nil, nil, nil, false, fmt.Errorf("%w (it kept changing while being read)", cmp.Or(lastErr, fmt.Errorf("%s keeps changing", path)))
 }
 
 // blCredField is one credential field as bl writes it.
@@ -209,10 +207,7 @@ var blCredFields = []blCredField{
 func (f blCredField) text(v string) string {
 	switch {
 	case f.keys[0] == "expires_in":
-		if v == "" {
-			return "0"
-		}
-		return v
+		return cmp.Or(v, "0")
 	case v == "":
 		return `""`
 	case f.quoted:

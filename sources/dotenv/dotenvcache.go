@@ -1,6 +1,7 @@
 package dotenv
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -96,9 +97,7 @@ type dotenvRead struct {
 
 // NewCache returns an empty cache.
 func NewCache(cfg CacheConfig) *Cache {
-	if cfg.Name == "" {
-		cfg.Name = Name
-	}
+	cfg.Name = cmp.Or(cfg.Name, Name)
 	if cfg.Parse == nil {
 		cfg.Parse = ParseLines
 	}
@@ -111,9 +110,7 @@ func NewCache(cfg CacheConfig) *Cache {
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = sources.DefaultFileReadTimeout
 	}
-	if cfg.Clock == nil {
-		cfg.Clock = clock.Wall{}
-	}
+	cfg.Clock = cmp.Or[clock.Clock](cfg.Clock, clock.Wall{})
 	return &Cache{cfg: cfg, readFile: sources.ReadBounded, files: map[string]*dotenvFile{}, reads: map[string]*dotenvRead{}}
 }
 

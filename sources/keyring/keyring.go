@@ -2,6 +2,7 @@ package keyring
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -203,12 +204,7 @@ type Keyring struct {
 	becameHung chan struct{} // closed (and replaced) when a call is marked hung, to wake waiters
 }
 
-func (k *Keyring) service() string {
-	if k.Service == "" {
-		return DefaultService
-	}
-	return k.Service
-}
+func (k *Keyring) service() string { return cmp.Or(k.Service, DefaultService) }
 
 func (k *Keyring) timeout() time.Duration {
 	if k.Timeout <= 0 {
@@ -217,12 +213,7 @@ func (k *Keyring) timeout() time.Duration {
 	return k.Timeout
 }
 
-func (k *Keyring) impl() keyringBackend {
-	if k.backend == nil {
-		return goKeyring{}
-	}
-	return k.backend
-}
+func (k *Keyring) impl() keyringBackend { return cmp.Or[keyringBackend](k.backend, goKeyring{}) }
 
 // Get returns the secret stored for workspace. It returns an error matching ErrKeyringNotFound
 // when there is none, ErrKeyringUnavailable when the keyring cannot be used, ErrKeyringCorrupt

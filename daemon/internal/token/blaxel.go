@@ -2,6 +2,7 @@ package token
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -122,12 +123,8 @@ func (x *Blaxel) post(ctx context.Context, op, url, auth string, body any, out a
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
 	}
-	hc := x.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
 	a.sent = x.now()
-	resp, err := hc.Do(req)
+	resp, err := cmp.Or(x.HTTP, http.DefaultClient).Do(req)
 	if err != nil {
 		return a, transportError(op, err)
 	}

@@ -1,6 +1,7 @@
 package token
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -49,16 +50,8 @@ func (x *OAuth2) now() time.Time {
 // exchange carries the HTTP client to x/oauth2, which reads it from the context, wrapped so
 // that the answer's Date header, which x/oauth2 does not return, is kept in the exchange.
 func (x *OAuth2) exchange(ctx context.Context) (context.Context, *exchange) {
-	hc := x.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	ex := &exchange{}
-	c := *hc
-	ex.base = c.Transport
-	if ex.base == nil {
-		ex.base = http.DefaultTransport
-	}
+	c := *cmp.Or(x.HTTP, http.DefaultClient)
+	ex := &exchange{base: cmp.Or(c.Transport, http.DefaultTransport)}
 	c.Transport = ex
 	ex.sent = x.now()
 	return context.WithValue(ctx, oauth2.HTTPClient, &c), ex
@@ -88,12 +81,7 @@ func (ex *exchange) answerDate() time.Time {
 	return ex.date
 }
 
-func (x *OAuth2) clientID() string {
-	if x.ClientID == "" {
-		return clientID
-	}
-	return x.ClientID
-}
+func (x *OAuth2) clientID() string { return cmp.Or(x.ClientID, clientID) }
 
 // discover reads the issuer's OIDC metadata once.
 func (x *OAuth2) discover(ctx context.Context) (*providerMetadata, error) {
@@ -111,11 +99,7 @@ func (x *OAuth2) discover(ctx context.Context) (*providerMetadata, error) {
 	if err != nil {
 		return nil, &Error{Op: op, Permanent: true, Err: fmt.Errorf("the OIDC issuer is %w", ErrBadURL)}
 	}
-	hc := x.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
+	resp, err := cmp.Or(x.HTTP, http.DefaultClient).Do(req)
 	if err != nil {
 		return nil, transportError(op, err)
 	}

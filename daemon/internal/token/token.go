@@ -7,6 +7,7 @@ package token
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -339,11 +340,7 @@ func transportError(op string, err error) *Error {
 // so that a token endpoint's logs (and the test fakes) tell blauthd's requests from an SDK's.
 func WithUserAgent(hc *http.Client, ua string) *http.Client {
 	c := *hc
-	base := c.Transport
-	if base == nil {
-		base = http.DefaultTransport
-	}
-	c.Transport = userAgentTransport{base: base, ua: ua}
+	c.Transport = userAgentTransport{base: cmp.Or(c.Transport, http.DefaultTransport), ua: ua}
 	return &c
 }
 
