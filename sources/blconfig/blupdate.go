@@ -226,9 +226,9 @@ func (f blCredField) generic(v string) any {
 }
 
 // fieldLine is the line that writes field f with value v at indent, as bl writes it, and records
-// in set how a generic decode reads it.
-func (t *blText) fieldLine(indent string, f blCredField, v string, set map[string]any) string {
-	set[f.keys[0]] = f.generic(v)
+// in t.set how a generic decode reads it.
+func (t *blText) fieldLine(indent string, f blCredField, v string) string {
+	t.set[f.keys[0]] = f.generic(v)
 	return indent + f.keys[0] + ": " + f.text(v) + t.eol
 }
 
@@ -255,10 +255,13 @@ type blText struct {
 	data       []byte
 	lineStarts []int  // offset of each line's first byte; line 1 starts after a byte order mark
 	eol        string // the file's line ending, for inserted lines
+	// set is how a generic decode reads each credentials key the edit writes, for the check
+	// that the edited file reads as intended.
+	set map[string]any
 }
 
 func newBLText(data []byte) *blText {
-	t := &blText{data: data, eol: "\n"}
+	t := &blText{data: data, eol: "\n", set: map[string]any{}}
 	start := 0
 	if bytes.HasPrefix(data, []byte("\uFEFF")) {
 		start = 3
@@ -501,14 +504,6 @@ func (t *blText) afterKeyLine(k *yaml.Node, ve int) (int, error) {
 	return t.nextLineStart(t.lineOf(ve)), nil
 }
 
-// blPatch is the change an edit makes, as it reads in a generic decode of the file: the verification
-// applies it to the old file's decode and compares with the new file's.
-type blPatch struct {
-	index  int            // the workspace edited, or -1 when appended
-	set    map[string]any // credentials keys set (index >= 0)
-	append map[string]any // the entry appended (index < 0)
-}
-
 // editBLConfig computes the surgical edit of data (whose config is old) that gives workspace the
 // credentials next, and checks that the result reads as intended.
 func editBLConfig(data []byte, old *Config, oldTorn bool, workspace string, next Credentials) ([]byte, error) {
@@ -568,14 +563,11 @@ func editBLConfig(data []byte, old *Config, oldTorn bool, workspace string, next
 	}
 
 	var edits []blEdit
-	var patch blPatch
 	var err error
 	if idx >= 0 {
-		patch.index = idx
-		edits, patch.set, err = t.editWorkspace(wsVal.Content[idx], old.Workspaces[idx].Credentials, next)
+		edits, err = t.editWorkspace(wsVal.Content[idx], old.Workspaces[idx].Credentials, next)
 	} else {
-		patch.index = -1
-		edits, patch.append, err = t.appendWorkspace(root, wsKey, wsVal, trackingKey, workspace, next)
+		edits, err = t.appendWorkspace(root, wsKey, wsVal, trackingKey, workspace, next)
 	}
 	if err != nil {
 		return nil, err
@@ -585,14 +577,14 @@ func editBLConfig(data []byte, old *Config, oldTorn bool, workspace string, next
 		return nil, err
 	}
 	allowTorn := oldTorn || trackingKey == nil
-	if err := verifyBLEdit(data, out, old, allowTorn, workspace, next, patch); err != nil {
+	if err := verifyBLEdit(data, out, old, allowTorn, idx, workspace, next, t.set); err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
 // editWorkspace edits the credentials of one existing workspace entry.
-func (t *blText) editWorkspace(item *yaml.Node, cur, next Credentials) ([]blEdit, map[string]any, error) {
+func (t *blText) editWorkspace(item *yaml.Node, cur, next Credentials) ([]blEdit, error) {
 	var changed []int
 	for i, f := range blCredFields {
 		if f.get(cur) != f.get(next) {
@@ -600,10 +592,10 @@ func (t *blText) editWorkspace(item *yaml.Node, cur, next Credentials) ([]blEdit
 		}
 	}
 	if len(changed) == 0 {
-		return nil, nil, nil
+		return nil, nil
 	}
 	if item.Style&yaml.FlowStyle != 0 {
-		return nil, nil, uneditable(item.Line, "the workspace's entry is in flow style ({…})")
+		return nil, uneditable(item.Line, "the workspace's entry is in flow style ({…})")
 	}
 	var credKey, credVal, nameVal, idVal *yaml.Node
 	for i := 0; i+1 < len(item.Content); i += 2 {
@@ -616,7 +608,7 @@ func (t *blText) editWorkspace(item *yaml.Node, cur, next Credentials) ([]blEdit
 			idVal = item.Content[i+1]
 		}
 	}
-	ed := &credEdit{t: t, changed: changed, next: next, set: map[string]any{}}
+	ed := &credEdit{t: t, changed: changed, next: next}
 	switch {
 	case credKey == nil:
 		// A hand-written entry without credentials: add them after the name (and id), as bl orders them.
@@ -626,22 +618,22 @@ func (t *blText) editWorkspace(item *yaml.Node, cur, next Credentials) ([]blEdit
 		}
 		return ed.addCredentials(item.Content[0], after)
 	case credVal.Kind == yaml.AliasNode:
-		return nil, nil, uneditable(credVal.Line, "credentials is an alias (*) of another node")
+		return nil, uneditable(credVal.Line, "credentials is an alias (*) of another node")
 	case sources.YAMLNull(credVal) || credVal.Kind == yaml.MappingNode && credVal.Style&yaml.FlowStyle != 0 && len(credVal.Content) == 0:
 		// No fields yet (credentials:, credentials: ~, credentials: {}): the fields go on the next lines.
 		edits, at, err := t.clearEmpty(credKey, credVal, '{', '}')
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		lines := ed.newLines(strings.Repeat(" ", credKey.Column-1+2))
 		if lines == "" {
-			return nil, nil, nil
+			return nil, nil
 		}
-		return append(edits, blEdit{at, at, lines}), ed.set, nil
+		return append(edits, blEdit{at, at, lines}), nil
 	case credVal.Kind != yaml.MappingNode:
-		return nil, nil, uneditable(credVal.Line, "credentials is not a mapping")
+		return nil, uneditable(credVal.Line, "credentials is not a mapping")
 	case credVal.Style&yaml.FlowStyle != 0:
-		return nil, nil, uneditable(credVal.Line, "credentials is in flow style ({…})")
+		return nil, uneditable(credVal.Line, "credentials is in flow style ({…})")
 	}
 	return ed.editBlock(credVal)
 }
@@ -651,7 +643,6 @@ type credEdit struct {
 	t       *blText
 	changed []int       // indexes in blCredFields
 	next    Credentials // the new values
-	set     map[string]any
 }
 
 // newLines are the changed fields the entry lacks, as lines under a credentials key at indent.
@@ -660,7 +651,7 @@ func (ed *credEdit) newLines(indent string) string {
 	for _, i := range ed.changed {
 		f := blCredFields[i]
 		if v := f.get(ed.next); v != "" {
-			b.WriteString(ed.t.fieldLine(indent, f, v, ed.set))
+			b.WriteString(ed.t.fieldLine(indent, f, v))
 		}
 	}
 	return b.String()
@@ -668,30 +659,30 @@ func (ed *credEdit) newLines(indent string) string {
 
 // addCredentials adds a credentials key with the new fields after the value after, in an entry
 // whose first key is nameKey.
-func (ed *credEdit) addCredentials(nameKey, after *yaml.Node) ([]blEdit, map[string]any, error) {
+func (ed *credEdit) addCredentials(nameKey, after *yaml.Node) ([]blEdit, error) {
 	at, err := ed.t.entryEnd(after)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	indent := strings.Repeat(" ", nameKey.Column-1)
 	lines := ed.newLines(indent + "  ")
 	if lines == "" {
-		return nil, nil, nil
+		return nil, nil
 	}
-	return []blEdit{{at, at, indent + "credentials:" + ed.t.eol + lines}}, ed.set, nil
+	return []blEdit{{at, at, indent + "credentials:" + ed.t.eol + lines}}, nil
 }
 
 // editBlock replaces, in a block mapping, the values of the keys present, and inserts the
 // fields missing where bl's order puts them.
-func (ed *credEdit) editBlock(credVal *yaml.Node) ([]blEdit, map[string]any, error) {
+func (ed *credEdit) editBlock(credVal *yaml.Node) ([]blEdit, error) {
 	t := ed.t
 	pairs := credVal.Content
 	if len(pairs) == 0 {
-		return nil, nil, uneditable(credVal.Line, "credentials is empty")
+		return nil, uneditable(credVal.Line, "credentials is empty")
 	}
 	firstLine, err := t.keyLineStart(pairs[0])
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	first, _ := t.offset(pairs[0].Line, pairs[0].Column)
 	indent := string(t.data[firstLine:first])
@@ -704,10 +695,10 @@ func (ed *credEdit) editBlock(credVal *yaml.Node) ([]blEdit, map[string]any, err
 			if k := pairs[i]; k.Kind == yaml.ScalarNode && blFieldIndex(k.Value) == fi {
 				e, err := t.replaceValue(pairs[i+1], f.text(v))
 				if err != nil {
-					return nil, nil, err
+					return nil, err
 				}
 				edits = append(edits, e)
-				ed.set[k.Value] = f.generic(v)
+				t.set[k.Value] = f.generic(v)
 				present = true
 			}
 		}
@@ -716,11 +707,11 @@ func (ed *credEdit) editBlock(credVal *yaml.Node) ([]blEdit, map[string]any, err
 		}
 		at, err := t.insertionPoint(pairs, fi)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		edits = append(edits, blEdit{at, at, t.fieldLine(indent, f, v, ed.set)})
+		edits = append(edits, blEdit{at, at, t.fieldLine(indent, f, v)})
 	}
-	return edits, ed.set, nil
+	return edits, nil
 }
 
 // clearEmpty makes room for lines under key whose value is empty (key:, key: ~, key: {} or
@@ -776,25 +767,17 @@ func (t *blText) insertionPoint(pairs []*yaml.Node, fi int) (int, error) {
 }
 
 // appendWorkspace adds a workspace entry, in bl's format, at the end of the workspaces list.
-func (t *blText) appendWorkspace(root, wsKey, wsVal, trackingKey *yaml.Node, name string, next Credentials) ([]blEdit, map[string]any, error) {
-	creds := map[string]any{}
+func (t *blText) appendWorkspace(root, wsKey, wsVal, trackingKey *yaml.Node, name string, next Credentials) ([]blEdit, error) {
 	entry := func(dash string) string {
 		var b strings.Builder
 		b.WriteString(dash + "- name: " + plainYAML(name) + t.eol)
 		b.WriteString(dash + "  credentials:" + t.eol)
 		for _, f := range blCredFields {
 			if v := f.get(next); v != "" {
-				b.WriteString(t.fieldLine(dash+"    ", f, v, creds))
+				b.WriteString(t.fieldLine(dash+"    ", f, v))
 			}
 		}
 		return b.String()
-	}
-	generic := func() map[string]any {
-		m := map[string]any{"name": name, "credentials": nil}
-		if len(creds) > 0 {
-			m["credentials"] = creds
-		}
-		return m
 	}
 	switch {
 	case wsKey == nil:
@@ -804,32 +787,32 @@ func (t *blText) appendWorkspace(root, wsKey, wsVal, trackingKey *yaml.Node, nam
 		if trackingKey != nil {
 			var err error
 			if at, err = t.keyLineStart(trackingKey); err != nil {
-				return nil, nil, err
+				return nil, err
 			}
 		}
-		return []blEdit{{at, at, indent + "workspaces:" + t.eol + entry(indent)}}, generic(), nil
+		return []blEdit{{at, at, indent + "workspaces:" + t.eol + entry(indent)}}, nil
 	case sources.YAMLNull(wsVal) || wsVal.Kind == yaml.SequenceNode && wsVal.Style&yaml.FlowStyle != 0 && len(wsVal.Content) == 0:
 		// workspaces:, workspaces: ~ or workspaces: [] (yaml.v2): the entry goes on the next line.
 		edits, at, err := t.clearEmpty(wsKey, wsVal, '[', ']')
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		return append(edits, blEdit{at, at, entry(strings.Repeat(" ", wsKey.Column-1))}), generic(), nil
+		return append(edits, blEdit{at, at, entry(strings.Repeat(" ", wsKey.Column-1))}), nil
 	case wsVal.Kind != yaml.SequenceNode:
-		return nil, nil, uneditable(wsVal.Line, "workspaces is not a list")
+		return nil, uneditable(wsVal.Line, "workspaces is not a list")
 	case wsVal.Style&yaml.FlowStyle != 0:
-		return nil, nil, uneditable(wsVal.Line, "workspaces is in flow style ([…])")
+		return nil, uneditable(wsVal.Line, "workspaces is in flow style ([…])")
 	}
 	// A block list: the entry goes after its last item, with the dash where the others have theirs.
 	dashIndent, err := t.dashIndent(wsVal.Content[0])
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	at, err := t.listEnd(root, wsKey)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return []blEdit{{at, at, entry(dashIndent)}}, generic(), nil
+	return []blEdit{{at, at, entry(dashIndent)}}, nil
 }
 
 // dashIndent is what precedes the dash of the list item whose value is first: the indentation
@@ -910,7 +893,9 @@ func (t *blText) apply(edits []blEdit) ([]byte, error) {
 // verifyBLEdit checks that out reads as data with exactly the intended change: through ParseBLConfig
 // (every other workspace, the context and tracking the same; the workspace holding next) and through
 // a generic YAML decode (every other value in the file the same, unknown keys included).
-func verifyBLEdit(data, out []byte, old *Config, allowTorn bool, workspace string, next Credentials, patch blPatch) error {
+// idx is the workspace edited, -1 when one was appended; set is how a generic decode reads the
+// credentials keys the edit wrote.
+func verifyBLEdit(data, out []byte, old *Config, allowTorn bool, idx int, workspace string, next Credentials, set map[string]any) error {
 	fail := func(what string) error {
 		return uneditable(0, "the edited file would not read back as intended (%s)", what)
 	}
@@ -919,8 +904,8 @@ func verifyBLEdit(data, out []byte, old *Config, allowTorn bool, workspace strin
 		return fail("it does not parse")
 	}
 	want := &Config{Context: old.Context, Tracking: old.Tracking, Workspaces: append([]Workspace(nil), old.Workspaces...)}
-	if patch.index >= 0 {
-		want.Workspaces[patch.index].Credentials = next
+	if idx >= 0 {
+		want.Workspaces[idx].Credentials = next
 	} else {
 		want.Workspaces = append(want.Workspaces, Workspace{Name: workspace, Credentials: next})
 	}
@@ -933,22 +918,22 @@ func verifyBLEdit(data, out []byte, old *Config, allowTorn bool, workspace strin
 		return fail("it does not decode")
 	}
 	list, _ := mapGet(before, "workspaces").([]any)
-	if patch.index >= 0 {
-		if patch.index >= len(list) {
+	if idx >= 0 {
+		if idx >= len(list) {
 			return fail("the workspaces differ")
 		}
-		item := list[patch.index]
+		item := list[idx]
 		creds := mapGet(item, "credentials")
-		if creds == nil && len(patch.set) > 0 {
-			creds = map[string]any{}
+		for k, v := range set {
+			creds = mapSet(creds, k, v) // a nil creds becomes a map
 		}
-		for k, v := range patch.set {
-			creds = mapSet(creds, k, v)
-		}
-		list[patch.index] = mapSet(item, "credentials", creds)
+		list[idx] = mapSet(item, "credentials", creds)
 	} else {
-		list = append(list, patch.append)
-		before = mapSet(before, "workspaces", list)
+		entry := map[string]any{"name": workspace, "credentials": nil}
+		if len(set) > 0 {
+			entry["credentials"] = set
+		}
+		before = mapSet(before, "workspaces", append(list, entry))
 	}
 	if !reflect.DeepEqual(before, after) {
 		return fail("other content differs")
