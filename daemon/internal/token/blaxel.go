@@ -18,9 +18,10 @@ import (
 type Blaxel struct {
 	HTTP *http.Client
 	Now  func() time.Time
-	// MaxBody bounds how much of an answer is read (1 MiB when zero).
-	MaxBody int64
 }
+
+// maxAnswer bounds how much of an answer is read.
+const maxAnswer = 1 << 20
 
 // clientID is what Blaxel's SDKs send as client_id.
 const clientID = "blaxel"
@@ -106,7 +107,7 @@ type answer struct {
 }
 
 // post sends body as JSON to url and decodes a 2xx answer into out; any other answer is a
-// classified *Error. At most MaxBody bytes of the answer are read.
+// classified *Error. At most maxAnswer bytes of the answer are read.
 func (x *Blaxel) post(ctx context.Context, op, url, auth string, body any, out any) (answer, error) {
 	var a answer
 	if err := CheckURL(url); err != nil {
@@ -130,11 +131,7 @@ func (x *Blaxel) post(ctx context.Context, op, url, auth string, body any, out a
 	}
 	defer resp.Body.Close()
 	a.status, a.date = resp.StatusCode, answerDate(resp.Header)
-	limit := x.MaxBody
-	if limit <= 0 {
-		limit = 1 << 20
-	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	a.received = x.now()
 	if err != nil {
 		return a, &Error{Op: op, Status: resp.StatusCode, Err: err}

@@ -28,7 +28,6 @@ type OAuth2 struct {
 	AuthStyle oauth2.AuthStyle
 	// ClientID and ClientSecret authenticate refresh-token grants ("blaxel" and none when empty).
 	ClientID, ClientSecret string
-	Scopes                 []string
 	HTTP                   *http.Client
 	Now                    func() time.Time
 
@@ -104,7 +103,7 @@ func (x *OAuth2) discover(ctx context.Context) (*providerMetadata, error) {
 		return nil, transportError(op, err)
 	}
 	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	var meta providerMetadata
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(data, &meta) != nil || meta.TokenEndpoint == "" {
 		return nil, &Error{Op: op, Status: resp.StatusCode, Description: "no token_endpoint in " + RedactURL(u)}
@@ -146,7 +145,7 @@ func (x *OAuth2) ClientCredentials(ctx context.Context, base, cc string) (*Token
 	if err != nil {
 		return nil, err
 	}
-	conf := clientcredentials.Config{ClientID: id, ClientSecret: secret, TokenURL: ep.TokenURL, Scopes: x.Scopes, AuthStyle: x.AuthStyle}
+	conf := clientcredentials.Config{ClientID: id, ClientSecret: secret, TokenURL: ep.TokenURL, AuthStyle: x.AuthStyle}
 	ctx, ex := x.exchange(ctx)
 	tok, err := conf.Token(ctx)
 	return x.result(op, ex, tok, err)
