@@ -56,28 +56,21 @@ func (x *OAuth2) exchange(ctx context.Context) (context.Context, *exchange) {
 	return context.WithValue(ctx, oauth2.HTTPClient, &c), ex
 }
 
-// exchange is one grant's round trip: when it left, and the Date of its answer.
+// exchange is one grant's round trip: when it left, and the Date of its answer. x/oauth2 makes
+// its requests one after the other, each inside the Token call, and date is read after Token
+// returns, so no lock is needed.
 type exchange struct {
 	base http.RoundTripper
 	sent time.Time
-	mu   sync.Mutex
 	date time.Time
 }
 
 func (ex *exchange) RoundTrip(r *http.Request) (*http.Response, error) {
 	resp, err := ex.base.RoundTrip(r)
 	if err == nil {
-		ex.mu.Lock()
 		ex.date = answerDate(resp.Header)
-		ex.mu.Unlock()
 	}
 	return resp, err
-}
-
-func (ex *exchange) answerDate() time.Time {
-	ex.mu.Lock()
-	defer ex.mu.Unlock()
-	return ex.date
 }
 
 func (x *OAuth2) clientID() string { return cmp.Or(x.ClientID, clientID) }
@@ -195,7 +188,7 @@ func (x *OAuth2) result(op string, ex *exchange, tok *oauth2.Token, err error) (
 	if t.ExpiresIn == 0 && !tok.Expiry.IsZero() {
 		t.ExpiresIn = int(time.Until(tok.Expiry).Round(time.Second).Seconds())
 	}
-	if err := t.setTimes(ex.sent, now, ex.answerDate()); err != nil {
+	if err := t.setTimes(ex.sent, now, ex.date); err != nil {
 		return nil, &Error{Op: op, Description: fmt.Sprint(err)}
 	}
 	return t, nil
