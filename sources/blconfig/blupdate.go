@@ -458,52 +458,6 @@ func (t *blText) entryEnd(v *yaml.Node) (int, error) {
 	return t.nextLineStart(t.lineOf(end)), nil
 }
 
-// removeValue drops a value written on its key's line (a null such as ~, or an empty {} or []), with
-// the blanks before it, so that lines can follow the key.
-func (t *blText) removeValue(v *yaml.Node, open, close byte) (blEdit, error) {
-	start, ok := t.offset(v.Line, v.Column)
-	if !ok {
-		return blEdit{}, uneditable(v.Line, "cannot locate a value")
-	}
-	end := start
-	if open != 0 {
-		if start >= len(t.data) || t.data[start] != open {
-			return blEdit{}, uneditable(v.Line, "cannot locate a value")
-		}
-		end = start + 1
-		for end < len(t.data) && (t.data[end] == ' ' || t.data[end] == '\t') {
-			end++
-		}
-		if end >= len(t.data) || t.data[end] != close {
-			return blEdit{}, uneditable(v.Line, "the value is in flow style")
-		}
-		end++
-	} else if _, e, err := t.valueSpan(v); err != nil {
-		return blEdit{}, err
-	} else {
-		end = e
-	}
-	if !t.blankOrComment(end) {
-		return blEdit{}, uneditable(v.Line, "text follows a value")
-	}
-	for start > 0 && (t.data[start-1] == ' ' || t.data[start-1] == '\t') {
-		start--
-	}
-	if start == 0 || t.data[start-1] != ':' {
-		return blEdit{}, uneditable(v.Line, "cannot locate a value")
-	}
-	return blEdit{start, end, ""}, nil
-}
-
-// afterKeyLine is where lines that belong under key k go: the start of the next line, when nothing
-// but blanks and a comment follows the value (ve is where the value ends).
-func (t *blText) afterKeyLine(k *yaml.Node, ve int) (int, error) {
-	if !t.blankOrComment(ve) {
-		return 0, uneditable(k.Line, "text follows a key")
-	}
-	return t.nextLineStart(t.lineOf(ve)), nil
-}
-
 // editBLConfig computes the surgical edit of data (whose config is old) that gives workspace the
 // credentials next, and checks that the result reads as intended.
 func editBLConfig(data []byte, old *Config, oldTorn bool, workspace string, next Credentials) ([]byte, error) {
@@ -621,7 +575,7 @@ func (t *blText) editWorkspace(item *yaml.Node, cur, next Credentials) ([]blEdit
 		return nil, uneditable(credVal.Line, "credentials is an alias (*) of another node")
 	case sources.YAMLNull(credVal) || credVal.Kind == yaml.MappingNode && credVal.Style&yaml.FlowStyle != 0 && len(credVal.Content) == 0:
 		// No fields yet (credentials:, credentials: ~, credentials: {}): the fields go on the next lines.
-		edits, at, err := t.clearEmpty(credKey, credVal, '{', '}')
+		edits, at, err := t.clearEmpty(credKey, credVal)
 		if err != nil {
 			return nil, err
 		}
@@ -715,26 +669,55 @@ func (ed *credEdit) editBlock(credVal *yaml.Node) ([]blEdit, error) {
 }
 
 // clearEmpty makes room for lines under key whose value is empty (key:, key: ~, key: {} or
-// key: []): it removes a written empty value, and returns where the new lines go.
-func (t *blText) clearEmpty(key, val *yaml.Node, open, close byte) ([]blEdit, int, error) {
-	var edits []blEdit
-	ve, ok := t.offset(val.Line, val.Column)
-	switch {
-	case !ok:
-		return nil, 0, uneditable(val.Line, "cannot locate a value")
-	case sources.YAMLNull(val) && val.Value == "":
-	default:
-		if val.Kind != yaml.MappingNode && val.Kind != yaml.SequenceNode {
-			open, close = 0, 0
-		}
-		rm, err := t.removeValue(val, open, close)
-		if err != nil {
-			return nil, 0, err
-		}
-		edits, ve = append(edits, rm), rm.end
+// key: []): it drops a value written on the key's line, with the blanks before it, and returns
+// where the new lines go, the start of the next line, when nothing but blanks and a comment
+// follows.
+func (t *blText) clearEmpty(key, v *yaml.Node) ([]blEdit, int, error) {
+	start, ok := t.offset(v.Line, v.Column)
+	if !ok {
+		return nil, 0, uneditable(v.Line, "cannot locate a value")
 	}
-	at, err := t.afterKeyLine(key, ve)
-	return edits, at, err
+	if sources.YAMLNull(v) && v.Value == "" {
+		if !t.blankOrComment(start) {
+			return nil, 0, uneditable(key.Line, "text follows a key")
+		}
+		return nil, t.nextLineStart(t.lineOf(start)), nil
+	}
+	var open, close byte
+	switch v.Kind {
+	case yaml.MappingNode:
+		open, close = '{', '}'
+	case yaml.SequenceNode:
+		open, close = '[', ']'
+	}
+	end := start
+	if open != 0 {
+		if start >= len(t.data) || t.data[start] != open {
+			return nil, 0, uneditable(v.Line, "cannot locate a value")
+		}
+		end = start + 1
+		for end < len(t.data) && (t.data[end] == ' ' || t.data[end] == '\t') {
+			end++
+		}
+		if end >= len(t.data) || t.data[end] != close {
+			return nil, 0, uneditable(v.Line, "the value is in flow style")
+		}
+		end++
+	} else if _, e, err := t.valueSpan(v); err != nil {
+		return nil, 0, err
+	} else {
+		end = e
+	}
+	if !t.blankOrComment(end) {
+		return nil, 0, uneditable(v.Line, "text follows a value")
+	}
+	for start > 0 && (t.data[start-1] == ' ' || t.data[start-1] == '\t') {
+		start--
+	}
+	if start == 0 || t.data[start-1] != ':' {
+		return nil, 0, uneditable(v.Line, "cannot locate a value")
+	}
+	return []blEdit{{start, end, ""}}, t.nextLineStart(t.lineOf(end)), nil
 }
 
 // insertionPoint is where field fi goes in a block mapping that lacks it: after the field before it in
@@ -793,7 +776,7 @@ func (t *blText) appendWorkspace(root, wsKey, wsVal, trackingKey *yaml.Node, nam
 		return []blEdit{{at, at, indent + "workspaces:" + t.eol + entry(indent)}}, nil
 	case sources.YAMLNull(wsVal) || wsVal.Kind == yaml.SequenceNode && wsVal.Style&yaml.FlowStyle != 0 && len(wsVal.Content) == 0:
 		// workspaces:, workspaces: ~ or workspaces: [] (yaml.v2): the entry goes on the next line.
-		edits, at, err := t.clearEmpty(wsKey, wsVal, '[', ']')
+		edits, at, err := t.clearEmpty(wsKey, wsVal)
 		if err != nil {
 			return nil, err
 		}
