@@ -539,12 +539,7 @@ func editBLConfig(data []byte, old *Config, oldTorn bool, workspace string, next
 
 // editWorkspace edits the credentials of one existing workspace entry.
 func (t *blText) editWorkspace(item *yaml.Node, cur, next Credentials) ([]blEdit, error) {
-	var changed []int
-	for i, f := range blCredFields {
-		if f.get(cur) != f.get(next) {
-			changed = append(changed, i)
-		}
-	}
+	changed := changedFields(cur, next)
 	if len(changed) == 0 {
 		return nil, nil
 	}
@@ -562,7 +557,6 @@ func (t *blText) editWorkspace(item *yaml.Node, cur, next Credentials) ([]blEdit
 			idVal = item.Content[i+1]
 		}
 	}
-	ed := &credEdit{t: t, changed: changed, next: next}
 	switch {
 	case credKey == nil:
 		// A hand-written entry without credentials: add them after the name (and id), as bl orders them.
@@ -570,7 +564,15 @@ func (t *blText) editWorkspace(item *yaml.Node, cur, next Credentials) ([]blEdit
 		if idVal != nil && idVal.Line >= nameVal.Line {
 			after = idVal
 		}
-		return ed.addCredentials(item.Content[0], after)
+		at, err := t.entryEnd(after)
+		if err != nil {
+			return nil, err
+		}
+		indent := strings.Repeat(" ", item.Content[0].Column-1)
+		if lines := t.fieldLines(indent+"  ", changed, next); lines != "" {
+			return []blEdit{{at, at, indent + "credentials:" + t.eol + lines}}, nil
+		}
+		return nil, nil
 	case credVal.Kind == yaml.AliasNode:
 		return nil, uneditable(credVal.Line, "credentials is an alias (*) of another node")
 	case sources.YAMLNull(credVal) || credVal.Kind == yaml.MappingNode && credVal.Style&yaml.FlowStyle != 0 && len(credVal.Content) == 0:
@@ -579,57 +581,44 @@ func (t *blText) editWorkspace(item *yaml.Node, cur, next Credentials) ([]blEdit
 		if err != nil {
 			return nil, err
 		}
-		lines := ed.newLines(strings.Repeat(" ", credKey.Column-1+2))
-		if lines == "" {
-			return nil, nil
+		if lines := t.fieldLines(strings.Repeat(" ", credKey.Column-1+2), changed, next); lines != "" {
+			return append(edits, blEdit{at, at, lines}), nil
 		}
-		return append(edits, blEdit{at, at, lines}), nil
+		return nil, nil
 	case credVal.Kind != yaml.MappingNode:
 		return nil, uneditable(credVal.Line, "credentials is not a mapping")
 	case credVal.Style&yaml.FlowStyle != 0:
 		return nil, uneditable(credVal.Line, "credentials is in flow style ({…})")
 	}
-	return ed.editBlock(credVal)
+	return t.editBlock(credVal, changed, next)
 }
 
-// credEdit is one edit of a workspace's credentials: the fields that change, and their new values.
-type credEdit struct {
-	t       *blText
-	changed []int       // indexes in blCredFields
-	next    Credentials // the new values
+// changedFields are the indexes in blCredFields of the fields that differ between cur and next.
+func changedFields(cur, next Credentials) []int {
+	var changed []int
+	for i, f := range blCredFields {
+		if f.get(cur) != f.get(next) {
+			changed = append(changed, i)
+		}
+	}
+	return changed
 }
 
-// newLines are the changed fields the entry lacks, as lines under a credentials key at indent.
-func (ed *credEdit) newLines(indent string) string {
+// fieldLines are the fields of changed (indexes in blCredFields) that next does not leave empty,
+// as lines at indent: the fields an entry that lacks them gets.
+func (t *blText) fieldLines(indent string, changed []int, next Credentials) string {
 	var b strings.Builder
-	for _, i := range ed.changed {
-		f := blCredFields[i]
-		if v := f.get(ed.next); v != "" {
-			b.WriteString(ed.t.fieldLine(indent, f, v))
+	for _, i := range changed {
+		if v := blCredFields[i].get(next); v != "" {
+			b.WriteString(t.fieldLine(indent, blCredFields[i], v))
 		}
 	}
 	return b.String()
 }
 
-// addCredentials adds a credentials key with the new fields after the value after, in an entry
-// whose first key is nameKey.
-func (ed *credEdit) addCredentials(nameKey, after *yaml.Node) ([]blEdit, error) {
-	at, err := ed.t.entryEnd(after)
-	if err != nil {
-		return nil, err
-	}
-	indent := strings.Repeat(" ", nameKey.Column-1)
-	lines := ed.newLines(indent + "  ")
-	if lines == "" {
-		return nil, nil
-	}
-	return []blEdit{{at, at, indent + "credentials:" + ed.t.eol + lines}}, nil
-}
-
 // editBlock replaces, in a block mapping, the values of the keys present, and inserts the
 // fields missing where bl's order puts them.
-func (ed *credEdit) editBlock(credVal *yaml.Node) ([]blEdit, error) {
-	t := ed.t
+func (t *blText) editBlock(credVal *yaml.Node, changed []int, next Credentials) ([]blEdit, error) {
 	pairs := credVal.Content
 	if len(pairs) == 0 {
 		return nil, uneditable(credVal.Line, "credentials is empty")
@@ -641,9 +630,9 @@ func (ed *credEdit) editBlock(credVal *yaml.Node) ([]blEdit, error) {
 	first, _ := t.offset(pairs[0].Line, pairs[0].Column)
 	indent := string(t.data[firstLine:first])
 	var edits []blEdit
-	for _, fi := range ed.changed {
+	for _, fi := range changed {
 		f := blCredFields[fi]
-		v := f.get(ed.next)
+		v := f.get(next)
 		present := false
 		for i := 0; i+1 < len(pairs); i += 2 {
 			if k := pairs[i]; k.Kind == yaml.ScalarNode && blFieldIndex(k.Value) == fi {
@@ -755,11 +744,7 @@ func (t *blText) appendWorkspace(root, wsKey, wsVal, trackingKey *yaml.Node, nam
 		var b strings.Builder
 		b.WriteString(dash + "- name: " + plainYAML(name) + t.eol)
 		b.WriteString(dash + "  credentials:" + t.eol)
-		for _, f := range blCredFields {
-			if v := f.get(next); v != "" {
-				b.WriteString(t.fieldLine(dash+"    ", f, v))
-			}
-		}
+		b.WriteString(t.fieldLines(dash+"    ", changedFields(Credentials{}, next), next))
 		return b.String()
 	}
 	switch {
