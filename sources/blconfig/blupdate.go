@@ -120,12 +120,8 @@ func Update(path, workspace string, fn func(*Credentials)) error {
 
 	var data []byte
 	if len(bytes.Trim(old, " \t\r\n")) == 0 {
-		// No file, or an empty one: write it whole, in bl's format.
-		if found {
-			ws.Credentials = next
-		} else {
-			c.Workspaces = append(c.Workspaces, Workspace{Name: workspace, Credentials: next})
-		}
+		// No file, or an empty one (so no workspace either): write it whole, in bl's format.
+		c.Workspaces = []Workspace{{Name: workspace, Credentials: next}}
 		data = c.Marshal()
 	} else if data, err = editBLConfig(old, c, torn, workspace, next); err != nil {
 		return fmt.Errorf("update bl config %s for workspace %q, nothing written: %w", target, workspace, err)
