@@ -275,54 +275,40 @@ func (p *parser) value(path []string) (string, bool, *Error) {
 
 // array reads [v, v, …], over several lines if need be.
 func (p *parser) array() *Error {
-	start := p.line
-	p.i++
-	for {
-		p.space()
-		if p.eof() {
-			return &Error{Line: start, Msg: "unterminated array (no closing ])"}
-		}
-		if p.peek() == ']' {
-			p.i++
-			return nil
-		}
-		if _, _, err := p.value(nil); err != nil {
-			return err
-		}
-		p.space()
-		if !p.eof() && p.peek() == ',' {
-			p.i++
-		} else if p.eof() || p.peek() != ']' {
-			return p.fail("expected , or ] in an array")
-		}
-	}
+	return p.list("array", ']', func() *Error { _, _, err := p.value(nil); return err })
 }
 
 // inlineTable reads {k = v, …}; its string values count as if set under path.
 func (p *parser) inlineTable(path []string) *Error {
+	inEnv := len(path) == 1 && path[0] == "env"
+	if path == nil { // inside an array: nothing in it counts
+		path = []string{"\x00"}
+	}
+	return p.list("inline table", '}', func() *Error { return p.keyValue(path, inEnv) })
+}
+
+// list reads the comma-separated items of an array or an inline table (what), from its opening
+// bracket to close, with item.
+func (p *parser) list(what string, close byte, item func() *Error) *Error {
 	start := p.line
 	p.i++
 	for {
 		p.space()
 		if p.eof() {
-			return &Error{Line: start, Msg: "unterminated inline table (no closing })"}
+			return &Error{Line: start, Msg: fmt.Sprintf("unterminated %s (no closing %c)", what, close)}
 		}
-		if p.peek() == '}' {
+		if p.peek() == close {
 			p.i++
 			return nil
 		}
-		inEnv := len(path) == 1 && path[0] == "env"
-		if path == nil { // inside an array: nothing in it counts
-			path = []string{"\x00"}
-		}
-		if err := p.keyValue(path, inEnv); err != nil {
+		if err := item(); err != nil {
 			return err
 		}
 		p.space()
 		if !p.eof() && p.peek() == ',' {
 			p.i++
-		} else if p.eof() || p.peek() != '}' {
-			return p.fail("expected , or } in an inline table")
+		} else if p.eof() || p.peek() != close {
+			return p.fail("expected , or %c in an %s", close, what)
 		}
 	}
 }
