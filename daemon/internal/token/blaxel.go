@@ -26,9 +26,10 @@ const maxAnswer = 1 << 20
 // clientID is what Blaxel's SDKs send as client_id.
 const clientID = "blaxel"
 
-func (x *Blaxel) now() time.Time {
-	if x.Now != nil {
-		return x.Now()
+// clockNow is now(), or the wall clock's time without its monotonic reading when now is nil.
+func clockNow(now func() time.Time) time.Time {
+	if now != nil {
+		return now()
 	}
 	return time.Now().Round(0)
 }
@@ -124,7 +125,7 @@ func (x *Blaxel) post(ctx context.Context, op, url, auth string, body any, out a
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
 	}
-	a.sent = x.now()
+	a.sent = clockNow(x.Now)
 	resp, err := cmp.Or(x.HTTP, http.DefaultClient).Do(req)
 	if err != nil {
 		return a, transportError(op, err)
@@ -132,7 +133,7 @@ func (x *Blaxel) post(ctx context.Context, op, url, auth string, body any, out a
 	defer resp.Body.Close()
 	a.status, a.date = resp.StatusCode, answerDate(resp.Header)
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
-	a.received = x.now()
+	a.received = clockNow(x.Now)
 	if err != nil {
 		return a, &Error{Op: op, Status: resp.StatusCode, Err: err}
 	}

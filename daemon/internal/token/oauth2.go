@@ -39,20 +39,13 @@ type providerMetadata struct {
 	TokenEndpoint string `json:"token_endpoint"`
 }
 
-func (x *OAuth2) now() time.Time {
-	if x.Now != nil {
-		return x.Now()
-	}
-	return time.Now().Round(0)
-}
-
 // exchange carries the HTTP client to x/oauth2, which reads it from the context, wrapped so
 // that the answer's Date header, which x/oauth2 does not return, is kept in the exchange.
 func (x *OAuth2) exchange(ctx context.Context) (context.Context, *exchange) {
 	c := *cmp.Or(x.HTTP, http.DefaultClient)
 	ex := &exchange{base: cmp.Or(c.Transport, http.DefaultTransport)}
 	c.Transport = ex
-	ex.sent = x.now()
+	ex.sent = clockNow(x.Now)
 	return context.WithValue(ctx, oauth2.HTTPClient, &c), ex
 }
 
@@ -173,7 +166,7 @@ func (x *OAuth2) blaxel() *Blaxel { return &Blaxel{HTTP: x.HTTP, Now: x.Now} }
 
 // result turns what x/oauth2 returned for exchange ex into a Token or a classified *Error.
 func (x *OAuth2) result(op string, ex *exchange, tok *oauth2.Token, err error) (*Token, error) {
-	now := x.now()
+	now := clockNow(x.Now)
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.Response != nil {
