@@ -84,10 +84,6 @@ type dotenvFile struct {
 	cancel   func()
 }
 
-func (f *dotenvFile) idle(now time.Time, d time.Duration) bool {
-	return now.Sub(time.Unix(0, f.lastUsed.Load())) > d
-}
-
 // dotenvRead is one read of a .env, shared by every request waiting for it.
 type dotenvRead struct {
 	gen  uint64
@@ -281,7 +277,7 @@ func (c *Cache) evictLocked(now time.Time) {
 
 func (c *Cache) dropIdleLocked(now time.Time) {
 	for dir, f := range c.files {
-		if f.idle(now, c.cfg.Idle) {
+		if now.Sub(time.Unix(0, f.lastUsed.Load())) > c.cfg.Idle {
 			c.dropLocked(dir)
 		}
 	}
