@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -230,14 +231,7 @@ func (t *blText) fieldLine(indent string, f blCredField, v string) string {
 
 // blFieldIndex gives a credential key's place in bl's order, or -1.
 func blFieldIndex(key string) int {
-	for i, f := range blCredFields {
-		for _, k := range f.keys {
-			if k == key {
-				return i
-			}
-		}
-	}
-	return -1
+	return slices.IndexFunc(blCredFields, func(f blCredField) bool { return slices.Contains(f.keys, key) })
 }
 
 // blEdit replaces data[start:end] with text (an insertion when start == end).
