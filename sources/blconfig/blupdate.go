@@ -427,18 +427,6 @@ func (t *blText) quotedSpan(v *yaml.Node, start int, q byte) (int, int, error) {
 	return 0, 0, uneditable(v.Line, "unterminated quoted value")
 }
 
-// replaceValue writes text as the value v (of a key that keeps its spelling).
-func (t *blText) replaceValue(v *yaml.Node, text string) (blEdit, error) {
-	start, end, err := t.valueSpan(v)
-	if err != nil {
-		return blEdit{}, err
-	}
-	if start == end {
-		text = " " + text // key: (nothing) → key: value
-	}
-	return blEdit{start, end, text}, nil
-}
-
 // entryEnd is where the line after a key's single-line value starts.
 func (t *blText) entryEnd(v *yaml.Node) (int, error) {
 	_, end, err := t.valueSpan(v)
@@ -626,11 +614,16 @@ func (t *blText) editBlock(credVal *yaml.Node, changed []int, next Credentials) 
 		present := false
 		for i := 0; i+1 < len(pairs); i += 2 {
 			if k := pairs[i]; k.Kind == yaml.ScalarNode && blFieldIndex(k.Value) == fi {
-				e, err := t.replaceValue(pairs[i+1], f.text(v))
+				// The value is replaced, the key keeps its spelling.
+				start, end, err := t.valueSpan(pairs[i+1])
 				if err != nil {
 					return nil, err
 				}
-				edits = append(edits, e)
+				text := f.text(v)
+				if start == end {
+					text = " " + text // key: (nothing) → key: value
+				}
+				edits = append(edits, blEdit{start, end, text})
 				t.set[k.Value] = f.generic(v)
 				present = true
 			}
