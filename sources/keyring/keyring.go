@@ -458,7 +458,12 @@ func keyringCall[T any](ctx context.Context, k *Keyring, op string, fn func(keyr
 	default:
 	}
 	if context.Cause(ctx) == boxErr {
-		k.markHungLocked(op, start, timeout)
+		// Later calls fail at once until this one returns.
+		k.hung, k.hungSince = true, start
+		close(k.becameHung)
+		k.becameHung = make(chan struct{})
+		k.Log.Warn().Str("service", k.service()).Str("call", op).Dur("timeout", timeout).
+			Msg("keyring call timed out; keyring calls fail at once until it returns")
 	}
 	return zero, k.doneError(ctx, "")
 }
@@ -488,17 +493,6 @@ func (k *Keyring) acquire(ctx context.Context) (chan struct{}, error) {
 	case <-ctx.Done():
 		return nil, k.doneError(ctx, "waiting for an earlier keyring call")
 	}
-}
-
-// markHungLocked records a call that overran its time box: later calls fail at once until it
-// returns. k.mu is held.
-func (k *Keyring) markHungLocked(op string, start time.Time, timeout time.Duration) {
-	k.hung = true
-	k.hungSince = start
-	close(k.becameHung)
-	k.becameHung = make(chan struct{})
-	k.Log.Warn().Str("service", k.service()).Str("call", op).Dur("timeout", timeout).
-		Msg("keyring call timed out; keyring calls fail at once until it returns")
 }
 
 // doneError reports why ctx ended: the time box (or a caller's deadline) is ErrKeyringUnavailable,
