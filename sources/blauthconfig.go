@@ -141,7 +141,10 @@ func ReadBlauthConfig(path string, missingOK bool) (*BlauthConfig, error) {
 	case errors.Is(err, ErrFileRefused):
 		return nil, fmt.Errorf("%w: %w", ErrBlauthConfig, err)
 	case err != nil:
-		return nil, bad(0, "%v", unwrapPathError(err))
+		if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+			err = pe.Err // the path it repeats: bad names the file
+		}
+		return nil, bad(0, "%v", err)
 	}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok && (int(st.Uid) != os.Getuid() || fi.Mode().Perm()&0o022 != 0) {
 		return nil, bad(0, "another user may write it (mode %04o, owner uid %d): make it yours and writable by you only (chmod go-w)", fi.Mode().Perm(), st.Uid)
@@ -221,13 +224,4 @@ func didYouMean(key string) string {
 		return fmt.Sprintf(" (did you mean %q?)", s[0])
 	}
 	return ""
-}
-
-// unwrapPathError drops the path an *fs.PathError repeats (the caller names the file).
-func unwrapPathError(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
 }
