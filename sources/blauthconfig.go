@@ -7,7 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -141,7 +141,10 @@ func ReadBlauthConfig(path string, missingOK bool) (*BlauthConfig, error) {
 	case errors.Is(err, ErrFileRefused):
 		return nil, fmt.Errorf("%w: %w", ErrBlauthConfig, err)
 	case err != nil:
-		return nil, bad(0, "%v", unwrapPathError(err))
+		if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+			err = pe.Err // the path it repeats: bad names the file
+		}
+		return nil, bad(0, "%v", err)
 	}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok && (int(st.Uid) != os.Getuid() || fi.Mode().Perm()&0o022 != 0) {
 		return nil, bad(0, "another user may write it (mode %04o, owner uid %d): make it yours and writable by you only (chmod go-w)", fi.Mode().Perm(), st.Uid)
@@ -190,11 +193,13 @@ func parseBlauthConfig(data []byte, bad func(int, string, ...any) error) (*Blaut
 			return nil, bad(k.Line, "%s is set twice", key)
 		}
 		seen[key] = true
-		def := findBlauthConfigKey(key)
-		if def == nil {
-			return nil, bad(k.Line, "unknown key %q%s; the keys blauthd reads are: %s (docs/CONFIG.md)", key, didYouMean(key), knownBlauthConfigKeys())
+		i := slices.IndexFunc(blauthConfigKeys, func(d blauthConfigKey) bool { return d.name == key })
+		if i < 0 {
+			names := blauthConfigKeyNames()
+			slices.Sort(names)
+			return nil, bad(k.Line, "unknown key %q%s; the keys blauthd reads are: %s (docs/CONFIG.md)", key, didYouMean(key), strings.Join(names, ", "))
 		}
-		if line, err := def.set(c, v); err != nil {
+		if line, err := blauthConfigKeys[i].set(c, v); err != nil {
 			if line == 0 {
 				line = v.Line
 			}
@@ -204,41 +209,19 @@ func parseBlauthConfig(data []byte, bad func(int, string, ...any) error) (*Blaut
 	return c, nil
 }
 
-func findBlauthConfigKey(name string) *blauthConfigKey {
-	for i := range blauthConfigKeys {
-		if blauthConfigKeys[i].name == name {
-			return &blauthConfigKeys[i]
-		}
-	}
-	return nil
-}
-
-func knownBlauthConfigKeys() string {
+// blauthConfigKeyNames are the names of blauthConfigKeys, in their order.
+func blauthConfigKeyNames() []string {
 	names := make([]string, len(blauthConfigKeys))
 	for i, k := range blauthConfigKeys {
 		names[i] = k.name
 	}
-	sort.Strings(names)
-	return strings.Join(names, ", ")
+	return names
 }
 
 // didYouMean is ` (did you mean "K"?)` for the known key closest to key, or "".
 func didYouMean(key string) string {
-	names := make([]string, len(blauthConfigKeys))
-	for i, k := range blauthConfigKeys {
-		names[i] = k.name
-	}
-	if s := ipc.Nearest(key, names); len(s) > 0 {
+	if s := ipc.Nearest(key, blauthConfigKeyNames()); len(s) > 0 {
 		return fmt.Sprintf(" (did you mean %q?)", s[0])
 	}
 	return ""
-}
-
-// unwrapPathError drops the path an *fs.PathError repeats (the caller names the file).
-func unwrapPathError(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
 }

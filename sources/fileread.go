@@ -108,32 +108,25 @@ func sizeText(n int64) string {
 // ErrReadTimeout is matched by the error of a read that did not finish within its bound.
 var ErrReadTimeout = errors.New("timed out reading a file")
 
-// FileRead is one bounded read, run in its own goroutine so that its caller can stop waiting.
-type FileRead struct {
-	done chan struct{}
-	data []byte
-	info os.FileInfo
-	err  error
-}
-
-// StartRead reads path with ReadBounded in a new goroutine.
-func StartRead(path string, limit int64) *FileRead {
-	fr := &FileRead{done: make(chan struct{})}
+// ReadWithin reads path with ReadBounded in a new goroutine and waits for it at most timeout:
+// then it returns an error wrapping ErrReadTimeout, and the read goes on in the background (a
+// stalled file system cannot hold up the caller).
+func ReadWithin(path string, limit int64, timeout time.Duration) ([]byte, os.FileInfo, error) {
+	type result struct {
+		data []byte
+		info os.FileInfo
+		err  error
+	}
+	done := make(chan result, 1) // buffered: an abandoned read does not leak its goroutine
 	go func() {
-		defer close(fr.done)
-		fr.data, fr.info, fr.err = ReadBounded(path, limit)
+		data, info, err := ReadBounded(path, limit)
+		done <- result{data, info, err}
 	}()
-	return fr
-}
-
-// wait returns the read's outcome, or an error wrapping ErrReadTimeout once timeout has passed
-// (the read goes on; its outcome is still there for whoever waits later).
-func (fr *FileRead) Wait(path string, timeout time.Duration) ([]byte, os.FileInfo, error) {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
-	case <-fr.done:
-		return fr.data, fr.info, fr.err
+	case r := <-done:
+		return r.data, r.info, r.err
 	case <-t.C:
 		return nil, nil, &readTimeoutError{path, timeout}
 	}

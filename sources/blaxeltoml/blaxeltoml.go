@@ -275,54 +275,40 @@ func (p *parser) value(path []string) (string, bool, *Error) {
 
 // array reads [v, v, …], over several lines if need be.
 func (p *parser) array() *Error {
-	start := p.line
-	p.i++
-	for {
-		p.space()
-		if p.eof() {
-			return &Error{Line: start, Msg: "unterminated array (no closing ])"}
-		}
-		if p.peek() == ']' {
-			p.i++
-			return nil
-		}
-		if _, _, err := p.value(nil); err != nil {
-			return err
-		}
-		p.space()
-		if !p.eof() && p.peek() == ',' {
-			p.i++
-		} else if p.eof() || p.peek() != ']' {
-			return p.fail("expected , or ] in an array")
-		}
-	}
+	return p.list("array", ']', func() *Error { _, _, err := p.value(nil); return err })
 }
 
 // inlineTable reads {k = v, …}; its string values count as if set under path.
 func (p *parser) inlineTable(path []string) *Error {
+	inEnv := len(path) == 1 && path[0] == "env"
+	if path == nil { // inside an array: nothing in it counts
+		path = []string{"\x00"}
+	}
+	return p.list("inline table", '}', func() *Error { return p.keyValue(path, inEnv) })
+}
+
+// list reads the comma-separated items of an array or an inline table (what), from its opening
+// bracket to close, with item.
+func (p *parser) list(what string, close byte, item func() *Error) *Error {
 	start := p.line
 	p.i++
 	for {
 		p.space()
 		if p.eof() {
-			return &Error{Line: start, Msg: "unterminated inline table (no closing })"}
+			return &Error{Line: start, Msg: fmt.Sprintf("unterminated %s (no closing %c)", what, close)}
 		}
-		if p.peek() == '}' {
+		if p.peek() == close {
 			p.i++
 			return nil
 		}
-		inEnv := len(path) == 1 && path[0] == "env"
-		if path == nil { // inside an array: nothing in it counts
-			path = []string{"\x00"}
-		}
-		if err := p.keyValue(path, inEnv); err != nil {
+		if err := item(); err != nil {
 			return err
 		}
 		p.space()
 		if !p.eof() && p.peek() == ',' {
 			p.i++
-		} else if p.eof() || p.peek() != '}' {
-			return p.fail("expected , or } in an inline table")
+		} else if p.eof() || p.peek() != close {
+			return p.fail("expected , or %c in an %s", close, what)
 		}
 	}
 }
@@ -448,28 +434,19 @@ func (p *parser) multilineEscape(b *strings.Builder) *Error {
 	return nil
 }
 
+// tomlEscapes decode the one-character escapes of a basic string.
+var tomlEscapes = map[byte]string{'b': "\b", 't': "\t", 'n': "\n", 'f': "\f", 'r': "\r", 'e': "\x1b", '"': `"`, '\\': `\`}
+
 // escape decodes the escape at p.s[j] (a backslash); it returns the text and its length.
 func (p *parser) escape(j int) (string, int, *Error) {
 	if j+1 >= len(p.s) {
 		return "", 0, p.fail("unterminated string")
 	}
-	switch c := p.s[j+1]; c {
-	case 'b':
-		return "\b", 2, nil
-	case 't':
-		return "\t", 2, nil
-	case 'n':
-		return "\n", 2, nil
-	case 'f':
-		return "\f", 2, nil
-	case 'r':
-		return "\r", 2, nil
-	case 'e':
-		return "\x1b", 2, nil
-	case '"', '\\':
-		return string(c), 2, nil
-	case 'u', 'U', 'x':
-		n := map[byte]int{'x': 2, 'u': 4, 'U': 8}[c]
+	c := p.s[j+1]
+	if r, ok := tomlEscapes[c]; ok {
+		return r, 2, nil
+	}
+	if n, ok := map[byte]int{'x': 2, 'u': 4, 'U': 8}[c]; ok {
 		if j+2+n > len(p.s) {
 			return "", 0, p.fail("a \\%c escape needs %d hexadecimal digits", c, n)
 		}

@@ -2,6 +2,7 @@ package blconfig
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -74,21 +75,14 @@ func blCredentialKeyFor(key string) string {
 	norm := func(s string) string {
 		return strings.NewReplacer("_", "", "-", "").Replace(strings.ToLower(s))
 	}
-	for _, k := range blCredentialKeys[:6] { // bl's own spellings first
-		if norm(k) == norm(key) {
+	normed := make([]string, 6) // bl's own spellings
+	for i, k := range blCredentialKeys[:6] {
+		if normed[i] = norm(k); normed[i] == norm(key) {
 			return k
 		}
 	}
-	normed := make([]string, 6)
-	for i, k := range blCredentialKeys[:6] {
-		normed[i] = norm(k)
-	}
 	if near := ipc.Nearest(norm(key), normed); len(near) > 0 {
-		for i, n := range normed {
-			if n == near[0] {
-				return blCredentialKeys[i]
-			}
-		}
+		return blCredentialKeys[slices.Index(normed, near[0])]
 	}
 	return ""
 }
@@ -142,9 +136,6 @@ func (e *Error) Unwrap() error {
 	}
 	return nil
 }
-
-// legacyCredentialKeys are the credential keys that every yaml.v2 writer wrote, empty or not.
-var legacyCredentialKeys = []string{"apiKey", "access_token", "refresh_token", "expires_in", "device_code"}
 
 // Parse parses a bl CLI config file, in the current sdk-go writer's format or the older yaml.v2
 // writer's. Unknown keys are ignored (BLUnknownKeys lists those of the workspaces' credentials,
@@ -237,8 +228,8 @@ func Parse(data []byte) (*Config, error) {
 			lastCredKeys = credKeys
 		}
 		// The current writer always ends the file with tracking; only the yaml.v2 writer leaves it out,
-		// and it writes every credential key. A file without tracking whose last entry lacks one was cut.
-		if n := len(wsNode.Content); n > 0 && !hasTracking && !hasAll(lastCredKeys, legacyCredentialKeys) {
+		// and it writes every credential key it knew (the first five), empty or not. A file without tracking whose last entry lacks one was cut.
+		if n := len(wsNode.Content); n > 0 && !hasTracking && !hasAll(lastCredKeys, blCredentialKeys[:5]) {
 			cut(wsNode.Content[n-1].Line, "the last workspace is incomplete and tracking is missing: the file is "+
 				"probably cut short by a concurrent write (if you wrote it by hand, end it with \"tracking: false\" as bl does)")
 		}
@@ -306,9 +297,7 @@ func parseBLWorkspace(n *yaml.Node) (ws Workspace, credKeys map[string]*yaml.Nod
 	if err != nil {
 		return ws, nil, false, err
 	}
-	if cr.ClientCredentials == "" {
-		cr.ClientCredentials = camel
-	}
+	cr.ClientCredentials = cmp.Or(cr.ClientCredentials, camel)
 	if n := cf["expires_in"]; n != nil && !sources.YAMLNull(n) {
 		if n.Kind != yaml.ScalarNode || n.Decode(&cr.ExpiresIn) != nil {
 			return ws, nil, false, &Error{Line: n.Line, Reason: "expires_in is not an integer"}
@@ -368,15 +357,16 @@ func UnknownKeys(data []byte) map[string][]UnknownKey {
 // yamlErrLine finds the line number in a yaml.v3 error message.
 var yamlErrLine = regexp.MustCompile(`line (\d+)`)
 
-// unmarshalYAML parses data into a node tree. Its errors keep only a line number: yaml.v3 messages
-// may quote the content (an anchor's name, a value), and the content holds secrets.
-func unmarshalYAML(data []byte, doc *yaml.Node) (err error) {
+// unmarshalYAML parses data into v (a node tree, or generic values), turning a panic of the
+// decoder into an error. Its errors keep only a line number: yaml.v3 messages may quote the
+// content (an anchor's name, a value), and the content holds secrets.
+func unmarshalYAML(data []byte, v any) (err error) {
 	defer func() {
 		if recover() != nil {
 			err = &Error{Reason: "invalid YAML"}
 		}
 	}()
-	if err := yaml.Unmarshal(data, doc); err != nil {
+	if err := yaml.Unmarshal(data, v); err != nil {
 		e := &Error{Reason: "invalid YAML"}
 		if m := yamlErrLine.FindStringSubmatch(err.Error()); m != nil {
 			e.Line, _ = strconv.Atoi(m[1])
@@ -451,24 +441,10 @@ func (c *Config) Marshal() []byte {
 			fmt.Fprintf(&b, "  id: %s\n", plainYAML(ws.ID))
 		}
 		b.WriteString("  credentials:\n")
-		cr := ws.Credentials
-		if cr.APIKey != "" {
-			fmt.Fprintf(&b, "    apiKey: %s\n", quotedYAML(cr.APIKey))
-		}
-		if cr.AccessToken != "" {
-			fmt.Fprintf(&b, "    access_token: %s\n", plainYAML(cr.AccessToken))
-		}
-		if cr.RefreshToken != "" {
-			fmt.Fprintf(&b, "    refresh_token: %s\n", plainYAML(cr.RefreshToken))
-		}
-		if cr.ExpiresIn > 0 {
-			fmt.Fprintf(&b, "    expires_in: %d\n", cr.ExpiresIn)
-		}
-		if cr.DeviceCode != "" {
-			fmt.Fprintf(&b, "    device_code: %s\n", plainYAML(cr.DeviceCode))
-		}
-		if cr.ClientCredentials != "" {
-			fmt.Fprintf(&b, "    client_credentials: %s\n", quotedYAML(cr.ClientCredentials))
+		for _, f := range blCredFields {
+			if v := f.get(ws.Credentials); v != "" {
+				fmt.Fprintf(&b, "    %s: %s\n", f.keys[0], f.text(v))
+			}
 		}
 		if ws.Env != "" {
 			fmt.Fprintf(&b, "  env: %s\n", quotedYAML(ws.Env))

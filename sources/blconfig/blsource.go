@@ -166,20 +166,15 @@ func (s *Source) watch() {
 	}
 	cancel, err := s.cfg.Watcher.Watch(s.cfg.Path, s.loadAndTell)
 	if err != nil {
-		s.watchErr = watchError(s.cfg.Path, err, "is re-read only on reload")
+		// Running out of inotify watches or instances is named as such: only the administrator can fix it.
+		s.watchErr = fmt.Errorf("cannot watch %s, so it is re-read only on reload: %w", s.cfg.Path, err)
+		if watch.Exhausted(err) {
+			s.watchErr = fmt.Errorf("file watching is exhausted (fs.inotify.max_user_watches): %s is re-read only on reload", s.cfg.Path)
+		}
 		s.cfg.Log.Warn().Err(err).Str("path", s.cfg.Path).Msg("cannot watch the bl config; it is re-read on reload only")
 		return
 	}
 	s.cancel, s.watchErr = cancel, nil
-}
-
-// watchError describes a refused watch; running out of inotify watches or instances is named as
-// such, since only the administrator can fix it.
-func watchError(path string, err error, consequence string) error {
-	if watch.Exhausted(err) {
-		return fmt.Errorf("file watching is exhausted (fs.inotify.max_user_watches): %s %s", path, consequence)
-	}
-	return fmt.Errorf("cannot watch %s, so it %s: %w", path, consequence, err)
 }
 
 func (s *Source) loadAndTell() {
@@ -263,7 +258,7 @@ func (s *Source) read(path string) (*Config, map[string][]UnknownKey, error) {
 }
 
 func (s *Source) readOnce(path string) ([]byte, fs.FileInfo, error) {
-	return sources.StartRead(path, sources.MaxBLConfigBytes).Wait(path, s.cfg.ReadTimeout)
+	return sources.ReadWithin(path, sources.MaxBLConfigBytes, s.cfg.ReadTimeout)
 }
 
 // sameOnRecheck waits, reads the file again, and reports whether it still holds data and is the

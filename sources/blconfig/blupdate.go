@@ -2,12 +2,14 @@ package blconfig
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -119,12 +121,8 @@ func Update(path, workspace string, fn func(*Credentials)) error {
 
 	var data []byte
 	if len(bytes.Trim(old, " \t\r\n")) == 0 {
-		// No file, or an empty one: write it whole, in bl's format.
-		if found {
-			ws.Credentials = next
-		} else {
-			c.Workspaces = append(c.Workspaces, Workspace{Name: workspace, Credentials: next})
-		}
+		// No file, or an empty one (so no workspace either): write it whole, in bl's format.
+		c.Workspaces = []Workspace{{Name: workspace, Credentials: next}}
 		data = c.Marshal()
 	} else if data, err = editBLConfig(old, c, torn, workspace, next); err != nil {
 		return fmt.Errorf("update bl config %s for workspace %q, nothing written: %w", target, workspace, err)
@@ -177,10 +175,7 @@ func readForUpdate(path string) (data []byte, fi os.FileInfo, c *Config, torn bo
 			attempt++ // the read after the wait counts
 		}
 	}
-	if lastErr == nil {
-		lastErr = fmt.Errorf("%s keeps changing", path)
-	}
-	return nil, nil, nil, false, fmt.Errorf("%w (it kept changing while being read)", lastErr)
+	return nil, nil, nil, false, fmt.Errorf("%w (it kept changing while being read)", cmp.Or(lastErr, fmt.Errorf("%s keeps changing", path)))
 }
 
 // blCredField is one credential field as bl writes it.
@@ -209,10 +204,7 @@ var blCredFields = []blCredField{
 func (f blCredField) text(v string) string {
 	switch {
 	case f.keys[0] == "expires_in":
-		if v == "" {
-			return "0"
-		}
-		return v
+		return cmp.Or(v, "0")
 	case v == "":
 		return `""`
 	case f.quoted:
@@ -231,22 +223,15 @@ func (f blCredField) generic(v string) any {
 }
 
 // fieldLine is the line that writes field f with value v at indent, as bl writes it, and records
-// in set how a generic decode reads it.
-func (t *blText) fieldLine(indent string, f blCredField, v string, set map[string]any) string {
-	set[f.keys[0]] = f.generic(v)
+// in t.set how a generic decode reads it.
+func (t *blText) fieldLine(indent string, f blCredField, v string) string {
+	t.set[f.keys[0]] = f.generic(v)
 	return indent + f.keys[0] + ": " + f.text(v) + t.eol
 }
 
 // blFieldIndex gives a credential key's place in bl's order, or -1.
 func blFieldIndex(key string) int {
-	for i, f := range blCredFields {
-		for _, k := range f.keys {
-			if k == key {
-				return i
-			}
-		}
-	}
-	return -1
+	return slices.IndexFunc(blCredFields, func(f blCredField) bool { return slices.Contains(f.keys, key) })
 }
 
 // blEdit replaces data[start:end] with text (an insertion when start == end).
@@ -260,10 +245,13 @@ type blText struct {
 	data       []byte
 	lineStarts []int  // offset of each line's first byte; line 1 starts after a byte order mark
 	eol        string // the file's line ending, for inserted lines
+	// set is how a generic decode reads each credentials key the edit writes, for the check
+	// that the edited file reads as intended.
+	set map[string]any
 }
 
 func newBLText(data []byte) *blText {
-	t := &blText{data: data, eol: "\n"}
+	t := &blText{data: data, eol: "\n", set: map[string]any{}}
 	start := 0
 	if bytes.HasPrefix(data, []byte("\uFEFF")) {
 		start = 3
@@ -439,18 +427,6 @@ func (t *blText) quotedSpan(v *yaml.Node, start int, q byte) (int, int, error) {
 	return 0, 0, uneditable(v.Line, "unterminated quoted value")
 }
 
-// replaceValue writes text as the value v (of a key that keeps its spelling).
-func (t *blText) replaceValue(v *yaml.Node, text string) (blEdit, error) {
-	start, end, err := t.valueSpan(v)
-	if err != nil {
-		return blEdit{}, err
-	}
-	if start == end {
-		text = " " + text // key: (nothing) → key: value
-	}
-	return blEdit{start, end, text}, nil
-}
-
 // entryEnd is where the line after a key's single-line value starts.
 func (t *blText) entryEnd(v *yaml.Node) (int, error) {
 	_, end, err := t.valueSpan(v)
@@ -458,60 +434,6 @@ func (t *blText) entryEnd(v *yaml.Node) (int, error) {
 		return 0, err
 	}
 	return t.nextLineStart(t.lineOf(end)), nil
-}
-
-// removeValue drops a value written on its key's line (a null such as ~, or an empty {} or []), with
-// the blanks before it, so that lines can follow the key.
-func (t *blText) removeValue(v *yaml.Node, open, close byte) (blEdit, error) {
-	start, ok := t.offset(v.Line, v.Column)
-	if !ok {
-		return blEdit{}, uneditable(v.Line, "cannot locate a value")
-	}
-	end := start
-	if open != 0 {
-		if start >= len(t.data) || t.data[start] != open {
-			return blEdit{}, uneditable(v.Line, "cannot locate a value")
-		}
-		end = start + 1
-		for end < len(t.data) && (t.data[end] == ' ' || t.data[end] == '\t') {
-			end++
-		}
-		if end >= len(t.data) || t.data[end] != close {
-			return blEdit{}, uneditable(v.Line, "the value is in flow style")
-		}
-		end++
-	} else if _, e, err := t.valueSpan(v); err != nil {
-		return blEdit{}, err
-	} else {
-		end = e
-	}
-	if !t.blankOrComment(end) {
-		return blEdit{}, uneditable(v.Line, "text follows a value")
-	}
-	for start > 0 && (t.data[start-1] == ' ' || t.data[start-1] == '\t') {
-		start--
-	}
-	if start == 0 || t.data[start-1] != ':' {
-		return blEdit{}, uneditable(v.Line, "cannot locate a value")
-	}
-	return blEdit{start, end, ""}, nil
-}
-
-// afterKeyLine is where lines that belong under key k go: the start of the next line, when nothing
-// but blanks and a comment follows the value (ve is where the value ends).
-func (t *blText) afterKeyLine(k *yaml.Node, ve int) (int, error) {
-	if !t.blankOrComment(ve) {
-		return 0, uneditable(k.Line, "text follows a key")
-	}
-	return t.nextLineStart(t.lineOf(ve)), nil
-}
-
-// blPatch is the change an edit makes, as it reads in a generic decode of the file: the verification
-// applies it to the old file's decode and compares with the new file's.
-type blPatch struct {
-	index  int            // the workspace edited, or -1 when appended
-	set    map[string]any // credentials keys set (index >= 0)
-	append map[string]any // the entry appended (index < 0)
 }
 
 // editBLConfig computes the surgical edit of data (whose config is old) that gives workspace the
@@ -573,14 +495,11 @@ func editBLConfig(data []byte, old *Config, oldTorn bool, workspace string, next
 	}
 
 	var edits []blEdit
-	var patch blPatch
 	var err error
 	if idx >= 0 {
-		patch.index = idx
-		edits, patch.set, err = t.editWorkspace(wsVal.Content[idx], old.Workspaces[idx].Credentials, next)
+		edits, err = t.editWorkspace(wsVal.Content[idx], old.Workspaces[idx].Credentials, next)
 	} else {
-		patch.index = -1
-		edits, patch.append, err = t.appendWorkspace(root, wsKey, wsVal, trackingKey, workspace, next)
+		edits, err = t.appendWorkspace(root, wsKey, wsVal, trackingKey, workspace, next)
 	}
 	if err != nil {
 		return nil, err
@@ -590,25 +509,20 @@ func editBLConfig(data []byte, old *Config, oldTorn bool, workspace string, next
 		return nil, err
 	}
 	allowTorn := oldTorn || trackingKey == nil
-	if err := verifyBLEdit(data, out, old, allowTorn, workspace, next, patch); err != nil {
+	if err := verifyBLEdit(data, out, old, allowTorn, idx, workspace, next, t.set); err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
 // editWorkspace edits the credentials of one existing workspace entry.
-func (t *blText) editWorkspace(item *yaml.Node, cur, next Credentials) ([]blEdit, map[string]any, error) {
-	var changed []int
-	for i, f := range blCredFields {
-		if f.get(cur) != f.get(next) {
-			changed = append(changed, i)
-		}
-	}
+func (t *blText) editWorkspace(item *yaml.Node, cur, next Credentials) ([]blEdit, error) {
+	changed := changedFields(cur, next)
 	if len(changed) == 0 {
-		return nil, nil, nil
+		return nil, nil
 	}
 	if item.Style&yaml.FlowStyle != 0 {
-		return nil, nil, uneditable(item.Line, "the workspace's entry is in flow style ({…})")
+		return nil, uneditable(item.Line, "the workspace's entry is in flow style ({…})")
 	}
 	var credKey, credVal, nameVal, idVal *yaml.Node
 	for i := 0; i+1 < len(item.Content); i += 2 {
@@ -621,7 +535,6 @@ func (t *blText) editWorkspace(item *yaml.Node, cur, next Credentials) ([]blEdit
 			idVal = item.Content[i+1]
 		}
 	}
-	ed := &credEdit{t: t, changed: changed, next: next, set: map[string]any{}}
 	switch {
 	case credKey == nil:
 		// A hand-written entry without credentials: add them after the name (and id), as bl orders them.
@@ -629,90 +542,89 @@ func (t *blText) editWorkspace(item *yaml.Node, cur, next Credentials) ([]blEdit
 		if idVal != nil && idVal.Line >= nameVal.Line {
 			after = idVal
 		}
-		return ed.addCredentials(item.Content[0], after)
+		at, err := t.entryEnd(after)
+		if err != nil {
+			return nil, err
+		}
+		indent := strings.Repeat(" ", item.Content[0].Column-1)
+		if lines := t.fieldLines(indent+"  ", changed, next); lines != "" {
+			return []blEdit{{at, at, indent + "credentials:" + t.eol + lines}}, nil
+		}
+		return nil, nil
 	case credVal.Kind == yaml.AliasNode:
-		return nil, nil, uneditable(credVal.Line, "credentials is an alias (*) of another node")
+		return nil, uneditable(credVal.Line, "credentials is an alias (*) of another node")
 	case sources.YAMLNull(credVal) || credVal.Kind == yaml.MappingNode && credVal.Style&yaml.FlowStyle != 0 && len(credVal.Content) == 0:
 		// No fields yet (credentials:, credentials: ~, credentials: {}): the fields go on the next lines.
-		edits, at, err := t.clearEmpty(credKey, credVal, '{', '}')
+		edits, at, err := t.clearEmpty(credKey, credVal)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		lines := ed.newLines(strings.Repeat(" ", credKey.Column-1+2))
-		if lines == "" {
-			return nil, nil, nil
+		if lines := t.fieldLines(strings.Repeat(" ", credKey.Column-1+2), changed, next); lines != "" {
+			return append(edits, blEdit{at, at, lines}), nil
 		}
-		return append(edits, blEdit{at, at, lines}), ed.set, nil
+		return nil, nil
 	case credVal.Kind != yaml.MappingNode:
-		return nil, nil, uneditable(credVal.Line, "credentials is not a mapping")
+		return nil, uneditable(credVal.Line, "credentials is not a mapping")
 	case credVal.Style&yaml.FlowStyle != 0:
-		return nil, nil, uneditable(credVal.Line, "credentials is in flow style ({…})")
+		return nil, uneditable(credVal.Line, "credentials is in flow style ({…})")
 	}
-	return ed.editBlock(credVal)
+	return t.editBlock(credVal, changed, next)
 }
 
-// credEdit is one edit of a workspace's credentials: the fields that change, and their new values.
-type credEdit struct {
-	t       *blText
-	changed []int       // indexes in blCredFields
-	next    Credentials // the new values
-	set     map[string]any
+// changedFields are the indexes in blCredFields of the fields that differ between cur and next.
+func changedFields(cur, next Credentials) []int {
+	var changed []int
+	for i, f := range blCredFields {
+		if f.get(cur) != f.get(next) {
+			changed = append(changed, i)
+		}
+	}
+	return changed
 }
 
-// newLines are the changed fields the entry lacks, as lines under a credentials key at indent.
-func (ed *credEdit) newLines(indent string) string {
+// fieldLines are the fields of changed (indexes in blCredFields) that next does not leave empty,
+// as lines at indent: the fields an entry that lacks them gets.
+func (t *blText) fieldLines(indent string, changed []int, next Credentials) string {
 	var b strings.Builder
-	for _, i := range ed.changed {
-		f := blCredFields[i]
-		if v := f.get(ed.next); v != "" {
-			b.WriteString(ed.t.fieldLine(indent, f, v, ed.set))
+	for _, i := range changed {
+		if v := blCredFields[i].get(next); v != "" {
+			b.WriteString(t.fieldLine(indent, blCredFields[i], v))
 		}
 	}
 	return b.String()
 }
 
-// addCredentials adds a credentials key with the new fields after the value after, in an entry
-// whose first key is nameKey.
-func (ed *credEdit) addCredentials(nameKey, after *yaml.Node) ([]blEdit, map[string]any, error) {
-	at, err := ed.t.entryEnd(after)
-	if err != nil {
-		return nil, nil, err
-	}
-	indent := strings.Repeat(" ", nameKey.Column-1)
-	lines := ed.newLines(indent + "  ")
-	if lines == "" {
-		return nil, nil, nil
-	}
-	return []blEdit{{at, at, indent + "credentials:" + ed.t.eol + lines}}, ed.set, nil
-}
-
 // editBlock replaces, in a block mapping, the values of the keys present, and inserts the
 // fields missing where bl's order puts them.
-func (ed *credEdit) editBlock(credVal *yaml.Node) ([]blEdit, map[string]any, error) {
-	t := ed.t
+func (t *blText) editBlock(credVal *yaml.Node, changed []int, next Credentials) ([]blEdit, error) {
 	pairs := credVal.Content
 	if len(pairs) == 0 {
-		return nil, nil, uneditable(credVal.Line, "credentials is empty")
+		return nil, uneditable(credVal.Line, "credentials is empty")
 	}
 	firstLine, err := t.keyLineStart(pairs[0])
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	first, _ := t.offset(pairs[0].Line, pairs[0].Column)
 	indent := string(t.data[firstLine:first])
 	var edits []blEdit
-	for _, fi := range ed.changed {
+	for _, fi := range changed {
 		f := blCredFields[fi]
-		v := f.get(ed.next)
+		v := f.get(next)
 		present := false
 		for i := 0; i+1 < len(pairs); i += 2 {
 			if k := pairs[i]; k.Kind == yaml.ScalarNode && blFieldIndex(k.Value) == fi {
-				e, err := t.replaceValue(pairs[i+1], f.text(v))
+				// The value is replaced, the key keeps its spelling.
+				start, end, err := t.valueSpan(pairs[i+1])
 				if err != nil {
-					return nil, nil, err
+					return nil, err
 				}
-				edits = append(edits, e)
-				ed.set[k.Value] = f.generic(v)
+				text := f.text(v)
+				if start == end {
+					text = " " + text // key: (nothing) → key: value
+				}
+				edits = append(edits, blEdit{start, end, text})
+				t.set[k.Value] = f.generic(v)
 				present = true
 			}
 		}
@@ -721,34 +633,63 @@ func (ed *credEdit) editBlock(credVal *yaml.Node) ([]blEdit, map[string]any, err
 		}
 		at, err := t.insertionPoint(pairs, fi)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		edits = append(edits, blEdit{at, at, t.fieldLine(indent, f, v, ed.set)})
+		edits = append(edits, blEdit{at, at, t.fieldLine(indent, f, v)})
 	}
-	return edits, ed.set, nil
+	return edits, nil
 }
 
 // clearEmpty makes room for lines under key whose value is empty (key:, key: ~, key: {} or
-// key: []): it removes a written empty value, and returns where the new lines go.
-func (t *blText) clearEmpty(key, val *yaml.Node, open, close byte) ([]blEdit, int, error) {
-	var edits []blEdit
-	ve, ok := t.offset(val.Line, val.Column)
-	switch {
-	case !ok:
-		return nil, 0, uneditable(val.Line, "cannot locate a value")
-	case sources.YAMLNull(val) && val.Value == "":
-	default:
-		if val.Kind != yaml.MappingNode && val.Kind != yaml.SequenceNode {
-			open, close = 0, 0
-		}
-		rm, err := t.removeValue(val, open, close)
-		if err != nil {
-			return nil, 0, err
-		}
-		edits, ve = append(edits, rm), rm.end
+// key: []): it drops a value written on the key's line, with the blanks before it, and returns
+// where the new lines go, the start of the next line, when nothing but blanks and a comment
+// follows.
+func (t *blText) clearEmpty(key, v *yaml.Node) ([]blEdit, int, error) {
+	start, ok := t.offset(v.Line, v.Column)
+	if !ok {
+		return nil, 0, uneditable(v.Line, "cannot locate a value")
 	}
-	at, err := t.afterKeyLine(key, ve)
-	return edits, at, err
+	if sources.YAMLNull(v) && v.Value == "" {
+		if !t.blankOrComment(start) {
+			return nil, 0, uneditable(key.Line, "text follows a key")
+		}
+		return nil, t.nextLineStart(t.lineOf(start)), nil
+	}
+	var open, close byte
+	switch v.Kind {
+	case yaml.MappingNode:
+		open, close = '{', '}'
+	case yaml.SequenceNode:
+		open, close = '[', ']'
+	}
+	end := start
+	if open != 0 {
+		if start >= len(t.data) || t.data[start] != open {
+			return nil, 0, uneditable(v.Line, "cannot locate a value")
+		}
+		end = start + 1
+		for end < len(t.data) && (t.data[end] == ' ' || t.data[end] == '\t') {
+			end++
+		}
+		if end >= len(t.data) || t.data[end] != close {
+			return nil, 0, uneditable(v.Line, "the value is in flow style")
+		}
+		end++
+	} else if _, e, err := t.valueSpan(v); err != nil {
+		return nil, 0, err
+	} else {
+		end = e
+	}
+	if !t.blankOrComment(end) {
+		return nil, 0, uneditable(v.Line, "text follows a value")
+	}
+	for start > 0 && (t.data[start-1] == ' ' || t.data[start-1] == '\t') {
+		start--
+	}
+	if start == 0 || t.data[start-1] != ':' {
+		return nil, 0, uneditable(v.Line, "cannot locate a value")
+	}
+	return []blEdit{{start, end, ""}}, t.nextLineStart(t.lineOf(end)), nil
 }
 
 // insertionPoint is where field fi goes in a block mapping that lacks it: after the field before it in
@@ -781,25 +722,13 @@ func (t *blText) insertionPoint(pairs []*yaml.Node, fi int) (int, error) {
 }
 
 // appendWorkspace adds a workspace entry, in bl's format, at the end of the workspaces list.
-func (t *blText) appendWorkspace(root, wsKey, wsVal, trackingKey *yaml.Node, name string, next Credentials) ([]blEdit, map[string]any, error) {
-	creds := map[string]any{}
+func (t *blText) appendWorkspace(root, wsKey, wsVal, trackingKey *yaml.Node, name string, next Credentials) ([]blEdit, error) {
 	entry := func(dash string) string {
 		var b strings.Builder
 		b.WriteString(dash + "- name: " + plainYAML(name) + t.eol)
 		b.WriteString(dash + "  credentials:" + t.eol)
-		for _, f := range blCredFields {
-			if v := f.get(next); v != "" {
-				b.WriteString(t.fieldLine(dash+"    ", f, v, creds))
-			}
-		}
+		b.WriteString(t.fieldLines(dash+"    ", changedFields(Credentials{}, next), next))
 		return b.String()
-	}
-	generic := func() map[string]any {
-		m := map[string]any{"name": name, "credentials": nil}
-		if len(creds) > 0 {
-			m["credentials"] = creds
-		}
-		return m
 	}
 	switch {
 	case wsKey == nil:
@@ -809,32 +738,32 @@ func (t *blText) appendWorkspace(root, wsKey, wsVal, trackingKey *yaml.Node, nam
 		if trackingKey != nil {
 			var err error
 			if at, err = t.keyLineStart(trackingKey); err != nil {
-				return nil, nil, err
+				return nil, err
 			}
 		}
-		return []blEdit{{at, at, indent + "workspaces:" + t.eol + entry(indent)}}, generic(), nil
+		return []blEdit{{at, at, indent + "workspaces:" + t.eol + entry(indent)}}, nil
 	case sources.YAMLNull(wsVal) || wsVal.Kind == yaml.SequenceNode && wsVal.Style&yaml.FlowStyle != 0 && len(wsVal.Content) == 0:
 		// workspaces:, workspaces: ~ or workspaces: [] (yaml.v2): the entry goes on the next line.
-		edits, at, err := t.clearEmpty(wsKey, wsVal, '[', ']')
+		edits, at, err := t.clearEmpty(wsKey, wsVal)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		return append(edits, blEdit{at, at, entry(strings.Repeat(" ", wsKey.Column-1))}), generic(), nil
+		return append(edits, blEdit{at, at, entry(strings.Repeat(" ", wsKey.Column-1))}), nil
 	case wsVal.Kind != yaml.SequenceNode:
-		return nil, nil, uneditable(wsVal.Line, "workspaces is not a list")
+		return nil, uneditable(wsVal.Line, "workspaces is not a list")
 	case wsVal.Style&yaml.FlowStyle != 0:
-		return nil, nil, uneditable(wsVal.Line, "workspaces is in flow style ([…])")
+		return nil, uneditable(wsVal.Line, "workspaces is in flow style ([…])")
 	}
 	// A block list: the entry goes after its last item, with the dash where the others have theirs.
 	dashIndent, err := t.dashIndent(wsVal.Content[0])
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	at, err := t.listEnd(root, wsKey)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return []blEdit{{at, at, entry(dashIndent)}}, generic(), nil
+	return []blEdit{{at, at, entry(dashIndent)}}, nil
 }
 
 // dashIndent is what precedes the dash of the list item whose value is first: the indentation
@@ -915,7 +844,9 @@ func (t *blText) apply(edits []blEdit) ([]byte, error) {
 // verifyBLEdit checks that out reads as data with exactly the intended change: through ParseBLConfig
 // (every other workspace, the context and tracking the same; the workspace holding next) and through
 // a generic YAML decode (every other value in the file the same, unknown keys included).
-func verifyBLEdit(data, out []byte, old *Config, allowTorn bool, workspace string, next Credentials, patch blPatch) error {
+// idx is the workspace edited, -1 when one was appended; set is how a generic decode reads the
+// credentials keys the edit wrote.
+func verifyBLEdit(data, out []byte, old *Config, allowTorn bool, idx int, workspace string, next Credentials, set map[string]any) error {
 	fail := func(what string) error {
 		return uneditable(0, "the edited file would not read back as intended (%s)", what)
 	}
@@ -924,8 +855,8 @@ func verifyBLEdit(data, out []byte, old *Config, allowTorn bool, workspace strin
 		return fail("it does not parse")
 	}
 	want := &Config{Context: old.Context, Tracking: old.Tracking, Workspaces: append([]Workspace(nil), old.Workspaces...)}
-	if patch.index >= 0 {
-		want.Workspaces[patch.index].Credentials = next
+	if idx >= 0 {
+		want.Workspaces[idx].Credentials = next
 	} else {
 		want.Workspaces = append(want.Workspaces, Workspace{Name: workspace, Credentials: next})
 	}
@@ -934,41 +865,31 @@ func verifyBLEdit(data, out []byte, old *Config, allowTorn bool, workspace strin
 	}
 
 	var before, after any
-	if decodeGeneric(data, &before) != nil || decodeGeneric(out, &after) != nil {
+	if unmarshalYAML(data, &before) != nil || unmarshalYAML(out, &after) != nil {
 		return fail("it does not decode")
 	}
 	list, _ := mapGet(before, "workspaces").([]any)
-	if patch.index >= 0 {
-		if patch.index >= len(list) {
+	if idx >= 0 {
+		if idx >= len(list) {
 			return fail("the workspaces differ")
 		}
-		item := list[patch.index]
+		item := list[idx]
 		creds := mapGet(item, "credentials")
-		if creds == nil && len(patch.set) > 0 {
-			creds = map[string]any{}
+		for k, v := range set {
+			creds = mapSet(creds, k, v) // a nil creds becomes a map
 		}
-		for k, v := range patch.set {
-			creds = mapSet(creds, k, v)
-		}
-		list[patch.index] = mapSet(item, "credentials", creds)
+		list[idx] = mapSet(item, "credentials", creds)
 	} else {
-		list = append(list, patch.append)
-		before = mapSet(before, "workspaces", list)
+		entry := map[string]any{"name": workspace, "credentials": nil}
+		if len(set) > 0 {
+			entry["credentials"] = set
+		}
+		before = mapSet(before, "workspaces", append(list, entry))
 	}
 	if !reflect.DeepEqual(before, after) {
 		return fail("other content differs")
 	}
 	return nil
-}
-
-// decodeGeneric decodes YAML into interface{} values, turning a panic of the decoder into an error.
-func decodeGeneric(data []byte, v *any) (err error) {
-	defer func() {
-		if recover() != nil {
-			err = errors.New("yaml decoder panicked")
-		}
-	}()
-	return yaml.Unmarshal(data, v)
 }
 
 // mapGet and mapSet read and write a key of a decoded mapping, whichever map type it decoded to.

@@ -2,6 +2,7 @@ package dotenv
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 )
 
@@ -143,7 +144,7 @@ func scanDoubleQuoted(lines []string, i int, s string) (value, tail string, next
 				return b.String(), s[k+1:], j + 1, true
 			case '\\':
 				if k+1 < len(s) {
-					if r, known := dotenvEscape(s[k+1]); known {
+					if r, known := dotenvEscapes[s[k+1]]; known {
 						b.WriteByte(r)
 						k++
 						continue
@@ -163,20 +164,8 @@ func scanDoubleQuoted(lines []string, i int, s string) (value, tail string, next
 	}
 }
 
-// dotenvEscape decodes the character after a backslash in a double-quoted value.
-func dotenvEscape(c byte) (byte, bool) {
-	switch c {
-	case 'n':
-		return '\n', true
-	case 'r':
-		return '\r', true
-	case 't':
-		return '\t', true
-	case '"', '\\':
-		return c, true
-	}
-	return 0, false
-}
+// dotenvEscapes decode the character after a backslash in a double-quoted value.
+var dotenvEscapes = map[byte]byte{'n': '\n', 'r': '\r', 't': '\t', '"': '"', '\\': '\\'}
 
 // stripInlineComment cuts an unquoted value at the first '#' that follows a space or a tab. raw starts
 // right after '=', so in "KEY= #x" the '#' follows a blank and the value is empty, while "KEY=#x" is "#x".
@@ -190,18 +179,4 @@ func stripInlineComment(raw string) string {
 }
 
 // validDotenvKey reports whether key matches [A-Za-z_][A-Za-z0-9_.-]*.
-func validDotenvKey(key string) bool {
-	if key == "" {
-		return false
-	}
-	for k := 0; k < len(key); k++ {
-		c := key[k]
-		switch {
-		case c == '_', 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
-		case k > 0 && ('0' <= c && c <= '9' || c == '.' || c == '-'):
-		default:
-			return false
-		}
-	}
-	return true
-}
+var validDotenvKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]*$`).MatchString

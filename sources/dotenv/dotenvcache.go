@@ -1,6 +1,7 @@
 package dotenv
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -83,10 +84,6 @@ type dotenvFile struct {
 	cancel   func()
 }
 
-func (f *dotenvFile) idle(now time.Time, d time.Duration) bool {
-	return now.Sub(time.Unix(0, f.lastUsed.Load())) > d
-}
-
 // dotenvRead is one read of a .env, shared by every request waiting for it.
 type dotenvRead struct {
 	gen  uint64
@@ -96,9 +93,7 @@ type dotenvRead struct {
 
 // NewCache returns an empty cache.
 func NewCache(cfg CacheConfig) *Cache {
-	if cfg.Name == "" {
-		cfg.Name = Name
-	}
+	cfg.Name = cmp.Or(cfg.Name, Name)
 	if cfg.Parse == nil {
 		cfg.Parse = ParseLines
 	}
@@ -111,9 +106,7 @@ func NewCache(cfg CacheConfig) *Cache {
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = sources.DefaultFileReadTimeout
 	}
-	if cfg.Clock == nil {
-		cfg.Clock = clock.Wall{}
-	}
+	cfg.Clock = cmp.Or[clock.Clock](cfg.Clock, clock.Wall{})
 	return &Cache{cfg: cfg, readFile: sources.ReadBounded, files: map[string]*dotenvFile{}, reads: map[string]*dotenvRead{}}
 }
 
@@ -293,7 +286,7 @@ func (c *Cache) evictLocked(now time.Time) {
 
 func (c *Cache) dropIdleLocked(now time.Time) {
 	for dir, f := range c.files {
-		if f.idle(now, c.cfg.Idle) {
+		if now.Sub(time.Unix(0, f.lastUsed.Load())) > c.cfg.Idle {
 			c.dropLocked(dir)
 		}
 	}

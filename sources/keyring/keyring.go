@@ -2,6 +2,7 @@ package keyring
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -203,12 +204,7 @@ type Keyring struct {
 	becameHung chan struct{} // closed (and replaced) when a call is marked hung, to wake waiters
 }
 
-func (k *Keyring) service() string {
-	if k.Service == "" {
-		return DefaultService
-	}
-	return k.Service
-}
+func (k *Keyring) service() string { return cmp.Or(k.Service, DefaultService) }
 
 func (k *Keyring) timeout() time.Duration {
 	if k.Timeout <= 0 {
@@ -217,12 +213,7 @@ func (k *Keyring) timeout() time.Duration {
 	return k.Timeout
 }
 
-func (k *Keyring) impl() keyringBackend {
-	if k.backend == nil {
-		return goKeyring{}
-	}
-	return k.backend
-}
+func (k *Keyring) impl() keyringBackend { return cmp.Or[keyringBackend](k.backend, goKeyring{}) }
 
 // Get returns the secret stored for workspace. It returns an error matching ErrKeyringNotFound
 // when there is none, ErrKeyringUnavailable when the keyring cannot be used, ErrKeyringCorrupt
@@ -236,7 +227,7 @@ func (k *Keyring) Get(ctx context.Context, workspace string) (Secret, error) {
 		return b.Get(k.service(), workspace)
 	})
 	if err != nil {
-		return Secret{}, k.classify(op, err)
+		return Secret{}, err
 	}
 	s, err := decodeKeyringItem(raw)
 	if err != nil {
@@ -267,10 +258,7 @@ func (k *Keyring) Set(ctx context.Context, workspace string, s Secret) error {
 			return names
 		})
 	})
-	if err != nil {
-		return k.classify(op, err)
-	}
-	return nil
+	return err
 }
 
 // Delete removes the secret of workspace and drops workspace from the index. It returns an error
@@ -296,24 +284,14 @@ func (k *Keyring) Delete(ctx context.Context, workspace string) error {
 		}
 		return struct{}{}, delErr
 	})
-	if err != nil {
-		return k.classify(op, err)
-	}
-	return nil
+	return err
 }
 
 // List returns the workspaces that have a secret, sorted, as recorded in the index (an empty,
 // non-nil slice when there are none). An item added or removed behind blauth's back (with
 // secret-tool, say) is not reflected: Get of a listed workspace may then report ErrKeyringNotFound.
 func (k *Keyring) List(ctx context.Context) ([]string, error) {
-	op := "keyring: listing workspaces"
-	names, err := keyringCall(ctx, k, op, func(b keyringBackend) ([]string, error) {
-		return k.readIndex(b)
-	})
-	if err != nil {
-		return nil, k.classify(op, err)
-	}
-	return names, nil
+	return keyringCall(ctx, k, "keyring: listing workspaces", k.readIndex)
 }
 
 // Probe checks, within the time box, that the keyring answers: it reads the index item, which
@@ -323,18 +301,14 @@ func (k *Keyring) List(ctx context.Context) ([]string, error) {
 // checks for a bus at start, with CheckSessionBus, and runs without the keyring when there is
 // none).
 func (k *Keyring) Probe(ctx context.Context) error {
-	op := "keyring: probing"
-	_, err := keyringCall(ctx, k, op, func(b keyringBackend) (struct{}, error) {
+	_, err := keyringCall(ctx, k, "keyring: probing", func(b keyringBackend) (struct{}, error) {
 		_, err := b.Get(k.service(), keyringIndexUser)
 		if errors.Is(err, gokeyring.ErrNotFound) {
 			err = nil
 		}
 		return struct{}{}, err
 	})
-	if err != nil {
-		return k.classify(op, err)
-	}
-	return nil
+	return err
 }
 
 // classify turns a backend error into one of the package's sentinels. Errors that already carry
@@ -423,7 +397,13 @@ type keyringResult[T any] struct {
 // matching ErrKeyringUnavailable and context.DeadlineExceeded and marks the keyring hung: later
 // calls fail at once, without queueing behind the stuck one, until it returns. fn's goroutine
 // holds the call slot until the backend returns, so the backend never sees two calls at once.
-func keyringCall[T any](ctx context.Context, k *Keyring, op string, fn func(keyringBackend) (T, error)) (T, error) {
+// Its errors are classified (classify) and name op.
+func keyringCall[T any](ctx context.Context, k *Keyring, op string, fn func(keyringBackend) (T, error)) (_ T, err error) {
+	defer func() {
+		if err != nil {
+			err = k.classify(op, err)
+		}
+	}()
 	var zero T
 	if err := k.checkBus(); err != nil {
 		return zero, err
@@ -478,7 +458,12 @@ func keyringCall[T any](ctx context.Context, k *Keyring, op string, fn func(keyr
 	default:
 	}
 	if context.Cause(ctx) == boxErr {
-		k.markHungLocked(op, start, timeout)
+		// Later calls fail at once until this one returns.
+		k.hung, k.hungSince = true, start
+		close(k.becameHung)
+		k.becameHung = make(chan struct{})
+		k.Log.Warn().Str("service", k.service()).Str("call", op).Dur("timeout", timeout).
+			Msg("keyring call timed out; keyring calls fail at once until it returns")
 	}
 	return zero, k.doneError(ctx, "")
 }
@@ -508,17 +493,6 @@ func (k *Keyring) acquire(ctx context.Context) (chan struct{}, error) {
 	case <-ctx.Done():
 		return nil, k.doneError(ctx, "waiting for an earlier keyring call")
 	}
-}
-
-// markHungLocked records a call that overran its time box: later calls fail at once until it
-// returns. k.mu is held.
-func (k *Keyring) markHungLocked(op string, start time.Time, timeout time.Duration) {
-	k.hung = true
-	k.hungSince = start
-	close(k.becameHung)
-	k.becameHung = make(chan struct{})
-	k.Log.Warn().Str("service", k.service()).Str("call", op).Dur("timeout", timeout).
-		Msg("keyring call timed out; keyring calls fail at once until it returns")
 }
 
 // doneError reports why ctx ended: the time box (or a caller's deadline) is ErrKeyringUnavailable,

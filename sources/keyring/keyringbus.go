@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"strings"
 	"time"
+
+	"github.com/blauth/blauth/ipc"
 )
 
 // CheckSessionBus reports whether the OS keyring can be tried at all, without touching the
@@ -47,7 +50,7 @@ func CheckSessionBus(timeout time.Duration) error {
 	if errors.As(firstErr, &oe) && oe.Err != nil {
 		firstErr = oe.Err
 	}
-	return &busError{fmt.Sprintf("the D-Bus session bus %s does not answer (%v)", clipAddr(addr), firstErr)}
+	return &busError{fmt.Sprintf("the D-Bus session bus %s does not answer (%v)", ipc.Clip(addr, 120), firstErr)}
 }
 
 // NoSecretService reports whether err, from a Keyring call, says that the session bus has no
@@ -74,7 +77,7 @@ func busDialTarget(entry string) (network, target string, ok bool) {
 	}
 	for _, kv := range strings.Split(rest, ",") {
 		k, v, _ := strings.Cut(kv, "=")
-		v, err := unescapeBusValue(v)
+		v, err := url.PathUnescape(v) // the %xx escaping of D-Bus address values
 		if err != nil {
 			return "", "", false
 		}
@@ -86,33 +89,4 @@ func busDialTarget(entry string) (network, target string, ok bool) {
 		}
 	}
 	return "", "", false
-}
-
-// unescapeBusValue undoes the %xx escaping of a D-Bus address value.
-func unescapeBusValue(v string) (string, error) {
-	var b strings.Builder
-	for i := 0; i < len(v); i++ {
-		if v[i] != '%' {
-			b.WriteByte(v[i])
-			continue
-		}
-		if i+2 >= len(v) {
-			return "", errors.New("bad escape")
-		}
-		var c byte
-		if _, err := fmt.Sscanf(v[i+1:i+3], "%02x", &c); err != nil {
-			return "", err
-		}
-		b.WriteByte(c)
-		i += 2
-	}
-	return b.String(), nil
-}
-
-// clipAddr keeps a bus address short enough for one log line.
-func clipAddr(a string) string {
-	if len(a) > 120 {
-		return a[:120] + "…"
-	}
-	return a
 }

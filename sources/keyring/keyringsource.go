@@ -3,6 +3,8 @@ package keyring
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/blauth/blauth/sources"
@@ -72,11 +74,7 @@ func (k *Source) Secret(workspace string) (Secret, bool) {
 func (k *Source) Workspaces() []string {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	out := make([]string, 0, len(k.ring))
-	for w := range k.ring {
-		out = append(out, w)
-	}
-	return out
+	return slices.Collect(maps.Keys(k.ring))
 }
 
 // Errors says why the keyring could not be read, once.

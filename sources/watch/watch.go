@@ -470,8 +470,8 @@ func resolveWatched(path string) []watchedEntry {
 	dest, rest := string(filepath.Separator), path
 	hops := 0
 	for {
-		var c string
-		c, rest = nextPathComponent(rest)
+		var c string // the next component
+		c, rest, _ = strings.Cut(strings.TrimLeft(rest, string(filepath.Separator)), string(filepath.Separator))
 		switch c {
 		case "":
 			// The path ends on a directory (through a symlink or ".."): report its own entry.
@@ -516,13 +516,6 @@ func resolveWatched(path string) []watchedEntry {
 			return entries
 		}
 	}
-}
-
-// nextPathComponent splits the first component off a slash-separated path.
-func nextPathComponent(path string) (first, rest string) {
-	path = strings.TrimLeft(path, string(filepath.Separator))
-	first, rest, _ = strings.Cut(path, string(filepath.Separator))
-	return first, rest
 }
 
 // Exhausted reports whether a watch was refused for want of inotify watches (ENOSPC) or

@@ -2,6 +2,7 @@ package token
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,16 +18,18 @@ import (
 type Blaxel struct {
 	HTTP *http.Client
 	Now  func() time.Time
-	// MaxBody bounds how much of an answer is read (1 MiB when zero).
-	MaxBody int64
 }
+
+// maxAnswer bounds how much of an answer is read.
+const maxAnswer = 1 << 20
 
 // clientID is what Blaxel's SDKs send as client_id.
 const clientID = "blaxel"
 
-func (x *Blaxel) now() time.Time {
-	if x.Now != nil {
-		return x.Now()
+// clockNow is now(), or the wall clock's time without its monotonic reading when now is nil.
+func clockNow(now func() time.Time) time.Time {
+	if now != nil {
+		return now()
 	}
 	return time.Now().Round(0)
 }
@@ -105,7 +108,7 @@ type answer struct {
 }
 
 // post sends body as JSON to url and decodes a 2xx answer into out; any other answer is a
-// classified *Error. At most MaxBody bytes of the answer are read.
+// classified *Error. At most maxAnswer bytes of the answer are read.
 func (x *Blaxel) post(ctx context.Context, op, url, auth string, body any, out any) (answer, error) {
 	var a answer
 	if err := CheckURL(url); err != nil {
@@ -122,23 +125,15 @@ func (x *Blaxel) post(ctx context.Context, op, url, auth string, body any, out a
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
 	}
-	hc := x.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	a.sent = x.now()
-	resp, err := hc.Do(req)
+	a.sent = clockNow(x.Now)
+	resp, err := cmp.Or(x.HTTP, http.DefaultClient).Do(req)
 	if err != nil {
 		return a, transportError(op, err)
 	}
 	defer resp.Body.Close()
 	a.status, a.date = resp.StatusCode, answerDate(resp.Header)
-	limit := x.MaxBody
-	if limit <= 0 {
-		limit = 1 << 20
-	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, limit))
-	a.received = x.now()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	a.received = clockNow(x.Now)
 	if err != nil {
 		return a, &Error{Op: op, Status: resp.StatusCode, Err: err}
 	}

@@ -1,6 +1,7 @@
 package token
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -27,7 +28,6 @@ type OAuth2 struct {
 	AuthStyle oauth2.AuthStyle
 	// ClientID and ClientSecret authenticate refresh-token grants ("blaxel" and none when empty).
 	ClientID, ClientSecret string
-	Scopes                 []string
 	HTTP                   *http.Client
 	Now                    func() time.Time
 
@@ -39,61 +39,34 @@ type providerMetadata struct {
 	TokenEndpoint string `json:"token_endpoint"`
 }
 
-func (x *OAuth2) now() time.Time {
-	if x.Now != nil {
-		return x.Now()
-	}
-	return time.Now().Round(0)
-}
-
 // exchange carries the HTTP client to x/oauth2, which reads it from the context, wrapped so
 // that the answer's Date header, which x/oauth2 does not return, is kept in the exchange.
 func (x *OAuth2) exchange(ctx context.Context) (context.Context, *exchange) {
-	hc := x.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	ex := &exchange{}
-	c := *hc
-	ex.base = c.Transport
-	if ex.base == nil {
-		ex.base = http.DefaultTransport
-	}
+	c := *cmp.Or(x.HTTP, http.DefaultClient)
+	ex := &exchange{base: cmp.Or(c.Transport, http.DefaultTransport)}
 	c.Transport = ex
-	ex.sent = x.now()
+	ex.sent = clockNow(x.Now)
 	return context.WithValue(ctx, oauth2.HTTPClient, &c), ex
 }
 
-// exchange is one grant's round trip: when it left, and the Date of its answer.
+// exchange is one grant's round trip: when it left, and the Date of its answer. x/oauth2 makes
+// its requests one after the other, each inside the Token call, and date is read after Token
+// returns, so no lock is needed.
 type exchange struct {
 	base http.RoundTripper
 	sent time.Time
-	mu   sync.Mutex
 	date time.Time
 }
 
 func (ex *exchange) RoundTrip(r *http.Request) (*http.Response, error) {
 	resp, err := ex.base.RoundTrip(r)
 	if err == nil {
-		ex.mu.Lock()
 		ex.date = answerDate(resp.Header)
-		ex.mu.Unlock()
 	}
 	return resp, err
 }
 
-func (ex *exchange) answerDate() time.Time {
-	ex.mu.Lock()
-	defer ex.mu.Unlock()
-	return ex.date
-}
-
-func (x *OAuth2) clientID() string {
-	if x.ClientID == "" {
-		return clientID
-	}
-	return x.ClientID
-}
+func (x *OAuth2) clientID() string { return cmp.Or(x.ClientID, clientID) }
 
 // discover reads the issuer's OIDC metadata once.
 func (x *OAuth2) discover(ctx context.Context) (*providerMetadata, error) {
@@ -111,16 +84,12 @@ func (x *OAuth2) discover(ctx context.Context) (*providerMetadata, error) {
 	if err != nil {
 		return nil, &Error{Op: op, Permanent: true, Err: fmt.Errorf("the OIDC issuer is %w", ErrBadURL)}
 	}
-	hc := x.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
+	resp, err := cmp.Or(x.HTTP, http.DefaultClient).Do(req)
 	if err != nil {
 		return nil, transportError(op, err)
 	}
 	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	var meta providerMetadata
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(data, &meta) != nil || meta.TokenEndpoint == "" {
 		return nil, &Error{Op: op, Status: resp.StatusCode, Description: "no token_endpoint in " + RedactURL(u)}
@@ -162,7 +131,7 @@ func (x *OAuth2) ClientCredentials(ctx context.Context, base, cc string) (*Token
 	if err != nil {
 		return nil, err
 	}
-	conf := clientcredentials.Config{ClientID: id, ClientSecret: secret, TokenURL: ep.TokenURL, Scopes: x.Scopes, AuthStyle: x.AuthStyle}
+	conf := clientcredentials.Config{ClientID: id, ClientSecret: secret, TokenURL: ep.TokenURL, AuthStyle: x.AuthStyle}
 	ctx, ex := x.exchange(ctx)
 	tok, err := conf.Token(ctx)
 	return x.result(op, ex, tok, err)
@@ -197,7 +166,7 @@ func (x *OAuth2) blaxel() *Blaxel { return &Blaxel{HTTP: x.HTTP, Now: x.Now} }
 
 // result turns what x/oauth2 returned for exchange ex into a Token or a classified *Error.
 func (x *OAuth2) result(op string, ex *exchange, tok *oauth2.Token, err error) (*Token, error) {
-	now := x.now()
+	now := clockNow(x.Now)
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.Response != nil {
@@ -212,7 +181,7 @@ func (x *OAuth2) result(op string, ex *exchange, tok *oauth2.Token, err error) (
 	if t.ExpiresIn == 0 && !tok.Expiry.IsZero() {
 		t.ExpiresIn = int(time.Until(tok.Expiry).Round(time.Second).Seconds())
 	}
-	if err := t.setTimes(ex.sent, now, ex.answerDate()); err != nil {
+	if err := t.setTimes(ex.sent, now, ex.date); err != nil {
 		return nil, &Error{Op: op, Description: fmt.Sprint(err)}
 	}
 	return t, nil

@@ -7,12 +7,14 @@ package token
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -134,26 +136,20 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	var b strings.Builder
-	b.WriteString(e.Op)
-	b.WriteString(" exchange failed")
+	s := e.Op + " exchange failed"
 	if e.Status != 0 {
-		fmt.Fprintf(&b, ": HTTP %d", e.Status)
+		s += ": HTTP " + strconv.Itoa(e.Status)
 	}
 	if e.Code != "" {
-		b.WriteString(": ")
-		b.WriteString(e.Code)
+		s += ": " + e.Code
 	}
 	if e.Description != "" {
-		b.WriteString(" (")
-		b.WriteString(e.Description)
-		b.WriteString(")")
+		s += " (" + e.Description + ")"
 	}
 	if e.Err != nil {
-		b.WriteString(": ")
-		b.WriteString(e.Err.Error())
+		s += ": " + e.Err.Error()
 	}
-	return b.String()
+	return s
 }
 
 func (e *Error) Unwrap() error { return e.Err }
@@ -183,7 +179,7 @@ func classify(op string, status int, header http.Header, body []byte, now time.T
 		Error       string `json:"error"`
 		Description string `json:"error_description"`
 	}
-	if json.Unmarshal(body, &oe) == nil && isCode(oe.Error) {
+	if json.Unmarshal(body, &oe) == nil && rfc6749Code.MatchString(oe.Error) {
 		e.Code = oe.Error
 		e.Description = ipc.Clip(oe.Description, 200)
 	}
@@ -205,17 +201,8 @@ func classify(op string, status int, header http.Header, body []byte, now time.T
 	return e
 }
 
-func isCode(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, c := range s {
-		if !(c == '_' || c == '-' || c == '.' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
-			return false
-		}
-	}
-	return true
-}
+// rfc6749Code is the shape of an RFC 6749 error code, and bounds its length.
+var rfc6749Code = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
 func retryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
@@ -270,10 +257,7 @@ func (t *Token) setTimes(sent, received, date time.Time) error {
 
 // answerDate reads an answer's Date header; zero when there is none that parses.
 func answerDate(h http.Header) time.Time {
-	d, err := http.ParseTime(h.Get("Date"))
-	if err != nil {
-		return time.Time{}
-	}
+	d, _ := http.ParseTime(h.Get("Date")) // the zero time when it fails
 	return d
 }
 
@@ -353,11 +337,7 @@ func transportError(op string, err error) *Error {
 // so that a token endpoint's logs (and the test fakes) tell blauthd's requests from an SDK's.
 func WithUserAgent(hc *http.Client, ua string) *http.Client {
 	c := *hc
-	base := c.Transport
-	if base == nil {
-		base = http.DefaultTransport
-	}
-	c.Transport = userAgentTransport{base: base, ua: ua}
+	c.Transport = userAgentTransport{base: cmp.Or(c.Transport, http.DefaultTransport), ua: ua}
 	return &c
 }
 
