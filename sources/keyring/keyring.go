@@ -75,7 +75,7 @@ var sessionBusMu sync.Mutex
 func ensureSessionBus() error {
 	switch runtime.GOOS {
 	case "darwin", "windows":
-		return nil // the Keychain and the sources.Credential Manager need no bus
+		return nil // the Keychain and the Credential Manager need no bus
 	}
 	sessionBusMu.Lock()
 	defer sessionBusMu.Unlock()
@@ -128,7 +128,7 @@ func keyringHint() string {
 	case "darwin":
 		return "is the login Keychain unlocked?"
 	case "windows":
-		return "is the sources.Credential Manager available in this session?"
+		return "is the Credential Manager available in this session?"
 	}
 	return "is a Secret Service (such as gnome-keyring) running on the session bus, with its collection unlocked?"
 }
@@ -165,7 +165,7 @@ type keyringBackend interface {
 }
 
 // goKeyring is the real backend: the Secret Service on Linux and BSD, the Keychain on macOS,
-// the sources.Credential Manager on Windows.
+// the Credential Manager on Windows.
 type goKeyring struct{}
 
 func (goKeyring) Get(service, user string) (string, error) { return gokeyring.Get(service, user) }
