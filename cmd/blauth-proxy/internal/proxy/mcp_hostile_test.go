@@ -13,10 +13,12 @@ import (
 )
 
 // hostileMCP is an MCP server that answers initialize, then behaves as mode says for every
-// other request: "hang" never answers, "stream" sends events for ever, "huge" answers a JSON
-// body of 200 MiB made on the fly; a request whose method is "ok" is answered at once.
-func hostileMCP(t *testing.T, mode string, initialize bool) *httptest.Server {
+// other request: "hang" never answers, "stream" sends events for ever, as fast as they are
+// read, "huge" answers a JSON body of 200 MiB made on the fly; a request whose method is "ok" is
+// answered at once. held, when not nil, receives (without blocking) once per request it holds.
+func hostileMCP(t *testing.T, mode string, initialize bool, held chan<- struct{}) *httptest.Server {
 	t.Helper()
+	release := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			w.WriteHeader(http.StatusMethodNotAllowed)
@@ -27,20 +29,37 @@ func hostileMCP(t *testing.T, mode string, initialize bool) *httptest.Server {
 			Method string          `json:"method"`
 		}
 		_ = json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&m)
-		switch {
-		case m.Method == "initialize" && initialize, m.Method == "ok":
+		if (m.Method == "initialize" && initialize) || m.Method == "ok" {
 			w.Header().Set("Content-Type", "application/json")
 			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-06-18"}}`, m.ID)
-		case mode == "stream":
+			return
+		}
+		if held != nil {
+			select {
+			case held <- struct{}{}:
+			default:
+			}
+		}
+		switch mode {
+		case "stream":
 			w.Header().Set("Content-Type", "text/event-stream")
-			for r.Context().Err() == nil {
-				if _, err := fmt.Fprint(w, "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n"); err != nil {
+			rc := http.NewResponseController(w)
+			for i := 0; ; i++ {
+				select {
+				case <-r.Context().Done():
+					return
+				case <-release:
+					return
+				default:
+				}
+				if _, err := fmt.Fprintf(w, "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progress\":%d}}\n\n", i); err != nil {
 					return
 				}
-				w.(http.Flusher).Flush()
-				time.Sleep(10 * time.Millisecond)
+				if rc.Flush() != nil {
+					return
+				}
 			}
-		case mode == "huge":
+		case "huge":
 			w.Header().Set("Content-Type", "application/json")
 			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"blob":"`, m.ID)
 			chunk := strings.Repeat("x", 64<<10)
@@ -51,10 +70,17 @@ func hostileMCP(t *testing.T, mode string, initialize bool) *httptest.Server {
 			}
 			fmt.Fprint(w, `"}}`)
 		default: // hang
-			<-r.Context().Done()
+			select {
+			case <-r.Context().Done():
+			case <-release:
+			}
 		}
 	}))
-	t.Cleanup(srv.Close)
+	t.Cleanup(func() {
+		close(release)
+		srv.CloseClientConnections()
+		srv.Close()
+	})
 	return srv
 }
 
@@ -93,13 +119,13 @@ func ended(t *testing.T, done chan error, what string) {
 // call whose answer streams for ever.
 func TestBridgeEndsAtEOFWhateverTheServerDoes(t *testing.T) {
 	t.Run("initialize never answered", func(t *testing.T) {
-		in, _, done := runBridge(t, context.Background(), hostileMCP(t, "hang", false))
+		in, _, done := runBridge(t, context.Background(), hostileMCP(t, "hang", false, nil))
 		fmt.Fprintln(in, initLine)
 		in.Close()
 		ended(t, done, "EOF during initialize")
 	})
 	t.Run("endless stream", func(t *testing.T) {
-		in, _, done := runBridge(t, context.Background(), hostileMCP(t, "stream", true))
+		in, _, done := runBridge(t, context.Background(), hostileMCP(t, "stream", true, nil))
 		fmt.Fprintln(in, initLine)
 		fmt.Fprintln(in, `{"jsonrpc":"2.0","id":2,"method":"tools/call"}`)
 		in.Close()
@@ -110,7 +136,7 @@ func TestBridgeEndsAtEOFWhateverTheServerDoes(t *testing.T) {
 // A signal (the context) ends the bridge at once, with stdin still open and initialize unanswered.
 func TestBridgeEndsAtASignal(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	in, _, done := runBridge(t, ctx, hostileMCP(t, "hang", false))
+	in, _, done := runBridge(t, ctx, hostileMCP(t, "hang", false, nil))
 	fmt.Fprintln(in, initLine)
 	time.Sleep(50 * time.Millisecond) // let the initialize be on its way; the result does not depend on it
 	cancel()
@@ -120,7 +146,7 @@ func TestBridgeEndsAtASignal(t *testing.T) {
 // An answer over the message limit is not buffered whole: the client gets a JSON-RPC error for
 // that request's id naming the limit, and the next request is still carried.
 func TestBridgeRefusesAnswersOverTheLimit(t *testing.T) {
-	in, out, done := runBridge(t, context.Background(), hostileMCP(t, "huge", true))
+	in, out, done := runBridge(t, context.Background(), hostileMCP(t, "huge", true, nil))
 	fmt.Fprintln(in, initLine)
 	fmt.Fprintln(in, `{"jsonrpc":"2.0","id":2,"method":"tools/call"}`)
 	waitOut(t, out, `"id":2,"error"`)
@@ -136,7 +162,7 @@ func TestBridgeRefusesAnswersOverTheLimit(t *testing.T) {
 // A line on stdin over the limit gets a JSON-RPC error with id null and is not sent; the next
 // line is.
 func TestBridgeRefusesStdinLinesOverTheLimit(t *testing.T) {
-	in, out, done := runBridge(t, context.Background(), hostileMCP(t, "hang", true))
+	in, out, done := runBridge(t, context.Background(), hostileMCP(t, "hang", true, nil))
 	fmt.Fprintln(in, initLine)
 	waitOut(t, out, `"id":1,"result"`)
 	go func() {

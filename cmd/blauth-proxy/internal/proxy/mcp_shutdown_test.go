@@ -2,11 +2,8 @@ package proxy
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -46,65 +43,13 @@ func (w *stuckOut) Write(p []byte) (int, error) {
 	return 0, io.ErrClosedPipe
 }
 
-// streamingMCP answers initialize, and every other request with an event stream that never
-// ends (until the client goes or the test ends). held receives once per request it holds.
-func streamingMCP(t *testing.T, held chan<- struct{}) *httptest.Server {
-	t.Helper()
-	release := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost {
-			w.WriteHeader(http.StatusMethodNotAllowed)
-			return
-		}
-		var m struct {
-			ID     json.RawMessage `json:"id"`
-			Method string          `json:"method"`
-		}
-		_ = json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&m)
-		if m.Method == "initialize" {
-			w.Header().Set("Content-Type", "application/json")
-			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-06-18"}}`, m.ID)
-			return
-		}
-		if held != nil {
-			select {
-			case held <- struct{}{}:
-			default:
-			}
-		}
-		w.Header().Set("Content-Type", "text/event-stream")
-		rc := http.NewResponseController(w)
-		for i := 0; ; i++ {
-			select {
-			case <-r.Context().Done():
-				return
-			case <-release:
-				return
-			default:
-			}
-			if _, err := fmt.Fprintf(w, "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progress\":%d}}\n\n", i); err != nil {
-				return
-			}
-			if rc.Flush() != nil {
-				return
-			}
-		}
-	}))
-	t.Cleanup(func() {
-		close(release)
-		srv.CloseClientConnections()
-		srv.Close()
-	})
-	return srv
-}
-
 // With a stream pouring notifications and a client that no longer reads stdout, the end of
 // stdin and a signal each still end the bridge, which says that stdout was not read.
 func TestBridgeEndsWhileStdoutIsNotRead(t *testing.T) {
 	for _, how := range []string{"stdin EOF", "signal"} {
 		t.Run(how, func(t *testing.T) {
 			e := newTestEnv(t)
-			srv := streamingMCP(t, nil)
+			srv := hostileMCP(t, "stream", true, nil)
 			out := newStuckOut(t, 1) // the initialize answer, then nothing
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
@@ -142,7 +87,7 @@ func TestBridgeEndsWhileStdoutIsNotRead(t *testing.T) {
 func TestBridgeEndsAtEOFWithEverySlotHeld(t *testing.T) {
 	e := newTestEnv(t)
 	held := make(chan struct{}, maxInFlight)
-	srv := streamingMCP(t, held)
+	srv := hostileMCP(t, "stream", true, held)
 	out := &syncBuf{}
 	inR, inW := io.Pipe()
 	defer inW.Close()
