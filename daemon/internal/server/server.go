@@ -106,6 +106,7 @@ type Server struct {
 	refusals refusals // refusals not yet logged
 	requests budget   // what large requests hold (limits.go)
 	active   sync.WaitGroup
+	stopping atomic.Bool // set by closeIdle: a connection's wait for a request is stopGrace at most
 	// recent keeps what gets made from the same few credentials, so that a get makes none of it
 	// again: the API bases checked (checkBase) and the provenance strings of answers.
 	recent struct {
@@ -212,13 +213,19 @@ func (s *Server) accept(ctx, work context.Context) error {
 	}
 }
 
-// closeIdle wakes every connection blocked waiting for its next request, so it ends; a request
-// being handled still gets its answer.
+// stopGrace is how long a connection may still take to send its request once the daemon stops:
+// a client that connected just before the listener closed has its request on the way (or in the
+// socket already), and closing the connection under it would reset it.
+const stopGrace = 500 * time.Millisecond
+
+// closeIdle ends every connection waiting for a request, once it has waited stopGrace more; a
+// request that comes meanwhile, or is being handled, still gets its answer.
 func (s *Server) closeIdle() {
+	s.stopping.Store(true)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
-		_ = c.SetReadDeadline(time.Now())
+		_ = c.SetReadDeadline(time.Now().Add(stopGrace))
 	}
 }
 
@@ -249,7 +256,9 @@ func (s *Server) serveConn(ctx, work context.Context, c net.Conn) {
 			giveBack(r)
 		}
 	}()
-	for ctx.Err() == nil {
+	// A connection accepted just before the daemon stopped still has its first request read
+	// and answered (within stopGrace); after that, the end of ctx ends the connection.
+	for first := true; first || ctx.Err() == nil; first = false {
 		req := s.readRequest(c, cr, &r)
 		if req == nil {
 			return
@@ -304,6 +313,10 @@ func (s *Server) readRequest(c net.Conn, cr *connReader, r **bufio.Reader) *ipc.
 	whole := false // the request came whole with the read that ended the wait
 	if *r == nil {
 		cr.keepDeadline(false, s.cfg.IdleTimeout, time.Now())
+		if s.stopping.Load() { // after the keep above: closeIdle may have run before it
+			cr.readBy = time.Now().Add(stopGrace)
+			_ = c.SetReadDeadline(cr.readBy)
+		}
 		if err := cr.wait(); err != nil {
 			return nil
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/blauth/blauth/daemon/internal/broker"
 	"github.com/blauth/blauth/daemon/internal/resolver"
 	"github.com/blauth/blauth/internal/clock"
+	"github.com/blauth/blauth/internal/testkit"
 	"github.com/blauth/blauth/ipc"
 	"github.com/blauth/blauth/sources"
 )
@@ -118,6 +119,14 @@ func (b *fakeBroker) set(c *sources.Credential, tok string, exp time.Time) {
 // serve runs a Server with res and br on a real socket until the test ends.
 func serve(t *testing.T, res Resolver, br Broker) string {
 	t.Helper()
+	path, _ := serveStoppable(t, res, br)
+	return path
+}
+
+// serveStoppable is serve, and a function that stops the server (as the daemon does) and waits
+// for Serve to return.
+func serveStoppable(t *testing.T, res Resolver, br Broker) (string, func()) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "s.sock")
 	ln, err := net.Listen("unix", path)
 	if err != nil {
@@ -127,9 +136,46 @@ func serve(t *testing.T, res Resolver, br Broker) string {
 		RequestTimeout: 30 * time.Second, IdleTimeout: time.Minute, WatchWriteTimeout: 30 * time.Second, MaxConns: 64, MaxWatchers: 64})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, ctx, 5*time.Second) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return path
+	go func() { done <- s.Serve(ctx, context.Background(), 5*time.Second) }()
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return path, stop
+}
+
+// A client whose connection was open when the daemon stopped, and that sends its request a
+// moment later (a restart under systemd), still gets its answer, not a reset connection.
+func TestRequestSentJustAfterStopIsAnswered(t *testing.T) {
+	cred, br := sa("acme"), newFakeBroker()
+	br.set(cred, "tok-1", time.Now().Add(time.Hour).Truncate(time.Second))
+	path, stop := serveStoppable(t, &fakeResolver{cred: cred}, br)
+	c, err := ipc.Dial(path, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionGet, ipc.KeyDir, "/")
+	if _, err := c.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	stopped := make(chan struct{})
+	go func() { stop(); close(stopped) }()
+	// The listener is closed first, then the connections waiting for a request are told.
+	testkit.WaitFor(t, 30*time.Second, "the server stops listening", func() bool {
+		nc, err := net.Dial("unix", path)
+		if err == nil {
+			nc.Close()
+		}
+		return err != nil
+	})
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("a request sent just after the stop: %v, want its answer", err)
+	}
+	if tok, err := ipc.ParseToken(resp); err != nil || tok.Token != "tok-1" {
+		t.Fatalf("answer %v %v, want tok-1", tok, err)
+	}
+	<-stopped
 }
 
 func sa(ws string) *sources.Credential {
