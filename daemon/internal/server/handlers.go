@@ -157,16 +157,10 @@ var errBadNumber = errors.New("bad number")
 
 func (s *Server) serveGet(ctx context.Context, req request) *ipc.Message {
 	resp, _ := s.get(ctx, req.Message)
-	s.countServed(resp)
-	return resp
-}
-
-// countServed counts a token answer sent.
-func (s *Server) countServed(resp *ipc.Message) {
 	if ipc.AsError(resp) == nil {
-		kind := resp.Value(ipc.KeyKind)
-		s.cfg.Stats.add(func(st *Stats) { st.served[kind]++ })
+		s.cfg.Stats.countServed(resp.Value(ipc.KeyKind))
 	}
+	return resp
 }
 
 // get answers a get, and says which credential it served (nil when none).

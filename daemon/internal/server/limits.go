@@ -33,7 +33,7 @@ type refusals struct {
 // refused counts a connection or watcher refused past its limit, and logs the count at most
 // once per refusalLogEvery.
 func (s *Server) refused(what string, limit int) {
-	s.cfg.Stats.add(func(st *Stats) { st.refused++ })
+	s.cfg.Stats.countRefused()
 	s.mu.Lock()
 	s.refusals.n++
 	n, now := s.refusals.n, time.Now()

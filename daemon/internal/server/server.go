@@ -60,35 +60,54 @@ type Config struct {
 	RunDomains []string
 }
 
-// Stats count what servers did. The zero value is ready; safe for concurrent use.
+// Stats count what servers did. The zero value is ready; safe for concurrent use. Counting
+// is a few atomic adds: a get counts the token it served.
 type Stats struct {
-	mu       sync.Mutex
-	served   map[string]int // tokens served by kind (get answers and watch messages)
-	refused  int            // connections refused: another user, or over the limit
-	watchers int            // watch streams open now
+	served   [len(servedKinds)]atomic.Int64 // tokens served by kind (get answers and watch messages)
+	refused  atomic.Int64                   // connections refused: another user, or over the limit
+	watchers atomic.Int64                   // watch streams open now
 }
 
-// Snapshot returns the counts: tokens served by kind, connections refused, watchers open.
+// servedKinds are the kinds of token Stats count, every kind a credential has.
+var servedKinds = [...]string{ipc.KindAPIKey, ipc.KindClientCredentials, ipc.KindLogin}
+
+// Snapshot returns the counts: tokens served by kind (the kinds served at least once),
+// connections refused, watchers open.
 func (st *Stats) Snapshot() (served map[string]int, refused, watchers int) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
 	served = map[string]int{}
-	for k, n := range st.served {
-		served[k] = n
+	for i, k := range servedKinds {
+		if n := st.served[i].Load(); n > 0 {
+			served[k] = int(n)
+		}
 	}
-	return served, st.refused, st.watchers
+	return served, int(st.refused.Load()), int(st.watchers.Load())
 }
 
-func (st *Stats) add(f func(st *Stats)) {
+// countServed counts a token of kind served; nothing when st is nil.
+func (st *Stats) countServed(kind string) {
 	if st == nil {
 		return
 	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if st.served == nil {
-		st.served = map[string]int{}
+	for i, k := range servedKinds {
+		if k == kind {
+			st.served[i].Add(1)
+			return
+		}
 	}
-	f(st)
+}
+
+// countRefused counts a connection refused; countWatchers adds d to the watchers open.
+// Neither does anything when st is nil.
+func (st *Stats) countRefused() {
+	if st != nil {
+		st.refused.Add(1)
+	}
+}
+
+func (st *Stats) countWatchers(d int64) {
+	if st != nil {
+		st.watchers.Add(d)
+	}
 }
 
 // Server serves one listener. Build it with New, run it with Serve.
@@ -242,7 +261,7 @@ func (s *Server) serveConn(ctx, work context.Context, c net.Conn) {
 	if uid, err := peerUID(c); err != nil || uid != s.uid {
 		why := peerRefusal(uid, s.uid)
 		s.log.Warn().Int("peer_uid", uid).Err(err).Str("why", why).Msg("refused a connection from another user")
-		s.cfg.Stats.add(func(st *Stats) { st.refused++ })
+		s.cfg.Stats.countRefused()
 		refuse(c, fail(ipc.CodeForbidden, "this daemon serves only its own user: "+why, ""))
 		return
 	}

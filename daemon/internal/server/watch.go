@@ -110,8 +110,8 @@ func (s *Server) watch(ctx, work context.Context, w *watcher, req request, sentM
 		woken    bool // this look follows a counted wake, not a deadline or a new hold
 	)
 	defer func() { hold.Release() }()
-	s.cfg.Stats.add(func(st *Stats) { st.watchers++ })
-	defer s.cfg.Stats.add(func(st *Stats) { st.watchers-- })
+	s.cfg.Stats.countWatchers(1)
+	defer s.cfg.Stats.countWatchers(-1)
 	reqKey := requestKey(req.Message)
 	for {
 		// Cleared before looking: a change announced while we look sets it again.
@@ -133,7 +133,7 @@ func (s *Server) watch(ctx, work context.Context, w *watcher, req request, sentM
 			// Counted before it is written, as a get is: a client that scrapes the metrics once
 			// it has the message finds it counted.
 			if a.kind != "" {
-				s.cfg.Stats.add(func(st *Stats) { st.served[a.kind]++ })
+				s.cfg.Stats.countServed(a.kind)
 			}
 			// A watcher that does not read its message in time is dropped: it holds nothing
 			// but its own goroutine.
