@@ -50,6 +50,9 @@ type Field struct {
 // A Message is not safe for concurrent mutation.
 type Message struct {
 	Fields []Field
+	// text is what ReadMessageInto last cut Fields from: a connection sending the same request
+	// again gets it back rather than a copy.
+	text string
 }
 
 // NewMessage returns a message holding the given key, value pairs.
@@ -208,7 +211,8 @@ func ReadMessage(r *bufio.Reader) (*Message, error) {
 }
 
 // ReadMessageInto is ReadMessage into m, whose fields it replaces, reusing their room: a server
-// reading request after request on a connection allocates only each request's text. The
+// reading request after request on a connection allocates only each request's text, and not
+// even that when the text is the one m held before (a client asking the same again). The
 // fields of the previous message read into m must no longer be in use; their strings stay
 // valid.
 func ReadMessageInto(r *bufio.Reader, m *Message) error {
@@ -249,7 +253,13 @@ func readMessage(r *bufio.Reader, m *Message, maxSize, maxFields int) (*Message,
 		}
 		line := buf[start : len(buf)-1]
 		if len(line) == 0 {
-			return lineSpans(lines).message(m, string(buf)), nil
+			if m == nil {
+				return lineSpans(lines).message(nil, string(buf)), nil
+			}
+			if m.text != string(buf) { // compared without a copy
+				m.text = string(buf)
+			}
+			return lineSpans(lines).message(m, m.text), nil
 		}
 		if len(lines) >= maxFields {
 			return nil, fmt.Errorf("%w: over %d fields", ErrTooLarge, maxFields)
