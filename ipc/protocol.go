@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -252,7 +253,7 @@ func ParseToken(m *Message) (*Token, error) {
 func (t *Token) Message() *Message {
 	exp := "0"
 	if !t.Expiry.IsZero() {
-		exp = strconv.FormatInt(t.Expiry.Unix(), 10)
+		exp = expiryText(t.Expiry.Unix())
 	}
 	n := 7 // the fields below, and the room for those that follow
 	for _, v := range []string{t.APIURL, t.WorkspaceSource, t.Hint} {
@@ -295,6 +296,26 @@ func (t *Token) Message() *Message {
 		m.Add(KeyHint, oneLine(t.Hint))
 	}
 	return m
+}
+
+// lastExpiry is the expiry expiryText wrote last: a server answers the same token, and so the
+// same expiry, many times over.
+var lastExpiry atomic.Pointer[struct {
+	unix int64
+	text string
+}]
+
+// expiryText is unix in decimal, the last one written again without a new string.
+func expiryText(unix int64) string {
+	if e := lastExpiry.Load(); e != nil && e.unix == unix {
+		return e.text
+	}
+	e := &struct {
+		unix int64
+		text string
+	}{unix, strconv.FormatInt(unix, 10)}
+	lastExpiry.Store(e)
+	return e.text
 }
 
 // ParseVersion reads a request's version=: 1 when absent. ok is false for anything but a
