@@ -250,7 +250,12 @@ func ParseToken(m *Message) (*Token, error) {
 }
 
 // Message returns the wire form of a get answer.
-func (t *Token) Message() *Message {
+func (t *Token) Message() *Message { return t.MessageInto(nil) }
+
+// MessageInto is Message written into m, whose fields it replaces, reusing their room (a new
+// message when m is nil): a server answering get after get on a connection reuses one answer.
+// The fields m held before must no longer be in use.
+func (t *Token) MessageInto(m *Message) *Message {
 	exp := "0"
 	if !t.Expiry.IsZero() {
 		exp = expiryText(t.Expiry.Unix())
@@ -264,7 +269,11 @@ func (t *Token) Message() *Message {
 	if t.Dotenv != "" {
 		n += 4
 	}
-	m := newMessage(n)
+	if m == nil {
+		m = newMessage(n)
+	} else {
+		m.Fields, m.text = m.Fields[:0], ""
+	}
 	m.Fields = append(m.Fields, Field{KeyVersion, Version}, Field{KeyStatus, StatusOK}, Field{KeyWorkspace, t.Workspace},
 		Field{KeyToken, t.Token}, Field{KeyExpiry, exp}, Field{KeyKind, t.Kind}, Field{KeySource, t.Source})
 	if t.APIURL != "" {

@@ -118,14 +118,23 @@ type layer struct {
 // nil.
 func (r *Resolver) Resolve(req Request) (*Resolution, error) {
 	res := &Resolution{}
+	return res, r.ResolveInto(res, req)
+}
+
+// ResolveInto is Resolve into res, whose previous content it replaces: a server resolving
+// request after request on a connection reuses one Resolution. The resolution res held before
+// must no longer be in use (its Shadowed and Named are overwritten); the credentials it pointed
+// to stay valid.
+func (r *Resolver) ResolveInto(res *Resolution, req Request) error {
+	*res = Resolution{}
 	var stack [8]layer
 	layers, bl, err := r.layers(stack[:0], req, res)
 	if err != nil {
-		return res, err
+		return err
 	}
 	chooseWorkspace(req, layers, res)
 	if res.Workspace == "" {
-		return res, fmt.Errorf("%w: none was asked for, and no BL_WORKSPACE nor bl context names one", ErrNoWorkspace)
+		return fmt.Errorf("%w: none was asked for, and no BL_WORKSPACE nor bl context names one", ErrNoWorkspace)
 	}
 	res.Warnings = blWarnings(r.bl, res.Workspace)
 	daemonBase, callerBase, callerAsks := r.bases(layers, workspaceEnv(bl, res.Workspace))
@@ -142,10 +151,10 @@ func (r *Resolver) Resolve(req Request) (*Resolution, error) {
 		cands = r.appendCreds(cands, &layers[i], res.Workspace, base)
 	}
 	if len(cands) == 0 {
-		return res, fmt.Errorf("%w for workspace %s in any source", ErrNoCredentials, res.Workspace)
+		return fmt.Errorf("%w for workspace %s in any source", ErrNoCredentials, res.Workspace)
 	}
 	res.Credential, res.Shadowed = cands[0], cands[1:]
-	return res, nil
+	return nil
 }
 
 // layers lists the sources req sees, highest rank first, and the view of the bl config it used

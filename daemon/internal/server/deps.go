@@ -16,7 +16,8 @@ import (
 
 // Resolver says which credential serves a request, and what the sources hold.
 type Resolver interface {
-	Resolve(req resolver.Request) (*resolver.Resolution, error)
+	// ResolveInto resolves req into res, replacing what res held (resolver.Resolver.Resolve).
+	ResolveInto(res *resolver.Resolution, req resolver.Request) error
 	// Changed returns a channel closed at the next change of any source.
 	Changed() <-chan struct{}
 	Workspaces() []string

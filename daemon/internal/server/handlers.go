@@ -21,6 +21,14 @@ import (
 type request struct {
 	*ipc.Message
 	version int
+	room    *room // nil: nothing to reuse
+}
+
+// room is what a connection reuses from one get to the next: the resolution and the answer.
+// Neither is in use once the answer is written.
+type room struct {
+	res    resolver.Resolution
+	answer ipc.Message
 }
 
 // stamp marks an answer to req with the version both sides speak.
@@ -59,7 +67,7 @@ func ok(kv ...string) *ipc.Message {
 
 // handle answers one request. It never panics the daemon: a bug in one request is logged and
 // answered as internal. The answer is in the version both sides speak.
-func (s *Server) handle(ctx context.Context, m *ipc.Message) (resp *ipc.Message) {
+func (s *Server) handle(ctx context.Context, m *ipc.Message, rm *room) (resp *ipc.Message) {
 	req := request{version: 1} // until checkRequest reads it
 	defer func() {
 		// One deferred function: the panic answer is stamped too, and the panic logged is the
@@ -74,6 +82,7 @@ func (s *Server) handle(ctx context.Context, m *ipc.Message) (resp *ipc.Message)
 	if refusal != nil {
 		return refusal
 	}
+	req.room = rm
 	a := req.Value(ipc.KeyAction)
 	h, known := handlers[a]
 	switch {
@@ -156,17 +165,25 @@ func parseSeconds(s string) (time.Duration, error) {
 var errBadNumber = errors.New("bad number")
 
 func (s *Server) serveGet(ctx context.Context, req request) *ipc.Message {
-	resp, _ := s.get(ctx, req.Message)
+	resp, _ := s.get(ctx, req.Message, req.room)
 	if ipc.AsError(resp) == nil {
 		s.cfg.Stats.countServed(resp.Value(ipc.KeyKind))
 	}
 	return resp
 }
 
-// get answers a get, and says which credential it served (nil when none).
-func (s *Server) get(ctx context.Context, req *ipc.Message) (*ipc.Message, *sources.Credential) {
+// get answers a get, and says which credential it served (nil when none). With rm, the
+// resolution and the answer are rm's; else they are new.
+func (s *Server) get(ctx context.Context, req *ipc.Message, rm *room) (*ipc.Message, *sources.Credential) {
+	var res *resolver.Resolution
+	var answer *ipc.Message // nil: a new one
+	if rm != nil {
+		res, answer = &rm.res, &rm.answer
+	} else {
+		res = new(resolver.Resolution)
+	}
 	env := envMaps.Get().(map[string]string)
-	res, err := s.cfg.Resolver.Resolve(sourceRequestIn(req, env))
+	err := s.cfg.Resolver.ResolveInto(res, sourceRequestIn(req, env))
 	clear(env)
 	envMaps.Put(env)
 	if err != nil {
@@ -183,7 +200,13 @@ func (s *Server) get(ctx context.Context, req *ipc.Message) (*ipc.Message, *sour
 	}
 	tok := ipc.Token{Workspace: res.Workspace, Token: t.Token, Kind: c.Kind, Source: s.recent.names.Get(c.Source, sources.Provenance.String), WorkspaceSource: s.recent.names.Get(res.WorkspaceSource, sources.Provenance.String), Expiry: t.Expiry, Hint: t.Warning, APIURL: c.BaseURL,
 		Dotenv: res.Dotenv.Path, DotenvWorkspace: res.Dotenv.Workspace, DotenvSets: res.Dotenv.Names, DotenvLines: res.Dotenv.Lines, RunDomains: s.cfg.RunDomains}
-	return tok.Message(), c
+	return tok.MessageInto(answer), c
+}
+
+// resolve is the resolution of req, new.
+func (s *Server) resolve(req resolver.Request) (*resolver.Resolution, error) {
+	res := new(resolver.Resolution)
+	return res, s.cfg.Resolver.ResolveInto(res, req)
 }
 
 // checkBase is token.CheckURL, remembering the last bases it checked: nearly every get goes to
@@ -219,7 +242,7 @@ func badBaseURL(res *resolver.Resolution, err error) *ipc.Message {
 }
 
 func (s *Server) serveErase(ctx context.Context, req request) *ipc.Message {
-	res, err := s.cfg.Resolver.Resolve(sourceRequest(req.Message))
+	res, err := s.resolve(sourceRequest(req.Message))
 	if err != nil {
 		return s.resolutionError(res, err)
 	}

@@ -19,7 +19,7 @@ func TestPanickingHandlerIsAnsweredAsInternalInTheClientsVersion(t *testing.T) {
 	}{func(*Server, context.Context, request) *ipc.Message { panic("boom") }, 1}
 	defer delete(handlers, action)
 	s := &Server{log: zerolog.New(zerolog.NewTestWriter(t))}
-	resp := s.handle(t.Context(), ipc.NewMessage(ipc.KeyVersion, "1", ipc.KeyAction, action))
+	resp := s.handle(t.Context(), ipc.NewMessage(ipc.KeyVersion, "1", ipc.KeyAction, action), nil)
 	if ipc.ErrorCode(ipc.AsError(resp)) != ipc.CodeInternal {
 		t.Fatalf("answer %v, want code internal", resp.Fields)
 	}

@@ -110,6 +110,7 @@ type connReader struct {
 	// readBy and writeBy are the connection's deadlines as last set here.
 	readBy, writeBy time.Time
 	req             ipc.Message // the request being read or answered (readRequest)
+	room            room        // what answering it reuses
 }
 
 // keepDeadline makes the connection's write (or read) deadline d after now, unless it is that

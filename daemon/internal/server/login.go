@@ -26,7 +26,7 @@ func (s *Server) serveLoginStart(ctx context.Context, req request) *ipc.Message 
 	// BL_ENV does not apply, and the answer says so.
 	sr := sourceRequest(req.Message)
 	sr.Workspace = ws
-	res, _ := s.cfg.Resolver.Resolve(sr)
+	res, _ := s.resolve(sr)
 	ignored := res.IgnoredCallerBase(true)
 	id, da, err := s.cfg.Logins.Start(ctx, ws, base)
 	if err != nil {

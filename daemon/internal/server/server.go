@@ -305,7 +305,7 @@ func (s *Server) serveConn(ctx, work context.Context, c net.Conn) {
 			s.serveWatch(ctx, work, c, req, sentMore)
 			return
 		}
-		resp := s.handle(work, req)
+		resp := s.handle(work, req, &cr.room)
 		if s.cfg.Scope != nil {
 			s.cfg.Scope.redact(resp)
 		}

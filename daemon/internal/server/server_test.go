@@ -26,11 +26,13 @@ type fakeResolver struct {
 	err  error
 }
 
-func (f *fakeResolver) Resolve(req resolver.Request) (*resolver.Resolution, error) {
+func (f *fakeResolver) ResolveInto(res *resolver.Resolution, req resolver.Request) error {
 	if f.err != nil {
-		return &resolver.Resolution{Workspace: req.Workspace}, f.err
+		*res = resolver.Resolution{Workspace: req.Workspace}
+		return f.err
 	}
-	return &resolver.Resolution{Workspace: f.cred.Workspace, Credential: f.cred}, nil
+	*res = resolver.Resolution{Workspace: f.cred.Workspace, Credential: f.cred}
+	return nil
 }
 func (f *fakeResolver) Changed() <-chan struct{}            { return nil }
 func (f *fakeResolver) Workspaces() []string                { return []string{f.cred.Workspace} }

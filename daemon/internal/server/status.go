@@ -21,7 +21,7 @@ func (s *Server) StatusFor(sr resolver.Request) ipc.Status {
 	def := sr
 	def.Workspace = ""
 	// A resolution error still names the workspace it chose (a workspace without credentials).
-	res, _ := s.cfg.Resolver.Resolve(def)
+	res, _ := s.resolve(def)
 	if res != nil && res.Workspace != "" {
 		st.Default, st.DefaultSource = res.Workspace, res.WorkspaceSource.String()
 		names = appendUnique(names, res.Workspace)
@@ -36,7 +36,7 @@ func (s *Server) StatusFor(sr resolver.Request) ipc.Status {
 	for _, w := range names {
 		q := sr
 		q.Workspace = w
-		res, err := s.cfg.Resolver.Resolve(q)
+		res, err := s.resolve(q)
 		ws := ipc.WorkspaceStatus{Workspace: w}
 		if res != nil {
 			ws.Warnings = res.Warnings

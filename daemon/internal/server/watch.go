@@ -214,7 +214,7 @@ func (s *Server) sharedAnswer(ctx context.Context, req request, reqKey string, w
 // came from, and when it must be looked at again even if nothing announces a change: when the
 // token falls under the min_ttl it was served with.
 func (s *Server) makeWatchAnswer(ctx context.Context, req request, a *watchAnswer) {
-	resp, cred := s.get(ctx, req.Message)
+	resp, cred := s.get(ctx, req.Message, nil)
 	if s.cfg.Scope != nil {
 		s.cfg.Scope.redact(resp)
 	}
