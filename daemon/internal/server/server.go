@@ -122,9 +122,10 @@ type Server struct {
 	mu       sync.Mutex
 	conns    map[net.Conn]struct{}
 	watchers map[*watcher]struct{}
-	refusing int      // refusals being written (each drains its peer for up to a second)
-	refusals refusals // refusals not yet logged
-	requests budget   // what large requests hold (limits.go)
+	groups   map[string]*watchGroup // the watchers by request (watch.go)
+	refusing int                    // refusals being written (each drains its peer for up to a second)
+	refusals refusals               // refusals not yet logged
+	requests budget                 // what large requests hold (limits.go)
 	active   sync.WaitGroup
 	stopping atomic.Bool // set by closeIdle: a connection's wait for a request is stopGrace at most
 	// recent keeps what gets made from the same few credentials, so that a get makes none of it
@@ -140,7 +141,7 @@ type Server struct {
 // New returns a server for ln.
 func New(ln net.Listener, cfg Config) *Server {
 	s := &Server{cfg: cfg, log: cfg.Log, ln: ln, socket: ln.Addr().String(), uid: os.Getuid(),
-		conns: map[net.Conn]struct{}{}, watchers: map[*watcher]struct{}{}}
+		conns: map[net.Conn]struct{}{}, watchers: map[*watcher]struct{}{}, groups: map[string]*watchGroup{}}
 	s.requests.max = mainRequestBudget
 	if cfg.Scope != nil {
 		s.requests.max = scopedRequestBudget

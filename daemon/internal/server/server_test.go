@@ -3,9 +3,12 @@ package server
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -59,6 +62,12 @@ type fakeHold struct {
 }
 
 func (h *fakeHold) Release() {}
+
+func (h *fakeHold) wakesNow() []func() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.wakes
+}
 func (h *fakeHold) announce() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -277,9 +286,8 @@ func TestWatchSendsEachNewTokenOfItsCredentialOnly(t *testing.T) {
 }
 
 // TestWatchersOfOneRequestShareEachAnswer: a refresh wakes every watcher of its credential, and
-// they send one answer, looked up and encoded once, each with its own seq=. With one P, every
-// wake is counted before any watcher looks, and the first to look offers its answer before
-// making it: exactly one look goes to the broker.
+// they are sent one answer, looked up and encoded once, each with its own seq=. With one P, every
+// wake is counted before the fan-out looks: exactly one look goes to the broker.
 func TestWatchersOfOneRequestShareEachAnswer(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	cred, br := sa("acme"), newFakeBroker()
@@ -328,5 +336,58 @@ func TestWatchersOfOneRequestShareEachAnswer(t *testing.T) {
 	defer br.mu.Unlock()
 	if n := br.gets - getsBefore; n != 1 {
 		t.Errorf("%d watchers of one request looked %d times for one refresh, want once", watchers, n)
+	}
+}
+
+// TestWatchThroughAFullSocket: a watcher that does not read while its token is refreshed again
+// and again fills its socket; the fan-out cannot write a message at once, and leaves the rest to
+// the watcher's goroutine. Once the client reads, it gets whole messages in order (no torn or
+// lost one: each seq= one more than the last), and the last is the newest token.
+func TestWatchThroughAFullSocket(t *testing.T) {
+	cred, br := sa("acme"), newFakeBroker()
+	exp := time.Now().Add(time.Hour).Truncate(time.Second)
+	big := func(i int) string { return fmt.Sprintf("tok-%03d-%s", i, strings.Repeat("x", 12<<10)) }
+	br.set(cred, big(0), exp)
+	path := serve(t, &fakeResolver{cred: cred}, br)
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := ipc.WriteMessage(c, ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionWatch, ipc.KeyDir, "/")); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(c)
+	if m, err := ipc.ReadAnswer(r); err != nil || m.Value(ipc.KeyToken) != big(0) {
+		t.Fatalf("first message: %v", err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(br.hold(cred).wakesNow()) == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the watcher took no hold")
+		}
+	}
+	const refreshes = 200 // about 2.4 MB: more than a Unix socket buffers
+	for i := 1; i <= refreshes; i++ {
+		br.set(cred, big(i), exp.Add(time.Duration(i)*time.Second))
+		time.Sleep(2 * time.Millisecond)
+	}
+	seq := 1
+	for {
+		m, err := ipc.ReadAnswer(r)
+		if err != nil {
+			t.Fatalf("after seq=%d: %v", seq, err)
+		}
+		n, _ := strconv.Atoi(m.Value(ipc.KeySeq))
+		if n != seq+1 {
+			t.Fatalf("seq=%d after seq=%d", n, seq)
+		}
+		seq = n
+		if m.Value(ipc.KeyToken) == big(refreshes) {
+			break
+		}
+	}
+	if seq < 3 {
+		t.Errorf("only %d messages for %d refreshes", seq, refreshes)
 	}
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -8,7 +9,9 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/blauth/blauth/daemon/internal/broker"
@@ -23,8 +26,11 @@ func (s *Server) serveWatch(ctx, work context.Context, c net.Conn, m *ipc.Messag
 	if refusal == nil && req.version < 2 {
 		refusal = fail(ipc.CodeUnknownAction, "watch needs protocol version 2", "send version=2")
 	}
-	w := &watcher{c: c, changes: &s.changes}
-	if refusal == nil && !s.addWatcher(w) {
+	w := &watcher{s: s, c: c}
+	if sc, ok := c.(syscall.Conn); ok {
+		w.raw, _ = sc.SyscallConn()
+	}
+	if refusal == nil && !s.addWatcher(w, work, req) {
 		s.refused("watchers", s.cfg.MaxWatchers)
 		refusal = fail(ipc.CodeBusy, fmt.Sprintf("this socket already serves %d watchers, its limit", s.cfg.MaxWatchers), "retry in a moment; close watchers you no longer use")
 	}
@@ -34,33 +40,82 @@ func (s *Server) serveWatch(ctx, work context.Context, c net.Conn, m *ipc.Messag
 		return
 	}
 	defer s.removeWatcher(w)
-	s.watch(ctx, work, w, req, sentMore)
+	s.watch(ctx, w, req, sentMore)
 }
 
 // watcher is one watch stream. While it waits for a change it is one goroutine parked in a read
-// of its connection, which ends at the client's next byte or end of stream, at the deadline of
-// its token's min_ttl, or when wakeWatchers announces a change by moving the deadline to now.
+// of its connection, which ends at the client's next byte or end of stream, or at a deadline:
+// its token's min_ttl, or now, when a change needs the goroutine itself. A refresh does not
+// need it: the fan-out of its group writes the new message in its place (fanOut).
 type watcher struct {
-	c       net.Conn
-	dirty   atomic.Bool    // a change was announced since the watcher last looked
-	changes *atomic.Uint64 // the server's count of wakes (Server.changes)
-	b       [1]byte
+	s      *Server
+	c      net.Conn
+	raw    syscall.RawConn // c's descriptor, for the fan-out's writes; nil when it has none
+	group  *watchGroup     // the watchers of the same request
+	wokeAt atomic.Uint64   // the count of wakes (Server.changes) at the last one announced to it
+
+	// mu is held by the watcher's goroutine except while it waits in its read: a fan-out that
+	// takes it acts for the goroutine, which would only have woken to do the same.
+	mu       sync.Mutex
+	lookedAt uint64              // the count its last answer was begun at (watchAnswer.seen)
+	seq      int                 // messages sent
+	last     [sha256.Size]byte   // the digest of the last one
+	cred     *sources.Credential // the credential its hold is on
+	pending  []byte              // the rest of a message the fan-out could not write at once
+	gone     bool                // the stream has ended
+	b        [1]byte
 }
 
-// wake tells w that the answer may have changed, and ends the read it waits in. The change is
-// counted first: an answer looked up after the count reflects it (see sharedAnswer).
+// watchGroup is the watchers of one socket that sent the same request: they get the same
+// answers, so one goroutine makes each answer once and writes it to all of them.
+type watchGroup struct {
+	key     string
+	req     request
+	work    context.Context
+	members map[*watcher]struct{} // under Server.mu
+
+	mu      sync.Mutex
+	kicked  uint64 // the count of the last wake of a member
+	running bool   // a fanOut runs
+	list    []*watcher
+	buf     []byte
+}
+
+// wake tells w that its answer may have changed. It counts the change (an answer begun after
+// the count reflects it, see sharedAnswer) and starts a fan-out of w's group unless one runs,
+// which will take this wake in its next round.
 func (w *watcher) wake() {
-	w.changes.Add(1)
-	w.dirty.Store(true)
-	_ = w.c.SetReadDeadline(time.Now())
+	n := w.s.changes.Add(1)
+	for old := w.wokeAt.Load(); old < n && !w.wokeAt.CompareAndSwap(old, n); old = w.wokeAt.Load() {
+	}
+	g := w.group
+	g.mu.Lock()
+	g.kicked = max(g.kicked, n)
+	start := !g.running
+	g.running = true
+	g.mu.Unlock()
+	if start {
+		go w.s.fanOut(g)
+	}
 }
 
-func (s *Server) addWatcher(w *watcher) bool {
+// dirty says a change was announced to w since its last answer began. w.mu is held.
+func (w *watcher) dirty() bool { return w.wokeAt.Load() > w.lookedAt }
+
+func (s *Server) addWatcher(w *watcher, work context.Context, req request) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.watchers) >= s.cfg.MaxWatchers {
 		return false
 	}
+	key := requestKey(req.Message)
+	g := s.groups[key]
+	if g == nil {
+		g = &watchGroup{key: key, req: req, work: work, members: map[*watcher]struct{}{}}
+		s.groups[key] = g
+	}
+	g.members[w] = struct{}{}
+	w.group = g
 	s.watchers[w] = struct{}{}
 	return true
 }
@@ -68,6 +123,10 @@ func (s *Server) addWatcher(w *watcher) bool {
 func (s *Server) removeWatcher(w *watcher) {
 	s.mu.Lock()
 	delete(s.watchers, w)
+	delete(w.group.members, w)
+	if len(w.group.members) == 0 && s.groups[w.group.key] == w.group {
+		delete(s.groups, w.group.key)
+	}
 	s.mu.Unlock()
 }
 
@@ -93,74 +152,182 @@ func (s *Server) wakeWatchers(ctx context.Context) {
 	}
 }
 
+// fanOut makes the answer of g's request after its members' wakes and writes it to each member
+// whose goroutine waits in its read, with that member's seq=: one look and one encoding for the
+// group, then one write per member from this goroutine, where each member's goroutine would
+// otherwise wake, look and write for itself. A member it cannot serve this way (its goroutine
+// is busy, a new credential needs a hold, the socket is full) has its read deadline moved to
+// now, to do it itself. A write never waits here, so a stalled watcher delays nobody else. It
+// runs rounds until no wake came after the last answer began.
+func (s *Server) fanOut(g *watchGroup) {
+	var seen uint64
+	for {
+		g.mu.Lock()
+		if g.kicked <= seen {
+			g.running = false
+			g.mu.Unlock()
+			return
+		}
+		g.mu.Unlock()
+		a := s.sharedAnswer(g.work, g.req, g.key, true)
+		seen = a.seen
+		s.mu.Lock()
+		g.list = g.list[:0]
+		for w := range g.members {
+			g.list = append(g.list, w)
+		}
+		s.mu.Unlock()
+		for _, w := range g.list {
+			if !s.deliver(w, a, &g.buf) {
+				_ = w.c.SetReadDeadline(time.Now())
+			}
+		}
+		clear(g.list)
+	}
+}
+
+// deliver writes a to w in place of w's goroutine, and reports whether it did all that w had to
+// do; when it did not, w's goroutine must look (or finish the write) itself.
+func (s *Server) deliver(w *watcher, a *watchAnswer, buf *[]byte) bool {
+	if w.raw == nil || !w.mu.TryLock() {
+		return false
+	}
+	defer w.mu.Unlock()
+	switch {
+	case w.gone:
+		return true
+	case w.seq == 0 || a.seen < w.lookedAt || a.err != nil || a.cred != nil && a.cred != w.cred:
+		return false
+	}
+	w.lookedAt = a.seen
+	if a.digest == w.last {
+		return true
+	}
+	if a.kind != "" {
+		s.cfg.Stats.countServed(a.kind)
+	}
+	w.seq++
+	w.last = a.digest
+	*buf = a.appendTo((*buf)[:0], w.seq)
+	_ = w.c.SetWriteDeadline(time.Time{}) // a past deadline would fail the write before it is tried
+	n, err := writeOnce(w.raw, *buf)
+	if n == len(*buf) {
+		_ = w.c.SetReadDeadline(s.lookAgain(a))
+		return true
+	}
+	if err == nil || errors.Is(err, syscall.EAGAIN) {
+		w.pending = bytes.Clone((*buf)[n:])
+	}
+	return false
+}
+
+// writeOnce writes b to rc's descriptor with the system calls it takes without waiting: it
+// stops at a full socket buffer (EAGAIN) or an error.
+func writeOnce(rc syscall.RawConn, b []byte) (n int, err error) {
+	werr := rc.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			m, e := syscall.Write(int(fd), b[n:])
+			if e == syscall.EINTR {
+				continue
+			}
+			if e != nil || m <= 0 {
+				err = e
+				break
+			}
+			n += m
+		}
+		return true
+	})
+	if err == nil {
+		err = werr
+	}
+	return n, err
+}
+
+// lookAgain is when a watcher must look again although nothing announced a change: when its
+// token falls under min_ttl, on the daemon's clock; never sooner than half a second, so that a
+// token at its limit costs no busy loop. Zero is never.
+func (s *Server) lookAgain(a *watchAnswer) time.Time {
+	if a.until.IsZero() {
+		return time.Time{}
+	}
+	return time.Now().Add(max(a.until.Sub(s.cfg.Clock.Now()), 500*time.Millisecond))
+}
+
 // watch serves action=watch: it answers at once as get would, then sends a new complete
 // message each time the answer for the same selection changes (a refresh, a source change that
 // picks another credential, a logout, a failure), until the client closes the connection or the
 // daemon stops. A slow or stalled watcher delays nobody else, and a refresh never waits for a
-// watcher: wakeWatchers only moves read deadlines.
-func (s *Server) watch(ctx, work context.Context, w *watcher, req request, sentMore bool) {
+// watcher: a wake starts a fan-out, which never waits for a write.
+func (s *Server) watch(ctx context.Context, w *watcher, req request, sentMore bool) {
 	c := w.c
 	_ = c.SetDeadline(time.Time{})
 	var (
-		last     [sha256.Size]byte
-		seq      int
-		hold     broker.Holder = noHold{}
-		heldCred *sources.Credential
-		heldKey  string
-		woken    bool // this look follows a counted wake, not a deadline or a new hold
+		hold    broker.Holder = noHold{}
+		heldKey string
+		ownLook bool // the next look makes its own answer: the first, or the first after a new hold
 	)
-	defer func() { hold.Release() }()
+	w.mu.Lock()
+	defer func() {
+		w.gone = true
+		w.mu.Unlock()
+		hold.Release()
+	}()
 	s.cfg.Stats.countWatchers(1)
 	defer s.cfg.Stats.countWatchers(-1)
-	reqKey := requestKey(req.Message)
+	ownLook = true
 	for {
-		// Cleared before looking: a change announced while we look sets it again.
-		w.dirty.Store(false)
-		a := s.sharedAnswer(work, req, reqKey, woken)
-		if a.cred != nil && a.cred != heldCred {
-			heldCred = a.cred
+		// A look after a counted wake may take the group's answer; any other makes its own.
+		a := s.sharedAnswer(w.group.work, req, w.group.key, !ownLook && w.dirty())
+		ownLook = false
+		w.lookedAt = a.seen
+		if a.cred != nil && a.cred != w.cred {
+			w.cred = a.cred
 			if k := a.cred.Key(); k != heldKey {
 				// A new credential: hold it, then look again with its broadcast taken first.
 				hold.Release()
 				hold, heldKey = s.cfg.Broker.Hold(a.cred, w.wake), k
-				woken = false
+				ownLook = true
 				continue
 			}
 		}
-		if seq == 0 || a.digest != last {
-			last = a.digest
-			seq++
+		if w.seq == 0 || a.digest != w.last {
+			w.last = a.digest
+			w.seq++
 			// Counted before it is written, as a get is: a client that scrapes the metrics once
 			// it has the message finds it counted.
 			if a.kind != "" {
 				s.cfg.Stats.countServed(a.kind)
 			}
-			// A watcher that does not read its message in time is dropped: it holds nothing
-			// but its own goroutine.
-			_ = c.SetWriteDeadline(time.Now().Add(s.cfg.WatchWriteTimeout))
-			if err := a.write(c, seq); err != nil {
-				s.log.Debug().Err(err).Msg("watcher gone or stalled; dropping it")
+			if a.err != nil {
+				s.log.Debug().Err(a.err).Msg("watch answer not encoded; ending the watch")
+				return
+			}
+			if !s.writeWatch(w, a.appendTo(nil, w.seq)) {
 				return
 			}
 		}
 		if sentMore {
 			return // the client sent a byte after its request: that ends the watch
 		}
-		// Look again when the token falls under min_ttl, on the daemon's clock; never sooner than
-		// half a second, so that a token at its limit costs no busy loop.
-		var deadline time.Time
-		if !a.until.IsZero() {
-			deadline = time.Now().Add(max(a.until.Sub(s.cfg.Clock.Now()), 500*time.Millisecond))
-		}
-		_ = c.SetReadDeadline(deadline)
+		_ = c.SetReadDeadline(s.lookAgain(a))
 		// Checked after the deadline is set: a wake or a stop from now on moves it again.
-		woken = w.dirty.Load()
-		if !woken && ctx.Err() == nil {
+		for !w.dirty() && ctx.Err() == nil {
+			w.mu.Unlock()
 			n, err := c.Read(w.b[:])
+			w.mu.Lock()
 			if (n > 0 || err != nil && !errors.Is(err, os.ErrDeadlineExceeded)) && ctx.Err() == nil {
 				return // the client sent a byte or closed
 			}
-			woken = w.dirty.Load()
+			if w.pending != nil {
+				if !s.writeWatch(w, w.pending) {
+					return
+				}
+				w.pending = nil
+				_ = c.SetReadDeadline(s.lookAgain(a))
+				continue
+			}
+			break // a deadline: look again
 		}
 		if ctx.Err() != nil {
 			// The daemon is stopping (and moved every read deadline to now): say so.
@@ -169,6 +336,17 @@ func (s *Server) watch(ctx, work context.Context, w *watcher, req request, sentM
 			return
 		}
 	}
+}
+
+// writeWatch writes b to w. A watcher that does not read its message in time is dropped: it
+// holds nothing but its own goroutine.
+func (s *Server) writeWatch(w *watcher, b []byte) bool {
+	_ = w.c.SetWriteDeadline(time.Now().Add(s.cfg.WatchWriteTimeout))
+	if _, err := w.c.Write(b); err != nil {
+		s.log.Debug().Err(err).Msg("watcher gone or stalled; dropping it")
+		return false
+	}
+	return true
 }
 
 // watchAnswer is a watch message, but for its seq=, encoded once for every watcher that sent
@@ -241,18 +419,12 @@ func (s *Server) makeWatchAnswer(ctx context.Context, req request, a *watchAnswe
 	a.wire = wire[:len(wire)-len(ipc.KeySeq+"=1\n\n")]
 }
 
-// write sends a as message number seq of its stream, in one write.
-func (a *watchAnswer) write(c net.Conn, seq int) error {
-	if a.err != nil {
-		return a.err
-	}
-	b := make([]byte, 0, len(a.wire)+16)
+// appendTo appends a to b as message number seq of its stream.
+func (a *watchAnswer) appendTo(b []byte, seq int) []byte {
 	b = append(b, a.wire...)
 	b = append(b, ipc.KeySeq+"="...)
 	b = strconv.AppendInt(b, int64(seq), 10)
-	b = append(b, "\n\n"...)
-	_, err := c.Write(b)
-	return err
+	return append(b, "\n\n"...)
 }
 
 // requestKey is what makes two watch requests the same: their fields, in order.
