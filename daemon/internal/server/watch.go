@@ -169,7 +169,7 @@ func (s *Server) fanOut(g *watchGroup) {
 			return
 		}
 		g.mu.Unlock()
-		a := s.sharedAnswer(g.work, g.req, g.key, true)
+		a := s.sharedAnswer(g.work, g.req, g.key, true, true)
 		seen = a.seen
 		s.mu.Lock()
 		g.list = g.list[:0]
@@ -278,7 +278,7 @@ func (s *Server) watch(ctx context.Context, w *watcher, req request, sentMore bo
 	ownLook = true
 	for {
 		// A look after a counted wake may take the group's answer; any other makes its own.
-		a := s.sharedAnswer(w.group.work, req, w.group.key, !ownLook && w.dirty())
+		a := s.sharedAnswer(w.group.work, req, w.group.key, !ownLook && w.dirty(), false)
 		ownLook = false
 		w.lookedAt = a.seen
 		if a.cred != nil && a.cred != w.cred {
@@ -369,8 +369,10 @@ type watchAnswer struct {
 // it shows them, as one made now would. Any other look (the first, at a deadline, after a new
 // hold) makes its own, and counts itself as a change, so that no answer begun before it is
 // taken after it. An answer is offered before it is made, so that the watchers a refresh woke
-// together wait for the first one's rather than each making its own.
-func (s *Server) sharedAnswer(ctx context.Context, req request, reqKey string, woken bool) *watchAnswer {
+// together wait for the first one's rather than each making its own. A watcher's goroutine
+// makes it on a fresh stack (onFreshStack); a fan-out, whose goroutine ends after its rounds,
+// on its own (fanOut).
+func (s *Server) sharedAnswer(ctx context.Context, req request, reqKey string, woken, fanOut bool) *watchAnswer {
 	var seen uint64
 	if woken {
 		seen = s.changes.Load()
@@ -383,7 +385,11 @@ func (s *Server) sharedAnswer(ctx context.Context, req request, reqKey string, w
 	}
 	a := &watchAnswer{seen: seen, made: make(chan struct{})}
 	s.recent.watches.Store(reqKey, a)
-	onFreshStack(func() { s.makeWatchAnswer(ctx, req, a) })
+	if fanOut {
+		s.makeWatchAnswer(ctx, req, a)
+	} else {
+		onFreshStack(func() { s.makeWatchAnswer(ctx, req, a) })
+	}
 	close(a.made)
 	return a
 }
