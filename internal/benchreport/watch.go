@@ -408,8 +408,8 @@ const fanoutNote = "**What the trace found**, and what each change gained. A run
 	"wakes no watcher goroutine at all; a member it cannot serve that way (busy, a new credential to hold, a socket too full to take " +
 	"the message whole) has its goroutine woken to do it, as before. Measured the same way: first watcher p50 0.48-0.49 ms (was " +
 	"0.72-0.88), last watcher p50 1.40-1.41 ms, p99 2.11-2.73 ms. A `perf record` of the daemon during the fan-outs: the " +
-	"`write(2)` calls are 84% of the fan-out's samples (the kernel queueing the message and waking the reader); the rest of " +
-	"`deliver` is 2%. With the bare fan-out beside it (three runs, after the fan-out stopped making its answer on a goroutine of " +
+	"`write(2)` calls are 82% of the fan-out's samples (the kernel queueing the message and waking the reader); the rest of " +
+	"`deliver` (the lock, the deadlines, the message) 16%. With the bare fan-out beside it (three runs, after the fan-out stopped making its answer on a goroutine of " +
 	"its own): last watcher p50 1.36-1.47 ms against 1.07-1.17 ms, p99 2.46-3.13 ms against 1.78-2.17 ms. What is left is " +
 	"mostly the readers: 100 goroutines each woken by the netpoller, reading, parsing and reading again to park, on the two " +
 	"cores the daemon writes from. The bare fan-out pays the same, and is itself at or over 2 ms at p99 in some runs on this machine."
