@@ -196,7 +196,9 @@ func (s *Server) deliver(w *watcher, a *watchAnswer, buf *[]byte) bool {
 	switch {
 	case w.gone:
 		return true
-	case w.seq == 0 || a.seen < w.lookedAt || a.err != nil || a.cred != nil && a.cred != w.cred:
+	case w.seq == 0 || w.pending != nil || a.seen < w.lookedAt || a.err != nil || a.cred != nil && a.cred != w.cred:
+		// Its first message, the rest of a message not yet sent (nothing may be written before
+		// it), an answer older than its last, or one its goroutine must act on.
 		return false
 	}
 	w.lookedAt = a.seen
@@ -265,7 +267,7 @@ func (s *Server) watch(ctx context.Context, w *watcher, req request, sentMore bo
 	var (
 		hold    broker.Holder = noHold{}
 		heldKey string
-		ownLook bool // the next look makes its own answer: the first, or the first after a new hold
+		ownLook = true // the next look makes its own answer: the first, or the first after a new hold
 	)
 	w.mu.Lock()
 	defer func() {
@@ -275,7 +277,6 @@ func (s *Server) watch(ctx context.Context, w *watcher, req request, sentMore bo
 	}()
 	s.cfg.Stats.countWatchers(1)
 	defer s.cfg.Stats.countWatchers(-1)
-	ownLook = true
 	for {
 		// A look after a counted wake may take the group's answer; any other makes its own.
 		a := s.sharedAnswer(w.group.work, req, w.group.key, !ownLook && w.dirty(), false)
