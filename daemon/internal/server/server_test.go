@@ -391,3 +391,57 @@ func TestWatchThroughAFullSocket(t *testing.T) {
 		t.Errorf("only %d messages for %d refreshes", seq, refreshes)
 	}
 }
+
+// TestFanOutLeavesAHalfSentMessageToItsWatcher: while the rest of a message the fan-out could not
+// write whole waits for the watcher's goroutine, the fan-out writes nothing to that watcher (a
+// new message would land in the middle of the old one) and leaves it to the goroutine.
+func TestFanOutLeavesAHalfSentMessageToItsWatcher(t *testing.T) {
+	a, b, err := socketPair(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	defer b.Close()
+	raw, err := a.(*net.UnixConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{}
+	w := &watcher{s: s, c: a, raw: raw, seq: 1, pending: []byte("rest of message 1\n\n")}
+	ans := &watchAnswer{wire: []byte("version=2\nstatus=ok\ntoken=tok-2\n"), digest: [32]byte{2}, seen: 1}
+	var buf []byte
+	if s.deliver(w, ans, &buf) {
+		t.Fatal("deliver says it served a watcher whose last message is half sent")
+	}
+	if w.seq != 1 || string(w.pending) != "rest of message 1\n\n" {
+		t.Fatalf("deliver changed the watcher: seq=%d pending=%q", w.seq, w.pending)
+	}
+	_ = b.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if n, err := b.Read(make([]byte, 64)); n > 0 || err == nil {
+		t.Fatalf("the fan-out wrote %d bytes before the rest of the last message", n)
+	}
+	w.pending = nil // once the goroutine has sent the rest, the next answer is the fan-out's to write
+	if !s.deliver(w, ans, &buf) || w.seq != 2 {
+		t.Fatalf("deliver did not write the next message (seq=%d)", w.seq)
+	}
+}
+
+// socketPair is a connected pair of Unix stream sockets, listened for in dir.
+func socketPair(dir string) (net.Conn, net.Conn, error) {
+	path := filepath.Join(dir, "pair.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer ln.Close()
+	b, err := net.Dial("unix", path)
+	if err != nil {
+		return nil, nil, err
+	}
+	a, err := ln.Accept()
+	if err != nil {
+		b.Close()
+		return nil, nil, err
+	}
+	return a, b, nil
+}
