@@ -248,15 +248,7 @@ func TestWatchSendsEachNewTokenOfItsCredentialOnly(t *testing.T) {
 	exp := time.Now().Add(time.Hour).Truncate(time.Second)
 	br.set(cred, "tok-1", exp)
 	path := serve(t, &fakeResolver{cred: cred}, br)
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := ipc.WriteMessage(c, ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionWatch, ipc.KeyDir, "/")); err != nil {
-		t.Fatal(err)
-	}
-	r := bufio.NewReader(c)
+	c, r := watchOn(t, path)
 	read := func() *ipc.Message {
 		t.Helper()
 		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
@@ -297,16 +289,7 @@ func TestWatchersOfOneRequestShareEachAnswer(t *testing.T) {
 	const watchers = 10
 	var rs []*bufio.Reader
 	for range watchers {
-		c, err := net.Dial("unix", path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-		if err := ipc.WriteMessage(c, ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionWatch, ipc.KeyDir, "/")); err != nil {
-			t.Fatal(err)
-		}
-		r := bufio.NewReader(c)
+		_, r := watchOn(t, path)
 		if m, err := ipc.ReadMessage(r); err != nil || m.Value(ipc.KeyToken) != "tok-1" {
 			t.Fatalf("first message: %v %v", m, err)
 		}
@@ -349,24 +332,11 @@ func TestWatchThroughAFullSocket(t *testing.T) {
 	big := func(i int) string { return fmt.Sprintf("tok-%03d-%s", i, strings.Repeat("x", 12<<10)) }
 	br.set(cred, big(0), exp)
 	path := serve(t, &fakeResolver{cred: cred}, br)
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-	if err := ipc.WriteMessage(c, ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionWatch, ipc.KeyDir, "/")); err != nil {
-		t.Fatal(err)
-	}
-	r := bufio.NewReader(c)
+	_, r := watchOn(t, path)
 	if m, err := ipc.ReadAnswer(r); err != nil || m.Value(ipc.KeyToken) != big(0) {
 		t.Fatalf("first message: %v", err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); len(br.hold(cred).wakesNow()) == 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the watcher took no hold")
-		}
-	}
+	testkit.WaitFor(t, 10*time.Second, "the watcher's hold", func() bool { return len(br.hold(cred).wakesNow()) > 0 })
 	const refreshes = 200 // about 2.4 MB: more than a Unix socket buffers
 	for i := 1; i <= refreshes; i++ {
 		br.set(cred, big(i), exp.Add(time.Duration(i)*time.Second))
@@ -424,6 +394,22 @@ func TestFanOutLeavesAHalfSentMessageToItsWatcher(t *testing.T) {
 	if !s.deliver(w, ans, &buf) || w.seq != 2 {
 		t.Fatalf("deliver did not write the next message (seq=%d)", w.seq)
 	}
+}
+
+// watchOn opens a watch of directory / on the server at path, with 30 s to do everything on it;
+// the connection is closed when the test ends.
+func watchOn(t *testing.T, path string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := ipc.WriteMessage(c, ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionWatch, ipc.KeyDir, "/")); err != nil {
+		t.Fatal(err)
+	}
+	return c, bufio.NewReader(c)
 }
 
 // socketPair is a connected pair of Unix stream sockets, listened for in dir.

@@ -351,8 +351,8 @@ func (s *Server) writeWatch(w *watcher, b []byte) bool {
 }
 
 // watchAnswer is a watch message, but for its seq=, encoded once for every watcher that sent
-// the same request: a refresh wakes all the watchers of its credential at once, and the first
-// to look encodes the answer they all send.
+// the same request: a group's fan-out makes it and writes it to the members it can, and the
+// members whose goroutines look themselves take it too (sharedAnswer).
 type watchAnswer struct {
 	wire   []byte              // the encoded answer, without seq= and the empty line
 	err    error               // why it could not be encoded
