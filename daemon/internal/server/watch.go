@@ -60,6 +60,7 @@ type watcher struct {
 	lookedAt uint64              // the count its last answer was begun at (watchAnswer.seen)
 	seq      int                 // messages sent
 	last     [sha256.Size]byte   // the digest of the last one
+	until    time.Time           // when its last one falls under min_ttl (watchAnswer.until)
 	cred     *sources.Credential // the credential its hold is on
 	pending  []byte              // the rest of a message the fan-out could not write at once
 	gone     bool                // the stream has ended
@@ -209,12 +210,12 @@ func (s *Server) deliver(w *watcher, a *watchAnswer, buf *[]byte) bool {
 		s.cfg.Stats.countServed(a.kind)
 	}
 	w.seq++
-	w.last = a.digest
+	w.last, w.until = a.digest, a.until
 	*buf = a.appendTo((*buf)[:0], w.seq)
 	_ = w.c.SetWriteDeadline(time.Time{}) // a past deadline would fail the write before it is tried
 	n, err := writeOnce(w.raw, *buf)
 	if n == len(*buf) {
-		_ = w.c.SetReadDeadline(s.lookAgain(a))
+		_ = w.c.SetReadDeadline(s.lookAgain(w.until))
 		return true
 	}
 	if err == nil || errors.Is(err, syscall.EAGAIN) {
@@ -249,11 +250,11 @@ func writeOnce(rc syscall.RawConn, b []byte) (n int, err error) {
 // lookAgain is when a watcher must look again although nothing announced a change: when its
 // token falls under min_ttl, on the daemon's clock; never sooner than half a second, so that a
 // token at its limit costs no busy loop. Zero is never.
-func (s *Server) lookAgain(a *watchAnswer) time.Time {
-	if a.until.IsZero() {
+func (s *Server) lookAgain(until time.Time) time.Time {
+	if until.IsZero() {
 		return time.Time{}
 	}
-	return time.Now().Add(max(a.until.Sub(s.cfg.Clock.Now()), 500*time.Millisecond))
+	return time.Now().Add(max(until.Sub(s.cfg.Clock.Now()), 500*time.Millisecond))
 }
 
 // watch serves action=watch: it answers at once as get would, then sends a new complete
@@ -293,7 +294,7 @@ func (s *Server) watch(ctx context.Context, w *watcher, req request, sentMore bo
 			}
 		}
 		if w.seq == 0 || a.digest != w.last {
-			w.last = a.digest
+			w.last, w.until = a.digest, a.until
 			w.seq++
 			// Counted before it is written, as a get is: a client that scrapes the metrics once
 			// it has the message finds it counted.
@@ -311,7 +312,7 @@ func (s *Server) watch(ctx context.Context, w *watcher, req request, sentMore bo
 		if sentMore {
 			return // the client sent a byte after its request: that ends the watch
 		}
-		_ = c.SetReadDeadline(s.lookAgain(a))
+		_ = c.SetReadDeadline(s.lookAgain(w.until))
 		// Checked after the deadline is set: a wake or a stop from now on moves it again.
 		for !w.dirty() && ctx.Err() == nil {
 			w.mu.Unlock()
@@ -325,7 +326,7 @@ func (s *Server) watch(ctx context.Context, w *watcher, req request, sentMore bo
 					return
 				}
 				w.pending = nil
-				_ = c.SetReadDeadline(s.lookAgain(a))
+				_ = c.SetReadDeadline(s.lookAgain(w.until)) // the until of the message just finished
 				continue
 			}
 			break // a deadline: look again
