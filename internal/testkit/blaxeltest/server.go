@@ -55,6 +55,7 @@ type Server struct {
 	clients    map[string]string // id → secret
 	refresh    map[string]session
 	used       map[string]bool // refresh tokens already exchanged (rotation)
+	inFlight   int             // token requests being handled
 	devices    map[string]*device
 	fault      Fault
 	faultLeft  int // faults left to inject; <0 forever
@@ -355,7 +356,9 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	s.counts[kind]++
+	s.inFlight++
 	s.mu.Unlock()
+	defer func() { s.mu.Lock(); s.inFlight--; s.mu.Unlock() }()
 	if kind != "device_code" && s.injectFault(w, r) {
 		return
 	}
@@ -461,6 +464,14 @@ func (s *Server) devicePoll(w http.ResponseWriter, body map[string]string) {
 func (s *Server) discovery(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, map[string]any{"issuer": s.URL, "token_endpoint": s.Base + "/oauth/token"})
 }
+
+// Consumed reports whether refresh token rt has been exchanged (and so rotated away), whether or
+// not its answer reached the caller.
+func (s *Server) Consumed(rt string) bool { s.mu.Lock(); defer s.mu.Unlock(); return s.used[rt] }
+
+// TokenRequestsInFlight is the number of token requests the fake is handling now (a held one
+// included).
+func (s *Server) TokenRequestsInFlight() int { s.mu.Lock(); defer s.mu.Unlock(); return s.inFlight }
 
 // SetHang sets how long FaultHang holds a request (a minute when zero).
 func (s *Server) SetHang(d time.Duration) { s.mu.Lock(); s.hang = d; s.mu.Unlock() }
