@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -157,5 +158,51 @@ func TestBrokenBlaxelTOMLLosesNothing(t *testing.T) {
 	}
 	if st.Default != "gamma" {
 		t.Errorf("default workspace %q; want the .env's gamma", st.Default)
+	}
+}
+
+// A connection that sends the same get again and again (a long-running SDK process) still sees
+// every change of the caller's .env: an edit of the watched file shows within the watcher's
+// delay, and a .env dropped from the cache (here evicted by 64 other directories) and edited
+// while nothing watched it shows at the very next request.
+func TestRepeatedGetOnOneConnectionSeesEveryDotenvChange(t *testing.T) {
+	base := t.TempDir()
+	proj := filepath.Join(base, "proj")
+	dotenv := filepath.Join(proj, ".env")
+	writeFile(t, dotenv, "BL_WORKSPACE=acme\nBL_API_KEY=key-1\n")
+	td := daemontest.Start(t, daemontest.Options{})
+	c, err := ipc.Dial(td.Socket, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	key := func() string {
+		t.Helper()
+		resp, err := c.Do(ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionGet, ipc.KeyDir, proj, "env.BL_ENV", "prod"))
+		if err != nil {
+			t.Fatalf("get: %v", err)
+		}
+		return resp.Value(ipc.KeyToken)
+	}
+	for range 100 {
+		if k := key(); k != "key-1" {
+			t.Fatalf("served %q, want key-1", k)
+		}
+	}
+
+	writeFile(t, dotenv, "BL_WORKSPACE=acme\nBL_API_KEY=key-2\n")
+	testkit.WaitFor(t, 30*time.Second, "the edited .env on the same connection", func() bool { return key() == "key-2" })
+
+	for i := range 64 {
+		other := filepath.Join(base, fmt.Sprintf("other-%02d", i))
+		writeFile(t, filepath.Join(other, ".env"), "BL_WORKSPACE=acme\nBL_API_KEY=key-other\n")
+		if tok := getIn(t, td, other); tok.Token != "key-other" {
+			t.Fatalf("%s: served %q", other, tok.Token)
+		}
+	}
+	// proj's .env is no longer cached nor watched: an edit now sends no event.
+	writeFile(t, dotenv, "BL_WORKSPACE=acme\nBL_API_KEY=key-3\n")
+	if k := key(); k != "key-3" {
+		t.Errorf("after its .env left the cache and was edited, the connection was served %q, want key-3", k)
 	}
 }

@@ -94,6 +94,10 @@ func newMessage(n int) *Message {
 	return &Message{Fields: make([]Field, 0, n)}
 }
 
+// Text is the message as ReadMessageInto last read it, its empty line included; "" for a
+// message built field by field. The same bytes read again give the same string.
+func (m *Message) Text() string { return m.text }
+
 // Get returns the first value of key and whether it was present.
 func (m *Message) Get(key string) (string, bool) {
 	for _, f := range m.Fields {

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -223,7 +225,8 @@ func (s *Source) load() bool {
 		return false
 	}
 	s.tries, s.err = 0, nil
-	same := s.view != nil && s.view.Equal(c)
+	// The unknown keys count too: a request's warnings come from them.
+	same := s.view != nil && s.view.Equal(c) && maps.EqualFunc(s.unknown, unknown, slices.Equal[[]UnknownKey])
 	s.view, s.unknown = newView(c), unknown
 	return !same
 }

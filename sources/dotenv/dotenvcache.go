@@ -52,6 +52,9 @@ type View struct {
 	Lines   map[string]int    // the line of each variable's assignment
 	Errs    []Error           // broken lines; the rest counts
 	ReadErr error             // why the file exists but cannot be read
+	// Cached says the view came from a watched entry already read: until Generation moves,
+	// Get(dir) returns this same view.
+	Cached bool
 }
 
 // Cache holds the callers' .env files, read once, watched, and dropped when idle. Safe for
@@ -71,6 +74,9 @@ type Cache struct {
 	readGen  uint64                 // generation of the latest read started
 	watchErr error                  // the last watch refused for want of inotify watches
 	closed   bool
+	// gen moves whenever an entry's view is installed or an entry is dropped: what a Get
+	// returned as Cached is still what it returns while gen stays.
+	gen atomic.Uint64
 }
 
 // dotenvFile is a cached, watched .env. Its view changes only under the write lock; lastUsed is
@@ -131,6 +137,7 @@ func (c *Cache) Get(dir string) View {
 			v := f.view
 			f.lastUsed.Store(now.UnixNano())
 			c.mu.RUnlock()
+			v.Cached = true
 			return v
 		}
 		c.mu.RUnlock()
@@ -142,6 +149,7 @@ func (c *Cache) Get(dir string) View {
 	if f != nil && f.loaded {
 		v := f.view
 		c.mu.Unlock()
+		v.Cached = true
 		return v
 	}
 	rd := c.reads[path]
@@ -222,6 +230,7 @@ func (c *Cache) startReadLocked(path string) *dotenvRead {
 		}
 		if f := c.files[filepath.Dir(path)]; f != nil && f.path == path && rd.gen > f.gen {
 			f.view, f.gen, f.loaded = v, rd.gen, true
+			c.gen.Add(1)
 		}
 		rd.view = v
 		close(rd.done)
@@ -293,11 +302,20 @@ func (c *Cache) dropIdleLocked(now time.Time) {
 }
 
 func (c *Cache) dropLocked(dir string) {
-	if f := c.files[dir]; f != nil && f.cancel != nil {
+	f := c.files[dir]
+	if f == nil {
+		return
+	}
+	if f.cancel != nil {
 		f.cancel()
 	}
 	delete(c.files, dir)
+	c.gen.Add(1)
 }
+
+// Generation moves whenever what Get returns as Cached may have changed: a cached file was read
+// again, or dropped (idle, evicted, closed).
+func (c *Cache) Generation() uint64 { return c.gen.Load() }
 
 // Sweep drops the .env files nobody asked for within Idle.
 func (c *Cache) Sweep() {

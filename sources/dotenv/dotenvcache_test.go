@@ -126,7 +126,9 @@ func TestStaleDotenvReadDoesNotOverwriteANewerOne(t *testing.T) {
 	}
 }
 
-// Idle .env files are dropped by Sweep, on the cache's clock.
+// Idle .env files are dropped by Sweep, on the cache's clock. A view is Cached only from a
+// watched entry already read, and the generation moves when an entry is read or dropped: while
+// it stays, a Cached view is what Get returns.
 func TestIdleDotenvFilesAreSwept(t *testing.T) {
 	dir := t.TempDir()
 	writeDotenv(t, dir, "BL_API_KEY=k\n")
@@ -134,15 +136,27 @@ func TestIdleDotenvFilesAreSwept(t *testing.T) {
 	wt := startWatcher(t, 10*time.Millisecond)
 	c := NewCache(CacheConfig{Watcher: wt, Idle: time.Minute, Clock: clk, Log: zerolog.New(zerolog.NewTestWriter(t))})
 	defer c.Close()
-	c.Get(dir)
+	if v := c.Get(dir); v.Cached {
+		t.Error("the first read of a .env says Cached")
+	}
+	gen := c.Generation()
+	if v := c.Get(dir); !v.Cached || v.Vars["BL_API_KEY"] != "k" {
+		t.Errorf("the second Get: Cached %v, vars %v", v.Cached, v.Vars)
+	}
 	c.Sweep()
-	if c.Len() != 1 {
-		t.Fatalf("%d cached after a sweep with nothing idle, want 1", c.Len())
+	if c.Len() != 1 || c.Generation() != gen {
+		t.Fatalf("%d cached after a sweep with nothing idle (want 1), generation %d -> %d", c.Len(), gen, c.Generation())
 	}
 	clk.Add(61 * time.Second)
 	c.Sweep()
 	if c.Len() != 0 {
 		t.Fatalf("%d cached after a minute idle, want 0", c.Len())
+	}
+	if c.Generation() == gen {
+		t.Error("dropping an idle .env left the generation as it was")
+	}
+	if v := NewCache(CacheConfig{}).Get(dir); v.Cached {
+		t.Error("a cache without a watcher says Cached")
 	}
 }
 

@@ -2,7 +2,10 @@
 // one that announces the change wait for them.
 package notify
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // Broadcast announces changes. Waiters take the channel Wait returns, then block on it; Notify
 // closes that channel (waking every one of them at once) and starts a new one. A waiter that
@@ -10,9 +13,14 @@ import "sync"
 // looks. The zero value is ready to use; a Broadcast is safe for concurrent use and must not be
 // copied after first use.
 type Broadcast struct {
-	mu sync.Mutex
-	ch chan struct{}
+	mu  sync.Mutex
+	ch  chan struct{}
+	gen atomic.Uint64
 }
+
+// Generation counts the Notify calls so far: a value read before looking at what it announces
+// still equals it later only if nothing was announced in between.
+func (b *Broadcast) Generation() uint64 { return b.gen.Load() }
 
 // Wait returns a channel that is closed at the next Notify.
 func (b *Broadcast) Wait() <-chan struct{} {
@@ -26,6 +34,7 @@ func (b *Broadcast) Wait() <-chan struct{} {
 
 // Notify wakes every waiter. It never blocks.
 func (b *Broadcast) Notify() {
+	b.gen.Add(1)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.ch != nil {

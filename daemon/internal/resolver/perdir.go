@@ -38,6 +38,7 @@ func parseTOML(data []byte) (map[string]string, map[string]int, []dotenv.Error) 
 // request, as an unreadable .env does.
 func (r *Resolver) tomlLayers(dir string, res *Resolution) (top, env []layer, err error) {
 	v := r.tomls.Get(dir)
+	res.Reusable = res.Reusable && v.Cached
 	prov := sources.Provenance{Kind: sources.SourceBlaxelTOML, Where: v.Path}
 	for _, e := range v.Errs {
 		res.Errors = append(res.Errors, sources.SourceError{Source: prov, Error: e.Error()})

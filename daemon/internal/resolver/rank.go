@@ -43,6 +43,11 @@ type Resolution struct {
 	// WorkspaceSource is what chose Workspace: the request, a variable, a blaxel.toml, a route.
 	WorkspaceSource sources.Provenance
 
+	// Reusable says the resolution holds for the same request until Resolver.Stamp moves: the
+	// caller's .env and blaxel.toml, if any, came from watched cache entries (a file whose watch
+	// was refused is read on every request, and a resolution that read one is never reusable).
+	Reusable bool
+
 	// Room for the usual few candidates and named workspaces, so that a resolution is one
 	// allocation.
 	cands [4]*sources.Credential
@@ -126,7 +131,7 @@ func (r *Resolver) Resolve(req Request) (*Resolution, error) {
 // must no longer be in use (its Shadowed and Named are overwritten); the credentials it pointed
 // to stay valid.
 func (r *Resolver) ResolveInto(res *Resolution, req Request) error {
-	*res = Resolution{}
+	*res = Resolution{Reusable: true}
 	var stack [8]layer
 	layers, bl, err := r.layers(stack[:0], req, res)
 	if err != nil {
@@ -168,6 +173,7 @@ func (r *Resolver) layers(ls []layer, req Request, res *Resolution) ([]layer, *b
 		}
 		ls, tomlEnv = append(ls, top...), env
 		v := r.dotenvs.Get(req.Dir)
+		res.Reusable = res.Reusable && v.Cached
 		prov := sources.Provenance{Kind: sources.SourceDotenv, Where: v.Path}
 		for _, e := range v.Errs {
 			res.Errors = append(res.Errors, sources.SourceError{Source: prov, Error: e.Error()})

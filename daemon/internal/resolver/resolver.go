@@ -96,6 +96,14 @@ func New(ctx context.Context, cfg Config) *Resolver {
 // was read again, or the sources were reloaded.
 func (r *Resolver) Changed() <-chan struct{} { return r.changed.Wait() }
 
+// Stamp moves whenever a resolution may come out otherwise: a source changed (what Changed
+// announces), or a caller's cached .env or blaxel.toml was read again or dropped from its cache.
+// A Reusable resolution made after reading a stamp is what resolving the same request gives
+// again for as long as Stamp returns that value.
+func (r *Resolver) Stamp() uint64 {
+	return r.changed.Generation() + r.dotenvs.Generation() + r.tomls.Generation()
+}
+
 // Close stops watching.
 func (r *Resolver) Close() {
 	if r.bl != nil {

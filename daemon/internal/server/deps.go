@@ -20,6 +20,9 @@ type Resolver interface {
 	ResolveInto(res *resolver.Resolution, req resolver.Request) error
 	// Changed returns a channel closed at the next change of any source.
 	Changed() <-chan struct{}
+	// Stamp moves whenever a resolution may come out otherwise; a Reusable resolution holds for
+	// the same request while it stays (resolver.Resolver.Stamp).
+	Stamp() uint64
 	Workspaces() []string
 	SourceErrors() []sources.SourceError
 	WatchedDotenvs() int

@@ -29,6 +29,28 @@ type request struct {
 type room struct {
 	res    resolver.Resolution
 	answer ipc.Message
+	// now is when the request being answered arrived (readRequest).
+	now time.Time
+	// The get res answered, when it may answer the same get again: its text, the resolver's
+	// stamp read before resolving it, and when it was resolved.
+	resolved struct {
+		ok    bool
+		text  string
+		stamp uint64
+		at    time.Time
+	}
+}
+
+// reuseFor is the resolution to answer get req from again, nil when it must be resolved anew.
+// The same text on the same connection is the same request (the same peer, directory and
+// variables); while the stamp stays, no file or source it read has changed. A second bounds the
+// reuse whatever the stamp says, so that the caches' idle clocks still see the directory asked
+// for and nothing can keep a stale answer longer.
+func (rm *room) reuseFor(req *ipc.Message, stamp uint64) *resolver.Resolution {
+	if rm == nil || !rm.resolved.ok || req.Text() == "" || rm.resolved.text != req.Text() || rm.resolved.stamp != stamp || rm.now.Sub(rm.resolved.at) >= time.Second {
+		return nil
+	}
+	return &rm.res
 }
 
 // stamp marks an answer to req with the version both sides speak.
@@ -175,25 +197,34 @@ func (s *Server) serveGet(ctx context.Context, req request) *ipc.Message {
 // get answers a get, and says which credential it served (nil when none). With rm, the
 // resolution and the answer are rm's; else they are new.
 func (s *Server) get(ctx context.Context, req *ipc.Message, rm *room) (*ipc.Message, *sources.Credential) {
-	var res *resolver.Resolution
 	var answer *ipc.Message // nil: a new one
-	if rm != nil {
-		res, answer = &rm.res, &rm.answer
+	stamp := s.cfg.Resolver.Stamp()
+	res := rm.reuseFor(req, stamp)
+	if res == nil {
+		if rm != nil {
+			res, answer = &rm.res, &rm.answer
+			rm.resolved.ok = false
+		} else {
+			res = new(resolver.Resolution)
+		}
+		env := envMaps.Get().(map[string]string)
+		err := s.cfg.Resolver.ResolveInto(res, sourceRequestIn(req, env))
+		clear(env)
+		envMaps.Put(env)
+		if err != nil {
+			return s.resolutionError(res, err), nil
+		}
+		if err := s.checkBase(res.Credential.BaseURL); err != nil {
+			return badBaseURL(res, err), res.Credential
+		}
+		if rm != nil && res.Reusable {
+			rm.resolved.ok, rm.resolved.text, rm.resolved.stamp, rm.resolved.at = true, req.Text(), stamp, rm.now
+		}
 	} else {
-		res = new(resolver.Resolution)
-	}
-	env := envMaps.Get().(map[string]string)
-	err := s.cfg.Resolver.ResolveInto(res, sourceRequestIn(req, env))
-	clear(env)
-	envMaps.Put(env)
-	if err != nil {
-		return s.resolutionError(res, err), nil
+		answer = &rm.answer
 	}
 	minTTL, _ := parseSeconds(req.Value(ipc.KeyMinTTL))
 	c := res.Credential
-	if err := s.checkBase(c.BaseURL); err != nil {
-		return badBaseURL(res, err), c
-	}
 	t, err := s.cfg.Broker.Get(ctx, c, minTTL, res.DaemonHeld())
 	if err != nil {
 		return withIgnoredBase(errorAnswer(err), res.IgnoredCallerBase(res.DaemonHeld()), res.DaemonBase), c

@@ -355,6 +355,7 @@ func (s *Server) readRequest(c net.Conn, cr *connReader, r **bufio.Reader) *ipc.
 	// RequestTimeout. A request that came whole needs no more reads, so its read deadline
 	// stays the idle one: most requests move no deadline at all (see keepDeadline).
 	now := time.Now()
+	cr.room.now = now
 	cr.keepDeadline(true, s.cfg.RequestTimeout+ipc.GetBudget+5*time.Second, now)
 	if !whole {
 		cr.readBy = now.Add(s.cfg.RequestTimeout)

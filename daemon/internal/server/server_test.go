@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,20 +24,25 @@ import (
 	"github.com/blauth/blauth/sources"
 )
 
-// fakeResolver answers every request with one workspace's credential, or with err.
+// fakeResolver answers every request with one workspace's credential, or with err. Its
+// resolutions are reusable until stamp moves; resolves counts them.
 type fakeResolver struct {
-	cred *sources.Credential
-	err  error
+	cred     *sources.Credential
+	err      error
+	stamp    atomic.Uint64
+	resolves atomic.Int64
 }
 
 func (f *fakeResolver) ResolveInto(res *resolver.Resolution, req resolver.Request) error {
+	f.resolves.Add(1)
 	if f.err != nil {
 		*res = resolver.Resolution{Workspace: req.Workspace}
 		return f.err
 	}
-	*res = resolver.Resolution{Workspace: f.cred.Workspace, Credential: f.cred}
+	*res = resolver.Resolution{Workspace: f.cred.Workspace, Credential: f.cred, Reusable: true}
 	return nil
 }
+func (f *fakeResolver) Stamp() uint64                       { return f.stamp.Load() }
 func (f *fakeResolver) Changed() <-chan struct{}            { return nil }
 func (f *fakeResolver) Workspaces() []string                { return []string{f.cred.Workspace} }
 func (f *fakeResolver) SourceErrors() []sources.SourceError { return nil }
@@ -223,6 +229,50 @@ func TestGetAnswersTheBrokersTokenWithItsProvenance(t *testing.T) {
 		if got := resp.Value(k); got != want {
 			t.Errorf("%s = %q, want %q", k, got, want)
 		}
+	}
+}
+
+// TestSameGetOnAConnectionIsResolvedOnceWhileTheStampStays: a connection sending the same get
+// again is answered from its last resolution while the resolver's stamp stays, with the broker
+// asked every time (its newest token is served); a moved stamp or another request resolves anew.
+func TestSameGetOnAConnectionIsResolvedOnceWhileTheStampStays(t *testing.T) {
+	cred, br := sa("acme"), newFakeBroker()
+	exp := time.Now().Add(time.Hour).Truncate(time.Second)
+	br.set(cred, "tok-1", exp)
+	res := &fakeResolver{cred: cred}
+	c, err := ipc.Dial(serve(t, res, br), 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ask := func(dir, wantTok string) {
+		t.Helper()
+		resp, err := c.Do(ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionGet, ipc.KeyDir, dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := resp.Value(ipc.KeyToken); got != wantTok {
+			t.Fatalf("token %q, want %q", got, wantTok)
+		}
+	}
+	for range 5 {
+		ask("/p", "tok-1")
+	}
+	if n := res.resolves.Load(); n != 1 {
+		t.Errorf("5 same gets resolved %d times, want 1", n)
+	}
+	br.set(cred, "tok-2", exp)
+	ask("/p", "tok-2")
+	res.stamp.Add(1)
+	ask("/p", "tok-2")
+	ask("/q", "tok-2")
+	if n := res.resolves.Load(); n != 3 {
+		t.Errorf("after a new token, a moved stamp and another directory: %d resolutions, want 3", n)
+	}
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	if br.gets != 8 {
+		t.Errorf("the broker was asked %d times for 8 gets", br.gets)
 	}
 }
 
