@@ -430,8 +430,8 @@ func TestFanOutLeavesAHalfSentMessageToItsWatcher(t *testing.T) {
 	w := &watcher{s: s, c: a, raw: raw, seq: 1, pending: []byte("rest of message 1\n\n")}
 	ans := &watchAnswer{wire: []byte("version=2\nstatus=ok\ntoken=tok-2\n"), digest: [32]byte{2}, seen: 1}
 	var buf []byte
-	if s.deliver(w, ans, &buf) {
-		t.Fatal("deliver says it served a watcher whose last message is half sent")
+	if s.deliver(w, ans, &buf) != handOver {
+		t.Fatal("deliver did not hand a watcher whose last message is half sent to its goroutine")
 	}
 	if w.seq != 1 || string(w.pending) != "rest of message 1\n\n" {
 		t.Fatalf("deliver changed the watcher: seq=%d pending=%q", w.seq, w.pending)
@@ -441,7 +441,7 @@ func TestFanOutLeavesAHalfSentMessageToItsWatcher(t *testing.T) {
 		t.Fatalf("the fan-out wrote %d bytes before the rest of the last message", n)
 	}
 	w.pending = nil // once the goroutine has sent the rest, the next answer is the fan-out's to write
-	if !s.deliver(w, ans, &buf) || w.seq != 2 {
+	if s.deliver(w, ans, &buf) != delivered || w.seq != 2 {
 		t.Fatalf("deliver did not write the next message (seq=%d)", w.seq)
 	}
 }

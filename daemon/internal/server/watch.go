@@ -64,6 +64,7 @@ type watcher struct {
 	cred     *sources.Credential // the credential its hold is on
 	pending  []byte              // the rest of a message the fan-out could not write at once
 	gone     bool                // the stream has ended
+	writeBy  bool                // c has a write deadline (writeWatch set one)
 	b        [1]byte
 }
 
@@ -178,33 +179,59 @@ func (s *Server) fanOut(g *watchGroup) {
 			g.list = append(g.list, w)
 		}
 		s.mu.Unlock()
+		// Every write first, then the read deadlines they move: the last member's message
+		// waits for no deadline of the others.
+		written := g.list[:0]
 		for _, w := range g.list {
-			if !s.deliver(w, a, &g.buf) {
+			switch s.deliver(w, a, &g.buf) {
+			case handOver:
 				_ = w.c.SetReadDeadline(time.Now())
+			case delivered:
+				written = append(written, w)
+			}
+		}
+		if len(written) > 0 {
+			at := s.lookAgain(a.until)
+			for _, w := range written {
+				// A goroutine that holds its lock again sets its own deadline before it
+				// reads; one that was sent a newer message since has that message's.
+				if w.mu.TryLock() {
+					if w.until.Equal(a.until) && w.pending == nil && !w.gone {
+						_ = w.c.SetReadDeadline(at)
+					}
+					w.mu.Unlock()
+				}
 			}
 		}
 		clear(g.list)
 	}
 }
 
-// deliver writes a to w in place of w's goroutine, and reports whether it did all that w had to
-// do; when it did not, w's goroutine must look (or finish the write) itself.
-func (s *Server) deliver(w *watcher, a *watchAnswer, buf *[]byte) bool {
+// What deliver did for a watcher.
+const (
+	handOver  = iota // nothing, or not all: its goroutine must look or finish the write itself
+	nothingDue       // nothing was due: it is gone, or has this answer already
+	delivered        // the whole message was written: its read deadline must follow the new until
+)
+
+// deliver writes a to w in place of w's goroutine, and says what it did (handOver: w's
+// goroutine must look, or finish the write, itself).
+func (s *Server) deliver(w *watcher, a *watchAnswer, buf *[]byte) int {
 	if w.raw == nil || !w.mu.TryLock() {
-		return false
+		return handOver
 	}
 	defer w.mu.Unlock()
 	switch {
 	case w.gone:
-		return true
+		return nothingDue
 	case w.seq == 0 || w.pending != nil || a.seen < w.lookedAt || a.err != nil || a.cred != nil && a.cred != w.cred:
 		// Its first message, the rest of a message not yet sent (nothing may be written before
 		// it), an answer older than its last, or one its goroutine must act on.
-		return false
+		return handOver
 	}
 	w.lookedAt = a.seen
 	if a.digest == w.last {
-		return true
+		return nothingDue
 	}
 	if a.kind != "" {
 		s.cfg.Stats.countServed(a.kind)
@@ -212,16 +239,18 @@ func (s *Server) deliver(w *watcher, a *watchAnswer, buf *[]byte) bool {
 	w.seq++
 	w.last, w.until = a.digest, a.until
 	*buf = a.appendTo((*buf)[:0], w.seq)
-	_ = w.c.SetWriteDeadline(time.Time{}) // a past deadline would fail the write before it is tried
+	if w.writeBy {
+		_ = w.c.SetWriteDeadline(time.Time{}) // a past deadline would fail the write before it is tried
+		w.writeBy = false
+	}
 	n, err := writeOnce(w.raw, *buf)
 	if n == len(*buf) {
-		_ = w.c.SetReadDeadline(s.lookAgain(w.until))
-		return true
+		return delivered
 	}
 	if err == nil || errors.Is(err, syscall.EAGAIN) {
 		w.pending = bytes.Clone((*buf)[n:])
 	}
-	return false
+	return handOver
 }
 
 // writeOnce writes b to rc's descriptor with the system calls it takes without waiting: it
@@ -344,6 +373,7 @@ func (s *Server) watch(ctx context.Context, w *watcher, req request, sentMore bo
 // holds nothing but its own goroutine.
 func (s *Server) writeWatch(w *watcher, b []byte) bool {
 	_ = w.c.SetWriteDeadline(time.Now().Add(s.cfg.WatchWriteTimeout))
+	w.writeBy = true
 	if _, err := w.c.Write(b); err != nil {
 		s.log.Debug().Err(err).Msg("watcher gone or stalled; dropping it")
 		return false
