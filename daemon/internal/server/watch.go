@@ -209,9 +209,9 @@ func (s *Server) fanOut(g *watchGroup) {
 
 // What deliver did for a watcher.
 const (
-	handOver  = iota // nothing, or not all: its goroutine must look or finish the write itself
-	nothingDue       // nothing was due: it is gone, or has this answer already
-	delivered        // the whole message was written: its read deadline must follow the new until
+	handOver   = iota // nothing, or not all: its goroutine must look or finish the write itself
+	nothingDue        // nothing was due: it is gone, or has this answer already
+	delivered         // the whole message was written: its read deadline must follow the new until
 )
 
 // deliver writes a to w in place of w's goroutine, and says what it did (handOver: w's
