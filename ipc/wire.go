@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -342,7 +343,11 @@ func (m *Message) appendEncoded(b []byte, maxSize, maxFields int) ([]byte, error
 	if len(m.Fields) > maxFields {
 		return b, fmt.Errorf("%w: over %d fields", ErrTooLarge, maxFields)
 	}
-	start := len(b)
+	start, size := len(b), 1
+	for _, f := range m.Fields {
+		size += len(f.Key) + len(f.Value) + 2
+	}
+	b = slices.Grow(b, size) // one allocation at most, even for a long status
 	for _, f := range m.Fields {
 		if !ValidKey(f.Key) {
 			return b, fmt.Errorf("%w: invalid key %q", ErrMalformed, f.Key)

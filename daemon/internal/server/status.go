@@ -33,6 +33,7 @@ func (s *Server) StatusFor(sr resolver.Request) ipc.Status {
 	if sr.Workspace != "" {
 		names = appendUnique(names, sr.Workspace)
 	}
+	st.Workspaces = make([]ipc.WorkspaceStatus, 0, len(names))
 	for _, w := range names {
 		q := sr
 		q.Workspace = w
