@@ -206,3 +206,29 @@ func TestRepeatedGetOnOneConnectionSeesEveryDotenvChange(t *testing.T) {
 		t.Errorf("after its .env left the cache and was edited, the connection was served %q, want key-3", k)
 	}
 }
+
+// The same for the bl config, which no request names: a connection asking again and again for
+// the context's workspace is served the key an edit of the file puts there.
+func TestRepeatedGetOnOneConnectionSeesABLConfigEdit(t *testing.T) {
+	td := daemontest.Start(t, daemontest.Options{BLConfig: threeWorkspaces})
+	c, err := ipc.Dial(td.Socket, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	key := func() string {
+		t.Helper()
+		resp, err := c.Do(ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionGet))
+		if err != nil {
+			t.Fatalf("get: %v", err)
+		}
+		return resp.Value(ipc.KeyToken)
+	}
+	for range 100 {
+		if k := key(); k != "key-acme" {
+			t.Fatalf("served %q, want key-acme", k)
+		}
+	}
+	writeFile(t, filepath.Join(td.Home, ".blaxel", "config.yaml"), strings.Replace(threeWorkspaces, `"key-acme"`, `"key-acme-2"`, 1))
+	testkit.WaitFor(t, 30*time.Second, "the edited bl config on the same connection", func() bool { return key() == "key-acme-2" })
+}
