@@ -122,9 +122,11 @@ func (b *bench) throughput() error {
 		return err
 	}
 	s := b.section("Daemon throughput")
-	// The measured time is split into rounds that alternate between the two servers, so that
-	// other work on the machine weighs on both alike.
-	rounds, warm, dur := 3, 300*time.Millisecond, time.Second
+	// The measured time is split into rounds that alternate between the two servers, each pair
+	// in the other order than the last (blauthd first, then the bare server first), so that other
+	// work on the machine, and its drift, weigh on both alike. Six rounds of half a second: with
+	// three of a second, one busy second of this shared machine swung a row by 0.2x.
+	rounds, warm, dur := 6, 300*time.Millisecond, 500*time.Millisecond
 	if b.cfg.quick {
 		rounds, warm, dur = 1, 200*time.Millisecond, 500*time.Millisecond
 	}
@@ -132,8 +134,9 @@ func (b *bench) throughput() error {
 	// variable, for information.
 	helperGet := fmt.Appendf(nil, "version=1\naction=get\ncwd=%s\nenv.BL_ENV=prod\n\n", filepath.Clean(b.work))
 	s.printf("Each connection sends `version=1`, `action=get` requests back to back, reading each answer before the next. Each figure is %d ", rounds)
-	s.printf("rounds of %s measured after %s of warm-up on fresh connections, the rounds alternating between blauthd and the bare server so that ", dur, warm)
-	s.printf("other work on the machine weighs on both alike; requests/s is the answers in the measured windows over their total time. ")
+	s.printf("rounds of %s measured after %s of warm-up on fresh connections, the rounds alternating between blauthd and the bare server, each pair in the ", dur, warm)
+	s.printf("other order than the last, so that other work on the machine and its drift weigh on both alike (with three rounds of a second, ")
+	s.printf("one busy second of this shared machine swung a row by 0.2×, and profiles of the two requests under load were the same); requests/s is the answers in the measured windows over their total time. ")
 	s.printf("The load generator runs as goroutines in benchreport, one per ")
 	s.printf("connection; the servers are separate processes: the real `bin/blauthd` (serving a cached service-account JWT, %d-byte answer) ", b.answerSize)
 	s.printf("and `bareserver` (`internal/benchreport/bareserver`: reads each request to its empty line, answers a fixed block of the same %d bytes). ", b.answerSize)
@@ -194,18 +197,26 @@ func (b *bench) throughput() error {
 	for _, c := range cases {
 		var d, bare loadResult
 		var err error
-		for range rounds {
-			var x loadResult
-			if x, err = b.load(b.daemon, b.socket, c.conns, c.req, warm, dur); err != nil {
-				err = fmt.Errorf("blauthd, %d connections: %w", c.conns, err)
+		for i := range rounds {
+			for j := range 2 {
+				var x loadResult
+				if (i+j)%2 == 0 {
+					if x, err = b.load(b.daemon, b.socket, c.conns, c.req, warm, dur); err != nil {
+						err = fmt.Errorf("blauthd, %d connections: %w", c.conns, err)
+						break
+					}
+					d.add(x)
+				} else {
+					if x, err = b.load(b.bare, b.bareSocket, c.conns, c.req, warm, dur); err != nil {
+						err = fmt.Errorf("bare server, %d connections: %w", c.conns, err)
+						break
+					}
+					bare.add(x)
+				}
+			}
+			if err != nil {
 				break
 			}
-			d.add(x)
-			if x, err = b.load(b.bare, b.bareSocket, c.conns, c.req, warm, dur); err != nil {
-				err = fmt.Errorf("bare server, %d connections: %w", c.conns, err)
-				break
-			}
-			bare.add(x)
 		}
 		if err != nil {
 			errs = append(errs, err)
