@@ -171,19 +171,7 @@ func TestRepeatedGetOnOneConnectionSeesEveryDotenvChange(t *testing.T) {
 	dotenv := filepath.Join(proj, ".env")
 	writeFile(t, dotenv, "BL_WORKSPACE=acme\nBL_API_KEY=key-1\n")
 	td := daemontest.Start(t, daemontest.Options{})
-	c, err := ipc.Dial(td.Socket, 30*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	key := func() string {
-		t.Helper()
-		resp, err := c.Do(ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionGet, ipc.KeyDir, proj, "env.BL_ENV", "prod"))
-		if err != nil {
-			t.Fatalf("get: %v", err)
-		}
-		return resp.Value(ipc.KeyToken)
-	}
+	key := repeatedGet(t, td, ipc.KeyDir, proj, "env.BL_ENV", "prod")
 	for range 100 {
 		if k := key(); k != "key-1" {
 			t.Fatalf("served %q, want key-1", k)
@@ -211,19 +199,7 @@ func TestRepeatedGetOnOneConnectionSeesEveryDotenvChange(t *testing.T) {
 // the context's workspace is served the key an edit of the file puts there.
 func TestRepeatedGetOnOneConnectionSeesABLConfigEdit(t *testing.T) {
 	td := daemontest.Start(t, daemontest.Options{BLConfig: threeWorkspaces})
-	c, err := ipc.Dial(td.Socket, 30*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	key := func() string {
-		t.Helper()
-		resp, err := c.Do(ipc.NewMessage(ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionGet))
-		if err != nil {
-			t.Fatalf("get: %v", err)
-		}
-		return resp.Value(ipc.KeyToken)
-	}
+	key := repeatedGet(t, td)
 	for range 100 {
 		if k := key(); k != "key-acme" {
 			t.Fatalf("served %q, want key-acme", k)
@@ -231,4 +207,24 @@ func TestRepeatedGetOnOneConnectionSeesABLConfigEdit(t *testing.T) {
 	}
 	writeFile(t, filepath.Join(td.Home, ".blaxel", "config.yaml"), strings.Replace(threeWorkspaces, `"key-acme"`, `"key-acme-2"`, 1))
 	testkit.WaitFor(t, 30*time.Second, "the edited bl config on the same connection", func() bool { return key() == "key-acme-2" })
+}
+
+// repeatedGet opens one connection to td, closed when the test ends, and returns a function that
+// sends the same get (action=get and kv) on it and returns the token served.
+func repeatedGet(t *testing.T, td *daemontest.Daemon, kv ...string) func() string {
+	t.Helper()
+	c, err := ipc.Dial(td.Socket, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	req := append([]string{ipc.KeyVersion, ipc.Version, ipc.KeyAction, ipc.ActionGet}, kv...)
+	return func() string {
+		t.Helper()
+		resp, err := c.Do(ipc.NewMessage(req...))
+		if err != nil {
+			t.Fatalf("get: %v", err)
+		}
+		return resp.Value(ipc.KeyToken)
+	}
 }

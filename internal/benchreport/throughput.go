@@ -196,26 +196,21 @@ func (b *bench) throughput() error {
 	var errs []error
 	for _, c := range cases {
 		var d, bare loadResult
+		sides := [2]struct {
+			name   string
+			p      *proc
+			socket string
+			sum    *loadResult
+		}{{"blauthd", b.daemon, b.socket, &d}, {"bare server", b.bare, b.bareSocket, &bare}}
 		var err error
-		for i := range rounds {
-			for j := range 2 {
-				var x loadResult
-				if (i+j)%2 == 0 {
-					if x, err = b.load(b.daemon, b.socket, c.conns, c.req, warm, dur); err != nil {
-						err = fmt.Errorf("blauthd, %d connections: %w", c.conns, err)
-						break
-					}
-					d.add(x)
-				} else {
-					if x, err = b.load(b.bare, b.bareSocket, c.conns, c.req, warm, dur); err != nil {
-						err = fmt.Errorf("bare server, %d connections: %w", c.conns, err)
-						break
-					}
-					bare.add(x)
-				}
-			}
-			if err != nil {
-				break
+		for i := 0; i < 2*rounds && err == nil; i++ {
+			// Round i/2 in pairs, the order swapped from one pair to the next.
+			side := sides[(i/2+i)%2]
+			var x loadResult
+			if x, err = b.load(side.p, side.socket, c.conns, c.req, warm, dur); err != nil {
+				err = fmt.Errorf("%s, %d connections: %w", side.name, c.conns, err)
+			} else {
+				side.sum.add(x)
 			}
 		}
 		if err != nil {

@@ -198,11 +198,14 @@ func (s *Server) serveGet(ctx context.Context, req request) *ipc.Message {
 // resolution and the answer are rm's; else they are new.
 func (s *Server) get(ctx context.Context, req *ipc.Message, rm *room) (*ipc.Message, *sources.Credential) {
 	var answer *ipc.Message // nil: a new one
+	if rm != nil {
+		answer = &rm.answer
+	}
 	stamp := s.cfg.Resolver.Stamp()
 	res := rm.reuseFor(req, stamp)
 	if res == nil {
 		if rm != nil {
-			res, answer = &rm.res, &rm.answer
+			res = &rm.res
 			rm.resolved.ok = false
 		} else {
 			res = new(resolver.Resolution)
@@ -220,8 +223,6 @@ func (s *Server) get(ctx context.Context, req *ipc.Message, rm *room) (*ipc.Mess
 		if rm != nil && res.Reusable {
 			rm.resolved.ok, rm.resolved.text, rm.resolved.stamp, rm.resolved.at = true, req.Text(), stamp, rm.now
 		}
-	} else {
-		answer = &rm.answer
 	}
 	minTTL, _ := parseSeconds(req.Value(ipc.KeyMinTTL))
 	c := res.Credential
